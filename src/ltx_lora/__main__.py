@@ -1,0 +1,3 @@
+from ltx_lora.cli import main
+
+main()

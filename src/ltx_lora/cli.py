@@ -1,0 +1,64 @@
+"""The `ltx-lora` command line. Commands only: each one parses its options and calls into the package."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+from typing import Optional
+
+import typer
+from rich.console import Console
+
+from ltx_lora.errors import UserError
+
+console = Console(stderr=True)
+
+app = typer.Typer(
+    name="ltx-lora",
+    help="Train LoRAs on Lightricks' LTX-2.3 (22B audio-video): inspect checkpoints, prepare data, train, validate, "
+    "export. Start with `ltx-lora demo` (no downloads needed) or `ltx-lora doctor`.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    rich_markup_mode="rich",
+)
+dataset_app = typer.Typer(help="Scan a folder of clips and stills into a dataset file with a report.", no_args_is_help=True)
+lora_app = typer.Typer(help="Look inside, check, convert, verify and merge LoRA files.", no_args_is_help=True)
+app.add_typer(dataset_app, name="dataset")
+app.add_typer(lora_app, name="lora")
+
+
+@app.command()
+def version() -> None:
+    """Print the ltx-lora version."""
+    from ltx_lora import __version__
+
+    print(__version__)
+
+
+def main() -> None:
+    """Entry point: bad input ends with one sentence and exit 2, our own failures with exit 1."""
+    try:
+        app(standalone_mode=False)
+    except UserError as e:
+        console.print(f"[bold red]error:[/] {e}", highlight=False)
+        sys.exit(2)
+    except typer.Exit as e:
+        sys.exit(e.exit_code)
+    except (typer.Abort, KeyboardInterrupt):
+        console.print("interrupted")
+        sys.exit(130)
+    except SystemExit:
+        raise
+    except Exception as e:  # noqa: BLE001 - the last line of defence for a CLI
+        import click
+
+        if isinstance(e, click.exceptions.ClickException):
+            e.show()
+            sys.exit(e.exit_code)
+        if os.environ.get("LTX_LORA_DEBUG"):
+            raise
+        console.print(f"[bold red]failed:[/] {type(e).__name__}: {e}", highlight=False)
+        console.print("(set LTX_LORA_DEBUG=1 to see the traceback)")
+        sys.exit(1)

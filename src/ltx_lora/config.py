@@ -1,0 +1,212 @@
+"""The training configuration: one YAML file that maps one-to-one onto these typed classes.
+
+Defaults are the settings the LTX-2.3 LoRA guide recommends for a first run (rank 32, alpha = rank, lr 1e-4,
+2000 steps, batch 1, bf16, gradient checkpointing, bucket 960x544x49, attention targets). Unknown keys are
+errors with a did-you-mean hint; every error is one sentence naming the key.
+"""
+
+from __future__ import annotations
+
+import difflib
+from enum import Enum
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from ltx_lora.errors import UserError
+
+
+class Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, use_enum_values=False)
+
+
+class TrainingMode(str, Enum):
+    """What the LoRA learns to generate."""
+
+    text_to_video = "t2v"  # video only (audio branch not trained, no audio latents needed)
+    audio_video = "av"  # joint audio + video generation
+    image_to_video = "i2v"  # video conditioned on its first frame (always), audio optional
+
+
+class ModelConfig(Section):
+    checkpoint: str = Field("", description="Local path of the LTX-2.3 Dev checkpoint (.safetensors, bf16 or FP8).")
+    text_encoder: str = Field("", description="Local folder of the Gemma 3 12B text encoder (used by preprocess only).")
+
+
+class DataConfig(Section):
+    dataset: str = Field("dataset.jsonl", description="Dataset file (jsonl/json/csv) written by `ltx-lora dataset scan`.")
+    buckets: str = Field("960x544x49", description="Resolution buckets WxHxF separated by ';' (F = 8k+1, W and H multiples of 32).")
+    cache_dir: str = Field(".ltx-lora-cache", description="Where preprocessing writes latents and text features.")
+    target_fps: float | None = Field(None, description="Resample clips to this frame rate (audio stays in sync); null keeps each clip's rate.")
+    missing_audio: Literal["silence", "skip"] = Field(
+        "silence", description="Clips without an audio track when audio is trained: use silence, or skip them.")
+    trigger_word: str = Field("", description="Prepended to every caption (e.g. a rare token naming your subject).")
+    token_budget: int | None = Field(
+        None, description="Per-bucket batch size from a token budget (video tokens per batch); null = batch_size everywhere.")
+
+
+class LoraConfig(Section):
+    rank: int = Field(32, ge=1, le=1024, description="LoRA rank. 32 to start, 64+ for multi-concept LoRAs.")
+    alpha: float | None = Field(None, description="LoRA alpha; null means equal to rank (scale 1.0).")
+    dropout: float = Field(0.0, ge=0.0, lt=1.0, description="Dropout on the LoRA path.")
+    target_modules: list[str] = Field(
+        default_factory=lambda: ["to_k", "to_q", "to_v", "to_out.0"],
+        description="Module name patterns; short names match every branch (video, audio, cross-modal attention).")
+    feed_forward: bool = Field(False, description="Also adapt the feed-forward layers (more capacity, more memory).")
+
+    @property
+    def effective_alpha(self) -> float:
+        return float(self.rank if self.alpha is None else self.alpha)
+
+
+class Optimizer(str, Enum):
+    adamw = "adamw"
+    adamw8bit = "adamw8bit"
+    prodigy = "prodigy"
+
+
+class Scheduler(str, Enum):
+    constant = "constant"
+    linear = "linear"
+    cosine = "cosine"
+
+
+class TrainConfig(Section):
+    mode: TrainingMode = Field(TrainingMode.audio_video, description="t2v (video only), av (joint audio-video), i2v (image-to-video).")
+    steps: int = Field(2000, ge=1, description="Optimizer steps in total.")
+    batch_size: int = Field(1, ge=1, description="Clips per step per GPU.")
+    gradient_accumulation: int = Field(1, ge=1, description="Micro-batches summed into one optimizer step.")
+    learning_rate: float = Field(1e-4, gt=0, description="Peak learning rate (1.0 is usual for prodigy).")
+    optimizer: Optimizer = Field(Optimizer.adamw, description="adamw (fused), adamw8bit (bitsandbytes) or prodigy.")
+    weight_decay: float = Field(0.0, ge=0)
+    scheduler: Scheduler = Field(Scheduler.linear, description="Learning-rate schedule after warm-up.")
+    warmup_steps: int = Field(0, ge=0)
+    max_grad_norm: float | None = Field(1.0, description="Clip the gradient norm; null disables clipping.")
+    seed: int = 42
+    mixed_precision: Literal["bf16", "fp32"] = "bf16"
+    gradient_checkpointing: bool = Field(True, description="Recompute activations in backward (needed below 80 GB).")
+    timestep_sampling: Literal["shifted_logit_normal", "uniform"] = "shifted_logit_normal"
+    first_frame_conditioning_p: float = Field(
+        0.1, ge=0, le=1, description="Probability that a clip's first frame is given as clean conditioning (i2v uses 1.0).")
+    audio_loss_weight: float = Field(1.0, ge=0, description="Weight of the audio loss in joint audio-video training.")
+    fps: float = Field(24.0, gt=0, description="Frame rate assumed for positions when a clip has none recorded.")
+
+
+class MemoryConfig(Section):
+    plan: Literal["auto", "80gb", "48gb", "32gb", "24gb"] = Field(
+        "auto", description="Memory plan: auto picks from the GPU's free memory; or force a tier.")
+    quantization: Literal["none", "int8", "fp8"] = Field("none", description="Weights format of the frozen base.")
+    text_encoder_8bit: bool = Field(False, description="Load Gemma in 8-bit for preprocessing (bitsandbytes).")
+    block_swap: int = Field(0, ge=0, description="Transformer blocks kept in host memory and streamed to the GPU.")
+
+
+class CheckpointConfig(Section):
+    every: int = Field(250, ge=1, description="Save the LoRA and the training state every N steps.")
+    keep_last: int = Field(3, ge=1, description="How many checkpoints to keep (the final LoRA is always kept).")
+
+
+class ValidationConfig(Section):
+    prompts: list[str] = Field(default_factory=list, description="2-3 fixed prompts, the same for every checkpoint.")
+    negative_prompt: str = "worst quality, inconsistent motion, blurry, jittery, distorted"
+    every: int | None = Field(250, description="Validate every N steps (and at step 0); null disables.")
+    seed: int = 42
+    resolution: str = Field("960x544x49", description="WxHxF of validation samples.")
+    steps: int = Field(30, ge=1, description="Denoising steps (50 for a final check).")
+    cfg: float = Field(4.0, ge=0, description="Classifier-free guidance scale.")
+    stg_scale: float = Field(1.0, ge=0, description="Spatio-temporal guidance scale.")
+    stg_blocks: list[int] = Field(default_factory=lambda: [29], description="Blocks perturbed by STG.")
+    reference_image: str | None = Field(None, description="First frame for image-to-video validation.")
+    preview_distilled_lora: str | None = Field(
+        None, description="distilled-lora-384 for a fast preview (8 steps, CFG 1.0, strength 0.55).")
+
+
+class LoggingConfig(Section):
+    tensorboard: bool = True
+    wandb: bool = False
+    wandb_project: str = "ltx-lora"
+
+
+class Config(Section):
+    """A whole training run."""
+
+    output_dir: str = Field("runs/my-lora", description="Run folder: checkpoints, samples, logs and report.")
+    model: ModelConfig = Field(default_factory=ModelConfig)
+    data: DataConfig = Field(default_factory=DataConfig)
+    lora: LoraConfig = Field(default_factory=LoraConfig)
+    train: TrainConfig = Field(default_factory=TrainConfig)
+    memory: MemoryConfig = Field(default_factory=MemoryConfig)
+    checkpoints: CheckpointConfig = Field(default_factory=CheckpointConfig)
+    validation: ValidationConfig = Field(default_factory=ValidationConfig)
+    logging: LoggingConfig = Field(default_factory=LoggingConfig)
+
+    @field_validator("output_dir")
+    @classmethod
+    def _not_empty(cls, v: str) -> str:
+        if not v.strip():
+            raise ValueError("must not be empty")
+        return v
+
+    @model_validator(mode="before")
+    @classmethod
+    def _mode_defaults(cls, data: Any) -> Any:
+        # Image-to-video conditions on the first frame half of the time unless told otherwise (as the official
+        # i2v config does); the other modes keep the 0.1 default.
+        if isinstance(data, dict):
+            train = data.get("train")
+            if isinstance(train, dict) and train.get("mode") == "i2v" and "first_frame_conditioning_p" not in train:
+                data = {**data, "train": {**train, "first_frame_conditioning_p": 0.5}}
+        return data
+
+    # -- YAML in/out -------------------------------------------------------------------------------------------
+    def to_yaml(self) -> str:
+        return yaml.safe_dump(self.model_dump(mode="json"), sort_keys=False, allow_unicode=True)
+
+
+def _did_you_mean(model: type[BaseModel], loc: tuple[Any, ...]) -> str:
+    """Suggest the closest valid key for an unknown one at `loc`."""
+    cls: Any = model
+    for part in loc[:-1]:
+        field = cls.model_fields.get(part) if isinstance(part, str) else None
+        if field is None or not isinstance(field.annotation, type) or not issubclass(field.annotation, BaseModel):
+            return ""
+        cls = field.annotation
+    close = difflib.get_close_matches(str(loc[-1]), list(cls.model_fields), n=1, cutoff=0.5)
+    return f" (did you mean '{close[0]}'?)" if close else f" (valid keys: {', '.join(cls.model_fields)})"
+
+
+def parse_config(data: Any, source: str = "config") -> Config:
+    """Validate a mapping into a Config; the first problem becomes one UserError sentence."""
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise UserError(f"{source} must be a YAML mapping of sections (model:, data:, lora:, train:, ...).")
+    try:
+        return Config.model_validate(data)
+    except ValidationError as e:
+        err = e.errors()[0]
+        loc = tuple(err["loc"])
+        key = ".".join(str(p) for p in loc) or "(top level)"
+        if err["type"] == "extra_forbidden":
+            raise UserError(f"{source}: unknown key '{key}'{_did_you_mean(Config, loc)}.") from None
+        msg = err["msg"].rstrip(".")
+        raise UserError(f"{source}: '{key}' is invalid: {msg}; got {err.get('input')!r}.") from None
+
+
+def load_config(path: str | Path) -> Config:
+    """Read a YAML config (ours, or the official LTX trainer's, translated with a note)."""
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"config file {path} does not exist; create one with `ltx-lora init {path}`.")
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f" at line {mark.line + 1}" if mark else ""
+        raise UserError(f"{path} is not valid YAML{where}: {getattr(e, 'problem', e)}.") from None
+    from ltx_lora.official_config import looks_official, translate_official
+
+    if looks_official(data):
+        data = translate_official(data, source=str(path))
+    return parse_config(data, source=str(path))
