@@ -37,6 +37,41 @@ def version() -> None:
     print(__version__)
 
 
+@app.command()
+def init(
+    config: Path = typer.Argument(..., help="Where to write the new config, e.g. my-lora.yaml."),
+    profile: str = typer.Option("auto", help="Memory profile: auto, 80gb, 48gb, 32gb or 24gb (the guide's GPU tiers)."),
+    checkpoint: str = typer.Option("", help="Local path of the LTX-2.3 Dev checkpoint, written into model.checkpoint."),
+    text_encoder: str = typer.Option("", help="Local Gemma 3 folder, written into model.text_encoder."),
+    force: bool = typer.Option(False, "--force", help="Overwrite an existing file."),
+) -> None:
+    """Write a commented training config with the guide's recommended settings for your GPU tier."""
+    from ltx_lora.config_template import write_config
+
+    path = write_config(config, profile, checkpoint, text_encoder, force)
+    print(f"wrote {path} (profile {profile}); edit the paths, then run: ltx-lora doctor --config {path}")
+
+
+@app.command()
+def doctor(
+    config: Optional[Path] = typer.Option(None, "--config", "-c", help="Also check the model paths of this config."),
+) -> None:
+    """Check Python, torch, CUDA, GPU memory tier, disk, codecs and (with --config) every model path."""
+    from rich.table import Table
+
+    from ltx_lora.doctor import run_checks
+
+    checks = run_checks(config)
+    table = Table(show_header=False, box=None, pad_edge=False)
+    colour = {"OK": "green", "WARN": "yellow", "FAIL": "red"}
+    for c in checks:
+        line = c.detail + (f"  -> {c.fix}" if c.fix else "")
+        table.add_row(f"[{colour[c.status]}]{c.status}[/]", c.name, line)
+    Console().print(table)
+    if any(c.status == "FAIL" for c in checks):
+        raise typer.Exit(1)
+
+
 def main() -> None:
     """Entry point: bad input ends with one sentence and exit 2, our own failures with exit 1."""
     try:

@@ -132,14 +132,14 @@ class Config(Section):
     """A whole training run."""
 
     output_dir: str = Field("runs/my-lora", description="Run folder: checkpoints, samples, logs and report.")
-    model: ModelConfig = Field(default_factory=ModelConfig)
-    data: DataConfig = Field(default_factory=DataConfig)
-    lora: LoraConfig = Field(default_factory=LoraConfig)
-    train: TrainConfig = Field(default_factory=TrainConfig)
-    memory: MemoryConfig = Field(default_factory=MemoryConfig)
-    checkpoints: CheckpointConfig = Field(default_factory=CheckpointConfig)
-    validation: ValidationConfig = Field(default_factory=ValidationConfig)
-    logging: LoggingConfig = Field(default_factory=LoggingConfig)
+    model: ModelConfig = Field(default_factory=ModelConfig, description="The base model files (local paths only).")
+    data: DataConfig = Field(default_factory=DataConfig, description="The dataset, its buckets and the preprocessing cache.")
+    lora: LoraConfig = Field(default_factory=LoraConfig, description="The LoRA adapter that is trained.")
+    train: TrainConfig = Field(default_factory=TrainConfig, description="Objective, optimizer and schedule.")
+    memory: MemoryConfig = Field(default_factory=MemoryConfig, description="How the 22B base fits your GPU.")
+    checkpoints: CheckpointConfig = Field(default_factory=CheckpointConfig, description="Saving and resuming.")
+    validation: ValidationConfig = Field(default_factory=ValidationConfig, description="Fixed-prompt samples at step 0 and every N steps.")
+    logging: LoggingConfig = Field(default_factory=LoggingConfig, description="Where metrics go.")
 
     @field_validator("output_dir")
     @classmethod

@@ -1,0 +1,118 @@
+"""`ltx-lora init`: write a commented config for a memory profile.
+
+The comments come from the schema's field descriptions, so the file a user edits and the schema cannot drift.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel
+
+from ltx_lora.config import Config, parse_config
+from ltx_lora.errors import UserError
+
+# What each hardware tier of the guide changes from the defaults (the 80 GB tier is the defaults).
+PROFILES: dict[str, dict[str, dict[str, Any]]] = {
+    "auto": {"memory": {"plan": "auto"}},
+    "80gb": {"memory": {"plan": "80gb"}},
+    "48gb": {"memory": {"plan": "48gb", "quantization": "fp8"}},
+    "32gb": {"memory": {"plan": "32gb", "quantization": "int8", "text_encoder_8bit": True},
+             "train": {"optimizer": "adamw8bit"}, "lora": {"rank": 16}},
+    "24gb": {"memory": {"plan": "24gb", "quantization": "int8", "text_encoder_8bit": True, "block_swap": 24},
+             "train": {"optimizer": "adamw8bit"}, "lora": {"rank": 16}, "data": {"buckets": "512x512x49"}},
+}
+
+PROFILE_NOTES = {
+    "auto": "Memory plan chosen at start from the GPU's free memory (shown by `ltx-lora doctor`).",
+    "80gb": "H100 80 GB: full quality, no quantization.",
+    "48gb": "48 GB (RTX 6000 Ada/Pro, A6000, A100 40 GB with care): FP8 frozen base.",
+    "32gb": "32 GB (RTX 5090): INT8 base, 8-bit AdamW, rank 16, 8-bit text encoder.",
+    "24gb": "24 GB (RTX 4090, experimental): INT8 base, blocks streamed from host memory, rank 16, 512x512x49.",
+}
+
+_EXAMPLE_PROMPTS = [
+    "A red fox trots through fresh snow in a quiet birch forest at dawn, its breath visible in the cold air. "
+    "The audio is the soft crunch of paws on snow and distant bird calls.",
+    "A close-up of hands kneading bread dough on a floured wooden table in a sunlit kitchen. "
+    "The audio is the muffled thump of dough and a kettle starting to whistle.",
+]
+
+
+def _merge(base: dict, patch: dict) -> dict:
+    out = dict(base)
+    for k, v in patch.items():
+        out[k] = _merge(out.get(k, {}), v) if isinstance(v, dict) else v
+    return out
+
+
+def _scalar(v: Any) -> str:
+    if v is None:
+        return "null"
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, (int, float)):
+        return repr(v)
+    return json.dumps(v, ensure_ascii=False)  # JSON strings are valid YAML scalars
+
+
+def _emit(model: type[BaseModel], values: dict, indent: int) -> list[str]:
+    lines: list[str] = []
+    pad = " " * indent
+    for name, field in model.model_fields.items():
+        value = values.get(name)
+        ann = field.annotation
+        if isinstance(ann, type) and issubclass(ann, BaseModel):
+            if field.description:
+                lines.append(f"{pad}# {field.description}")
+            lines.append(f"{pad}{name}:")
+            lines += _emit(ann, value or {}, indent + 2)
+            lines.append("")
+            continue
+        if field.description:
+            lines.append(f"{pad}# {field.description}")
+        if isinstance(value, list):
+            if not value:
+                lines.append(f"{pad}{name}: []")
+            else:
+                lines.append(f"{pad}{name}:")
+                lines += [f"{pad}  - {_scalar(item)}" for item in value]
+        else:
+            lines.append(f"{pad}{name}: {_scalar(value)}")
+    return lines
+
+
+def render_config(profile: str = "auto", checkpoint: str = "", text_encoder: str = "",
+                  dataset: str = "dataset.jsonl") -> str:
+    if profile not in PROFILES:
+        raise UserError(f"unknown profile '{profile}'; choose one of {', '.join(PROFILES)}.")
+    patch = _merge(PROFILES[profile], {
+        "model": {"checkpoint": checkpoint, "text_encoder": text_encoder},
+        "data": {"dataset": dataset},
+        "validation": {"prompts": _EXAMPLE_PROMPTS},
+    })
+    cfg = parse_config(_merge(Config().model_dump(mode="json"), patch), source="profile")
+    header = [
+        "# ltx-lora training config (LTX-2.3 LoRA).",
+        f"# Profile {profile}: {PROFILE_NOTES[profile]}",
+        "# Paths are local (no URLs). Check everything with: ltx-lora doctor --config THIS_FILE",
+        "# Every key is described in docs/configuration.md.",
+        "",
+    ]
+    return "\n".join(header + _emit(Config, cfg.model_dump(mode="json"), 0)).rstrip() + "\n"
+
+
+def write_config(path: Path, profile: str = "auto", checkpoint: str = "", text_encoder: str = "",
+                 force: bool = False) -> Path:
+    if path.exists() and not force:
+        raise UserError(f"{path} already exists; pass --force to overwrite it or choose another name.")
+    if path.suffix not in (".yaml", ".yml"):
+        raise UserError(f"{path} should end in .yaml so editors and ltx-lora treat it as YAML.")
+    text = render_config(profile, checkpoint, text_encoder)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(text)
+    tmp.replace(path)
+    return path

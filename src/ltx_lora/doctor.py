@@ -1,0 +1,173 @@
+"""`ltx-lora doctor`: is this machine (and this config) ready to train? One line per check: OK / WARN / FAIL + fix."""
+
+from __future__ import annotations
+
+import importlib.metadata as md
+import shutil
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Literal
+
+Status = Literal["OK", "WARN", "FAIL"]
+
+# The guide's hardware table: (minimum GiB of GPU memory, tier name, what it means).
+TIERS = [
+    (70.0, "80gb", "comfortable: full quality, no quantization"),
+    (44.0, "48gb", "workable: FP8 frozen base"),
+    (30.0, "32gb", "tight: INT8 base, 8-bit AdamW, rank 16"),
+    (22.0, "24gb", "experimental: INT8 base, block swap, rank 16, 512x512x49"),
+]
+
+
+@dataclass
+class Check:
+    name: str
+    status: Status
+    detail: str
+    fix: str = ""
+
+
+def tier_for_gib(gib: float) -> tuple[str, str] | None:
+    for minimum, name, meaning in TIERS:
+        if gib >= minimum:
+            return name, meaning
+    return None
+
+
+def _version(dist: str) -> str | None:
+    try:
+        return md.version(dist)
+    except md.PackageNotFoundError:
+        return None
+
+
+def check_python() -> Check:
+    v = sys.version_info
+    ok = v >= (3, 11)
+    return Check("python", "OK" if ok else "FAIL", f"{v.major}.{v.minor}.{v.micro}",
+                 "" if ok else "install Python 3.11 or newer")
+
+
+def check_torch() -> list[Check]:
+    out: list[Check] = []
+    try:
+        import torch
+    except Exception as e:  # noqa: BLE001 - report, do not crash the doctor
+        return [Check("torch", "FAIL", f"cannot import: {e}", "run `bash dev.sh install`")]
+    out.append(Check("torch", "OK", torch.__version__))
+    ta = _version("torchaudio")
+    try:
+        import torchaudio  # noqa: F401 - its compiled part only loads beside the torch it was built for
+
+        same = ta is not None and ta.split("+")[0] == torch.__version__.split("+")[0]
+        out.append(Check("torchaudio", "OK" if same else "WARN", ta or "?",
+                         "" if same else f"install torchaudio of the same release as torch ({torch.__version__})"))
+    except Exception as e:  # noqa: BLE001
+        out.append(Check("torchaudio", "FAIL", f"does not load: {str(e).splitlines()[0]}",
+                         f"install torchaudio=={torch.__version__.split('+')[0]} (it must match torch)"))
+    tf = _version("transformers")
+    if tf is None:
+        out.append(Check("transformers", "FAIL", "missing", "pip install 'transformers>=4.52,<5'"))
+    else:
+        major = int(tf.split(".")[0])
+        out.append(Check("transformers", "OK" if major < 5 else "FAIL", tf,
+                         "" if major < 5 else "ltx-core's Gemma path breaks on transformers 5: "
+                                              "pip install 'transformers>=4.52,<5'"))
+    lc = _version("ltx-core")
+    out.append(Check("ltx-core", "OK" if lc == "1.0.0" else "FAIL" if lc is None else "WARN", lc or "missing",
+                     "" if lc == "1.0.0" else "pip install ltx-core==1.0.0"))
+    return out
+
+
+def check_gpu() -> list[Check]:
+    import torch
+
+    if not torch.cuda.is_available():
+        return [Check("gpu", "WARN", "no CUDA GPU visible",
+                      "training the 22B model needs an NVIDIA GPU with 24 GB or more; the demo runs on CPU")]
+    out = []
+    for i in range(torch.cuda.device_count()):
+        props = torch.cuda.get_device_properties(i)
+        free, total = torch.cuda.mem_get_info(i)
+        gib_total, gib_free = total / 2**30, free / 2**30
+        tier = tier_for_gib(gib_free)
+        status: Status = "OK" if tier else "FAIL"
+        detail = f"cuda:{i} {props.name}, {gib_total:.0f} GiB ({gib_free:.0f} free), compute {props.major}.{props.minor}"
+        if tier:
+            detail += f"; memory tier {tier[0]} ({tier[1]})"
+        out.append(Check("gpu", status, detail, "" if tier else "less than 22 GiB free: free the GPU or use a bigger one"))
+    bf16 = torch.cuda.is_bf16_supported()
+    out.append(Check("bf16", "OK" if bf16 else "FAIL", "supported" if bf16 else "not supported",
+                     "" if bf16 else "bf16 needs an Ampere (RTX 30xx / A100) or newer GPU"))
+    return out
+
+
+def check_triton() -> Check:
+    try:
+        import triton
+
+        return Check("triton", "OK", triton.__version__)
+    except Exception:  # noqa: BLE001
+        return Check("triton", "WARN", "not importable",
+                     "torch.compile and FP8 kernels fall back to slower eager code (Linux + CUDA needed)")
+
+
+def check_media() -> Check:
+    try:
+        import av
+
+        missing = [c for c in ("libx264", "aac") if c not in av.codecs_available]
+        if missing:
+            return Check("video codecs", "WARN", f"PyAV {av.__version__} lacks {', '.join(missing)}",
+                         "validation videos need H.264 + AAC; reinstall PyAV from PyPI (its wheels bundle them)")
+        return Check("video codecs", "OK", f"PyAV {av.__version__} with H.264 + AAC")
+    except Exception as e:  # noqa: BLE001
+        return Check("video codecs", "FAIL", f"PyAV does not load: {e}", "pip install av")
+
+
+def check_disk(path: Path, need_gib: float = 20.0) -> Check:
+    path = path if path.exists() else Path.cwd()
+    free = shutil.disk_usage(path).free / 2**30
+    status: Status = "OK" if free >= need_gib else "WARN"
+    return Check("disk", status, f"{free:.0f} GiB free at {path}",
+                 "" if status == "OK" else f"keep at least {need_gib:.0f} GiB free for caches and checkpoints")
+
+
+def run_checks(config_path: Path | None) -> list[Check]:
+    checks: list[Check] = [check_python(), *check_torch()]
+    steps: list[Callable[[], Check | list[Check]]] = [check_gpu, check_triton, check_media]
+    for step in steps:
+        try:
+            result = step()
+        except Exception as e:  # noqa: BLE001 - one broken probe must not hide the others
+            result = Check(step.__name__.removeprefix("check_"), "FAIL", f"check crashed: {e}")
+        checks += result if isinstance(result, list) else [result]
+    out_dir = Path(".")
+    if config_path is not None:
+        from ltx_lora.config import load_config
+
+        cfg = load_config(config_path)
+        out_dir = Path(cfg.output_dir).parent
+        checks += check_config_paths(cfg)
+    checks.append(check_disk(out_dir))
+    return checks
+
+
+def check_config_paths(cfg) -> list[Check]:
+    """Every model path of the config, checked without loading a model."""
+    from ltx_lora.errors import UserError
+
+    out: list[Check] = []
+    for role, value in (("checkpoint", cfg.model.checkpoint), ("text_encoder", cfg.model.text_encoder)):
+        if not value:
+            out.append(Check(f"model.{role}", "FAIL", "not set", f"set model.{role} in the config to a local path"))
+            continue
+        try:
+            from ltx_lora.paths import check_model_path
+
+            check_model_path(value, role)
+            out.append(Check(f"model.{role}", "OK", value))
+        except UserError as e:
+            out.append(Check(f"model.{role}", "FAIL", value, str(e)))
+    return out

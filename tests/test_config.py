@@ -1,0 +1,122 @@
+"""Config schema, init templates, the official-config translation and their one-sentence errors."""
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from conftest import assert_user_error, run_cli
+from ltx_lora.config import Config, TrainingMode, load_config, parse_config
+from ltx_lora.config_template import PROFILES, render_config
+from ltx_lora.errors import UserError
+
+
+def test_defaults_are_the_guides_first_run_settings():
+    c = Config()
+    assert (c.lora.rank, c.lora.effective_alpha, c.train.learning_rate, c.train.steps) == (32, 32.0, 1e-4, 2000)
+    assert c.train.batch_size == 1 and c.train.mixed_precision == "bf16" and c.train.gradient_checkpointing
+    assert c.data.buckets == "960x544x49"
+    assert c.lora.target_modules == ["to_k", "to_q", "to_v", "to_out.0"]
+
+
+@pytest.mark.parametrize("profile", list(PROFILES))
+def test_every_profile_renders_a_config_that_round_trips(profile, tmp_path):
+    text = render_config(profile, checkpoint="/m/dev.safetensors", text_encoder="/m/gemma")
+    assert text.count("# ") > 30  # every key is commented
+    p = tmp_path / "c.yaml"
+    p.write_text(text)
+    cfg = load_config(p)
+    assert cfg.memory.plan == profile
+    assert cfg.model.checkpoint == "/m/dev.safetensors"
+    assert parse_config(yaml.safe_load(cfg.to_yaml())) == cfg
+
+
+def test_low_vram_profiles_carry_the_guides_keys():
+    cfg = parse_config(yaml.safe_load(render_config("32gb")))
+    assert (cfg.memory.quantization, cfg.train.optimizer.value, cfg.lora.rank, cfg.memory.text_encoder_8bit) == (
+        "int8", "adamw8bit", 16, True)
+
+
+def test_unknown_key_names_the_closest_valid_one():
+    with pytest.raises(UserError, match=r"unknown key 'lora.rnak' \(did you mean 'rank'\?\)"):
+        parse_config({"lora": {"rnak": 8}})
+    with pytest.raises(UserError, match=r"unknown key 'trian'.*did you mean 'train'"):
+        parse_config({"trian": {}})
+
+
+def test_bad_value_is_one_sentence_naming_the_key():
+    with pytest.raises(UserError, match=r"'train.learning_rate' is invalid"):
+        parse_config({"train": {"learning_rate": -1}})
+
+
+def test_i2v_defaults_to_conditioning_half_the_time():
+    assert parse_config({"train": {"mode": "i2v"}}).train.first_frame_conditioning_p == 0.5
+    assert parse_config({"train": {"mode": "i2v", "first_frame_conditioning_p": 0.9}}).train.first_frame_conditioning_p == 0.9
+
+
+OFFICIAL = """
+model:
+  model_path: /models/ltx-2.3-22b-dev.safetensors
+  text_encoder_path: /models/gemma-3-12b-it
+  training_mode: lora
+lora: {rank: 16, alpha: 16, dropout: 0.0, target_modules: [to_k, to_q, to_v, to_out.0]}
+training_strategy:
+  name: flexible
+  video: {is_generated: true, latents_dir: latents, conditions: [{type: first_frame, probability: 0.5}]}
+  audio: {is_generated: true, latents_dir: audio_latents}
+optimization: {learning_rate: 2e-4, steps: 500, batch_size: 1, gradient_accumulation_steps: 4,
+               max_grad_norm: 1.0, optimizer_type: adamw8bit, scheduler_type: cosine,
+               enable_gradient_checkpointing: true}
+acceleration: {mixed_precision_mode: bf16, quantization: int8-quanto, load_text_encoder_in_8bit: true}
+data: {preprocessed_data_root: /data/pre}
+validation:
+  samples: [{prompt: a cat}, {prompt: a dog}]
+  video_dims: [768, 512, 49]
+  inference_steps: 30
+  interval: 100
+  video_cfg_scale: 3.0
+  stg_blocks: [28]
+checkpoints: {interval: 250, keep_last_n: -1}
+flow_matching: {timestep_sampling_mode: shifted_logit_normal}
+seed: 7
+output_dir: outputs/x
+"""
+
+
+def test_official_trainer_config_is_translated(tmp_path, capsys):
+    p = tmp_path / "official.yaml"
+    p.write_text(OFFICIAL)
+    cfg = load_config(p)
+    assert cfg.model.checkpoint == "/models/ltx-2.3-22b-dev.safetensors"
+    assert cfg.train.mode == TrainingMode.image_to_video and cfg.train.first_frame_conditioning_p == 0.5
+    assert (cfg.train.learning_rate, cfg.train.steps, cfg.train.gradient_accumulation) == (2e-4, 500, 4)
+    assert cfg.train.optimizer.value == "adamw8bit" and cfg.memory.quantization == "int8"
+    assert cfg.validation.prompts == ["a cat", "a dog"] and cfg.validation.resolution == "768x512x49"
+    assert cfg.train.seed == 7 and cfg.output_dir == "outputs/x"
+    assert "official LTX trainer config" in capsys.readouterr().err
+
+
+def test_cli_init_writes_and_refuses_to_overwrite(tmp_path):
+    p = tmp_path / "my.yaml"
+    res = run_cli("init", p, "--profile", "24gb")
+    assert res.code == 0, res.err
+    assert load_config(p).memory.block_swap > 0
+    assert_user_error(run_cli("init", p), "already exists", "--force")
+    assert_user_error(run_cli("init", tmp_path / "x.yaml", "--profile", "12gb"), "unknown profile")
+
+
+def test_cli_bad_config_is_exit_2(tmp_path):
+    p = tmp_path / "bad.yaml"
+    p.write_text("train:\n  stesp: 10\n")
+    assert_user_error(run_cli("doctor", "--config", p), "unknown key 'train.stesp'", "did you mean 'steps'")
+    p.write_text("train: [1, 2\n")
+    assert_user_error(run_cli("doctor", "--config", p), "not valid YAML")
+    assert_user_error(run_cli("doctor", "--config", tmp_path / "none.yaml"), "does not exist")
+
+
+def test_cli_doctor_reports_each_check():
+    res = run_cli("doctor")
+    assert res.code == 0, res.out + res.err
+    for name in ("python", "torch", "torchaudio", "transformers", "ltx-core", "gpu", "disk"):
+        assert name in res.out
+    assert "Traceback" not in res.err
