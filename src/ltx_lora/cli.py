@@ -72,6 +72,25 @@ def doctor(
         raise typer.Exit(1)
 
 
+@app.command()
+def train(
+    config: Path = typer.Argument(..., help="Training config (YAML) from `ltx-lora init`."),
+    resume: bool = typer.Option(False, "--resume", help="Continue from the latest complete checkpoint of output_dir."),
+    max_steps: Optional[int] = typer.Option(None, "--max-steps", min=1, help="Override train.steps (the total)."),
+) -> None:
+    """Train a LoRA on the LTX-2.3 transformer from the preprocessed cache (run `ltx-lora preprocess` first)."""
+    from ltx_lora.config import load_config
+    from ltx_lora.train.trainer import Trainer, TrainingFailed
+
+    cfg = load_config(config)
+    try:
+        out = Trainer(cfg, resume=resume, max_steps=max_steps).run()
+    except TrainingFailed as e:
+        console.print(f"[bold red]training stopped:[/] {e}", highlight=False)
+        raise typer.Exit(1)
+    print(out)
+
+
 def main() -> None:
     """Entry point: bad input ends with one sentence and exit 2, our own failures with exit 1."""
     try:

@@ -1,0 +1,1 @@
+"""Datasets: scan, probe, buckets, preprocessing cache."""

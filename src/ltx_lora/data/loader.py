@@ -1,0 +1,101 @@
+"""Batches from the preprocessing cache, in an order that resumes exactly.
+
+Items are grouped by bucket (and frame rate) and every batch comes from one group (shapes must match); each bucket has its own
+batch size, so stills and clips can train together without forcing batch size 1. The order of an epoch is a
+pure function of (seed, epoch), and the position is (epoch, batch index): saving those two numbers is enough to
+continue exactly where a killed run stopped.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from ltx_lora.data.cache import CacheItem, read_latents, read_text_features
+
+
+def bucket_tokens(bucket: str) -> int:
+    w, h, f = (int(x) for x in bucket.split("x"))
+    return ((f - 1) // 8 + 1) * (h // 32) * (w // 32)
+
+
+def bucket_batch_size(bucket: str, batch_size: int, token_budget: int | None) -> int:
+    """A bucket's batch size: fixed, or as many clips as fit the token budget (at least one)."""
+    if token_budget is None:
+        return batch_size
+    return max(1, token_budget // bucket_tokens(bucket))
+
+
+@dataclass
+class BatchOrder:
+    items: list[CacheItem]
+    batch_size: int
+    seed: int
+    token_budget: int | None = None
+    epoch: int = 0
+    index: int = 0
+
+    def epoch_batches(self, epoch: int) -> list[list[int]]:
+        gen = torch.Generator().manual_seed(self.seed * 1_000_003 + epoch)
+        by_bucket: dict[str, list[int]] = {}
+        for i in torch.randperm(len(self.items), generator=gen).tolist():
+            # fps is part of the group: positions and the audio length depend on it
+            by_bucket.setdefault((self.items[i].bucket, self.items[i].fps), []).append(i)
+        batches = []
+        for bucket, fps in sorted(by_bucket):
+            idx = by_bucket[(bucket, fps)]
+            size = bucket_batch_size(bucket, self.batch_size, self.token_budget)
+            batches += [idx[j:j + size] for j in range(0, len(idx), size)]
+        order = torch.randperm(len(batches), generator=gen).tolist()
+        return [batches[k] for k in order]
+
+    def next(self) -> list[int]:
+        batches = self.epoch_batches(self.epoch)
+        if self.index >= len(batches):
+            self.epoch, self.index = self.epoch + 1, 0
+            batches = self.epoch_batches(self.epoch)
+        self.index += 1
+        return batches[self.index - 1]
+
+    def position(self) -> dict:
+        return {"epoch": self.epoch, "index": self.index}
+
+    def restore(self, position: dict) -> None:
+        self.epoch, self.index = int(position["epoch"]), int(position["index"])
+
+
+@dataclass
+class RawBatch:
+    """Tensors of one batch as cached (text still before the connectors)."""
+
+    video: torch.Tensor
+    audio: torch.Tensor | None
+    video_features: torch.Tensor
+    audio_features: torch.Tensor | None
+    text_mask: torch.Tensor
+    fps: float
+
+
+def load_batch(cache: Path, items: list[CacheItem], device: torch.device, dtype: torch.dtype,
+               with_audio: bool) -> RawBatch:
+    videos, audios, vfeats, afeats, masks = [], [], [], [], []
+    for item in items:
+        video, audio = read_latents(cache, item.latents)
+        vf, af, mask = read_text_features(cache, item.text)
+        videos.append(video)
+        audios.append(audio)
+        vfeats.append(vf)
+        afeats.append(af)
+        masks.append(mask)
+    use_audio = with_audio and all(a is not None for a in audios)
+    to = dict(device=device, dtype=dtype)
+    return RawBatch(
+        video=torch.stack(videos).to(**to),
+        audio=torch.stack(audios).to(**to) if use_audio else None,
+        video_features=torch.stack(vfeats).to(**to),
+        audio_features=torch.stack(afeats).to(**to) if afeats[0] is not None else None,
+        text_mask=torch.stack(masks).to(device),
+        fps=float(items[0].fps),
+    )

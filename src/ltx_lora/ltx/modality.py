@@ -1,0 +1,55 @@
+"""Token layout, positions and the transformer call, as ltx-core defines them for LTX-2.x."""
+
+from __future__ import annotations
+
+import torch
+from ltx_core.components.patchifiers import AudioPatchifier, VideoLatentPatchifier, get_pixel_coords
+from ltx_core.model.transformer.modality import Modality
+from ltx_core.text_encoders.gemma.embeddings_processor import convert_to_additive_mask
+from ltx_core.types import AudioLatentShape, SpatioTemporalScaleFactors, VideoLatentShape
+
+__all__ = ["Modality", "patchify_video", "patchify_audio", "video_positions", "audio_positions",
+           "connect_text", "predict_velocity", "AUDIO_LATENT_CHANNELS", "AUDIO_MEL_BINS"]
+
+AUDIO_LATENT_CHANNELS = 8
+AUDIO_MEL_BINS = 16
+_VIDEO = VideoLatentPatchifier(patch_size=1)
+_AUDIO = AudioPatchifier(patch_size=1)
+
+
+def patchify_video(latents: torch.Tensor) -> torch.Tensor:
+    """[B, C, F, H, W] -> [B, F*H*W, C] (frame-major, so the first frame is the first H*W tokens)."""
+    return _VIDEO.patchify(latents)
+
+
+def patchify_audio(latents: torch.Tensor) -> torch.Tensor:
+    """[B, C, T, M] -> [B, T, C*M]."""
+    return _AUDIO.patchify(latents)
+
+
+def video_positions(frames: int, height: int, width: int, batch: int, fps: float,
+                    device: torch.device | str) -> torch.Tensor:
+    """Pixel-space positions [B, 3, T, 2] of latent tokens, time axis in seconds (hence fps)."""
+    shape = VideoLatentShape(frames=frames, height=height, width=width, batch=batch, channels=128)
+    coords = get_pixel_coords(latent_coords=_VIDEO.get_patch_grid_bounds(output_shape=shape, device=device),
+                              scale_factors=SpatioTemporalScaleFactors.default(), causal_fix=True).float()
+    coords[:, 0, ...] = coords[:, 0, ...] / fps
+    return coords
+
+
+def audio_positions(frames: int, batch: int, device: torch.device | str) -> torch.Tensor:
+    """Positions [B, 1, T, 2] of audio latent frames, in seconds."""
+    shape = AudioLatentShape(frames=frames, mel_bins=AUDIO_MEL_BINS, batch=batch, channels=AUDIO_LATENT_CHANNELS)
+    return _AUDIO.get_patch_grid_bounds(output_shape=shape, device=device)
+
+
+def connect_text(embeddings_processor, video_features: torch.Tensor, audio_features: torch.Tensor | None,
+                 mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor]:
+    """Run the frozen text connectors on cached Gemma features: (video context, audio context, context mask)."""
+    additive = convert_to_additive_mask(mask, video_features.dtype)
+    return embeddings_processor.create_embeddings(video_features, audio_features, additive)
+
+
+def predict_velocity(transformer, video: Modality | None, audio: Modality | None):
+    """One transformer forward: the velocity prediction for each modality given."""
+    return transformer(video=video, audio=audio, perturbations=None)

@@ -1,0 +1,1 @@
+"""LoRA training: objective, LoRA injection, optimizers, checkpoints and the loop."""

@@ -1,0 +1,135 @@
+"""Checkpoints: the exported LoRA plus a training-state file, both safetensors, written atomically.
+
+Layout: `RUN/checkpoints/step_000250/{lora.safetensors, state.safetensors}`. A checkpoint is written into a
+`.tmp` sibling folder, flushed to disk, then renamed into place: a kill at any moment leaves either the complete
+new checkpoint or none, and never touches the previous one. The state file holds the raw fp32 LoRA parameters,
+the optimizer state, the RNG states, the data position and the step; everything non-tensor is JSON in the
+safetensors header, so nothing is ever unpickled.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from safetensors import safe_open
+from safetensors.torch import save_file
+
+from ltx_lora.errors import UserError
+
+STEP_PREFIX = "step_"
+
+
+@dataclass
+class TrainingState:
+    step: int  # optimizer steps completed
+    lora: dict[str, torch.Tensor]
+    optimizer: dict  # torch optimizer state_dict
+    rng: dict[str, torch.Tensor]  # name -> generator state (uint8)
+    data_position: dict  # JSON-able sampler position
+    meta: dict  # JSON-able: config fingerprint, mode, rank ...
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _save(tensors: dict[str, torch.Tensor], path: Path, metadata: dict[str, str]) -> None:
+    save_file({k: v.detach().cpu().contiguous() for k, v in tensors.items()}, str(path), metadata=metadata)
+    with open(path, "rb") as f:
+        os.fsync(f.fileno())
+
+
+def _flatten_optimizer(sd: dict) -> tuple[dict[str, torch.Tensor], dict]:
+    tensors, scalars = {}, {}
+    for idx, state in sd["state"].items():
+        for k, v in state.items():
+            if isinstance(v, torch.Tensor):
+                tensors[f"optim.{idx}.{k}"] = v
+            else:
+                scalars[f"{idx}.{k}"] = v
+    return tensors, {"param_groups": sd["param_groups"], "scalars": scalars}
+
+
+def _unflatten_optimizer(tensors: dict[str, torch.Tensor], info: dict) -> dict:
+    state: dict[int, dict] = {}
+    for key, v in tensors.items():
+        _, idx, name = key.split(".", 2)
+        state.setdefault(int(idx), {})[name] = v
+    for key, v in info["scalars"].items():
+        idx, name = key.split(".", 1)
+        state.setdefault(int(idx), {})[name] = v
+    return {"state": state, "param_groups": info["param_groups"]}
+
+
+def save_checkpoint(run_dir: Path, state: TrainingState, lora_file: dict[str, torch.Tensor],
+                    lora_meta: dict[str, str], keep_last: int) -> Path:
+    root = run_dir / "checkpoints"
+    root.mkdir(parents=True, exist_ok=True)
+    final = root / f"{STEP_PREFIX}{state.step:06d}"
+    tmp = root / f".{final.name}.tmp"
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    tmp.mkdir()
+    _save(lora_file, tmp / "lora.safetensors", lora_meta)
+    opt_tensors, opt_info = _flatten_optimizer(state.optimizer)
+    tensors = {**{f"lora.{k}": v for k, v in state.lora.items()}, **opt_tensors,
+               **{f"rng.{k}": v for k, v in state.rng.items()}}
+    header = {"step": str(state.step), "optimizer": json.dumps(opt_info),
+              "data_position": json.dumps(state.data_position), "meta": json.dumps(state.meta),
+              "format": "ltx-lora-training-state-1"}
+    _save(tensors, tmp / "state.safetensors", header)
+    _fsync_dir(tmp)
+    if final.exists():  # a re-run of the same step (after resume) replaces it
+        shutil.rmtree(final)
+    tmp.rename(final)
+    _fsync_dir(root)
+    _prune(root, keep_last)
+    return final
+
+
+def _complete_checkpoints(root: Path) -> list[Path]:
+    if not root.is_dir():
+        return []
+    found = [p for p in root.iterdir() if p.is_dir() and p.name.startswith(STEP_PREFIX)
+             and (p / "state.safetensors").is_file() and (p / "lora.safetensors").is_file()]
+    return sorted(found, key=lambda p: int(p.name[len(STEP_PREFIX):]))
+
+
+def _prune(root: Path, keep_last: int) -> None:
+    for old in _complete_checkpoints(root)[:-keep_last]:
+        shutil.rmtree(old, ignore_errors=True)
+    for stale in root.glob(".*.tmp"):  # left by a killed writer
+        shutil.rmtree(stale, ignore_errors=True)
+
+
+def latest_checkpoint(run_dir: Path) -> Path | None:
+    found = _complete_checkpoints(run_dir / "checkpoints")
+    return found[-1] if found else None
+
+
+def load_state(checkpoint: Path) -> TrainingState:
+    path = checkpoint / "state.safetensors"
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            header = f.metadata() or {}
+            tensors = {k: f.get_tensor(k) for k in f.keys()}
+    except Exception as e:  # noqa: BLE001 - a damaged file is the user's to know about, in one sentence
+        raise UserError(f"training state {path} cannot be read ({e}); delete that checkpoint folder to resume "
+                        "from the one before it.") from None
+    if header.get("format") != "ltx-lora-training-state-1":
+        raise UserError(f"{path} is not an ltx-lora training state; point --resume at an ltx-lora run folder.")
+    lora = {k[5:]: v for k, v in tensors.items() if k.startswith("lora.")}
+    rng = {k[4:]: v for k, v in tensors.items() if k.startswith("rng.")}
+    opt = _unflatten_optimizer({k: v for k, v in tensors.items() if k.startswith("optim.")},
+                               json.loads(header["optimizer"]))
+    return TrainingState(step=int(header["step"]), lora=lora, optimizer=opt, rng=rng,
+                         data_position=json.loads(header["data_position"]), meta=json.loads(header["meta"]))

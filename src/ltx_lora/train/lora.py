@@ -1,0 +1,71 @@
+"""LoRA on the frozen transformer (peft), and its export in ComfyUI's native layout.
+
+Injection keeps the base module names (no `base_model.model.` wrapper), so exported keys are the ltx-core
+module paths. Export: `diffusion_model.<module>.lora_A.weight` (r x in), `.lora_B.weight` (out x r) with
+alpha/rank folded into lora_B, and `.alpha` = rank. Every consumer then applies the trained strength: ComfyUI
+(applies alpha/rank = 1 where `.alpha` exists), ltx-core's fusion and diffusers (which ignore alpha).
+"""
+
+from __future__ import annotations
+
+import re
+
+import torch
+from peft import LoraConfig as PeftLoraConfig
+from peft import inject_adapter_in_model
+
+from ltx_lora.config import LoraConfig
+from ltx_lora.errors import UserError
+
+ADAPTER = "default"
+FEED_FORWARD_TARGETS = ["ff.net.0.proj", "ff.net.2", "audio_ff.net.0.proj", "audio_ff.net.2"]
+_PARAM = re.compile(rf"^(?P<module>.+)\.lora_(?P<ab>[AB])\.{ADAPTER}\.weight$")
+
+
+def target_modules(cfg: LoraConfig) -> list[str]:
+    return list(dict.fromkeys(cfg.target_modules + (FEED_FORWARD_TARGETS if cfg.feed_forward else [])))
+
+
+def inject_lora(transformer: torch.nn.Module, cfg: LoraConfig, seed: int) -> list[torch.nn.Parameter]:
+    """Freeze the base, add LoRA adapters in place, return the trainable parameters (fp32)."""
+    transformer.requires_grad_(False)
+    peft_cfg = PeftLoraConfig(r=cfg.rank, lora_alpha=cfg.effective_alpha, lora_dropout=cfg.dropout,
+                              target_modules=target_modules(cfg))
+    fork = torch.random.fork_rng(devices=[])
+    with fork:  # LoRA A init draws from the global RNG: make it a function of the seed only
+        torch.manual_seed(seed)
+        try:
+            inject_adapter_in_model(peft_cfg, transformer, adapter_name=ADAPTER)
+        except ValueError as e:
+            raise UserError(f"lora.target_modules {cfg.target_modules} match no layer of the transformer ({e}); "
+                            "use names like to_q, to_k, to_v, to_out.0, ff.net.0.proj.") from None
+    params = []
+    for name, p in transformer.named_parameters():
+        if ".lora_" in name:
+            p.data = p.data.float()  # LoRA weights and their optimizer state stay fp32
+            p.requires_grad_(True)
+            params.append(p)
+    return params
+
+
+def lora_parameters(transformer: torch.nn.Module) -> dict[str, torch.nn.Parameter]:
+    """Trainable LoRA parameters by their full name (stable order: the module order)."""
+    return {n: p for n, p in transformer.named_parameters() if ".lora_" in n}
+
+
+def export_comfy(transformer: torch.nn.Module, rank: int, alpha: float,
+                 dtype: torch.dtype = torch.bfloat16) -> dict[str, torch.Tensor]:
+    """The LoRA as ComfyUI / ltx-core / diffusers load it, with the trained strength baked in."""
+    scale = alpha / rank
+    out: dict[str, torch.Tensor] = {}
+    for name, p in lora_parameters(transformer).items():
+        m = _PARAM.match(name)
+        if m is None:
+            continue
+        module = m["module"]
+        w = p.detach().float()
+        if m["ab"] == "B":
+            w = w * scale
+        out[f"diffusion_model.{module}.lora_{m['ab']}.weight"] = w.to(dtype).cpu().contiguous()
+        out[f"diffusion_model.{module}.alpha"] = torch.tensor(float(rank), dtype=dtype)
+    return out

@@ -1,0 +1,97 @@
+"""The training objective, as Lightricks trains LTX-2.3: rectified flow with a velocity target.
+
+x_t = (1 - sigma) x0 + sigma noise; the transformer predicts v = noise - x0. With first-frame conditioning the
+first latent frame's tokens keep x0, get timestep 0 and are left out of the loss. Audio shares the video's sigma
+and is never conditioned. Video loss is the masked MSE normalised by the mask mean; audio loss is plain MSE.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from ltx_lora.ltx.modality import Modality, audio_positions, patchify_audio, patchify_video, video_positions
+from ltx_lora.train.timesteps import SigmaSampler
+
+
+@dataclass
+class LatentBatch:
+    """One batch from the preprocessing cache (all items share a bucket)."""
+
+    video: torch.Tensor  # [B, 128, F', H', W'] clean video latents
+    audio: torch.Tensor | None  # [B, 8, T, 16] clean audio latents, or None
+    video_context: torch.Tensor  # [B, L, D] text context after the frozen connectors
+    audio_context: torch.Tensor | None  # [B, L, Da]
+    context_mask: torch.Tensor  # [B, L] 0/1
+    fps: float
+
+
+@dataclass
+class StepInputs:
+    video: Modality
+    audio: Modality | None
+    video_target: torch.Tensor
+    audio_target: torch.Tensor | None
+    video_loss_mask: torch.Tensor  # [B, T] bool, True where the loss counts
+    sigma: torch.Tensor  # [B]
+
+
+@dataclass
+class LossParts:
+    total: torch.Tensor  # scalar, what backward() sees
+    video: torch.Tensor  # [B]
+    audio: torch.Tensor | None  # [B]
+
+
+def first_frame_mask(batch: int, tokens: int, frame_tokens: int, p: float, generator: torch.Generator,
+                     device: torch.device) -> torch.Tensor:
+    """[B, T] bool: True on the first latent frame's tokens of the samples drawn for conditioning (prob. p each)."""
+    mask = torch.zeros(batch, tokens, dtype=torch.bool, device=device)
+    draw = torch.rand(batch, generator=generator, device=device) < p
+    if p > 0 and frame_tokens < tokens:
+        mask[draw, :frame_tokens] = True
+    return mask
+
+
+def prepare_inputs(batch: LatentBatch, sampler: SigmaSampler, generator: torch.Generator, *,
+                   train_audio: bool, first_frame_p: float, dtype: torch.dtype) -> StepInputs:
+    """Noise the clean latents and lay them out as the transformer's two modalities."""
+    b, _, f, h, w = batch.video.shape
+    device = batch.video.device
+    x0 = patchify_video(batch.video).float()
+    tokens = x0.shape[1]
+    cond = first_frame_mask(b, tokens, h * w, first_frame_p, generator, device)
+    sigma = sampler.sample(b, tokens, generator, device)
+    noise = torch.randn(x0.shape, generator=generator, device=device)
+    s = sigma.view(-1, 1, 1)
+    x_t = torch.where(cond.unsqueeze(-1), x0, (1 - s) * x0 + s * noise)
+    timesteps = torch.where(cond, torch.zeros_like(x_t[..., 0]), sigma.view(-1, 1).expand(b, tokens))
+    video = Modality(latent=x_t.to(dtype), sigma=sigma, timesteps=timesteps,
+                     positions=video_positions(f, h, w, b, batch.fps, device),
+                     context=batch.video_context, context_mask=batch.context_mask)
+    audio = audio_target = None
+    if train_audio and batch.audio is not None:
+        a0 = patchify_audio(batch.audio).float()
+        a_noise = torch.randn(a0.shape, generator=generator, device=device)
+        a_t = (1 - s) * a0 + s * a_noise
+        audio = Modality(latent=a_t.to(dtype), sigma=sigma, timesteps=sigma.view(-1, 1).expand(b, a0.shape[1]),
+                         positions=audio_positions(a0.shape[1], b, device),
+                         context=batch.audio_context, context_mask=batch.context_mask)
+        audio_target = a_noise - a0
+    return StepInputs(video=video, audio=audio, video_target=noise - x0, audio_target=audio_target,
+                      video_loss_mask=~cond, sigma=sigma)
+
+
+def compute_loss(video_pred: torch.Tensor, audio_pred: torch.Tensor | None, inputs: StepInputs,
+                 audio_weight: float = 1.0) -> LossParts:
+    """Per-sample losses in float32 and their weighted batch mean."""
+    mask = inputs.video_loss_mask.unsqueeze(-1).float()
+    err = (video_pred.float() - inputs.video_target).pow(2) * mask
+    video = err.mean(dim=(1, 2)) / mask.mean(dim=(1, 2)).clamp(min=1e-8)
+    total = video.mean()
+    audio = None
+    if audio_pred is not None and inputs.audio_target is not None:
+        audio = (audio_pred.float() - inputs.audio_target).pow(2).mean(dim=(1, 2))
+        total = total + audio_weight * audio.mean()
+    return LossParts(total=total, video=video.detach(), audio=None if audio is None else audio.detach())

@@ -1,0 +1,52 @@
+"""Optimizers and learning-rate schedules for the LoRA parameters."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+from ltx_lora.config import Optimizer, Scheduler, TrainConfig
+from ltx_lora.errors import UserError
+
+
+def build_optimizer(params: list[torch.nn.Parameter], cfg: TrainConfig) -> torch.optim.Optimizer:
+    if cfg.optimizer == Optimizer.adamw:
+        fused = all(p.is_cuda for p in params)  # fused AdamW: one kernel for all LoRA tensors on the GPU
+        return torch.optim.AdamW(params, lr=cfg.learning_rate, weight_decay=cfg.weight_decay, fused=fused or None)
+    if cfg.optimizer == Optimizer.adamw8bit:
+        try:
+            import bitsandbytes as bnb
+        except ImportError:
+            raise UserError("train.optimizer adamw8bit needs bitsandbytes: pip install bitsandbytes "
+                            "(CUDA GPUs only), or use adamw.") from None
+        return bnb.optim.AdamW8bit(params, lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
+    if cfg.optimizer == Optimizer.prodigy:
+        try:
+            from prodigyopt import Prodigy
+        except ImportError:
+            raise UserError("train.optimizer prodigy needs the prodigyopt package: pip install prodigyopt.") from None
+        return Prodigy(params, lr=cfg.learning_rate, weight_decay=cfg.weight_decay, safeguard_warmup=True,
+                       use_bias_correction=True)
+    raise UserError(f"unknown optimizer {cfg.optimizer}.")
+
+
+def lr_factor(step: int, cfg: TrainConfig) -> float:
+    """Multiplier of the peak learning rate for optimizer step `step` (0-based): warm-up, then the schedule."""
+    if cfg.warmup_steps and step < cfg.warmup_steps:
+        return (step + 1) / cfg.warmup_steps
+    span = max(1, cfg.steps - cfg.warmup_steps)
+    progress = min(1.0, (step - cfg.warmup_steps) / span)
+    if cfg.scheduler == Scheduler.constant:
+        return 1.0
+    if cfg.scheduler == Scheduler.linear:
+        return 1.0 - progress
+    return 0.5 * (1.0 + math.cos(math.pi * progress))
+
+
+def set_lr(optimizer: torch.optim.Optimizer, step: int, cfg: TrainConfig) -> float:
+    """The schedule is a pure function of the step, so resuming needs no scheduler state."""
+    lr = cfg.learning_rate * lr_factor(step, cfg)
+    for group in optimizer.param_groups:
+        group["lr"] = lr
+    return lr
