@@ -1,0 +1,134 @@
+"""Training pieces that need no model: sigma sampling, schedules, batch order, checkpoints, cache padding."""
+
+import json
+
+import pytest
+import torch
+
+from ltx_lora.config import TrainConfig
+from ltx_lora.data.cache import CacheItem, pad_features
+from ltx_lora.data.loader import BatchOrder, bucket_batch_size
+from ltx_lora.errors import UserError
+from ltx_lora.train.checkpoint import TrainingState, latest_checkpoint, load_state, save_checkpoint
+from ltx_lora.train.optim import lr_factor
+from ltx_lora.train.timesteps import SigmaSampler, logit_normal_shift
+
+
+def test_shift_follows_the_official_line():
+    assert logit_normal_shift(1024) == pytest.approx(0.95)
+    assert logit_normal_shift(4096) == pytest.approx(2.05)
+    assert logit_normal_shift(8192) > 2.05  # extrapolated
+
+
+def test_shifted_logit_normal_moves_towards_noise_with_more_tokens():
+    s = SigmaSampler()
+    lo = s.sample(20000, 256, torch.Generator().manual_seed(0), torch.device("cpu"))
+    hi = s.sample(20000, 8192, torch.Generator().manual_seed(0), torch.device("cpu"))
+    assert lo.min() >= 0 and hi.max() <= 1
+    assert hi.median() > lo.median() + 0.1
+    # about 10% uniform draws keep the low-noise end trained even at high token counts
+    assert (hi < 0.3).float().mean() > 0.02
+
+
+def test_sampling_is_a_function_of_the_generator_state():
+    s = SigmaSampler()
+    g = torch.Generator().manual_seed(5)
+    a = s.sample(8, 3570, g, torch.device("cpu"))
+    state = g.get_state()
+    b = s.sample(8, 3570, g, torch.device("cpu"))
+    g.set_state(state)
+    assert torch.equal(b, s.sample(8, 3570, g, torch.device("cpu")))
+    assert not torch.equal(a, b)
+
+
+def test_uniform_sampler_range():
+    x = SigmaSampler("uniform").sample(5000, 10, torch.Generator().manual_seed(1), torch.device("cpu"))
+    assert 0 <= x.min() and x.max() <= 1 and abs(x.mean().item() - 0.5) < 0.03
+
+
+@pytest.mark.parametrize("sched,mid,end", [("constant", 1.0, 1.0), ("linear", 0.5, 0.0), ("cosine", 0.5, 0.0)])
+def test_schedules_after_warmup(sched, mid, end):
+    cfg = TrainConfig(steps=110, warmup_steps=10, scheduler=sched)
+    assert lr_factor(0, cfg) == pytest.approx(0.1)
+    assert lr_factor(9, cfg) == pytest.approx(1.0)
+    assert lr_factor(60, cfg) == pytest.approx(mid, abs=1e-6)
+    assert lr_factor(110, cfg) == pytest.approx(end, abs=1e-6)
+
+
+def _items():
+    items = [CacheItem(f"l{i}", f"t{i}", "64x64x9", 24.0, True) for i in range(7)]
+    items += [CacheItem(f"s{i}", f"u{i}", "64x64x1", 24.0, False) for i in range(5)]
+    return items
+
+
+def test_batches_never_mix_buckets_and_use_per_bucket_sizes():
+    items = _items()
+    order = BatchOrder(items, batch_size=1, seed=3, token_budget=8)
+    assert bucket_batch_size("64x64x9", 1, 8) == 1 and bucket_batch_size("64x64x1", 1, 8) == 2
+    seen = []
+    for batch in order.epoch_batches(0):
+        assert len({items[i].bucket for i in batch}) == 1
+        seen += batch
+    assert sorted(seen) == list(range(len(items)))  # every item once per epoch
+    assert order.epoch_batches(0) != order.epoch_batches(1)
+
+
+def test_batch_order_resumes_exactly():
+    full = BatchOrder(_items(), 2, seed=9)
+    expected = [full.next() for _ in range(17)]
+    first = BatchOrder(_items(), 2, seed=9)
+    got = [first.next() for _ in range(6)]
+    second = BatchOrder(_items(), 2, seed=9)
+    second.restore(json.loads(json.dumps(first.position())))
+    got += [second.next() for _ in range(11)]
+    assert got == expected
+
+
+@pytest.mark.parametrize("side", ["left", "right"])
+def test_trimmed_text_features_pad_back(side):
+    feats = torch.randn(5, 3)
+    padded, mask = pad_features(feats, 16, side)
+    assert padded.shape == (16, 3) and int(mask.sum()) == 5
+    assert torch.equal(padded[mask.bool()], feats)
+    assert padded[~mask.bool()].abs().sum() == 0
+
+
+def _state(step, params):
+    opt = torch.optim.AdamW(params, lr=1e-3)
+    for p in params:
+        p.grad = torch.ones_like(p)
+    opt.step()
+    return TrainingState(step=step, lora={"a": params[0].detach()}, optimizer=opt.state_dict(),
+                         rng={"sampler": torch.Generator().manual_seed(1).get_state()},
+                         data_position={"epoch": 1, "index": 2}, meta={"rank": 4})
+
+
+def test_checkpoint_round_trip_without_pickle(tmp_path):
+    params = [torch.nn.Parameter(torch.randn(3, 2))]
+    state = _state(7, params)
+    path = save_checkpoint(tmp_path, state, {"x": torch.zeros(1)}, {"step": "7"}, keep_last=2)
+    back = load_state(path)
+    assert back.step == 7 and back.meta == {"rank": 4} and back.data_position == {"epoch": 1, "index": 2}
+    opt = torch.optim.AdamW([torch.nn.Parameter(torch.randn(3, 2))], lr=1e-3)
+    opt.load_state_dict(back.optimizer)
+    assert torch.equal(opt.state_dict()["state"][0]["exp_avg"], state.optimizer["state"][0]["exp_avg"])
+
+
+def test_keep_last_and_partial_writes_are_ignored(tmp_path):
+    params = [torch.nn.Parameter(torch.randn(2))]
+    for step in (1, 2, 3):
+        save_checkpoint(tmp_path, _state(step, params), {"x": torch.zeros(1)}, {}, keep_last=2)
+    names = sorted(p.name for p in (tmp_path / "checkpoints").iterdir())
+    assert names == ["step_000002", "step_000003"]
+    # a writer killed mid-way leaves only a hidden .tmp folder, which is never taken as a checkpoint
+    (tmp_path / "checkpoints" / ".step_000004.tmp").mkdir()
+    (tmp_path / "checkpoints" / ".step_000004.tmp" / "state.safetensors").write_bytes(b"partial")
+    assert latest_checkpoint(tmp_path).name == "step_000003"
+
+
+def test_damaged_state_is_one_sentence(tmp_path):
+    params = [torch.nn.Parameter(torch.randn(2))]
+    path = save_checkpoint(tmp_path, _state(1, params), {"x": torch.zeros(1)}, {}, keep_last=2)
+    (path / "state.safetensors").write_bytes(b"garbage")
+    with pytest.raises(UserError, match="cannot be read"):
+        load_state(path)
