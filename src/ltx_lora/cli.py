@@ -73,6 +73,25 @@ def doctor(
 
 
 @app.command()
+def preprocess(
+    config: Path = typer.Argument(..., help="Training config (YAML): its data, model and validation sections are used."),
+) -> None:
+    """Encode clips into cached video/audio latents and captions + validation prompts into text features.
+
+    Re-runs skip what is cached, redo what changed, and resume after a kill. Bad clips are skipped with a reason.
+    """
+    from ltx_lora.config import load_config
+    from ltx_lora.data.preprocess import preprocess as run
+
+    result = run(load_config(config), console)
+    rate = (result.used - result.reused) / max(result.seconds, 1e-9)
+    print(f"used {result.used} clips ({result.reused} already cached), skipped {len(result.skipped)}, "
+          f"{result.texts_encoded} texts encoded, {rate:.2f} clips/s")
+    for media, reason in result.skipped:
+        print(f"  skipped {media}: {reason}")
+
+
+@app.command()
 def train(
     config: Path = typer.Argument(..., help="Training config (YAML) from `ltx-lora init`."),
     resume: bool = typer.Option(False, "--resume", help="Continue from the latest complete checkpoint of output_dir."),

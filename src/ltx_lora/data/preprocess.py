@@ -1,0 +1,204 @@
+"""`ltx-lora preprocess`: clips -> cached video/audio latents, captions and prompts -> cached text features.
+
+A cache entry's name is a hash of the media content, its bucket and frame rate, the model identity and the cache
+format, so a re-run skips what is done, redoes what changed, and a killed run resumes where it stopped (each
+entry is written atomically). Gemma loads once, only when some text is not cached yet, and never during training.
+Bad clips never stop the run: each is skipped with its reason, and the run ends with used / skipped counts.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from ltx_lora.config import Config, TrainingMode
+from ltx_lora.data import cache as store
+from ltx_lora.errors import UserError
+
+
+@dataclass
+class PlannedClip:
+    media: Path
+    caption: str
+    bucket: str  # WxHxF
+    width: int
+    height: int
+    frames: int
+    fps: float
+    content_hash: str
+    is_still: bool
+
+
+@dataclass
+class PreprocessResult:
+    used: int = 0
+    reused: int = 0
+    skipped: list[tuple[str, str]] = field(default_factory=list)  # (media, reason)
+    texts_encoded: int = 0
+    seconds: float = 0.0
+
+
+def model_identity(checkpoint: str) -> dict:
+    """Name, size and a hash of the safetensors header: changes when the model file does, costs no tensor read."""
+    path = Path(checkpoint)
+    with open(path, "rb") as f:
+        n = int.from_bytes(f.read(8), "little")
+        header = f.read(min(n, 64 << 20))
+    return {"name": path.name, "size": path.stat().st_size, "header_sha": hashlib.sha256(header).hexdigest()[:16]}
+
+
+def _caption(text: str, trigger: str) -> str:
+    text = " ".join(text.split())
+    return f"{trigger} {text}".strip() if trigger and not text.startswith(trigger) else text
+
+
+def plan_clips(cfg: Config) -> tuple[list[PlannedClip], list[tuple[str, str]]]:
+    """Probe every dataset entry and give it a bucket; the rest are skipped with a reason."""
+    from ltx_lora.data.buckets import ClipShape, Skipped, assign_bucket, parse_buckets
+    from ltx_lora.data.dataset_file import read_dataset
+    from ltx_lora.data.probe import probe
+
+    dataset = read_dataset(cfg.data.dataset)
+    buckets = parse_buckets(cfg.data.buckets)
+    planned, skipped = [], []
+    seen: dict[str, str] = {}
+    for entry in dataset.entries:
+        media = dataset.resolve(entry.video)
+        info = probe(media)
+        if info.error:
+            skipped.append((str(media), info.error))
+            continue
+        if info.content_hash in seen:
+            skipped.append((str(media), f"duplicate of {seen[info.content_hash]}"))
+            continue
+        if not entry.caption.strip():
+            skipped.append((str(media), "no caption (run `ltx-lora caption` or add a .txt side-car)"))
+            continue
+        needs_audio = cfg.train.mode == TrainingMode.audio_video
+        if needs_audio and info.audio is None and cfg.data.missing_audio == "skip":
+            skipped.append((str(media), "no audio track (data.missing_audio: skip)"))
+            continue
+        shape = ClipShape.from_info(info)
+        placement = assign_bucket(shape, buckets, target_fps=cfg.data.target_fps)
+        if isinstance(placement, Skipped):
+            skipped.append((str(media), placement.reason))
+            continue
+        seen[info.content_hash] = str(media)
+        b = placement.bucket
+        fps = 1.0 if shape.is_still else float(cfg.data.target_fps or shape.fps or cfg.train.fps)
+        planned.append(PlannedClip(media=media, caption=_caption(entry.caption, cfg.data.trigger_word),
+                                   bucket=str(b), width=b.width, height=b.height, frames=b.frames, fps=fps,
+                                   content_hash=info.content_hash, is_still=shape.is_still))
+    return planned, skipped
+
+
+def _entry_key(clip: PlannedClip, identity: dict, with_audio: bool) -> str:
+    spec = json.dumps([clip.content_hash, clip.bucket, clip.fps, with_audio, identity, store.FORMAT], sort_keys=True)
+    return hashlib.sha256(spec.encode()).hexdigest()[:32]
+
+
+def _progress(console):
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+    return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                    TextColumn("ETA"), TimeRemainingColumn(), console=console, transient=False)
+
+
+def preprocess(cfg: Config, console) -> PreprocessResult:
+    from ltx_lora.data.decode import read_clip, read_image, silence
+    from ltx_lora.ltx.models import load_audio_encoder, load_video_encoder
+    from ltx_lora.ltx.vae import encode_audio, encode_video
+    from ltx_lora.paths import check_model_path
+
+    check_model_path(cfg.model.checkpoint, "checkpoint")
+    t0 = time.perf_counter()
+    cache = Path(cfg.data.cache_dir)
+    identity = model_identity(cfg.model.checkpoint)
+    with_audio = cfg.train.mode != TrainingMode.text_to_video
+    device = torch.device("cuda") if torch.cuda.is_available() else torch.device("cpu")
+    dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
+    result = PreprocessResult()
+    planned, result.skipped = plan_clips(cfg)
+    items: list[store.CacheItem] = []
+    todo = [(c, _entry_key(c, identity, with_audio)) for c in planned]
+    missing = [(c, k) for c, k in todo if not (cache / f"latents/{k}.safetensors").is_file()]
+    result.reused = len(todo) - len(missing)
+    video_enc = load_video_encoder(cfg.model.checkpoint, device=device, dtype=dtype) if missing else None
+    audio_enc = load_audio_encoder(cfg.model.checkpoint, device=device, dtype=torch.float32) if missing and with_audio else None
+    done_keys = set()
+    with _progress(console) as bar:
+        task = bar.add_task("encoding clips", total=len(missing))
+        for clip, key in missing:
+            try:
+                if clip.is_still:
+                    decoded = read_image(clip.media, clip.width, clip.height)
+                else:
+                    decoded = read_clip(clip.media, clip.width, clip.height, clip.frames, cfg.data.target_fps,
+                                        with_audio=with_audio)
+                video = encode_video(video_enc, decoded.frames.unsqueeze(0).to(device))[0]
+                audio = None
+                if with_audio and not clip.is_still:
+                    wave = decoded.audio if decoded.audio is not None else silence(clip.frames / decoded.fps)
+                    audio = encode_audio(audio_enc, wave.unsqueeze(0).to(device), decoded.audio_rate)[0]
+                store.write_latents(cache, key, video.float(), None if audio is None else audio.float(),
+                                    {"media": str(clip.media), "bucket": clip.bucket, "fps": clip.fps,
+                                     "silent_audio": with_audio and decoded.audio is None and not clip.is_still})
+                done_keys.add(key)
+            except (ValueError, OSError, RuntimeError) as e:
+                result.skipped.append((str(clip.media), f"could not be encoded: {e}"))
+            bar.advance(task)
+    del video_enc, audio_enc
+    for clip, key in todo:
+        if (cache / f"latents/{key}.safetensors").is_file():
+            items.append(store.CacheItem(latents=f"latents/{key}.safetensors", text="", bucket=clip.bucket,
+                                         fps=clip.fps, has_audio=with_audio and not clip.is_still,
+                                         media=str(clip.media), caption=clip.caption))
+    result.used = len(items)
+
+    texts = list(dict.fromkeys([i.caption for i in items] + cfg.validation.prompts + [cfg.validation.negative_prompt]))
+    text_files = _encode_texts(cfg, cache, texts, device, console, result)
+    for item in items:
+        item.text = text_files[item.caption]
+    manifest = store.Manifest(settings={"checkpoint": cfg.model.checkpoint, "model_identity": identity,
+                                        "buckets": cfg.data.buckets, "target_fps": cfg.data.target_fps,
+                                        "with_audio": with_audio},
+                              items=items, prompts={p: text_files[p] for p in texts})
+    store.write_manifest(cache, manifest)
+    _prune(cache, manifest)
+    result.seconds = time.perf_counter() - t0
+    return result
+
+
+def _encode_texts(cfg: Config, cache: Path, texts: list[str], device, console, result: PreprocessResult) -> dict[str, str]:
+    files = {t: f"text/{store.text_key(t)}.safetensors" for t in texts}
+    todo = [t for t in texts if not (cache / files[t]).is_file()]
+    if not todo:
+        return files
+    from ltx_lora.ltx.text import load_text_encoder
+
+    if not cfg.model.text_encoder:
+        raise UserError("model.text_encoder is not set; point it at the local Gemma 3 folder to encode captions.")
+    encoder = load_text_encoder(cfg.model.text_encoder, cfg.model.checkpoint, device=device,
+                                eight_bit=cfg.memory.text_encoder_8bit)
+    with _progress(console) as bar:
+        task = bar.add_task("encoding captions", total=len(todo))
+        for text in todo:
+            feats = encoder.encode([text])[0]
+            store.write_text_features(cache, text, feats.video, feats.audio, feats.padded_length, feats.padding_side)
+            result.texts_encoded += 1
+            bar.advance(task)
+    return files
+
+
+def _prune(cache: Path, manifest: store.Manifest) -> None:
+    """Remove entries no longer referenced (settings changed): the cache holds exactly what the manifest lists."""
+    keep = {i.latents for i in manifest.items} | {i.text for i in manifest.items} | set(manifest.prompts.values())
+    for sub in ("latents", "text"):
+        for f in (cache / sub).glob("*.safetensors") if (cache / sub).is_dir() else []:
+            if f"{sub}/{f.name}" not in keep:
+                f.unlink()
