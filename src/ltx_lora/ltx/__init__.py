@@ -1,0 +1,1 @@
+"""The adapter to Lightricks' ltx-core: the only package that imports `ltx_core`."""
