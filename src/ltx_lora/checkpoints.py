@@ -315,11 +315,11 @@ def _identify_lora(path: Path, header: SafetensorsHeader) -> Identification:
         details["reference_downscale_factor"] = int(factor) if factor and factor.isdigit() else None
         fam_text = f"LTX-{family}" if family else "LTX (version not stated)"
         tip = [_OLD_LORA] if family == "2.0" else []
+        ref = details["reference_downscale_factor"]
         return Identification(
             str(path), IC_LORA, family, None, False,
             f"An {fam_text} IC-LoRA (in-context control from a reference video, rank {rank}"
-            + (f", reference at 1/{details['reference_downscale_factor']} size" if details.get("reference_downscale_factor") else "")
-            + ").", tip + ["Use it for inference with a reference/control video; it is not a training base."] + advice,
+            + (f", reference at 1/{ref} size" if ref else "") + ").", tip + ["Use it for inference with a reference/control video; it is not a training base."] + advice,
             details)
     fam_text = f"LTX-{family}" if family else "LTX-2.x"
     summary = (f"An {fam_text} LoRA: rank {rank}" + (f", alpha {alpha:g}" if alpha is not None else "")
@@ -327,8 +327,8 @@ def _identify_lora(path: Path, header: SafetensorsHeader) -> Identification:
     if family == "2.0":
         advice.insert(0, _OLD_LORA)
     elif family is None:
-        advice.insert(0, "Its LTX version cannot be read from the file: if it was trained on LTX-2.0/2.1, retrain it on "
-                         "LTX-2.3 (old LoRAs degrade 2.3).")
+        advice.insert(0, "Its LTX version cannot be read from the file: if it was trained on LTX-2.0/2.1, "
+                         "retrain it on LTX-2.3 (old LoRAs degrade 2.3).")
     else:
         advice.insert(0, "Load it on top of the matching base model; it is a LoRA, not a training base "
                          "(to continue training it, use the Dev checkpoint as base).")
@@ -368,8 +368,8 @@ def _identify_safetensors(path: Path, header: SafetensorsHeader) -> Identificati
         return _identify_upscaler(path, header, config)
     prefixes = Counter(k.split(".", 1)[0] for k in header.tensors)
     top = ", ".join(f"{p} ({n})" for p, n in prefixes.most_common(5))
-    details = {"tensors": len(header.tensors), "parameters": _params(header), "top_level_keys": dict(prefixes.most_common(10)),
-               "metadata_keys": sorted(header.metadata), "config_sections": sorted(config)}
+    details = {"tensors": len(header.tensors), "parameters": _params(header),
+               "top_level_keys": dict(prefixes.most_common(10)), "metadata_keys": sorted(header.metadata), "config_sections": sorted(config)}
     return Identification(str(path), UNKNOWN_SAFETENSORS, None, _precision(header, ""), False,
                           f"A safetensors file that is not an LTX checkpoint or LoRA: {len(header.tensors)} tensors "
                           f"({_billions(details['parameters'])} parameters) under {top or 'no keys'}.",
@@ -398,7 +398,8 @@ def _identify_folder(path: Path) -> Identification:
         if not weights:
             advice.insert(0, "No *.safetensors weights found in it: download the whole repository.")
         if not has_tokenizer:
-            advice.insert(0, "No tokenizer (tokenizer.model / tokenizer.json) found in it: download the whole repository.")
+            advice.insert(0, "No tokenizer (tokenizer.model / tokenizer.json) found in it: download the whole "
+                             "repository.")
         size = f"{text.get('num_hidden_layers')} layers x {text.get('hidden_size')}"
         return Identification(str(path), GEMMA3_FOLDER, None, cfg.get("torch_dtype"), False,
                               f"A Gemma 3 text-encoder folder ({size}, {len(weights)} weight files): the LTX-2.3 "
