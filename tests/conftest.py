@@ -41,3 +41,23 @@ def assert_user_error(res: CliResult, *needles: str) -> None:
 @pytest.fixture
 def cli():
     return run_cli
+
+
+@pytest.fixture(scope="session")
+def tiny_checkpoint(tmp_path_factory):
+    """Factory: `tiny_checkpoint("dev")` -> path of a tiny release-shaped file under its real release name.
+
+    Files are written once per test session and shared (treat them as read-only). Variants:
+    ltx_lora.fixtures.checkpoints.VARIANTS.
+    """
+    from ltx_lora.fixtures.checkpoints import RELEASE_FILE_NAMES, write_tiny_checkpoint
+
+    root = tmp_path_factory.mktemp("tiny-checkpoints")
+    made: dict[str, Path] = {}
+
+    def make(variant: str = "dev") -> Path:
+        if variant not in made:
+            made[variant] = write_tiny_checkpoint(root / RELEASE_FILE_NAMES[variant], variant)
+        return made[variant]
+
+    return make

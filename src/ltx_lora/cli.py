@@ -108,6 +108,52 @@ def train(
         console.print(f"[bold red]training stopped:[/] {e}", highlight=False)
         raise typer.Exit(1)
     print(out)
+# --- inspect (fixtures-inspect branch) -------------------------------------------------------------------------
+@app.command()
+def inspect(
+    path: Path = typer.Argument(..., help="A .safetensors checkpoint or LoRA, any model file, or a model folder."),
+    as_json: bool = typer.Option(False, "--json", help="Print the result as JSON instead of a panel."),
+) -> None:
+    """Say what a model file is (LTX-2.3 Dev / FP8 / Distilled, distilled LoRA, LTX-2.0, IC-LoRA, upscaler, Gemma
+    folder, ...) and what to do with it. Reads only the file header: instant even for 46 GB files."""
+    import json
+
+    from ltx_lora.checkpoints import identify
+
+    ident = identify(path)
+    if as_json:
+        print(json.dumps(ident.to_dict(), indent=2, default=str))
+        return
+    from rich.console import Console as RichConsole
+    from rich.panel import Panel
+    from rich.table import Table
+
+    facts = Table.grid(padding=(0, 2))
+    facts.add_column(style="bold")
+    facts.add_column()
+    facts.add_row("kind", ident.kind)
+    facts.add_row("LTX version", ident.family or "unknown")
+    if ident.precision:
+        facts.add_row("precision", ident.precision)
+    facts.add_row("training base", "yes" if ident.is_trainable_base else "no")
+    for key, value in ident.details.items():
+        if value in (None, [], {}) or key == "config":
+            continue
+        if isinstance(value, list):
+            value = ", ".join(map(str, value[:12])) + (", ..." if len(value) > 12 else "")
+        elif isinstance(value, int) and value >= 10_000:
+            value = f"{value:,}"
+        facts.add_row(key.replace("_", " "), str(value))
+    advice = "\n".join(f"- {a}" for a in ident.advice)
+    body = Table.grid()
+    body.add_row(f"[bold]{ident.summary}[/]")
+    body.add_row("")
+    body.add_row(facts)
+    if advice:
+        body.add_row("")
+        body.add_row("[bold]What to do[/]")
+        body.add_row(advice)
+    RichConsole().print(Panel(body, title=str(path), expand=False), highlight=False)
 
 
 def main() -> None:
