@@ -191,10 +191,11 @@ def assign_bucket(clip: ClipShape, buckets: Sequence[Bucket], *, target_fps: flo
     """Put a clip in the bucket that keeps most of it: the closest aspect ratio first (least cropped away),
     then the most frames, then a listed bucket over a shortened one, then the largest area, then the order given.
 
-    With `allow_shorter`, a bucket longer than the clip also counts, shortened to the longest 8k+1 frame count
-    the clip fills (same width and height). So a clip shorter than every bucket still gets one, and a 40-frame
-    clip with buckets "960x544x1;960x544x49" keeps 33 frames instead of becoming a still. Without it, such a
-    clip only fits buckets it fills, and a clip shorter than all of them is skipped with the reason.
+    A clip too short for every listed bucket (apart from 1-frame ones, which would turn a video into a still)
+    gets, with `allow_shorter`, a listed size with the longest 8k+1 frame count it fills: a 15-frame clip and
+    buckets "96x64x1;96x64x25" give 96x64x9. Without it, such a clip goes to a 1-frame bucket if there is one,
+    else is skipped with the reason. Clips that fill a listed multi-frame bucket always get a listed bucket, so
+    shortening never splits a dataset into many small buckets.
     """
     if not buckets:
         raise ValueError("assign_bucket needs at least one bucket")
@@ -205,7 +206,8 @@ def assign_bucket(clip: ClipShape, buckets: Sequence[Bucket], *, target_fps: flo
         return Skipped("no readable frames", "unusable")
     # (bucket, shortened, position in the list given)
     options = [(b, False, i) for i, b in enumerate(buckets) if b.frames <= available]
-    if allow_shorter:
+    only_stills = all(b.frames == 1 for b, _, _ in options)  # also True when nothing fits
+    if allow_shorter and (not options or (only_stills and available > 1)):
         fill = largest_frame_count(available)
         options += [(Bucket(b.width, b.height, fill), True, i) for i, b in enumerate(buckets) if b.frames > available]
     if not options:
