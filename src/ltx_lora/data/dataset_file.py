@@ -169,13 +169,14 @@ def _columns(rows: list[dict]) -> list[str]:
 
 
 def _apply_aliases(rows: list[dict], columns: list[str]) -> list[str]:
-    """Map legacy column names to current ones (when the current name is not there too)."""
+    """Map legacy column names to current ones, row by row (a row that has both keeps the current one)."""
     for old, new in LEGACY_ALIASES.items():
-        if old in columns and new not in columns:
-            columns = [new if c == old else c for c in columns]
-            for row in rows:
-                if old in row:
-                    row[new] = row.pop(old)
+        if old not in columns:
+            continue
+        for row in rows:
+            if old in row and new not in row:
+                row[new] = row.pop(old)
+        columns = list(dict.fromkeys(new if c == old else c for c in columns))
     return columns
 
 
