@@ -221,6 +221,9 @@ def test_scan_user_errors(tmp_path, synthetic_clips):
     assert_user_error(_scan(tmp_path / "nowhere", "-o", tmp_path / "d.jsonl"), "does not exist")
     assert_user_error(_scan(synthetic_clips, "-o", tmp_path / "d.parquet"), ".jsonl, .json or .csv")
     assert_user_error(_scan(synthetic_clips, "-o", tmp_path / "d.jsonl", "--target-fps", "0"), "--target-fps")
+    no_video = tmp_path / "in.jsonl"
+    no_video.write_text('{"caption": "x", "file": "a.mp4"}\n')
+    assert_user_error(_scan(no_video, "-o", tmp_path / "d.jsonl"), "in.jsonl", 'no "video" column', '"file"')
 
     bad = tmp_path / "bad"
     bad.mkdir()

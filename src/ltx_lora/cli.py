@@ -48,7 +48,7 @@ def dataset_scan(
     output: Path = typer.Option(
         Path("dataset.jsonl"), "-o", "--output",
         help="Dataset file to write; its extension picks the format (.jsonl, .json or .csv). Media paths in it are "
-        "relative to its folder. The HTML report is written beside it (dataset.jsonl -> dataset_report.html)."),
+        "relative to its folder (absolute for media outside it). The HTML report is written beside it (dataset.jsonl -> dataset_report.html)."),
     buckets: str = typer.Option(
         "960x544x49", "--buckets",
         help='Resolution buckets WIDTHxHEIGHTxFRAMES separated by ";" (width and height multiples of 32, frames '
@@ -58,8 +58,9 @@ def dataset_scan(
         "gives. Default: each clip's own rate."),
     allow_shorter: bool = typer.Option(
         True, "--allow-shorter/--skip-shorter",
-        help="A clip shorter than every bucket gets the longest 8k+1 frame count it can fill (default), or is "
-        "skipped."),
+        help="A video too short for every multi-frame bucket gets a shortened one (a listed size, the longest 8k+1 "
+        "frame count it fills) by default; with --skip-shorter it goes to a 1-frame bucket if one is listed, else "
+        "it is skipped."),
 ) -> None:
     """Check every clip and still, assign buckets, and write a dataset file plus an HTML report.
 

@@ -80,7 +80,8 @@ def read_dataset(path: Path | str) -> Dataset:
     try:
         text = path.read_text(encoding="utf-8-sig")  # -sig: spreadsheets often start CSVs with a BOM
     except UnicodeDecodeError as e:
-        raise UserError(f"Dataset file {path} is not UTF-8 text ({e.reason} at byte {e.start}); save it as UTF-8.")
+        raise UserError(f"Dataset file {path} is not UTF-8 text ({e.reason} at byte {e.start}); "
+                        "save it as UTF-8.") from None
     rows, columns = {".csv": _read_csv, ".json": _read_json, ".jsonl": _read_jsonl}[suffix](path, text)
     columns = _apply_aliases(rows, columns)
     for required in (VIDEO, CAPTION):
@@ -105,7 +106,7 @@ def _read_csv(path: Path, text: str) -> tuple[list[dict], list[str]]:
     try:
         rows = list(reader)
     except csv.Error as e:
-        raise UserError(f"Dataset file {path} is not valid CSV (line {reader.line_num}: {e}).")
+        raise UserError(f"Dataset file {path} is not valid CSV (line {reader.line_num}: {e}).") from None
     columns = [c.strip() for c in reader.fieldnames or []]
     out = []
     for row in rows:
@@ -138,7 +139,8 @@ def _read_json(path: Path, text: str) -> tuple[list[dict], list[str]]:
     try:
         data = json.loads(text)
     except json.JSONDecodeError as e:
-        raise UserError(f"Dataset file {path} is not valid JSON (line {e.lineno}, column {e.colno}: {e.msg}).")
+        raise UserError(f"Dataset file {path} is not valid JSON "
+                        f"(line {e.lineno}, column {e.colno}: {e.msg}).") from None
     if not isinstance(data, list) or not all(isinstance(r, dict) for r in data):
         raise UserError(f"Dataset file {path} must hold a JSON list of objects like "
                         '[{"caption": "...", "video": "clip.mp4"}].')
@@ -153,7 +155,7 @@ def _read_jsonl(path: Path, text: str) -> tuple[list[dict], list[str]]:
         try:
             row = json.loads(line)
         except json.JSONDecodeError as e:
-            raise UserError(f"Dataset file {path}, line {n}, is not valid JSON ({e.msg}, column {e.colno}).")
+            raise UserError(f"Dataset file {path}, line {n}, is not valid JSON ({e.msg}, column {e.colno}).") from None
         if not isinstance(row, dict):
             raise UserError(f'Dataset file {path}, line {n}, must be a JSON object like '
                             '{"caption": "...", "video": "clip.mp4"}.')

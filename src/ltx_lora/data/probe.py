@@ -245,7 +245,7 @@ def _timing(info: MediaInfo, vs, pts: list[int]) -> None:
     """Frame count, fps, constant/variable rate and duration from the sorted video packet timestamps."""
     tb = vs.time_base or Fraction(1, 1)
     info.frame_count = len(pts)
-    gaps = [b - a for a, b in zip(pts, pts[1:]) if b > a]
+    gaps = [b - a for a, b in zip(pts, pts[1:], strict=False) if b > a]
     if not gaps:
         rate = vs.average_rate or vs.guessed_rate
         info.fps = float(rate) if rate else None

@@ -174,7 +174,8 @@ def _summary(result: ScanResult, dataset_path: Path | None) -> str:
         out.append(f"<p>Dataset file: <code>{_e(dataset_path)}</code> ({len(used)} entries)</p>")
     counts = result.bucket_counts()
     if counts:
-        rows = "".join(f"<tr><td><code>{b}</code></td><td>{n}</td><td>{b.tokens:,}</td></tr>" for b, n in counts.items())
+        rows = "".join(f"<tr><td><code>{b}</code></td><td>{n}</td><td>{b.tokens:,}</td></tr>"
+                       for b, n in counts.items())
         out.append("<h2>Clips per bucket</h2><table class='small'><tr><th>bucket</th><th>clips</th>"
                    f"<th>tokens per clip</th></tr>{rows}</table>")
     reasons = skip_summary(result)
