@@ -61,3 +61,23 @@ def tiny_checkpoint(tmp_path_factory):
         return made[variant]
 
     return make
+# --- synthetic media (data-scan) ----------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def synthetic_clips(tmp_path_factory) -> Path:
+    """A folder of small good clips (H.264 + AAC, several sizes and rates, some silent) and stills, most with
+    side-car .txt captions: see `ltx_lora.fixtures.clips.SYNTHETIC_CLIPS`. Shared by the session: do not modify."""
+    from ltx_lora.fixtures.clips import write_synthetic_clips
+
+    folder = tmp_path_factory.mktemp("synthetic_clips")
+    write_synthetic_clips(folder)
+    return folder
+
+
+@pytest.fixture(scope="session")
+def problem_clips(tmp_path_factory) -> dict[str, Path]:
+    """{case: path} for every bad case of `ltx_lora.fixtures.clips.PROBLEM_CASES`, in one folder. Do not modify."""
+    from ltx_lora.fixtures.clips import write_problem_clips
+
+    return write_problem_clips(tmp_path_factory.mktemp("problem_clips"))

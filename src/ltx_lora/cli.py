@@ -154,6 +154,66 @@ def inspect(
         body.add_row("[bold]What to do[/]")
         body.add_row(advice)
     RichConsole().print(Panel(body, title=str(path), expand=False), highlight=False)
+# --- dataset scan -------------------------------------------------------------------------------------------------
+
+
+@dataset_app.command("scan")
+def dataset_scan(
+    source: Path = typer.Argument(
+        ..., help="A folder of clips and stills (searched recursively; captions come from side-car .txt files "
+        "named like the clip), or an existing dataset file (.jsonl/.json/.csv) whose media should be re-checked."),
+    output: Path = typer.Option(
+        Path("dataset.jsonl"), "-o", "--output",
+        help="Dataset file to write; its extension picks the format (.jsonl, .json or .csv). Media paths in it are "
+        "relative to its folder (absolute for media outside it). The HTML report is written beside it (dataset.jsonl -> dataset_report.html)."),
+    buckets: str = typer.Option(
+        "960x544x49", "--buckets",
+        help='Resolution buckets WIDTHxHEIGHTxFRAMES separated by ";" (width and height multiples of 32, frames '
+        '8k+1: 1, 9, 17, ... 49). Add a 1-frame bucket such as 960x544x1 for stills.'),
+    target_fps: Optional[float] = typer.Option(
+        None, "--target-fps", help="Frame rate clips will be resampled to; it changes how many frames a clip "
+        "gives. Default: each clip's own rate."),
+    allow_shorter: bool = typer.Option(
+        True, "--allow-shorter/--skip-shorter",
+        help="A video too short for every multi-frame bucket gets a shortened one (a listed size, the longest 8k+1 "
+        "frame count it fills) by default; with --skip-shorter it goes to a 1-frame bucket if one is listed, else "
+        "it is skipped."),
+) -> None:
+    """Check every clip and still, assign buckets, and write a dataset file plus an HTML report.
+
+    Each file is probed (size, frames, frame rate, rotation, audio, pixel format); unreadable, empty, duplicate
+    or too-short files are skipped with a reason, never stopping the scan. Open the report in a browser to see
+    a thumbnail, the bucket crop and every problem of each file.
+    """
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    from ltx_lora.data.buckets import parse_buckets
+    from ltx_lora.data.dataset_file import check_format, write_dataset
+    from ltx_lora.data.report import report_path_for, write_report
+    from ltx_lora.data.scan import dataset_entries, scan, summary_lines
+
+    bucket_list = parse_buckets(buckets)
+    check_format(output)
+    report_path = report_path_for(output)
+    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("eta"),
+               TimeRemainingColumn())
+    with Progress(*columns, console=console, transient=True) as progress:
+        task = progress.add_task("probing", total=None)
+        result = scan(source, bucket_list, target_fps=target_fps, allow_shorter=allow_shorter,
+                      on_probe=lambda done, total, path: progress.update(task, completed=done, total=total))
+        thumbs = progress.add_task("report", total=len(result.items))
+        used = result.used
+        if used:
+            write_dataset(output, dataset_entries(result, output))
+        write_report(result, report_path, output if used else None,
+                     on_thumbnail=lambda done, total: progress.update(thumbs, completed=done))
+    out = Console(highlight=False, markup=False, soft_wrap=True)
+    for line in summary_lines(result):
+        out.print(line)
+    if not used:
+        raise UserError(f"None of the {len(result.items)} media files in {source} can be used, so no dataset file "
+                        f"was written; see {report_path} for the reason for each.")
+    out.print(f"Wrote {output} ({len(used)} entries) and {report_path}.")
 
 
 def main() -> None:

@@ -1,1 +1,1 @@
-"""Datasets: scan, probe, buckets, preprocessing cache."""
+"""Datasets: probing media, dataset files, buckets, preprocessing and the cache training reads."""

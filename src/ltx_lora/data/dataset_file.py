@@ -1,0 +1,234 @@
+"""Dataset files: the CSV / JSON / JSONL layouts the official LTX trainer reads, and our own superset of them.
+
+The official layout has one row per sample with a `caption` column and a `video` column (legacy name
+`media_path`), plus optional `audio`, `reference_video` (legacy `ref_media_path`), `reference_audio`,
+`video_mask` and `audio_mask`. Media paths are relative to the dataset file's folder (absolute paths work too).
+
+Rows we write add the probe facts (`width`, `height`, `frames`, `fps`, ..., `bucket`, `content_hash`,
+`problems`). The official trainer ignores columns it does not know, so our files work there as well.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ltx_lora.errors import UserError
+
+CAPTION = "caption"
+VIDEO = "video"
+MEDIA_COLUMNS = ("video", "audio", "reference_video", "reference_audio", "video_mask", "audio_mask")
+LEGACY_ALIASES = {"media_path": "video", "ref_media_path": "reference_video"}
+FORMATS = (".jsonl", ".json", ".csv")
+
+# Our probe columns and their types: CSV stores text, so reading converts these back.
+PROBE_COLUMNS: dict[str, type] = {
+    "kind": str, "width": int, "height": int, "frames": int, "fps": float, "fps_mode": str, "duration": float,
+    "rotation": int, "audio_sample_rate": int, "audio_channels": int, "audio_duration": float,
+    "content_hash": str, "bucket": str, "problems": list,
+}
+_CSV_LIST_SEP = " | "
+
+
+@dataclass
+class DatasetEntry:
+    """One sample. `video` is the path as written in the file; `fields` holds every other column."""
+
+    caption: str
+    video: str
+    fields: dict[str, Any] = field(default_factory=dict)
+
+    def to_row(self) -> dict[str, Any]:
+        return {CAPTION: self.caption, VIDEO: self.video, **self.fields}
+
+
+@dataclass
+class Dataset:
+    path: Path
+    entries: list[DatasetEntry]
+    columns: list[str]  # after legacy names were mapped to current ones
+
+    @property
+    def root(self) -> Path:
+        return self.path.parent
+
+    def resolve(self, value: str) -> Path:
+        """A media path from the file, made absolute: relative ones are relative to the dataset's folder."""
+        return (self.root / Path(value.strip()).expanduser()).resolve()
+
+
+def check_format(path: Path) -> str:
+    suffix = path.suffix.lower()
+    if suffix not in FORMATS:
+        raise UserError(f"Dataset file {path} must end in .jsonl, .json or .csv (the format follows the "
+                        f"extension), not '{path.suffix or '(none)'}'.")
+    return suffix
+
+
+def read_dataset(path: Path | str) -> Dataset:
+    """Read a dataset file; a missing file, bad syntax or a missing column raises a one-sentence UserError."""
+    path = Path(path)
+    suffix = check_format(path)
+    if not path.is_file():
+        raise UserError(f"Dataset file {path} does not exist; make one with `ltx-lora dataset scan FOLDER -o {path}`.")
+    try:
+        text = path.read_text(encoding="utf-8-sig")  # -sig: spreadsheets often start CSVs with a BOM
+    except UnicodeDecodeError as e:
+        raise UserError(f"Dataset file {path} is not UTF-8 text ({e.reason} at byte {e.start}); "
+                        "save it as UTF-8.") from None
+    rows, columns = {".csv": _read_csv, ".json": _read_json, ".jsonl": _read_jsonl}[suffix](path, text)
+    columns = _apply_aliases(rows, columns)
+    for required in (VIDEO, CAPTION):
+        if required not in columns:
+            legacy = ' (or legacy "media_path")' if required == VIDEO else ""
+            has = ", ".join(f'"{c}"' for c in columns) or "no columns at all"
+            raise UserError(f'Dataset file {path} has no "{required}" column{legacy}; it has {has}.')
+    entries = []
+    for n, row in enumerate(rows, start=1):
+        video = row.pop(VIDEO, None)
+        if not isinstance(video, str) or not video.strip():
+            raise UserError(f'Dataset file {path}, row {n}, has no "video" path; give every row a media file.')
+        caption = row.pop(CAPTION, None)
+        if caption is not None and not isinstance(caption, str):
+            raise UserError(f'Dataset file {path}, row {n}, has a caption that is not text ({caption!r}).')
+        entries.append(DatasetEntry(caption or "", video.strip(), row))
+    return Dataset(path, entries, columns)
+
+
+def _read_csv(path: Path, text: str) -> tuple[list[dict], list[str]]:
+    reader = csv.DictReader(io.StringIO(text))
+    try:
+        rows = list(reader)
+    except csv.Error as e:
+        raise UserError(f"Dataset file {path} is not valid CSV (line {reader.line_num}: {e}).") from None
+    columns = [c.strip() for c in reader.fieldnames or []]
+    out = []
+    for row in rows:
+        clean = {}
+        for key, value in row.items():
+            if key is None:  # more cells than header columns
+                raise UserError(f"Dataset file {path}, line {reader.line_num}, has more cells than the header "
+                                f"has columns; quote captions that contain commas.")
+            key = key.strip()
+            clean[key] = _from_csv(key, value)
+        out.append(clean)
+    return out, columns
+
+
+def _from_csv(key: str, value: str | None) -> Any:
+    kind = PROBE_COLUMNS.get(key)
+    if value is None or kind is None or kind is str:
+        return value
+    if value == "":
+        return [] if kind is list else None
+    if kind is list:
+        return value.split(_CSV_LIST_SEP)
+    try:
+        return kind(float(value)) if kind is int else kind(value)
+    except ValueError:
+        return value  # not ours after all: keep the text
+
+
+def _read_json(path: Path, text: str) -> tuple[list[dict], list[str]]:
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as e:
+        raise UserError(f"Dataset file {path} is not valid JSON "
+                        f"(line {e.lineno}, column {e.colno}: {e.msg}).") from None
+    if not isinstance(data, list) or not all(isinstance(r, dict) for r in data):
+        raise UserError(f"Dataset file {path} must hold a JSON list of objects like "
+                        '[{"caption": "...", "video": "clip.mp4"}].')
+    return data, _columns(data)
+
+
+def _read_jsonl(path: Path, text: str) -> tuple[list[dict], list[str]]:
+    rows = []
+    for n, line in enumerate(text.splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as e:
+            raise UserError(f"Dataset file {path}, line {n}, is not valid JSON ({e.msg}, column {e.colno}).") from None
+        if not isinstance(row, dict):
+            raise UserError(f'Dataset file {path}, line {n}, must be a JSON object like '
+                            '{"caption": "...", "video": "clip.mp4"}.')
+        rows.append(row)
+    return rows, _columns(rows)
+
+
+def _columns(rows: list[dict]) -> list[str]:
+    seen: dict[str, None] = {}
+    for row in rows:
+        seen.update(dict.fromkeys(row))
+    return list(seen)
+
+
+def _apply_aliases(rows: list[dict], columns: list[str]) -> list[str]:
+    """Map legacy column names to current ones, row by row (a row that has both keeps the current one)."""
+    for old, new in LEGACY_ALIASES.items():
+        if old not in columns:
+            continue
+        for row in rows:
+            if old in row and new not in row:
+                row[new] = row.pop(old)
+        columns = list(dict.fromkeys(new if c == old else c for c in columns))
+    return columns
+
+
+def relative_media_path(media: Path, dataset_path: Path) -> str:
+    """How a dataset file refers to a media file: relative to its folder when inside it, else absolute."""
+    media, root = Path(media).resolve(), Path(dataset_path).resolve().parent
+    try:
+        return media.relative_to(root).as_posix()
+    except ValueError:
+        return media.as_posix()
+
+
+def write_dataset(path: Path | str, entries: list[DatasetEntry]) -> Path:
+    """Write entries in the format the extension names, atomically (a reader never sees half a file)."""
+    path = Path(path)
+    suffix = check_format(path)
+    rows = [e.to_row() for e in entries]
+    columns = _columns(rows) if rows else [CAPTION, VIDEO]
+    if suffix == ".jsonl":
+        text = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows)
+    elif suffix == ".json":
+        text = json.dumps(rows, ensure_ascii=False, indent=2) + "\n"
+    else:
+        buf = io.StringIO()
+        writer = csv.DictWriter(buf, fieldnames=columns, lineterminator="\n")
+        writer.writeheader()
+        for r in rows:
+            writer.writerow({k: _to_csv(r.get(k)) for k in columns})
+        text = buf.getvalue()
+    atomic_write_text(path, text)
+    return path
+
+
+def _to_csv(value: Any) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, (list, tuple)):
+        return _CSV_LIST_SEP.join(map(str, value))
+    if isinstance(value, dict):
+        return json.dumps(value, ensure_ascii=False)
+    return str(value)
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8", newline="") as f:
+            f.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise

@@ -1,0 +1,233 @@
+"""The work of `ltx-lora dataset scan`: probe every clip, find captions, buckets and duplicates, decide what is used.
+
+Bad media never stops a scan: it becomes a skipped item with a reason in plain words. The result feeds both the
+dataset file (the used items) and the HTML report (everything).
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ltx_lora.data.buckets import Bucket, ClipShape, Placement, Skipped, assign_bucket
+from ltx_lora.data.dataset_file import FORMATS, PROBE_COLUMNS, DatasetEntry, read_dataset, relative_media_path
+from ltx_lora.data.probe import MEDIA_EXTENSIONS, MediaInfo, probe
+from ltx_lora.errors import UserError
+
+# A crop that keeps less of the picture than this is worth a warning (e.g. a 16:9 clip in a 9:16 bucket).
+HEAVY_CROP = 0.6
+# Using less than this share of a clip's frames suggests splitting it into several clips.
+FEW_FRAMES_USED = 0.5
+# Upscaling by more than this blurs the picture visibly (odd sizes like 97x63 upscale by ~1.02: no note).
+UPSCALE_NOTE = 1.1
+
+
+@dataclass
+class ScanItem:
+    path: Path  # absolute
+    info: MediaInfo
+    caption: str | None = None
+    caption_source: str | None = None  # "side-car .txt" or "dataset file"
+    extra: dict[str, Any] = field(default_factory=dict)  # other columns carried over from an input dataset file
+    placement: Placement | None = None
+    skip_reason: str | None = None
+    skip_group: str | None = None  # a short category of the reason, for summaries ("duplicate", "too short")
+    notes: list[str] = field(default_factory=list)  # problems found by the scan (duplicates, crops, captions)
+
+    @property
+    def used(self) -> bool:
+        return self.skip_reason is None
+
+    def skip(self, group: str, reason: str) -> None:
+        self.skip_group, self.skip_reason = group, reason
+
+    @property
+    def problems(self) -> list[str]:
+        return [*self.info.problems, *self.notes]
+
+
+@dataclass
+class ScanResult:
+    source: Path
+    items: list[ScanItem]
+    buckets: list[Bucket]
+    target_fps: float | None
+    allow_shorter: bool
+
+    @property
+    def used(self) -> list[ScanItem]:
+        return [i for i in self.items if i.used]
+
+    @property
+    def skipped(self) -> list[ScanItem]:
+        return [i for i in self.items if not i.used]
+
+    def bucket_counts(self) -> dict[Bucket, int]:
+        counts = Counter(i.placement.bucket for i in self.used if i.placement)
+        return dict(sorted(counts.items(), key=lambda kv: (-kv[1], kv[0])))
+
+    def display_path(self, item: ScanItem) -> str:
+        """The item's path relative to the scanned folder (or the dataset file's folder)."""
+        root = self.source if self.source.is_dir() else self.source.parent
+        try:
+            return item.path.relative_to(root.resolve()).as_posix()
+        except ValueError:
+            return item.path.as_posix()
+
+
+def find_media(folder: Path) -> list[Path]:
+    """Media files under `folder`, recursively, sorted; hidden files and folders (".name") are left out."""
+    found = []
+    for p in folder.rglob("*"):
+        rel = p.relative_to(folder).parts
+        if any(part.startswith(".") for part in rel):
+            continue
+        if p.is_file() and p.suffix.lower() in MEDIA_EXTENSIONS:
+            found.append(p.resolve())
+    return sorted(found)
+
+
+def sidecar_caption(media: Path) -> str | None:
+    """The caption in `clip.txt` beside `clip.mp4`, whitespace-trimmed; None when there is none or it is empty."""
+    txt = media.with_suffix(".txt")
+    if not txt.is_file():
+        return None
+    text = txt.read_text(encoding="utf-8-sig", errors="replace").strip()
+    return text or None
+
+
+def collect(source: Path) -> list[tuple[Path, str | None, str | None, dict]]:
+    """(media path, caption, caption source, other columns) for a folder or a dataset file."""
+    source = Path(source)
+    if source.is_dir():
+        media = find_media(source)
+        if not media:
+            exts = ", ".join(sorted(e.lstrip(".") for e in MEDIA_EXTENSIONS))
+            raise UserError(f"Found no media files in {source}; put clips or stills there ({exts}).")
+        out = []
+        for p in media:
+            cap = sidecar_caption(p)
+            out.append((p, cap, "side-car .txt" if cap else None, {}))
+        return out
+    if source.suffix.lower() in FORMATS or source.is_file():
+        dataset = read_dataset(source)
+        out = []
+        for e in dataset.entries:
+            p = dataset.resolve(e.video)
+            # Our own probe columns are recomputed; the official ones (audio, reference_video, ...) are kept.
+            extra = {k: v for k, v in e.fields.items() if k not in PROBE_COLUMNS}
+            cap, src = (e.caption, "dataset file") if e.caption.strip() else (sidecar_caption(p), "side-car .txt")
+            out.append((p, cap, src if cap else None, extra))
+        if not out:
+            raise UserError(f"Dataset file {source} has no rows; add clips to it or scan a folder instead.")
+        return out
+    raise UserError(f"{source} does not exist; give a folder of clips or a dataset file (.jsonl, .json, .csv).")
+
+
+def scan(source: Path | str, buckets: Sequence[Bucket], *, target_fps: float | None = None,
+         allow_shorter: bool = True, on_probe: Callable[[int, int, Path], None] | None = None) -> ScanResult:
+    """Probe and classify every media file of a folder (recursively) or of a dataset file.
+
+    `on_probe(done, total, path)` is called after each file, for progress display.
+    """
+    source = Path(source)
+    if target_fps is not None and target_fps <= 0:
+        raise UserError(f"--target-fps must be a positive frame rate such as 24, not {target_fps:g}.")
+    todo = collect(source)
+    items = []
+    for n, (path, caption, cap_src, extra) in enumerate(todo, start=1):
+        items.append(ScanItem(path, probe(path), caption, cap_src, extra))
+        if on_probe:
+            on_probe(n, len(todo), path)
+
+    first_by_hash: dict[str, ScanItem] = {}
+    seen_paths: set[Path] = set()
+    result = ScanResult(source, items, list(buckets), target_fps, allow_shorter)
+    for item in items:
+        info = item.info
+        if item.path in seen_paths:
+            item.skip("listed twice", "listed twice in the dataset file")
+            continue
+        seen_paths.add(item.path)
+        if not info.usable:
+            group = {"audio": "no video stream"}.get(info.kind or "", "empty" if info.size_bytes == 0 else "unreadable")
+            item.skip(group, info.error or f"a {info.kind} file, not a video or still")
+            continue
+        original = first_by_hash.setdefault(info.content_hash, item)
+        if original is not item:
+            item.skip("duplicate", f"duplicate of {result.display_path(original)} (same content)")
+            continue
+        placed = assign_bucket(ClipShape.from_info(info), buckets, target_fps=target_fps, allow_shorter=allow_shorter)
+        if isinstance(placed, Skipped):
+            item.skip(placed.group, placed.reason)
+            continue
+        item.placement = placed
+        item.notes.extend(_placement_notes(info, placed, target_fps))
+        if not item.caption:
+            item.notes.append("no caption (add a side-car .txt with the same name)")
+    return result
+
+
+def _placement_notes(info: MediaInfo, p: Placement, target_fps: float | None) -> list[str]:
+    notes = []
+    b = p.bucket
+    if p.shortened:
+        notes.append(f"too short for its bucket size ({p.frames_available} frames): uses the shortened bucket {b}")
+    if p.scale > UPSCALE_NOTE:
+        notes.append(f"upscaled {p.scale:.1f}x to fill {b.width}x{b.height}")
+    if p.kept_area < HEAVY_CROP:
+        notes.append(f"the crop to {b.width}x{b.height} keeps only {p.kept_area:.0%} of the picture")
+    if info.kind == "video" and p.kept_time < FEW_FRAMES_USED:
+        notes.append(f"only the first {b.frames} of {p.frames_available} frames are used (split long clips)")
+    if info.fps_mode == "variable" and target_fps is None:
+        notes.append("variable frame rate and no --target-fps: frames are used as they come, so motion speed "
+                     "varies; set --target-fps to resample")
+    return notes
+
+
+def dataset_entries(result: ScanResult, dataset_path: Path) -> list[DatasetEntry]:
+    """The used items as dataset rows: the official columns plus our probe facts."""
+    entries = []
+    for item in result.used:
+        info, b = item.info, item.placement.bucket
+        fields: dict[str, Any] = {
+            **item.extra,
+            "kind": info.kind, "width": info.width, "height": info.height, "frames": info.frame_count,
+            "fps": round(info.fps, 4) if info.fps else None, "fps_mode": info.fps_mode,
+            "duration": round(info.duration, 4) if info.duration else None, "rotation": info.rotation,
+            "audio_sample_rate": info.audio.sample_rate if info.audio else None,
+            "audio_channels": info.audio.channels if info.audio else None,
+            "audio_duration": round(info.audio.duration, 4) if info.audio and info.audio.duration else None,
+            "content_hash": info.content_hash, "bucket": str(b), "problems": item.problems,
+        }
+        entries.append(DatasetEntry(item.caption or "", relative_media_path(item.path, dataset_path), fields))
+    return entries
+
+
+def skip_summary(result: ScanResult) -> Counter:
+    """How many items were skipped for each kind of reason ("duplicate", "unreadable", "too short", ...)."""
+    return Counter(i.skip_group for i in result.skipped)
+
+
+def summary_lines(result: ScanResult, max_listed: int = 20) -> list[str]:
+    """A short plain-text summary: counts, every skipped file with its reason (up to `max_listed`), buckets."""
+    used, skipped = result.used, result.skipped
+    lines = [f"Scanned {len(result.items)} media file{'s' if len(result.items) != 1 else ''} in {result.source}: "
+             f"{len(used)} used, {len(skipped)} skipped."]
+    if skipped:
+        groups = ", ".join(f"{n} {g}" for g, n in skip_summary(result).most_common())
+        lines.append(f"Skipped ({groups}):")
+        for item in skipped[:max_listed]:
+            lines.append(f"  {result.display_path(item)}: {item.skip_reason}")
+        if len(skipped) > max_listed:
+            lines.append(f"  ... and {len(skipped) - max_listed} more (see the report)")
+    counts = result.bucket_counts()
+    if counts:
+        lines.append("Buckets: " + ", ".join(f"{b} ({n} clip{'s' if n != 1 else ''})" for b, n in counts.items()))
+    no_caption = sum(1 for i in used if not i.caption)
+    if no_caption:
+        lines.append(f"{no_caption} used file{'s have' if no_caption != 1 else ' has'} no caption.")
+    return lines
