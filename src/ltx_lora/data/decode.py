@@ -31,22 +31,9 @@ def _fit(img: Image.Image, width: int, height: int) -> Image.Image:
 
 
 def _rotate(arr: np.ndarray, degrees: int) -> np.ndarray:
-    # display-matrix rotation is counter-clockwise; np.rot90 with k>0 rotates counter-clockwise too
+    # PyAV reports the display-matrix rotation counter-clockwise; np.rot90 with k>0 turns counter-clockwise too
     k = (round(degrees / 90) % 4)
     return np.ascontiguousarray(np.rot90(arr, k=k)) if k else arr
-
-
-def _stream_rotation(stream) -> int:
-    try:
-        from av.sidedata.displaymatrix import DisplayMatrix  # noqa: F401 - only present in newer PyAV
-
-        for sd in stream.side_data.values() if hasattr(stream.side_data, "values") else []:
-            if hasattr(sd, "rotation"):
-                return int(round(sd.rotation))
-    except Exception:  # noqa: BLE001 - rotation metadata is best effort
-        pass
-    rotate = stream.metadata.get("rotate") if stream.metadata else None
-    return -int(rotate) if rotate else 0
 
 
 def read_image(path: Path, width: int, height: int) -> DecodedClip:
@@ -66,14 +53,14 @@ def read_clip(path: Path, width: int, height: int, num_frames: int, target_fps: 
         rate = vstream.average_rate or vstream.guessed_rate or Fraction(24)
         src_fps = float(rate)
         fps = float(target_fps) if target_fps else src_fps
-        rotation = _stream_rotation(vstream)
         wanted = [start_s + i / fps for i in range(num_frames)]  # the time of each output frame
         half = 0.5 / src_fps
         picked: list[np.ndarray | None] = [None] * num_frames
         slot, last_t = 0, None
 
         def shown(frame) -> np.ndarray:  # rotate, resize and crop only frames that are used
-            return np.asarray(_fit(Image.fromarray(_rotate(frame.to_ndarray(format="rgb24"), rotation)), width, height))
+            upright = _rotate(frame.to_ndarray(format="rgb24"), int(getattr(frame, "rotation", 0) or 0))
+            return np.asarray(_fit(Image.fromarray(upright), width, height))
 
         last_frame, last_arr = None, None
         for frame in container.decode(vstream):
