@@ -41,3 +41,14 @@ def assert_user_error(res: CliResult, *needles: str) -> None:
 @pytest.fixture
 def cli():
     return run_cli
+
+
+@pytest.fixture(scope="session")
+def tiny_gemma(tmp_path_factory) -> Path:
+    """A tiny Gemma 3 folder laid out like google/gemma-3-12b-it, generated offline once per session.
+
+    Shared by every test of the session: copy it before changing anything in it.
+    """
+    from ltx_lora.fixtures.gemma import write_tiny_gemma
+
+    return write_tiny_gemma(tmp_path_factory.mktemp("gemma") / "gemma-3-12b-it")

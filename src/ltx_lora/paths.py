@@ -90,7 +90,8 @@ def _looks_like_repo_id(value: str) -> bool:
 
 
 def _download_sentence(role: str, repo: str, file: str | None, key: str | None) -> str:
-    where = f"set {key}" if key else "pass"
+    # A config key is set ("set model.checkpoint: PATH"); a CLI option or an unnamed path is passed.
+    where = "pass" if not key else (f"pass {key}" if key.startswith("-") else f"set {key}:")
     if role == "text_encoder":
         gemma = repo if "gemma" in repo.lower() else GEMMA_REPO
         folder = f"models/{gemma.split('/')[-1]}"
@@ -128,7 +129,7 @@ def check_model_path(value: str | Path, role: Role, key: str | None = None) -> P
         raise ValueError(f"unknown model path role {role!r}; expected one of {sorted(_ROLES)}")
     spec = _ROLES[role]
     key = key or spec["key"]
-    label = key or spec["what"]
+    label = key or spec["what"][0].upper() + spec["what"][1:]
     raw = str(value).strip()
     if not raw:
         raise UserError(f"{label} is empty: {_download_sentence(role, LTX_REPO, None, key)}.")
@@ -142,7 +143,7 @@ def check_model_path(value: str | Path, role: Role, key: str | None = None) -> P
                         f"{_download_sentence(role, repo, file, key)}.")
     if re.match(r"^[a-z][a-z0-9+.-]*://", raw, re.IGNORECASE):
         raise UserError(f"{label} is a URL ({raw}), but ltx-lora reads local files only: download it and "
-                        f"{'set ' + key if key else 'pass'} its local path.")
+                        f"{'set ' + key + ' to' if key else 'pass'} its local path.")
 
     path = Path(raw).expanduser()
     if not path.exists():
