@@ -230,10 +230,13 @@ class PromptEncoder:
         real = slice(length - n, length) if side == "left" else slice(0, n)
         if n == 0 or not bool(m[real].all()):
             raise RuntimeError(f"tokenizer mask is not {side}-padded as its padding_side says; cannot trim")
-        pads = (~m).nonzero()
-        video_pad, audio_pad = (video[0, pads[0, 0]], None if audio is None else audio[0, pads[0, 0]]) \
-            if len(pads) else self._pad_rows(hidden_states)
-        n_text = len(self.tokenizer(prompt.strip(), add_special_tokens=True).input_ids)
+        if n < length:  # every padded row is the same (the projection of zeros): keep the first one
+            first_pad = int((~m).nonzero()[0, 0])
+            video_pad, audio_pad = video[0, first_pad], None if audio is None else audio[0, first_pad]
+        else:
+            video_pad, audio_pad = self._pad_rows(hidden_states)
+        # ltx-core's tokenizer strips the text and truncates silently; count the tokens to flag cut prompts.
+        n_text = len(self.tokenizer(prompt.strip(), add_special_tokens=True, verbose=False).input_ids)
         return TextFeatures(video=video[0, real].cpu(), audio=None if audio is None else audio[0, real].cpu(),
                             video_pad=video_pad.cpu(), audio_pad=None if audio_pad is None else audio_pad.cpu(),
                             padded_length=length, padding_side=side, truncated=n_text > length)
