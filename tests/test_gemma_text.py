@@ -1,4 +1,4 @@
-"""The tiny Gemma folder and the text path through the real ltx-core code: Gemma -> projection (cached) -> connectors."""
+"""The tiny Gemma folder and the text path through the real ltx-core code: Gemma, projection (cached), connectors."""
 
 from __future__ import annotations
 
@@ -19,12 +19,12 @@ PROMPTS = ["A red fox runs across a snowy field at dawn, its breath visible in t
 
 def write_text_checkpoint(path: Path, gemma_hidden: int, gemma_states: int, seed: int = 0) -> Path:
     """A minimal LTX-2.3-style checkpoint: text projection + text connectors only, made with ltx-core's modules."""
-    from safetensors.torch import save_file
     from ltx_core.text_encoders.gemma.embeddings_connector import (
         AudioEmbeddings1DConnectorConfigurator,
         Embeddings1DConnectorConfigurator,
     )
     from ltx_core.text_encoders.gemma.feature_extractor import FeatureExtractorV2
+    from safetensors.torch import save_file
 
     transformer = {
         "num_attention_heads": 2, "attention_head_dim": VIDEO_DIM // 2,

@@ -67,7 +67,8 @@ def test_upscaler_and_lora_references(tmp_path, monkeypatch):
     assert "ltx-2.3-spatial-upscaler-x2-1.1.safetensors" in user_error("Lightricks/LTX-2.3", "upscaler")
     msg = user_error("https://huggingface.co/someone/my-style/resolve/main/lora/style.safetensors", "lora",
                      key="--lora")
-    assert "download style.safetensors from someone/my-style" in msg and "pass --lora loras/lora/style.safetensors" in msg
+    assert "download style.safetensors from someone/my-style" in msg
+    assert "pass --lora loras/lora/style.safetensors" in msg
 
 
 def test_other_urls_are_refused(tmp_path):

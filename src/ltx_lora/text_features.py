@@ -122,7 +122,7 @@ def load_text_features(path: str | Path) -> TextFeatures:
         meta = f.metadata() or {}
         if meta.get("format") != FORMAT:
             raise ValueError(f"{path} is not a text-features file ({FORMAT})")
-        t = {k: f.get_tensor(k) for k in f.keys()}
+        t = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118 - safe_open is no dict
     return TextFeatures(video=t["video"], audio=t.get("audio"), video_pad=t["video_pad"], audio_pad=t.get("audio_pad"),
                         padded_length=int(meta["padded_length"]), padding_side=meta["padding_side"],
                         truncated=json.loads(meta.get("truncated", "false")))

@@ -30,8 +30,18 @@ import torch
 from ltx_lora.errors import UserError
 from ltx_lora.text_features import PaddedText, TextFeatures, pad_batch, pad_features
 
-__all__ = ["PromptEncoder", "TextFeatures", "PaddedText", "pad_features", "pad_batch", "load_prompt_encoder",
-           "load_text_connectors", "run_text_connectors", "gemma_weight_files", "TOKENIZER_LENGTH"]
+__all__ = [
+    "TOKENIZER_LENGTH",
+    "PaddedText",
+    "PromptEncoder",
+    "TextFeatures",
+    "gemma_weight_files",
+    "load_prompt_encoder",
+    "load_text_connectors",
+    "pad_batch",
+    "pad_features",
+    "run_text_connectors",
+]
 
 log = logging.getLogger(__name__)
 
@@ -63,12 +73,12 @@ def _gemma_config(gemma_dir: Path):
 
 def _gemma_configurator(gemma_config) -> type:
     """ltx-core's GemmaTextEncoderConfigurator, but with the folder's sizes instead of the hard-coded 12B ones."""
-    from transformers import Gemma3ForConditionalGeneration
     from ltx_core.text_encoders.gemma import GemmaTextEncoder, GemmaTextEncoderConfigurator
+    from transformers import Gemma3ForConditionalGeneration
 
     class FolderGemmaConfigurator(GemmaTextEncoderConfigurator):
         @classmethod
-        def from_config(cls, config: dict) -> GemmaTextEncoder:  # noqa: ARG003 - Gemma files carry no LTX config
+        def from_config(cls, config: dict) -> GemmaTextEncoder:
             with torch.device("meta"):
                 return GemmaTextEncoder(model=Gemma3ForConditionalGeneration(gemma_config))
 
@@ -131,7 +141,8 @@ def _connector_key_ops():
 
     return (SDOps("LTX_LORA_TEXT_CONNECTORS")
             .with_matching(prefix=_VIDEO_CONNECTOR_PREFIX).with_replacement(_VIDEO_CONNECTOR_PREFIX, "video_connector.")
-            .with_matching(prefix=_AUDIO_CONNECTOR_PREFIX).with_replacement(_AUDIO_CONNECTOR_PREFIX, "audio_connector."))
+            .with_matching(prefix=_AUDIO_CONNECTOR_PREFIX)
+            .with_replacement(_AUDIO_CONNECTOR_PREFIX, "audio_connector."))
 
 
 def _build(builder, device: torch.device, dtype: torch.dtype, what: str, source: Path, keys: str) -> torch.nn.Module:
@@ -149,7 +160,8 @@ def _check_projection_width(checkpoint: Path, gemma_dir: Path, width: int) -> No
     from safetensors import safe_open
 
     with safe_open(str(checkpoint), framework="pt") as f:
-        keys = [k for k in f.keys() if k.startswith(_PROJECTION_PREFIX) and k.endswith("aggregate_embed.weight")]
+        names = f.keys()  # safe_open is no dict: keys() is its only listing
+        keys = [k for k in names if k.startswith(_PROJECTION_PREFIX) and k.endswith("aggregate_embed.weight")]
         if not keys:
             raise UserError(f"{checkpoint} has no text projection ({_PROJECTION_PREFIX}*): use the full LTX-2.3 "
                             f"checkpoint (ltx-2.3-22b-dev.safetensors), not a transformer-only file.")
