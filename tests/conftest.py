@@ -81,3 +81,11 @@ def problem_clips(tmp_path_factory) -> dict[str, Path]:
     from ltx_lora.fixtures.clips import write_problem_clips
 
     return write_problem_clips(tmp_path_factory.mktemp("problem_clips"))
+def tiny_gemma(tmp_path_factory) -> Path:
+    """A tiny Gemma 3 folder laid out like google/gemma-3-12b-it, generated offline once per session.
+
+    Shared by every test of the session: copy it before changing anything in it.
+    """
+    from ltx_lora.fixtures.gemma import write_tiny_gemma
+
+    return write_tiny_gemma(tmp_path_factory.mktemp("gemma") / "gemma-3-12b-it")
