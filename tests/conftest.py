@@ -81,6 +81,9 @@ def problem_clips(tmp_path_factory) -> dict[str, Path]:
     from ltx_lora.fixtures.clips import write_problem_clips
 
     return write_problem_clips(tmp_path_factory.mktemp("problem_clips"))
+
+
+@pytest.fixture(scope="session")
 def tiny_gemma(tmp_path_factory) -> Path:
     """A tiny Gemma 3 folder laid out like google/gemma-3-12b-it, generated offline once per session.
 

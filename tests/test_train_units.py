@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from ltx_lora.config import TrainConfig
-from ltx_lora.data.cache import CacheItem, pad_features
+from ltx_lora.data.cache import CacheItem
 from ltx_lora.data.loader import BatchOrder, bucket_batch_size
 from ltx_lora.errors import UserError
 from ltx_lora.train.checkpoint import TrainingState, latest_checkpoint, load_state, save_checkpoint
@@ -82,15 +82,6 @@ def test_batch_order_resumes_exactly():
     second.restore(json.loads(json.dumps(first.position())))
     got += [second.next() for _ in range(11)]
     assert got == expected
-
-
-@pytest.mark.parametrize("side", ["left", "right"])
-def test_trimmed_text_features_pad_back(side):
-    feats = torch.randn(5, 3)
-    padded, mask = pad_features(feats, 16, side)
-    assert padded.shape == (16, 3) and int(mask.sum()) == 5
-    assert torch.equal(padded[mask.bool()], feats)
-    assert padded[~mask.bool()].abs().sum() == 0
 
 
 def _state(step, params):

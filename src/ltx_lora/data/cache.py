@@ -2,8 +2,7 @@
 
     CACHE/latents/<key>.safetensors   video [128, F', H', W'] (+ audio [8, T, 16]); header: item facts as JSON
     CACHE/text/<sha256 of text>.safetensors
-                                      video_features [L, D] (+ audio_features [L, Da]) trimmed to the real
-                                      token count L; header: padded_length, padding_side, the text
+                                      pre-connector features trimmed to the real tokens (ltx_lora.text_features)
     CACHE/manifest.json               settings + model identity + the list of items (written last, atomically)
 
 Text features are stored trimmed and padded back when loaded, so a 20-token caption costs 20 rows, not 1,024.
@@ -22,6 +21,7 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 
 from ltx_lora.errors import UserError
+from ltx_lora.text_features import TextFeatures, load_text_features, save_text_features
 
 MANIFEST = "manifest.json"
 FORMAT = "ltx-lora-cache-1"
@@ -57,43 +57,19 @@ def atomic_save(tensors: dict[str, torch.Tensor], path: Path, metadata: dict[str
     tmp.replace(path)
 
 
-def write_text_features(cache: Path, text: str, video: torch.Tensor, audio: torch.Tensor | None,
-                        padded_length: int, padding_side: str) -> str:
-    """Store features [L_real, D] already trimmed; return the relative path."""
-    rel = f"text/{text_key(text)}.safetensors"
-    tensors = {"video_features": video}
-    if audio is not None:
-        tensors["audio_features"] = audio
-    atomic_save(tensors, cache / rel, {"padded_length": str(padded_length), "padding_side": padding_side,
-                                       "text": text})
+def text_file(text: str) -> str:
+    return f"text/{text_key(text)}.safetensors"
+
+
+def write_text(cache: Path, text: str, features: TextFeatures) -> str:
+    """Store one text's trimmed features (see ltx_lora.text_features); return the relative path."""
+    rel = text_file(text)
+    save_text_features(features, cache / rel, extra={"text": text})
     return rel
 
 
-def pad_features(features: torch.Tensor, padded_length: int, padding_side: str) -> tuple[torch.Tensor, torch.Tensor]:
-    """[L, D] -> ([padded_length, D] with zeros where the tokenizer padded, mask [padded_length] 0/1)."""
-    real = features.shape[0]
-    if real > padded_length:
-        raise ValueError(f"{real} tokens do not fit a padded length of {padded_length}")
-    pad = features.new_zeros(padded_length - real, features.shape[1])
-    mask = torch.zeros(padded_length, dtype=torch.int64)
-    if padding_side == "left":
-        mask[padded_length - real:] = 1
-        return torch.cat([pad, features]), mask
-    mask[:real] = 1
-    return torch.cat([features, pad]), mask
-
-
-def read_text_features(cache: Path, rel: str) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor]:
-    """(video_features [P, D], audio_features [P, Da] or None, mask [P]) padded back to the stored length."""
-    with safe_open(str(cache / rel), framework="pt") as f:
-        meta = f.metadata()
-        video = f.get_tensor("video_features")
-        audio = f.get_tensor("audio_features") if "audio_features" in f.keys() else None
-    length, side = int(meta["padded_length"]), meta["padding_side"]
-    video, mask = pad_features(video, length, side)
-    if audio is not None:
-        audio, _ = pad_features(audio, length, side)
-    return video, audio, mask
+def read_text(cache: Path, rel: str) -> TextFeatures:
+    return load_text_features(cache / rel)
 
 
 def write_latents(cache: Path, key: str, video: torch.Tensor, audio: torch.Tensor | None, facts: dict) -> str:

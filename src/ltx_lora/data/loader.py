@@ -13,7 +13,8 @@ from pathlib import Path
 
 import torch
 
-from ltx_lora.data.cache import CacheItem, read_latents, read_text_features
+from ltx_lora.data.cache import CacheItem, read_latents, read_text
+from ltx_lora.text_features import PaddedText, pad_batch
 
 
 def bucket_tokens(bucket: str) -> int:
@@ -72,30 +73,18 @@ class RawBatch:
 
     video: torch.Tensor
     audio: torch.Tensor | None
-    video_features: torch.Tensor
-    audio_features: torch.Tensor | None
-    text_mask: torch.Tensor
+    text: PaddedText  # [B, L, D] features in the tokenizer's padded layout, mask [B, L]
     fps: float
 
 
 def load_batch(cache: Path, items: list[CacheItem], device: torch.device, dtype: torch.dtype,
                with_audio: bool) -> RawBatch:
-    videos, audios, vfeats, afeats, masks = [], [], [], [], []
-    for item in items:
-        video, audio = read_latents(cache, item.latents)
-        vf, af, mask = read_text_features(cache, item.text)
-        videos.append(video)
-        audios.append(audio)
-        vfeats.append(vf)
-        afeats.append(af)
-        masks.append(mask)
+    latents = [read_latents(cache, item.latents) for item in items]
+    audios = [a for _, a in latents]
     use_audio = with_audio and all(a is not None for a in audios)
-    to = dict(device=device, dtype=dtype)
     return RawBatch(
-        video=torch.stack(videos).to(**to),
-        audio=torch.stack(audios).to(**to) if use_audio else None,
-        video_features=torch.stack(vfeats).to(**to),
-        audio_features=torch.stack(afeats).to(**to) if afeats[0] is not None else None,
-        text_mask=torch.stack(masks).to(device),
+        video=torch.stack([v for v, _ in latents]).to(device=device, dtype=dtype),
+        audio=torch.stack(audios).to(device=device, dtype=dtype) if use_audio else None,
+        text=pad_batch([read_text(cache, item.text) for item in items]),
         fps=float(items[0].fps),
     )

@@ -175,21 +175,23 @@ def preprocess(cfg: Config, console) -> PreprocessResult:
 
 
 def _encode_texts(cfg: Config, cache: Path, texts: list[str], device, console, result: PreprocessResult) -> dict[str, str]:
-    files = {t: f"text/{store.text_key(t)}.safetensors" for t in texts}
+    files = {t: store.text_file(t) for t in texts}
     todo = [t for t in texts if not (cache / files[t]).is_file()]
     if not todo:
         return files
-    from ltx_lora.ltx.text import load_text_encoder
+    from ltx_lora.ltx.text import load_prompt_encoder
+    from ltx_lora.paths import check_model_path
 
     if not cfg.model.text_encoder:
         raise UserError("model.text_encoder is not set; point it at the local Gemma 3 folder to encode captions.")
-    encoder = load_text_encoder(cfg.model.text_encoder, cfg.model.checkpoint, device=device,
-                                eight_bit=cfg.memory.text_encoder_8bit)
+    check_model_path(cfg.model.text_encoder, "text_encoder")
+    dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
+    encoder = load_prompt_encoder(cfg.model.text_encoder, cfg.model.checkpoint, device=device, dtype=dtype,
+                                  load_in_8bit=cfg.memory.text_encoder_8bit)
     with _progress(console) as bar:
         task = bar.add_task("encoding captions", total=len(todo))
         for text in todo:
-            feats = encoder.encode([text])[0]
-            store.write_text_features(cache, text, feats.video, feats.audio, feats.padded_length, feats.padding_side)
+            store.write_text(cache, text, encoder.encode_prompts([text])[0])
             result.texts_encoded += 1
             bar.advance(task)
     return files

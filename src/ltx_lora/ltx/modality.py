@@ -5,11 +5,10 @@ from __future__ import annotations
 import torch
 from ltx_core.components.patchifiers import AudioPatchifier, VideoLatentPatchifier, get_pixel_coords
 from ltx_core.model.transformer.modality import Modality
-from ltx_core.text_encoders.gemma.embeddings_processor import convert_to_additive_mask
 from ltx_core.types import AudioLatentShape, SpatioTemporalScaleFactors, VideoLatentShape
 
 __all__ = ["Modality", "patchify_video", "patchify_audio", "video_positions", "audio_positions",
-           "connect_text", "predict_velocity", "AUDIO_LATENT_CHANNELS", "AUDIO_MEL_BINS"]
+           "predict_velocity", "AUDIO_LATENT_CHANNELS", "AUDIO_MEL_BINS"]
 
 AUDIO_LATENT_CHANNELS = 8
 AUDIO_MEL_BINS = 16
@@ -41,13 +40,6 @@ def audio_positions(frames: int, batch: int, device: torch.device | str) -> torc
     """Positions [B, 1, T, 2] of audio latent frames, in seconds."""
     shape = AudioLatentShape(frames=frames, mel_bins=AUDIO_MEL_BINS, batch=batch, channels=AUDIO_LATENT_CHANNELS)
     return _AUDIO.get_patch_grid_bounds(output_shape=shape, device=device)
-
-
-def connect_text(embeddings_processor, video_features: torch.Tensor, audio_features: torch.Tensor | None,
-                 mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor]:
-    """Run the frozen text connectors on cached Gemma features: (video context, audio context, context mask)."""
-    additive = convert_to_additive_mask(mask, video_features.dtype)
-    return embeddings_processor.create_embeddings(video_features, audio_features, additive)
 
 
 def predict_velocity(transformer, video: Modality | None, audio: Modality | None):

@@ -32,8 +32,8 @@ from ltx_lora.safetensors_header import NotSafetensors, read_header
 GEMMA3_12B_HIDDEN_SIZE = 3840
 GEMMA3_12B_HIDDEN_STATES = 49
 
-# The tiny text encoder the fixtures assume: 32 wide, 2 layers (3 hidden states).
-TINY_TEXT_HIDDEN_SIZE = 32
+# The tiny text encoder the fixtures assume (fixtures/gemma.py TINY_TEXT): 64 wide, 2 layers (3 hidden states).
+TINY_TEXT_HIDDEN_SIZE = 64  # = the tiny Gemma fixture's hidden size, so the two fit together
 TINY_TEXT_NUM_LAYERS = 2
 
 _FP8_DTYPES = (torch.float8_e4m3fn, torch.float8_e5m2)

@@ -13,6 +13,8 @@ from ltx_lora.config import Config, TrainingMode
 from ltx_lora.data.cache import Manifest, read_manifest
 from ltx_lora.data.loader import BatchOrder, load_batch
 from ltx_lora.errors import UserError
+from ltx_lora.ltx.modality import predict_velocity
+from ltx_lora.ltx.text import run_text_connectors
 from ltx_lora.train.checkpoint import TrainingState, latest_checkpoint, load_state, save_checkpoint
 from ltx_lora.train.lora import export_comfy, inject_lora, lora_parameters, target_modules
 from ltx_lora.train.metrics import MetricsLogger
@@ -36,7 +38,7 @@ def resume_fingerprint(cfg: Config) -> dict:
 @dataclass
 class Models:
     transformer: torch.nn.Module
-    embeddings_processor: torch.nn.Module
+    text_connectors: torch.nn.Module  # frozen; turn cached Gemma features into the two text contexts
 
 
 def pick_device() -> torch.device:
@@ -45,13 +47,16 @@ def pick_device() -> torch.device:
 
 def load_models(cfg: Config, device: torch.device, dtype: torch.dtype) -> Models:
     from ltx_lora.checkpoints import require_training_base
-    from ltx_lora.ltx.models import load_embeddings_processor, load_transformer
+    from ltx_lora.ltx.models import load_transformer
+    from ltx_lora.ltx.text import load_text_connectors
+    from ltx_lora.paths import check_model_path
 
+    check_model_path(cfg.model.checkpoint, "checkpoint")
     require_training_base(Path(cfg.model.checkpoint))
     transformer = load_transformer(cfg.model.checkpoint, device=device, dtype=dtype)
-    processor = load_embeddings_processor(cfg.model.checkpoint, device=device, dtype=dtype)
-    processor.requires_grad_(False).eval()
-    return Models(transformer, processor)
+    connectors = load_text_connectors(cfg.model.checkpoint, device=device, dtype=dtype)
+    connectors.requires_grad_(False).eval()
+    return Models(transformer, connectors)
 
 
 def lora_metadata(cfg: Config, step: int, manifest: Manifest) -> dict[str, str]:
@@ -170,16 +175,11 @@ class Trainer:
             items = [manifest.items[i] for i in order.next()]
             raw = load_batch(self.cache, items, self.device, self.dtype, with_audio=self.train_audio)
             with torch.no_grad():  # the text connectors are frozen: run them, keep no graph
-                from ltx_lora.ltx.modality import connect_text
-
-                vctx, actx, mask = connect_text(models.embeddings_processor, raw.video_features,
-                                                raw.audio_features, raw.text_mask)
+                vctx, actx, mask = run_text_connectors(models.text_connectors, raw.text)
             batch = LatentBatch(video=raw.video, audio=raw.audio, video_context=vctx, audio_context=actx,
                                 context_mask=mask, fps=raw.fps)
             inputs = prepare_inputs(batch, sampler, gen, train_audio=self.train_audio,
                                     first_frame_p=cfg.train.first_frame_conditioning_p, dtype=self.dtype)
-            from ltx_lora.ltx.modality import predict_velocity
-
             video_pred, audio_pred = predict_velocity(models.transformer, inputs.video, inputs.audio)
             loss = compute_loss(video_pred, audio_pred, inputs, cfg.train.audio_loss_weight)
             if not torch.isfinite(loss.total):
