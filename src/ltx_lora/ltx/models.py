@@ -428,11 +428,34 @@ def _init_random_(module: nn.Module, generator: torch.Generator) -> nn.Module:
     return module
 
 
+def ltx23_22b_config() -> dict[str, Any]:
+    """The released LTX-2.3 22B transformer's sizes on the tiny config's complete field set (benches build the
+    full-size model from it with random weights): 48 blocks, video 32 x 128, audio 32 x 64, Gemma 3 12B text."""
+    cfg = tiny_ltx23_config()
+    cfg["transformer"].update(
+        num_layers=48, num_attention_heads=32, attention_head_dim=128, cross_attention_dim=4096,
+        audio_num_attention_heads=32, audio_attention_head_dim=64, audio_cross_attention_dim=2048,
+        caption_channels=GEMMA3_12B_HIDDEN_SIZE, connector_attention_head_dim=128, connector_num_attention_heads=32,
+        connector_num_layers=8, audio_connector_attention_head_dim=64, audio_connector_num_attention_heads=32)
+    return cfg
+
+
 def build_transformer_from_config(cfg: dict[str, Any], device: str | torch.device = "cpu",
                                   dtype: torch.dtype = torch.bfloat16, seed: int = 0) -> nn.Module:
-    """An `LTXModel` with random weights for the given full config (e.g. `tiny_ltx23_config()`)."""
+    """An `LTXModel` with random weights for the given full config (e.g. `tiny_ltx23_config()`).
+
+    On a GPU the weights are allocated and drawn there directly (the 22B model would need 77 GB of host memory
+    and minutes of host-side random draws otherwise)."""
     from ltx_core.model.transformer.model_configurator import LTXModelConfigurator
 
+    device = torch.device(device)
+    if device.type == "cuda":
+        with torch.device("meta"):
+            model = LTXModelConfigurator.from_config(copy.deepcopy(cfg))
+        model = model.to(dtype=dtype).to_empty(device=device)  # the transformer has no computed buffers
+        with torch.no_grad():
+            _init_random_(model, torch.Generator(device).manual_seed(seed))
+        return model.eval()
     model = LTXModelConfigurator.from_config(copy.deepcopy(cfg))
     _materialise_meta_(model)
     _init_random_(model, torch.Generator().manual_seed(seed))
