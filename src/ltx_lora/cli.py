@@ -216,6 +216,26 @@ def dataset_scan(
     out.print(f"Wrote {output} ({len(used)} entries) and {report_path}.")
 
 
+@app.command()
+def demo(
+    out: Path = typer.Option(Path("ltx-lora-demo"), "--out", help="Folder for everything the demo makes."),
+    steps: int = typer.Option(50, "--steps", min=1, help="Training steps."),
+    model: Optional[Path] = typer.Option(None, "--model", help="A real LTX-2.3 Dev checkpoint instead of the tiny one."),
+    text_encoder: Optional[Path] = typer.Option(None, "--text-encoder", help="A real Gemma 3 folder (with --model)."),
+) -> None:
+    """Run the whole pipeline on a tiny generated model and synthetic clips: no downloads, no GPU needed.
+
+    Stages: inspect, dataset scan, preprocess, train. Each is the same command you would run by hand.
+    """
+    from ltx_lora.demo import run_demo
+
+    if (model is None) != (text_encoder is None):
+        raise UserError("give --model and --text-encoder together (the real LTX-2.3 Dev file and Gemma 3 folder), "
+                        "or neither for the tiny built-in model.")
+    run_demo(out, steps, model, text_encoder, invoke=lambda args: app(args, standalone_mode=False),
+             say=lambda msg: console.print(f"[bold cyan]demo[/] {msg}", highlight=False))
+
+
 def main() -> None:
     """Entry point: bad input ends with one sentence and exit 2, our own failures with exit 1."""
     try:
