@@ -120,3 +120,10 @@ def test_cli_doctor_reports_each_check():
     for name in ("python", "torch", "torchaudio", "transformers", "ltx-core", "gpu", "disk"):
         assert name in res.out
     assert "Traceback" not in res.err
+
+
+def test_configuration_reference_matches_the_schema():
+    from ltx_lora.config_template import render_reference
+
+    doc = Path(__file__).resolve().parents[1] / "docs" / "configuration.md"
+    assert doc.read_text() == render_reference(), "run: python -m ltx_lora.config_template > docs/configuration.md"

@@ -116,3 +116,27 @@ def write_config(path: Path, profile: str = "auto", checkpoint: str = "", text_e
     tmp.write_text(text)
     tmp.replace(path)
     return path
+
+
+def render_reference() -> str:
+    """docs/configuration.md: every section and key with its default and description, from the schema itself."""
+    lines = ["# Configuration reference", "",
+             "Generated from `ltx_lora.config` by `python -m ltx_lora.config_template > docs/configuration.md`;",
+             "a test fails when this file and the schema differ. `ltx-lora init` writes a commented config.", ""]
+    defaults = Config().model_dump(mode="json")
+    for name, field in Config.model_fields.items():
+        ann = field.annotation
+        if isinstance(ann, type) and issubclass(ann, BaseModel):
+            lines += [f"## `{name}`", "", field.description or "", "", "| key | default | meaning |", "|---|---|---|"]
+            for key, sub in ann.model_fields.items():
+                lines.append(f"| `{name}.{key}` | `{_scalar(defaults[name][key])}` | {sub.description or ''} |")
+            lines.append("")
+        else:
+            lines += [f"## `{name}`", "", f"Default `{_scalar(defaults[name])}`. {field.description or ''}", ""]
+    lines += ["## Profiles (`ltx-lora init --profile`)", ""]
+    lines += [f"- `{p}`: {PROFILE_NOTES[p]} Sets: `{json.dumps(PROFILES[p])}`" for p in PROFILES]
+    return "\n".join(lines) + "\n"
+
+
+if __name__ == "__main__":
+    print(render_reference(), end="")
