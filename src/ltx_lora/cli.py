@@ -232,14 +232,21 @@ def demo(
     if (model is None) != (text_encoder is None):
         raise UserError("give --model and --text-encoder together (the real LTX-2.3 Dev file and Gemma 3 folder), "
                         "or neither for the tiny built-in model.")
-    run_demo(out, steps, model, text_encoder, invoke=lambda args: app(args, standalone_mode=False),
+    def invoke(args: list[str]) -> None:
+        code = app(args, standalone_mode=False)
+        if isinstance(code, int) and code != 0:  # a failed stage ends the demo with its code
+            raise typer.Exit(code)
+
+    run_demo(out, steps, model, text_encoder, invoke=invoke,
              say=lambda msg: console.print(f"[bold cyan]demo[/] {msg}", highlight=False))
 
 
 def main() -> None:
     """Entry point: bad input ends with one sentence and exit 2, our own failures with exit 1."""
     try:
-        app(standalone_mode=False)
+        # Without standalone mode click returns (not raises) the code of a typer.Exit: pass it on.
+        code = app(standalone_mode=False)
+        sys.exit(code if isinstance(code, int) else 0)
     except UserError as e:
         console.print(f"[bold red]error:[/] {e}", highlight=False)
         sys.exit(2)

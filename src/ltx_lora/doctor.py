@@ -167,7 +167,13 @@ def check_config_paths(cfg) -> list[Check]:
             from ltx_lora.paths import check_model_path
 
             check_model_path(value, role)
-            out.append(Check(f"model.{role}", "OK", value))
+            if role == "checkpoint":
+                from ltx_lora.checkpoints import require_training_base
+
+                ident = require_training_base(value)
+                out.append(Check(f"model.{role}", "OK", f"{value}: {ident.summary}"))
+            else:
+                out.append(Check(f"model.{role}", "OK", value))
         except UserError as e:
             out.append(Check(f"model.{role}", "FAIL", value, str(e)))
     return out

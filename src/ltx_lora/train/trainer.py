@@ -86,6 +86,17 @@ class Trainer:
         self.train_audio = cfg.train.mode in (TrainingMode.audio_video, TrainingMode.image_to_video)
 
     # -- set-up ------------------------------------------------------------------------------------------------
+    def _check_supported(self) -> None:
+        """Settings this version cannot honour yet are refused, never silently ignored."""
+        mem = self.cfg.memory
+        if mem.quantization != "none" or mem.block_swap:
+            raise UserError(f"memory.quantization={mem.quantization} / memory.block_swap={mem.block_swap} are not "
+                            "available in this ltx-lora version yet; set memory.quantization: none and "
+                            "memory.block_swap: 0 (training then needs a GPU with about 48 GB or more).")
+        if self.cfg.validation.every and self.cfg.validation.prompts:
+            self.console.print("note: in-loop validation sampling is not available in this version yet; the "
+                               "validation prompts are cached by preprocess for when it is.")
+
     def _check_cache(self, manifest: Manifest) -> None:
         if not manifest.items:
             raise UserError(f"the preprocessed dataset in {self.cache} is empty: every clip was skipped; see the "
@@ -129,6 +140,7 @@ class Trainer:
     # -- the loop ----------------------------------------------------------------------------------------------
     def run(self) -> Path:
         cfg = self.cfg
+        self._check_supported()
         manifest = read_manifest(self.cache)
         self._check_cache(manifest)
         if not self.resume and latest_checkpoint(self.run_dir) is not None:
