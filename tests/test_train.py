@@ -147,3 +147,35 @@ def test_doctor_checks_the_configs_checkpoint_kind(prepared, tmp_path, tiny_chec
     cfg.write_text(yaml.safe_dump(data))
     res = run_cli("doctor", "--config", cfg)
     assert res.code == 1 and "FAIL" in res.out and "istilled" in res.out, res.out
+
+
+def test_prodigy_and_gradient_accumulation_train(prepared, tmp_path):
+    cfg = write_config(prepared, tmp_path, mode="t2v", steps=2, optimizer="prodigy", learning_rate=1.0,
+                       gradient_accumulation=2, scheduler="cosine", warmup_steps=1)
+    res = run_cli("train", cfg)
+    assert res.code == 0, res.err
+    t = lora_tensors(tmp_path / "run")
+    assert any(v.abs().sum() > 0 for k, v in t.items() if "lora_B" in k)
+
+
+def test_non_finite_loss_stops_naming_the_step_and_keeps_the_checkpoint(prepared, tmp_path):
+    import shutil
+
+    from safetensors.torch import save_file
+
+    root, base = prepared
+    cache = tmp_path / "cache"
+    shutil.copytree(base["data"]["cache_dir"], cache)
+    cfg = write_config(prepared, tmp_path, mode="t2v", steps=4)
+    data = yaml.safe_load(cfg.read_text())
+    data["data"]["cache_dir"] = str(cache)
+    data["checkpoints"] = {"every": 2, "keep_last": 2}
+    cfg.write_text(yaml.safe_dump(data))
+    assert run_cli("train", cfg, "--max-steps", "2").code == 0
+    for f in (cache / "latents").glob("*.safetensors"):  # every clip now decodes to NaN
+        t = load_file(str(f))
+        save_file({k: torch.full_like(v, float("nan")) for k, v in t.items()}, str(f))
+    res = run_cli("train", cfg, "--resume")
+    assert res.code == 1, res.err
+    assert "at step 3" in res.err and "step_000002" in res.err and "Traceback" not in res.err
+    assert (tmp_path / "run" / "checkpoints" / "step_000002" / "lora.safetensors").is_file()
