@@ -7,7 +7,8 @@ import torch
 
 from ltx_lora.config import TrainConfig
 from ltx_lora.data.cache import CacheItem
-from ltx_lora.data.loader import BatchOrder, bucket_batch_size
+from ltx_lora.data.buckets import batch_size_for, parse_buckets
+from ltx_lora.data.loader import BatchOrder
 from ltx_lora.errors import UserError
 from ltx_lora.train.checkpoint import TrainingState, latest_checkpoint, load_state, save_checkpoint
 from ltx_lora.train.optim import lr_factor
@@ -64,7 +65,8 @@ def _items():
 def test_batches_never_mix_buckets_and_use_per_bucket_sizes():
     items = _items()
     order = BatchOrder(items, batch_size=1, seed=3, token_budget=8)
-    assert bucket_batch_size("64x64x9", 1, 8) == 1 and bucket_batch_size("64x64x1", 1, 8) == 2
+    clip, still = parse_buckets("64x64x9;64x64x1")
+    assert batch_size_for(clip, token_budget=8) == 1 and batch_size_for(still, token_budget=8) == 2
     seen = []
     for batch in order.epoch_batches(0):
         assert len({items[i].bucket for i in batch}) == 1

@@ -13,20 +13,9 @@ from pathlib import Path
 
 import torch
 
+from ltx_lora.data.buckets import batch_size_for, parse_buckets
 from ltx_lora.data.cache import CacheItem, read_latents, read_text
 from ltx_lora.text_features import PaddedText, pad_batch
-
-
-def bucket_tokens(bucket: str) -> int:
-    w, h, f = (int(x) for x in bucket.split("x"))
-    return ((f - 1) // 8 + 1) * (h // 32) * (w // 32)
-
-
-def bucket_batch_size(bucket: str, batch_size: int, token_budget: int | None) -> int:
-    """A bucket's batch size: fixed, or as many clips as fit the token budget (at least one)."""
-    if token_budget is None:
-        return batch_size
-    return max(1, token_budget // bucket_tokens(bucket))
 
 
 @dataclass
@@ -47,7 +36,8 @@ class BatchOrder:
         batches = []
         for bucket, fps in sorted(by_bucket):
             idx = by_bucket[(bucket, fps)]
-            size = bucket_batch_size(bucket, self.batch_size, self.token_budget)
+            size = batch_size_for(parse_buckets(bucket)[0], batch_size=self.batch_size,
+                                  token_budget=self.token_budget)
             batches += [idx[j:j + size] for j in range(0, len(idx), size)]
         order = torch.randperm(len(batches), generator=gen).tolist()
         return [batches[k] for k in order]
