@@ -127,3 +127,16 @@ def test_configuration_reference_matches_the_schema():
 
     doc = Path(__file__).resolve().parents[1] / "docs" / "configuration.md"
     assert doc.read_text() == render_reference(), "run: python -m ltx_lora.config_template > docs/configuration.md"
+
+
+@pytest.mark.parametrize("args", [["train", "--bogus", "x.yaml"], ["train"], ["nosuchcommand"]])
+def test_usage_errors_exit_2_without_traceback(args):
+    res = run_cli(*args)
+    assert res.code == 2 and "Traceback" not in res.err + res.out, res.err
+    assert "Try 'ltx-lora" in res.err
+
+
+def test_bare_command_and_groups_show_help():
+    for args in ([], ["dataset"]):
+        res = run_cli(*args)
+        assert "Usage: ltx-lora" in res.out + res.err and "Traceback" not in res.err + res.out

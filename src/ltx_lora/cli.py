@@ -245,7 +245,7 @@ def main() -> None:
     """Entry point: bad input ends with one sentence and exit 2, our own failures with exit 1."""
     try:
         # Without standalone mode click returns (not raises) the code of a typer.Exit: pass it on.
-        code = app(standalone_mode=False)
+        code = app(prog_name="ltx-lora", standalone_mode=False)
         sys.exit(code if isinstance(code, int) else 0)
     except UserError as e:
         console.print(f"[bold red]error:[/] {e}", highlight=False)
@@ -258,9 +258,7 @@ def main() -> None:
     except SystemExit:
         raise
     except Exception as e:  # noqa: BLE001 - the last line of defence for a CLI
-        import click
-
-        if isinstance(e, click.exceptions.ClickException):
+        if hasattr(e, "exit_code") and hasattr(e, "show"):  # a usage error of typer's (vendored) click
             e.show()
             sys.exit(e.exit_code)
         if os.environ.get("LTX_LORA_DEBUG"):
