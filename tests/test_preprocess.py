@@ -1,0 +1,74 @@
+"""`ltx-lora preprocess`: the cache skips what is done, redoes what changed, survives a kill, reports bad clips."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import yaml
+
+from conftest import SRC, assert_user_error, run_cli
+
+BUCKETS = "64x64x9;96x64x9;64x96x9;64x64x1"
+
+
+def _config(tmp_path, tiny_checkpoint, tiny_gemma, dataset, buckets=BUCKETS, cache="cache"):
+    cfg = {"output_dir": str(tmp_path / "run"),
+           "model": {"checkpoint": str(tiny_checkpoint("dev")), "text_encoder": str(tiny_gemma)},
+           "data": {"dataset": str(dataset), "buckets": buckets, "cache_dir": str(tmp_path / cache)},
+           "train": {"mode": "av"}, "validation": {"prompts": ["a ball"]}}
+    path = tmp_path / "cfg.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    return path
+
+
+def _manifest(tmp_path, cache="cache"):
+    return json.loads((tmp_path / cache / "manifest.json").read_text())
+
+
+def test_rerun_skips_and_changed_settings_redo_and_prune(tmp_path, tiny_checkpoint, tiny_gemma, synthetic_clips):
+    assert run_cli("dataset", "scan", synthetic_clips, "-o", tmp_path / "ds.jsonl", "--buckets", BUCKETS).code == 0
+    cfg = _config(tmp_path, tiny_checkpoint, tiny_gemma, tmp_path / "ds.jsonl")
+    first = run_cli("preprocess", cfg)
+    assert first.code == 0 and "used 5 clips (0 already cached)" in first.out, first.out + first.err
+    assert "no caption" in first.out  # uncaptioned clips are skipped with their reason, the run goes on
+    again = run_cli("preprocess", cfg)
+    assert "used 5 clips (5 already cached)" in again.out and "0 texts encoded" in again.out, again.out
+    before = {i["latents"] for i in _manifest(tmp_path)["items"]}
+    # without the 96x64 / 64x96 buckets three clips move to another bucket: only those are encoded again
+    cfg.write_text(cfg.read_text().replace(BUCKETS, "64x64x9;64x64x1"))
+    changed = run_cli("preprocess", cfg)
+    assert changed.code == 0 and "used 5 clips (2 already cached)" in changed.out, changed.out
+    after = {i["latents"] for i in _manifest(tmp_path)["items"]}
+    assert len(before & after) == 2 and len(after - before) == 3
+    on_disk = {f"latents/{p.name}" for p in (tmp_path / "cache" / "latents").glob("*.safetensors")}
+    assert on_disk == after  # stale entries pruned
+
+
+def test_killed_preprocess_resumes(tmp_path, tiny_checkpoint, tiny_gemma, synthetic_clips):
+    assert run_cli("dataset", "scan", synthetic_clips, "-o", tmp_path / "ds.jsonl", "--buckets", BUCKETS).code == 0
+    cfg = _config(tmp_path, tiny_checkpoint, tiny_gemma, tmp_path / "ds.jsonl")
+    proc = subprocess.Popen([sys.executable, "-m", "ltx_lora", "preprocess", str(cfg)],
+                            env={**os.environ, "PYTHONPATH": str(SRC)}, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    latents = tmp_path / "cache" / "latents"
+    deadline = time.time() + 120
+    while not (latents.is_dir() and any(latents.glob("*.safetensors"))):
+        assert proc.poll() is None and time.time() < deadline, proc.stderr.read().decode()[-2000:]
+        time.sleep(0.005)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert not (tmp_path / "cache" / "manifest.json").exists()  # written last: no half-made cache is ever used
+    res = run_cli("preprocess", cfg)
+    assert res.code == 0, res.err
+    assert "used 5 clips" in res.out and "0 already cached" not in res.out, res.out
+    assert len(_manifest(tmp_path)["items"]) == 5
+
+
+def test_no_usable_clip_and_bad_buckets_are_one_sentence(tmp_path, tiny_checkpoint, tiny_gemma, synthetic_clips):
+    assert run_cli("dataset", "scan", synthetic_clips, "-o", tmp_path / "ds.jsonl", "--buckets", BUCKETS).code == 0
+    cfg = _config(tmp_path, tiny_checkpoint, tiny_gemma, tmp_path / "ds.jsonl", buckets="64x64x48")
+    assert_user_error(run_cli("preprocess", cfg), "48", "49")
