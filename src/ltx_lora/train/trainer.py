@@ -192,7 +192,10 @@ class Trainer:
                                 context_mask=mask, fps=raw.fps)
             inputs = prepare_inputs(batch, sampler, gen, train_audio=self.train_audio,
                                     first_frame_p=cfg.train.first_frame_conditioning_p, dtype=self.dtype)
-            video_pred, audio_pred = predict_velocity(models.transformer, inputs.video, inputs.audio)
+            # bf16 autocast: the frozen base is bf16 already; it keeps the fp32 LoRA matmuls in bf16 too (peft
+            # would otherwise cast every activation to the LoRA weights' fp32), as the official trainer runs them.
+            with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.dtype == torch.bfloat16):
+                video_pred, audio_pred = predict_velocity(models.transformer, inputs.video, inputs.audio)
             loss = compute_loss(video_pred, audio_pred, inputs, cfg.train.audio_loss_weight)
             if not torch.isfinite(loss.total):
                 last = latest_checkpoint(self.run_dir)
