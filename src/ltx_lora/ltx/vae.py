@@ -1,9 +1,8 @@
-"""Video and audio VAE calls (ltx-core): pixels/waveforms to latents and back."""
+"""Video and audio VAE encoding (ltx-core): pixels and waveforms to latents."""
 
 from __future__ import annotations
 
 import torch
-from ltx_core.model.audio_vae.audio_vae import decode_audio as _decode_audio
 from ltx_core.model.audio_vae.audio_vae import encode_audio as _encode_audio
 from ltx_core.model.video_vae.tiling import SpatialTilingConfig, TemporalTilingConfig, TilingConfig
 from ltx_core.types import Audio
@@ -36,17 +35,3 @@ def encode_audio(encoder, waveform: torch.Tensor, sample_rate: int) -> torch.Ten
         audio = Audio(waveform=torchaudio.functional.resample(audio.waveform, sample_rate, encoder.sample_rate),
                       sampling_rate=encoder.sample_rate)
     return _encode_audio(audio, encoder)
-
-
-@torch.no_grad()
-def decode_video(decoder, latents: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
-    """Latents [B, 128, F', H', W'] -> pixels [B, 3, F, H, W] in [-1, 1]."""
-    p = next(decoder.parameters())
-    return decoder(latents.to(device=p.device, dtype=p.dtype), generator=generator)
-
-
-@torch.no_grad()
-def decode_audio(decoder, vocoder, latents: torch.Tensor) -> tuple[torch.Tensor, int]:
-    """Latents [B, 8, T, 16] -> (waveform [B, C, N], sample rate)."""
-    audio = _decode_audio(latents, decoder, vocoder)
-    return audio.waveform, audio.sampling_rate
