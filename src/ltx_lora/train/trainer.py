@@ -9,12 +9,14 @@ from pathlib import Path
 
 import torch
 
+from ltx_lora.checkpoints import require_training_base
 from ltx_lora.config import Config, TrainingMode
 from ltx_lora.data.cache import Manifest, read_manifest
 from ltx_lora.data.loader import BatchOrder, load_batch
 from ltx_lora.errors import UserError
 from ltx_lora.ltx.modality import predict_velocity
 from ltx_lora.ltx.text import run_text_connectors
+from ltx_lora.paths import check_model_path
 from ltx_lora.train.checkpoint import TrainingState, latest_checkpoint, load_state, save_checkpoint
 from ltx_lora.train.lora import export_comfy, inject_lora, lora_parameters, target_modules
 from ltx_lora.train.metrics import MetricsLogger
@@ -46,13 +48,9 @@ def pick_device() -> torch.device:
 
 
 def load_models(cfg: Config, device: torch.device, dtype: torch.dtype) -> Models:
-    from ltx_lora.checkpoints import require_training_base
     from ltx_lora.ltx.models import load_transformer
     from ltx_lora.ltx.text import load_text_connectors
-    from ltx_lora.paths import check_model_path
 
-    check_model_path(cfg.model.checkpoint, "checkpoint")
-    require_training_base(Path(cfg.model.checkpoint))
     transformer = load_transformer(cfg.model.checkpoint, device=device, dtype=dtype)
     connectors = load_text_connectors(cfg.model.checkpoint, device=device, dtype=dtype)
     connectors.requires_grad_(False).eval()
@@ -141,6 +139,8 @@ class Trainer:
     def run(self) -> Path:
         cfg = self.cfg
         self._check_supported()
+        check_model_path(cfg.model.checkpoint, "checkpoint")  # the base first: a wrong file explains most else
+        require_training_base(Path(cfg.model.checkpoint))
         manifest = read_manifest(self.cache)
         self._check_cache(manifest)
         if not self.resume and latest_checkpoint(self.run_dir) is not None:
