@@ -108,7 +108,9 @@ def train(
         console.print(f"[bold red]training stopped:[/] {e}", highlight=False)
         raise typer.Exit(1)
     print(out)
-# --- inspect (fixtures-inspect branch) -------------------------------------------------------------------------
+
+
+# --- inspect ---------------------------------------------------------------------------------------------------
 @app.command()
 def inspect(
     path: Path = typer.Argument(..., help="A .safetensors checkpoint or LoRA, any model file, or a model folder."),
@@ -154,9 +156,9 @@ def inspect(
         body.add_row("[bold]What to do[/]")
         body.add_row(advice)
     RichConsole().print(Panel(body, title=str(path), expand=False), highlight=False)
+
+
 # --- dataset scan -------------------------------------------------------------------------------------------------
-
-
 @dataset_app.command("scan")
 def dataset_scan(
     source: Path = typer.Argument(
