@@ -42,11 +42,16 @@ class BatchOrder:
         order = torch.randperm(len(batches), generator=gen).tolist()
         return [batches[k] for k in order]
 
+    def _batches(self, epoch: int) -> list[list[int]]:
+        if getattr(self, "_cached_epoch", None) != epoch:  # planned once per epoch, not once per step
+            self._cached, self._cached_epoch = self.epoch_batches(epoch), epoch
+        return self._cached
+
     def next(self) -> list[int]:
-        batches = self.epoch_batches(self.epoch)
+        batches = self._batches(self.epoch)
         if self.index >= len(batches):
             self.epoch, self.index = self.epoch + 1, 0
-            batches = self.epoch_batches(self.epoch)
+            batches = self._batches(self.epoch)
         self.index += 1
         return batches[self.index - 1]
 
