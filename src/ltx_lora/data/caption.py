@@ -225,6 +225,7 @@ class CaptionTarget:
     display: str  # path as shown to the user
     existing: str | None  # the caption it already has (dataset column, else side-car), if any
     row: int | None = None  # index into the dataset's entries; None for a folder (side-car)
+    only_sidecar: bool = False  # a dataset row with an empty caption column but a side-car caption
 
 
 class CaptionStore:
@@ -249,8 +250,10 @@ class CaptionStore:
             self.targets = []
             for n, entry in enumerate(self.dataset.entries):
                 media = self.dataset.resolve(entry.video)
-                existing = entry.caption.strip() or sidecar_caption(media)
-                self.targets.append(CaptionTarget(media, entry.video, existing or None, n))
+                column = entry.caption.strip()
+                existing = column or sidecar_caption(media)
+                self.targets.append(CaptionTarget(media, entry.video, existing or None, n,
+                                                  only_sidecar=bool(existing and not column)))
         else:
             raise UserError(f"{self.source} does not exist; give a folder of clips or a dataset file "
                             "(.jsonl, .json, .csv).")
@@ -261,7 +264,11 @@ class CaptionStore:
             path = target.media.with_suffix(".txt")
             atomic_write_text(path, caption + "\n")
             return path
-        self.dataset.entries[target.row].caption = caption
+        entry = self.dataset.entries[target.row]
+        entry.caption = caption
+        problems = entry.fields.get("problems")
+        if isinstance(problems, list):  # the scan's "no caption" note is no longer true
+            entry.fields["problems"] = [p for p in problems if not str(p).startswith("no caption")]
         write_dataset(self.dataset.path, self.dataset.entries)
         return self.dataset.path
 
@@ -311,6 +318,8 @@ def caption_source(source: Path | str, captioner: Captioner, *, style: str = "lt
     todo = []
     for target in store.targets:
         if target.existing and not overwrite:
+            if target.only_sidecar:  # preprocess reads the column only: copy the side-car's caption there
+                store.write(target, target.existing)
             result.kept.append(target.display)
         else:
             todo.append(target)
