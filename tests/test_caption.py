@@ -112,11 +112,10 @@ def test_gemma_captions_folder_keeps_existing_prefixes_trigger_reports_bad(tmp_p
 
     again = caption_source(folder, gemma_captioner, num_frames=3)
     assert not again.captioned and len(again.kept) == 3 and len(again.failed) == 2
-    before = (folder / "walk_96x64_24fps.txt").read_text()
     over = caption_source(folder, gemma_captioner, num_frames=2, overwrite=True, style="plain")
     assert len(over.captioned) == 3 and not over.kept
     assert (folder / "bounce_128x128_30fps.txt").read_text() != "My own caption.\n"
-    assert not (folder / "walk_96x64_24fps.txt").read_text().startswith("zxq") or before  # no trigger asked
+    assert not (folder / "walk_96x64_24fps.txt").read_text().startswith("zxq ")  # no trigger asked this time
 
 
 def test_dataset_file_caption_column(tmp_path, synthetic_clips, gemma_captioner):
