@@ -259,15 +259,19 @@ def _assert_materialised(model: nn.Module, path: Path, what: str) -> None:
 
 
 def _build(path: str | Path, configurator: type, sd_ops: Any, what: str, sections: tuple[str, ...],
-           device: str | torch.device, dtype: torch.dtype | None) -> nn.Module:
-    from ltx_core.loader import SingleGPUModelBuilder
+           device: str | torch.device, dtype: torch.dtype | None,
+           loras: tuple[tuple[str | Path, float], ...] = ()) -> nn.Module:
+    from ltx_core.loader import LTXV_LORA_COMFY_RENAMING_MAP, LoraPathStrengthAndSDOps, SingleGPUModelBuilder
 
     path = _checked_file(path)
     config = read_checkpoint_config(path)
     _require_sections(path, config, *sections)
     device = torch.device(device)
+    # LoRAs are fused by ltx-core itself (loader/fuse_loras.py), reading ComfyUI-layout keys as ltx-pipelines does.
     builder = SingleGPUModelBuilder(model_class_configurator=configurator, model_path=str(path),
-                                    model_sd_ops=sd_ops, model_loader=_scaled_fp8_loader())
+                                    model_sd_ops=sd_ops, model_loader=_scaled_fp8_loader(),
+                                    loras=tuple(LoraPathStrengthAndSDOps(str(p), float(s), LTXV_LORA_COMFY_RENAMING_MAP)
+                                                for p, s in loras))
     try:
         model = builder.build(device=device, dtype=dtype)
     except (ValueError, NotImplementedError, KeyError, TypeError) as e:
@@ -282,12 +286,16 @@ def _build(path: str | Path, configurator: type, sd_ops: Any, what: str, section
 
 
 def load_transformer(path: str | Path, device: str | torch.device = "cpu",
-                     dtype: torch.dtype | None = torch.bfloat16) -> nn.Module:
-    """The audio-video transformer (`LTXModel`); FP8 weights are dequantised into `dtype`."""
+                     dtype: torch.dtype | None = torch.bfloat16,
+                     loras: tuple[tuple[str | Path, float], ...] = ()) -> nn.Module:
+    """The audio-video transformer (`LTXModel`); FP8 weights are dequantised into `dtype`.
+
+    `loras`: (ComfyUI-layout LoRA file, strength) pairs fused into the weights by ltx-core's own fusion, which
+    reads `diffusion_model.<path>.lora_A/B.weight` only and ignores `.alpha` (bf16 bases only)."""
     from ltx_core.model.transformer.model_configurator import LTXV_MODEL_COMFY_RENAMING_MAP, LTXModelConfigurator
 
     return _build(path, LTXModelConfigurator, LTXV_MODEL_COMFY_RENAMING_MAP, "transformer", ("transformer",),
-                  device, dtype)
+                  device, dtype, loras)
 
 
 def load_video_encoder(path: str | Path, device: str | torch.device = "cpu",
