@@ -227,3 +227,22 @@ def _findings(report: CheckReport, lora: LoraFile, refused_by_diffusers: bool) -
     if lora.format == COMFYUI and report.lora_family is None:
         report.notes.append("Nothing in the file says which LTX version it was trained on (attention-only LoRAs "
                             "look the same for 2.0 and 2.3).")
+
+
+def report_lines(r: CheckReport) -> list[str]:
+    lines = [f"{Path(r.lora).name} on {Path(r.base).name} (LTX-{r.base_family or '?'}); LoRA layout {r.lora_format}, "
+             f"made for {('LTX-' + r.lora_family) if r.lora_family else 'an unknown LTX version'}", "",
+             f"{'modules applied by':<24} {'ComfyUI':>8} {'ltx-core':>9} {'diffusers':>10}"]
+    groups = [g for g in formats.GROUPS if any(m.group == g for m in r.modules)]
+    for g in groups + ["all"]:
+        ms = [m for m in r.modules if g in ("all", m.group)]
+        cells = [f"{sum(getattr(m, c) == APPLIED for m in ms)}/{len(ms)}" for c in ("comfyui", "ltx_core", "diffusers")]
+        lines.append(f"  {g:<22} {cells[0]:>8} {cells[1]:>9} {cells[2]:>10}")
+    lines.append("")
+    if r.findings:
+        lines += ["Findings"] + [f"- {f}" for f in r.findings]
+    else:
+        lines.append("Clean: every module reaches a layer of the right shape in ComfyUI.")
+    if r.notes:
+        lines += ["", "Notes"] + [f"- {n}" for n in r.notes]
+    return lines

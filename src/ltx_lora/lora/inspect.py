@@ -77,3 +77,32 @@ def inspect_lora(path: str | Path) -> LoraReport:
         family_from=str(ident.details.get("family_from", "")), kind=ident.kind, summary=ident.summary,
         advice=advice, metadata=meta, stray_keys=list(lora.stray_keys),
         mixed_formats=lora.format_counts if len(lora.format_counts) > 1 else None)
+
+
+def report_lines(r: LoraReport) -> list[str]:
+    """The report as plain lines for the terminal."""
+    ranks = ", ".join(f"{k} ({n} modules)" if len(r.ranks) > 1 else str(k) for k, n in r.ranks.items())
+    alphas = ", ".join(f"{a}" + (f" ({n})" if len(r.alphas) > 1 else "") for a, n in r.alphas.items())
+    lines = [r.summary, "",
+             f"format        {r.format_label}; matrices named {r.naming}",
+             f"LTX version   {('LTX-' + r.family) if r.family else 'unknown'} (from {r.family_from or 'nothing'})",
+             f"modules       {r.modules} in {r.blocks} blocks, {r.parameters:,} parameters",
+             f"rank          {ranks}",
+             f"alpha         {alphas}  -> strength alpha/rank: "
+             + ", ".join(f"x{s}" for s in r.scales)]
+    if r.folded_alpha is not None:
+        lines.append(f"              trained with alpha {r.folded_alpha:g}, already folded into lora_B (metadata)")
+    lines.append("targets")
+    for group, g in r.groups.items():
+        lines.append(f"  {group:<22} {g['modules']:>4}  {', '.join(g['targets'][:8])}"
+                     + (", ..." if len(g["targets"]) > 8 else ""))
+    if r.mixed_formats:
+        lines.append(f"mixed layouts {r.mixed_formats}")
+    if r.stray_keys:
+        lines.append(f"not LoRA pairs ({len(r.stray_keys)}): {', '.join(r.stray_keys[:4])}")
+    if r.metadata:
+        lines.append("metadata")
+        lines += [f"  {k}: {v}" for k, v in sorted(r.metadata.items())]
+    if r.advice:
+        lines += ["", "What to do"] + [f"- {a}" for a in r.advice]
+    return lines
