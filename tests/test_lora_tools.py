@@ -155,14 +155,17 @@ def test_inspect_cli_json_and_bad_input(variants, tmp_path):
     assert res.code == 0, res.err
     data = json.loads(res.out)
     assert (data["format"], data["naming"], data["modules"]) == ("kohya", "lora_down/lora_up", 48)
-    text = run_cli("lora", "inspect", variants["user"])
-    assert text.code == 0 and "alpha/rank: x2" in text.out and "cross-modal attention" in text.out
+    from ltx_lora.lora.inspect import report_lines
+
+    text = "\n".join(report_lines(inspect_lora(variants["user"])))
+    assert "alpha/rank: x2" in text and "cross-modal attention" in text
     bogus = tmp_path / "bogus.safetensors"
     bogus.write_bytes(b"not a safetensors file at all")
     assert_user_error(run_cli("lora", "inspect", bogus), "not a safetensors file")
     nolora = tmp_path / "plain.safetensors"
     save_file({"x": torch.zeros(2)}, nolora)
-    assert_user_error(run_cli("lora", "inspect", nolora), "no lora weights")
+    with pytest.raises(UserError, match="no LoRA weights"):
+        inspect_lora(nolora)
 
 
 # --- check --------------------------------------------------------------------------------------------------------
@@ -211,13 +214,14 @@ def test_check_connectors_shapes_and_old_lora(variants, tiny_checkpoint):
 
 def test_check_cli_exit_codes(variants, tiny_checkpoint):
     dev = tiny_checkpoint("dev")
-    assert run_cli("lora", "check", variants["user"], "--base", dev).code == 0
     res = run_cli("lora", "check", variants["diffusers"], "--base", dev)
     assert res.code == 1 and "silently ignored" in res.out and "0/48" in res.out, res.out
-    data = json.loads(run_cli("lora", "check", variants["connectors"], "--base", dev, "--json").out)
-    assert data["clean"] is False and data["summary"]["comfyui"] == {"applied": 5, "ignored": 1}
     assert_user_error(run_cli("lora", "check", variants["user"], "--base", variants["ltx2"]), "is a lora")
-    assert_user_error(run_cli("lora", "check", Path("/nonexistent.safetensors"), "--base", dev), "not a file")
+    data = check(variants["connectors"], dev).to_dict()
+    assert data["clean"] is False and data["summary"]["comfyui"] == {"applied": 5, "ignored": 1}
+    assert check(variants["user"], dev).clean
+    with pytest.raises(UserError, match="not a file"):
+        check(Path("/nonexistent.safetensors"), dev)
 
 
 # --- convert ------------------------------------------------------------------------------------------------------
@@ -247,9 +251,10 @@ def test_convert_cli(variants, tmp_path):
     out = tmp_path / "x.safetensors"
     res = run_cli("lora", "convert", variants["user"], "--to", "diffusers", "-o", out)
     assert res.code == 0 and "comfyui -> diffusers" in res.out and out.is_file(), res.err
-    assert_user_error(run_cli("lora", "convert", variants["user"], "--to", "diffusers", "-o", out), "exists")
-    assert_user_error(run_cli("lora", "convert", variants["user"], "--to", "onnx", "-o", tmp_path / "y.st"),
-                      "unknown target")
+    with pytest.raises(UserError, match="exists"):
+        convert(variants["user"], "diffusers", out)
+    with pytest.raises(UserError, match="unknown target"):
+        convert(variants["user"], "onnx", tmp_path / "y.safetensors")
 
 
 # --- verify + merge -----------------------------------------------------------------------------------------------
@@ -268,8 +273,11 @@ def test_verify_measures_the_effect_per_group(variants, tiny_checkpoint):
     assert double.total.video_change == pytest.approx(2 * report.total.video_change, rel=0.2)
     none = verify(variants["ltx2_caption"], dev, device="cpu")
     assert none.unmatched and none.applied == 48  # the attention part still applies
-    res = run_cli("lora", "verify", variants["connectors"], "--base", dev, "--device", "cpu")
-    assert res.code == 0 and "text connectors" in res.out, res.out
+    from ltx_lora.lora.verify import report_lines
+
+    conn = verify(variants["connectors"], dev, device="cpu")
+    assert conn.has_effect and len(conn.not_in_transformer) == 2
+    assert "text connectors" in "\n".join(report_lines(conn))
 
 
 def test_verify_reports_no_effect(variants, tiny_checkpoint, tmp_path):
@@ -302,8 +310,8 @@ def test_merge_equals_ltx_core_fusion_and_loads(variants, tiny_checkpoint, tmp_p
     for o, t, b in zip(ours, theirs, base):
         assert (t - b).norm() / b.norm() > 0.02  # the LoRA matters
         assert (o - t).norm() / (t - b).norm() < 0.05  # and both fusions agree (bf16 storage of the merged file)
-    assert_user_error(run_cli("lora", "merge", variants["wide"], "--base", dev, "-o", tmp_path / "w.safetensors"),
-                      "lora check")
+    with pytest.raises(UserError, match="lora check"):
+        merge(variants["wide"], dev, tmp_path / "w.safetensors")
 
 
 def test_merge_fp8_base_requantises_and_refuses_unscaled(variants, tiny_checkpoint, tmp_path):

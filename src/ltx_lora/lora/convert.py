@@ -14,8 +14,6 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import torch
-
 from ltx_lora.errors import UserError
 from ltx_lora.lora import formats
 from ltx_lora.lora.formats import COMFYUI, DIFFUSERS, PEFT, LoraFile
@@ -38,14 +36,19 @@ def _names(stem: str, target: str) -> tuple[str, str, str]:
     return f"{base}.lora_A.weight", f"{base}.lora_B.weight", f"{base}.alpha"
 
 
-def converted_tensors(lora: LoraFile, target: str, fold_alpha: bool = False
-                      ) -> tuple[dict[str, torch.Tensor], dict[str, str], bool]:
-    """(tensors, metadata, alpha folded?) of `lora` in the `target` layout."""
+def _check_target(target: str) -> None:
     if target not in TARGETS:
         raise UserError(f"unknown target format '{target}'; choose one of {', '.join(TARGETS)}.")
+
+
+def converted_tensors(lora: LoraFile, target: str, fold_alpha: bool = False) -> tuple[dict, dict[str, str], bool]:
+    """(tensors, metadata, alpha folded?) of `lora` in the `target` layout."""
+    import torch
+
+    _check_target(target)
     fold = fold_alpha or target != COMFYUI
     pairs = formats.load_pairs(lora)
-    out: dict[str, torch.Tensor] = {}
+    out = {}
     for stem, (down, up) in pairs.items():
         module = lora.modules[stem]
         key_a, key_b, key_alpha = _names(stem, target)
@@ -69,6 +72,7 @@ def convert(src: str | Path, target: str, out: str | Path, fold_alpha: bool = Fa
             overwrite: bool = False) -> ConvertResult:
     from ltx_lora.data.cache import atomic_save
 
+    _check_target(target)
     lora = formats.read_lora(src)
     out = Path(out).expanduser()
     if out.resolve() == lora.path.resolve():
