@@ -55,8 +55,11 @@ def run():
 
 
 class Pipe(LTX2LoraLoaderMixin):  # the loader mixin LTX2Pipeline uses; the pipeline itself needs Gemma etc.
+    hf_device_map = None  # what DiffusionPipeline provides and the loader reads (no offloading here)
+
     def __init__(self, transformer):
         self.transformer = transformer
+        self.components = {"transformer": transformer}
 
 
 base = run()
