@@ -7,11 +7,13 @@ values) and times, per resolution:
   ref_compiled  the same with each block torch.compile'd (what a user can switch on in the official trainer)
   ours_eager    our step (train/step.py: what `ltx-lora train` runs) without compiling
   ours          our default GPU path: blocks compiled as one graph each (ltx/fast.py), fused AdamW, clipping
+  ours_nockpt   ours without activation checkpointing (memory permitting)
 Each variant builds its own model in turn (the GPU holds one 22B model at a time).
 
 --check compares, on identical weights, LoRA values and inputs, the loss and LoRA gradients of ref and ours
 (relative error of all gradients together; the target is < 2e-2, bf16 tolerance).
---profile prints, for `ours`, the GPU-busy share of one step and its top kernels.
+--profile adds phase times (forward / backward / optimizer), the GPU-busy share of one step, its top kernels
+and host-side ops.
 
 Model FLOPs (analytic, per step): forward linears 2*T*(params touched) + attention 4*T*T_kv*D per attention,
 backward 2x forward for activations (frozen base: no weight gradients except LoRA), plus one extra forward
@@ -91,7 +93,9 @@ def build_variant(variant: str, model: torch.nn.Module, rank: int):
                 block.compile()
         params = [p for p in wrapped.parameters() if p.requires_grad]
         return wrapped, params, torch.optim.AdamW(params, lr=1e-4), False
-    params = our_model(model, rank, compiled=variant == "ours")
+    params = our_model(model, rank, compiled=variant in ("ours", "ours_nockpt"))
+    if variant == "ours_nockpt":  # what recomputation costs (and whether the memory allows skipping it)
+        model.set_gradient_checkpointing(False)
     return model, params, build_optimizer(params, TrainConfig()), True
 
 
@@ -106,7 +110,8 @@ def one_step(module, params, opt, clip: bool, batch: LatentBatch, gen: torch.Gen
 
 
 def gpu_busy_share(module, params, opt, clip, batch, gen) -> dict:
-    """Kernel time / wall time of one step, and the top kernels (where the rest of the time goes)."""
+    """Kernel time / wall time of one step, the top kernels, and the top host-side ops (where idle time comes from)."""
+    from torch.autograd import DeviceType
     from torch.profiler import ProfilerActivity, profile
 
     sync()
@@ -116,11 +121,44 @@ def gpu_busy_share(module, params, opt, clip, batch, gen) -> dict:
         sync()
         wall = time.perf_counter() - t0
     events = prof.key_averages()
-    kernel_us = sum(e.self_device_time_total for e in events)
-    top = sorted(events, key=lambda e: e.self_device_time_total, reverse=True)[:12]
-    return {"wall_s": round(wall, 4), "gpu_kernel_s": round(kernel_us / 1e6, 4),
-            "gpu_busy_share": round(kernel_us / 1e6 / wall, 3),
-            "top_kernels": [[e.key[:60], round(e.self_device_time_total / 1e3, 1), e.count] for e in top]}
+    kernels = [e for e in events if e.device_type == DeviceType.CUDA]
+    host = [e for e in events if e.device_type == DeviceType.CPU]
+    kernel_s = sum(e.self_device_time_total for e in kernels) / 1e6
+    top = sorted(kernels, key=lambda e: e.self_device_time_total, reverse=True)[:15]
+    top_host = sorted(host, key=lambda e: e.self_cpu_time_total, reverse=True)[:12]
+    return {"wall_s": round(wall, 4), "gpu_kernel_s": round(kernel_s, 4), "gpu_busy_share": round(kernel_s / wall, 3),
+            "kernel_launches": sum(e.count for e in kernels),
+            "top_kernels_ms": [[e.key[:70], round(e.self_device_time_total / 1e3, 1), e.count] for e in top],
+            "top_host_ops_ms": [[e.key[:70], round(e.self_cpu_time_total / 1e3, 1), e.count] for e in top_host]}
+
+
+def phase_times(module, params, opt, clip, batch, gen, repeats: int = 3) -> dict:
+    """Median seconds of forward, backward and optimizer phases (synchronised)."""
+    from ltx_lora.train.objective import compute_loss, prepare_inputs
+    from ltx_lora.ltx.modality import predict_velocity
+
+    fwd, bwd, opt_t = [], [], []
+    for _ in range(repeats):
+        sync()
+        t0 = time.perf_counter()
+        inputs = prepare_inputs(batch, SigmaSampler(), gen, train_audio=True, first_frame_p=0.1, dtype=torch.bfloat16)
+        with torch.autocast(DEVICE.type, dtype=torch.bfloat16):
+            vp, ap = predict_velocity(module, inputs.video, inputs.audio)
+        loss = compute_loss(vp, ap, inputs).total
+        sync()
+        t1 = time.perf_counter()
+        loss.backward()
+        sync()
+        t2 = time.perf_counter()
+        if clip:
+            torch.nn.utils.clip_grad_norm_(params, 1.0)
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+        sync()
+        t3 = time.perf_counter()
+        fwd.append(t1 - t0), bwd.append(t2 - t1), opt_t.append(t3 - t2)
+    med = lambda xs: round(sorted(xs)[len(xs) // 2], 4)  # noqa: E731
+    return {"forward_s": med(fwd), "backward_s": med(bwd), "optimizer_s": med(opt_t)}
 
 
 def run_variant(variant: str, res, args, cfg: dict, matmul_tflops: float) -> dict:
@@ -156,7 +194,8 @@ def run_variant(variant: str, res, args, cfg: dict, matmul_tflops: float) -> dic
            "peak_gib": round(torch.cuda.max_memory_allocated() / 2**30, 2) if DEVICE.type == "cuda" else None,
            "model_tflop_per_step": round(flops / 1e12, 1), "achieved_tflops": round(flops / med / 1e12, 1),
            "mfu_vs_matmul_ceiling": round(flops / med / 1e12 / matmul_tflops, 3), "loss": float(loss)}
-    if args.profile and variant == "ours":
+    if args.profile:
+        out["phases"] = phase_times(module, params, opt, clip, batch, gen)
         out["profile"] = gpu_busy_share(module, params, opt, clip, batch, gen)
     del model, module, opt, params
     gc.collect()
