@@ -64,6 +64,9 @@ def compile_blocks(transformer: torch.nn.Module, backend: str = "inductor") -> N
 
 def uncompile_blocks(transformer: torch.nn.Module) -> None:
     """Back to eager (after a compile failure)."""
+    import torch._dynamo
+
+    torch._dynamo.reset()
     for block in transformer.transformer_blocks:
         block._compiled_call_impl = None
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import json
 import time
 from dataclasses import dataclass
@@ -207,15 +208,19 @@ class Trainer:
             raise
         except Exception as e:  # noqa: BLE001 - any compiler failure: training still runs, only slower
             first_line = (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
-            self.console.print(f"note: compiling the transformer blocks failed ({type(e).__name__}: {first_line}); "
-                               "training continues eager (slower). Set train.compile: off to skip the attempt.")
-            uncompile_blocks(models.transformer)
-            self.compiled = False
-            optimizer.zero_grad(set_to_none=True)
-            order.restore(position)
-            gen.set_state(gen_state)
-            torch.set_rng_state(cpu_rng)
-            return self._optimizer_step(models, manifest, order, sampler, gen, optimizer, trainable, step)
+            failure = f"{type(e).__name__}: {first_line}"
+        # Retried outside the except block: the failed attempt's traceback keeps torch.utils.checkpoint's
+        # saved-tensor hooks of the interrupted block alive until it is released and collected.
+        gc.collect()
+        self.console.print(f"note: compiling the transformer blocks failed ({failure}); training continues eager "
+                           "(slower). Set train.compile: off to skip the attempt.")
+        uncompile_blocks(models.transformer)
+        self.compiled = False
+        optimizer.zero_grad(set_to_none=True)
+        order.restore(position)
+        gen.set_state(gen_state)
+        torch.set_rng_state(cpu_rng)
+        return self._optimizer_step(models, manifest, order, sampler, gen, optimizer, trainable, step)
 
     def _optimizer_step(self, models: Models, manifest: Manifest, order: BatchOrder, sampler: SigmaSampler,
                         gen: torch.Generator, optimizer, trainable, step: int) -> tuple[float, float | None]:
