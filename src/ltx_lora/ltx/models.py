@@ -327,8 +327,6 @@ def load_transformer(path: str | Path, device: str | torch.device = "cpu",
     """
     from ltx_core.model.transformer.model_configurator import LTXV_MODEL_COMFY_RENAMING_MAP, LTXModelConfigurator
 
-    from ltx_lora.ltx.quantize import quantize_linears_
-
     if quantization not in ("none", "fp8", "int8"):
         raise UserError(f"unknown quantization '{quantization}'; use none, fp8 or int8.")
     args = (path, LTXModelConfigurator, LTXV_MODEL_COMFY_RENAMING_MAP, "transformer", ("transformer",))
@@ -338,18 +336,23 @@ def load_transformer(path: str | Path, device: str | torch.device = "cpu",
     keep = scaled_fp8_modules(_checked_file(path)) if quantization == "fp8" else set()
     # Built in host memory first: the float model may be larger than the GPU.
     model = _build(*args, torch.device("cpu"), dtype, keep_fp8=keep or None)
-    if quantization != "none" and not keep:
-        quantize_linears_(model, quantization, device=device)  # type: ignore[arg-type]
-    place_transformer_(model, device, host_blocks)
+    quantize = quantization != "none" and not keep
+    place_transformer_(model, device, host_blocks, quantization if quantize else None)
     return model
 
 
-def place_transformer_(model: nn.Module, device: torch.device, host_blocks: frozenset[int] | set[int]) -> None:
-    """Move the transformer to `device` part by part, leaving `host_blocks` in host memory."""
+def place_transformer_(model: nn.Module, device: torch.device, host_blocks: frozenset[int] | set[int],
+                       quantization: str | None = None) -> None:
+    """Move the transformer to `device` block by block (quantizing each on `device` first when asked), leaving
+    `host_blocks` in host memory: the device never holds more than what stays there plus one block."""
+    from ltx_lora.ltx.quantize import quantize_linears_
+
     cpu = torch.device("cpu")
     for name, child in model.named_children():
         if name == "transformer_blocks":
             for i, block in enumerate(child):
+                if quantization:
+                    quantize_linears_(block, quantization, device=device, prefix=f"transformer_blocks.{i}.")  # type: ignore[arg-type]
                 block.to(cpu if i in host_blocks else device)
         else:
             child.to(device)
@@ -613,6 +616,7 @@ class TransformerSize:
     audio_dim: int
     largest_linear: int  # elements of the largest quantizable weight (its dequantised copy is transient memory)
     block_linears: tuple[tuple[str, int, int], ...]  # (path inside a block, in, out) of every linear in block 0
+    text_connectors: int = 0  # the video + audio text connectors (frozen, run once per step, bf16)
 
     def lora_elements_per_rank(self, targets: list[str]) -> int:
         """LoRA parameters per unit of rank for peft-style target names (a module matches `t` or `*.t`)."""
@@ -648,7 +652,11 @@ def _transformer_size(transformer_json: str) -> TransformerSize:
     linears = tuple((n, m.in_features, m.out_features) for n, m in model.transformer_blocks[0].named_modules()
                     if isinstance(m, nn.Linear))
     t = json.loads(transformer_json)
-    return TransformerSize(blocks=blocks, quantizable_per_block=quant // blocks, other_per_block=other // blocks,
+    with torch.device("meta"):
+        embeddings = _embeddings_configurator(TINY_TEXT_HIDDEN_SIZE, TINY_TEXT_HIDDEN_SIZE).from_config({"transformer": t})
+    connectors = sum(p.numel() for c in (embeddings.video_connector, embeddings.audio_connector)
+                     for p in c.parameters())
+    return TransformerSize(text_connectors=connectors, blocks=blocks, quantizable_per_block=quant // blocks, other_per_block=other // blocks,
                            outside_blocks=outside, video_dim=t["num_attention_heads"] * t["attention_head_dim"],
                            audio_dim=t["audio_num_attention_heads"] * t["audio_attention_head_dim"],
                            largest_linear=largest, block_linears=linears)

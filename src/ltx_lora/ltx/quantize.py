@@ -118,13 +118,13 @@ def _set_module(root: nn.Module, name: str, module: nn.Module) -> None:
 
 @torch.no_grad()
 def quantize_linears_(model: nn.Module, fmt: Format, device: torch.device | str | None = None,
-                      keep: set[int] | frozenset[int] = frozenset()) -> int:
+                      prefix: str = "") -> int:
     """Replace every quantizable block linear (see QUANTIZED_SUFFIXES) by a QuantizedLinear on `device`, one at a
-    time (the float weight of one layer at most is on `device` at once). Blocks in `keep` stay as they are.
-    Returns how many layers were replaced."""
+    time (the float weight of one layer at most is on `device` at once). `prefix` is the path of `model` inside the
+    transformer (e.g. "transformer_blocks.3." for one block). Returns how many layers were replaced."""
     n = 0
     for name, module in list(model.named_modules()):
-        if type(module) is nn.Linear and is_quantizable(name) and int(name.split(".")[1]) not in keep:
+        if type(module) is nn.Linear and is_quantizable(prefix + name):
             _set_module(model, name, QuantizedLinear.from_linear(module, fmt, device))
             n += 1
     return n

@@ -120,9 +120,11 @@ class BlockSwap:
             self._point(old, None)
             del self.slot_of[old]
         if self.cuda:
+            # The slot is free once the compute work queued so far (its last use included) is done.
+            self.freed[slot] = torch.cuda.Event()
+            self.freed[slot].record(torch.cuda.current_stream(self.device))
             with torch.cuda.stream(self.stream):
-                if self.freed[slot] is not None:
-                    self.stream.wait_event(self.freed[slot])
+                self.stream.wait_event(self.freed[slot])
                 self.slots[slot].copy_(self.host[i], non_blocking=True)
                 self.ready[i] = torch.cuda.Event()
                 self.ready[i].record(self.stream)
@@ -150,11 +152,7 @@ class BlockSwap:
             torch.cuda.current_stream(self.device).wait_event(self.ready[i])
         nxt = self._next(i, backward)
         if nxt is not None and nxt not in self.slot_of:
-            victim = self._victim(keep=slot)
-            if self.cuda:  # the slot is free once the compute work queued so far (its last use) is done
-                self.freed[victim] = torch.cuda.Event()
-                self.freed[victim].record(torch.cuda.current_stream(self.device))
-            self._load(nxt, victim)
+            self._load(nxt, self._victim(keep=slot))
 
     def _victim(self, keep: int | None) -> int:
         for s, occ in enumerate(self.occupant):
@@ -183,3 +181,45 @@ def attach_block_swap(transformer: nn.Module, swapped: list[int], device: torch.
     if not swapped:
         return None
     return BlockSwap(transformer.transformer_blocks, swapped, device, slots)
+
+
+class HostOffload:
+    """A frozen module kept in (pinned) host memory and copied to the device only inside `on_device()`, for a module
+    that runs once per step without gradients (the text connectors). Leaving the context drops the device copy."""
+
+    def __init__(self, module: nn.Module, device: torch.device):
+        self.device = torch.device(device)
+        pin = self.device.type == "cuda"
+        self.tensors: list[tuple[nn.Module, str, bool, torch.Tensor]] = []
+        for sub in module.modules():
+            for name, p in sub._parameters.items():
+                if p is not None:
+                    host = p.detach().cpu()
+                    self.tensors.append((sub, name, True, host.pin_memory() if pin else host))
+                    p.data = self.tensors[-1][3]
+            for name, b in sub._buffers.items():
+                if b is not None:
+                    host = b.cpu()
+                    self.tensors.append((sub, name, False, host.pin_memory() if pin else host))
+                    sub._buffers[name] = self.tensors[-1][3]
+
+    def _point(self, on_device: bool) -> None:
+        for sub, name, is_param, host in self.tensors:
+            t = host.to(self.device, non_blocking=True) if on_device else host
+            if is_param:
+                sub._parameters[name].data = t
+            else:
+                sub._buffers[name] = t
+
+    def on_device(self):
+        import contextlib
+
+        @contextlib.contextmanager
+        def ctx():
+            self._point(True)
+            try:
+                yield
+            finally:
+                self._point(False)
+
+        return ctx()

@@ -6,7 +6,9 @@ make, the LoRA rank and optimizer, and what the config fixes; it returns the fas
   1. bf16 base, no block swap;
   2. 1-byte base (FP8 for an FP8 checkpoint, as stored; INT8 per-channel from a bf16 checkpoint), no swap;
   3. the same with the fewest blocks swapped to host memory (evenly spread);
-  4. the LoRA rank lowered (to 16, then 8) with as few blocks swapped as needed.
+  4. the text connectors (2 B parameters, run once per step without gradients) kept in host memory and copied
+     to the GPU for that call, again with as few blocks swapped as needed;
+  5. the LoRA rank lowered (to 16, then 8), likewise.
 Explicit `memory.quantization` / `memory.block_swap` values are kept as given. Gradient checkpointing is whatever
 the config says (block swap requires it). `plan_for_config` measures the budget (or takes the forced tier) and is
 what both `ltx-lora train` and `ltx-lora doctor` call, so both show the same plan.
@@ -34,7 +36,7 @@ if TYPE_CHECKING:
 
 GIB = 2**30
 WORKING_SET_ROWS = 38.0  # one block's recompute + backward, in units of one block-input row (calibrated, see above)
-FRAGMENTATION = 1.08  # the caching allocator reserves more than it hands out
+FRAGMENTATION = 1.06  # the caching allocator reserves more than it hands out
 TIER_GIB = {"80gb": 80, "48gb": 48, "32gb": 32, "24gb": 24}
 TIER_RESERVE_GIB = 1.0  # CUDA context and a display on a forced tier's nominal size
 FREE_RESERVE_GIB = 0.5  # left free of the measured free memory
@@ -65,6 +67,7 @@ class Plan:
     gradient_checkpointing: bool
     rank: int
     expected_peak_gib: float
+    text_connectors_on_host: bool = False
     parts_gib: dict[str, float] = field(default_factory=dict)
     fits: bool = True
     notes: tuple[str, ...] = ()
@@ -75,7 +78,8 @@ class Plan:
         ckpt = "gradient checkpointing" if self.gradient_checkpointing else "no gradient checkpointing"
         budget = f"{self.budget_gib:.1f} GiB ({self.budget_from})" if self.budget_gib is not None else self.budget_from
         parts = ", ".join(f"{k} {v:.1f}" for k, v in self.parts_gib.items())
-        line = (f"memory plan: {weights} base, {swap}, {ckpt}, LoRA rank {self.rank}; expected peak "
+        text = ", text connectors streamed from host" if self.text_connectors_on_host else ""
+        line = (f"memory plan: {weights} base, {swap}{text}, {ckpt}, LoRA rank {self.rank}; expected peak "
                 f"{self.expected_peak_gib:.1f} GiB ({parts}) of budget {budget}")
         if not self.fits:
             line += " - DOES NOT FIT"
@@ -88,8 +92,10 @@ def _swap_saving(size: TransformerSize, quantization: str) -> float:
     return size.quantizable_per_block * wbytes + size.other_per_block * 2
 
 
-def estimate(size: TransformerSize, work: Workload, quantization: str, swapped: int) -> dict[str, float]:
-    """Expected peak device memory in GiB by part."""
+def estimate(size: TransformerSize, work: Workload, quantization: str, swapped: int,
+             connectors_on_host: bool = False) -> dict[str, float]:
+    """Expected peak device memory in GiB by part. Connectors on host: they visit the GPU at the start of a step,
+    when no activations are held, so the peak is the larger of that moment and the backward pass."""
     wbytes = 2 if quantization == "none" else 1
     block = _swap_saving(size, quantization)
     weights = size.quantizable_per_block * wbytes * size.blocks + size.other_per_block * 2 * size.blocks \
@@ -103,7 +109,12 @@ def estimate(size: TransformerSize, work: Workload, quantization: str, swapped: 
         acts = row * WORKING_SET_ROWS * size.blocks
     if quantization != "none":  # one dequantised weight (fp32 product, bf16 result) at a time
         acts += size.largest_linear * 6
-    return {"weights": weights / GIB, "LoRA+optimizer": lora / GIB, "activations": acts / GIB}
+    text = size.text_connectors * 2
+    if connectors_on_host:
+        acts = max(acts, text)
+        text = 0
+    return {"weights": weights / GIB, "text connectors": text / GIB, "LoRA+optimizer": lora / GIB,
+            "activations": acts / GIB}
 
 
 def choose_plan(budget_gib: float | None, budget_from: str, size: TransformerSize, work: Workload,
@@ -120,32 +131,33 @@ def choose_plan(budget_gib: float | None, budget_from: str, size: TransformerSiz
         swaps = [0 if isinstance(block_swap, str) else min(block_swap, size.blocks)]
     ranks = [work.rank] + [r for r in RANK_FLOOR if r < work.rank]
 
-    def make(q: str, s: int, rank: int, fits: bool) -> Plan:
+    def make(q: str, s: int, host: bool, rank: int, fits: bool) -> Plan:
         from ltx_lora.train.block_swap import spread_blocks
 
-        parts = estimate(size, replace(work, rank=rank), q, s)
+        parts = estimate(size, replace(work, rank=rank), q, s, host)
         peak = sum(parts.values())
         return Plan(budget_gib, budget_from, q, tuple(spread_blocks(s, size.blocks)), size.blocks,
-                    work.gradient_checkpointing, rank, round(peak, 2), {k: round(v, 2) for k, v in parts.items()},
-                    fits)
+                    work.gradient_checkpointing, rank, round(peak, 2), host,
+                    {k: round(v, 2) for k, v in parts.items()}, fits)
 
-    def ok(q: str, s: int, rank: int) -> bool:
-        return budget_gib is None or sum(estimate(size, replace(work, rank=rank), q, s).values()) * FRAGMENTATION \
-            <= budget_gib
+    def ok(q: str, s: int, host: bool, rank: int) -> bool:
+        return budget_gib is None or \
+            sum(estimate(size, replace(work, rank=rank), q, s, host).values()) * FRAGMENTATION <= budget_gib
 
     if budget_gib is None:  # no limit known: the config's choices, bf16 where it left the choice
-        return make("none" if quantization == "auto" else quantization, swaps[0], work.rank, True)
+        return make("none" if quantization == "auto" else quantization, swaps[0], False, work.rank, True)
     # bf16 only unswapped when the choice is ours: a 1-byte base is faster than streaming bf16 blocks.
-    candidates = [(q, s) for q in quants for s in swaps if not (q == "none" and s and len(quants) > 1)]
+    candidates = [(q, s, host) for host in (False, True) for q in quants for s in swaps
+                  if not (q == "none" and s and len(quants) > 1)]
     for rank in ranks:
-        for q, s in candidates:
-            if ok(q, s, rank):
-                plan = make(q, s, rank, True)
+        for q, s, host in candidates:
+            if ok(q, s, host, rank):
+                plan = make(q, s, host, rank, True)
                 if rank != work.rank:
                     plan = replace(plan, notes=(f"LoRA rank lowered from {work.rank} to {rank} to fit; use "
                                                 "smaller buckets or a bigger GPU to keep it.",))
                 return plan
-    smallest = make(quants[-1], swaps[-1], ranks[-1], False)
+    smallest = make(quants[-1], swaps[-1], True, ranks[-1], False)
     return replace(smallest, notes=("even this plan is expected to exceed the budget: use smaller buckets "
                                     "(data.buckets), batch size 1, or a GPU with more memory.",))
 
