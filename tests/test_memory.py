@@ -22,7 +22,7 @@ from ltx_lora.ltx.modality import predict_velocity
 from ltx_lora.ltx.quantize import QuantizedLinear, dequantize, quantize_weight
 from ltx_lora.train.block_swap import BlockSwap, attach_block_swap, spread_blocks
 from ltx_lora.train.lora import inject_lora
-from ltx_lora.train.memory import Workload, choose_plan, plan_for_config, workload_for_config
+from ltx_lora.train.memory import FRAGMENTATION, Workload, choose_plan, plan_for_config, workload_for_config
 from ltx_lora.train.objective import LatentBatch, compute_loss, prepare_inputs
 from ltx_lora.train.timesteps import SigmaSampler
 
@@ -52,13 +52,13 @@ def test_workload_of_the_default_bucket(work960, size22b):
 def test_plan_picks_the_fastest_fitting_format_per_gpu_size(size22b, work960):
     plans = {gib: choose_plan(gib, "test", size22b, work960) for gib in (80, 48, 32, 24, 8)}
     assert (plans[80].quantization, plans[80].swapped_blocks, plans[80].rank) == ("none", (), 32)
-    assert plans[48].quantization == "none"
+    assert plans[48].quantization in ("none", "int8") and not plans[48].swapped_blocks
     assert (plans[32].quantization, plans[32].swapped_blocks, plans[32].rank) == ("int8", (), 32)
     p24 = plans[24]
     assert p24.quantization == "int8" and 0 < len(p24.swapped_blocks) < 48 and p24.rank == 32
     assert p24.swapped_blocks == tuple(spread_blocks(len(p24.swapped_blocks), 48))  # spread, not the first N
     for gib in (80, 48, 32, 24):  # every chosen plan fits its budget with the fragmentation margin
-        assert plans[gib].fits and plans[gib].expected_peak_gib * 1.06 <= gib
+        assert plans[gib].fits and plans[gib].expected_peak_gib * FRAGMENTATION <= gib
     # With 8 GiB nothing at rank 32 fits: the rank is lowered and said so.
     assert plans[8].rank < 32 and "rank lowered" in plans[8].describe()
     # Fewer blocks swapped than a smaller budget needs, and a lower peak for every smaller budget.
@@ -72,7 +72,10 @@ def test_plan_keeps_what_the_config_fixes(size22b, work960):
     p = choose_plan(80, "t", size22b, work960, quantization="fp8", block_swap=6)
     assert (p.quantization, len(p.swapped_blocks)) == ("fp8", 6)
     big = Workload(3570 * 4, 51 * 4, 32, work960.lora_per_rank)  # batch 4 at 960x544x49
-    assert choose_plan(24, "t", size22b, big).expected_peak_gib > choose_plan(24, "t", size22b, work960).expected_peak_gib
+    fixed = {"quantization": "int8", "block_swap": 0}
+    assert choose_plan(24, "t", size22b, big, **fixed).expected_peak_gib > \
+        choose_plan(24, "t", size22b, work960, **fixed).expected_peak_gib
+    assert len(choose_plan(24, "t", size22b, big).swapped_blocks) > len(choose_plan(24, "t", size22b, work960).swapped_blocks)
     tiny = choose_plan(2, "t", size22b, work960)
     assert not tiny.fits and "DOES NOT FIT" in tiny.describe() and "smaller buckets" in tiny.describe()
     nockpt = Workload(3570, 51, 32, work960.lora_per_rank, gradient_checkpointing=False)

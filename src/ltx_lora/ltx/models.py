@@ -480,10 +480,10 @@ def load_embeddings_processor(path: str | Path, device: str | torch.device = "cp
 
 
 @torch.no_grad()
-def _init_random_(module: nn.Module, generator: torch.Generator) -> nn.Module:
+def _init_random_(module: nn.Module, generator: torch.Generator, recurse: bool = True) -> nn.Module:
     """Deterministic, well-scaled random weights: fan-in normal for matrices, ones for norm gains, small noise
     elsewhere; latent statistics become std ~1, mean ~0. Computed buffers (filters, mel bases) are kept."""
-    for name, p in module.named_parameters():
+    for name, p in module.named_parameters(recurse=recurse):
         if p.ndim >= 2:
             p.normal_(0.0, 1.0 / math.sqrt(max(1, p[0].numel())), generator=generator)
         elif "norm" in name and name.endswith("weight"):
@@ -511,14 +511,39 @@ def ltx23_22b_config() -> dict[str, Any]:
 
 
 def build_transformer_from_config(cfg: dict[str, Any], device: str | torch.device = "cpu",
-                                  dtype: torch.dtype = torch.bfloat16, seed: int = 0) -> nn.Module:
+                                  dtype: torch.dtype = torch.bfloat16, seed: int = 0,
+                                  quantization: str | None = None,
+                                  host_blocks: frozenset[int] | set[int] = frozenset()) -> nn.Module:
     """An `LTXModel` with random weights for the given full config (e.g. `tiny_ltx23_config()`).
 
     On a GPU the weights are allocated and drawn there directly (the 22B model would need 77 GB of host memory
-    and minutes of host-side random draws otherwise)."""
+    and minutes of host-side random draws otherwise). With `quantization` ("none", "fp8", "int8") the model is
+    built part by part as `load_transformer` places a loaded one: each block drawn on `device`, quantized there,
+    and moved to host memory when in `host_blocks` (so a capped GPU never holds the whole float model)."""
     from ltx_core.model.transformer.model_configurator import LTXModelConfigurator
 
     device = torch.device(device)
+    if quantization is not None:
+        with torch.device("meta"):
+            model = LTXModelConfigurator.from_config(copy.deepcopy(cfg))
+        model = model.to(dtype=dtype)
+        cpu = torch.device("cpu")
+        parts = [(f"transformer_blocks.{i}.", b) for i, b in enumerate(model.transformer_blocks)]
+        parts += [("", c) for n, c in model.named_children() if n != "transformer_blocks"]
+        for k, (prefix, part) in enumerate(parts):
+            part.to_empty(device=device)
+            with torch.no_grad():
+                _init_random_(part, torch.Generator(device).manual_seed(seed * 100_003 + k))
+            if prefix and quantization != "none":
+                from ltx_lora.ltx.quantize import quantize_linears_
+
+                quantize_linears_(part, quantization, device=device, prefix=prefix)  # type: ignore[arg-type]
+            if prefix and int(prefix.split(".")[1]) in host_blocks:
+                part.to(cpu)
+        model.to_empty(device=device, recurse=False)
+        with torch.no_grad():
+            _init_random_(model, torch.Generator(device).manual_seed(seed * 100_003 + len(parts)), recurse=False)
+        return model.eval()
     if device.type == "cuda":
         with torch.device("meta"):
             model = LTXModelConfigurator.from_config(copy.deepcopy(cfg))
@@ -530,6 +555,26 @@ def build_transformer_from_config(cfg: dict[str, Any], device: str | torch.devic
     _materialise_meta_(model)
     _init_random_(model, torch.Generator().manual_seed(seed))
     return model.to(device=device, dtype=dtype).eval()
+
+
+def build_text_connectors_from_config(cfg: dict[str, Any], device: str | torch.device = "cpu",
+                                      dtype: torch.dtype = torch.bfloat16, seed: int = 0) -> nn.Module:
+    """The video + audio text connectors (as `load_text_connectors` gives them) with random weights, drawn on
+    `device` directly (2 B parameters for the 22B config)."""
+    from ltx_core.text_encoders.gemma import EmbeddingsProcessor
+    from ltx_core.text_encoders.gemma.embeddings_connector import (
+        AudioEmbeddings1DConnectorConfigurator,
+        Embeddings1DConnectorConfigurator,
+    )
+
+    device = torch.device(device)
+    with torch.device("meta"):
+        model = EmbeddingsProcessor(video_connector=Embeddings1DConnectorConfigurator.from_config(copy.deepcopy(cfg)),
+                                    audio_connector=AudioEmbeddings1DConnectorConfigurator.from_config(copy.deepcopy(cfg)))
+    model = model.to(dtype=dtype).to_empty(device=device)
+    with torch.no_grad():
+        _init_random_(model, torch.Generator(device).manual_seed(seed))
+    return model.requires_grad_(False).eval()
 
 
 def _materialise_meta_(module: nn.Module) -> None:

@@ -36,7 +36,7 @@ if TYPE_CHECKING:
 
 GIB = 2**30
 WORKING_SET_ROWS = 38.0  # one block's recompute + backward, in units of one block-input row (calibrated, see above)
-FRAGMENTATION = 1.06  # the caching allocator reserves more than it hands out
+FRAGMENTATION = 1.08  # the caching allocator reserves more than it hands out (conservative: a plan must train)
 TIER_GIB = {"80gb": 80, "48gb": 48, "32gb": 32, "24gb": 24}
 TIER_RESERVE_GIB = 1.0  # CUDA context and a display on a forced tier's nominal size
 FREE_RESERVE_GIB = 0.5  # left free of the measured free memory
