@@ -11,12 +11,13 @@ from typing import Callable, Literal
 
 Status = Literal["OK", "WARN", "FAIL"]
 
-# The guide's hardware table: (minimum GiB of GPU memory, tier name, what it means).
+# The guide's hardware table: (minimum GiB of GPU memory, tier name, what it means). What training does on this
+# GPU is the memory plan (ltx_lora.train.memory), shown on its own line.
 TIERS = [
-    (70.0, "80gb", "comfortable: full quality, no quantization"),
-    (44.0, "48gb", "workable: FP8 frozen base"),
-    (30.0, "32gb", "tight: INT8 base, 8-bit AdamW, rank 16"),
-    (22.0, "24gb", "experimental: INT8 base, block swap, rank 16, 512x512x49"),
+    (70.0, "80gb", "comfortable"),
+    (44.0, "48gb", "workable"),
+    (30.0, "32gb", "tight"),
+    (22.0, "24gb", "experimental"),
 ]
 
 
