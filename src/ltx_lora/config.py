@@ -87,6 +87,9 @@ class TrainConfig(Section):
     seed: int = 42
     mixed_precision: Literal["bf16", "fp32"] = "bf16"
     gradient_checkpointing: bool = Field(True, description="Recompute activations in backward (needed below 80 GB).")
+    compile: Literal["auto", "on", "off"] = Field(
+        "auto", description="torch.compile each transformer block: auto = on a GPU with triton; falls back to eager "
+                            "with one log line if compiling fails.")
     timestep_sampling: Literal["shifted_logit_normal", "uniform"] = "shifted_logit_normal"
     first_frame_conditioning_p: float = Field(
         0.1, ge=0, le=1, description="Probability that a clip's first frame is given as clean conditioning (i2v uses 1.0).")
