@@ -8,8 +8,10 @@ Each variant runs in its own subprocess (a fresh CUDA allocator and cap) that:
      that budget, the full-size LTX-2.3 22B transformer and the bucket;
   3. builds that transformer and its text connectors with random weights as the plan says (bf16 or 1-byte base
      quantized block by block on the GPU, swapped blocks in pinned host memory, connectors on host if planned);
-  4. trains: LoRA injected in place, block swap attached, connectors run without gradients every step, the real
-     objective (sigma sampling, first-frame conditioning, audio), bf16 autocast, gradient clipping, AdamW;
+  4. trains as `ltx-lora train` does: LoRA injected in place, block swap attached, SDPA attention, every block
+     torch.compile'd (`--compile auto`: on a GPU; a compile failure falls back to eager and is recorded), connectors
+     run without gradients every step, the shared step (train/step.py: sigma sampling, first-frame conditioning,
+     audio, bf16 autocast), gradient clipping, AdamW;
   5. prints one JSON line: the plan, its expected peak, the measured peak (allocated and reserved), median and
      min s/step after warm-up, host-to-device block loads per step.
 The parent adds the ratio of each variant's median to the uncapped one and checks the issue's targets
@@ -56,14 +58,15 @@ def _child(args: argparse.Namespace) -> dict:
         tiny_ltx23_config,
         transformer_size,
     )
-    from ltx_lora.ltx.modality import predict_velocity
+    from ltx_lora.ltx.fast import attention_mask_or_none, can_compile, compile_blocks, uncompile_blocks, use_sdpa_attention
     from ltx_lora.ltx.text import run_text_connectors
     from ltx_lora.text_features import PaddedText
     from ltx_lora.train.block_swap import HostOffload, attach_block_swap
     from ltx_lora.train.lora import inject_lora, target_modules
     from ltx_lora.train.memory import Workload, choose_plan, device_budget
-    from ltx_lora.train.objective import LatentBatch, compute_loss, prepare_inputs
+    from ltx_lora.train.objective import LatentBatch
     from ltx_lora.train.optim import build_optimizer
+    from ltx_lora.train.step import forward_backward
     from ltx_lora.train.timesteps import SigmaSampler
 
     cuda = torch.cuda.is_available() and not args.tiny
@@ -113,6 +116,10 @@ def _child(args: argparse.Namespace) -> dict:
     offload = HostOffload(connectors, device) if plan.text_connectors_on_host else None
     opt = build_optimizer(params, TrainConfig())
     model.set_gradient_checkpointing(True)
+    use_sdpa_attention(model)
+    compiled = args.compile == "on" or (args.compile == "auto" and can_compile(device)[0])
+    if compiled:
+        compile_blocks(model)
     model.train()
     row["build_s"] = round(time.perf_counter() - t_build, 1)
 
@@ -136,13 +143,22 @@ def _child(args: argparse.Namespace) -> dict:
         loads0 = swapper.loads if swapper else 0
         with torch.no_grad(), (offload.on_device() if offload else _null()):
             vctx, actx, mask = run_text_connectors(connectors, text)
-        batch = LatentBatch(video=video, audio=audio, video_context=vctx, audio_context=actx, context_mask=mask,
-                            fps=24.0)
-        inputs = prepare_inputs(batch, sampler, g, train_audio=True, first_frame_p=0.1, dtype=dtype)
-        with torch.autocast(device.type, dtype=dtype):
-            vp, ap = predict_velocity(model, inputs.video, inputs.audio)
-        loss = compute_loss(vp, ap, inputs).total
-        loss.backward()
+        batch = LatentBatch(video=video, audio=audio, video_context=vctx, audio_context=actx,
+                            context_mask=attention_mask_or_none(mask), fps=24.0)
+        state = g.get_state()
+        try:
+            loss = forward_backward(model, batch, sampler, g, train_audio=True, first_frame_p=0.1, dtype=dtype).total
+        except torch.OutOfMemoryError:
+            raise
+        except Exception as e:  # noqa: BLE001 - as the trainer: a compile failure falls back to eager
+            if not compiled or step:
+                raise
+            row["compile_error"] = f"{type(e).__name__}: {(str(e).strip().splitlines() or [''])[0][:200]}"
+            uncompile_blocks(model)
+            compiled = False
+            opt.zero_grad(set_to_none=True)
+            g.set_state(state)
+            loss = forward_backward(model, batch, sampler, g, train_audio=True, first_frame_p=0.1, dtype=dtype).total
         torch.nn.utils.clip_grad_norm_(params, 1.0)
         opt.step()
         opt.zero_grad(set_to_none=True)
@@ -152,7 +168,8 @@ def _child(args: argparse.Namespace) -> dict:
             times.append(time.perf_counter() - t0)
             loads.append((swapper.loads if swapper else 0) - loads0)
     times.sort()
-    row.update(median_s=round(times[len(times) // 2], 4), min_s=round(times[0], 4), steps_timed=len(times),
+    row.update(compiled=compiled, median_s=round(times[len(times) // 2], 4), min_s=round(times[0], 4),
+               steps_timed=len(times),
                loss=loss.item(), block_loads_per_step=max(loads) if loads else 0)
     if cuda:
         row.update(peak_allocated_gib=round(torch.cuda.max_memory_allocated() / GIB, 2),
@@ -190,7 +207,8 @@ def _quantize_other(model, backend: str, device) -> None:
 
 def _run_child(tier: str, backend: str, args: argparse.Namespace) -> dict:
     cmd = [sys.executable, __file__, "--child", tier, "--backend", backend, "--res", args.res, "--rank",
-           str(args.rank), "--steps", str(args.steps), "--warmup", str(args.warmup)] + (["--tiny"] if args.tiny else [])
+           str(args.rank), "--steps", str(args.steps), "--warmup", str(args.warmup), "--compile", args.compile]
+    cmd += ["--tiny"] if args.tiny else []
     t0 = time.perf_counter()
     try:
         res = subprocess.run(cmd, capture_output=True, text=True, timeout=args.timeout)
@@ -216,6 +234,8 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=4)
     ap.add_argument("--warmup", type=int, default=2)
     ap.add_argument("--timeout", type=int, default=420, help="seconds per variant")
+    ap.add_argument("--compile", default="auto", choices=["auto", "on", "off"],
+                    help="torch.compile the blocks as `ltx-lora train` does (auto: on a GPU)")
     ap.add_argument("--tiny", action="store_true", help="tiny model on CPU (checks the code paths, no timings)")
     ap.add_argument("--out", default="")
     ap.add_argument("--child", default="", help=argparse.SUPPRESS)
@@ -233,7 +253,7 @@ def main() -> None:
     header = {"date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
               "device": torch.cuda.get_device_name() if cuda else "cpu (--tiny)", "torch": torch.__version__,
               "python": platform.python_version(), "res": args.res, "rank": args.rank, "steps": args.steps,
-              "warmup": args.warmup, "text_len": TEXT_LEN if not args.tiny else 256}
+              "warmup": args.warmup, "compile": args.compile, "text_len": TEXT_LEN if not args.tiny else 256}
     for mod in ("torchao", "optimum.quanto", "bitsandbytes", "peft"):
         try:
             header[mod] = getattr(__import__(mod, fromlist=["_"]), "__version__", "present")
@@ -249,7 +269,7 @@ def main() -> None:
         print(json.dumps(row), flush=True)
     base = next((r for r in rows[1:] if r.get("tier") == "uncapped" and "median_s" in r), None)
     summary: dict = {"summary": True, "every_tier_trains": all("median_s" in r for r in rows[1:])}
-    if base:
+    if base and not args.tiny:  # tiny CPU timings say nothing about the targets
         for r in rows[1:]:
             if "median_s" in r and r is not base:
                 r["ratio_to_uncapped"] = round(r["median_s"] / base["median_s"], 3)

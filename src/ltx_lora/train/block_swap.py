@@ -143,6 +143,7 @@ class BlockSwap:
             self.before_block(i)
         return hook
 
+    @torch.compiler.disable  # compiled blocks run their hooks inside the compiled call: keep this one eager
     def before_block(self, i: int) -> None:
         backward = torch._C._current_graph_task_id() != -1  # called from the autograd engine: checkpoint recompute
         if i not in self.slot_of:  # not prefetched (first use, or the direction changed): load now
