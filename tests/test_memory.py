@@ -61,6 +61,7 @@ def test_plan_picks_the_fastest_fitting_format_per_gpu_size(size22b, work960):
         assert plans[gib].fits and plans[gib].expected_peak_gib * FRAGMENTATION <= gib
     # With 8 GiB nothing at rank 32 fits: the rank is lowered and said so.
     assert plans[8].rank < 32 and "rank lowered" in plans[8].describe()
+    assert plans[8].text_connectors_on_host and not plans[24].text_connectors_on_host
     # Fewer blocks swapped than a smaller budget needs, and a lower peak for every smaller budget.
     assert len(choose_plan(20, "t", size22b, work960).swapped_blocks) > len(p24.swapped_blocks)
     peaks = [plans[g].expected_peak_gib for g in (80, 48, 32, 24, 8)]
@@ -69,6 +70,9 @@ def test_plan_picks_the_fastest_fitting_format_per_gpu_size(size22b, work960):
 
 def test_plan_keeps_what_the_config_fixes(size22b, work960):
     assert choose_plan(24, "t", size22b, work960, fp8_checkpoint=True).quantization == "fp8"  # the file, as stored
+    # An FP8 file that keeps some linears in bf16 weighs more: more blocks are swapped.
+    partial = choose_plan(24, "t", size22b, work960, fp8_checkpoint=True, fp8_coverage=42 / 48)
+    assert len(partial.swapped_blocks) > len(choose_plan(24, "t", size22b, work960, fp8_checkpoint=True).swapped_blocks)
     p = choose_plan(80, "t", size22b, work960, quantization="fp8", block_swap=6)
     assert (p.quantization, len(p.swapped_blocks)) == ("fp8", 6)
     big = Workload(3570 * 4, 51 * 4, 32, work960.lora_per_rank)  # batch 4 at 960x544x49
@@ -203,6 +207,22 @@ def test_a_block_used_while_not_resident_is_noticed(four_block_cfg):
                             train_audio=True, first_frame_p=0.0, dtype=torch.float32)
     video, _ = predict_velocity(model, inputs.video, inputs.audio)
     assert torch.isnan(video).all()
+
+
+def test_host_offload_brings_the_module_to_the_device_only_inside_the_context():
+    from ltx_lora.train.block_swap import HostOffload
+
+    layer = torch.nn.Linear(4, 3).requires_grad_(False)
+    x = torch.randn(2, 4)
+    want = layer(x)
+    with HostOffload(layer, torch.device("cpu")).on_device():
+        assert torch.equal(layer(x), want)
+    # The device switch itself, seen with the meta device as "the GPU": there only inside the context.
+    offload = HostOffload(layer, torch.device("meta"))
+    assert layer.weight.device.type == "cpu"
+    with offload.on_device():
+        assert layer.weight.device.type == "meta" and layer.bias.device.type == "meta"
+    assert layer.weight.device.type == "cpu" and torch.equal(layer(x), want)
 
 
 def test_block_swap_refuses_trainable_base_tensors(four_block_cfg):

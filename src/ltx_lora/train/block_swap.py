@@ -197,7 +197,7 @@ class HostOffload:
                 if p is not None:
                     host = p.detach().cpu()
                     self.tensors.append((sub, name, True, host.pin_memory() if pin else host))
-                    p.data = self.tensors[-1][3]
+                    sub._parameters[name] = nn.Parameter(self.tensors[-1][3], requires_grad=False)
             for name, b in sub._buffers.items():
                 if b is not None:
                     host = b.cpu()
@@ -207,8 +207,8 @@ class HostOffload:
     def _point(self, on_device: bool) -> None:
         for sub, name, is_param, host in self.tensors:
             t = host.to(self.device, non_blocking=True) if on_device else host
-            if is_param:
-                sub._parameters[name].data = t
+            if is_param:  # a new frozen Parameter each time: nothing (no optimizer) holds the old one
+                sub._parameters[name] = nn.Parameter(t, requires_grad=False)
             else:
                 sub._buffers[name] = t
 

@@ -86,18 +86,20 @@ class Plan:
         return line + "".join(f"\n  note: {n}" for n in self.notes)
 
 
-def _swap_saving(size: TransformerSize, quantization: str) -> float:
-    """Bytes one swapped block takes off the device."""
-    wbytes = 2 if quantization == "none" else 1
-    return size.quantizable_per_block * wbytes + size.other_per_block * 2
+def _weight_bytes(quantization: str, fp8_coverage: float) -> float:
+    """Bytes per quantizable weight: 2 in bf16, 1 quantized; an FP8 file used as stored keeps the linears it did
+    not quantize in bf16 (`fp8_coverage` = the share of quantizable weights it stores as FP8)."""
+    if quantization == "none":
+        return 2.0
+    return 2.0 - fp8_coverage if quantization == "fp8" else 1.0
 
 
 def estimate(size: TransformerSize, work: Workload, quantization: str, swapped: int,
-             connectors_on_host: bool = False) -> dict[str, float]:
+             connectors_on_host: bool = False, fp8_coverage: float = 1.0) -> dict[str, float]:
     """Expected peak device memory in GiB by part. Connectors on host: they visit the GPU at the start of a step,
     when no activations are held, so the peak is the larger of that moment and the backward pass."""
-    wbytes = 2 if quantization == "none" else 1
-    block = _swap_saving(size, quantization)
+    wbytes = _weight_bytes(quantization, fp8_coverage)
+    block = size.quantizable_per_block * wbytes + size.other_per_block * 2  # what one swapped block takes off
     weights = size.quantizable_per_block * wbytes * size.blocks + size.other_per_block * 2 * size.blocks \
         + size.outside_blocks * 2 - swapped * block + (min(swapped, SWAP_SLOTS) * block if swapped else 0)
     lora_params = work.rank * work.lora_per_rank
@@ -118,8 +120,11 @@ def estimate(size: TransformerSize, work: Workload, quantization: str, swapped: 
 
 
 def choose_plan(budget_gib: float | None, budget_from: str, size: TransformerSize, work: Workload,
-                quantization: str = "auto", block_swap: int | str = "auto", fp8_checkpoint: bool = False) -> Plan:
-    """The fastest plan that fits `budget_gib` (see the module docstring). Pure: no device is touched."""
+                quantization: str = "auto", block_swap: int | str = "auto", fp8_checkpoint: bool = False,
+                fp8_coverage: float = 1.0) -> Plan:
+    """The fastest plan that fits `budget_gib` (see the module docstring). Pure: no device is touched.
+    `fp8_checkpoint`: the file stores scaled FP8 linears (`fp8_coverage` of the quantizable weights)."""
+    coverage = fp8_coverage if fp8_checkpoint else 1.0
     if not isinstance(block_swap, str) and block_swap and not work.gradient_checkpointing:
         raise UserError("memory.block_swap needs train.gradient_checkpointing: true (backward reloads each block "
                         "while it is recomputed); turn checkpointing on or set memory.block_swap: 0.")
@@ -134,7 +139,7 @@ def choose_plan(budget_gib: float | None, budget_from: str, size: TransformerSiz
     def make(q: str, s: int, host: bool, rank: int, fits: bool) -> Plan:
         from ltx_lora.train.block_swap import spread_blocks
 
-        parts = estimate(size, replace(work, rank=rank), q, s, host)
+        parts = estimate(size, replace(work, rank=rank), q, s, host, coverage)
         peak = sum(parts.values())
         return Plan(budget_gib, budget_from, q, tuple(spread_blocks(s, size.blocks)), size.blocks,
                     work.gradient_checkpointing, rank, round(peak, 2), host,
@@ -142,7 +147,7 @@ def choose_plan(budget_gib: float | None, budget_from: str, size: TransformerSiz
 
     def ok(q: str, s: int, host: bool, rank: int) -> bool:
         return budget_gib is None or \
-            sum(estimate(size, replace(work, rank=rank), q, s, host).values()) * FRAGMENTATION <= budget_gib
+            sum(estimate(size, replace(work, rank=rank), q, s, host, coverage).values()) * FRAGMENTATION <= budget_gib
 
     if budget_gib is None:  # no limit known: the config's choices, bf16 where it left the choice
         return make("none" if quantization == "auto" else quantization, swaps[0], False, work.rank, True)
@@ -211,12 +216,22 @@ def plan_for_config(cfg: Config, device: torch.device | None = None) -> Plan:
 
     from ltx_lora.ltx.models import ltx23_22b_config, read_checkpoint_config, scaled_fp8_modules, transformer_size
 
+    from ltx_lora.ltx.quantize import is_quantizable
+    from ltx_lora.safetensors_header import read_header
+
     path = Path(cfg.model.checkpoint) if cfg.model.checkpoint else None
+    coverage = 1.0
     if path is not None and path.is_file():
-        model_cfg, fp8 = read_checkpoint_config(path), bool(scaled_fp8_modules(path))
+        model_cfg, stored = read_checkpoint_config(path), scaled_fp8_modules(path)
+        fp8 = bool(stored)
+        size = transformer_size(model_cfg)
+        if fp8:
+            tensors = read_header(path).tensors
+            covered = sum(tensors[f"model.diffusion_model.{m}.weight"].numel for m in stored if is_quantizable(m))
+            coverage = covered / max(1, size.quantizable_per_block * size.blocks)
     else:  # no checkpoint (yet): plan for the released 22B model
         model_cfg, fp8 = ltx23_22b_config(), "fp8" in (path.name if path else "")
-    size = transformer_size(model_cfg)
+        size = transformer_size(model_cfg)
     work = workload_for_config(cfg, size)
     mem = cfg.memory
     if mem.plan != "auto":
@@ -225,4 +240,5 @@ def plan_for_config(cfg: Config, device: torch.device | None = None) -> Plan:
         if device is None:
             device = torch.device("cuda", torch.cuda.current_device()) if torch.cuda.is_available() else torch.device("cpu")
         budget, source = device_budget(device)
-    return choose_plan(budget, source, size, work, mem.quantization, mem.block_swap, fp8_checkpoint=fp8)
+    return choose_plan(budget, source, size, work, mem.quantization, mem.block_swap, fp8_checkpoint=fp8,
+                       fp8_coverage=coverage)
