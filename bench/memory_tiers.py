@@ -22,7 +22,7 @@ int8 dequantised per matmul), `torchao` (Int8WeightOnlyConfig) and `quanto` (opt
 trainer), each with peft LoRA on top; a backend whose package is missing gives an error row. `fp8` runs the
 32 GiB tier with the FP8 base instead.
 
-GPU:  python bench/memory_tiers.py --tiers uncapped,48,32,24 --steps 4 --warmup 2
+GPU:  python bench/memory_tiers.py --tiers uncapped,32,24   (at most three variants per command: see bench/README.md)
 CPU:  python bench/memory_tiers.py --tiny   (tiny model, no cap; tiers force the formats so every path runs)
 """
 
@@ -233,7 +233,7 @@ def main() -> None:
     ap.add_argument("--rank", type=int, default=32)
     ap.add_argument("--steps", type=int, default=4)
     ap.add_argument("--warmup", type=int, default=2)
-    ap.add_argument("--timeout", type=int, default=420, help="seconds per variant")
+    ap.add_argument("--timeout", type=int, default=280, help="seconds per variant")
     ap.add_argument("--compile", default="auto", choices=["auto", "on", "off"],
                     help="torch.compile the blocks as `ltx-lora train` does (auto: on a GPU)")
     ap.add_argument("--tiny", action="store_true", help="tiny model on CPU (checks the code paths, no timings)")
