@@ -190,6 +190,11 @@ def test_block_swap_gives_identical_loss_and_grads(four_block_cfg):
         assert loss == loss0 and torch.equal(grad, grad0), swap
         # Every swapped block's base tensors point into a slot or the NaN buffer, never at a private copy.
         assert isinstance(swapper, BlockSwap) and len(swapper.slots) == min(2, len(swap))
+    # Quantized blocks swap the same way (1-byte weights and their scales, a 0-d tensor for FP8, travel too).
+    fp8 = models.build_transformer_from_config(four_block_cfg, dtype=torch.float32, quantization="fp8")
+    loss_q, grad_q, _ = _loss_and_grads(copy.deepcopy(fp8), four_block_cfg)
+    loss, grad, _ = _loss_and_grads(copy.deepcopy(fp8), four_block_cfg, [0, 1, 3])
+    assert loss_q != loss0 and loss == loss_q and torch.equal(grad, grad_q)
     # All four through two slots: forward loads 0..3, backward (recompute, reverse order) reloads 1 and 0 only,
     # so the direction of travel was seen and each prefetch landed before use.
     _, _, swapper = _loss_and_grads(copy.deepcopy(ref), four_block_cfg, [0, 1, 2, 3])
