@@ -130,14 +130,6 @@ def test_refusals_are_one_sentence(prepared, tmp_path, tiny_checkpoint):
     assert_user_error(run_cli("train", cfg), "ltx-lora preprocess")
 
 
-def test_unavailable_memory_settings_are_refused_not_ignored(prepared, tmp_path):
-    cfg = write_config(prepared, tmp_path, steps=1)
-    data = yaml.safe_load(cfg.read_text())
-    data["memory"] = {"quantization": "int8"}
-    cfg.write_text(yaml.safe_dump(data))
-    assert_user_error(run_cli("train", cfg), "memory.quantization=int8", "not available")
-
-
 def test_doctor_checks_the_configs_checkpoint_kind(prepared, tmp_path, tiny_checkpoint):
     cfg = write_config(prepared, tmp_path, steps=1)
     res = run_cli("doctor", "--config", cfg)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import json
 import time
@@ -18,8 +19,10 @@ from ltx_lora.errors import UserError
 from ltx_lora.ltx.fast import attention_mask_or_none, can_compile, compile_blocks, uncompile_blocks, use_sdpa_attention
 from ltx_lora.ltx.text import run_text_connectors
 from ltx_lora.paths import check_model_path
+from ltx_lora.train.block_swap import HostOffload, attach_block_swap
 from ltx_lora.train.checkpoint import TrainingState, latest_checkpoint, load_state, save_checkpoint
 from ltx_lora.train.lora import export_comfy, inject_lora, lora_parameters, target_modules
+from ltx_lora.train.memory import Plan, plan_for_config
 from ltx_lora.train.metrics import MetricsLogger
 from ltx_lora.train.objective import LatentBatch
 from ltx_lora.train.optim import build_optimizer, set_lr
@@ -49,12 +52,15 @@ def pick_device() -> torch.device:
     return torch.device("cuda", torch.cuda.current_device()) if torch.cuda.is_available() else torch.device("cpu")
 
 
-def load_models(cfg: Config, device: torch.device, dtype: torch.dtype) -> Models:
+def load_models(cfg: Config, device: torch.device, dtype: torch.dtype, plan: Plan | None = None) -> Models:
     from ltx_lora.ltx.models import load_transformer
     from ltx_lora.ltx.text import load_text_connectors
 
-    transformer = load_transformer(cfg.model.checkpoint, device=device, dtype=dtype)
-    connectors = load_text_connectors(cfg.model.checkpoint, device=device, dtype=dtype)
+    transformer = load_transformer(cfg.model.checkpoint, device=device, dtype=dtype,
+                                   quantization=plan.quantization if plan else "none",
+                                   host_blocks=frozenset(plan.swapped_blocks) if plan else frozenset())
+    on_host = plan is not None and plan.text_connectors_on_host
+    connectors = load_text_connectors(cfg.model.checkpoint, device="cpu" if on_host else device, dtype=dtype)
     connectors.requires_grad_(False).eval()
     return Models(transformer, connectors)
 
@@ -84,18 +90,23 @@ class Trainer:
         self.device = pick_device()
         self.dtype = torch.bfloat16 if cfg.train.mixed_precision == "bf16" else torch.float32
         self.train_audio = cfg.train.mode in (TrainingMode.audio_video, TrainingMode.image_to_video)
+        self.block_swap = None  # set by run() from the memory plan
+        self.connectors_host: HostOffload | None = None
 
     # -- set-up ------------------------------------------------------------------------------------------------
     def _check_supported(self) -> None:
         """Settings this version cannot honour yet are refused, never silently ignored."""
-        mem = self.cfg.memory
-        if mem.quantization != "none" or mem.block_swap:
-            raise UserError(f"memory.quantization={mem.quantization} / memory.block_swap={mem.block_swap} are not "
-                            "available in this ltx-lora version yet; set memory.quantization: none and "
-                            "memory.block_swap: 0 (training then needs a GPU with about 48 GB or more).")
         if self.cfg.validation.every and self.cfg.validation.prompts:
             self.console.print("note: in-loop validation sampling is not available in this version yet; the "
                                "validation prompts are cached by preprocess for when it is.")
+
+    def _memory_plan(self) -> Plan:
+        """Weights format, block swap and rank for this GPU (ltx_lora.train.memory), printed before loading."""
+        plan = plan_for_config(self.cfg, self.device)
+        self.console.print(plan.describe())
+        if plan.rank != self.cfg.lora.rank:
+            self.cfg.lora.rank = plan.rank
+        return plan
 
     def _check_cache(self, manifest: Manifest) -> None:
         if not manifest.items:
@@ -148,9 +159,12 @@ class Trainer:
         if not self.resume and latest_checkpoint(self.run_dir) is not None:
             raise UserError(f"{self.run_dir} already holds checkpoints; pass --resume to continue that run, or set "
                             "output_dir to a new folder.")
-        models = load_models(cfg, self.device, self.dtype)
+        plan = self._memory_plan()
+        models = load_models(cfg, self.device, self.dtype, plan)
         transformer = models.transformer
         trainable = inject_lora(transformer, cfg.lora, seed=cfg.train.seed)
+        self.block_swap = attach_block_swap(transformer, list(plan.swapped_blocks), self.device)
+        self.connectors_host = HostOffload(models.text_connectors, self.device) if plan.text_connectors_on_host else None
         transformer.set_gradient_checkpointing(cfg.train.gradient_checkpointing)
         use_sdpa_attention(transformer)
         self.compiled = self._compile(transformer)
@@ -230,7 +244,8 @@ class Trainer:
         for _ in range(accum):
             items = [manifest.items[i] for i in order.next()]
             raw = load_batch(self.cache, items, self.device, self.dtype, with_audio=self.train_audio)
-            with torch.no_grad():  # the text connectors are frozen: run them, keep no graph
+            on_device = self.connectors_host.on_device() if self.connectors_host else contextlib.nullcontext()
+            with torch.no_grad(), on_device:  # the text connectors are frozen: run them, keep no graph
                 vctx, actx, mask = run_text_connectors(models.text_connectors, raw.text)
             mask = attention_mask_or_none(mask)
             batch = LatentBatch(video=raw.video, audio=raw.audio, video_context=vctx, audio_context=actx,
