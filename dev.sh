@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # One-step set-up and run on a fresh Linux machine (Python 3.11+):
 #   bash dev.sh demo    install into .venv, then run the tiny end-to-end demo
-#   bash dev.sh test    install into .venv, then run the test suite
+#   bash dev.sh test    install into .venv (plus .venv/interop, see below), then run the test suite
 #   bash dev.sh interop only (re)build .venv/interop, the diffusers environment of the interop tests
 # Uses uv when it is installed, else pip. Re-running skips what is already installed.
 set -euo pipefail
@@ -23,7 +23,6 @@ install() {
     "$VENV/bin/python" -m pip install -q -e ".[test]"
   fi
   touch "$stamp"
-  install_interop
 }
 
 # A second, separate environment for the interop tests: diffusers' LTX-2 LoRA loader needs transformers 5 and
@@ -52,7 +51,7 @@ cmd=${1:-}
 shift || true
 case "$cmd" in
   demo) install; exec "$VENV/bin/ltx-lora" demo "$@" ;;
-  test) install; exec "$VENV/bin/python" -m pytest -q "$@" ;;
+  test) install; install_interop; exec "$VENV/bin/python" -m pytest -q "$@" ;;
   install) install ;;
   interop) install_interop ;;
   *) echo "usage: bash dev.sh demo|test|install [args...]" >&2; exit 2 ;;
