@@ -91,9 +91,6 @@ class Trainer:
             raise UserError(f"memory.quantization={mem.quantization} / memory.block_swap={mem.block_swap} are not "
                             "available in this ltx-lora version yet; set memory.quantization: none and "
                             "memory.block_swap: 0 (training then needs a GPU with about 48 GB or more).")
-        if self.cfg.validation.every and self.cfg.validation.prompts:
-            self.console.print("note: in-loop validation sampling is not available in this version yet; the "
-                               "validation prompts are cached by preprocess for when it is.")
 
     def _check_cache(self, manifest: Manifest) -> None:
         if not manifest.items:
@@ -163,6 +160,9 @@ class Trainer:
                            f"{cfg.lora.rank}) on {self.device} for steps {start + 1}..{self.total_steps}, "
                            f"mode {cfg.train.mode.value}, {len(manifest.items)} cached clips")
         metrics = MetricsLogger(self.run_dir, cfg.logging, self.console, total_steps=self.total_steps, start=start)
+        validate = self._validator(models)
+        if validate and start == 0:
+            validate(transformer, 0, optimizer)  # the base model: the baseline every later sample is judged against
         step = start
         try:
             for step in range(start, self.total_steps):
@@ -174,9 +174,24 @@ class Trainer:
                 metrics.log_step(done, video_loss, audio_loss, lr, time.perf_counter() - t0)
                 if done % cfg.checkpoints.every == 0 or done == self.total_steps:
                     self._save(done, transformer, params, optimizer, order, gen, manifest)
+                if validate and (done % cfg.validation.every == 0 or done == self.total_steps):
+                    validate(transformer, done, optimizer)
         finally:
             metrics.close()
         return self._export_final(transformer, manifest, self.total_steps)
+
+    def _validator(self, models: Models):
+        """Fixed-prompt samples at step 0, every validation.every steps and at the end (see ltx_lora.sample)."""
+        v = self.cfg.validation
+        if not (v.every and v.prompts):
+            return None
+        from ltx_lora.sample.validate import Validator, resolve_settings, step_label
+
+        validator = Validator.build(self.cfg, self.run_dir, resolve_settings(v), text_connectors=models.text_connectors,
+                                    device=self.device, dtype=self.dtype, console=self.console,
+                                    metrics=self.run_dir / "metrics.jsonl")
+        return lambda transformer, step, optimizer: validator.run(transformer, step=step, label=step_label(step),
+                                                                  optimizer=optimizer)
 
     def _optimizer_step(self, models: Models, manifest: Manifest, order: BatchOrder, sampler: SigmaSampler,
                         gen: torch.Generator, optimizer, trainable, step: int) -> tuple[float, float | None]:
