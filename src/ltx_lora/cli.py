@@ -115,7 +115,7 @@ def train(
 def validate(
     config: Path = typer.Argument(..., help="The training config: model, cache (for the prompts) and validation settings."),
     lora: list[Path] = typer.Option([], "--lora", help="A LoRA file to sample (repeat for several: one column each)."),
-    steps: Optional[int] = typer.Option(None, "--steps", min=1, help="Denoising steps instead of validation.steps."),
+    steps: Optional[int] = typer.Option(None, "--steps", min=2, help="Denoising steps instead of validation.steps."),
     final: bool = typer.Option(False, "--final", help="Final quality check: 50 denoising steps."),
     preview_lora: Optional[Path] = typer.Option(
         None, "--preview-lora", help="Fast preview with this distilled LoRA (Dev + distilled-lora-384, 8 steps, CFG 1.0)."),

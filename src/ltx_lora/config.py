@@ -115,7 +115,8 @@ class ValidationConfig(Section):
     seed: int = Field(42, description="Noise seed of every sample (the same at every checkpoint).")
     resolution: str = Field("960x544x49", description="WxHxF of validation samples.")
     fps: float = Field(24.0, gt=0, description="Frame rate of the samples (positions, audio length and the mp4).")
-    steps: int = Field(30, ge=1, description="Denoising steps (50 for a final check).")
+    steps: int = Field(30, ge=2, description="Denoising steps (50 for a final check; at least 2: LTX-2's schedule "
+                                             "starts at sigma 0.1 with one).")
     cfg: float = Field(4.0, ge=0, description="Classifier-free guidance scale of the video.")
     audio_cfg: float = Field(7.0, ge=0, description="Classifier-free guidance scale of the audio (Lightricks' inference default).")
     stg_scale: float = Field(1.0, ge=0, description="Spatio-temporal guidance scale.")

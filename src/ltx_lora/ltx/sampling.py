@@ -87,10 +87,6 @@ class SampleRequest:
     first_frame: torch.Tensor | None = None  # clean latent [1, 128, 1, H/32, W/32] of a reference image
 
 
-def num_blocks(transformer) -> int:
-    return len(transformer.transformer_blocks)
-
-
 def _perturbation(*kinds: PerturbationType, blocks: list[int] | None) -> BatchedPerturbationConfig:
     return BatchedPerturbationConfig([PerturbationConfig([Perturbation(type=k, blocks=blocks) for k in kinds])])
 
@@ -165,12 +161,6 @@ def sample_latents(transformer, req: SampleRequest, prompt: Prompt, negative: Pr
 def _keep_conditioned(denoised: torch.Tensor, mask: torch.Tensor, clean: torch.Tensor) -> torch.Tensor:
     """Tokens with denoise mask 0 (the reference frame) stay at their clean value."""
     return (denoised * mask + clean.float() * (1 - mask)).to(denoised.dtype)
-
-
-def validate_stg_blocks(transformer, blocks: list[int]) -> list[int]:
-    """Blocks outside the model (e.g. 29 on a 2-block test model): returned so the caller can refuse them."""
-    n = num_blocks(transformer)
-    return [b for b in blocks if not 0 <= b < n]
 
 
 # ---------------------------------------------------------------------------------------------------------------

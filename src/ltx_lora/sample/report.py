@@ -116,9 +116,8 @@ def svg_plot(points: list[tuple[int, float]], title: str, colour: str, width: in
         y = py(v)
         parts.append(f'<line x1="{left}" x2="{left + pw}" y1="{y:.1f}" y2="{y:.1f}" class="grid"/>'
                      f'<text x="{left - 4}" y="{y + 4:.1f}" class="yl">{v:.3g}</text>')
-    for k in range(5):
-        s = x0 + (x1 - x0) * k / 4
-        parts.append(f'<text x="{px(s):.1f}" y="{height - 10}" class="xl">{int(round(s))}</text>')
+    for s in sorted({int(round(x0 + (x1 - x0) * k / 4)) for k in range(5)}):
+        parts.append(f'<text x="{px(s):.1f}" y="{height - 10}" class="xl">{s}</text>')
     if len(points) <= 3000:
         parts += [f'<circle cx="{px(s):.1f}" cy="{py(v):.1f}" r="1.4" fill="{colour}" opacity="0.25"/>'
                   for s, v in points]
@@ -135,7 +134,7 @@ table.grid{border-collapse:collapse}
 .grid th,.grid td{border:1px solid #333;padding:6px;vertical-align:top}
 .grid th{background:#1c1c1c;font-weight:600}
 td.prompt{max-width:220px;font-size:13px;color:#bbb}
-video{width:320px;display:block;background:#000}
+video{width:320px;display:block;background:#000}img.sheet{width:320px}
 .meta{font-size:12px;color:#999;margin-top:4px}
 .ok{color:#6c6}.bad{color:#f66}.explained{color:#fc6}
 .problem{font-size:12px;color:#f99;max-width:320px}.explain{font-size:12px;color:#fc6;max-width:320px}
@@ -162,11 +161,14 @@ def _cell(rec: dict | None) -> str:
     files = rec["files"]
     h = rec["health"]
     badge = {"ok": "healthy", "bad": "problem", "explained": "explained"}[h["status"]]
-    out = [f'<td><video controls preload="metadata" poster="{html.escape(files["contact_sheet"])}">'
-           f'<source src="{html.escape(files["video"])}" type="video/mp4"></video>',
+    sheet = html.escape(files["contact_sheet"])
+    out = [f'<td><video controls preload="metadata"><source src="{html.escape(files["video"])}" type="video/mp4">'
+           '</video>',
            f'<div class="meta"><span class="{h["status"]}">{badge}</span> | {rec["seconds"]:.1f} s | '
-           f'<a href="{html.escape(files["contact_sheet"])}">frames</a> | '
-           f'<a href="{html.escape(files["record"])}">record</a></div>']
+           f'<a href="{html.escape(files["record"])}">record</a></div>',
+           f'<details><summary class="meta">frames and waveform</summary><a href="{sheet}">'
+           f'<img class="sheet" src="{sheet}" alt="contact sheet: {html.escape(rec["label"])}, prompt '
+           f'{rec["prompt_index"] + 1}"></a></details>']
     out += [f'<div class="problem">{html.escape(p)}</div>' for p in h["problems"] if h["status"] == "bad"]
     if h["status"] == "explained":
         out += [f'<div class="explain">{html.escape(p)}</div>' for p in h["problems"]]
@@ -187,7 +189,10 @@ def build_report(root: Path, *, title: str, config_text: str, metrics: Path | No
     for label in columns:
         any_rec = next(r for r in records if r["label"] == label)
         sub = f"step {any_rec['step']}" if any_rec.get("step") is not None else ""
-        lora = Path(any_rec["lora_file"]).name if any_rec.get("lora_file") else "base model"
+        if any_rec.get("lora_file"):
+            lora = Path(any_rec["lora_file"]).name
+        else:
+            lora = "base model" if any_rec.get("step") == 0 else "LoRA in training"
         heads.append(f"<th>{html.escape(label)}<div class='meta'>{html.escape(sub)} {html.escape(lora)}</div></th>")
     rows = [f"<tr><td class='prompt'>{html.escape(prompts[i])}</td>{''.join(_cell(cells.get((i, c))) for c in columns)}</tr>"
             for i in sorted(prompts)]

@@ -92,6 +92,16 @@ def check_preview_lora(checkpoint: str, preview_lora: str) -> None:
                         "point it at ltx-2.3-22b-distilled-lora-384.safetensors.")
 
 
+def _check_stg_blocks(checkpoint: str, blocks: list[int]) -> None:
+    from ltx_lora.ltx.models import read_checkpoint_config
+
+    n = int(read_checkpoint_config(checkpoint).get("transformer", {}).get("num_layers", 0))
+    outside = [b for b in blocks if not 0 <= b < n]
+    if outside:
+        raise UserError(f"validation.stg_blocks {outside} are not blocks of {Path(checkpoint).name} (it has {n}, "
+                        f"numbered 0-{n - 1}); use blocks in that range (29 is the guide's choice on LTX-2.3).")
+
+
 @contextmanager
 def optimizer_state_on_host(optimizer, device: torch.device):
     """Move the optimizer state (Adam moments: twice the LoRA size) off the GPU while sampling, then back."""
@@ -160,6 +170,7 @@ class Validator:
         if not cfg.validation.prompts:
             raise UserError("validation.prompts is empty; add 2-3 fixed prompts to the config, run `ltx-lora "
                             "preprocess` (it caches their text features), then validate.")
+        _check_stg_blocks(cfg.model.checkpoint, settings.stg_blocks)
         self.fp8_base = identify(cfg.model.checkpoint).kind == LTX23_DEV_FP8
         if settings.preview:
             check_preview_lora(cfg.model.checkpoint, settings.preview_lora)
@@ -182,6 +193,10 @@ class Validator:
 
         cache = Path(self.cfg.data.cache_dir)
         manifest = read_manifest(cache)
+        made_for = manifest.settings.get("checkpoint")
+        if made_for and Path(made_for).name != Path(self.cfg.model.checkpoint).name:
+            raise UserError(f"the cache in {cache} was made with {made_for}, not {self.cfg.model.checkpoint}, so its "
+                            "prompt features do not fit; run `ltx-lora preprocess` with this config.")
         texts = [*self.cfg.validation.prompts, self.settings.negative_prompt]
         missing = [t for t in texts if t not in manifest.prompts]
         if missing:
@@ -237,13 +252,8 @@ class Validator:
     def run(self, transformer, *, step: int | None, label: str, lora_file: str | None = None,
             optimizer=None) -> list[dict]:
         """Sample every prompt with `transformer` as it is; write the files; rebuild the report."""
-        from ltx_lora.ltx.sampling import validate_stg_blocks
         from ltx_lora.sample.lora_file import attach_lora
 
-        outside = validate_stg_blocks(transformer, self.settings.stg_blocks)
-        if outside:
-            raise UserError(f"validation.stg_blocks {outside} are not blocks of this transformer (it has "
-                            f"{len(transformer.transformer_blocks)}); use block numbers below that (29 on LTX-2.3).")
         was_training = transformer.training
         transformer.eval()
         preview = (attach_lora(transformer, self.preview_pairs, self.settings.preview_strength, "the distilled LoRA")
@@ -366,7 +376,9 @@ def validate_loras(cfg: Config, loras: list[Path], *, out: Path | None, steps: i
 
     check_model_path(cfg.model.checkpoint, "checkpoint")
     settings = resolve_settings(cfg.validation, steps=steps, preview_lora=preview_lora)
-    if identify(cfg.model.checkpoint).kind == LTX23_DISTILLED and not settings.preview:
+    if settings.preview:
+        check_preview_lora(cfg.model.checkpoint, settings.preview_lora)
+    elif identify(cfg.model.checkpoint).kind == LTX23_DISTILLED:
         raise UserError(f"{Path(cfg.model.checkpoint).name} is the Distilled model; LoRAs are trained on and "
                         "validated with Dev (ltx-2.3-22b-dev.safetensors): set it as model.checkpoint.")
     if not loras and not base:
