@@ -133,23 +133,37 @@ def test_report_opens_in_chromium_with_playable_videos(trained):
 # --- the validate command ---------------------------------------------------------------------------------------
 
 
-def test_validate_command_compares_base_and_lora_in_fast_preview(prepared, trained, tiny_checkpoint, tmp_path):
+def test_validate_command_samples_a_lora_file_in_fast_preview(prepared, trained, tiny_checkpoint, tmp_path):
     root, cfg = prepared
     one = write(tmp_path, "one", cfg, prompts=PROMPTS[:1])
     lora = trained[0] / "lora.safetensors"
-    res = run_cli("validate", one, "--lora", lora, "--preview-lora", tiny_checkpoint("distilled-lora-384"),
+    res = run_cli("validate", one, "--no-base", "--lora", lora, "--preview-lora", tiny_checkpoint("distilled-lora-384"),
                   "--out", tmp_path / "out")
     assert res.code == 0, res.err
-    base = json.loads((tmp_path / "out/samples/base/p0.json").read_text())
-    mine = json.loads((tmp_path / "out/samples/lora/p0.json").read_text())
-    assert base["step"] == 0 and base["lora_file"] is None
-    assert mine["step"] == 2 and mine["lora_file"] == str(lora)  # the step comes from the LoRA's metadata
-    s = mine["settings"]  # Dev + distilled LoRA: 8 steps, no guidance, strength 0.55
+    rec = json.loads((tmp_path / "out/samples/lora/p0.json").read_text())
+    assert rec["step"] == 2 and rec["lora_file"] == str(lora)  # the step comes from the LoRA's metadata
+    s = rec["settings"]  # Dev + distilled LoRA: 8 steps, no guidance, strength 0.55
     assert s["preview"] and (s["steps"], s["cfg"], s["stg_scale"], s["preview_strength"]) == (8, 1.0, 0.0, 0.55)
-    frames = [decode(tmp_path / "out/samples" / d / "p0.mp4")["frames"] for d in ("base", "lora")]
-    assert not np.array_equal(*frames)  # the LoRA is applied
-    html = (tmp_path / "out/report.html").read_text()
-    assert html.index("samples/base/p0.mp4") < html.index("samples/lora/p0.mp4")
+    assert decode(tmp_path / "out/samples/lora/p0.mp4")["frames"].shape == (9, 64, 64, 3)
+    assert not (tmp_path / "out/samples/base").exists() and (tmp_path / "out/report.html").is_file()
+
+
+def test_a_lora_file_applies_through_hooks_and_comes_off_exactly(tiny_checkpoint):
+    from ltx_lora.ltx.models import load_transformer
+    from ltx_lora.sample.lora_file import attach_lora, read_lora_file
+
+    t = load_transformer(tiny_checkpoint("dev"), dtype=torch.float32)
+    lin = t.transformer_blocks[1].audio_attn1.to_q
+    x = torch.randn(2, 5, lin.in_features, generator=torch.Generator().manual_seed(0))
+    before = lin(x)
+    pairs = read_lora_file(tiny_checkpoint("user-lora"))
+    pair = pairs["transformer_blocks.1.audio_attn1.to_q"]
+    assert pair.scale == 2.0  # alpha 8 / rank 4, applied as ComfyUI applies it
+    with attach_lora(t, pairs, 0.5):
+        during = lin(x)
+    expected = before + 0.5 * pair.scale * (x @ pair.down.float().T @ pair.up.float().T)
+    assert torch.allclose(during, expected, atol=1e-5)
+    assert torch.equal(lin(x), before)  # off again, weights untouched
 
 
 def test_distilled_model_with_distilled_lora_is_refused(prepared, tiny_checkpoint, tmp_path):

@@ -368,12 +368,10 @@ def validate_loras(cfg: Config, loras: list[Path], *, out: Path | None, steps: i
                    base: bool, console) -> Path:
     """Sample the base model (unless base=False) and each LoRA file with the config's validation settings."""
     from ltx_lora.checkpoints import LTX23_DISTILLED, identify
-    from ltx_lora.ltx.models import load_transformer
-    from ltx_lora.ltx.text import load_text_connectors
     from ltx_lora.paths import check_model_path
     from ltx_lora.sample.lora_file import attach_lora, read_lora_file
-    from ltx_lora.train.trainer import pick_device
 
+    # Every refusal before anything loads.
     check_model_path(cfg.model.checkpoint, "checkpoint")
     settings = resolve_settings(cfg.validation, steps=steps, preview_lora=preview_lora)
     if settings.preview:
@@ -387,10 +385,14 @@ def validate_loras(cfg: Config, loras: list[Path], *, out: Path | None, steps: i
     if len(set(stems)) != len(stems) or (base and "base" in stems):
         raise UserError("two --lora files have the same name (each becomes a column named after its file); rename "
                         "or copy one of them.")
-    pairs = {p: read_lora_file(p) for p in loras}  # read (and refuse) every file before the model loads
+    pairs = {p: read_lora_file(p) for p in loras}
+
+    from ltx_lora.ltx.models import load_transformer
+    from ltx_lora.ltx.text import load_text_connectors
+
     run_dir = Path(cfg.output_dir)
     root = out or run_dir / "validate"
-    device = pick_device()
+    device = torch.device("cuda", torch.cuda.current_device()) if torch.cuda.is_available() else torch.device("cpu")
     dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
     connectors = load_text_connectors(cfg.model.checkpoint, device=device, dtype=dtype)
     metrics = run_dir / "metrics.jsonl"
