@@ -10,7 +10,7 @@ from __future__ import annotations
 import difflib
 from enum import Enum
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -87,6 +87,9 @@ class TrainConfig(Section):
     seed: int = 42
     mixed_precision: Literal["bf16", "fp32"] = "bf16"
     gradient_checkpointing: bool = Field(True, description="Recompute activations in backward (needed below 80 GB).")
+    compile: Literal["auto", "on", "off"] = Field(
+        "auto", description="torch.compile each transformer block: auto = on a GPU with triton; falls back to eager "
+                            "with one log line if compiling fails.")
     timestep_sampling: Literal["shifted_logit_normal", "uniform"] = "shifted_logit_normal"
     first_frame_conditioning_p: float = Field(
         0.1, ge=0, le=1, description="Probability that a clip's first frame is given as clean conditioning (i2v uses 1.0).")
@@ -96,10 +99,16 @@ class TrainConfig(Section):
 
 class MemoryConfig(Section):
     plan: Literal["auto", "80gb", "48gb", "32gb", "24gb"] = Field(
-        "auto", description="Memory plan: auto picks from the GPU's free memory; or force a tier.")
-    quantization: Literal["none", "int8", "fp8"] = Field("none", description="Weights format of the frozen base.")
+        "auto", description="Memory budget of the plan: auto = the GPU's free memory at start; a tier = that many GB "
+                            "(the plan is printed before training and by `ltx-lora doctor --config`).")
+    quantization: Literal["auto", "none", "int8", "fp8"] = Field(
+        "auto", description="Weights format of the frozen base: auto (the plan picks: bf16 when it fits, else FP8 for "
+                            "an FP8 checkpoint, else INT8), none (bf16), int8 or fp8 (1 byte per weight; the LoRA "
+                            "stays fp32).")
     text_encoder_8bit: bool = Field(False, description="Load Gemma in 8-bit for preprocessing (bitsandbytes).")
-    block_swap: int = Field(0, ge=0, description="Transformer blocks kept in host memory and streamed to the GPU.")
+    block_swap: Annotated[int, Field(ge=0)] | Literal["auto"] = Field(
+        "auto", description="Transformer blocks kept in pinned host memory and streamed to the GPU before use "
+                            "(needs gradient checkpointing); auto = as few as the plan needs, 0 = none.")
 
 
 class CheckpointConfig(Section):

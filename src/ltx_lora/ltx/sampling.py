@@ -91,9 +91,15 @@ def _perturbation(*kinds: PerturbationType, blocks: list[int] | None) -> Batched
     return BatchedPerturbationConfig([PerturbationConfig([Perturbation(type=k, blocks=blocks) for k in kinds])])
 
 
+def _mask_or_none(mask: torch.Tensor) -> torch.Tensor | None:
+    # After the connectors every position holds a real token or a learnable register, so the mask is all ones;
+    # passing None (as the pipelines do) lets attention skip an all-zero bias.
+    return None if bool(mask.bool().all()) else mask
+
+
 def _modality(state: LatentState, prompt: Prompt, context: torch.Tensor, sigma: torch.Tensor) -> Modality:
     return Modality(latent=state.latent, sigma=sigma.view(1), timesteps=state.denoise_mask * sigma,
-                    positions=state.positions, context=context, context_mask=prompt.mask)
+                    positions=state.positions, context=context, context_mask=_mask_or_none(prompt.mask))
 
 
 @torch.no_grad()
@@ -138,8 +144,8 @@ def sample_latents(transformer, req: SampleRequest, prompt: Prompt, negative: Pr
         cond_v, cond_a = model(video=v, audio=a, perturbations=None)
         neg_v = neg_a = ptb_v = ptb_a = mod_v = mod_a = 0.0
         if need_neg:
-            nv = replace(v, context=negative.video, context_mask=negative.mask)
-            na = replace(a, context=negative.audio, context_mask=negative.mask) if a is not None else None
+            nv = replace(v, context=negative.video, context_mask=_mask_or_none(negative.mask))
+            na = replace(a, context=negative.audio, context_mask=_mask_or_none(negative.mask)) if a is not None else None
             neg_v, neg_a = model(video=nv, audio=na, perturbations=None)
         if stg is not None:
             ptb_v, ptb_a = model(video=v, audio=a, perturbations=stg)

@@ -121,6 +121,20 @@ def optimizer_state_on_host(optimizer, device: torch.device):
 
 
 @contextmanager
+def _eager_blocks(transformer):
+    """Sample with eager blocks even when training compiled them: sampling's shapes and STG perturbations would
+    each compile new graphs (minutes, once per validation resolution) for a few dozen forwards."""
+    saved = [(b, getattr(b, "_compiled_call_impl", None)) for b in transformer.transformer_blocks]
+    for block, _ in saved:
+        block._compiled_call_impl = None
+    try:
+        yield
+    finally:
+        for block, compiled in saved:
+            block._compiled_call_impl = compiled
+
+
+@contextmanager
 def _on(module: torch.nn.Module | None, device: torch.device):
     """Bring a CPU-parked module to the device for one use."""
     if module is None or device.type == "cpu":
@@ -262,7 +276,8 @@ class Validator:
         devices = [self.device.index or 0] if self.device.type == "cuda" else []
         try:
             # Sampling draws from its own seeded generators; fork_rng keeps the training RNG exactly as it was.
-            with torch.random.fork_rng(devices=devices), optimizer_state_on_host(optimizer, self.device), preview:
+            with (torch.random.fork_rng(devices=devices), optimizer_state_on_host(optimizer, self.device),
+                  _eager_blocks(transformer), preview):
                 for i, prompt in enumerate(self.prompts):
                     records.append(self._one(transformer, i, prompt, step=step, label=label, lora_file=lora_file))
         finally:
