@@ -133,9 +133,11 @@ def test_report_opens_in_chromium_with_playable_videos(trained):
 # --- the validate command ---------------------------------------------------------------------------------------
 
 
-def test_validate_command_samples_a_lora_file_in_fast_preview(prepared, trained, tiny_checkpoint, tmp_path):
+def test_validate_command_samples_a_lora_file_in_fast_preview(prepared, trained, tiny_checkpoint, synthetic_clips,
+                                                              tmp_path):
     root, cfg = prepared
-    one = write(tmp_path, "one", cfg, prompts=PROMPTS[:1])
+    # image-to-video: the first frame comes from a reference image
+    one = write(tmp_path, "one", cfg, prompts=PROMPTS[:1], reference_image=str(synthetic_clips / "still_96x64.png"))
     lora = trained[0] / "lora.safetensors"
     res = run_cli("validate", one, "--no-base", "--lora", lora, "--preview-lora", tiny_checkpoint("distilled-lora-384"),
                   "--out", tmp_path / "out")
@@ -144,6 +146,7 @@ def test_validate_command_samples_a_lora_file_in_fast_preview(prepared, trained,
     assert rec["step"] == 2 and rec["lora_file"] == str(lora)  # the step comes from the LoRA's metadata
     s = rec["settings"]  # Dev + distilled LoRA: 8 steps, no guidance, strength 0.55
     assert s["preview"] and (s["steps"], s["cfg"], s["stg_scale"], s["preview_strength"]) == (8, 1.0, 0.0, 0.55)
+    assert s["reference_image"].endswith("still_96x64.png")
     assert decode(tmp_path / "out/samples/lora/p0.mp4")["frames"].shape == (9, 64, 64, 3)
     assert not (tmp_path / "out/samples/base").exists() and (tmp_path / "out/report.html").is_file()
 
@@ -164,6 +167,32 @@ def test_a_lora_file_applies_through_hooks_and_comes_off_exactly(tiny_checkpoint
     expected = before + 0.5 * pair.scale * (x @ pair.down.float().T @ pair.up.float().T)
     assert torch.allclose(during, expected, atol=1e-5)
     assert torch.equal(lin(x), before)  # off again, weights untouched
+
+
+def test_sampler_keeps_the_reference_frame_and_sizes_the_audio(tiny_checkpoint):
+    """One sample through ltx-core's parts with every guidance pass: the conditioned first latent frame comes out
+    exactly as given, the rest is denoised, and the audio latent covers the clip's duration (25 frames/s)."""
+    from ltx_lora.ltx.models import load_transformer
+    from ltx_lora.ltx.sampling import Guidance, Prompt, SampleRequest, sample_latents, sigma_schedule
+
+    t = load_transformer(tiny_checkpoint("dev"), dtype=torch.float32)
+    g = torch.Generator().manual_seed(0)
+
+    def prompt() -> Prompt:
+        return Prompt(torch.randn(1, 256, 32, generator=g), torch.randn(1, 256, 16, generator=g),
+                      torch.ones(1, 256, dtype=torch.int64))
+
+    first = torch.randn(1, 128, 1, 2, 3, generator=g)
+    guide = Guidance(cfg=4.0, stg=1.0, stg_blocks=[1], rescale=0.7, modality=3.0)
+    req = SampleRequest(width=96, height=64, frames=17, fps=24.0, seed=3, sigmas=sigma_schedule(3),
+                        video_guidance=guide, audio_guidance=guide, first_frame=first)
+    pos, neg = prompt(), prompt()
+    video, audio = sample_latents(t, req, pos, neg, device=torch.device("cpu"), dtype=torch.float32)
+    assert video.shape == (1, 128, 3, 2, 3) and torch.isfinite(video).all()
+    assert torch.equal(video[:, :, :1], first)
+    assert audio.shape == (1, 8, round(17 / 24 * 25), 16)
+    again, _ = sample_latents(t, req, pos, neg, device=torch.device("cpu"), dtype=torch.float32)
+    assert torch.equal(again, video)  # same prompt, seed and settings: the same sample, checkpoint after checkpoint
 
 
 def test_distilled_model_with_distilled_lora_is_refused(prepared, tiny_checkpoint, tmp_path):

@@ -129,6 +129,9 @@ def validate(
 
     if final and steps:
         raise UserError("give --final (50 steps) or --steps N, not both.")
+    if preview_lora and (final or steps):
+        raise UserError("--steps / --final do not apply to the fast preview (--preview-lora always samples 8 steps); "
+                        "leave them out, or leave out --preview-lora for a full-quality check.")
     cfg = load_config(config)
     report = validate_loras(cfg, lora, out=out, steps=FINAL_STEPS if final else steps,
                             preview_lora=str(preview_lora) if preview_lora else None, base=base, console=console)
