@@ -118,8 +118,9 @@ def svg_plot(points: list[tuple[int, float]], title: str, colour: str, width: in
                      f'<text x="{left - 4}" y="{y + 4:.1f}" class="yl">{v:.3g}</text>')
     for s in sorted({int(round(x0 + (x1 - x0) * k / 4)) for k in range(5)}):
         parts.append(f'<text x="{px(s):.1f}" y="{height - 10}" class="xl">{s}</text>')
-    if len(points) <= 3000:
-        parts += [f'<circle cx="{px(s):.1f}" cy="{py(v):.1f}" r="1.4" fill="{colour}" opacity="0.25"/>'
+    if len(points) <= 3000:  # raw values as dots (bigger when there are few, so one logged step still shows)
+        r, alpha = (3, 0.7) if len(points) < 50 else (1.4, 0.25)
+        parts += [f'<circle cx="{px(s):.1f}" cy="{py(v):.1f}" r="{r}" fill="{colour}" opacity="{alpha}"/>'
                   for s, v in points]
     line = " ".join(f"{px(s):.1f},{py(v):.1f}" for s, v in zip(steps, sm))
     parts.append(f'<polyline points="{line}" fill="none" stroke="{colour}" stroke-width="2"/>')
