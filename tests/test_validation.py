@@ -43,9 +43,11 @@ def prepared(tmp_path_factory, tiny_checkpoint, tiny_gemma, synthetic_clips):
 
 @pytest.fixture(scope="module")
 def trained(prepared):
-    """A 2-step run validated at step 0 and step 2."""
+    """A 2-step run validated at step 0 and step 2. No Gemma anywhere: prompt features come from the cache."""
     root, cfg = prepared
-    res = run_cli("train", root / "run.yaml")
+    no_gemma = {**cfg, "model": {**cfg["model"], "text_encoder": str(root / "no-gemma-here")}}
+    (root / "train.yaml").write_text(yaml.safe_dump(no_gemma))
+    res = run_cli("train", root / "train.yaml")
     assert res.code == 0, res.err
     return root / "run", res
 
