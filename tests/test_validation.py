@@ -324,3 +324,21 @@ def test_a_step_logged_twice_after_resume_keeps_its_last_value(tmp_path):
         {"step": 2, "loss_video": 3.0, "loss_audio": 0.5}, {"step": 3, "loss_video": 2.0, "loss_audio": 0.4}]) + "\n{")
     losses = read_losses(p)
     assert losses["video"] == [(1, 5.0), (2, 3.0), (3, 2.0)] and losses["audio"] == [(2, 0.5), (3, 0.4)]
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_optimizer_state_waits_on_the_host_while_sampling():
+    from ltx_lora.sample.validate import optimizer_state_on_host
+
+    device = torch.device("cuda")
+    p = torch.nn.Parameter(torch.randn(4096, 1024, device=device))
+    opt = torch.optim.AdamW([p])
+    p.grad = torch.randn_like(p)
+    opt.step()
+    before = {k: v.clone() for k, v in opt.state[p].items() if torch.is_tensor(v)}
+    used = torch.cuda.memory_allocated(device)
+    with optimizer_state_on_host(opt, device):
+        assert all(v.device.type == "cpu" for v in opt.state[p].values() if torch.is_tensor(v))
+        assert torch.cuda.memory_allocated(device) <= used - 2 * p.numel() * 4
+    assert all(torch.equal(opt.state[p][k], v) and opt.state[p][k].device == v.device for k, v in before.items())
