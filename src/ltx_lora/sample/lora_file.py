@@ -97,12 +97,15 @@ def attach_lora(transformer: torch.nn.Module, pairs: dict[str, LoraPair], streng
     if len(missing) > len(pairs) // 2:
         raise UserError(f"{source} adapts {len(missing)} of its {len(pairs)} layers that this transformer does not "
                         f"have (e.g. {missing[0]}): it was made for another model; check it with `ltx-lora inspect`.")
-    p = next(transformer.parameters())
+    # Compute in the model's float dtype on its device (quantized or host-swapped weights do not tell either).
+    floats = [q for q in transformer.parameters() if q.is_floating_point() and q.element_size() >= 2]
+    device = next((q.device for q in floats if q.device.type != "cpu"), torch.device("cpu"))
+    dtype = floats[0].dtype if floats else torch.float32
     attached = AttachedLora()
     for path, module in modules.items():
         pair = pairs[path]
-        down = pair.down.to(device=p.device, dtype=p.dtype)
-        up = (pair.up.float() * (pair.scale * strength)).to(device=p.device, dtype=p.dtype)
+        down = pair.down.to(device=device, dtype=dtype)
+        up = (pair.up.float() * (pair.scale * strength)).to(device=device, dtype=dtype)
 
         def hook(mod, inputs, output, down=down, up=up):
             x = inputs[0]

@@ -185,6 +185,9 @@ class Validator:
             raise UserError("validation.prompts is empty; add 2-3 fixed prompts to the config, run `ltx-lora "
                             "preprocess` (it caches their text features), then validate.")
         _check_stg_blocks(cfg.model.checkpoint, settings.stg_blocks)
+        if settings.reference_image and not Path(settings.reference_image).is_file():
+            raise UserError(f"validation.reference_image {settings.reference_image} does not exist; give a local "
+                            "image file, or null for text-to-video samples.")
         self.fp8_base = identify(cfg.model.checkpoint).kind == LTX23_DEV_FP8
         if settings.preview:
             check_preview_lora(cfg.model.checkpoint, settings.preview_lora)
@@ -402,20 +405,29 @@ def validate_loras(cfg: Config, loras: list[Path], *, out: Path | None, steps: i
                         "or copy one of them.")
     pairs = {p: read_lora_file(p) for p in loras}
 
-    from ltx_lora.ltx.models import load_transformer
-    from ltx_lora.ltx.text import load_text_connectors
+    from ltx_lora.ltx.fast import use_sdpa_attention
+    from ltx_lora.train.block_swap import HostOffload, attach_block_swap
+    from ltx_lora.train.memory import plan_for_config
+    from ltx_lora.train.trainer import load_models, pick_device
 
     run_dir = Path(cfg.output_dir)
     root = out or run_dir / "validate"
-    device = torch.device("cuda", torch.cuda.current_device()) if torch.cuda.is_available() else torch.device("cpu")
+    device = pick_device()
     dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
-    connectors = load_text_connectors(cfg.model.checkpoint, device=device, dtype=dtype)
+    # The training run's memory plan (weights format, swapped blocks): what fitted for training fits for sampling.
+    plan = plan_for_config(cfg, device)
+    console.print(plan.describe(), highlight=False)
+    models = load_models(cfg, device, dtype, plan)
     metrics = run_dir / "metrics.jsonl"
-    validator = Validator.build(cfg, root, settings, text_connectors=connectors, device=device, dtype=dtype,
-                                console=console, metrics=metrics if metrics.is_file() else None,
-                                title=f"{run_dir.name}: validation of {len(loras)} LoRA file(s)")
-    del connectors
-    transformer = load_transformer(cfg.model.checkpoint, device=device, dtype=dtype).requires_grad_(False)
+    on_host = plan.text_connectors_on_host and device.type == "cuda"
+    with HostOffload(models.text_connectors, device).on_device() if on_host else nullcontext():
+        validator = Validator.build(cfg, root, settings, text_connectors=models.text_connectors, device=device,
+                                    dtype=dtype, console=console, metrics=metrics if metrics.is_file() else None,
+                                    title=f"{run_dir.name}: validation of {len(loras)} LoRA file(s)")
+    transformer = models.transformer.requires_grad_(False)
+    del models
+    attach_block_swap(transformer, list(plan.swapped_blocks), device)
+    use_sdpa_attention(transformer)
     if base:
         validator.run(transformer, step=0, label="base")
     for path in loras:
