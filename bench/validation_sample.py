@@ -30,14 +30,14 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
-from ltx_lora.ltx.models import (  # noqa: E402
+from ltx_lora.ltx.models import (
     build_decoders_from_config,
     build_transformer_from_config,
     ltx23_22b_config,
     ltx23_release_decoders_config,
     tiny_ltx23_config,
 )
-from ltx_lora.ltx.sampling import (  # noqa: E402
+from ltx_lora.ltx.sampling import (
     Guidance,
     Prompt,
     SampleRequest,
@@ -46,7 +46,7 @@ from ltx_lora.ltx.sampling import (  # noqa: E402
     sample_latents,
     sigma_schedule,
 )
-from ltx_lora.sample.media import write_contact_sheet, write_mp4  # noqa: E402
+from ltx_lora.sample.media import write_contact_sheet, write_mp4
 
 TEXT_LEN = 1024
 
@@ -138,7 +138,7 @@ def main() -> None:
     passes = 1 + (args.cfg != 1.0 or args.audio_cfg != 1.0) + (args.stg != 0.0) + (args.modality != 1.0)
     vtok = ((f - 1) // 8 + 1) * (h // 32) * (w // 32)
     row = {
-        "bench": "validation_sample", "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "bench": "validation_sample", "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
         "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
         "tiny": args.tiny, "torch": torch.__version__, "ltx_core": version("ltx-core"),
         "python": platform.python_version(), "res": args.res, "video_tokens": vtok,

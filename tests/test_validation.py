@@ -13,9 +13,8 @@ import numpy as np
 import pytest
 import torch
 import yaml
-from PIL import Image
-
 from conftest import assert_user_error, run_cli
+from PIL import Image
 
 BUCKETS = "64x64x9;96x64x9;64x96x9;64x64x1"
 PROMPTS = ["a red ball bouncing on a wooden floor", "waves rolling onto a beach at dusk"]
@@ -105,7 +104,7 @@ def test_training_validates_at_step_0_and_every_n_steps(trained):
 
 def test_validation_does_not_change_training(prepared, trained, tmp_path):
     """Sampling uses its own generators and puts the model back in training mode: the LoRA is bit-identical."""
-    root, cfg = prepared
+    _, cfg = prepared
     res = run_cli("train", write(tmp_path, "noval", {**cfg, "output_dir": str(tmp_path / "noval")}, every=None))
     assert res.code == 0, res.err
     assert "validation step_" not in res.err
@@ -137,7 +136,7 @@ def test_report_opens_in_chromium_with_playable_videos(trained):
 
 def test_validate_command_samples_a_lora_file_in_fast_preview(prepared, trained, tiny_checkpoint, synthetic_clips,
                                                               tmp_path):
-    root, cfg = prepared
+    _, cfg = prepared
     # image-to-video: the first frame comes from a reference image
     one = write(tmp_path, "one", cfg, prompts=PROMPTS[:1], reference_image=str(synthetic_clips / "still_96x64.png"))
     lora = trained[0] / "lora.safetensors"
@@ -198,7 +197,7 @@ def test_sampler_keeps_the_reference_frame_and_sizes_the_audio(tiny_checkpoint):
 
 
 def test_distilled_model_with_distilled_lora_is_refused(prepared, tiny_checkpoint, tmp_path):
-    root, cfg = prepared
+    _, cfg = prepared
     distilled = {**cfg, "model": {**cfg["model"], "checkpoint": str(tiny_checkpoint("distilled"))}}
     res = run_cli("validate", write(tmp_path, "d", distilled), "--preview-lora", tiny_checkpoint("distilled-lora-384"))
     assert_user_error(res, "distillation baked in", "strength 0.5-0.6")
@@ -211,7 +210,7 @@ def test_bad_validation_settings_are_refused(prepared, tiny_checkpoint, tmp_path
     from ltx_lora.errors import UserError
     from ltx_lora.sample.validate import validate_loras
 
-    root, cfg = prepared
+    _, cfg = prepared
 
     def refused(*needles: str, loras=(), preview=None, **validation) -> None:
         c = parse_config({**cfg, "validation": {**cfg["validation"], **validation}})

@@ -14,7 +14,7 @@ import os
 import time
 from contextlib import contextmanager, nullcontext
 from dataclasses import asdict, dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import torch
@@ -149,7 +149,14 @@ def _on(module: torch.nn.Module | None, device: torch.device):
 
 
 def _progress(console):
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
 
     return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                     TextColumn("ETA"), TimeRemainingColumn(), console=console, transient=True)
@@ -299,7 +306,14 @@ class Validator:
         return records
 
     def _one(self, transformer, index: int, prompt, *, step: int | None, label: str, lora_file: str | None) -> dict:
-        from ltx_lora.ltx.sampling import Guidance, SampleRequest, decode_audio, decode_video, sample_latents, sigma_schedule
+        from ltx_lora.ltx.sampling import (
+            Guidance,
+            SampleRequest,
+            decode_audio,
+            decode_video,
+            sample_latents,
+            sigma_schedule,
+        )
         from ltx_lora.sample.media import write_contact_sheet, write_mp4
 
         s = self.settings
@@ -339,7 +353,9 @@ class Validator:
         safe_wave = None if wave is None else torch.nan_to_num(wave)
         write_mp4(folder / f"{stem}.mp4", frames, s.fps, safe_wave, rate)
         write_contact_sheet(folder / f"{stem}.png", frames, safe_wave, fps=s.fps)
-        rel = lambda name: (Path("samples") / label / name).as_posix()  # noqa: E731
+        def rel(name: str) -> str:  # links in records and the report are relative to the run folder
+            return (Path("samples") / label / name).as_posix()
+
         record = {
             "prompt": self.cfg.validation.prompts[index], "prompt_index": index, "seed": s.seed, "step": step,
             "label": label, "lora_file": lora_file, "base_checkpoint": Path(self.cfg.model.checkpoint).name,
@@ -347,7 +363,7 @@ class Validator:
             "seconds_decoding": round(t2 - t1, 3), "device": _device_name(self.device),
             "audio_sample_rate": rate, "health": health.to_dict(),
             "files": {"video": rel(f"{stem}.mp4"), "contact_sheet": rel(f"{stem}.png"), "record": rel(f"{stem}.json")},
-            "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            "created": datetime.now(UTC).isoformat(timespec="seconds"),
         }
         tmp = folder / f".{stem}.{os.getpid()}.json.tmp"
         tmp.write_text(json.dumps(record, indent=1))
