@@ -70,7 +70,7 @@ def _child(args: argparse.Namespace) -> dict:
     from ltx_lora.train.timesteps import SigmaSampler
 
     cuda = torch.cuda.is_available() and not args.tiny
-    device = torch.device("cuda" if cuda else "cpu")
+    device = torch.device("cuda", torch.cuda.current_device()) if cuda else torch.device("cpu")
     dtype = torch.bfloat16
     tier = args.child
     cap = None if tier == "uncapped" else float(tier)

@@ -196,6 +196,8 @@ def device_budget(device: torch.device) -> tuple[float | None, str]:
 
     if device.type != "cuda":
         return None, "CPU: no device memory limit"
+    if device.index is None:  # torch's per-process fraction calls need an explicit index
+        device = torch.device("cuda", torch.cuda.current_device())
     free, total = torch.cuda.mem_get_info(device)
     budget = free / GIB - FREE_RESERVE_GIB
     source = f"free on {torch.cuda.get_device_name(device)}"
