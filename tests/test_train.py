@@ -31,7 +31,7 @@ def prepared(tmp_path_factory, tiny_checkpoint, tiny_gemma, synthetic_clips):
            "model": {"checkpoint": str(tiny_checkpoint("dev")), "text_encoder": str(tiny_gemma)},
            "data": {"dataset": str(root / "dataset.jsonl"), "buckets": BUCKETS, "cache_dir": str(root / "cache")},
            "train": {"mode": "av", "steps": 6, "learning_rate": 1e-3, "mixed_precision": "fp32"},
-           "checkpoints": {"every": 1, "keep_last": 3}, "validation": {"prompts": ["a red ball bouncing"]},
+           "checkpoints": {"every": 1, "keep_last": 3}, "validation": {"prompts": ["a red ball bouncing"], "every": None},
            "logging": {"tensorboard": False}}
     (root / "base.yaml").write_text(yaml.safe_dump(cfg))
     res = run_cli("preprocess", root / "base.yaml")

@@ -111,6 +111,34 @@ def train(
     print(out)
 
 
+# --- validate --------------------------------------------------------------------------------------------------
+@app.command()
+def validate(
+    config: Path = typer.Argument(..., help="The training config: model, cache (for the prompts) and validation settings."),
+    lora: list[Path] = typer.Option([], "--lora", help="A LoRA file to sample (repeat for several: one column each)."),
+    steps: Optional[int] = typer.Option(None, "--steps", min=2, help="Denoising steps instead of validation.steps."),
+    final: bool = typer.Option(False, "--final", help="Final quality check: 50 denoising steps."),
+    preview_lora: Optional[Path] = typer.Option(
+        None, "--preview-lora", help="Fast preview with this distilled LoRA (Dev + distilled-lora-384, 8 steps, CFG 1.0)."),
+    base: bool = typer.Option(True, "--base/--no-base", help="Also sample the base model without LoRA (the baseline)."),
+    out: Optional[Path] = typer.Option(None, "--out", help="Output folder (default: OUTPUT_DIR/validate)."),
+) -> None:
+    """Sample the validation prompts with LoRA files (same prompts, seed and settings as in training) and write
+    mp4s with sound, contact sheets, records and a report.html comparing them side by side."""
+    from ltx_lora.config import load_config
+    from ltx_lora.sample.validate import FINAL_STEPS, validate_loras
+
+    if final and steps:
+        raise UserError("give --final (50 steps) or --steps N, not both.")
+    if preview_lora and (final or steps):
+        raise UserError("--steps / --final do not apply to the fast preview (--preview-lora always samples 8 steps); "
+                        "leave them out, or leave out --preview-lora for a full-quality check.")
+    cfg = load_config(config)
+    report = validate_loras(cfg, lora, out=out, steps=FINAL_STEPS if final else steps,
+                            preview_lora=str(preview_lora) if preview_lora else None, base=base, console=console)
+    print(report)
+
+
 # --- inspect ---------------------------------------------------------------------------------------------------
 @app.command()
 def inspect(

@@ -118,17 +118,29 @@ class CheckpointConfig(Section):
 
 class ValidationConfig(Section):
     prompts: list[str] = Field(default_factory=list, description="2-3 fixed prompts, the same for every checkpoint.")
-    negative_prompt: str = "worst quality, inconsistent motion, blurry, jittery, distorted"
-    every: int | None = Field(250, description="Validate every N steps (and at step 0); null disables.")
-    seed: int = 42
+    negative_prompt: str = Field("worst quality, inconsistent motion, blurry, jittery, distorted",
+                                 description="Negative prompt for classifier-free guidance (cached by preprocess).")
+    every: int | None = Field(250, ge=1, description="Validate every N steps (and at step 0 and the end); null disables.")
+    seed: int = Field(42, description="Noise seed of every sample (the same at every checkpoint).")
     resolution: str = Field("960x544x49", description="WxHxF of validation samples.")
-    steps: int = Field(30, ge=1, description="Denoising steps (50 for a final check).")
-    cfg: float = Field(4.0, ge=0, description="Classifier-free guidance scale.")
+    fps: float = Field(24.0, gt=0, description="Frame rate of the samples (positions, audio length and the mp4).")
+    steps: int = Field(30, ge=2, description="Denoising steps (50 for a final check; at least 2: LTX-2's schedule "
+                                             "starts at sigma 0.1 with one).")
+    cfg: float = Field(4.0, ge=0, description="Classifier-free guidance scale of the video.")
+    audio_cfg: float = Field(7.0, ge=0, description="Classifier-free guidance scale of the audio (Lightricks' inference default).")
     stg_scale: float = Field(1.0, ge=0, description="Spatio-temporal guidance scale.")
     stg_blocks: list[int] = Field(default_factory=lambda: [29], description="Blocks perturbed by STG.")
+    guidance_rescale: float = Field(
+        0.7, ge=0, le=1, description="Rescale the guided prediction toward the prompt's std (Lightricks' default 0.7; 0 = off).")
+    modality_scale: float = Field(
+        3.0, ge=0, description="Audio-video cross-modal guidance scale (Lightricks' default 3.0; 1.0 = off, saves one pass per step).")
+    audio: bool = Field(True, description="Generate and decode audio with the video (LTX-2.3 is an audio-video model).")
     reference_image: str | None = Field(None, description="First frame for image-to-video validation.")
     preview_distilled_lora: str | None = Field(
-        None, description="distilled-lora-384 for a fast preview (8 steps, CFG 1.0, strength 0.55).")
+        None, description="ltx-2.3-22b-distilled-lora-384.safetensors: samples become fast previews (Dev + this LoRA, "
+                          "8 steps, CFG 1.0, no STG).")
+    preview_strength: float = Field(
+        0.55, ge=0, le=1, description="Strength of the distilled LoRA in previews (0.5-0.6; 1.0 burns the output).")
 
 
 class LoggingConfig(Section):

@@ -567,6 +567,40 @@ def build_transformer_from_config(cfg: dict[str, Any], device: str | torch.devic
     return model.to(device=device, dtype=dtype).eval()
 
 
+def ltx23_release_decoders_config() -> dict[str, Any]:
+    """`vae` / `audio_vae` / `vocoder` sections at the released LTX-2.3 decoders' sizes, for benches (the VAE decoder
+    is 128 base channels with 4/6/4/2/2 residual layers between its space/time/all/all upsamplers; the audio decoder
+    128 channels x (1, 2, 4) with 2 residual blocks; the vocoder 1536 channels, resblock kernels 3/7/11, its 48 kHz
+    bandwidth extension 512). Sizes as public converters of the release state them; verify before relying on them
+    beyond timing."""
+    cfg = tiny_ltx23_config()
+    cfg["vae"].update(decoder_base_channels=128, decoder_blocks=[
+        ["res_x", {"num_layers": 4}], ["compress_space", {"multiplier": 2}], ["res_x", {"num_layers": 6}],
+        ["compress_time", {"multiplier": 2}], ["res_x", {"num_layers": 4}], ["compress_all", {"multiplier": 1}],
+        ["res_x", {"num_layers": 2}], ["compress_all", {"multiplier": 2}], ["res_x", {"num_layers": 2}]])
+    cfg["audio_vae"]["model"]["params"]["ddconfig"].update(ch_mult=[1, 2, 4], num_res_blocks=2)
+    kernels = {"resblock_kernel_sizes": [3, 7, 11], "resblock_dilation_sizes": [[1, 3, 5]] * 3}
+    cfg["vocoder"]["vocoder"].update(upsample_initial_channel=1536, **kernels)
+    cfg["vocoder"]["bwe"].update(upsample_initial_channel=512, **kernels)
+    return cfg
+
+
+def build_decoders_from_config(cfg: dict[str, Any], device: str | torch.device = "cpu",
+                               dtype: torch.dtype = torch.bfloat16, seed: int = 0) -> dict[str, nn.Module]:
+    """Random video decoder (in `dtype`), audio decoder and vocoder (float32, as they are loaded) for `cfg`."""
+    from ltx_core.model.audio_vae import AudioDecoderConfigurator, VocoderConfigurator
+    from ltx_core.model.video_vae import VideoDecoderConfigurator
+
+    out = {}
+    for i, (name, configurator) in enumerate((("video", VideoDecoderConfigurator), ("audio", AudioDecoderConfigurator),
+                                              ("vocoder", VocoderConfigurator))):
+        module = configurator.from_config(copy.deepcopy(cfg))
+        _materialise_meta_(module)
+        _init_random_(module, torch.Generator().manual_seed(seed * 1000 + i))
+        out[name] = module.to(device=device, dtype=dtype if name == "video" else torch.float32).eval()
+    return out
+
+
 def build_text_connectors_from_config(cfg: dict[str, Any], device: str | torch.device = "cpu",
                                       dtype: torch.dtype = torch.bfloat16, seed: int = 0) -> nn.Module:
     """The video + audio text connectors (as `load_text_connectors` gives them) with random weights, drawn on

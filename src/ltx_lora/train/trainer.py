@@ -96,9 +96,7 @@ class Trainer:
     # -- set-up ------------------------------------------------------------------------------------------------
     def _check_supported(self) -> None:
         """Settings this version cannot honour yet are refused, never silently ignored."""
-        if self.cfg.validation.every and self.cfg.validation.prompts:
-            self.console.print("note: in-loop validation sampling is not available in this version yet; the "
-                               "validation prompts are cached by preprocess for when it is.")
+        # (nothing refused at the moment: every memory setting and in-loop validation are available)
 
     def _memory_plan(self) -> Plan:
         """Weights format, block swap and rank for this GPU (ltx_lora.train.memory), printed before loading."""
@@ -181,6 +179,9 @@ class Trainer:
                            f"{cfg.lora.rank}) on {self.device} for steps {start + 1}..{self.total_steps}, "
                            f"mode {cfg.train.mode.value}, {len(manifest.items)} cached clips")
         metrics = MetricsLogger(self.run_dir, cfg.logging, self.console, total_steps=self.total_steps, start=start)
+        validate = self._validator(models)
+        if validate and start == 0:
+            validate(transformer, 0, optimizer)  # the base model: the baseline every later sample is judged against
         step = start
         try:
             for step in range(start, self.total_steps):
@@ -195,9 +196,25 @@ class Trainer:
                 metrics.log_step(done, video_loss, audio_loss, lr, time.perf_counter() - t0)
                 if done % cfg.checkpoints.every == 0 or done == self.total_steps:
                     self._save(done, transformer, params, optimizer, order, gen, manifest)
+                if validate and (done % cfg.validation.every == 0 or done == self.total_steps):
+                    validate(transformer, done, optimizer)
         finally:
             metrics.close()
         return self._export_final(transformer, manifest, self.total_steps)
+
+    def _validator(self, models: Models):
+        """Fixed-prompt samples at step 0, every validation.every steps and at the end (see ltx_lora.sample)."""
+        v = self.cfg.validation
+        if not (v.every and v.prompts):
+            return None
+        from ltx_lora.sample.validate import Validator, resolve_settings, step_label
+
+        with self.connectors_host.on_device() if self.connectors_host else contextlib.nullcontext():
+            validator = Validator.build(self.cfg, self.run_dir, resolve_settings(v), text_connectors=models.text_connectors,
+                                        device=self.device, dtype=self.dtype, console=self.console,
+                                        metrics=self.run_dir / "metrics.jsonl")
+        return lambda transformer, step, optimizer: validator.run(transformer, step=step, label=step_label(step),
+                                                                  optimizer=optimizer)
 
     def _compile(self, transformer) -> bool:
         setting = self.cfg.train.compile
