@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import gc
 import json
 import time
 from dataclasses import dataclass
@@ -14,14 +16,17 @@ from ltx_lora.config import Config, TrainingMode
 from ltx_lora.data.cache import Manifest, read_manifest
 from ltx_lora.data.loader import BatchOrder, load_batch
 from ltx_lora.errors import UserError
-from ltx_lora.ltx.modality import predict_velocity
+from ltx_lora.ltx.fast import attention_mask_or_none, can_compile, compile_blocks, uncompile_blocks, use_sdpa_attention
 from ltx_lora.ltx.text import run_text_connectors
 from ltx_lora.paths import check_model_path
+from ltx_lora.train.block_swap import HostOffload, attach_block_swap
 from ltx_lora.train.checkpoint import TrainingState, latest_checkpoint, load_state, save_checkpoint
 from ltx_lora.train.lora import export_comfy, inject_lora, lora_parameters, target_modules
+from ltx_lora.train.memory import Plan, plan_for_config
 from ltx_lora.train.metrics import MetricsLogger
-from ltx_lora.train.objective import LatentBatch, compute_loss, prepare_inputs
+from ltx_lora.train.objective import LatentBatch
 from ltx_lora.train.optim import build_optimizer, set_lr
+from ltx_lora.train.step import NonFiniteLoss, forward_backward
 from ltx_lora.train.timesteps import SigmaSampler
 
 
@@ -47,12 +52,15 @@ def pick_device() -> torch.device:
     return torch.device("cuda", torch.cuda.current_device()) if torch.cuda.is_available() else torch.device("cpu")
 
 
-def load_models(cfg: Config, device: torch.device, dtype: torch.dtype) -> Models:
+def load_models(cfg: Config, device: torch.device, dtype: torch.dtype, plan: Plan | None = None) -> Models:
     from ltx_lora.ltx.models import load_transformer
     from ltx_lora.ltx.text import load_text_connectors
 
-    transformer = load_transformer(cfg.model.checkpoint, device=device, dtype=dtype)
-    connectors = load_text_connectors(cfg.model.checkpoint, device=device, dtype=dtype)
+    transformer = load_transformer(cfg.model.checkpoint, device=device, dtype=dtype,
+                                   quantization=plan.quantization if plan else "none",
+                                   host_blocks=frozenset(plan.swapped_blocks) if plan else frozenset())
+    on_host = plan is not None and plan.text_connectors_on_host
+    connectors = load_text_connectors(cfg.model.checkpoint, device="cpu" if on_host else device, dtype=dtype)
     connectors.requires_grad_(False).eval()
     return Models(transformer, connectors)
 
@@ -82,18 +90,21 @@ class Trainer:
         self.device = pick_device()
         self.dtype = torch.bfloat16 if cfg.train.mixed_precision == "bf16" else torch.float32
         self.train_audio = cfg.train.mode in (TrainingMode.audio_video, TrainingMode.image_to_video)
+        self.block_swap = None  # set by run() from the memory plan
+        self.connectors_host: HostOffload | None = None
 
     # -- set-up ------------------------------------------------------------------------------------------------
     def _check_supported(self) -> None:
         """Settings this version cannot honour yet are refused, never silently ignored."""
-        mem = self.cfg.memory
-        if mem.quantization != "none" or mem.block_swap:
-            raise UserError(f"memory.quantization={mem.quantization} / memory.block_swap={mem.block_swap} are not "
-                            "available in this ltx-lora version yet; set memory.quantization: none and "
-                            "memory.block_swap: 0 (training then needs a GPU with about 48 GB or more).")
-        if self.cfg.validation.every and self.cfg.validation.prompts:
-            self.console.print("note: in-loop validation sampling is not available in this version yet; the "
-                               "validation prompts are cached by preprocess for when it is.")
+        # (nothing refused at the moment: every memory setting and in-loop validation are available)
+
+    def _memory_plan(self) -> Plan:
+        """Weights format, block swap and rank for this GPU (ltx_lora.train.memory), printed before loading."""
+        plan = plan_for_config(self.cfg, self.device)
+        self.console.print(plan.describe())
+        if plan.rank != self.cfg.lora.rank:
+            self.cfg.lora.rank = plan.rank
+        return plan
 
     def _check_cache(self, manifest: Manifest) -> None:
         if not manifest.items:
@@ -146,10 +157,15 @@ class Trainer:
         if not self.resume and latest_checkpoint(self.run_dir) is not None:
             raise UserError(f"{self.run_dir} already holds checkpoints; pass --resume to continue that run, or set "
                             "output_dir to a new folder.")
-        models = load_models(cfg, self.device, self.dtype)
+        plan = self._memory_plan()
+        models = load_models(cfg, self.device, self.dtype, plan)
         transformer = models.transformer
         trainable = inject_lora(transformer, cfg.lora, seed=cfg.train.seed)
+        self.block_swap = attach_block_swap(transformer, list(plan.swapped_blocks), self.device)
+        self.connectors_host = HostOffload(models.text_connectors, self.device) if plan.text_connectors_on_host else None
         transformer.set_gradient_checkpointing(cfg.train.gradient_checkpointing)
+        use_sdpa_attention(transformer)
+        self.compiled = self._compile(transformer)
         transformer.train()
         params = lora_parameters(transformer)
         optimizer = build_optimizer(trainable, cfg.train)
@@ -163,20 +179,79 @@ class Trainer:
                            f"{cfg.lora.rank}) on {self.device} for steps {start + 1}..{self.total_steps}, "
                            f"mode {cfg.train.mode.value}, {len(manifest.items)} cached clips")
         metrics = MetricsLogger(self.run_dir, cfg.logging, self.console, total_steps=self.total_steps, start=start)
+        validate = self._validator(models)
+        if validate and start == 0:
+            validate(transformer, 0, optimizer)  # the base model: the baseline every later sample is judged against
         step = start
         try:
             for step in range(start, self.total_steps):
                 t0 = time.perf_counter()
                 lr = set_lr(optimizer, step, cfg.train)
-                video_loss, audio_loss = self._optimizer_step(models, manifest, order, sampler, gen, optimizer,
-                                                              trainable, step)
+                step_args = (models, manifest, order, sampler, gen, optimizer, trainable, step)
+                if self.compiled and step == start:  # compiling happens here: fall back to eager if it fails
+                    video_loss, audio_loss = self._first_compiled_step(*step_args)
+                else:
+                    video_loss, audio_loss = self._optimizer_step(*step_args)
                 done = step + 1
                 metrics.log_step(done, video_loss, audio_loss, lr, time.perf_counter() - t0)
                 if done % cfg.checkpoints.every == 0 or done == self.total_steps:
                     self._save(done, transformer, params, optimizer, order, gen, manifest)
+                if validate and (done % cfg.validation.every == 0 or done == self.total_steps):
+                    validate(transformer, done, optimizer)
         finally:
             metrics.close()
         return self._export_final(transformer, manifest, self.total_steps)
+
+    def _validator(self, models: Models):
+        """Fixed-prompt samples at step 0, every validation.every steps and at the end (see ltx_lora.sample)."""
+        v = self.cfg.validation
+        if not (v.every and v.prompts):
+            return None
+        from ltx_lora.sample.validate import Validator, resolve_settings, step_label
+
+        with self.connectors_host.on_device() if self.connectors_host else contextlib.nullcontext():
+            validator = Validator.build(self.cfg, self.run_dir, resolve_settings(v), text_connectors=models.text_connectors,
+                                        device=self.device, dtype=self.dtype, console=self.console,
+                                        metrics=self.run_dir / "metrics.jsonl")
+        return lambda transformer, step, optimizer: validator.run(transformer, step=step, label=step_label(step),
+                                                                  optimizer=optimizer)
+
+    def _compile(self, transformer) -> bool:
+        setting = self.cfg.train.compile
+        if setting == "off":
+            return False
+        ok, why = can_compile(self.device, asked=setting == "on")
+        if not ok:
+            if setting == "on":
+                self.console.print(f"note: train.compile is on but blocks are not compiled: {why}; running eager.")
+            return False
+        compile_blocks(transformer)
+        return True
+
+    def _first_compiled_step(self, models: Models, manifest: Manifest, order: BatchOrder, sampler: SigmaSampler,
+                             gen: torch.Generator, optimizer, trainable, step: int) -> tuple[float, float | None]:
+        """The first step compiles the blocks; if that fails, undo the step's draws and run it eager."""
+        position, gen_state = order.position(), gen.get_state()
+        cpu_rng = torch.get_rng_state()
+        try:
+            return self._optimizer_step(models, manifest, order, sampler, gen, optimizer, trainable, step)
+        except (TrainingFailed, torch.OutOfMemoryError):
+            raise
+        except Exception as e:  # noqa: BLE001 - any compiler failure: training still runs, only slower
+            first_line = (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
+            failure = f"{type(e).__name__}: {first_line}"
+        # Retried outside the except block: the failed attempt's traceback keeps torch.utils.checkpoint's
+        # saved-tensor hooks of the interrupted block alive until it is released and collected.
+        gc.collect()
+        self.console.print(f"note: compiling the transformer blocks failed ({failure}); training continues eager "
+                           "(slower). Set train.compile: off to skip the attempt.")
+        uncompile_blocks(models.transformer)
+        self.compiled = False
+        optimizer.zero_grad(set_to_none=True)
+        order.restore(position)
+        gen.set_state(gen_state)
+        torch.set_rng_state(cpu_rng)
+        return self._optimizer_step(models, manifest, order, sampler, gen, optimizer, trainable, step)
 
     def _optimizer_step(self, models: Models, manifest: Manifest, order: BatchOrder, sampler: SigmaSampler,
                         gen: torch.Generator, optimizer, trainable, step: int) -> tuple[float, float | None]:
@@ -186,23 +261,21 @@ class Trainer:
         for _ in range(accum):
             items = [manifest.items[i] for i in order.next()]
             raw = load_batch(self.cache, items, self.device, self.dtype, with_audio=self.train_audio)
-            with torch.no_grad():  # the text connectors are frozen: run them, keep no graph
+            on_device = self.connectors_host.on_device() if self.connectors_host else contextlib.nullcontext()
+            with torch.no_grad(), on_device:  # the text connectors are frozen: run them, keep no graph
                 vctx, actx, mask = run_text_connectors(models.text_connectors, raw.text)
+            mask = attention_mask_or_none(mask)
             batch = LatentBatch(video=raw.video, audio=raw.audio, video_context=vctx, audio_context=actx,
                                 context_mask=mask, fps=raw.fps)
-            inputs = prepare_inputs(batch, sampler, gen, train_audio=self.train_audio,
-                                    first_frame_p=cfg.train.first_frame_conditioning_p, dtype=self.dtype)
-            # bf16 autocast: the frozen base is bf16 already; it keeps the fp32 LoRA matmuls in bf16 too (peft
-            # would otherwise cast every activation to the LoRA weights' fp32), as the official trainer runs them.
-            with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.dtype == torch.bfloat16):
-                video_pred, audio_pred = predict_velocity(models.transformer, inputs.video, inputs.audio)
-            loss = compute_loss(video_pred, audio_pred, inputs, cfg.train.audio_loss_weight)
-            if not torch.isfinite(loss.total):
+            try:
+                loss = forward_backward(models.transformer, batch, sampler, gen, train_audio=self.train_audio,
+                                        first_frame_p=cfg.train.first_frame_conditioning_p, dtype=self.dtype,
+                                        audio_loss_weight=cfg.train.audio_loss_weight, loss_scale=1 / accum)
+            except NonFiniteLoss as e:
                 last = latest_checkpoint(self.run_dir)
-                raise TrainingFailed(f"the loss became {loss.total.item()} at step {step + 1}; training stopped. "
+                raise TrainingFailed(f"the loss became {e.value} at step {step + 1}; training stopped. "
                                      f"The last good checkpoint is {last or 'none (none was saved yet)'}. Lower "
-                                     "train.learning_rate or check the cached data, then resume with --resume.")
-            (loss.total / accum).backward()
+                                     "train.learning_rate or check the cached data, then resume with --resume.") from None
             video_sum += loss.video.mean().item() / accum
             if loss.audio is not None:
                 audio_sum = (audio_sum or 0.0) + loss.audio.mean().item() / accum
