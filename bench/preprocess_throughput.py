@@ -1,8 +1,8 @@
 """Preprocessing throughput on one GPU: the three parts of `ltx-lora preprocess`, timed separately.
 
-Per clip at 960x544x49 with 2 s of audio: the ltx-core video VAE encoder (release sizes as public converters state
-them: 128 base channels, res_x stacks 4/6/6/2/2 between the 2x space / time / all / all compressions; verify
-before relying on them beyond timing), the ltx-core audio VAE encoder (16 kHz mel front end), and the Gemma 3 12B
+Per clip at 960x544x49 with 2 s of audio: the ltx-core video VAE encoder (the LTX-2.3 release config's sizes: 128
+base channels, res_x stacks 4/6/4/2/2 between the 2x space / time / all / all compressions), the ltx-core audio VAE
+encoder (release sizes: 128 channels x (1, 2, 4), 2 residual blocks, 16 kHz mel front end), and the Gemma 3 12B
 language model over the 1,024-token padded prompt with every hidden state (random weights, built on the GPU from
 the google/gemma-3-12b-it text config; the feature projection after it is a single small matmul and is left out).
 For each part: clips/s (median of --repeats after a warm-up), GPU busy share (CUDA-event time / wall time) and peak
@@ -27,13 +27,21 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
-from ltx_lora.ltx.models import _init_random_, _materialise_meta_, tiny_ltx23_config  # noqa: E402
+from ltx_lora.ltx.models import (  # noqa: E402
+    _init_random_,
+    _materialise_meta_,
+    ltx23_release_decoders_config,
+    tiny_ltx23_config,
+)
 from ltx_lora.ltx.vae import encode_audio, encode_video  # noqa: E402
 
+# The LTX-2.3 release's video encoder (the `vae` section of the checkpoint's config): 128 base channels, res_x stacks
+# 4/6/4/2/2 between the 2x space / time / all / all compressions, the last one keeping 1024 channels (multiplier 1).
+# (The LTX-Video 0.9 encoder has 4/6/6/2/2 and doubles to 2048 at the end: the first H100 run used that one.)
 RELEASE_ENCODER_BLOCKS = [["res_x", {"num_layers": 4}], ["compress_space_res", {"multiplier": 2}],
                           ["res_x", {"num_layers": 6}], ["compress_time_res", {"multiplier": 2}],
-                          ["res_x", {"num_layers": 6}], ["compress_all_res", {"multiplier": 2}],
-                          ["res_x", {"num_layers": 2}], ["compress_all_res", {"multiplier": 2}],
+                          ["res_x", {"num_layers": 4}], ["compress_all_res", {"multiplier": 2}],
+                          ["res_x", {"num_layers": 2}], ["compress_all_res", {"multiplier": 1}],
                           ["res_x", {"num_layers": 2}]]
 GEMMA3_12B_TEXT = dict(hidden_size=3840, intermediate_size=15360, num_hidden_layers=48, num_attention_heads=16,
                        num_key_value_heads=8, head_dim=256, vocab_size=262208, sliding_window=1024,
@@ -129,6 +137,8 @@ def main() -> None:
         res, tokens = (64, 64, 9), 128
     else:
         cfg["vae"]["encoder_blocks"] = RELEASE_ENCODER_BLOCKS
+        # the audio VAE's encoder and decoder share ddconfig: 128 channels x (1, 2, 4), 2 residual blocks per level
+        cfg["audio_vae"] = ltx23_release_decoders_config()["audio_vae"]
         tokens = args.text_tokens
     seconds = (res[2] - 1) / 24.0 + 1 / 24.0
     from importlib.metadata import version
