@@ -27,13 +27,13 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
-from ltx_lora.ltx.models import (  # noqa: E402
+from ltx_lora.ltx.models import (
     _init_random_,
     _materialise_meta_,
     ltx23_release_decoders_config,
     tiny_ltx23_config,
 )
-from ltx_lora.ltx.vae import encode_audio, encode_video  # noqa: E402
+from ltx_lora.ltx.vae import encode_audio, encode_video
 
 # The LTX-2.3 release's video encoder (the `vae` section of the checkpoint's config): 128 base channels, res_x stacks
 # 4/6/4/2/2 between the 2x space / time / all / all compressions, the last one keeping 1024 channels (multiplier 1).
@@ -143,7 +143,7 @@ def main() -> None:
     seconds = (res[2] - 1) / 24.0 + 1 / 24.0
     from importlib.metadata import version
 
-    rows = [{"bench": "preprocess_throughput", "date": datetime.datetime.now(datetime.timezone.utc).isoformat(
+    rows = [{"bench": "preprocess_throughput", "date": datetime.datetime.now(datetime.UTC).isoformat(
         timespec="seconds"), "device": torch.cuda.get_device_name() if device.type == "cuda" else "cpu",
         "torch": torch.__version__, "ltx_core": version("ltx-core"), "transformers": version("transformers"),
         "python": platform.python_version(), "res": "x".join(map(str, res)), "audio_seconds": round(seconds, 3),

@@ -21,10 +21,10 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
+from conftest import SRC, assert_user_error, run_cli
 from PIL import Image
 
-from conftest import SRC, assert_user_error, run_cli
-from ltx_lora.data.caption import CaptionStore, caption_source, clean_caption, instruction_for, with_trigger
+from ltx_lora.data.caption import caption_source, clean_caption, instruction_for, with_trigger
 from ltx_lora.errors import UserError
 
 MEDIA = ("walk_96x64_24fps.mp4", "bounce_128x128_30fps.mp4", "still_96x64.png")  # with sound, silent, still
@@ -71,6 +71,19 @@ def test_clean_caption_and_trigger():
     assert len(instruction_for("plain", still=False, hears_audio=False, has_audio=False)) < len(deaf)
     with pytest.raises(UserError, match="style 'fancy'"):
         instruction_for("fancy", still=False, hears_audio=False, has_audio=False)
+
+
+def test_sample_media_frames_upright_shrunk_and_bad_files_named(problem_clips):
+    from ltx_lora.data.caption import MediaError, sample_media
+
+    rotated = sample_media(problem_clips["rotated"], 4)
+    assert len(rotated.frames) == 4 and rotated.frames[0].size == (64, 96)  # shown upright, as players show it
+    assert rotated.audio is not None and rotated.audio.ndim == 1 and rotated.frame_rate == pytest.approx(4.0, 0.1)
+    assert max(sample_media(problem_clips["large"], 2).frames[0].size) == 768
+    assert sample_media(problem_clips["rotated"], 2, with_audio=False).audio is None
+    for case, needle in (("audio_only", "no video stream"), ("truncated_no_index", "index"), ("empty", "empty")):
+        with pytest.raises(MediaError, match=needle):
+            sample_media(problem_clips[case], 4)
 
 
 # --- Gemma 3 (the text-encoder folder) ------------------------------------------------------------------------

@@ -159,8 +159,8 @@ def instruction_for(style: str, *, still: bool, hears_audio: bool, has_audio: bo
         return text + " Answer with the caption only."
     parts = [
         f"Write one detailed caption for this {what}, detailed enough that a reader could picture it exactly.",
-        "Start directly with the subject or the action; never begin with phrases like 'The video shows', "
-        "'The scene opens with', 'We see' or 'There is'.",
+        ("Start directly with the subject or the action; never begin with phrases like 'The video shows', "
+         "'The scene opens with', 'We see' or 'There is'."),
         "Cover the shot type and framing (wide, medium, close-up, ...)" + ("" if still else " and any camera movement")
         + "; the people (described by appearance, e.g. 'the man in the blue jacket'), their clothing, posture"
         + ("" if still else " and movement (direction and speed)") + "; the setting, its materials, the lighting and "
@@ -287,8 +287,8 @@ class CaptionResult:
 
     def summary_lines(self, max_listed: int = 20) -> list[str]:
         total = len(self.captioned) + len(self.kept) + len(self.failed)
-        lines = [f"{total} media file{'s' if total != 1 else ''} in {self.source}: {len(self.captioned)} captioned, "
-                 f"{len(self.kept)} kept (already captioned), {len(self.failed)} failed."]
+        lines = [(f"{total} media file{'s' if total != 1 else ''} in {self.source}: {len(self.captioned)} captioned, "
+                  f"{len(self.kept)} kept (already captioned), {len(self.failed)} failed.")]
         if self.captioned and self.seconds > 0:
             lines.append(f"{self.seconds / len(self.captioned):.1f} s per caption.")
         for media, reason in self.failed[:max_listed]:
