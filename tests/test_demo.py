@@ -11,7 +11,7 @@ def test_demo_runs_the_real_pipeline(tmp_path):
     out = tmp_path / "demo"
     res = run_cli("demo", "--out", out, "--steps", "4")
     assert res.code == 0, res.err[-3000:]
-    for stage in ("inspect the checkpoint", "scan the clips", "preprocess", "train 4 steps", "done in"):
+    for stage in ("inspect the checkpoint", "scan the clips", "preprocess", "train 4 steps", "check the LoRA", "done in"):
         assert stage in res.err, stage
     assert "LTX-2.3" in res.out  # inspect named the tiny checkpoint
     with safe_open(str(out / "run" / "lora.safetensors"), "pt") as f:

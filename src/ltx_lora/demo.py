@@ -1,6 +1,7 @@
 """`ltx-lora demo`: the whole pipeline on the embedded default, a tiny LTX-2.3-format model and synthetic clips.
 
-Every stage is the real command a user runs (inspect, dataset scan, preprocess, train), on files generated
+Every stage is the real command a user runs (inspect, dataset scan, preprocess, train with validation,
+lora check), on files generated
 here in seconds, so a fresh machine with no downloads and no GPU proves the installation end to end. With
 --model/--text-encoder pointing at the real LTX-2.3 files it runs the same short pipeline for real.
 """
@@ -81,6 +82,8 @@ def run_demo(out: Path, steps: int, model: Path | None, text_encoder: Path | Non
                             DEMO_BUCKETS if tiny else REAL_BUCKETS]),
         ("preprocess (latents + text features)", ["preprocess", str(config)]),
         (f"train {steps} steps", ["train", str(config)] + (["--resume"] if (out / "run" / "checkpoints").is_dir() else [])),
+        # What ComfyUI would do with the exported file: every key maps onto the base, nothing silently ignored.
+        ("check the LoRA against the base", ["lora", "check", str(out / "run" / "lora.safetensors"), "--base", str(model)]),
     ]
     for i, (what, args) in enumerate(stages, 1):
         say(f"[{i}/{len(stages)}] {what}: ltx-lora {' '.join(args)}")
