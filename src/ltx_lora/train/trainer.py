@@ -13,6 +13,8 @@ from ltx_lora.checkpoints import require_training_base
 from ltx_lora.config import Config, TrainingMode
 from ltx_lora.data.cache import Manifest, read_manifest
 from ltx_lora.data.loader import BatchOrder, load_batch
+from ltx_lora.distributed import env as dist_env
+from ltx_lora.distributed import parallel
 from ltx_lora.errors import UserError
 from ltx_lora.ltx.modality import predict_velocity
 from ltx_lora.ltx.text import run_text_connectors
@@ -47,11 +49,12 @@ def pick_device() -> torch.device:
     return torch.device("cuda", torch.cuda.current_device()) if torch.cuda.is_available() else torch.device("cpu")
 
 
-def load_models(cfg: Config, device: torch.device, dtype: torch.dtype) -> Models:
+def load_models(cfg: Config, device: torch.device, dtype: torch.dtype,
+                transformer_device: torch.device | None = None) -> Models:
     from ltx_lora.ltx.models import load_transformer
     from ltx_lora.ltx.text import load_text_connectors
 
-    transformer = load_transformer(cfg.model.checkpoint, device=device, dtype=dtype)
+    transformer = load_transformer(cfg.model.checkpoint, device=transformer_device or device, dtype=dtype)
     connectors = load_text_connectors(cfg.model.checkpoint, device=device, dtype=dtype)
     connectors.requires_grad_(False).eval()
     return Models(transformer, connectors)
@@ -76,7 +79,8 @@ class Trainer:
         self.cfg = cfg
         self.resume = resume
         self.total_steps = max_steps or cfg.train.steps
-        self.console = console or Console(stderr=True)
+        self.dist = dist_env.current()  # rank / world size under torchrun; rank 0 of 1 otherwise
+        self.console = dist_env.rank_console(console or Console(stderr=True))  # rank 0 speaks for all
         self.run_dir = Path(cfg.output_dir)
         self.cache = Path(cfg.data.cache_dir)
         self.device = pick_device()
@@ -119,14 +123,17 @@ class Trainer:
             if state.meta.get(key) != value:
                 raise UserError(f"{ckpt} was trained with {key}={state.meta.get(key)!r} but the config says "
                                 f"{value!r}; restore that setting or train into a new output_dir.")
+        saved_world = state.meta.get("world_size", 1)
+        if saved_world != self.dist.world_size:
+            raise UserError(f"{ckpt} was trained on {saved_world} process(es) but this run has "
+                            f"{self.dist.world_size}; the data order depends on it: resume with --gpus "
+                            f"{saved_world} (torchrun --nproc-per-node {saved_world}), or train into a new output_dir.")
         missing = set(params) ^ set(state.lora)
         if missing:
             raise UserError(f"{ckpt} holds other LoRA layers than this model has ({sorted(missing)[0]} ...); "
                             "resume with the same base checkpoint and LoRA targets.")
-        with torch.no_grad():
-            for name, p in params.items():
-                p.copy_(state.lora[name])
-        optimizer.load_state_dict(state.optimizer)
+        parallel.load_full_lora_(params, state.lora)  # each rank keeps its shard (FSDP) or the whole (DDP)
+        parallel.load_full_optimizer_state(optimizer, list(params.values()), state.optimizer)
         order.restore(state.data_position)
         gen.set_state(state.rng["sampler"])
         torch.set_rng_state(state.rng["torch_cpu"])
@@ -146,14 +153,21 @@ class Trainer:
         if not self.resume and latest_checkpoint(self.run_dir) is not None:
             raise UserError(f"{self.run_dir} already holds checkpoints; pass --resume to continue that run, or set "
                             "output_dir to a new folder.")
-        models = load_models(cfg, self.device, self.dtype)
+        # FSDP on GPUs: the base is built in host memory and fully_shard moves each GPU only its shard, block by
+        # block (the whole base need not fit one GPU).
+        from_host = self.dist.active and cfg.distributed.strategy == "fsdp" and self.device.type == "cuda"
+        models = load_models(cfg, self.device, self.dtype, torch.device("cpu") if from_host else None)
         transformer = models.transformer
-        trainable = inject_lora(transformer, cfg.lora, seed=cfg.train.seed)
+        inject_lora(transformer, cfg.lora, seed=cfg.train.seed)
         transformer.set_gradient_checkpointing(cfg.train.gradient_checkpointing)
         transformer.train()
+        # DDP / FSDP2 with several processes; FSDP2 replaces the parameters by shards, so collect them after.
+        models.transformer = parallel.wrap(transformer, cfg.distributed.strategy, self.dist, self.dtype)
         params = lora_parameters(transformer)
+        trainable = list(params.values())
         optimizer = build_optimizer(trainable, cfg.train)
-        order = BatchOrder(manifest.items, cfg.train.batch_size, cfg.train.seed, cfg.data.token_budget)
+        order = BatchOrder(manifest.items, cfg.train.batch_size, cfg.train.seed, cfg.data.token_budget,
+                           world_size=self.dist.world_size)
         gen = torch.Generator(self.device).manual_seed(cfg.train.seed)
         sampler = SigmaSampler(cfg.train.timestep_sampling)
         start = self._restore(params, optimizer, order, gen) if self.resume else 0
@@ -162,7 +176,11 @@ class Trainer:
         self.console.print(f"training {n_params / 1e6:.2f} M LoRA parameters ({len(trainable) // 2} layers, rank "
                            f"{cfg.lora.rank}) on {self.device} for steps {start + 1}..{self.total_steps}, "
                            f"mode {cfg.train.mode.value}, {len(manifest.items)} cached clips")
-        metrics = MetricsLogger(self.run_dir, cfg.logging, self.console, total_steps=self.total_steps, start=start)
+        if self.dist.active:
+            self.console.print(f"{self.dist.world_size} processes, {cfg.distributed.strategy}: global batch "
+                               f"{cfg.train.batch_size} x {self.dist.world_size} x {cfg.train.gradient_accumulation}")
+        metrics = (MetricsLogger(self.run_dir, cfg.logging, self.console, total_steps=self.total_steps, start=start)
+                   if self.dist.is_main else None)
         step = start
         try:
             for step in range(start, self.total_steps):
@@ -171,11 +189,13 @@ class Trainer:
                 video_loss, audio_loss = self._optimizer_step(models, manifest, order, sampler, gen, optimizer,
                                                               trainable, step)
                 done = step + 1
-                metrics.log_step(done, video_loss, audio_loss, lr, time.perf_counter() - t0)
+                if metrics:
+                    metrics.log_step(done, video_loss, audio_loss, lr, time.perf_counter() - t0)
                 if done % cfg.checkpoints.every == 0 or done == self.total_steps:
                     self._save(done, transformer, params, optimizer, order, gen, manifest)
         finally:
-            metrics.close()
+            if metrics:
+                metrics.close()
         return self._export_final(transformer, manifest, self.total_steps)
 
     def _optimizer_step(self, models: Models, manifest: Manifest, order: BatchOrder, sampler: SigmaSampler,
@@ -183,29 +203,44 @@ class Trainer:
         cfg = self.cfg
         accum = cfg.train.gradient_accumulation
         video_sum, audio_sum = 0.0, None
-        for _ in range(accum):
-            items = [manifest.items[i] for i in order.next()]
+        for micro in range(accum):
+            batch_ids = order.next()  # the global batch, the same on every rank
+            share = self.dist.share(len(batch_ids))
+            # A rank left without a sample (a bucket's short last batch) runs one with weight 0: all ranks must
+            # take part in every forward and backward. Weights make the gradient the global batch's mean.
+            mine = batch_ids[share] or batch_ids[:1]
+            weight = len(batch_ids[share]) * self.dist.world_size / len(batch_ids)
+            items = [manifest.items[i] for i in mine]
             raw = load_batch(self.cache, items, self.device, self.dtype, with_audio=self.train_audio)
             with torch.no_grad():  # the text connectors are frozen: run them, keep no graph
                 vctx, actx, mask = run_text_connectors(models.text_connectors, raw.text)
             batch = LatentBatch(video=raw.video, audio=raw.audio, video_context=vctx, audio_context=actx,
                                 context_mask=mask, fps=raw.fps)
             inputs = prepare_inputs(batch, sampler, gen, train_audio=self.train_audio,
-                                    first_frame_p=cfg.train.first_frame_conditioning_p, dtype=self.dtype)
-            # bf16 autocast: the frozen base is bf16 already; it keeps the fp32 LoRA matmuls in bf16 too (peft
-            # would otherwise cast every activation to the LoRA weights' fp32), as the official trainer runs them.
-            with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.dtype == torch.bfloat16):
-                video_pred, audio_pred = predict_velocity(models.transformer, inputs.video, inputs.audio)
-            loss = compute_loss(video_pred, audio_pred, inputs, cfg.train.audio_loss_weight)
-            if not torch.isfinite(loss.total):
-                last = latest_checkpoint(self.run_dir)
-                raise TrainingFailed(f"the loss became {loss.total.item()} at step {step + 1}; training stopped. "
-                                     f"The last good checkpoint is {last or 'none (none was saved yet)'}. Lower "
-                                     "train.learning_rate or check the cached data, then resume with --resume.")
-            (loss.total / accum).backward()
-            video_sum += loss.video.mean().item() / accum
+                                    first_frame_p=cfg.train.first_frame_conditioning_p, dtype=self.dtype,
+                                    rows=(share.start if weight else 0, len(batch_ids)))
+            with parallel.gradient_sync(models.transformer, enabled=micro == accum - 1):
+                # bf16 autocast: the frozen base is bf16 already; it keeps the fp32 LoRA matmuls in bf16 too (peft
+                # would otherwise cast every activation to the LoRA weights' fp32), as the official trainer does.
+                with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.dtype == torch.bfloat16):
+                    video_pred, audio_pred = predict_velocity(models.transformer, inputs.video, inputs.audio)
+                loss = compute_loss(video_pred, audio_pred, inputs, cfg.train.audio_loss_weight)
+                # Loss sums over the global batch and a non-finite flag, agreed by all ranks before backward.
+                audio = loss.audio.sum() if loss.audio is not None else loss.video.new_zeros(())
+                stats = self.dist.all_reduce_sum(torch.stack([
+                    loss.video.sum() * (weight > 0), audio * (weight > 0),
+                    (~torch.isfinite(loss.total)).float()]).detach().float())
+                video_total, audio_total, non_finite = stats.tolist()
+                if non_finite:
+                    last = latest_checkpoint(self.run_dir)
+                    value = loss.total.item() if not torch.isfinite(loss.total) else "non-finite on another GPU"
+                    raise TrainingFailed(f"the loss became {value} at step {step + 1}; training stopped. "
+                                         f"The last good checkpoint is {last or 'none (none was saved yet)'}. Lower "
+                                         "train.learning_rate or check the cached data, then resume with --resume.")
+                (loss.total * weight / accum).backward()
+            video_sum += video_total / len(batch_ids) / accum
             if loss.audio is not None:
-                audio_sum = (audio_sum or 0.0) + loss.audio.mean().item() / accum
+                audio_sum = (audio_sum or 0.0) + audio_total / len(batch_ids) / accum
         if cfg.train.max_grad_norm:
             torch.nn.utils.clip_grad_norm_(trainable, cfg.train.max_grad_norm)
         optimizer.step()
@@ -215,19 +250,25 @@ class Trainer:
     # -- saving ------------------------------------------------------------------------------------------------
     def _save(self, step: int, transformer, params, optimizer, order: BatchOrder, gen: torch.Generator,
               manifest: Manifest) -> Path:
-        rng = {"sampler": gen.get_state(), "torch_cpu": torch.get_rng_state()}
-        if torch.cuda.is_available():
-            rng["torch_cuda"] = torch.cuda.get_rng_state()
-        state = TrainingState(step=step, lora={k: v.detach() for k, v in params.items()},
-                              optimizer=optimizer.state_dict(), rng=rng, data_position=order.position(),
-                              meta=resume_fingerprint(self.cfg))
-        lora = export_comfy(transformer, self.cfg.lora.rank, self.cfg.lora.effective_alpha)
-        try:
-            path = save_checkpoint(self.run_dir, state, lora, lora_metadata(self.cfg, step, manifest),
-                                   self.cfg.checkpoints.keep_last)
-        except OSError as e:
-            raise TrainingFailed(f"could not write the checkpoint of step {step} into {self.run_dir} ({e.strerror}); "
-                                 "free disk space, then resume with --resume (earlier checkpoints are intact).") from None
+        # Every rank gathers (FSDP shards -> full tensors); rank 0 writes the same files one process would.
+        lora_full, optim_full = parallel.full_lora(params), parallel.full_optimizer_state(optimizer)
+        path, error = self.run_dir / "checkpoints", None
+        if self.dist.is_main:
+            rng = {"sampler": gen.get_state(), "torch_cpu": torch.get_rng_state()}
+            if torch.cuda.is_available():
+                rng["torch_cuda"] = torch.cuda.get_rng_state()
+            state = TrainingState(step=step, lora=lora_full, optimizer=optim_full, rng=rng,
+                                  data_position=order.position(),
+                                  meta={**resume_fingerprint(self.cfg), "world_size": self.dist.world_size})
+            lora = export_comfy(transformer, self.cfg.lora.rank, self.cfg.lora.effective_alpha, params=lora_full)
+            try:
+                path = save_checkpoint(self.run_dir, state, lora, lora_metadata(self.cfg, step, manifest),
+                                       self.cfg.checkpoints.keep_last)
+            except OSError as e:
+                error = e.strerror
+        if not self.dist.all_agree(error is None):  # every rank stops if rank 0 could not write
+            raise TrainingFailed(f"could not write the checkpoint of step {step} into {self.run_dir} ({error}); "
+                                 "free disk space, then resume with --resume (earlier checkpoints are intact).")
         self.console.print(f"saved checkpoint {path}")
         return path
 
@@ -235,8 +276,11 @@ class Trainer:
         from ltx_lora.data.cache import atomic_save
 
         out = self.run_dir / "lora.safetensors"
-        atomic_save(export_comfy(transformer, self.cfg.lora.rank, self.cfg.lora.effective_alpha), out,
-                    lora_metadata(self.cfg, step, manifest))
+        full = parallel.full_lora(lora_parameters(transformer))  # a collective under FSDP: every rank gathers
+        if self.dist.is_main:
+            atomic_save(export_comfy(transformer, self.cfg.lora.rank, self.cfg.lora.effective_alpha, params=full),
+                        out, lora_metadata(self.cfg, step, manifest))
+        self.dist.barrier()  # the file exists when any rank returns
         self.console.print(f"final LoRA: {out} (ComfyUI layout; loads in ComfyUI, ltx-core and diffusers)")
         return out
 
