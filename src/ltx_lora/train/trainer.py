@@ -31,11 +31,11 @@ class TrainingFailed(RuntimeError):
     """Training cannot go on (e.g. a non-finite loss); the last good checkpoint is kept."""
 
 
-# Settings a resumed run must share with the run that wrote the checkpoint.
+# Settings a resumed run must share with the run that wrote the checkpoint (the batch: see _resume_state).
 def resume_fingerprint(cfg: Config) -> dict:
     return {"checkpoint": cfg.model.checkpoint, "mode": cfg.train.mode.value, "rank": cfg.lora.rank,
             "alpha": cfg.lora.effective_alpha, "targets": target_modules(cfg.lora), "seed": cfg.train.seed,
-            "batch_size": cfg.train.batch_size, "gradient_accumulation": cfg.train.gradient_accumulation,
+            "gradient_accumulation": cfg.train.gradient_accumulation, "token_budget": cfg.data.token_budget,
             "cache_dir": cfg.data.cache_dir}
 
 
@@ -111,23 +111,36 @@ class Trainer:
             raise UserError(f"train.mode {self.cfg.train.mode.value} trains audio but no cached clip has audio; "
                             "use mode t2v or preprocess clips with audio.")
 
-    def _restore(self, params: dict[str, torch.nn.Parameter], optimizer, order: BatchOrder,
-                 gen: torch.Generator) -> int:
+    def _resume_state(self) -> tuple[Path, TrainingState] | None:
+        """The latest checkpoint, checked against this run's settings before any model is loaded."""
         ckpt = latest_checkpoint(self.run_dir)
         if ckpt is None:
             self.console.print(f"no checkpoint in {self.run_dir}/checkpoints yet: starting from step 0")
-            return 0
+            return None
         state = load_state(ckpt)
         expected = resume_fingerprint(self.cfg)
         for key, value in expected.items():
             if state.meta.get(key) != value:
                 raise UserError(f"{ckpt} was trained with {key}={state.meta.get(key)!r} but the config says "
                                 f"{value!r}; restore that setting or train into a new output_dir.")
-        saved_world = state.meta.get("world_size", 1)
-        if saved_world != self.dist.world_size:
-            raise UserError(f"{ckpt} was trained on {saved_world} process(es) but this run has "
-                            f"{self.dist.world_size}; the data order depends on it: resume with --gpus "
-                            f"{saved_world} (torchrun --nproc-per-node {saved_world}), or train into a new output_dir.")
+        # The data order is planned in global batches (batch_size x processes; with a token budget the budget's
+        # sizes x processes) and the state is saved whole: another number of GPUs resumes exactly if those agree.
+        world, saved_world = self.dist.world_size, state.meta.get("world_size", 1)
+        saved_batch = state.meta.get("batch_size")
+        budget = self.cfg.data.token_budget is not None
+        if (saved_batch * saved_world != self.cfg.train.batch_size * world) or (budget and saved_world != world):
+            need = f"--gpus {saved_world}" + ("" if budget else f" with train.batch_size {saved_batch}, or any "
+                                              f"GPU count x batch_size = {saved_batch * saved_world}")
+            raise UserError(f"{ckpt} was trained with batch_size {saved_batch} on {saved_world} process(es), this run "
+                            f"has {self.cfg.train.batch_size} on {world}: the data order would differ; resume with "
+                            f"{need}, or train into a new output_dir.")
+        return ckpt, state
+
+    def _restore(self, resume: tuple[Path, TrainingState] | None, params: dict[str, torch.nn.Parameter], optimizer,
+                 order: BatchOrder, gen: torch.Generator) -> int:
+        if resume is None:
+            return 0
+        ckpt, state = resume
         missing = set(params) ^ set(state.lora)
         if missing:
             raise UserError(f"{ckpt} holds other LoRA layers than this model has ({sorted(missing)[0]} ...); "
@@ -153,6 +166,7 @@ class Trainer:
         if not self.resume and latest_checkpoint(self.run_dir) is not None:
             raise UserError(f"{self.run_dir} already holds checkpoints; pass --resume to continue that run, or set "
                             "output_dir to a new folder.")
+        resume = self._resume_state() if self.resume else None
         # FSDP on GPUs: the base is built in host memory and fully_shard moves each GPU only its shard, block by
         # block (the whole base need not fit one GPU).
         from_host = self.dist.active and cfg.distributed.strategy == "fsdp" and self.device.type == "cuda"
@@ -170,7 +184,7 @@ class Trainer:
                            world_size=self.dist.world_size)
         gen = torch.Generator(self.device).manual_seed(cfg.train.seed)
         sampler = SigmaSampler(cfg.train.timestep_sampling)
-        start = self._restore(params, optimizer, order, gen) if self.resume else 0
+        start = self._restore(resume, params, optimizer, order, gen)
 
         n_params = sum(p.numel() for p in trainable)
         self.console.print(f"training {n_params / 1e6:.2f} M LoRA parameters ({len(trainable) // 2} layers, rank "
@@ -259,7 +273,8 @@ class Trainer:
                 rng["torch_cuda"] = torch.cuda.get_rng_state()
             state = TrainingState(step=step, lora=lora_full, optimizer=optim_full, rng=rng,
                                   data_position=order.position(),
-                                  meta={**resume_fingerprint(self.cfg), "world_size": self.dist.world_size})
+                                  meta={**resume_fingerprint(self.cfg), "batch_size": self.cfg.train.batch_size,
+                                        "world_size": self.dist.world_size})
             lora = export_comfy(transformer, self.cfg.lora.rank, self.cfg.lora.effective_alpha, params=lora_full)
             try:
                 path = save_checkpoint(self.run_dir, state, lora, lora_metadata(self.cfg, step, manifest),
