@@ -24,19 +24,22 @@ from ltx_lora.errors import UserError
 STRATEGIES = ("ddp", "fsdp")
 
 
-def wrap(transformer: nn.Module, strategy: str, env: DistEnv, compute_dtype: torch.dtype) -> nn.Module:
+def wrap(transformer: nn.Module, strategy: str, env: DistEnv, compute_dtype: torch.dtype,
+         some_lora_may_idle: bool = True) -> nn.Module:
     """The module to call for the forward pass. One process: the transformer itself. The inner module keeps its
-    parameter names under both strategies (LoRA export and checkpoints use them)."""
+    parameter names under both strategies (LoRA export and checkpoints use them). `some_lora_may_idle`: a step
+    can leave LoRA layers without a gradient (the audio branch in a batch without audio); DDP must then look for
+    them after every forward."""
     if not env.active:
         return transformer
     if strategy == "ddp":
-        return _ddp(transformer, env)
+        return _ddp(transformer, env, some_lora_may_idle)
     if strategy == "fsdp":
         return _fsdp(transformer, compute_dtype)
     raise UserError(f"distributed.strategy {strategy!r} is not one of {', '.join(STRATEGIES)}.")
 
 
-def _ddp(transformer: nn.Module, env: DistEnv) -> nn.Module:
+def _ddp(transformer: nn.Module, env: DistEnv, find_unused: bool) -> nn.Module:
     from torch.nn.parallel import DistributedDataParallel
 
     # Every rank loaded the same base from the same file and drew the same LoRA init from the seed: broadcast only
@@ -45,9 +48,8 @@ def _ddp(transformer: nn.Module, env: DistEnv) -> nn.Module:
         if p.requires_grad:
             torch.distributed.broadcast(p.data, src=0)
     cuda = next(transformer.parameters()).is_cuda
-    # find_unused_parameters: the audio LoRA gets no gradient in a batch without audio (t2v, stills).
     return DistributedDataParallel(transformer, device_ids=[env.local_rank] if cuda else None,
-                                   broadcast_buffers=False, find_unused_parameters=True, init_sync=False)
+                                   broadcast_buffers=False, find_unused_parameters=find_unused, init_sync=False)
 
 
 def _fsdp(transformer: nn.Module, compute_dtype: torch.dtype) -> nn.Module:

@@ -176,7 +176,9 @@ class Trainer:
         transformer.set_gradient_checkpointing(cfg.train.gradient_checkpointing)
         transformer.train()
         # DDP / FSDP2 with several processes; FSDP2 replaces the parameters by shards, so collect them after.
-        models.transformer = parallel.wrap(transformer, cfg.distributed.strategy, self.dist, self.dtype)
+        audio_always = self.train_audio and all(i.has_audio for i in manifest.items)  # else the audio LoRA idles
+        models.transformer = parallel.wrap(transformer, cfg.distributed.strategy, self.dist, self.dtype,
+                                           some_lora_may_idle=not audio_always)
         params = lora_parameters(transformer)
         trainable = list(params.values())
         optimizer = build_optimizer(trainable, cfg.train)
