@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # One-step set-up and run on a fresh Linux machine (Python 3.11+):
 #   bash dev.sh demo    install into .venv, then run the tiny end-to-end demo
-#   bash dev.sh test    install into .venv, then run the test suite
+#   bash dev.sh test    install into .venv (plus .venv/interop, see below), then run the test suite
+#   bash dev.sh interop only (re)build .venv/interop, the diffusers environment of the interop tests
 # Uses uv when it is installed, else pip. Re-running skips what is already installed.
 set -euo pipefail
 cd "$(dirname "$0")"
@@ -24,11 +25,34 @@ install() {
   touch "$stamp"
 }
 
+# A second, separate environment for the interop tests: diffusers' LTX-2 LoRA loader needs transformers 5 and
+# huggingface-hub >= 1, which conflict with our pinned transformers < 5. These few wheels go into $VENV/interop
+# (no second torch: tests put it first on PYTHONPATH and take torch, peft, numpy, ... from $VENV).
+INTEROP_PACKAGES="diffusers==0.42.1 transformers==5.24.0 huggingface_hub==2.4.0 tokenizers==0.23.3
+  importlib_metadata==10.2.0 zipp==4.1.2 httpx2==2.16.2 httpcore2==2.16.2 anyio==4.16.0 h11==0.16.0
+  lazy-importer==0.1.0 truststore==0.10.5 click==8.5.1"
+install_interop() {
+  local dir="$VENV/interop" stamp="$VENV/interop/.ltx-lora-interop"
+  local want
+  want=$(echo $INTEROP_PACKAGES)
+  if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ]; then return; fi
+  echo "Installing the interop test environment (diffusers + transformers 5) into $dir..."
+  rm -rf "$dir"
+  # shellcheck disable=SC2086
+  if command -v uv >/dev/null 2>&1; then
+    uv pip install -q -p "$VENV/bin/python" --no-deps --target "$dir" $want
+  else
+    "$VENV/bin/python" -m pip install -q --no-deps --target "$dir" $want
+  fi
+  echo "$want" > "$stamp"
+}
+
 cmd=${1:-}
 shift || true
 case "$cmd" in
   demo) install; exec "$VENV/bin/ltx-lora" demo "$@" ;;
-  test) install; exec "$VENV/bin/python" -m pytest -q "$@" ;;
+  test) install; install_interop; exec "$VENV/bin/python" -m pytest -q "$@" ;;
   install) install ;;
+  interop) install_interop ;;
   *) echo "usage: bash dev.sh demo|test|install [args...]" >&2; exit 2 ;;
 esac

@@ -2,7 +2,7 @@
 
 Builds the 22B transformer (random bf16 weights: time and memory do not depend on the values), injects the rank-32
 LoRA as `ltx-lora train` does, and times ltx-lora's training step (the real objective with audio and first-frame
-conditioning, bf16 autocast, full gradient checkpointing, clipping, AdamW) per variant:
+conditioning, bf16 autocast, full gradient checkpointing, blocks compiled, clipping, fused AdamW) per variant:
 
   single  rank 0 alone, the plain model (the other ranks wait): the 1-GPU reference of this very machine
   ddp     every rank, `ltx_lora.distributed.parallel.wrap(..., "ddp")`: whole base per GPU, LoRA grads all-reduced
@@ -17,7 +17,8 @@ On the 2 x H200 machine (NVLink multicast stays off; the script forces NCCL_NVLS
 
     torchrun --standalone --nproc-per-node 2 bench/multi_gpu.py --out bench/results/DATE_h200x2_multi_gpu.jsonl
 
-On CPU with gloo and the tiny model (a check that the bench itself runs): add `--tiny`.
+On CPU with gloo and the tiny model (a check that the bench itself runs): add `--tiny`. If compiling the blocks
+fails under a strategy, rerun with `--compile off` (and say so with the results).
 """
 
 from __future__ import annotations
@@ -43,15 +44,17 @@ import torch  # noqa: E402
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+from reference_step import our_model  # noqa: E402
 from train_step import make_batch  # noqa: E402
 
-from ltx_lora.config import LoraConfig, TrainConfig  # noqa: E402
+from ltx_lora.config import TrainConfig  # noqa: E402
 from ltx_lora.distributed import parallel  # noqa: E402
 from ltx_lora.distributed.env import DistEnv, process_group  # noqa: E402
+from ltx_lora.ltx.fast import attention_mask_or_none  # noqa: E402
 from ltx_lora.ltx.models import build_transformer_from_config, ltx23_22b_config, tiny_ltx23_config  # noqa: E402
-from ltx_lora.train.lora import inject_lora, lora_parameters  # noqa: E402
-from ltx_lora.train.objective import compute_loss, prepare_inputs  # noqa: E402
+from ltx_lora.train.lora import lora_parameters  # noqa: E402
 from ltx_lora.train.optim import build_optimizer  # noqa: E402
+from ltx_lora.train.step import forward_backward  # noqa: E402
 from ltx_lora.train.timesteps import SigmaSampler  # noqa: E402
 
 
@@ -69,15 +72,15 @@ def run_variant(variant: str, env: DistEnv, cfg: dict, res, args, device, dtype)
             torch.cuda.reset_peak_memory_stats()
         # FSDP on GPU builds on the GPU and shards: the bench measures training, not loading.
         model = build_transformer_from_config(cfg, device=device, dtype=dtype, seed=0)
-        inject_lora(model, LoraConfig(rank=args.rank), seed=0)
-        model.set_gradient_checkpointing(True)
-        model.train()
+        # the trainer's fast path: LoRA in place, SDPA attention, blocks compiled (GPU, unless --compile off)
+        our_model(model, args.rank, compiled=device.type == "cuda" and args.compile == "on")
         solo = DistEnv() if variant == "single" else env
         forward = parallel.wrap(model, "ddp" if variant == "single" else variant, solo, dtype,
                                 some_lora_may_idle=False)  # every clip has audio: every LoRA layer trains
         params = list(lora_parameters(model).values())
         opt = build_optimizer(params, TrainConfig())
         batch, audio_tokens = make_batch(res, device, dtype, cfg["transformer"])
+        batch.context_mask = attention_mask_or_none(batch.context_mask)  # as the trainer passes it
         gen = torch.Generator(device).manual_seed(1)
         sampler = SigmaSampler()
         weights = torch.cuda.memory_allocated() if device.type == "cuda" else None
@@ -88,12 +91,8 @@ def run_variant(variant: str, env: DistEnv, cfg: dict, res, args, device, dtype)
             if device.type == "cuda":
                 torch.cuda.synchronize()
             t0 = time.perf_counter()
-            inputs = prepare_inputs(batch, sampler, gen, train_audio=True, first_frame_p=0.1, dtype=dtype,
-                                    rows=(solo.rank, solo.world_size))  # each GPU its own noise
-            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=dtype == torch.bfloat16):
-                vp, ap = forward(video=inputs.video, audio=inputs.audio, perturbations=None)
-            loss = compute_loss(vp, ap, inputs).total
-            loss.backward()
+            loss = forward_backward(forward, batch, sampler, gen, train_audio=True, first_frame_p=0.1, dtype=dtype,
+                                    rows=(solo.rank, solo.world_size)).total  # each GPU its own noise
             torch.nn.utils.clip_grad_norm_(params, 1.0)
             opt.step()
             opt.zero_grad(set_to_none=True)
@@ -130,6 +129,7 @@ def main() -> None:
     ap.add_argument("--warmup", type=int, default=3)
     ap.add_argument("--rank", type=int, default=32)
     ap.add_argument("--variants", default="single,ddp,fsdp")
+    ap.add_argument("--compile", choices=("on", "off"), default="on", help="Compile the blocks (GPU), as training does.")
     ap.add_argument("--tiny", action="store_true", help="Tiny model on CPU processes (gloo): checks the bench runs.")
     ap.add_argument("--out", default="", help="JSONL file for the results (rank 0 writes it).")
     args = ap.parse_args()

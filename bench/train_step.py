@@ -1,19 +1,26 @@
 """Time ltx-lora's LoRA training step against the official trainer's step, same run, same GPU.
 
 Builds the full-size LTX-2.3 transformer (22B config, random bf16 weights: timing and memory do not depend on the
-values) and times:
-  ref   the step as the official trainer builds it (peft get_peft_model, bf16 autocast, whole-block gradient
-        checkpointing, masked MSE, AdamW) -- re-implemented after ../shared/bench/ref_step.py
-  ours  ltx-lora's step: the real objective (sigma sampling, first-frame conditioning, audio), LoRA injected in
-        place, bf16 autocast, fused AdamW, gradient clipping
-  ours_compiled  the same with every transformer block torch.compile'd
-at each resolution given. Prints one JSON line per (variant, resolution) and writes them to --out.
+values) and times, per resolution:
+  ref           the step as the official trainer builds it (bench/reference_step.py: peft get_peft_model,
+                ltx-core's default attention with the text mask, bf16 autocast, whole-block checkpointing, AdamW)
+  ref_compiled  the same with each block torch.compile'd (what a user can switch on in the official trainer)
+  ours_eager    our step (train/step.py: what `ltx-lora train` runs) without compiling
+  ours          our default GPU path: blocks compiled as one graph each (ltx/fast.py), fused AdamW, clipping
+  ours_nockpt   ours without activation checkpointing (memory permitting)
+Each variant builds its own model in turn (the GPU holds one 22B model at a time).
+
+--check compares, on identical weights, LoRA values and inputs, the loss and LoRA gradients of ref and ours
+(relative error of all gradients together; the target is < 2e-2, bf16 tolerance).
+--profile adds phase times (forward / backward / optimizer), the GPU-busy share of one step, its top kernels
+and host-side ops.
 
 Model FLOPs (analytic, per step): forward linears 2*T*(params touched) + attention 4*T*T_kv*D per attention,
 backward 2x forward for activations (frozen base: no weight gradients except LoRA), plus one extra forward
 for full recompute under checkpointing. MFU = model FLOPs / time / measured bf16 matmul ceiling.
 
-python bench/train_step.py [--res 960x544x49,768x512x121,512x512x49] [--steps 10] [--warmup 3] [--variants ref,ours]
+python bench/train_step.py [--res 960x544x49,768x512x121,512x512x49] [--steps 10] [--warmup 3]
+                           [--variants ref,ours] [--check] [--profile] [--out bench/results/FILE.jsonl]
 """
 
 from __future__ import annotations
@@ -29,17 +36,26 @@ from pathlib import Path
 
 import torch
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
-from ltx_lora.config import LoraConfig, TrainConfig  # noqa: E402
+from reference_step import lora_gradients, our_model, reference_model, relative_error  # noqa: E402
+
+from ltx_lora.config import TrainConfig  # noqa: E402
+from ltx_lora.ltx.fast import attention_mask_or_none  # noqa: E402
 from ltx_lora.ltx.models import build_transformer_from_config, ltx23_22b_config  # noqa: E402
-from ltx_lora.ltx.modality import Modality, audio_positions, video_positions  # noqa: E402
-from ltx_lora.train.lora import inject_lora  # noqa: E402
-from ltx_lora.train.objective import LatentBatch, compute_loss, prepare_inputs  # noqa: E402
+from ltx_lora.train.objective import LatentBatch  # noqa: E402
 from ltx_lora.train.optim import build_optimizer  # noqa: E402
+from ltx_lora.train.step import forward_backward  # noqa: E402
 from ltx_lora.train.timesteps import SigmaSampler  # noqa: E402
 
 TEXT_LEN = 1024
+DEVICE = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def sync() -> None:
+    if DEVICE.type == "cuda":
+        torch.cuda.synchronize()
 
 
 def model_flops(tcfg: dict, video_tokens: int, audio_tokens: int, text: int, recompute: bool) -> float:
@@ -68,66 +84,141 @@ def make_batch(res: tuple[int, int, int], device, dtype, tcfg: dict) -> tuple[La
                        fps=24.0), ta
 
 
-def run_variant(variant: str, res, args, cfg: dict, matmul_tflops: float) -> dict:
-    device, dtype = torch.device("cuda"), torch.bfloat16
-    torch.cuda.empty_cache()
-    torch.cuda.reset_peak_memory_stats()
-    model = build_transformer_from_config(cfg, device=device, dtype=dtype)
-    tcfg = cfg["transformer"]
-    batch, ta = make_batch(res, device, dtype, tcfg)
-    gen = torch.Generator(device).manual_seed(1)
-    sampler = SigmaSampler()
-    if variant == "ref":
-        from peft import LoraConfig as PeftLora, get_peft_model
-
-        model.requires_grad_(False)
-        model = get_peft_model(model, PeftLora(r=args.rank, lora_alpha=args.rank,
-                                               target_modules=["to_k", "to_q", "to_v", "to_out.0"]))
-        base = model.get_base_model()
-        params = [p for p in model.parameters() if p.requires_grad]
-        opt = torch.optim.AdamW(params, lr=1e-4)
-    else:
-        base = model
-        params = inject_lora(model, LoraConfig(rank=args.rank), seed=0)
-        opt = build_optimizer(params, TrainConfig())
-        if variant == "ours_compiled":  # every block compiled (one graph reused by all 48)
-            # ltx-core's block reads its index (a Python int) in the perturbation check; left static, every
-            # block would be a new graph and dynamo gives up after 8.
-            torch._dynamo.config.allow_unspec_int_on_nn_module = True
-            for block in model.transformer_blocks:
+def build_variant(variant: str, model: torch.nn.Module, rank: int):
+    """(module to call, its LoRA parameters, optimizer, clip?) for a variant, on `model` in place."""
+    if variant.startswith("ref"):
+        wrapped, base = reference_model(model, rank)
+        if variant == "ref_compiled":
+            for block in base.transformer_blocks:
                 block.compile()
-    base.set_gradient_checkpointing(True)
-    base.train()
-    times = []
-    loss = None
-    for step in range(args.warmup + args.steps):
-        torch.cuda.synchronize()
+        params = [p for p in wrapped.parameters() if p.requires_grad]
+        return wrapped, params, torch.optim.AdamW(params, lr=1e-4), False
+    params = our_model(model, rank, compiled=variant in ("ours", "ours_nockpt"))
+    if variant == "ours_nockpt":  # what recomputation costs (and whether the memory allows skipping it)
+        model.set_gradient_checkpointing(False)
+    return model, params, build_optimizer(params, TrainConfig()), True
+
+
+def one_step(module, params, opt, clip: bool, batch: LatentBatch, gen: torch.Generator) -> torch.Tensor:
+    loss = forward_backward(module, batch, SigmaSampler(), gen, train_audio=True, first_frame_p=0.1,
+                            dtype=torch.bfloat16)
+    if clip:
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
+    opt.step()
+    opt.zero_grad(set_to_none=True)
+    return loss.total
+
+
+def gpu_busy_share(module, params, opt, clip, batch, gen) -> dict:
+    """Kernel time / wall time of one step, the top kernels, and the top host-side ops (where idle time comes from)."""
+    from torch.autograd import DeviceType
+    from torch.profiler import ProfilerActivity, profile
+
+    sync()
+    with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
         t0 = time.perf_counter()
-        inputs = prepare_inputs(batch, sampler, gen, train_audio=True, first_frame_p=0.1, dtype=dtype)
-        with torch.autocast("cuda", dtype=dtype):  # both: bf16 LoRA matmuls over fp32 master weights
-            vp, ap = model(video=inputs.video, audio=inputs.audio, perturbations=None)
+        one_step(module, params, opt, clip, batch, gen)
+        sync()
+        wall = time.perf_counter() - t0
+    events = prof.key_averages()
+    kernels = [e for e in events if e.device_type == DeviceType.CUDA]
+    host = [e for e in events if e.device_type == DeviceType.CPU]
+    kernel_s = sum(e.self_device_time_total for e in kernels) / 1e6
+    top = sorted(kernels, key=lambda e: e.self_device_time_total, reverse=True)[:15]
+    top_host = sorted(host, key=lambda e: e.self_cpu_time_total, reverse=True)[:12]
+    return {"wall_s": round(wall, 4), "gpu_kernel_s": round(kernel_s, 4), "gpu_busy_share": round(kernel_s / wall, 3),
+            "kernel_launches": sum(e.count for e in kernels),
+            "top_kernels_ms": [[e.key[:70], round(e.self_device_time_total / 1e3, 1), e.count] for e in top],
+            "top_host_ops_ms": [[e.key[:70], round(e.self_cpu_time_total / 1e3, 1), e.count] for e in top_host]}
+
+
+def phase_times(module, params, opt, clip, batch, gen, repeats: int = 3) -> dict:
+    """Median seconds of forward, backward and optimizer phases (synchronised)."""
+    from ltx_lora.train.objective import compute_loss, prepare_inputs
+    from ltx_lora.ltx.modality import predict_velocity
+
+    fwd, bwd, opt_t = [], [], []
+    for _ in range(repeats):
+        sync()
+        t0 = time.perf_counter()
+        inputs = prepare_inputs(batch, SigmaSampler(), gen, train_audio=True, first_frame_p=0.1, dtype=torch.bfloat16)
+        with torch.autocast(DEVICE.type, dtype=torch.bfloat16):
+            vp, ap = predict_velocity(module, inputs.video, inputs.audio)
         loss = compute_loss(vp, ap, inputs).total
+        sync()
+        t1 = time.perf_counter()
         loss.backward()
-        if variant != "ref":
+        sync()
+        t2 = time.perf_counter()
+        if clip:
             torch.nn.utils.clip_grad_norm_(params, 1.0)
         opt.step()
         opt.zero_grad(set_to_none=True)
-        torch.cuda.synchronize()
+        sync()
+        t3 = time.perf_counter()
+        fwd.append(t1 - t0), bwd.append(t2 - t1), opt_t.append(t3 - t2)
+    med = lambda xs: round(sorted(xs)[len(xs) // 2], 4)  # noqa: E731
+    return {"forward_s": med(fwd), "backward_s": med(bwd), "optimizer_s": med(opt_t)}
+
+
+def run_variant(variant: str, res, args, cfg: dict, matmul_tflops: float) -> dict:
+    device = DEVICE
+    if DEVICE.type == "cuda":
+        torch.cuda.empty_cache()
+        torch.cuda.reset_peak_memory_stats()
+    model = build_transformer_from_config(cfg, device=device, dtype=torch.bfloat16)
+    tcfg = cfg["transformer"]
+    batch, ta = make_batch(res, device, torch.bfloat16, tcfg)
+    if not variant.startswith("ref"):  # the trainer drops the all-ones mask the connectors produce
+        batch = LatentBatch(**{**batch.__dict__, "context_mask": attention_mask_or_none(batch.context_mask)})
+    module, params, opt, clip = build_variant(variant, model, args.rank)
+    gen = torch.Generator(device).manual_seed(1)
+    times, loss = [], None
+    t_first = time.perf_counter()
+    for step in range(args.warmup + args.steps):
+        sync()
+        t0 = time.perf_counter()
+        loss = one_step(module, params, opt, clip, batch, gen)
+        sync()
         if step >= args.warmup:
             times.append(time.perf_counter() - t0)
+        elif step == 0:
+            first_step_s = time.perf_counter() - t_first
     times.sort()
     med = times[len(times) // 2]
     vt = ((res[2] - 1) // 8 + 1) * (res[1] // 32) * (res[0] // 32)
     flops = model_flops(tcfg, vt, ta, TEXT_LEN, recompute=True)
     out = {"variant": variant, "res": "x".join(map(str, res)), "audio_tokens": ta, "video_tokens": vt,
            "median_s": round(med, 4), "min_s": round(times[0], 4), "steps_timed": len(times),
-           "peak_gib": round(torch.cuda.max_memory_allocated() / 2**30, 2),
+           "first_step_s": round(first_step_s, 1),
+           "peak_gib": round(torch.cuda.max_memory_allocated() / 2**30, 2) if DEVICE.type == "cuda" else None,
            "model_tflop_per_step": round(flops / 1e12, 1), "achieved_tflops": round(flops / med / 1e12, 1),
            "mfu_vs_matmul_ceiling": round(flops / med / 1e12 / matmul_tflops, 3), "loss": float(loss)}
-    del model, opt, params, base
+    if args.profile:
+        out["phases"] = phase_times(module, params, opt, clip, batch, gen)
+        out["profile"] = gpu_busy_share(module, params, opt, clip, batch, gen)
+    del model, module, opt, params
     gc.collect()
     torch.cuda.empty_cache()
     return out
+
+
+def check_numerics(res, args, cfg: dict) -> dict:
+    """ref vs ours on identical weights, LoRA values and inputs: loss and LoRA-gradient relative error."""
+    device = DEVICE
+    batch, _ = make_batch(res, device, torch.bfloat16, cfg["transformer"])
+    results = {}
+    for variant in ("ref", "ours"):
+        model = build_transformer_from_config(cfg, device=device, dtype=torch.bfloat16)
+        results[variant] = lora_gradients(variant, model, batch, args.rank,
+                                          compiled=variant == "ours" and DEVICE.type == "cuda")
+        del model
+        gc.collect()
+        torch.cuda.empty_cache()
+    (ref_loss, ref_grads), (loss, grads) = results["ref"], results["ours"]
+    err = relative_error(grads, ref_grads)
+    return {"check": "numerics", "res": "x".join(map(str, res)), "ref_loss": ref_loss, "ours_loss": loss,
+            "loss_rel_diff": abs(loss - ref_loss) / abs(ref_loss), "grad_rel_error": err, "passed": err < 2e-2}
 
 
 def matmul_ceiling() -> float:
@@ -135,11 +226,11 @@ def matmul_ceiling() -> float:
     y = torch.randn(8192, 8192, device="cuda", dtype=torch.bfloat16)
     for _ in range(3):
         x @ y
-    torch.cuda.synchronize()
+    sync()
     t0 = time.perf_counter()
     for _ in range(30):
         x @ y
-    torch.cuda.synchronize()
+    sync()
     return 30 * 2 * 8192**3 / (time.perf_counter() - t0) / 1e12
 
 
@@ -151,17 +242,34 @@ def main() -> None:
     ap.add_argument("--rank", type=int, default=32)
     ap.add_argument("--variants", default="ref,ours")
     ap.add_argument("--out", default="")
+    ap.add_argument("--tiny", action="store_true", help="tiny model and text (a CPU smoke run of this script)")
+    ap.add_argument("--check", action="store_true", help="compare loss and LoRA gradients of ref and ours")
+    ap.add_argument("--profile", action="store_true", help="GPU-busy share and top kernels of our step")
     args = ap.parse_args()
-    cfg = ltx23_22b_config()
-    ceiling = matmul_ceiling()
+    global TEXT_LEN
+    if args.tiny:
+        from ltx_lora.ltx.models import tiny_ltx23_config
+
+        cfg, TEXT_LEN = tiny_ltx23_config(), 128
+    else:
+        cfg = ltx23_22b_config()
+    ceiling = matmul_ceiling() if DEVICE.type == "cuda" else 1.0
+    import ltx_core  # noqa: F401 - its version is part of the record
+    from importlib.metadata import version
+
     header = {"date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-              "device": torch.cuda.get_device_name(), "torch": torch.__version__, "python": platform.python_version(),
+              "device": torch.cuda.get_device_name() if DEVICE.type == "cuda" else "cpu", "torch": torch.__version__, "python": platform.python_version(),
+              "ltx_core": version("ltx-core"), "peft": version("peft"),
               "bf16_matmul_tflops": round(ceiling, 1), "rank": args.rank, "text_len": TEXT_LEN}
     print(json.dumps(header), flush=True)
     rows = [header]
     for res_s in args.res.split(","):
         res = tuple(int(x) for x in res_s.split("x"))
         got = {}
+        if args.check:
+            row = check_numerics(res, args, cfg)
+            rows.append(row)
+            print(json.dumps(row), flush=True)
         for v in args.variants.split(","):
             try:
                 row = run_variant(v, res, args, cfg, ceiling)

@@ -1,8 +1,9 @@
 """Open a local HTML file in a real headless Chromium over the DevTools protocol (no Playwright, no downloads).
 
 `load_page(path)` starts Chromium on a loopback debugging port, loads the page, waits for its load event and
-returns what a person would notice: console errors, uncaught exceptions, failed resources, and every <img>
-with its natural size (0 means the browser could not decode it).
+returns what a person would notice: console errors, uncaught exceptions, failed resources, every <img>
+with its natural size (0 means the browser could not decode it), and every <video> once its metadata loaded or
+failed (readyState >= 1, no error, a duration and a picture size mean the browser can play it).
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ class PageResult:
     title: str
     errors: list[str] = field(default_factory=list)  # console errors, exceptions, failed loads
     images: list[dict] = field(default_factory=list)  # {"alt", "naturalWidth", "naturalHeight", "complete"}
+    videos: list[dict] = field(default_factory=list)  # {"src", "readyState", "error", "duration", "width", "height"}
 
 
 def _devtools_port(profile: Path, proc: subprocess.Popen, timeout: float) -> int:
@@ -115,4 +117,21 @@ def _drive(ws, url: str, timeout: float) -> PageResult:
     probe = ("JSON.stringify({title: document.title, images: Array.from(document.images).map(i => ({alt: i.alt, "
              "naturalWidth: i.naturalWidth, naturalHeight: i.naturalHeight, complete: i.complete}))})")
     value = json.loads(call("Runtime.evaluate", {"expression": probe, "returnByValue": True})["result"]["value"])
-    return PageResult(value["title"], errors, value["images"])
+    videos = json.loads(call("Runtime.evaluate", {"expression": _VIDEO_PROBE, "awaitPromise": True,
+                                                  "returnByValue": True})["result"]["value"])
+    return PageResult(value["title"], errors, value["images"], videos)
+
+
+# Resolves once every <video> has loaded its metadata, failed, or 20 s passed.
+_VIDEO_PROBE = """
+Promise.all(Array.from(document.querySelectorAll('video')).map(v => new Promise(resolve => {
+  const done = () => resolve({src: v.currentSrc, readyState: v.readyState, error: v.error ? v.error.code : null,
+                              duration: v.duration, width: v.videoWidth, height: v.videoHeight});
+  if (v.readyState >= 1 || v.error) return done();
+  v.addEventListener('loadedmetadata', done, {once: true});
+  v.addEventListener('error', done, {once: true});
+  v.querySelectorAll('source').forEach(s => s.addEventListener('error', done, {once: true}));
+  if (v.preload === 'none') v.load();
+  setTimeout(done, 20000);
+}))).then(r => JSON.stringify(r))
+"""

@@ -20,6 +20,7 @@ def test_demo_runs_the_real_pipeline(tmp_path):
     assert keys and all(k.startswith("diffusion_model.") for k in keys)
     assert meta["step"] == "4"
     assert (out / "dataset_report.html").stat().st_size > 1000
+    assert (out / "run" / "samples" / "step_000004" / "p1.mp4").is_file() and (out / "run" / "report.html").is_file()
     steps = [json.loads(line)["step"] for line in (out / "run" / "metrics.jsonl").read_text().splitlines()]
     assert steps == [1, 2, 3, 4]
 

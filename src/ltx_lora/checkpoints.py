@@ -50,6 +50,7 @@ _DISTILLED_LORA = ("Apply it to the Dev model at strength 0.5-0.6 for fast previ
                    "burns the output, and it must not be combined with the Distilled checkpoint.")
 _OLD_LORA = ("LTX-2.0/2.1 LoRAs load on 2.3 but degrade it (identity drift, motion and quality loss): retrain it on "
              "LTX-2.3 Dev; only simple style/helper LoRAs may pass at strength 0.2-0.4.")
+OLD_LORA_ADVICE = _OLD_LORA  # the user guide's advice for LTX-2.0/2.1 LoRAs on 2.3 (used by `lora check`)
 
 
 @dataclass

@@ -24,7 +24,8 @@ app = typer.Typer(
     rich_markup_mode="rich",
 )
 dataset_app = typer.Typer(help="Scan a folder of clips and stills into a dataset file with a report.", no_args_is_help=True)
-lora_app = typer.Typer(help="Look inside, check, convert, verify and merge LoRA files.", no_args_is_help=True)
+lora_app = typer.Typer(help="Look inside, check against a base, convert, verify and merge LoRA files.",
+                       no_args_is_help=True)
 app.add_typer(dataset_app, name="dataset")
 app.add_typer(lora_app, name="lora")
 
@@ -135,6 +136,34 @@ def train(
         print(out)
 
 
+# --- validate --------------------------------------------------------------------------------------------------
+@app.command()
+def validate(
+    config: Path = typer.Argument(..., help="The training config: model, cache (for the prompts) and validation settings."),
+    lora: list[Path] = typer.Option([], "--lora", help="A LoRA file to sample (repeat for several: one column each)."),
+    steps: Optional[int] = typer.Option(None, "--steps", min=2, help="Denoising steps instead of validation.steps."),
+    final: bool = typer.Option(False, "--final", help="Final quality check: 50 denoising steps."),
+    preview_lora: Optional[Path] = typer.Option(
+        None, "--preview-lora", help="Fast preview with this distilled LoRA (Dev + distilled-lora-384, 8 steps, CFG 1.0)."),
+    base: bool = typer.Option(True, "--base/--no-base", help="Also sample the base model without LoRA (the baseline)."),
+    out: Optional[Path] = typer.Option(None, "--out", help="Output folder (default: OUTPUT_DIR/validate)."),
+) -> None:
+    """Sample the validation prompts with LoRA files (same prompts, seed and settings as in training) and write
+    mp4s with sound, contact sheets, records and a report.html comparing them side by side."""
+    from ltx_lora.config import load_config
+    from ltx_lora.sample.validate import FINAL_STEPS, validate_loras
+
+    if final and steps:
+        raise UserError("give --final (50 steps) or --steps N, not both.")
+    if preview_lora and (final or steps):
+        raise UserError("--steps / --final do not apply to the fast preview (--preview-lora always samples 8 steps); "
+                        "leave them out, or leave out --preview-lora for a full-quality check.")
+    cfg = load_config(config)
+    report = validate_loras(cfg, lora, out=out, steps=FINAL_STEPS if final else steps,
+                            preview_lora=str(preview_lora) if preview_lora else None, base=base, console=console)
+    print(report)
+
+
 # --- inspect ---------------------------------------------------------------------------------------------------
 @app.command()
 def inspect(
@@ -181,6 +210,137 @@ def inspect(
         body.add_row("[bold]What to do[/]")
         body.add_row(advice)
     RichConsole().print(Panel(body, title=str(path), expand=False), highlight=False)
+
+
+# --- lora tools ---------------------------------------------------------------------------------------------------
+def _print_lines(lines: list[str]) -> None:
+    Console(highlight=False, markup=False, soft_wrap=True).print("\n".join(lines))
+
+
+@lora_app.command("inspect")
+def lora_inspect(
+    file: Path = typer.Argument(..., help="A LoRA .safetensors file in any layout (ComfyUI, diffusers, peft, kohya)."),
+    as_json: bool = typer.Option(False, "--json", help="Print the result as JSON."),
+) -> None:
+    """Show what a LoRA holds: key layout, rank(s), alpha(s) and the strength they ask for, which layers it adapts
+    (video / audio / cross-modal attention, feed-forward, text connectors), which LTX version it was made for, and
+    its metadata. Reads only the file header."""
+    import json
+
+    from ltx_lora.lora.inspect import inspect_lora, report_lines
+
+    report = inspect_lora(file)
+    if as_json:
+        print(json.dumps(report.to_dict(), indent=2, default=str))
+    else:
+        _print_lines(report_lines(report))
+
+
+@lora_app.command("check")
+def lora_check(
+    file: Path = typer.Argument(..., help="The LoRA .safetensors file to check."),
+    base: Path = typer.Option(..., "--base", help="The base checkpoint it will be used with, e.g. "
+                              "ltx-2.3-22b-dev.safetensors (only its header is read)."),
+    as_json: bool = typer.Option(False, "--json", help="Print the result as JSON."),
+) -> None:
+    """Check that a LoRA would really do something on a base model.
+
+    Every key is looked up the way ComfyUI maps LoRAs for LTX-2 (keys it does not know are skipped with only a log
+    line: the LoRA "loads" but has no effect). Reports ignored keys, layers of the wrong shape, keys outside the
+    transformer (text connectors), LoRAs made for another LTX version, and what ltx-core and diffusers would apply.
+    Exit status: 0 clean, 1 findings, 2 unusable input.
+    """
+    import json
+
+    from ltx_lora.lora.check import check, report_lines
+
+    report = check(file, base)
+    if as_json:
+        print(json.dumps(report.to_dict(), indent=2, default=str))
+    else:
+        _print_lines(report_lines(report))
+    if not report.clean:
+        raise typer.Exit(1)
+
+
+@lora_app.command("convert")
+def lora_convert(
+    file: Path = typer.Argument(..., help="The LoRA .safetensors file to convert (any layout)."),
+    to: str = typer.Option(..., "--to", help="Target layout: comfyui (also what ltx-core loads), diffusers "
+                           "(LTX2Pipeline.load_lora_weights) or peft (base_model.model.* names)."),
+    output: Optional[Path] = typer.Option(None, "-o", "--output", help="Where to write; default: FILE_<target>"
+                                          ".safetensors beside the input."),
+    fold_alpha: bool = typer.Option(False, "--fold-alpha", help="comfyui only: multiply lora_B by alpha/rank and "
+                                    "drop the .alpha tensors, so ltx-core and diffusers apply the same strength as "
+                                    "ComfyUI (diffusers and peft outputs are always folded)."),
+    force: bool = typer.Option(False, "--force", help="Overwrite the output file."),
+) -> None:
+    """Rename a LoRA's keys to another tool's layout, keeping its strength (alpha/rank) and metadata.
+
+    Covers attention, feed-forward and the modules whose names differ between ltx-core/ComfyUI and diffusers
+    (patchify_proj = proj_in, adaln_single = time_embed, text connectors, ...)."""
+    from ltx_lora.lora.convert import convert
+
+    out = output or file.with_name(f"{file.stem}_{to}.safetensors")
+    result = convert(file, to, out, fold_alpha=fold_alpha, overwrite=force)
+    folded = "alpha folded into lora_B" if result.alpha_folded else ".alpha tensors kept"
+    print(f"wrote {result.path}: {result.modules} modules, {result.source_format} -> {result.target}, {folded}")
+    if result.dropped_keys:
+        print(f"left out {len(result.dropped_keys)} tensors that are not LoRA pairs: {', '.join(result.dropped_keys[:4])}")
+
+
+@lora_app.command("verify")
+def lora_verify(
+    file: Path = typer.Argument(..., help="The LoRA .safetensors file."),
+    base: Path = typer.Option(..., "--base", help="The base checkpoint (bf16 or FP8) to apply it to."),
+    strength: float = typer.Option(1.0, "--strength", help="LoRA strength, as in ComfyUI's LoRA loader."),
+    device: str = typer.Option("auto", "--device", help="auto (the GPU when there is one), cuda or cpu (small "
+                               "bases only: the 22B model needs a GPU with ~48 GB)."),
+    as_json: bool = typer.Option(False, "--json", help="Print the result as JSON."),
+) -> None:
+    """Prove the LoRA changes the model: run the base transformer on a fixed random sample with and without the
+    LoRA and print the relative change of the video and audio outputs per module group. Exit 1 when it has no
+    effect."""
+    import json
+
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
+
+    from ltx_lora.lora.verify import report_lines, verify
+
+    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), console=console,
+                  transient=True) as progress:
+        task = progress.add_task("forward passes", total=None)
+        report = verify(file, base, strength, device,
+                        on_progress=lambda done, total: progress.update(task, completed=done, total=total))
+    if as_json:
+        print(json.dumps(report.to_dict(), indent=2, default=str))
+    else:
+        _print_lines(report_lines(report))
+    if not report.has_effect:
+        raise typer.Exit(1)
+
+
+@lora_app.command("merge")
+def lora_merge(
+    file: Path = typer.Argument(..., help="The LoRA .safetensors file (any layout)."),
+    base: Path = typer.Option(..., "--base", help="The unified base checkpoint, e.g. ltx-2.3-22b-dev.safetensors."),
+    output: Path = typer.Option(..., "-o", "--output", help="The merged checkpoint to write."),
+    strength: float = typer.Option(1.0, "--strength", help="LoRA strength to bake in (ComfyUI's meaning)."),
+    force: bool = typer.Option(False, "--force", help="Overwrite the output file."),
+) -> None:
+    """Write a copy of the base checkpoint with the LoRA fused into its weights: same layout, config and metadata,
+    so ltx-core and ComfyUI load it like the original. FP8 bases are re-quantised with new scales. Refuses a LoRA
+    that does not fit the base (see `ltx-lora lora check`)."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
+
+    from ltx_lora.lora.merge import merge
+
+    with Progress(TextColumn("fusing"), BarColumn(), MofNCompleteColumn(), console=console, transient=True) as p:
+        task = p.add_task("fusing", total=None)
+        result = merge(file, base, output, strength, overwrite=force,
+                       on_progress=lambda done, total: p.update(task, completed=done, total=total))
+    extra = f", {result.fp8_requantised} FP8 weights re-quantised" if result.fp8_requantised else ""
+    print(f"wrote {result.path}: {result.modules} weights fused at strength {result.strength:g}{extra}")
 
 
 # --- dataset scan -------------------------------------------------------------------------------------------------

@@ -10,7 +10,7 @@ from __future__ import annotations
 import difflib
 from enum import Enum
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -87,6 +87,9 @@ class TrainConfig(Section):
     seed: int = 42
     mixed_precision: Literal["bf16", "fp32"] = "bf16"
     gradient_checkpointing: bool = Field(True, description="Recompute activations in backward (needed below 80 GB).")
+    compile: Literal["auto", "on", "off"] = Field(
+        "auto", description="torch.compile each transformer block: auto = on a GPU with triton; falls back to eager "
+                            "with one log line if compiling fails.")
     timestep_sampling: Literal["shifted_logit_normal", "uniform"] = "shifted_logit_normal"
     first_frame_conditioning_p: float = Field(
         0.1, ge=0, le=1, description="Probability that a clip's first frame is given as clean conditioning (i2v uses 1.0).")
@@ -96,10 +99,16 @@ class TrainConfig(Section):
 
 class MemoryConfig(Section):
     plan: Literal["auto", "80gb", "48gb", "32gb", "24gb"] = Field(
-        "auto", description="Memory plan: auto picks from the GPU's free memory; or force a tier.")
-    quantization: Literal["none", "int8", "fp8"] = Field("none", description="Weights format of the frozen base.")
+        "auto", description="Memory budget of the plan: auto = the GPU's free memory at start; a tier = that many GB "
+                            "(the plan is printed before training and by `ltx-lora doctor --config`).")
+    quantization: Literal["auto", "none", "int8", "fp8"] = Field(
+        "auto", description="Weights format of the frozen base: auto (the plan picks: bf16 when it fits, else FP8 for "
+                            "an FP8 checkpoint, else INT8), none (bf16), int8 or fp8 (1 byte per weight; the LoRA "
+                            "stays fp32).")
     text_encoder_8bit: bool = Field(False, description="Load Gemma in 8-bit for preprocessing (bitsandbytes).")
-    block_swap: int = Field(0, ge=0, description="Transformer blocks kept in host memory and streamed to the GPU.")
+    block_swap: Annotated[int, Field(ge=0)] | Literal["auto"] = Field(
+        "auto", description="Transformer blocks kept in pinned host memory and streamed to the GPU before use "
+                            "(needs gradient checkpointing); auto = as few as the plan needs, 0 = none.")
 
 
 class CheckpointConfig(Section):
@@ -109,17 +118,29 @@ class CheckpointConfig(Section):
 
 class ValidationConfig(Section):
     prompts: list[str] = Field(default_factory=list, description="2-3 fixed prompts, the same for every checkpoint.")
-    negative_prompt: str = "worst quality, inconsistent motion, blurry, jittery, distorted"
-    every: int | None = Field(250, description="Validate every N steps (and at step 0); null disables.")
-    seed: int = 42
+    negative_prompt: str = Field("worst quality, inconsistent motion, blurry, jittery, distorted",
+                                 description="Negative prompt for classifier-free guidance (cached by preprocess).")
+    every: int | None = Field(250, ge=1, description="Validate every N steps (and at step 0 and the end); null disables.")
+    seed: int = Field(42, description="Noise seed of every sample (the same at every checkpoint).")
     resolution: str = Field("960x544x49", description="WxHxF of validation samples.")
-    steps: int = Field(30, ge=1, description="Denoising steps (50 for a final check).")
-    cfg: float = Field(4.0, ge=0, description="Classifier-free guidance scale.")
+    fps: float = Field(24.0, gt=0, description="Frame rate of the samples (positions, audio length and the mp4).")
+    steps: int = Field(30, ge=2, description="Denoising steps (50 for a final check; at least 2: LTX-2's schedule "
+                                             "starts at sigma 0.1 with one).")
+    cfg: float = Field(4.0, ge=0, description="Classifier-free guidance scale of the video.")
+    audio_cfg: float = Field(7.0, ge=0, description="Classifier-free guidance scale of the audio (Lightricks' inference default).")
     stg_scale: float = Field(1.0, ge=0, description="Spatio-temporal guidance scale.")
     stg_blocks: list[int] = Field(default_factory=lambda: [29], description="Blocks perturbed by STG.")
+    guidance_rescale: float = Field(
+        0.7, ge=0, le=1, description="Rescale the guided prediction toward the prompt's std (Lightricks' default 0.7; 0 = off).")
+    modality_scale: float = Field(
+        3.0, ge=0, description="Audio-video cross-modal guidance scale (Lightricks' default 3.0; 1.0 = off, saves one pass per step).")
+    audio: bool = Field(True, description="Generate and decode audio with the video (LTX-2.3 is an audio-video model).")
     reference_image: str | None = Field(None, description="First frame for image-to-video validation.")
     preview_distilled_lora: str | None = Field(
-        None, description="distilled-lora-384 for a fast preview (8 steps, CFG 1.0, strength 0.55).")
+        None, description="ltx-2.3-22b-distilled-lora-384.safetensors: samples become fast previews (Dev + this LoRA, "
+                          "8 steps, CFG 1.0, no STG).")
+    preview_strength: float = Field(
+        0.55, ge=0, le=1, description="Strength of the distilled LoRA in previews (0.5-0.6; 1.0 burns the output).")
 
 
 class DistributedConfig(Section):

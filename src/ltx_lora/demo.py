@@ -57,7 +57,9 @@ def write_demo_config(out: Path, model: Path, text_encoder: Path, steps: int, ti
         "train": {"mode": "av", "steps": steps, "learning_rate": 1e-3 if tiny else 1e-4,
                   "mixed_precision": "fp32" if tiny else "bf16", "scheduler": "constant"},
         "checkpoints": {"every": max(1, steps // 2), "keep_last": 2},
-        "validation": {"prompts": DEMO_PROMPTS},
+        # Samples at step 0 and at the end; the tiny model has 2 blocks (STG on the last) and gives noise, fast.
+        "validation": {"prompts": DEMO_PROMPTS, "every": steps,
+                       **({"resolution": "64x64x9", "steps": 3, "stg_blocks": [1]} if tiny else {})},
     }
     parse_config(cfg)  # the demo's own config must be valid before anything runs
     path = out / "config.yaml"
@@ -85,5 +87,6 @@ def run_demo(out: Path, steps: int, model: Path | None, text_encoder: Path | Non
         invoke(args)
     lora = out / "run" / "lora.safetensors"
     say(f"done in {time.perf_counter() - t0:.0f} s. LoRA: {lora}; dataset report: {out / 'dataset_report.html'}; "
-        f"metrics: {out / 'run' / 'metrics.jsonl'}; config: {config}")
+        f"training report (samples, loss curves): {out / 'run' / 'report.html'}; metrics: "
+        f"{out / 'run' / 'metrics.jsonl'}; config: {config}")
     return lora

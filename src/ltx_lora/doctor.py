@@ -11,12 +11,13 @@ from typing import Callable, Literal
 
 Status = Literal["OK", "WARN", "FAIL"]
 
-# The guide's hardware table: (minimum GiB of GPU memory, tier name, what it means).
+# The guide's hardware table: (minimum GiB of GPU memory, tier name, what it means). What training does on this
+# GPU is the memory plan (ltx_lora.train.memory), shown on its own line.
 TIERS = [
-    (70.0, "80gb", "comfortable: full quality, no quantization"),
-    (44.0, "48gb", "workable: FP8 frozen base"),
-    (30.0, "32gb", "tight: INT8 base, 8-bit AdamW, rank 16"),
-    (22.0, "24gb", "experimental: INT8 base, block swap, rank 16, 512x512x49"),
+    (70.0, "80gb", "comfortable"),
+    (44.0, "48gb", "workable"),
+    (30.0, "32gb", "tight"),
+    (22.0, "24gb", "experimental"),
 ]
 
 
@@ -144,12 +145,14 @@ def run_checks(config_path: Path | None) -> list[Check]:
             result = Check(step.__name__.removeprefix("check_"), "FAIL", f"check crashed: {e}")
         checks += result if isinstance(result, list) else [result]
     out_dir = Path(".")
+    cfg = None
     if config_path is not None:
         from ltx_lora.config import load_config
 
         cfg = load_config(config_path)
         out_dir = Path(cfg.output_dir).parent
         checks += check_config_paths(cfg)
+    checks.append(check_memory_plan(cfg))
     checks.append(check_disk(out_dir))
     return checks
 
@@ -177,3 +180,20 @@ def check_config_paths(cfg) -> list[Check]:
         except UserError as e:
             out.append(Check(f"model.{role}", "FAIL", value, str(e)))
     return out
+
+
+def check_memory_plan(cfg=None) -> Check:
+    """The memory plan `ltx-lora train` would use with this config (or the defaults) on this machine."""
+    from ltx_lora.config import Config
+    from ltx_lora.errors import UserError
+    from ltx_lora.train.memory import plan_for_config
+
+    try:
+        plan = plan_for_config(cfg or Config())
+    except UserError as e:
+        return Check("memory plan", "FAIL", str(e))
+    detail = plan.describe().removeprefix("memory plan: ").replace("\n  note: ", "; note: ")
+    if cfg is None:
+        detail += " (default config: pass --config for yours)"
+    return Check("memory plan", "OK" if plan.fits else "WARN", detail,
+                 "" if plan.fits else "use smaller buckets or a GPU with more memory")

@@ -101,7 +101,9 @@ def translate_official(data: dict, source: str = "config") -> dict:
     if dims and len(dims) == 3:
         ours["validation"]["resolution"] = "x".join(str(int(x)) for x in dims)
     for theirs, mine in {"seed": "seed", "inference_steps": "steps", "interval": "every",
-                         "stg_blocks": "stg_blocks"}.items():
+                         "stg_blocks": "stg_blocks", "audio_cfg_scale": "audio_cfg", "frame_rate": "fps",
+                         "guidance_rescale": "guidance_rescale", "generate_audio": "audio",
+                         "video_modality_guidance_scale": "modality_scale"}.items():
         if theirs in val:
             ours["validation"][mine] = val[theirs]
     for theirs in ("video_cfg_scale", "guidance_scale"):

@@ -8,7 +8,8 @@ Every builder here goes through `ltx_core.loader.SingleGPUModelBuilder`, then ch
   refuse such a model with a UserError naming what is missing.
 - FP8 releases store linears as float8_e4m3fn plus a `<module>.weight_scale` tensor (and an unused
   `<module>.input_scale`). ltx-core 1.0.0's plain loader ignores the scales, which silently gives weights off by
-  the scale factor; our loader folds `weight * weight_scale` back into the requested dtype.
+  the scale factor; our loader folds `weight * weight_scale` back into the requested dtype, or (FP8 training,
+  `load_transformer(..., quantization="fp8")`) keeps the FP8 bytes with their scales in `QuantizedLinear`s.
 
 It also owns the tiny LTX-2.3 / LTX-2.0 configs that tests and benches build, and random initialisation of every
 component (used by `ltx_lora.fixtures` to write tiny checkpoints in the real layout).
@@ -17,8 +18,10 @@ component (used by `ltx_lora.fixtures` to write tiny checkpoints in the real lay
 from __future__ import annotations
 
 import copy
+import functools
 import json
 import math
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -187,8 +190,10 @@ def _require_sections(path: Path, config: dict, *sections: str) -> None:
                         f"checkpoint (LTX-2.5 ships one file per component) - run `ltx-lora inspect {path}`.")
 
 
-def _scaled_fp8_loader():  # noqa: ANN202 - ltx-core type, imported lazily
-    """A state-dict loader that folds `<module>.weight_scale` into FP8 weights and drops `input_scale`."""
+def _scaled_fp8_loader(keep_fp8: bool = False, dtype: torch.dtype | None = None):  # noqa: ANN202 - ltx-core type
+    """A state-dict loader for scaled FP8 files. By default it folds `<module>.weight_scale` into the FP8 weights
+    (giving plain float weights) and drops `input_scale`. With `keep_fp8` it keeps e4m3 weights as their raw bytes
+    next to their `weight_scale` (for `QuantizedLinear`) and casts every other float tensor to `dtype` itself."""
     import safetensors
     from ltx_core.loader import SafetensorsModelStateDictLoader
     from ltx_core.loader.primitives import StateDict
@@ -202,16 +207,29 @@ def _scaled_fp8_loader():  # noqa: ANN202 - ltx-core type, imported lazily
             for shard in path if isinstance(path, list) else [path]:
                 with safetensors.safe_open(shard, framework="pt", device="cpu") as f:
                     names = set(f.keys())
+                    kept = {n.removesuffix(".weight") for n in names if keep_fp8 and n.endswith(".weight")
+                            and n.removesuffix(".weight") + ".weight_scale" in names
+                            and f.get_slice(n).get_dtype() == "F8_E4M3"}
                     for name in names:
-                        if name.endswith((".weight_scale", ".input_scale")):
-                            continue  # folded into the weight below / only used by FP8 matmul kernels
+                        if name.endswith(".input_scale"):
+                            continue  # only used by FP8 activation kernels
+                        if name.endswith(".weight_scale") and name.removesuffix(".weight_scale") not in kept:
+                            continue  # folded into the weight below
                         key = name if sd_ops is None else sd_ops.apply_to_key(name)
                         if key is None:
                             continue
                         value = f.get_tensor(name)
-                        scale_name = name.removesuffix(".weight") + ".weight_scale"
-                        if value.dtype in _FP8_DTYPES and name.endswith(".weight") and scale_name in names:
+                        module = name.removesuffix(".weight")
+                        scale_name = module + ".weight_scale"
+                        if module in kept and name.endswith(".weight"):
+                            value = value.view(torch.uint8)  # QuantizedLinear's raw FP8 bytes
+                        elif name.endswith(".weight_scale"):
+                            value = value.to(torch.float32)
+                        elif value.dtype in _FP8_DTYPES and name.endswith(".weight") and scale_name in names:
                             value = value.to(torch.float32) * f.get_tensor(scale_name).to(torch.float32)
+                        if keep_fp8 and dtype is not None and value.is_floating_point() \
+                                and not name.endswith(".weight_scale"):
+                            value = value.to(dtype)
                         value = value.to(device)
                         pairs = [(key, value)] if sd_ops is None else sd_ops.apply_to_key_value(key, value)
                         for k, v in pairs:
@@ -221,6 +239,14 @@ def _scaled_fp8_loader():  # noqa: ANN202 - ltx-core type, imported lazily
             return StateDict(sd=sd, device=device, size=size, dtype=dtypes)
 
     return ScaledFp8Loader()
+
+
+def scaled_fp8_modules(path: str | Path, prefix: str = "model.diffusion_model.") -> set[str]:
+    """Module paths (under `prefix`, prefix removed) stored as float8_e4m3fn weight + `weight_scale` in the file."""
+    tensors = read_header(Path(path)).tensors
+    return {k.removeprefix(prefix).removesuffix(".weight") for k, t in tensors.items()
+            if k.startswith(prefix) and k.endswith(".weight") and t.dtype == "F8_E4M3"
+            and k.removesuffix(".weight") + ".weight_scale" in tensors}
 
 
 def _missing_summary(names: list[str]) -> str:
@@ -259,17 +285,29 @@ def _assert_materialised(model: nn.Module, path: Path, what: str) -> None:
 
 
 def _build(path: str | Path, configurator: type, sd_ops: Any, what: str, sections: tuple[str, ...],
-           device: str | torch.device, dtype: torch.dtype | None) -> nn.Module:
-    from ltx_core.loader import SingleGPUModelBuilder
+           device: str | torch.device, dtype: torch.dtype | None, keep_fp8: set[str] | None = None,
+           loras: tuple[tuple[str | Path, float], ...] = ()) -> nn.Module:
+    from ltx_core.loader import LTXV_LORA_COMFY_RENAMING_MAP, LoraPathStrengthAndSDOps, SingleGPUModelBuilder
+    from ltx_core.loader.module_ops import ModuleOps
 
     path = _checked_file(path)
     config = read_checkpoint_config(path)
     _require_sections(path, config, *sections)
     device = torch.device(device)
+    module_ops: tuple = ()
+    if keep_fp8:  # these linears become FP8 QuantizedLinears before loading; the loader casts the rest itself
+        from ltx_lora.ltx.quantize import replace_with_empty_fp8_
+
+        module_ops = (ModuleOps("ltx_lora_keep_fp8", lambda m: True,
+                                lambda m: (replace_with_empty_fp8_(m, keep_fp8), m)[1]),)
+    # LoRAs are fused by ltx-core itself (loader/fuse_loras.py), reading ComfyUI-layout keys as ltx-pipelines does.
     builder = SingleGPUModelBuilder(model_class_configurator=configurator, model_path=str(path),
-                                    model_sd_ops=sd_ops, model_loader=_scaled_fp8_loader())
+                                    model_sd_ops=sd_ops, module_ops=module_ops,
+                                    model_loader=_scaled_fp8_loader(bool(keep_fp8), dtype),
+                                    loras=tuple(LoraPathStrengthAndSDOps(str(p), float(s), LTXV_LORA_COMFY_RENAMING_MAP)
+                                                for p, s in loras))
     try:
-        model = builder.build(device=device, dtype=dtype)
+        model = builder.build(device=device, dtype=None if keep_fp8 else dtype)
     except (ValueError, NotImplementedError, KeyError, TypeError) as e:
         raise UserError(f"ltx-core cannot build the {what} from {path.name}'s config ({e}); the file is not an "
                         f"LTX-2.x checkpoint this version supports.") from None
@@ -282,12 +320,54 @@ def _build(path: str | Path, configurator: type, sd_ops: Any, what: str, section
 
 
 def load_transformer(path: str | Path, device: str | torch.device = "cpu",
-                     dtype: torch.dtype | None = torch.bfloat16) -> nn.Module:
-    """The audio-video transformer (`LTXModel`); FP8 weights are dequantised into `dtype`."""
+                     dtype: torch.dtype | None = torch.bfloat16, quantization: str = "none",
+                     host_blocks: frozenset[int] | set[int] = frozenset(),
+                     loras: tuple[tuple[str | Path, float], ...] = ()) -> nn.Module:
+    """The audio-video transformer (`LTXModel`).
+
+    quantization "none": FP8 weights are dequantised into `dtype`. "fp8" / "int8": the 28 linears of every block
+    become 1-byte `QuantizedLinear`s (an FP8 file's weights and scales are used exactly as stored; a bf16 file is
+    quantized layer by layer on `device`). Blocks in `host_blocks` stay in host memory for block swap; nothing of
+    them is left on `device`.
+
+    `loras`: (ComfyUI-layout LoRA file, strength) pairs fused into the weights by ltx-core's own fusion, which
+    reads `diffusion_model.<path>.lora_A/B.weight` only and ignores `.alpha` (unquantized bf16 bases only).
+    """
     from ltx_core.model.transformer.model_configurator import LTXV_MODEL_COMFY_RENAMING_MAP, LTXModelConfigurator
 
-    return _build(path, LTXModelConfigurator, LTXV_MODEL_COMFY_RENAMING_MAP, "transformer", ("transformer",),
-                  device, dtype)
+    if quantization not in ("none", "fp8", "int8"):
+        raise UserError(f"unknown quantization '{quantization}'; use none, fp8 or int8.")
+    args = (path, LTXModelConfigurator, LTXV_MODEL_COMFY_RENAMING_MAP, "transformer", ("transformer",))
+    if quantization == "none" and not host_blocks:
+        return _build(*args, device, dtype, loras=loras)
+    if loras:
+        raise UserError("LoRAs can be fused only into an unquantized transformer kept on one device.")
+    device = torch.device(device)
+    keep = scaled_fp8_modules(_checked_file(path)) if quantization == "fp8" else set()
+    # Built in host memory first: the float model may be larger than the GPU.
+    model = _build(*args, torch.device("cpu"), dtype, keep_fp8=keep or None)
+    quantize = quantization != "none" and not keep
+    place_transformer_(model, device, host_blocks, quantization if quantize else None)
+    return model
+
+
+def place_transformer_(model: nn.Module, device: torch.device, host_blocks: frozenset[int] | set[int],
+                       quantization: str | None = None) -> None:
+    """Move the transformer to `device` block by block (quantizing each on `device` first when asked), leaving
+    `host_blocks` in host memory: the device never holds more than what stays there plus one block."""
+    from ltx_lora.ltx.quantize import quantize_linears_
+
+    cpu = torch.device("cpu")
+    for name, child in model.named_children():
+        if name == "transformer_blocks":
+            for i, block in enumerate(child):
+                if quantization:
+                    quantize_linears_(block, quantization, device=device, prefix=f"transformer_blocks.{i}.")  # type: ignore[arg-type]
+                block.to(cpu if i in host_blocks else device)
+        else:
+            child.to(device)
+    for t in list(model.parameters(recurse=False)) + list(model.buffers(recurse=False)):
+        t.data = t.data.to(device)
 
 
 def load_video_encoder(path: str | Path, device: str | torch.device = "cpu",
@@ -410,10 +490,10 @@ def load_embeddings_processor(path: str | Path, device: str | torch.device = "cp
 
 
 @torch.no_grad()
-def _init_random_(module: nn.Module, generator: torch.Generator) -> nn.Module:
+def _init_random_(module: nn.Module, generator: torch.Generator, recurse: bool = True) -> nn.Module:
     """Deterministic, well-scaled random weights: fan-in normal for matrices, ones for norm gains, small noise
     elsewhere; latent statistics become std ~1, mean ~0. Computed buffers (filters, mel bases) are kept."""
-    for name, p in module.named_parameters():
+    for name, p in module.named_parameters(recurse=recurse):
         if p.ndim >= 2:
             p.normal_(0.0, 1.0 / math.sqrt(max(1, p[0].numel())), generator=generator)
         elif "norm" in name and name.endswith("weight"):
@@ -441,14 +521,39 @@ def ltx23_22b_config() -> dict[str, Any]:
 
 
 def build_transformer_from_config(cfg: dict[str, Any], device: str | torch.device = "cpu",
-                                  dtype: torch.dtype = torch.bfloat16, seed: int = 0) -> nn.Module:
+                                  dtype: torch.dtype = torch.bfloat16, seed: int = 0,
+                                  quantization: str | None = None,
+                                  host_blocks: frozenset[int] | set[int] = frozenset()) -> nn.Module:
     """An `LTXModel` with random weights for the given full config (e.g. `tiny_ltx23_config()`).
 
     On a GPU the weights are allocated and drawn there directly (the 22B model would need 77 GB of host memory
-    and minutes of host-side random draws otherwise)."""
+    and minutes of host-side random draws otherwise). With `quantization` ("none", "fp8", "int8") the model is
+    built part by part as `load_transformer` places a loaded one: each block drawn on `device`, quantized there,
+    and moved to host memory when in `host_blocks` (so a capped GPU never holds the whole float model)."""
     from ltx_core.model.transformer.model_configurator import LTXModelConfigurator
 
     device = torch.device(device)
+    if quantization is not None:
+        with torch.device("meta"):
+            model = LTXModelConfigurator.from_config(copy.deepcopy(cfg))
+        model = model.to(dtype=dtype)
+        cpu = torch.device("cpu")
+        parts = [(f"transformer_blocks.{i}.", b) for i, b in enumerate(model.transformer_blocks)]
+        parts += [("", c) for n, c in model.named_children() if n != "transformer_blocks"]
+        for k, (prefix, part) in enumerate(parts):
+            part.to_empty(device=device)
+            with torch.no_grad():
+                _init_random_(part, torch.Generator(device).manual_seed(seed * 100_003 + k))
+            if prefix and quantization != "none":
+                from ltx_lora.ltx.quantize import quantize_linears_
+
+                quantize_linears_(part, quantization, device=device, prefix=prefix)  # type: ignore[arg-type]
+            if prefix and int(prefix.split(".")[1]) in host_blocks:
+                part.to(cpu)
+        model.to_empty(device=device, recurse=False)
+        with torch.no_grad():
+            _init_random_(model, torch.Generator(device).manual_seed(seed * 100_003 + len(parts)), recurse=False)
+        return model.eval()
     if device.type == "cuda":
         with torch.device("meta"):
             model = LTXModelConfigurator.from_config(copy.deepcopy(cfg))
@@ -460,6 +565,60 @@ def build_transformer_from_config(cfg: dict[str, Any], device: str | torch.devic
     _materialise_meta_(model)
     _init_random_(model, torch.Generator().manual_seed(seed))
     return model.to(device=device, dtype=dtype).eval()
+
+
+def ltx23_release_decoders_config() -> dict[str, Any]:
+    """`vae` / `audio_vae` / `vocoder` sections at the released LTX-2.3 decoders' sizes, for benches (the VAE decoder
+    is 128 base channels with 4/6/4/2/2 residual layers between its space/time/all/all upsamplers; the audio decoder
+    128 channels x (1, 2, 4) with 2 residual blocks; the vocoder 1536 channels, resblock kernels 3/7/11, its 48 kHz
+    bandwidth extension 512). Sizes as public converters of the release state them; verify before relying on them
+    beyond timing."""
+    cfg = tiny_ltx23_config()
+    cfg["vae"].update(decoder_base_channels=128, decoder_blocks=[
+        ["res_x", {"num_layers": 4}], ["compress_space", {"multiplier": 2}], ["res_x", {"num_layers": 6}],
+        ["compress_time", {"multiplier": 2}], ["res_x", {"num_layers": 4}], ["compress_all", {"multiplier": 1}],
+        ["res_x", {"num_layers": 2}], ["compress_all", {"multiplier": 2}], ["res_x", {"num_layers": 2}]])
+    cfg["audio_vae"]["model"]["params"]["ddconfig"].update(ch_mult=[1, 2, 4], num_res_blocks=2)
+    kernels = {"resblock_kernel_sizes": [3, 7, 11], "resblock_dilation_sizes": [[1, 3, 5]] * 3}
+    cfg["vocoder"]["vocoder"].update(upsample_initial_channel=1536, **kernels)
+    cfg["vocoder"]["bwe"].update(upsample_initial_channel=512, **kernels)
+    return cfg
+
+
+def build_decoders_from_config(cfg: dict[str, Any], device: str | torch.device = "cpu",
+                               dtype: torch.dtype = torch.bfloat16, seed: int = 0) -> dict[str, nn.Module]:
+    """Random video decoder (in `dtype`), audio decoder and vocoder (float32, as they are loaded) for `cfg`."""
+    from ltx_core.model.audio_vae import AudioDecoderConfigurator, VocoderConfigurator
+    from ltx_core.model.video_vae import VideoDecoderConfigurator
+
+    out = {}
+    for i, (name, configurator) in enumerate((("video", VideoDecoderConfigurator), ("audio", AudioDecoderConfigurator),
+                                              ("vocoder", VocoderConfigurator))):
+        module = configurator.from_config(copy.deepcopy(cfg))
+        _materialise_meta_(module)
+        _init_random_(module, torch.Generator().manual_seed(seed * 1000 + i))
+        out[name] = module.to(device=device, dtype=dtype if name == "video" else torch.float32).eval()
+    return out
+
+
+def build_text_connectors_from_config(cfg: dict[str, Any], device: str | torch.device = "cpu",
+                                      dtype: torch.dtype = torch.bfloat16, seed: int = 0) -> nn.Module:
+    """The video + audio text connectors (as `load_text_connectors` gives them) with random weights, drawn on
+    `device` directly (2 B parameters for the 22B config)."""
+    from ltx_core.text_encoders.gemma import EmbeddingsProcessor
+    from ltx_core.text_encoders.gemma.embeddings_connector import (
+        AudioEmbeddings1DConnectorConfigurator,
+        Embeddings1DConnectorConfigurator,
+    )
+
+    device = torch.device(device)
+    with torch.device("meta"):
+        model = EmbeddingsProcessor(video_connector=Embeddings1DConnectorConfigurator.from_config(copy.deepcopy(cfg)),
+                                    audio_connector=AudioEmbeddings1DConnectorConfigurator.from_config(copy.deepcopy(cfg)))
+    model = model.to(dtype=dtype).to_empty(device=device)
+    with torch.no_grad():
+        _init_random_(model, torch.Generator(device).manual_seed(seed))
+    return model.requires_grad_(False).eval()
 
 
 def _materialise_meta_(module: nn.Module) -> None:
@@ -532,6 +691,64 @@ def transformer_linear_shapes(cfg: dict[str, Any]) -> dict[str, tuple[int, int]]
         model = LTXModelConfigurator.from_config(copy.deepcopy(cfg))
     return {name: (m.in_features, m.out_features) for name, m in model.named_modules()
             if isinstance(m, nn.Linear) and name.startswith("transformer_blocks.")}
+
+
+@dataclass(frozen=True)
+class TransformerSize:
+    """What the memory plan needs to know about a transformer config (element counts, not bytes)."""
+
+    blocks: int
+    quantizable_per_block: int  # weights of the 28 linears per block that fp8 / int8 store in 1 byte
+    other_per_block: int  # everything else in a block (biases, norms, gates, scale-shift tables)
+    outside_blocks: int  # patchify, AdaLN, output projections
+    video_dim: int
+    audio_dim: int
+    largest_linear: int  # elements of the largest quantizable weight (its dequantised copy is transient memory)
+    block_linears: tuple[tuple[str, int, int], ...]  # (path inside a block, in, out) of every linear in block 0
+    text_connectors: int = 0  # the video + audio text connectors (frozen, run once per step, bf16)
+
+    def lora_elements_per_rank(self, targets: list[str]) -> int:
+        """LoRA parameters per unit of rank for peft-style target names (a module matches `t` or `*.t`)."""
+        per_block = sum(i + o for name, i, o in self.block_linears
+                        if any(name == t or name.endswith("." + t) for t in targets))
+        return per_block * self.blocks
+
+
+def transformer_size(cfg: dict[str, Any]) -> TransformerSize:
+    """Sizes of the transformer a full config (`{"transformer": ...}`) describes, from a meta-device build."""
+    return _transformer_size(json.dumps(cfg["transformer"], sort_keys=True))
+
+
+@functools.lru_cache(maxsize=4)
+def _transformer_size(transformer_json: str) -> TransformerSize:
+    from ltx_core.model.transformer.model_configurator import LTXModelConfigurator
+
+    from ltx_lora.ltx.quantize import is_quantizable
+
+    with torch.device("meta"):
+        model = LTXModelConfigurator.from_config({"transformer": json.loads(transformer_json)})
+    quant = other = outside = largest = 0
+    for name, module in model.named_modules():
+        for pname, p in module.named_parameters(recurse=False):
+            if not name.startswith("transformer_blocks."):
+                outside += p.numel()
+            elif pname == "weight" and is_quantizable(name):
+                quant += p.numel()
+                largest = max(largest, p.numel())
+            else:
+                other += p.numel()
+    blocks = len(model.transformer_blocks)
+    linears = tuple((n, m.in_features, m.out_features) for n, m in model.transformer_blocks[0].named_modules()
+                    if isinstance(m, nn.Linear))
+    t = json.loads(transformer_json)
+    with torch.device("meta"):
+        embeddings = _embeddings_configurator(TINY_TEXT_HIDDEN_SIZE, TINY_TEXT_HIDDEN_SIZE).from_config({"transformer": t})
+    connectors = sum(p.numel() for c in (embeddings.video_connector, embeddings.audio_connector)
+                     for p in c.parameters())
+    return TransformerSize(text_connectors=connectors, blocks=blocks, quantizable_per_block=quant // blocks, other_per_block=other // blocks,
+                           outside_blocks=outside, video_dim=t["num_attention_heads"] * t["attention_head_dim"],
+                           audio_dim=t["audio_num_attention_heads"] * t["audio_attention_head_dim"],
+                           largest_linear=largest, block_linears=linears)
 
 
 def random_upsampler(config: dict[str, Any], seed: int = 0, dtype: torch.dtype = torch.bfloat16

@@ -2,8 +2,9 @@
 
 Injection keeps the base module names (no `base_model.model.` wrapper), so exported keys are the ltx-core
 module paths. Export: `diffusion_model.<module>.lora_A.weight` (r x in), `.lora_B.weight` (out x r) with
-alpha/rank folded into lora_B, and `.alpha` = rank. Every consumer then applies the trained strength: ComfyUI
-(applies alpha/rank = 1 where `.alpha` exists), ltx-core's fusion and diffusers (which ignore alpha).
+alpha/rank folded into lora_B and no `.alpha` tensors. Every consumer then applies the trained strength: ComfyUI
+(scale 1 without `.alpha`), ltx-core's fusion (ignores alpha) and diffusers' LTX-2 loader (which refuses files
+with `.alpha` tensors). docs/lora-formats.md has the sources.
 """
 
 from __future__ import annotations
@@ -69,5 +70,4 @@ def export_comfy(transformer: torch.nn.Module, rank: int, alpha: float,
         if m["ab"] == "B":
             w = w * scale
         out[f"diffusion_model.{module}.lora_{m['ab']}.weight"] = w.to(dtype).cpu().contiguous()
-        out[f"diffusion_model.{module}.alpha"] = torch.tensor(float(rank), dtype=dtype)
     return out

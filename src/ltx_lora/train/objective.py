@@ -23,7 +23,7 @@ class LatentBatch:
     audio: torch.Tensor | None  # [B, 8, T, 16] clean audio latents, or None
     video_context: torch.Tensor  # [B, L, D] text context after the frozen connectors
     audio_context: torch.Tensor | None  # [B, L, Da]
-    context_mask: torch.Tensor  # [B, L] 0/1
+    context_mask: torch.Tensor | None  # [B, L] 0/1; None = every token kept
     fps: float
 
 

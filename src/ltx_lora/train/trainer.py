@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import gc
 import json
 import time
 from dataclasses import dataclass
@@ -16,14 +18,17 @@ from ltx_lora.data.loader import BatchOrder, load_batch
 from ltx_lora.distributed import env as dist_env
 from ltx_lora.distributed import parallel
 from ltx_lora.errors import UserError
-from ltx_lora.ltx.modality import predict_velocity
+from ltx_lora.ltx.fast import attention_mask_or_none, can_compile, compile_blocks, uncompile_blocks, use_sdpa_attention
 from ltx_lora.ltx.text import run_text_connectors
 from ltx_lora.paths import check_model_path
+from ltx_lora.train.block_swap import HostOffload, attach_block_swap
 from ltx_lora.train.checkpoint import TrainingState, latest_checkpoint, load_state, save_checkpoint
 from ltx_lora.train.lora import export_comfy, inject_lora, lora_parameters, target_modules
+from ltx_lora.train.memory import Plan, plan_for_config
 from ltx_lora.train.metrics import MetricsLogger
-from ltx_lora.train.objective import LatentBatch, compute_loss, prepare_inputs
+from ltx_lora.train.objective import LatentBatch
 from ltx_lora.train.optim import build_optimizer, set_lr
+from ltx_lora.train.step import NonFiniteLoss, forward_backward
 from ltx_lora.train.timesteps import SigmaSampler
 
 
@@ -49,13 +54,16 @@ def pick_device() -> torch.device:
     return torch.device("cuda", torch.cuda.current_device()) if torch.cuda.is_available() else torch.device("cpu")
 
 
-def load_models(cfg: Config, device: torch.device, dtype: torch.dtype,
+def load_models(cfg: Config, device: torch.device, dtype: torch.dtype, plan: Plan | None = None,
                 transformer_device: torch.device | None = None) -> Models:
     from ltx_lora.ltx.models import load_transformer
     from ltx_lora.ltx.text import load_text_connectors
 
-    transformer = load_transformer(cfg.model.checkpoint, device=transformer_device or device, dtype=dtype)
-    connectors = load_text_connectors(cfg.model.checkpoint, device=device, dtype=dtype)
+    transformer = load_transformer(cfg.model.checkpoint, device=transformer_device or device, dtype=dtype,
+                                   quantization=plan.quantization if plan else "none",
+                                   host_blocks=frozenset(plan.swapped_blocks) if plan else frozenset())
+    on_host = plan is not None and plan.text_connectors_on_host
+    connectors = load_text_connectors(cfg.model.checkpoint, device="cpu" if on_host else device, dtype=dtype)
     connectors.requires_grad_(False).eval()
     return Models(transformer, connectors)
 
@@ -86,18 +94,23 @@ class Trainer:
         self.device = pick_device()
         self.dtype = torch.bfloat16 if cfg.train.mixed_precision == "bf16" else torch.float32
         self.train_audio = cfg.train.mode in (TrainingMode.audio_video, TrainingMode.image_to_video)
+        self.block_swap = None  # set by run() from the memory plan
+        self.connectors_host: HostOffload | None = None
 
     # -- set-up ------------------------------------------------------------------------------------------------
     def _check_supported(self) -> None:
         """Settings this version cannot honour yet are refused, never silently ignored."""
-        mem = self.cfg.memory
-        if mem.quantization != "none" or mem.block_swap:
-            raise UserError(f"memory.quantization={mem.quantization} / memory.block_swap={mem.block_swap} are not "
-                            "available in this ltx-lora version yet; set memory.quantization: none and "
-                            "memory.block_swap: 0 (training then needs a GPU with about 48 GB or more).")
-        if self.cfg.validation.every and self.cfg.validation.prompts:
-            self.console.print("note: in-loop validation sampling is not available in this version yet; the "
-                               "validation prompts are cached by preprocess for when it is.")
+        # (nothing refused at the moment: every memory setting and in-loop validation are available)
+
+    def _memory_plan(self) -> Plan:
+        """Weights format, block swap and rank for this GPU (ltx_lora.train.memory), printed before loading."""
+        # Several GPUs: every GPU the same plan; under FSDP a bf16 base sharded over them.
+        plan = parallel.plan_for_processes(self.cfg, self.device, self.dist) if self.dist.active \
+            else plan_for_config(self.cfg, self.device)
+        self.console.print(plan.describe())
+        if plan.rank != self.cfg.lora.rank:
+            self.cfg.lora.rank = plan.rank
+        return plan
 
     def _check_cache(self, manifest: Manifest) -> None:
         if not manifest.items:
@@ -167,13 +180,18 @@ class Trainer:
             raise UserError(f"{self.run_dir} already holds checkpoints; pass --resume to continue that run, or set "
                             "output_dir to a new folder.")
         resume = self._resume_state() if self.resume else None
+        plan = self._memory_plan()
         # FSDP on GPUs: the base is built in host memory and fully_shard moves each GPU only its shard, block by
         # block (the whole base need not fit one GPU).
         from_host = self.dist.active and cfg.distributed.strategy == "fsdp" and self.device.type == "cuda"
-        models = load_models(cfg, self.device, self.dtype, torch.device("cpu") if from_host else None)
+        models = load_models(cfg, self.device, self.dtype, plan, torch.device("cpu") if from_host else None)
         transformer = models.transformer
         inject_lora(transformer, cfg.lora, seed=cfg.train.seed)
+        self.block_swap = attach_block_swap(transformer, list(plan.swapped_blocks), self.device)
+        self.connectors_host = HostOffload(models.text_connectors, self.device) if plan.text_connectors_on_host else None
         transformer.set_gradient_checkpointing(cfg.train.gradient_checkpointing)
+        use_sdpa_attention(transformer)
+        self.compiled = self._compile(transformer)
         transformer.train()
         # DDP / FSDP2 with several processes; FSDP2 replaces the parameters by shards, so collect them after.
         audio_always = self.train_audio and all(i.has_audio for i in manifest.items)  # else the audio LoRA idles
@@ -197,22 +215,91 @@ class Trainer:
                                f"{cfg.train.batch_size} x {self.dist.world_size} x {cfg.train.gradient_accumulation}")
         metrics = (MetricsLogger(self.run_dir, cfg.logging, self.console, total_steps=self.total_steps, start=start)
                    if self.dist.is_main else None)
+        validate = self._validator(models)
+        if validate and start == 0:
+            validate(transformer, 0, optimizer)  # the base model: the baseline every later sample is judged against
         step = start
         try:
             for step in range(start, self.total_steps):
                 t0 = time.perf_counter()
                 lr = set_lr(optimizer, step, cfg.train)
-                video_loss, audio_loss = self._optimizer_step(models, manifest, order, sampler, gen, optimizer,
-                                                              trainable, step)
+                step_args = (models, manifest, order, sampler, gen, optimizer, trainable, step)
+                if self.compiled and step == start:  # compiling happens here: fall back to eager if it fails
+                    video_loss, audio_loss = self._first_compiled_step(*step_args)
+                else:
+                    video_loss, audio_loss = self._optimizer_step(*step_args)
                 done = step + 1
                 if metrics:
                     metrics.log_step(done, video_loss, audio_loss, lr, time.perf_counter() - t0)
                 if done % cfg.checkpoints.every == 0 or done == self.total_steps:
                     self._save(done, transformer, params, optimizer, order, gen, manifest)
+                if validate and (done % cfg.validation.every == 0 or done == self.total_steps):
+                    validate(transformer, done, optimizer)
         finally:
             if metrics:
                 metrics.close()
         return self._export_final(transformer, manifest, self.total_steps)
+
+    def _validator(self, models: Models):
+        """Fixed-prompt samples at step 0, every validation.every steps and at the end (see ltx_lora.sample)."""
+        v = self.cfg.validation
+        if not (v.every and v.prompts):
+            return None
+        if self.dist.active and self.cfg.distributed.strategy == "fsdp":
+            self.console.print("note: in-loop validation is not available with distributed.strategy fsdp yet (no GPU "
+                               "holds the whole model); validate the saved checkpoints with `ltx-lora validate`.")
+            return None
+        if not self.dist.is_main:  # rank 0 samples with its whole copy of the model (DDP); the others wait
+            return lambda transformer, step, optimizer: self.dist.barrier()
+        from ltx_lora.sample.validate import Validator, resolve_settings, step_label
+
+        with self.connectors_host.on_device() if self.connectors_host else contextlib.nullcontext():
+            validator = Validator.build(self.cfg, self.run_dir, resolve_settings(v), text_connectors=models.text_connectors,
+                                        device=self.device, dtype=self.dtype, console=self.console,
+                                        metrics=self.run_dir / "metrics.jsonl")
+
+        def validate(transformer, step, optimizer):
+            validator.run(transformer, step=step, label=step_label(step), optimizer=optimizer)
+            self.dist.barrier()  # the other ranks waited here
+
+        return validate
+
+    def _compile(self, transformer) -> bool:
+        setting = self.cfg.train.compile
+        if setting == "off":
+            return False
+        ok, why = can_compile(self.device, asked=setting == "on")
+        if not ok:
+            if setting == "on":
+                self.console.print(f"note: train.compile is on but blocks are not compiled: {why}; running eager.")
+            return False
+        compile_blocks(transformer)
+        return True
+
+    def _first_compiled_step(self, models: Models, manifest: Manifest, order: BatchOrder, sampler: SigmaSampler,
+                             gen: torch.Generator, optimizer, trainable, step: int) -> tuple[float, float | None]:
+        """The first step compiles the blocks; if that fails, undo the step's draws and run it eager."""
+        position, gen_state = order.position(), gen.get_state()
+        cpu_rng = torch.get_rng_state()
+        try:
+            return self._optimizer_step(models, manifest, order, sampler, gen, optimizer, trainable, step)
+        except (TrainingFailed, torch.OutOfMemoryError):
+            raise
+        except Exception as e:  # noqa: BLE001 - any compiler failure: training still runs, only slower
+            first_line = (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
+            failure = f"{type(e).__name__}: {first_line}"
+        # Retried outside the except block: the failed attempt's traceback keeps torch.utils.checkpoint's
+        # saved-tensor hooks of the interrupted block alive until it is released and collected.
+        gc.collect()
+        self.console.print(f"note: compiling the transformer blocks failed ({failure}); training continues eager "
+                           "(slower). Set train.compile: off to skip the attempt.")
+        uncompile_blocks(models.transformer)
+        self.compiled = False
+        optimizer.zero_grad(set_to_none=True)
+        order.restore(position)
+        gen.set_state(gen_state)
+        torch.set_rng_state(cpu_rng)
+        return self._optimizer_step(models, manifest, order, sampler, gen, optimizer, trainable, step)
 
     def _optimizer_step(self, models: Models, manifest: Manifest, order: BatchOrder, sampler: SigmaSampler,
                         gen: torch.Generator, optimizer, trainable, step: int) -> tuple[float, float | None]:
@@ -228,32 +315,28 @@ class Trainer:
             weight = len(batch_ids[share]) * self.dist.world_size / len(batch_ids)
             items = [manifest.items[i] for i in mine]
             raw = load_batch(self.cache, items, self.device, self.dtype, with_audio=self.train_audio)
-            with torch.no_grad():  # the text connectors are frozen: run them, keep no graph
+            on_device = self.connectors_host.on_device() if self.connectors_host else contextlib.nullcontext()
+            with torch.no_grad(), on_device:  # the text connectors are frozen: run them, keep no graph
                 vctx, actx, mask = run_text_connectors(models.text_connectors, raw.text)
+            mask = attention_mask_or_none(mask)
             batch = LatentBatch(video=raw.video, audio=raw.audio, video_context=vctx, audio_context=actx,
                                 context_mask=mask, fps=raw.fps)
-            inputs = prepare_inputs(batch, sampler, gen, train_audio=self.train_audio,
-                                    first_frame_p=cfg.train.first_frame_conditioning_p, dtype=self.dtype,
-                                    rows=(share.start if weight else 0, len(batch_ids)))
-            with parallel.gradient_sync(models.transformer, enabled=micro == accum - 1):
-                # bf16 autocast: the frozen base is bf16 already; it keeps the fp32 LoRA matmuls in bf16 too (peft
-                # would otherwise cast every activation to the LoRA weights' fp32), as the official trainer does.
-                with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.dtype == torch.bfloat16):
-                    video_pred, audio_pred = predict_velocity(models.transformer, inputs.video, inputs.audio)
-                loss = compute_loss(video_pred, audio_pred, inputs, cfg.train.audio_loss_weight)
-                # Loss sums over the global batch and a non-finite flag, agreed by all ranks before backward.
-                audio = loss.audio.sum() if loss.audio is not None else loss.video.new_zeros(())
-                stats = self.dist.all_reduce_sum(torch.stack([
-                    loss.video.sum() * (weight > 0), audio * (weight > 0),
-                    (~torch.isfinite(loss.total)).float()]).detach().float())
-                video_total, audio_total, non_finite = stats.tolist()
-                if non_finite:
-                    last = latest_checkpoint(self.run_dir)
-                    value = loss.total.item() if not torch.isfinite(loss.total) else "non-finite on another GPU"
-                    raise TrainingFailed(f"the loss became {value} at step {step + 1}; training stopped. "
-                                         f"The last good checkpoint is {last or 'none (none was saved yet)'}. Lower "
-                                         "train.learning_rate or check the cached data, then resume with --resume.")
-                (loss.total * weight / accum).backward()
+            try:
+                with parallel.gradient_sync(models.transformer, enabled=micro == accum - 1):
+                    loss = forward_backward(models.transformer, batch, sampler, gen, train_audio=self.train_audio,
+                                            first_frame_p=cfg.train.first_frame_conditioning_p, dtype=self.dtype,
+                                            audio_loss_weight=cfg.train.audio_loss_weight, loss_scale=weight / accum,
+                                            rows=(share.start if weight else 0, len(batch_ids)),
+                                            all_finite=self.dist.all_agree)
+            except NonFiniteLoss as e:
+                last = latest_checkpoint(self.run_dir)
+                raise TrainingFailed(f"the loss became {e.value} at step {step + 1}; training stopped. "
+                                     f"The last good checkpoint is {last or 'none (none was saved yet)'}. Lower "
+                                     "train.learning_rate or check the cached data, then resume with --resume.") from None
+            # Logged: the global batch's mean losses (sums over every rank's real samples).
+            audio = loss.audio.sum() if loss.audio is not None else loss.video.new_zeros(())
+            video_total, audio_total = self.dist.all_reduce_sum(torch.stack([loss.video.sum(), audio]).float()
+                                                                * (weight > 0)).tolist()
             video_sum += video_total / len(batch_ids) / accum
             if loss.audio is not None:
                 audio_sum = (audio_sum or 0.0) + audio_total / len(batch_ids) / accum

@@ -1,0 +1,89 @@
+"""The official trainer's LoRA step, rebuilt for side-by-side comparison (after ../shared/bench/ref_step.py).
+
+Official path (ltx-trainer 1.2.0): ltx-core LTXModel in bf16, peft `get_peft_model` with LoraConfig(r, alpha=r,
+target_modules=[to_k, to_q, to_v, to_out.0]), whole-block gradient checkpointing, ltx-core's default attention
+(with the text mask as an additive bias), bf16 autocast, MSE on the velocity, AdamW on the LoRA parameters.
+
+`lora_gradients` runs one forward/backward of either path on identical weights, LoRA values and inputs, so the
+bench and tests/test_fast_step.py can check that our fast step computes the same loss and gradients.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
+
+from ltx_lora.config import LoraConfig  # noqa: E402
+from ltx_lora.ltx.fast import attention_mask_or_none, compile_blocks, use_sdpa_attention  # noqa: E402
+from ltx_lora.train.lora import inject_lora  # noqa: E402
+from ltx_lora.train.objective import LatentBatch  # noqa: E402
+from ltx_lora.train.step import forward_backward  # noqa: E402
+from ltx_lora.train.timesteps import SigmaSampler  # noqa: E402
+
+TARGETS = ["to_k", "to_q", "to_v", "to_out.0"]
+
+
+def reference_model(model: torch.nn.Module, rank: int) -> tuple[torch.nn.Module, torch.nn.Module]:
+    """(peft wrapper, base) as the official trainer builds them; checkpointing on, training mode."""
+    from peft import LoraConfig as PeftLora, get_peft_model
+
+    model.requires_grad_(False)
+    wrapped = get_peft_model(model, PeftLora(r=rank, lora_alpha=rank, target_modules=TARGETS))
+    base = wrapped.get_base_model()
+    base.set_gradient_checkpointing(True)
+    base.train()
+    return wrapped, base
+
+
+def our_model(model: torch.nn.Module, rank: int, compiled: bool | str, seed: int = 0) -> list[torch.nn.Parameter]:
+    """Our fast path on the same model: LoRA in place, flash-capable attention, optionally compiled blocks."""
+    params = inject_lora(model, LoraConfig(rank=rank), seed=seed)
+    use_sdpa_attention(model)
+    if compiled:
+        compile_blocks(model, backend=compiled if isinstance(compiled, str) else "inductor")
+    model.set_gradient_checkpointing(True)
+    model.train()
+    return params
+
+
+def set_lora_values_(model: torch.nn.Module, seed: int = 0) -> None:
+    """Deterministic non-zero LoRA A and B by module name (so gradients of A are not all zero)."""
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if ".lora_" not in name:
+                continue
+            key = name.removeprefix("base_model.model.")
+            g = torch.Generator().manual_seed(seed + sum(map(ord, key)))
+            p.copy_(torch.randn(p.shape, generator=g) * 0.02)
+
+
+def lora_gradients(variant: str, model: torch.nn.Module, batch: LatentBatch, rank: int, *, seed: int = 0,
+                   compiled: bool | str = False) -> tuple[float, dict[str, torch.Tensor]]:
+    """Loss and {module-path param name: gradient on CPU, fp32} of one step of `variant` ('ref' or 'ours')."""
+    gen = torch.Generator(batch.video.device).manual_seed(seed)
+    if variant == "ref":
+        wrapped, _ = reference_model(model, rank)
+        set_lora_values_(wrapped)
+        loss = forward_backward(wrapped, batch, SigmaSampler(), gen, train_audio=True, first_frame_p=0.0,
+                                dtype=torch.bfloat16)
+    else:
+        our_model(model, rank, compiled)
+        set_lora_values_(model)
+        batch = LatentBatch(**{**batch.__dict__, "context_mask": attention_mask_or_none(batch.context_mask)})
+        loss = forward_backward(model, batch, SigmaSampler(), gen, train_audio=True, first_frame_p=0.0,
+                                dtype=torch.bfloat16)
+    grads = {n.removeprefix("base_model.model."): p.grad.float().cpu()
+             for n, p in model.named_parameters() if ".lora_" in n and p.grad is not None}
+    return float(loss.total.detach()), grads
+
+
+def relative_error(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> float:
+    """|a - b| / |b| over all gradients together (the same names must be present in both)."""
+    assert a.keys() == b.keys(), sorted(a.keys() ^ b.keys())[:3]
+    num = sum(float((a[k] - b[k]).pow(2).sum()) for k in a)
+    den = sum(float(b[k].pow(2).sum()) for k in b)
+    return (num / max(den, 1e-30)) ** 0.5

@@ -1,0 +1,166 @@
+"""Time one validation sample as ltx-lora makes it: full-size LTX-2.3 transformer (22B config, random bf16 weights:
+timing and memory do not depend on the values), full-size VAE decoder, audio decoder and vocoder, at 960x544x49
+with audio, 30 steps of CFG + STG (+ modality guidance), as `ltx-lora validate` / in-loop validation runs it:
+
+  sampling   ltx_lora.ltx.sampling.sample_latents: the transformer passes of every step (cond, negative, STG,
+             modality-isolated: 4 per step with the defaults), bf16 autocast
+  decode     video VAE decode (tiled as the pipelines tile above 512 px) + audio decoder + vocoder (48 kHz)
+  media      mp4 (H.264 + AAC) and contact sheet, as written into samples/
+
+A 2-step sample first warms CUDA up (not timed). Prints one JSON line and appends it to --out (default
+bench/results/DATE_DEVICE_validation_sample_RES.jsonl on a GPU). `--tiny` runs the same code on the tiny test
+config on CPU (a check that the bench works, not a measurement).
+
+python bench/validation_sample.py [--res 960x544x49] [--steps 30] [--cfg 4.0 --stg 1.0 --modality 3.0]
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import platform
+import sys
+import tempfile
+import time
+from importlib.metadata import version
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
+
+from ltx_lora.ltx.models import (
+    build_decoders_from_config,
+    build_transformer_from_config,
+    ltx23_22b_config,
+    ltx23_release_decoders_config,
+    tiny_ltx23_config,
+)
+from ltx_lora.ltx.sampling import (
+    Guidance,
+    Prompt,
+    SampleRequest,
+    decode_audio,
+    decode_video,
+    sample_latents,
+    sigma_schedule,
+)
+from ltx_lora.sample.media import write_contact_sheet, write_mp4
+
+TEXT_LEN = 1024
+
+
+def sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def prompt(tcfg: dict, device, dtype, seed: int) -> Prompt:
+    g = torch.Generator(device).manual_seed(seed)
+    return Prompt(torch.randn(1, TEXT_LEN, tcfg["cross_attention_dim"], generator=g, device=device, dtype=dtype),
+                  torch.randn(1, TEXT_LEN, tcfg["audio_cross_attention_dim"], generator=g, device=device, dtype=dtype),
+                  torch.ones(1, TEXT_LEN, device=device, dtype=torch.int64))
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--res", default=None, help="WxHxF (default 960x544x49; 64x64x9 with --tiny)")
+    ap.add_argument("--steps", type=int, default=None, help="denoising steps (default 30; 4 with --tiny)")
+    ap.add_argument("--cfg", type=float, default=4.0)
+    ap.add_argument("--audio-cfg", type=float, default=7.0)
+    ap.add_argument("--stg", type=float, default=1.0)
+    ap.add_argument("--stg-block", type=int, default=29)
+    ap.add_argument("--modality", type=float, default=3.0, help="modality guidance scale (1.0 = off: 3 passes)")
+    ap.add_argument("--rescale", type=float, default=0.7)
+    ap.add_argument("--tiny", action="store_true", help="tiny config on CPU: checks the bench runs")
+    ap.add_argument("--out", default="")
+    args = ap.parse_args()
+    args.res = args.res or ("64x64x9" if args.tiny else "960x544x49")
+    args.steps = args.steps or (4 if args.tiny else 30)
+
+    if args.tiny:
+        device, dtype = torch.device("cpu"), torch.float32
+        cfg = tiny_ltx23_config()
+        stg_block = min(args.stg_block, cfg["transformer"]["num_layers"] - 1)
+    else:
+        device, dtype = torch.device("cuda"), torch.bfloat16
+        cfg = ltx23_22b_config()
+        cfg.update({k: v for k, v in ltx23_release_decoders_config().items() if k != "transformer"})
+        stg_block = args.stg_block
+    w, h, f = (int(x) for x in args.res.split("x"))
+    t_build = time.perf_counter()
+    transformer = build_transformer_from_config(cfg, device=device, dtype=dtype)
+    decoders = build_decoders_from_config(cfg, device=device, dtype=dtype)
+    sync(device)
+    build_s = time.perf_counter() - t_build
+    tcfg = cfg["transformer"]
+    pos, neg = prompt(tcfg, device, dtype, 1), prompt(tcfg, device, dtype, 2)
+
+    def request(steps: int) -> SampleRequest:
+        v = Guidance(args.cfg, args.stg, [stg_block], args.rescale, args.modality)
+        a = Guidance(args.audio_cfg, args.stg, [stg_block], args.rescale, args.modality)
+        return SampleRequest(width=w, height=h, frames=f, fps=24.0, seed=42, sigmas=sigma_schedule(steps),
+                             video_guidance=v, audio_guidance=a, with_audio=True)
+
+    autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=dtype == torch.bfloat16)
+    with autocast:  # warm-up: CUDA context, kernels, allocator
+        sample_latents(transformer, request(2), pos, neg, device=device, dtype=dtype)
+    sync(device)
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+
+    step_times: list[float] = []
+    last = [time.perf_counter()]
+
+    def on_step(_: int) -> None:
+        sync(device)
+        now = time.perf_counter()
+        step_times.append(now - last[0])
+        last[0] = now
+
+    t0 = last[0] = time.perf_counter()
+    with autocast:
+        video_lat, audio_lat = sample_latents(transformer, request(args.steps), pos, neg, device=device, dtype=dtype,
+                                              on_step=on_step)
+    sync(device)
+    t1 = time.perf_counter()
+    frames = decode_video(decoders["video"], video_lat, seed=42)
+    sync(device)
+    t2 = time.perf_counter()
+    wave, rate = decode_audio(decoders["audio"], decoders["vocoder"], audio_lat)
+    sync(device)
+    t3 = time.perf_counter()
+    with tempfile.TemporaryDirectory() as tmp:
+        write_mp4(Path(tmp) / "p0.mp4", frames, 24.0, wave.clamp(-1, 1), rate)
+        write_contact_sheet(Path(tmp) / "p0.png", frames, wave, fps=24.0)
+    t4 = time.perf_counter()
+    passes = 1 + (args.cfg != 1.0 or args.audio_cfg != 1.0) + (args.stg != 0.0) + (args.modality != 1.0)
+    vtok = ((f - 1) // 8 + 1) * (h // 32) * (w // 32)
+    row = {
+        "bench": "validation_sample", "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+        "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
+        "tiny": args.tiny, "torch": torch.__version__, "ltx_core": version("ltx-core"),
+        "python": platform.python_version(), "res": args.res, "video_tokens": vtok,
+        "audio_tokens": int(audio_lat.shape[2]), "steps": args.steps, "passes_per_step": passes,
+        "guidance": {"cfg": args.cfg, "audio_cfg": args.audio_cfg, "stg": args.stg, "stg_blocks": [stg_block],
+                     "modality": args.modality, "rescale": args.rescale},
+        "seconds_total": round(t4 - t0, 2), "seconds_sampling": round(t1 - t0, 2),
+        "seconds_per_step_median": round(sorted(step_times)[len(step_times) // 2], 3),
+        "seconds_decode_video": round(t2 - t1, 2), "seconds_decode_audio": round(t3 - t2, 2),
+        "seconds_media": round(t4 - t3, 2), "audio_seconds": round(wave.shape[-1] / rate, 3), "sample_rate": rate,
+        "peak_gib": round(torch.cuda.max_memory_allocated(device) / 2**30, 2) if device.type == "cuda" else None,
+        "build_seconds": round(build_s, 1),
+    }
+    print(json.dumps(row), flush=True)
+    out = args.out
+    if not out and not args.tiny:
+        name = row["device"].lower().replace("nvidia ", "").split()[0]
+        out = str(Path(__file__).parent / "results" / f"{row['date'][:10]}_{name}_validation_sample_{args.res}.jsonl")
+    if out:
+        with open(out, "a") as fh:
+            fh.write(json.dumps(row) + "\n")
+
+
+if __name__ == "__main__":
+    main()

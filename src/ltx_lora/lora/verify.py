@@ -1,0 +1,141 @@
+"""`ltx-lora lora verify`: apply the LoRA to the base transformer and measure how much it changes the output.
+
+The base is built once with ltx-core; then, for each module group and for all groups together, the LoRA deltas
+(strength * alpha/rank * B @ A) are added to the weights in place, one fixed random video + audio sample is run
+through the transformer, and the weights are restored. A LoRA whose keys do not reach the transformer changes
+nothing: that is the zero-effect failure, reported as such.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ltx_lora.errors import UserError
+from ltx_lora.lora import formats
+from ltx_lora.lora.check import _require_base
+
+# Relative output change below this is numerical noise, not an effect.
+NO_EFFECT = 1e-6
+
+
+@dataclass
+class GroupEffect:
+    group: str
+    modules: int
+    video_change: float  # ||out - out_base|| / ||out_base||
+    audio_change: float
+
+
+@dataclass
+class VerifyReport:
+    lora: str
+    base: str
+    device: str
+    strength: float
+    applied: int
+    not_in_transformer: list[str] = field(default_factory=list)  # text side: not part of the transformer
+    unmatched: list[str] = field(default_factory=list)  # no layer of that name / shape
+    groups: list[GroupEffect] = field(default_factory=list)
+    total: GroupEffect | None = None
+
+    @property
+    def has_effect(self) -> bool:
+        return self.total is not None and max(self.total.video_change, self.total.audio_change) > NO_EFFECT
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["has_effect"] = self.has_effect
+        return d
+
+
+def _pick_device(device: str, base_bytes: int) -> torch.device:
+    if device == "auto":
+        # Full-size bases need the GPU; tiny ones run anywhere.
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise UserError("--device cuda was asked for but torch sees no CUDA GPU; use --device cpu (small bases only).")
+    if device == "cpu" and base_bytes > 8e9:
+        raise UserError(f"the base has {base_bytes / 1e9:.0f} GB of weights: verifying it on the CPU would take hours "
+                        "and that much RAM; run on a GPU (--device cuda).")
+    return torch.device(device)
+
+
+def _rel(x: torch.Tensor, ref: torch.Tensor) -> float:
+    return float((x - ref).norm() / ref.norm().clamp(min=1e-12))
+
+
+@torch.no_grad()
+def verify(lora_path: str | Path, base_path: str | Path, strength: float = 1.0, device: str = "auto",
+           on_progress=None) -> VerifyReport:
+    from ltx_lora.ltx import models, probe
+
+    lora = formats.read_lora(lora_path)
+    _, base = _require_base(Path(base_path).expanduser())
+    base_bytes = sum(i.numel for i in base.tensors.values()) * 2
+    dev = _pick_device(device, base_bytes)
+    dtype = torch.float32 if dev.type == "cpu" else torch.bfloat16
+    transformer = models.load_transformer(base.path, dev, dtype)
+    cfg = models.read_checkpoint_config(base.path)["transformer"]
+    report = VerifyReport(str(lora.path), str(base.path), str(dev), strength, 0)
+
+    pairs = formats.load_pairs(lora)
+    modules = dict(transformer.named_modules())
+    by_group: dict[str, list[tuple[torch.nn.Module, torch.Tensor]]] = {}
+    for m in lora.modules.values():
+        path = formats.ltx_core_path(m.stem)
+        if path is None:
+            report.not_in_transformer.append(m.down_key)
+            continue
+        layer = modules.get(path)
+        weight = getattr(layer, "weight", None)
+        if weight is None or tuple(weight.shape) != (m.out_features, m.in_features):
+            report.unmatched.append(m.down_key)
+            continue
+        down, up = pairs[m.stem]
+        delta = (up.to(dev, torch.float32) * (strength * m.scale)) @ down.to(dev, torch.float32)
+        by_group.setdefault(formats.module_group(m.stem), []).append((layer, delta))
+    report.applied = sum(len(v) for v in by_group.values())
+
+    inputs = probe.probe_inputs(cfg, dev, dtype)
+    v0, a0 = probe.forward(transformer, inputs)
+
+    def effect(name: str, items: list[tuple[torch.nn.Module, torch.Tensor]]) -> GroupEffect:
+        saved = [layer.weight.detach().clone() for layer, _ in items]
+        for layer, delta in items:
+            layer.weight.copy_((layer.weight.float() + delta).to(layer.weight.dtype))
+        v, a = probe.forward(transformer, inputs)
+        for (layer, _), w in zip(items, saved):
+            layer.weight.copy_(w)
+        return GroupEffect(name, len(items), _rel(v, v0), _rel(a, a0))
+
+    steps = [g for g in formats.GROUPS if g in by_group]
+    for i, g in enumerate(steps):
+        report.groups.append(effect(g, by_group[g]))
+        if on_progress:
+            on_progress(i + 1, len(steps) + 1)
+    report.total = effect("all", [x for g in steps for x in by_group[g]])
+    if on_progress:
+        on_progress(len(steps) + 1, len(steps) + 1)
+    return report
+
+
+def report_lines(r: VerifyReport) -> list[str]:
+    lines = [f"{Path(r.lora).name} on {Path(r.base).name}, strength {r.strength:g}, on {r.device}: "
+             f"{r.applied} modules applied to the transformer", "",
+             f"  {'group':<22} {'modules':>7} {'video change':>13} {'audio change':>13}"]
+    for g in r.groups + ([r.total] if r.total else []):
+        lines.append(f"  {g.group:<22} {g.modules:>7} {g.video_change:>12.2%} {g.audio_change:>13.2%}")
+    if r.not_in_transformer:
+        lines.append(f"\n{len(r.not_in_transformer)} modules adapt the text connectors / Gemma projection, which are "
+                     "not part of the transformer: not measured here.")
+    if r.unmatched:
+        lines.append(f"{len(r.unmatched)} modules match no transformer layer of that name and shape (e.g. "
+                     f"{r.unmatched[0]}): they have no effect (see `ltx-lora lora check`).")
+    lines.append("")
+    lines.append("The LoRA changes the transformer's output." if r.has_effect else
+                 "NO EFFECT: the LoRA does not change the transformer's output on this base.")
+    return lines

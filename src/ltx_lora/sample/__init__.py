@@ -1,0 +1,1 @@
+"""Validation sampling, health checks, sample media and the training report."""

@@ -1,0 +1,103 @@
+"""What a validation sample becomes on disk: an mp4 with its sound (H.264 + AAC, through PyAV) and a contact sheet
+PNG (frames in a grid, the waveform under them). Files are written to a temporary name and renamed."""
+
+from __future__ import annotations
+
+import os
+from fractions import Fraction
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image, ImageDraw
+
+AAC_RATES = (96000, 88200, 64000, 48000, 44100, 32000, 24000, 22050, 16000, 12000, 11025, 8000)
+
+
+def _tmp(path: Path) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return path.with_name(f".{path.stem}.{os.getpid()}.tmp{path.suffix}")
+
+
+def write_mp4(path: Path, frames: torch.Tensor, fps: float, wave: torch.Tensor | None = None,
+              sample_rate: int | None = None) -> Path:
+    """uint8 frames [F, H, W, 3] (+ float waveform [C, N] in [-1, 1]) -> an mp4 browsers play (yuv420p, faststart)."""
+    import av
+
+    path = Path(path)
+    tmp = _tmp(path)
+    f, h, w, _ = frames.shape
+    rate = Fraction(fps).limit_denominator(1001)
+    with av.open(str(tmp), "w", format="mp4", options={"movflags": "+faststart"}) as out:
+        video = out.add_stream("libx264", rate=rate)
+        video.width, video.height, video.pix_fmt = w - w % 2, h - h % 2, "yuv420p"
+        video.options = {"crf": "18", "preset": "medium"}
+        audio = None
+        if wave is not None:
+            if sample_rate not in AAC_RATES:
+                raise ValueError(f"AAC cannot store {sample_rate} Hz audio")
+            audio = out.add_stream("aac", rate=sample_rate)
+            audio.layout = "mono" if wave.shape[0] == 1 else "stereo"
+            audio.bit_rate = 192_000
+        arr = frames[:, : h - h % 2, : w - w % 2].contiguous().numpy()
+        for i in range(f):
+            frame = av.VideoFrame.from_ndarray(arr[i], format="rgb24")
+            frame.pts = i
+            out.mux(video.encode(frame))
+        out.mux(video.encode(None))
+        if audio is not None:
+            pcm = wave[:2].float().clamp(-1, 1).contiguous().numpy()
+            step = 1024 * 8
+            for start in range(0, pcm.shape[1], step):
+                chunk = np.ascontiguousarray(pcm[:, start:start + step])
+                aframe = av.AudioFrame.from_ndarray(chunk, format="fltp", layout=audio.layout.name)
+                aframe.sample_rate, aframe.pts, aframe.time_base = sample_rate, start, Fraction(1, sample_rate)
+                out.mux(audio.encode(aframe))
+            out.mux(audio.encode(None))
+    tmp.replace(path)
+    return path
+
+
+def _waveform_strip(wave: torch.Tensor, width: int, height: int) -> Image.Image:
+    """Peak envelope of the (mono-mixed) waveform, one column per pixel, with a red mark where it clips."""
+    img = Image.new("RGB", (width, height), (24, 24, 28))
+    draw = ImageDraw.Draw(img)
+    mono = torch.nan_to_num(wave.float()).mean(0)
+    n = mono.shape[0]
+    mid = height // 2
+    draw.line([(0, mid), (width, mid)], fill=(60, 60, 70))
+    if n == 0:
+        return img
+    edges = torch.linspace(0, n, width + 1).long()
+    for x in range(width):
+        seg = mono[edges[x]:max(edges[x + 1], edges[x] + 1)]
+        lo, hi = float(seg.min()), float(seg.max())
+        colour = (230, 80, 80) if max(abs(lo), abs(hi)) >= 0.999 else (110, 200, 150)
+        draw.line([(x, mid - hi * (mid - 1)), (x, mid - lo * (mid - 1))], fill=colour)
+    return img
+
+
+def write_contact_sheet(path: Path, frames: torch.Tensor, wave: torch.Tensor | None = None, *, fps: float,
+                        count: int = 8, columns: int = 4, tile_width: int = 240) -> Path:
+    """Up to `count` evenly spaced frames in a grid, each labelled with its time, and the waveform under them."""
+    path = Path(path)
+    f, h, w, _ = frames.shape
+    picks = sorted(set(np.linspace(0, f - 1, min(count, f)).round().astype(int).tolist()))
+    tw = min(tile_width, w)
+    th = max(1, round(h * tw / w))
+    cols = min(columns, len(picks))
+    rows = (len(picks) + cols - 1) // cols
+    strip_h = 48 if wave is not None else 0
+    sheet = Image.new("RGB", (cols * tw, rows * th + strip_h), (16, 16, 16))
+    draw = ImageDraw.Draw(sheet)
+    for k, i in enumerate(picks):
+        tile = Image.fromarray(frames[i].numpy()).resize((tw, th), Image.Resampling.BILINEAR)
+        x, y = (k % cols) * tw, (k // cols) * th
+        sheet.paste(tile, (x, y))
+        draw.text((x + 3, y + 2), f"{i / fps:.2f}s", fill=(255, 255, 0))
+    if wave is not None:
+        sheet.paste(_waveform_strip(wave, cols * tw, strip_h), (0, rows * th))
+    tmp = _tmp(path)
+    sheet.save(tmp, format="PNG")
+    tmp.replace(path)
+    return path

@@ -1,0 +1,246 @@
+"""The memory plan: how the frozen 22B base, the LoRA and the activations fit the GPU.
+
+`choose_plan` is a pure function of the memory budget, the transformer's sizes, the largest batch the buckets
+make, the LoRA rank and optimizer, and what the config fixes; it returns the fastest plan whose expected peak fits:
+
+  1. bf16 base, no block swap;
+  2. 1-byte base (FP8 for an FP8 checkpoint, as stored; INT8 per-channel from a bf16 checkpoint), no swap;
+  3. the same with the fewest blocks swapped to host memory (evenly spread);
+  4. the text connectors (2 B parameters, run once per step without gradients) kept in host memory and copied
+     to the GPU for that call, again with as few blocks swapped as needed;
+  5. the LoRA rank lowered (to 16, then 8), likewise.
+Explicit `memory.quantization` / `memory.block_swap` values are kept as given. Gradient checkpointing is whatever
+the config says (block swap requires it). `plan_for_config` measures the budget (or takes the forced tier) and is
+what both `ltx-lora train` and `ltx-lora doctor` call, so both show the same plan.
+
+The peak estimate counts weights, LoRA parameters + gradients + optimizer state, and activations with whole-block
+checkpointing: each block's input is kept (one token row per block) plus one block's working set while it is
+recomputed and back-propagated. The working-set constant is calibrated on the measured bf16 step on an H100
+(960x544x49 + audio, rank 32, AdamW: 40.9 GiB, bench/results/2026-11-25_h100_train_step_960x544x49*.jsonl);
+bench/memory_tiers.py prints the estimate beside the measured peak of every tier.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from ltx_lora.errors import UserError
+
+if TYPE_CHECKING:
+    import torch
+
+    from ltx_lora.config import Config
+    from ltx_lora.ltx.models import TransformerSize
+
+GIB = 2**30
+WORKING_SET_ROWS = 38.0  # one block's recompute + backward, in units of one block-input row (calibrated, see above)
+FRAGMENTATION = 1.08  # the caching allocator reserves more than it hands out (conservative: a plan must train)
+TIER_GIB = {"80gb": 80, "48gb": 48, "32gb": 32, "24gb": 24}
+TIER_RESERVE_GIB = 1.0  # CUDA context and a display on a forced tier's nominal size
+FREE_RESERVE_GIB = 0.5  # left free of the measured free memory
+OPTIMIZER_BYTES = {"adamw": 8, "adamw8bit": 2, "prodigy": 16}  # state bytes per LoRA parameter
+RANK_FLOOR = (16, 8)  # ranks the plan may fall back to when nothing else fits
+SWAP_SLOTS = 2
+
+
+@dataclass(frozen=True)
+class Workload:
+    """The largest batch the buckets make (video and audio tokens per batch) and the LoRA being trained."""
+
+    video_tokens: int
+    audio_tokens: int
+    rank: int
+    lora_per_rank: int  # LoRA parameters per unit of rank for the configured targets
+    optimizer: str = "adamw"
+    gradient_checkpointing: bool = True
+
+
+@dataclass(frozen=True)
+class Plan:
+    budget_gib: float | None  # None: no limit known (CPU)
+    budget_from: str
+    quantization: str  # none / fp8 / int8
+    swapped_blocks: tuple[int, ...]
+    blocks: int
+    gradient_checkpointing: bool
+    rank: int
+    expected_peak_gib: float
+    text_connectors_on_host: bool = False
+    parts_gib: dict[str, float] = field(default_factory=dict)
+    fits: bool = True
+    notes: tuple[str, ...] = ()
+
+    def describe(self) -> str:
+        weights = {"none": "bf16", "fp8": "FP8", "int8": "INT8"}[self.quantization]
+        swap = f"{len(self.swapped_blocks)} of {self.blocks} blocks swapped to host" if self.swapped_blocks else "no block swap"
+        ckpt = "gradient checkpointing" if self.gradient_checkpointing else "no gradient checkpointing"
+        budget = f"{self.budget_gib:.1f} GiB ({self.budget_from})" if self.budget_gib is not None else self.budget_from
+        parts = ", ".join(f"{k} {v:.1f}" for k, v in self.parts_gib.items())
+        text = ", text connectors streamed from host" if self.text_connectors_on_host else ""
+        line = (f"memory plan: {weights} base, {swap}{text}, {ckpt}, LoRA rank {self.rank}; expected peak "
+                f"{self.expected_peak_gib:.1f} GiB ({parts}) of budget {budget}")
+        if not self.fits:
+            line += " - DOES NOT FIT"
+        return line + "".join(f"\n  note: {n}" for n in self.notes)
+
+
+def _weight_bytes(quantization: str, fp8_coverage: float) -> float:
+    """Bytes per quantizable weight: 2 in bf16, 1 quantized; an FP8 file used as stored keeps the linears it did
+    not quantize in bf16 (`fp8_coverage` = the share of quantizable weights it stores as FP8)."""
+    if quantization == "none":
+        return 2.0
+    return 2.0 - fp8_coverage if quantization == "fp8" else 1.0
+
+
+def estimate(size: TransformerSize, work: Workload, quantization: str, swapped: int,
+             connectors_on_host: bool = False, fp8_coverage: float = 1.0) -> dict[str, float]:
+    """Expected peak device memory in GiB by part. Connectors on host: they visit the GPU at the start of a step,
+    when no activations are held, so the peak is the larger of that moment and the backward pass."""
+    wbytes = _weight_bytes(quantization, fp8_coverage)
+    block = size.quantizable_per_block * wbytes + size.other_per_block * 2  # what one swapped block takes off
+    weights = size.quantizable_per_block * wbytes * size.blocks + size.other_per_block * 2 * size.blocks \
+        + size.outside_blocks * 2 - swapped * block + (min(swapped, SWAP_SLOTS) * block if swapped else 0)
+    lora_params = work.rank * work.lora_per_rank
+    lora = lora_params * (4 + 4 + OPTIMIZER_BYTES.get(work.optimizer, 8))
+    row = (work.video_tokens * size.video_dim + work.audio_tokens * size.audio_dim) * 2
+    if work.gradient_checkpointing:
+        acts = row * (size.blocks + WORKING_SET_ROWS)
+    else:  # every block's working set is kept
+        acts = row * WORKING_SET_ROWS * size.blocks
+    if quantization != "none":  # one dequantised weight (fp32 product, bf16 result) at a time
+        acts += size.largest_linear * 6
+    text = size.text_connectors * 2
+    if connectors_on_host:
+        acts = max(acts, text)
+        text = 0
+    return {"weights": weights / GIB, "text connectors": text / GIB, "LoRA+optimizer": lora / GIB,
+            "activations": acts / GIB}
+
+
+def choose_plan(budget_gib: float | None, budget_from: str, size: TransformerSize, work: Workload,
+                quantization: str = "auto", block_swap: int | str = "auto", fp8_checkpoint: bool = False,
+                fp8_coverage: float = 1.0) -> Plan:
+    """The fastest plan that fits `budget_gib` (see the module docstring). Pure: no device is touched.
+    `fp8_checkpoint`: the file stores scaled FP8 linears (`fp8_coverage` of the quantizable weights)."""
+    coverage = fp8_coverage if fp8_checkpoint else 1.0
+    if not isinstance(block_swap, str) and block_swap and not work.gradient_checkpointing:
+        raise UserError("memory.block_swap needs train.gradient_checkpointing: true (backward reloads each block "
+                        "while it is recomputed); turn checkpointing on or set memory.block_swap: 0.")
+    one_byte = "fp8" if fp8_checkpoint else "int8"
+    quants = [quantization] if quantization != "auto" else ["none", one_byte]
+    if isinstance(block_swap, str) and work.gradient_checkpointing:
+        swaps = list(range(size.blocks + 1))
+    else:
+        swaps = [0 if isinstance(block_swap, str) else min(block_swap, size.blocks)]
+    ranks = [work.rank] + [r for r in RANK_FLOOR if r < work.rank]
+
+    def make(q: str, s: int, host: bool, rank: int, fits: bool) -> Plan:
+        from ltx_lora.train.block_swap import spread_blocks
+
+        parts = estimate(size, replace(work, rank=rank), q, s, host, coverage)
+        peak = sum(parts.values())
+        return Plan(budget_gib, budget_from, q, tuple(spread_blocks(s, size.blocks)), size.blocks,
+                    work.gradient_checkpointing, rank, round(peak, 2), host,
+                    {k: round(v, 2) for k, v in parts.items()}, fits)
+
+    def ok(q: str, s: int, host: bool, rank: int) -> bool:
+        return budget_gib is None or \
+            sum(estimate(size, replace(work, rank=rank), q, s, host, coverage).values()) * FRAGMENTATION <= budget_gib
+
+    if budget_gib is None:  # no limit known: the config's choices, bf16 where it left the choice
+        return make("none" if quantization == "auto" else quantization, swaps[0], False, work.rank, True)
+    # bf16 only unswapped when the choice is ours: a 1-byte base is faster than streaming bf16 blocks.
+    candidates = [(q, s, host) for host in (False, True) for q in quants for s in swaps
+                  if not (q == "none" and s and len(quants) > 1)]
+    for rank in ranks:
+        for q, s, host in candidates:
+            if ok(q, s, host, rank):
+                plan = make(q, s, host, rank, True)
+                if rank != work.rank:
+                    plan = replace(plan, notes=(f"LoRA rank lowered from {work.rank} to {rank} to fit; use "
+                                                "smaller buckets or a bigger GPU to keep it.",))
+                return plan
+    smallest = make(quants[-1], swaps[-1], True, ranks[-1], False)
+    return replace(smallest, notes=("even this plan is expected to exceed the budget: use smaller buckets "
+                                    "(data.buckets), batch size 1, or a GPU with more memory.",))
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# From a config and this machine
+# ---------------------------------------------------------------------------------------------------------------
+
+
+def workload_for_config(cfg: Config, size: TransformerSize) -> Workload:
+    """The largest batch of the config's buckets and the LoRA it trains."""
+    from ltx_lora.config import TrainingMode
+    from ltx_lora.data.buckets import batch_size_for, parse_buckets
+    from ltx_lora.train.lora import target_modules
+
+    audio = cfg.train.mode in (TrainingMode.audio_video, TrainingMode.image_to_video)
+    video_tokens = audio_tokens = 0
+    for b in parse_buckets(cfg.data.buckets):
+        n = batch_size_for(b, batch_size=cfg.train.batch_size, token_budget=cfg.data.token_budget)
+        if b.tokens * n > video_tokens:
+            video_tokens = b.tokens * n
+            audio_tokens = round(b.frames / cfg.train.fps * 25) * n if audio else 0  # 25 audio latents per second
+    return Workload(video_tokens=video_tokens, audio_tokens=audio_tokens, rank=cfg.lora.rank,
+                    lora_per_rank=size.lora_elements_per_rank(target_modules(cfg.lora)),
+                    optimizer=cfg.train.optimizer.value, gradient_checkpointing=cfg.train.gradient_checkpointing)
+
+
+def device_budget(device: torch.device) -> tuple[float | None, str]:
+    """Free memory of the device in GiB (less a reserve, capped by a per-process memory fraction), or None on CPU."""
+    import torch
+
+    if device.type != "cuda":
+        return None, "CPU: no device memory limit"
+    if device.index is None:  # torch's per-process fraction calls need an explicit index
+        device = torch.device("cuda", torch.cuda.current_device())
+    free, total = torch.cuda.mem_get_info(device)
+    budget = free / GIB - FREE_RESERVE_GIB
+    source = f"free on {torch.cuda.get_device_name(device)}"
+    try:
+        fraction = torch.cuda.get_per_process_memory_fraction(device)
+    except (AttributeError, RuntimeError):
+        fraction = 1.0
+    if fraction < 1.0:
+        cap = fraction * total / GIB - torch.cuda.memory_reserved(device) / GIB
+        if cap < budget:
+            budget, source = cap, f"per-process cap {fraction * total / GIB:.0f} GiB"
+    return max(budget, 0.0), source
+
+
+def plan_for_config(cfg: Config, device: torch.device | None = None) -> Plan:
+    """The plan `ltx-lora train` uses for this config on this machine (and `ltx-lora doctor` shows)."""
+    import torch
+
+    from ltx_lora.ltx.models import ltx23_22b_config, read_checkpoint_config, scaled_fp8_modules, transformer_size
+
+    from ltx_lora.ltx.quantize import is_quantizable
+    from ltx_lora.safetensors_header import read_header
+
+    path = Path(cfg.model.checkpoint) if cfg.model.checkpoint else None
+    coverage = 1.0
+    if path is not None and path.is_file():
+        model_cfg, stored = read_checkpoint_config(path), scaled_fp8_modules(path)
+        fp8 = bool(stored)
+        size = transformer_size(model_cfg)
+        if fp8:
+            tensors = read_header(path).tensors
+            covered = sum(tensors[f"model.diffusion_model.{m}.weight"].numel for m in stored if is_quantizable(m))
+            coverage = covered / max(1, size.quantizable_per_block * size.blocks)
+    else:  # no checkpoint (yet): plan for the released 22B model
+        model_cfg, fp8 = ltx23_22b_config(), "fp8" in (path.name if path else "")
+        size = transformer_size(model_cfg)
+    work = workload_for_config(cfg, size)
+    mem = cfg.memory
+    if mem.plan != "auto":
+        budget, source = TIER_GIB[mem.plan] - TIER_RESERVE_GIB, f"memory.plan {mem.plan}"
+    else:
+        if device is None:
+            device = torch.device("cuda", torch.cuda.current_device()) if torch.cuda.is_available() else torch.device("cpu")
+        budget, source = device_budget(device)
+    return choose_plan(budget, source, size, work, mem.quantization, mem.block_swap, fp8_checkpoint=fp8,
+                       fp8_coverage=coverage)

@@ -1,0 +1,341 @@
+"""`ltx-lora lora inspect | check | convert | verify | merge` on tiny checkpoints and LoRA variants made here.
+
+Variants: the fixture user LoRA (ComfyUI layout, rank 4, alpha 8), the same converted to diffusers / peft by the
+real converter, a kohya file (lora_unet_*, lora_down/up, .alpha), one with text-connector keys, LTX-2.0 LoRAs
+(the fixture's 19B-named file, and one adapting the 2.0-only caption projection), one whose shapes do not fit.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors import safe_open
+from safetensors.torch import load_file, save_file
+
+from conftest import assert_user_error, run_cli
+from ltx_lora.errors import UserError
+from ltx_lora.lora import formats
+from ltx_lora.lora.check import APPLIED, IGNORED, MISMATCH, check
+from ltx_lora.lora.convert import convert
+from ltx_lora.lora.inspect import inspect_lora
+from ltx_lora.lora.merge import merge
+from ltx_lora.lora.verify import verify
+from ltx_lora.safetensors_header import read_header
+
+
+def _pairs(path: Path) -> dict[str, torch.Tensor]:
+    """{stem: strength-scaled delta B @ A * alpha/rank} of any layout: what the LoRA means."""
+    lora = formats.read_lora(path)
+    return {s: (u.float() * lora.modules[s].scale) @ d.float() for s, (d, u) in formats.load_pairs(lora).items()}
+
+
+def _strong_lora(base: Path, stems: list[str], rank: int, alpha: float | None, seed: int = 1) -> dict:
+    """A ComfyUI-layout LoRA on `stems` with deltas large enough to dominate bf16 rounding."""
+    header = read_header(base)
+    g = torch.Generator().manual_seed(seed)
+    out = {}
+    for stem in stems:
+        n_out, n_in = header.tensors[formats.base_weight_key(stem)].shape
+        out[f"{stem}.lora_A.weight"] = (torch.randn(rank, n_in, generator=g) / n_in**0.5).to(torch.bfloat16)
+        out[f"{stem}.lora_B.weight"] = (0.3 * torch.randn(n_out, rank, generator=g)).to(torch.bfloat16)
+        if alpha is not None:
+            out[f"{stem}.alpha"] = torch.tensor(float(alpha), dtype=torch.bfloat16)
+    return out
+
+
+@pytest.fixture(scope="session")
+def variants(tiny_checkpoint, tmp_path_factory) -> dict[str, Path]:
+    root = tmp_path_factory.mktemp("lora-variants")
+    dev = tiny_checkpoint("dev")
+    user = tiny_checkpoint("user-lora")  # comfyui, rank 4, alpha 8 (alpha != rank)
+    v = {"user": user, "ltx2": tiny_checkpoint("ltx2-lora")}
+    v["diffusers"] = convert(user, "diffusers", root / "user_diffusers.safetensors").path
+    v["peft"] = convert(user, "peft", root / "user_peft.safetensors").path
+    sd = load_file(user)
+    kohya = {}
+    for key, t in sd.items():
+        raw, role, _ = formats._split_key(key)
+        name = formats.to_kohya(raw)
+        kohya[name + {"down": ".lora_down.weight", "up": ".lora_up.weight", "alpha": ".alpha"}[role]] = t
+    save_file(kohya, root / "user_kohya.safetensors")
+    v["kohya"] = root / "user_kohya.safetensors"
+    header = read_header(dev)
+    blocks = [s for s in (k.removeprefix("model.").removesuffix(".weight") for k in header.tensors)
+              if ".transformer_blocks.0." in s and s.endswith(("attn1.to_q", "attn1.to_v"))]
+    connector = ["diffusion_model.video_embeddings_connector.transformer_1d_blocks.0.attn1.to_q",
+                 "text_embedding_projection.video_aggregate_embed"]
+    save_file(_strong_lora(dev, blocks + connector, 2, None), root / "with_connectors.safetensors")
+    v["connectors"] = root / "with_connectors.safetensors"
+    # LTX-2.0 LoRA adapting its caption projection, which 2.3 does not have (shapes from the 2.0 fixture).
+    ltx2 = load_file(v["ltx2"])
+    g = torch.Generator().manual_seed(3)
+    for name, (n_out, n_in) in {"caption_projection.linear_1": (32, 64), "caption_projection.linear_2": (32, 32)}.items():
+        ltx2[f"diffusion_model.{name}.lora_A.weight"] = torch.randn(8, n_in, generator=g).to(torch.bfloat16)
+        ltx2[f"diffusion_model.{name}.lora_B.weight"] = torch.randn(n_out, 8, generator=g).to(torch.bfloat16)
+    save_file(ltx2, root / "ltx-2-19b-lora-with-caption.safetensors")
+    v["ltx2_caption"] = root / "ltx-2-19b-lora-with-caption.safetensors"
+    # Made for a wider model: every in_features doubled.
+    wide = {k: (torch.cat([t, t], dim=1) if k.endswith("lora_A.weight") else t) for k, t in sd.items()}
+    save_file(wide, root / "wider_model_lora.safetensors")
+    v["wide"] = root / "wider_model_lora.safetensors"
+    # Strong attention + feed-forward LoRA with alpha != rank, for numeric comparisons.
+    stems = [s for s in (k.removeprefix("model.").removesuffix(".weight") for k in header.tensors)
+             if ".transformer_blocks." in s and s.endswith(("to_q", "to_k", "to_v", "to_out.0", "ff.net.0.proj",
+                                                            "ff.net.2")) and "connector" not in s]
+    save_file(_strong_lora(dev, stems, 4, 2.0), root / "strong.safetensors")
+    v["strong"] = root / "strong.safetensors"
+    return v
+
+
+# --- formats / inspect ----------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name, fmt, naming", [
+    ("user", "comfyui", "lora_A/lora_B"), ("diffusers", "diffusers", "lora_A/lora_B"), ("peft", "peft", "lora_A/lora_B"),
+    ("kohya", "kohya", "lora_down/lora_up"),
+])
+def test_every_layout_parses_to_the_same_modules(variants, name, fmt, naming):
+    lora = formats.read_lora(variants[name])
+    assert (lora.format, lora.naming, lora.stray_keys) == (fmt, naming, [])
+    reference = _pairs(variants["user"])
+    deltas = _pairs(variants[name])
+    assert set(deltas) == set(reference) and len(reference) == 48
+    for stem, delta in reference.items():  # same strength everywhere: diffusers / peft have alpha folded into B
+        torch.testing.assert_close(deltas[stem], delta, rtol=1e-2, atol=1e-4)
+
+
+def test_diffusers_names_cover_the_modules_that_differ():
+    pairs = {
+        "diffusion_model.patchify_proj": "transformer.proj_in",
+        "diffusion_model.audio_patchify_proj": "transformer.audio_proj_in",
+        "diffusion_model.adaln_single.linear": "transformer.time_embed.linear",
+        "diffusion_model.audio_adaln_single.emb.timestep_embedder.linear_1":
+            "transformer.audio_time_embed.emb.timestep_embedder.linear_1",
+        "diffusion_model.prompt_adaln_single.linear": "transformer.prompt_adaln.linear",
+        "diffusion_model.av_ca_a2v_gate_adaln_single.linear": "transformer.av_cross_attn_video_a2v_gate.linear",
+        "diffusion_model.transformer_blocks.3.audio_to_video_attn.to_out.0":
+            "transformer.transformer_blocks.3.audio_to_video_attn.to_out.0",
+        "diffusion_model.transformer_blocks.0.ff.net.0.proj": "transformer.transformer_blocks.0.ff.net.0.proj",
+        "diffusion_model.video_embeddings_connector.transformer_1d_blocks.1.attn1.to_k":
+            "connectors.video_connector.transformer_blocks.1.attn1.to_k",
+        "text_embedding_projection.audio_aggregate_embed": "connectors.audio_text_proj_in",
+        "text_embedding_projection.aggregate_embed": "connectors.text_proj_in",
+    }
+    for stem, diffusers_name in pairs.items():
+        assert formats.to_diffusers(stem) == diffusers_name
+        assert formats.from_diffusers(diffusers_name) == stem
+        assert formats.from_kohya(formats.to_kohya(stem).removeprefix("lora_unet_")) == stem \
+            if stem.startswith("diffusion_model.") else True
+
+
+def test_inspect_reports_layout_rank_alpha_groups_and_version(variants):
+    user = inspect_lora(variants["user"])
+    assert (user.format, user.ranks, user.alphas, user.scales) == ("comfyui", {4: 48}, {"8": 48}, {"2": 48})
+    assert list(user.groups) == ["video attention", "audio attention", "cross-modal attention"]
+    assert user.groups["cross-modal attention"]["targets"] == [
+        "audio_to_video_attn.to_k", "audio_to_video_attn.to_out.0", "audio_to_video_attn.to_q",
+        "audio_to_video_attn.to_v", "video_to_audio_attn.to_k", "video_to_audio_attn.to_out.0",
+        "video_to_audio_attn.to_q", "video_to_audio_attn.to_v"]
+    diff = inspect_lora(variants["diffusers"])
+    assert diff.alphas == {"none": 48} and diff.folded_alpha == 8.0 and diff.metadata["rank"] == "4"
+    assert any("convert" in a for a in diff.advice)
+    ltx2 = inspect_lora(variants["ltx2_caption"])
+    assert ltx2.family == "2.0" and "other transformer" in ltx2.groups
+    conn = inspect_lora(variants["connectors"])
+    assert conn.groups["text connectors"]["modules"] == 2
+    strong = inspect_lora(variants["strong"])
+    assert {"video feed-forward", "audio feed-forward"} <= set(strong.groups)
+
+
+def test_inspect_cli_json_and_bad_input(variants, tmp_path):
+    res = run_cli("lora", "inspect", variants["kohya"], "--json")
+    assert res.code == 0, res.err
+    data = json.loads(res.out)
+    assert (data["format"], data["naming"], data["modules"]) == ("kohya", "lora_down/lora_up", 48)
+    from ltx_lora.lora.inspect import report_lines
+
+    text = "\n".join(report_lines(inspect_lora(variants["user"])))
+    assert "alpha/rank: x2" in text and "cross-modal attention" in text
+    bogus = tmp_path / "bogus.safetensors"
+    bogus.write_bytes(b"not a safetensors file at all")
+    assert_user_error(run_cli("lora", "inspect", bogus), "not a safetensors file")
+    nolora = tmp_path / "plain.safetensors"
+    save_file({"x": torch.zeros(2)}, nolora)
+    with pytest.raises(UserError, match="no LoRA weights"):
+        inspect_lora(nolora)
+
+
+# --- check --------------------------------------------------------------------------------------------------------
+
+
+def test_check_clean_lora_and_every_comfyui_spelling(variants, tiny_checkpoint):
+    dev = tiny_checkpoint("dev")
+    for name in ("user", "kohya"):
+        report = check(variants[name], dev)
+        assert report.clean, report.findings
+        assert {m.comfyui for m in report.modules} == {APPLIED}
+    kohya = check(variants["kohya"], dev)
+    assert {m.ltx_core for m in kohya.modules} == {IGNORED}  # ltx-core reads lora_A/lora_B under diffusion_model only
+    user = check(variants["user"], dev)
+    assert {m.ltx_core for m in user.modules} == {APPLIED}
+    assert any("x2" in n for n in user.notes) and any("refuses" in n for n in user.notes)
+
+
+def test_check_diffusers_layout_is_the_zero_effect_failure(variants, tiny_checkpoint):
+    report = check(variants["diffusers"], tiny_checkpoint("dev"))
+    assert not report.clean
+    assert {m.comfyui for m in report.modules} == {IGNORED} and {m.diffusers for m in report.modules} == {APPLIED}
+    assert "NO effect" in report.findings[0] and "lora convert" in report.findings[0]
+    peft = check(variants["peft"], tiny_checkpoint("dev"))
+    assert {m.comfyui for m in peft.modules} == {IGNORED}
+
+
+def test_check_connectors_shapes_and_old_lora(variants, tiny_checkpoint):
+    dev = tiny_checkpoint("dev")
+    conn = check(variants["connectors"], dev)
+    by_stem = {m.stem: m for m in conn.modules}
+    video_conn = by_stem["diffusion_model.video_embeddings_connector.transformer_1d_blocks.0.attn1.to_q"]
+    projection = by_stem["text_embedding_projection.video_aggregate_embed"]
+    assert (video_conn.comfyui, video_conn.ltx_core, video_conn.diffusers) == (APPLIED, IGNORED, IGNORED)
+    assert (projection.comfyui, projection.ltx_core, projection.diffusers) == (IGNORED, IGNORED, APPLIED)
+    assert any("text connectors" in f for f in conn.findings)
+    wide = check(variants["wide"], dev)
+    assert {m.comfyui for m in wide.modules} == {MISMATCH} and "do not fit" in wide.findings[0]
+    old = check(variants["ltx2_caption"], dev)
+    assert old.lora_family == "2.0"
+    assert any("2 of" in f and "silently ignored" in f for f in old.findings)
+    assert any("retrain" in f and "0.2-0.4" in f for f in old.findings)
+    plain_old = check(variants["ltx2"], dev)  # attention-only 2.0 LoRA: fits, but the version advice stands
+    assert {m.comfyui for m in plain_old.modules} == {APPLIED} and "retrain" in plain_old.findings[0]
+
+
+def test_check_cli_exit_codes(variants, tiny_checkpoint):
+    dev = tiny_checkpoint("dev")
+    res = run_cli("lora", "check", variants["diffusers"], "--base", dev)
+    assert res.code == 1 and "silently ignored" in res.out and "0/48" in res.out, res.out
+    assert_user_error(run_cli("lora", "check", variants["user"], "--base", variants["ltx2"]), "is a lora")
+    data = check(variants["connectors"], dev).to_dict()
+    assert data["clean"] is False and data["summary"]["comfyui"] == {"applied": 5, "ignored": 1}
+    assert check(variants["user"], dev).clean
+    with pytest.raises(UserError, match="not a file"):
+        check(Path("/nonexistent.safetensors"), dev)
+
+
+# --- convert ------------------------------------------------------------------------------------------------------
+
+
+def test_convert_round_trips_and_alpha(variants, tmp_path):
+    user = variants["user"]
+    back = convert(variants["diffusers"], "comfyui", tmp_path / "back.safetensors").path
+    keys = set(load_file(back))
+    assert keys == {k for k in load_file(user) if not k.endswith(".alpha")}  # alpha already folded by diffusers
+    for stem, delta in _pairs(user).items():
+        torch.testing.assert_close(_pairs(back)[stem], delta, rtol=1e-2, atol=1e-4)
+    kept = convert(variants["kohya"], "comfyui", tmp_path / "kept.safetensors").path
+    assert load_file(kept).keys() == load_file(user).keys()  # .alpha preserved
+    assert formats.read_lora(kept).modules["diffusion_model.transformer_blocks.0.attn1.to_q"].alpha == 8.0
+    folded = convert(user, "comfyui", tmp_path / "folded.safetensors", fold_alpha=True).path
+    with safe_open(str(folded), "pt") as f:
+        assert not any(k.endswith(".alpha") for k in f.keys()) and f.metadata()["alpha"] == "8"
+    conn = convert(variants["connectors"], "diffusers", tmp_path / "conn.safetensors").path
+    assert "connectors.video_connector.transformer_blocks.0.attn1.to_q.lora_A.weight" in load_file(conn)
+    assert "connectors.video_text_proj_in.lora_B.weight" in load_file(conn)
+    peft = load_file(variants["peft"])
+    assert "base_model.model.transformer_blocks.0.attn1.to_q.lora_A.weight" in peft
+
+
+def test_convert_cli(variants, tmp_path):
+    out = tmp_path / "x.safetensors"
+    res = run_cli("lora", "convert", variants["user"], "--to", "diffusers", "-o", out)
+    assert res.code == 0 and "comfyui -> diffusers" in res.out and out.is_file(), res.err
+    with pytest.raises(UserError, match="exists"):
+        convert(variants["user"], "diffusers", out)
+    with pytest.raises(UserError, match="unknown target"):
+        convert(variants["user"], "onnx", tmp_path / "y.safetensors")
+
+
+# --- verify + merge -----------------------------------------------------------------------------------------------
+
+
+def test_verify_measures_the_effect_per_group(variants, tiny_checkpoint):
+    dev = tiny_checkpoint("dev")
+    report = verify(variants["strong"], dev, device="cpu")
+    assert report.has_effect and report.applied == 2 * 28
+    groups = {g.group: g for g in report.groups}
+    assert set(groups) == {"video attention", "audio attention", "cross-modal attention", "video feed-forward",
+                           "audio feed-forward"}
+    assert groups["video feed-forward"].video_change > 1e-3 and groups["audio feed-forward"].audio_change > 1e-3
+    # Twice the strength, about twice the change (the change is small and close to linear).
+    double = verify(variants["strong"], dev, strength=2.0, device="cpu")
+    assert double.total.video_change == pytest.approx(2 * report.total.video_change, rel=0.2)
+    none = verify(variants["ltx2_caption"], dev, device="cpu")
+    assert none.unmatched and none.applied == 48  # the attention part still applies
+    from ltx_lora.lora.verify import report_lines
+
+    conn = verify(variants["connectors"], dev, device="cpu")
+    assert conn.has_effect and len(conn.not_in_transformer) == 2
+    assert "text connectors" in "\n".join(report_lines(conn))
+
+
+def test_verify_reports_no_effect(variants, tiny_checkpoint, tmp_path):
+    only_caption = {k: v for k, v in load_file(variants["ltx2_caption"]).items() if "caption_projection" in k}
+    save_file(only_caption, tmp_path / "caption_only.safetensors")
+    res = run_cli("lora", "verify", tmp_path / "caption_only.safetensors", "--base", tiny_checkpoint("dev"),
+                  "--device", "cpu")
+    assert res.code == 1 and "NO EFFECT" in res.out, res.out
+
+
+def test_merge_equals_ltx_core_fusion_and_loads(variants, tiny_checkpoint, tmp_path):
+    from ltx_lora.checkpoints import identify
+    from ltx_lora.ltx import models, probe
+
+    dev = tiny_checkpoint("dev")
+    folded = convert(variants["strong"], "comfyui", tmp_path / "folded.safetensors", fold_alpha=True).path
+    res = run_cli("lora", "merge", variants["strong"], "--base", dev, "-o", tmp_path / "merged.safetensors",
+                  "--strength", "0.5")
+    assert res.code == 0 and "56 weights fused" in res.out, res.err
+    merged = tmp_path / "merged.safetensors"
+    assert identify(merged).kind == "ltx-2.3-dev"
+    assert read_header(merged).metadata["config"] == read_header(dev).metadata["config"]
+    cfg = models.read_checkpoint_config(dev)["transformer"]
+    x = probe.probe_inputs(cfg, "cpu", torch.float32)
+    ours = probe.forward(models.load_transformer(merged, "cpu", torch.bfloat16).float(), x)
+    # ltx-core's own fusion of the alpha-folded file (it ignores .alpha) at the same strength; in bf16, because with
+    # LoRAs its builder leaves the weights it does not touch in the stored dtype whatever dtype is asked for.
+    theirs = probe.forward(models.load_transformer(dev, "cpu", torch.bfloat16, loras=((folded, 0.5),)).float(), x)
+    base = probe.forward(models.load_transformer(dev, "cpu", torch.bfloat16).float(), x)
+    for o, t, b in zip(ours, theirs, base):
+        assert (t - b).norm() / b.norm() > 0.02  # the LoRA matters
+        assert (o - t).norm() / (t - b).norm() < 0.05  # and both fusions agree (bf16 storage of the merged file)
+    with pytest.raises(UserError, match="lora check"):
+        merge(variants["wide"], dev, tmp_path / "w.safetensors")
+
+
+def test_merge_fp8_base_requantises_and_refuses_unscaled(variants, tiny_checkpoint, tmp_path):
+    from ltx_lora.ltx import models, probe
+
+    fp8 = tiny_checkpoint("dev-fp8")
+    out = merge(variants["strong"], fp8, tmp_path / "merged-fp8.safetensors").path
+    h = read_header(out)
+    key = "model.diffusion_model.transformer_blocks.0.attn1.to_q"
+    assert h.tensors[key + ".weight"].dtype == "F8_E4M3" and key + ".input_scale" in h.tensors
+    with safe_open(str(out), "pt") as f, safe_open(str(fp8), "pt") as g:
+        assert not torch.equal(f.get_tensor(key + ".weight_scale"), g.get_tensor(key + ".weight_scale"))
+    cfg = models.read_checkpoint_config(fp8)["transformer"]
+    x = probe.probe_inputs(cfg, "cpu", torch.float32)
+    merged = probe.forward(models.load_transformer(out, "cpu", torch.float32), x)
+    base = probe.forward(models.load_transformer(fp8, "cpu", torch.float32), x)
+    bf16_merged = tmp_path / "bf16-merged.safetensors"
+    merge(variants["strong"], tiny_checkpoint("dev"), bf16_merged)
+    # The FP8 fixture is the Dev weights quantised: FP8 merge ~ bf16 merge, far closer than to the un-merged base.
+    reference = probe.forward(models.load_transformer(bf16_merged, "cpu", torch.float32), x)
+    for m, r, b in zip(merged, reference, base):
+        assert (m - r).norm() < 0.5 * (r - b).norm()
+    sd = load_file(fp8)
+    save_file({k: v for k, v in sd.items() if not k.endswith("_scale")}, tmp_path / "ltx-2.3-22b-dev-fp8-noscale.safetensors",
+              metadata=read_header(fp8).metadata)
+    with pytest.raises(UserError, match="without weight_scale"):
+        merge(variants["strong"], tmp_path / "ltx-2.3-22b-dev-fp8-noscale.safetensors", tmp_path / "n.safetensors")

@@ -1,0 +1,282 @@
+"""Low-VRAM training: the memory plan, the FP8 / INT8 frozen base, block swap, and their use by train and doctor.
+
+Losses and gradients are compared on the tiny LTX-2.3 fixture through the real ltx-core transformer (CPU)."""
+
+from __future__ import annotations
+
+import copy
+import re
+
+import pytest
+import torch
+import yaml
+from safetensors import safe_open
+
+from conftest import assert_user_error, run_cli
+from test_train import prepared, write_config  # noqa: F401 - the session's preprocessed tiny dataset
+
+from ltx_lora.config import Config, LoraConfig, parse_config
+from ltx_lora.errors import UserError
+from ltx_lora.ltx import models
+from ltx_lora.ltx.modality import predict_velocity
+from ltx_lora.ltx.quantize import QuantizedLinear, dequantize, quantize_weight
+from ltx_lora.train.block_swap import BlockSwap, attach_block_swap, spread_blocks
+from ltx_lora.train.lora import inject_lora
+from ltx_lora.train.memory import FRAGMENTATION, Workload, choose_plan, plan_for_config, workload_for_config
+from ltx_lora.train.objective import LatentBatch, compute_loss, prepare_inputs
+from ltx_lora.train.timesteps import SigmaSampler
+
+TARGETS = ["to_k", "to_q", "to_v", "to_out.0"]
+
+
+# -- the plan (a pure function) -----------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def size22b():
+    return models.transformer_size(models.ltx23_22b_config())
+
+
+@pytest.fixture(scope="module")
+def work960(size22b):
+    cfg = Config()  # defaults: 960x544x49, audio-video, rank 32, AdamW, checkpointing
+    return workload_for_config(cfg, size22b)
+
+
+def test_workload_of_the_default_bucket(work960, size22b):
+    assert (work960.video_tokens, work960.audio_tokens, work960.rank) == (3570, 51, 32)
+    assert work960.lora_per_rank * 32 == 213_909_504  # the 22B model's rank-32 attention LoRA (performance anchor)
+    assert size22b.blocks == 48 and size22b.quantizable_per_block * 48 > 18e9
+
+
+def test_plan_picks_the_fastest_fitting_format_per_gpu_size(size22b, work960):
+    plans = {gib: choose_plan(gib, "test", size22b, work960) for gib in (80, 48, 32, 24, 8)}
+    assert (plans[80].quantization, plans[80].swapped_blocks, plans[80].rank) == ("none", (), 32)
+    assert plans[48].quantization in ("none", "int8") and not plans[48].swapped_blocks
+    assert (plans[32].quantization, plans[32].swapped_blocks, plans[32].rank) == ("int8", (), 32)
+    p24 = plans[24]
+    assert p24.quantization == "int8" and 0 < len(p24.swapped_blocks) < 48 and p24.rank == 32
+    assert p24.swapped_blocks == tuple(spread_blocks(len(p24.swapped_blocks), 48))  # spread, not the first N
+    for gib in (80, 48, 32, 24):  # every chosen plan fits its budget with the fragmentation margin
+        assert plans[gib].fits and plans[gib].expected_peak_gib * FRAGMENTATION <= gib
+    # With 8 GiB nothing at rank 32 fits: the rank is lowered and said so.
+    assert plans[8].rank < 32 and "rank lowered" in plans[8].describe()
+    assert plans[8].text_connectors_on_host and not plans[24].text_connectors_on_host
+    # Fewer blocks swapped than a smaller budget needs, and a lower peak for every smaller budget.
+    assert len(choose_plan(20, "t", size22b, work960).swapped_blocks) > len(p24.swapped_blocks)
+    peaks = [plans[g].expected_peak_gib for g in (80, 48, 32, 24, 8)]
+    assert peaks == sorted(peaks, reverse=True)
+
+
+def test_plan_keeps_what_the_config_fixes(size22b, work960):
+    assert choose_plan(24, "t", size22b, work960, fp8_checkpoint=True).quantization == "fp8"  # the file, as stored
+    # An FP8 file that keeps some linears in bf16 weighs more: more blocks are swapped.
+    partial = choose_plan(24, "t", size22b, work960, fp8_checkpoint=True, fp8_coverage=42 / 48)
+    assert len(partial.swapped_blocks) > len(choose_plan(24, "t", size22b, work960, fp8_checkpoint=True).swapped_blocks)
+    p = choose_plan(80, "t", size22b, work960, quantization="fp8", block_swap=6)
+    assert (p.quantization, len(p.swapped_blocks)) == ("fp8", 6)
+    big = Workload(3570 * 4, 51 * 4, 32, work960.lora_per_rank)  # batch 4 at 960x544x49
+    fixed = {"quantization": "int8", "block_swap": 0}
+    assert choose_plan(24, "t", size22b, big, **fixed).expected_peak_gib > \
+        choose_plan(24, "t", size22b, work960, **fixed).expected_peak_gib
+    assert len(choose_plan(24, "t", size22b, big).swapped_blocks) > len(choose_plan(24, "t", size22b, work960).swapped_blocks)
+    tiny = choose_plan(2, "t", size22b, work960)
+    assert not tiny.fits and "DOES NOT FIT" in tiny.describe() and "smaller buckets" in tiny.describe()
+    nockpt = Workload(3570, 51, 32, work960.lora_per_rank, gradient_checkpointing=False)
+    with pytest.raises(UserError, match="gradient_checkpointing"):
+        choose_plan(24, "t", size22b, nockpt, block_swap=4)
+    assert choose_plan(None, "cpu", size22b, work960).quantization == "none"  # no limit known: nothing forced
+
+
+def test_forced_tier_sets_the_budget(tiny_checkpoint):
+    cfg = parse_config({"model": {"checkpoint": "/nowhere/ltx-2.3-22b-dev.safetensors"}, "memory": {"plan": "24gb"}})
+    plan = plan_for_config(cfg, torch.device("cpu"))
+    assert plan.budget_gib == 23 and plan.quantization == "int8" and plan.swapped_blocks
+    fp8 = parse_config({"model": {"checkpoint": str(tiny_checkpoint("dev-fp8"))}, "memory": {"plan": "24gb"}})
+    assert plan_for_config(fp8, torch.device("cpu")).blocks == 2  # sizes come from the file's own config
+
+
+# -- formats ------------------------------------------------------------------------------------------------------
+
+
+def test_fp8_checkpoint_loads_as_stored_and_matches_its_bf16_source(tiny_checkpoint):
+    fp8_path, dev_path = tiny_checkpoint("dev-fp8"), tiny_checkpoint("dev")
+    model = models.load_transformer(fp8_path, dtype=torch.float32, quantization="fp8")
+    ref = models.load_transformer(dev_path, dtype=torch.float32)
+    quantized = {n: m for n, m in model.named_modules() if isinstance(m, QuantizedLinear)}
+    assert len(quantized) == 2 * 28 and all(m.fmt == "fp8" for m in quantized.values())
+    with safe_open(str(fp8_path), "pt") as f:
+        for name, m in quantized.items():
+            key = f"model.diffusion_model.{name}"
+            assert torch.equal(m.weight, f.get_tensor(key + ".weight").view(torch.uint8))  # the file's bytes
+            assert torch.equal(m.weight_scale, f.get_tensor(key + ".weight_scale"))
+            w = ref.get_submodule(name).weight
+            err = (m.dequantized_weight() - w).abs()
+            # e4m3 keeps 3 mantissa bits: half an ulp is 2^-4 relative (2^-10 x scale absolute in the subnormals)
+            bound = torch.maximum(w.abs() * 2**-4, m.weight_scale * 2**-10) * 1.001 + 1e-7
+            assert (err <= bound).all(), name
+            assert err.max() > 0  # really FP8, not a float copy
+    # Everything that is not FP8 in the file is exactly the bf16 source (biases, norms, gates, tables).
+    got = dict(model.named_parameters())
+    for name, p in ref.named_parameters():
+        if name.removesuffix(".weight") not in quantized:
+            assert torch.equal(got[name], p), name
+    # Folding the scales (quantization none) gives the same weights as the FP8 modules dequantise to.
+    folded = models.load_transformer(fp8_path, dtype=torch.float32)
+    for name, m in quantized.items():
+        assert torch.equal(folded.get_submodule(name).weight, m.dequantized_weight())
+
+
+def test_int8_and_fp8_weight_roundtrip_error():
+    w = torch.randn(64, 48) * torch.linspace(0.1, 3, 64)[:, None]
+    for fmt, tol in (("int8", 0.5 / 127), ("fp8", 2**-4)):
+        raw, scale = quantize_weight(w, fmt)
+        assert raw.element_size() == 1
+        rel = ((dequantize(raw, scale, torch.float32) - w).abs().amax(1) / w.abs().amax(1)).max()
+        assert 0 < rel <= tol * 1.01, (fmt, rel)
+
+
+def _batch(cfg: dict) -> LatentBatch:
+    g = torch.Generator().manual_seed(0)
+    t = cfg["transformer"]
+    return LatentBatch(video=torch.randn(1, 128, 2, 2, 3, generator=g), audio=torch.randn(1, 8, 5, 16, generator=g),
+                       video_context=torch.randn(1, 16, t["cross_attention_dim"], generator=g),
+                       audio_context=torch.randn(1, 16, t["audio_cross_attention_dim"], generator=g),
+                       context_mask=torch.ones(1, 16, dtype=torch.int64), fps=24.0)
+
+
+def _loss_and_grads(model: torch.nn.Module, cfg: dict, swap: list[int] = (), checkpointing: bool = True):
+    """One real training forward/backward (LoRA with non-zero B so it matters) -> (loss, flat LoRA grads, swap)."""
+    params = inject_lora(model, LoraConfig(rank=4), seed=0)
+    g = torch.Generator().manual_seed(3)
+    with torch.no_grad():
+        for n, p in model.named_parameters():
+            if "lora_B" in n:
+                p.copy_(0.05 * torch.randn(p.shape, generator=g))
+    swapper = attach_block_swap(model, list(swap), torch.device("cpu"))
+    model.set_gradient_checkpointing(checkpointing)
+    model.train()
+    inputs = prepare_inputs(_batch(cfg), SigmaSampler("uniform"), torch.Generator().manual_seed(1), train_audio=True,
+                            first_frame_p=0.0, dtype=torch.float32)
+    loss = compute_loss(*predict_velocity(model, inputs.video, inputs.audio), inputs).total
+    loss.backward()
+    return loss.item(), torch.cat([p.grad.flatten() for p in params]), swapper
+
+
+def test_quantized_bases_give_the_bf16_loss_within_their_tolerance(tiny_checkpoint):
+    dev = tiny_checkpoint("dev")
+    cfg = models.read_checkpoint_config(dev)
+    loss0, grad0, _ = _loss_and_grads(models.load_transformer(dev, dtype=torch.float32), cfg)
+    cases = [("int8", dev, 1e-3, 0.9995), ("fp8", dev, 1e-2, 0.995), ("fp8", tiny_checkpoint("dev-fp8"), 1e-2, 0.995)]
+    for fmt, path, loss_tol, cos_min in cases:
+        loss, grad, _ = _loss_and_grads(models.load_transformer(path, dtype=torch.float32, quantization=fmt), cfg)
+        assert loss != loss0  # the weights really are quantized
+        assert abs(loss - loss0) / loss0 < loss_tol, (fmt, path.name, loss, loss0)
+        assert torch.nn.functional.cosine_similarity(grad, grad0, dim=0) > cos_min, (fmt, path.name)
+
+
+@pytest.fixture(scope="module")
+def four_block_cfg():
+    cfg = copy.deepcopy(models.TINY_LTX23_CONFIG)
+    cfg["transformer"]["num_layers"] = 4
+    return cfg
+
+
+def test_block_swap_gives_identical_loss_and_grads(four_block_cfg):
+    ref = models.build_transformer_from_config(four_block_cfg, dtype=torch.float32)
+    loss0, grad0, _ = _loss_and_grads(copy.deepcopy(ref), four_block_cfg)
+    for swap in ([0, 1, 2, 3], [1, 3], [2]):
+        loss, grad, swapper = _loss_and_grads(copy.deepcopy(ref), four_block_cfg, swap)
+        assert loss == loss0 and torch.equal(grad, grad0), swap
+        # Every swapped block's base tensors point into a slot or the NaN buffer, never at a private copy.
+        assert isinstance(swapper, BlockSwap) and len(swapper.slots) == min(2, len(swap))
+    # Quantized blocks swap the same way (1-byte weights and their scales, a 0-d tensor for FP8, travel too).
+    fp8 = models.build_transformer_from_config(four_block_cfg, dtype=torch.float32, quantization="fp8")
+    loss_q, grad_q, _ = _loss_and_grads(copy.deepcopy(fp8), four_block_cfg)
+    loss, grad, _ = _loss_and_grads(copy.deepcopy(fp8), four_block_cfg, [0, 1, 3])
+    assert loss_q != loss0 and loss == loss_q and torch.equal(grad, grad_q)
+    # All four through two slots: forward loads 0..3, backward (recompute, reverse order) reloads 1 and 0 only,
+    # so the direction of travel was seen and each prefetch landed before use.
+    _, _, swapper = _loss_and_grads(copy.deepcopy(ref), four_block_cfg, [0, 1, 2, 3])
+    assert swapper.loads == 6 and swapper.resident() == [0, 1]
+
+
+def test_a_block_used_while_not_resident_is_noticed(four_block_cfg):
+    """The hook is what makes swapped blocks usable: without it the block computes on the NaN buffer."""
+    model = models.build_transformer_from_config(four_block_cfg, dtype=torch.float32)
+    inject_lora(model, LoraConfig(rank=4), seed=0)
+    swapper = attach_block_swap(model, [1, 2], torch.device("cpu"))
+    swapper.remove()
+    model.train()
+    inputs = prepare_inputs(_batch(four_block_cfg), SigmaSampler("uniform"), torch.Generator().manual_seed(1),
+                            train_audio=True, first_frame_p=0.0, dtype=torch.float32)
+    video, _ = predict_velocity(model, inputs.video, inputs.audio)
+    assert torch.isnan(video).all()
+
+
+def test_host_offload_brings_the_module_to_the_device_only_inside_the_context():
+    from ltx_lora.train.block_swap import HostOffload
+
+    layer = torch.nn.Linear(4, 3).requires_grad_(False)
+    x = torch.randn(2, 4)
+    want = layer(x)
+    with HostOffload(layer, torch.device("cpu")).on_device():
+        assert torch.equal(layer(x), want)
+    # The device switch itself, seen with the meta device as "the GPU": there only inside the context.
+    offload = HostOffload(layer, torch.device("meta"))
+    assert layer.weight.device.type == "cpu"
+    with offload.on_device():
+        assert layer.weight.device.type == "meta" and layer.bias.device.type == "meta"
+    assert layer.weight.device.type == "cpu" and torch.equal(layer(x), want)
+
+
+def test_block_swap_refuses_trainable_base_tensors(four_block_cfg):
+    model = models.build_transformer_from_config(four_block_cfg, dtype=torch.float32)
+    model.requires_grad_(True)
+    with pytest.raises(ValueError, match="trainable base tensor"):
+        attach_block_swap(model, [0], torch.device("cpu"))
+
+
+def test_adamw8bit_refuses_cleanly_without_bitsandbytes():
+    import importlib.util
+
+    from ltx_lora.config import TrainConfig
+    from ltx_lora.train.optim import build_optimizer
+
+    if importlib.util.find_spec("bitsandbytes") is not None:
+        pytest.skip("bitsandbytes is installed here")
+    with pytest.raises(UserError, match="bitsandbytes"):
+        build_optimizer([torch.nn.Parameter(torch.zeros(2))], TrainConfig(optimizer="adamw8bit"))
+
+
+# -- the CLI ------------------------------------------------------------------------------------------------------
+
+
+def test_train_with_int8_base_and_block_swap(prepared, tmp_path):  # noqa: F811 - pytest fixture
+    cfg = write_config(prepared, tmp_path, mode="av", steps=2)
+    data = yaml.safe_load(cfg.read_text())
+    data["memory"] = {"quantization": "int8", "block_swap": 1}
+    cfg.write_text(yaml.safe_dump(data))
+    res = run_cli("train", cfg)
+    assert res.code == 0, res.err
+    assert "memory plan: INT8 base, 1 of 2 blocks swapped to host" in res.err
+    assert "step 2/2" in res.err
+    assert (tmp_path / "run" / "lora.safetensors").is_file()
+
+    data["memory"] = {"block_swap": 1}
+    data["train"]["gradient_checkpointing"] = False
+    data["output_dir"] = str(tmp_path / "other")
+    cfg.write_text(yaml.safe_dump(data))
+    assert_user_error(run_cli("train", cfg), "memory.block_swap needs train.gradient_checkpointing")
+
+
+def test_doctor_prints_the_plan_train_would_use(tmp_path):
+    cfg_path = tmp_path / "c.yaml"
+    data = {"model": {"checkpoint": str(tmp_path / "ltx-2.3-22b-dev.safetensors")}, "memory": {"plan": "24gb"}}
+    cfg_path.write_text(yaml.safe_dump(data))
+    res = run_cli("doctor", "--config", cfg_path)
+    plan = plan_for_config(parse_config(data), torch.device("cpu"))
+    flat = re.sub(r"\s+", " ", res.out)
+    want = plan.describe().removeprefix("memory plan: ")
+    assert "memory plan" in res.out and re.sub(r"\s+", " ", want) in flat, res.out
+    assert "INT8 base" in want and "blocks swapped to host" in want

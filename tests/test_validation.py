@@ -1,0 +1,343 @@
+"""Validation samples and the training report on the tiny LTX-2.3 fixture: in-loop validation end to end on CPU,
+the `validate` command (LoRA files, fast preview, refusals), decoded media, health checks on fabricated bad
+samples, the report's loss notes, and the report page in a real headless Chromium."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import av
+import numpy as np
+import pytest
+import torch
+import yaml
+from conftest import assert_user_error, run_cli
+from PIL import Image
+
+BUCKETS = "64x64x9;96x64x9;64x96x9;64x64x1"
+PROMPTS = ["a red ball bouncing on a wooden floor", "waves rolling onto a beach at dusk"]
+# Tiny and quick, but every guidance pass runs: CFG, STG (block 1 of the 2-block model) and modality guidance.
+VALIDATION = {"prompts": PROMPTS, "every": 2, "resolution": "64x64x9", "steps": 2, "stg_blocks": [1]}
+
+
+@pytest.fixture(scope="module")
+def prepared(tmp_path_factory, tiny_checkpoint, tiny_gemma, synthetic_clips):
+    """Clips scanned and preprocessed once (validation prompts and negative prompt cached with them)."""
+    root = tmp_path_factory.mktemp("val")
+    res = run_cli("dataset", "scan", synthetic_clips, "-o", root / "dataset.jsonl", "--buckets", BUCKETS)
+    assert res.code == 0, res.err
+    cfg = {"output_dir": str(root / "run"),
+           "model": {"checkpoint": str(tiny_checkpoint("dev")), "text_encoder": str(tiny_gemma)},
+           "data": {"dataset": str(root / "dataset.jsonl"), "buckets": BUCKETS, "cache_dir": str(root / "cache")},
+           "train": {"mode": "av", "steps": 2, "learning_rate": 1e-3, "mixed_precision": "fp32"},
+           "checkpoints": {"every": 2}, "validation": VALIDATION, "logging": {"tensorboard": False}}
+    path = root / "run.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    res = run_cli("preprocess", path)
+    assert res.code == 0, res.err
+    return root, cfg
+
+
+@pytest.fixture(scope="module")
+def trained(prepared):
+    """A 2-step run validated at step 0 and step 2. No Gemma anywhere: prompt features come from the cache."""
+    root, cfg = prepared
+    no_gemma = {**cfg, "model": {**cfg["model"], "text_encoder": str(root / "no-gemma-here")}}
+    (root / "train.yaml").write_text(yaml.safe_dump(no_gemma))
+    res = run_cli("train", root / "train.yaml")
+    assert res.code == 0, res.err
+    return root / "run", res
+
+
+def write(root: Path, name: str, cfg: dict, **validation) -> Path:
+    cfg = {**cfg, "validation": {**cfg["validation"], **validation}}
+    path = root / f"{name}.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    return path
+
+
+def decode(mp4: Path) -> dict:
+    """Decode every frame and audio sample back with PyAV."""
+    with av.open(str(mp4)) as c:
+        v, a = c.streams.video[0], c.streams.audio[0]
+        info = {"vcodec": v.codec_context.name, "acodec": a.codec_context.name, "rate": a.codec_context.sample_rate,
+                "channels": a.codec_context.channels, "size": (v.codec_context.width, v.codec_context.height)}
+        frames, audio = [], []
+        for frame in c.decode(v, a):
+            if isinstance(frame, av.VideoFrame):
+                frames.append(frame.to_ndarray(format="rgb24"))
+            else:
+                audio.append(frame.to_ndarray())
+    info["frames"] = np.stack(frames)
+    info["audio"] = np.concatenate(audio, axis=-1)
+    return info
+
+
+# --- in-loop validation -----------------------------------------------------------------------------------------
+
+
+def test_training_validates_at_step_0_and_every_n_steps(trained):
+    run, res = trained
+    assert "validation step_000000: 2 samples" in res.err and "validation step_000002: 2 samples" in res.err
+    for label, step in (("step_000000", 0), ("step_000002", 2)):
+        for i, prompt in enumerate(PROMPTS):
+            stem = run / "samples" / label / f"p{i}"
+            rec = json.loads(stem.with_suffix(".json").read_text())
+            assert rec["prompt"] == prompt and rec["step"] == step and rec["seed"] == 42 and rec["lora_file"] is None
+            s = rec["settings"]
+            assert (s["cfg"], s["stg_scale"], s["stg_blocks"], s["steps"], s["audio"]) == (4.0, 1.0, [1], 2, True)
+            assert (s["width"], s["height"], s["frames"]) == (64, 64, 9)
+            assert rec["seconds"] > 0 and rec["seconds"] >= rec["seconds_sampling"]
+            assert rec["health"]["status"] in ("ok", "bad")  # random weights: judged, whatever it shows
+            media = decode(stem.with_suffix(".mp4"))
+            assert (media["vcodec"], media["acodec"]) == ("h264", "aac")
+            assert media["frames"].shape == (9, 64, 64, 3)
+            assert (media["rate"], media["channels"]) == (48000, 2)  # the LTX-2.3 vocoder's output
+            seconds = media["audio"].shape[-1] / media["rate"]
+            assert 0.3 < seconds < 0.45, seconds  # 9 frames at 24 fps = 0.375 s of sound
+            sheet = np.asarray(Image.open(stem.with_suffix(".png")))
+            assert sheet.shape[0] > 64 and sheet.std() > 0
+    assert (run / "report.html").is_file() and (run / "lora.safetensors").is_file()
+
+
+def test_validation_does_not_change_training(prepared, trained, tmp_path):
+    """Sampling uses its own generators and puts the model back in training mode: the LoRA is bit-identical."""
+    _, cfg = prepared
+    res = run_cli("train", write(tmp_path, "noval", {**cfg, "output_dir": str(tmp_path / "noval")}, every=None))
+    assert res.code == 0, res.err
+    assert "validation step_" not in res.err
+    from safetensors.torch import load_file
+
+    a, b = load_file(str(trained[0] / "lora.safetensors")), load_file(str(tmp_path / "noval" / "lora.safetensors"))
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_report_opens_in_chromium_with_playable_videos(trained):
+    from browser import APT_HINT, find_chromium, load_page
+
+    if find_chromium() is None:
+        pytest.skip(f"no Chromium: {APT_HINT}")
+    page = load_page(trained[0] / "report.html")
+    assert page.errors == []
+    assert len(page.videos) == 4, page.videos  # 2 prompts x (step 0, step 2)
+    for v in page.videos:
+        assert v["error"] is None and v["readyState"] >= 1 and v["duration"] > 0.3 and v["width"] == 64, v
+    assert page.videos[0]["src"].endswith("samples/step_000000/p0.mp4")  # step 0 is the first column
+    assert len(page.images) == 4 and all(i["naturalWidth"] > 0 for i in page.images), page.images
+    html = (trained[0] / "report.html").read_text()
+    assert "video loss" in html and "audio loss" in html and "<svg" in html and "stg_blocks" in html
+    assert 'src="samples/' in html and str(trained[0]) + "/samples" not in html  # relative links only
+
+
+# --- the validate command ---------------------------------------------------------------------------------------
+
+
+def test_validate_command_samples_a_lora_file_in_fast_preview(prepared, trained, tiny_checkpoint, synthetic_clips,
+                                                              tmp_path):
+    _, cfg = prepared
+    # image-to-video: the first frame comes from a reference image
+    one = write(tmp_path, "one", cfg, prompts=PROMPTS[:1], reference_image=str(synthetic_clips / "still_96x64.png"))
+    lora = trained[0] / "lora.safetensors"
+    res = run_cli("validate", one, "--no-base", "--lora", lora, "--preview-lora", tiny_checkpoint("distilled-lora-384"),
+                  "--out", tmp_path / "out")
+    assert res.code == 0, res.err
+    rec = json.loads((tmp_path / "out/samples/lora/p0.json").read_text())
+    assert rec["step"] == 2 and rec["lora_file"] == str(lora)  # the step comes from the LoRA's metadata
+    s = rec["settings"]  # Dev + distilled LoRA: 8 steps, no guidance, strength 0.55
+    assert s["preview"] and (s["steps"], s["cfg"], s["stg_scale"], s["preview_strength"]) == (8, 1.0, 0.0, 0.55)
+    assert s["reference_image"].endswith("still_96x64.png")
+    assert decode(tmp_path / "out/samples/lora/p0.mp4")["frames"].shape == (9, 64, 64, 3)
+    assert not (tmp_path / "out/samples/base").exists() and (tmp_path / "out/report.html").is_file()
+
+
+def test_a_lora_file_applies_through_hooks_and_comes_off_exactly(tiny_checkpoint):
+    from ltx_lora.ltx.models import load_transformer
+    from ltx_lora.sample.lora_file import attach_lora, read_lora_file
+
+    t = load_transformer(tiny_checkpoint("dev"), dtype=torch.float32)
+    lin = t.transformer_blocks[1].audio_attn1.to_q
+    x = torch.randn(2, 5, lin.in_features, generator=torch.Generator().manual_seed(0))
+    before = lin(x)
+    pairs = read_lora_file(tiny_checkpoint("user-lora"))
+    pair = pairs["transformer_blocks.1.audio_attn1.to_q"]
+    assert pair.scale == 2.0  # alpha 8 / rank 4, applied as ComfyUI applies it
+    with attach_lora(t, pairs, 0.5):
+        during = lin(x)
+    expected = before + 0.5 * pair.scale * (x @ pair.down.float().T @ pair.up.float().T)
+    assert torch.allclose(during, expected, atol=1e-5)
+    assert torch.equal(lin(x), before)  # off again, weights untouched
+
+
+def test_sampler_keeps_the_reference_frame_and_sizes_the_audio(tiny_checkpoint):
+    """One sample through ltx-core's parts with every guidance pass: the conditioned first latent frame comes out
+    exactly as given, the rest is denoised, and the audio latent covers the clip's duration (25 frames/s)."""
+    from ltx_lora.ltx.models import load_transformer
+    from ltx_lora.ltx.sampling import Guidance, Prompt, SampleRequest, sample_latents, sigma_schedule
+
+    t = load_transformer(tiny_checkpoint("dev"), dtype=torch.float32)
+    g = torch.Generator().manual_seed(0)
+
+    def prompt() -> Prompt:
+        return Prompt(torch.randn(1, 256, 32, generator=g), torch.randn(1, 256, 16, generator=g),
+                      torch.ones(1, 256, dtype=torch.int64))
+
+    first = torch.randn(1, 128, 1, 2, 3, generator=g)
+    guide = Guidance(cfg=4.0, stg=1.0, stg_blocks=[1], rescale=0.7, modality=3.0)
+    req = SampleRequest(width=96, height=64, frames=17, fps=24.0, seed=3, sigmas=sigma_schedule(3),
+                        video_guidance=guide, audio_guidance=guide, first_frame=first)
+    pos, neg = prompt(), prompt()
+    video, audio = sample_latents(t, req, pos, neg, device=torch.device("cpu"), dtype=torch.float32)
+    assert video.shape == (1, 128, 3, 2, 3) and torch.isfinite(video).all()
+    assert torch.equal(video[:, :, :1], first)
+    assert audio.shape == (1, 8, round(17 / 24 * 25), 16)
+    again, _ = sample_latents(t, req, pos, neg, device=torch.device("cpu"), dtype=torch.float32)
+    assert torch.equal(again, video)  # same prompt, seed and settings: the same sample, checkpoint after checkpoint
+
+
+def test_distilled_model_with_distilled_lora_is_refused(prepared, tiny_checkpoint, tmp_path):
+    _, cfg = prepared
+    distilled = {**cfg, "model": {**cfg["model"], "checkpoint": str(tiny_checkpoint("distilled"))}}
+    res = run_cli("validate", write(tmp_path, "d", distilled), "--preview-lora", tiny_checkpoint("distilled-lora-384"))
+    assert_user_error(res, "distillation baked in", "strength 0.5-0.6")
+
+
+def test_bad_validation_settings_are_refused(prepared, tiny_checkpoint, tmp_path):
+    from rich.console import Console
+
+    from ltx_lora.config import parse_config
+    from ltx_lora.errors import UserError
+    from ltx_lora.sample.validate import validate_loras
+
+    _, cfg = prepared
+
+    def refused(*needles: str, loras=(), preview=None, **validation) -> None:
+        c = parse_config({**cfg, "validation": {**cfg["validation"], **validation}})
+        with pytest.raises(UserError) as e:
+            validate_loras(c, [Path(p) for p in loras], out=tmp_path / "out", steps=None, preview_lora=preview,
+                           base=True, console=Console(quiet=True))
+        assert all(n in str(e.value) for n in needles), str(e.value)
+
+    refused("stg_blocks [29]", "it has 2", stg_blocks=[29])
+    refused("no cached text features", "ltx-lora preprocess", prompts=["never preprocessed"])
+    refused("does not exist", loras=[tmp_path / "nope.safetensors"])
+    refused("not the distilled LoRA", preview=str(tiny_checkpoint("user-lora")))
+    refused("must be one WxHxF", resolution="64x64x9;96x64x9")
+    assert not (tmp_path / "out").exists()
+
+
+# --- health checks on fabricated samples ------------------------------------------------------------------------
+
+
+def _good_sample(frames: int = 9, size: int = 64) -> tuple[torch.Tensor, torch.Tensor]:
+    """Real-looking content: the synthetic-clip renderer (gradient, moving disc and square) and its tone."""
+    import random
+
+    from ltx_lora.fixtures.clips import _render_frame, _style, _tone
+
+    style = _style(random.Random(0))
+    video = np.stack([_render_frame(size, size, i / 24, style) for i in range(frames)])
+    wave = _tone(48000, 2, 18000, 0, style)
+    return torch.from_numpy(video), torch.from_numpy(wave)
+
+
+def test_health_passes_real_looking_content():
+    from ltx_lora.sample.health import check_sample
+
+    video, wave = _good_sample()
+    h = check_sample(video, wave, nonfinite=[], step=100)
+    assert h.status == "ok", h.problems
+    assert h.metrics["video"]["high_frequency"] < 0.25
+
+
+@pytest.mark.parametrize("case, needle", [
+    ("noise", "noise"), ("black", "black"), ("flat", "flat colour"), ("nan", "NaN/inf"),
+    ("silent", "silent"), ("clipped", "clips"), ("drift", "turned to noise"),
+])
+def test_health_catches_fabricated_bad_samples(case, needle):
+    from ltx_lora.sample.health import check_sample
+
+    video, wave = _good_sample()
+    g = torch.Generator().manual_seed(0)
+    nonfinite, baseline = [], None
+    if case == "noise":
+        video = torch.randint(0, 256, video.shape, generator=g, dtype=torch.uint8)
+    elif case == "black":
+        video = torch.full_like(video, 2)
+    elif case == "flat":
+        video = torch.full_like(video, 128)
+    elif case == "nan":
+        nonfinite = ["video latents"]
+    elif case == "silent":
+        wave = wave * 0
+    elif case == "clipped":
+        wave = (wave * 10).clamp(-1, 1)
+    elif case == "drift":  # mild noise on top of the picture: fine alone, far above its step-0 baseline
+        video = (video.float() + 30 * torch.randn(video.shape, generator=g)).clamp(0, 255).to(torch.uint8)
+        baseline = check_sample(*_good_sample(), nonfinite=[], step=0).metrics["video"]["high_frequency"]
+        assert check_sample(video, wave, nonfinite=[], step=5).status == "ok"  # only the baseline tells
+    h = check_sample(video, wave, nonfinite=nonfinite, step=5, baseline_hf=baseline)
+    assert h.status == "bad" and any(needle in p for p in h.problems), h.problems
+
+
+def test_bad_step0_sample_of_an_fp8_base_is_explained_not_alarmed():
+    from ltx_lora.sample.health import check_sample
+
+    noise = torch.randint(0, 256, (9, 64, 64, 3), generator=torch.Generator().manual_seed(0), dtype=torch.uint8)
+    first = check_sample(noise, None, nonfinite=[], step=0, fp8_base=True)
+    assert first.status == "explained" and "FP8" in first.notes[0] and "#165" in first.notes[0]
+    assert check_sample(noise, None, nonfinite=[], step=0, fp8_base=False).status == "bad"
+    assert check_sample(noise, None, nonfinite=[], step=250, fp8_base=True).status == "bad"
+
+
+# --- report pieces ----------------------------------------------------------------------------------------------
+
+
+def _metrics(path: Path, video, audio) -> Path:
+    path.write_text("".join(json.dumps({"step": i + 1, "loss_video": v, "loss_audio": a}) + "\n"
+                            for i, (v, a) in enumerate(zip(video, audio))))
+    return path
+
+
+def test_plateau_notes_name_the_modality_that_stopped(tmp_path):
+    from ltx_lora.sample.report import plateau_note, read_losses
+
+    n = 200
+    falling = [1.0 * math.exp(-i / 60) + 0.1 for i in range(n)]
+    flat = [0.3 + 0.001 * math.sin(i) for i in range(n)]
+    note = plateau_note(read_losses(_metrics(tmp_path / "a.jsonl", falling, flat)))
+    assert note and note.startswith("Audio has plateaued")
+    note = plateau_note(read_losses(_metrics(tmp_path / "b.jsonl", flat, falling)))
+    assert note and note.startswith("Video has plateaued")
+    assert plateau_note(read_losses(_metrics(tmp_path / "c.jsonl", falling, falling))) is None
+    assert plateau_note(read_losses(_metrics(tmp_path / "d.jsonl", falling[:10], flat[:10]))) is None
+
+
+def test_a_step_logged_twice_after_resume_keeps_its_last_value(tmp_path):
+    from ltx_lora.sample.report import read_losses
+
+    p = tmp_path / "m.jsonl"
+    p.write_text("\n".join(json.dumps(r) for r in [
+        {"step": 1, "loss_video": 5.0, "loss_audio": None}, {"step": 2, "loss_video": 4.0, "loss_audio": 1.0},
+        {"step": 2, "loss_video": 3.0, "loss_audio": 0.5}, {"step": 3, "loss_video": 2.0, "loss_audio": 0.4}]) + "\n{")
+    losses = read_losses(p)
+    assert losses["video"] == [(1, 5.0), (2, 3.0), (3, 2.0)] and losses["audio"] == [(2, 0.5), (3, 0.4)]
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_optimizer_state_waits_on_the_host_while_sampling():
+    from ltx_lora.sample.validate import optimizer_state_on_host
+
+    device = torch.device("cuda")
+    p = torch.nn.Parameter(torch.randn(4096, 1024, device=device))
+    opt = torch.optim.AdamW([p])
+    p.grad = torch.randn_like(p)
+    opt.step()
+    before = {k: v.clone() for k, v in opt.state[p].items() if torch.is_tensor(v)}
+    used = torch.cuda.memory_allocated(device)
+    with optimizer_state_on_host(opt, device):
+        assert all(v.device.type == "cpu" for v in opt.state[p].values() if torch.is_tensor(v))
+        assert torch.cuda.memory_allocated(device) <= used - 2 * p.numel() * 4
+    assert all(torch.equal(opt.state[p][k], v) and opt.state[p][k].device == v.device for k, v in before.items())
