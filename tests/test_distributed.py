@@ -128,3 +128,27 @@ def test_two_processes_train_the_one_process_lora_and_resume_exactly(prepared, t
         for k, v in one_state.items():
             if k.startswith("lora."):
                 torch.testing.assert_close(state[k], v, rtol=1e-4, atol=1e-5, msg=k)
+
+
+def test_sharded_preprocess_writes_the_one_process_cache(prepared, tmp_path):
+    root, base = prepared
+    cfg = {**base, "data": {**base["data"], "cache_dir": str(tmp_path / "cache")}}
+    path = tmp_path / "cfg.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    res = torchrun("preprocess", path)
+    assert res.code == 0, res.err[-3000:]
+    assert res.out.count("used 5 clips") == 1, res.out  # rank 0 reports for both
+    one = json.loads((Path(base["data"]["cache_dir"]) / "manifest.json").read_text())
+    two = json.loads((tmp_path / "cache" / "manifest.json").read_text())
+    assert one["items"] == two["items"] and one["prompts"] == two["prompts"]
+    files = sorted(p.relative_to(tmp_path / "cache") for p in (tmp_path / "cache").rglob("*.safetensors"))
+    assert files == sorted(p.relative_to(base["data"]["cache_dir"])
+                           for p in Path(base["data"]["cache_dir"]).rglob("*.safetensors"))
+    for rel in files:
+        a, b = load_file(str(tmp_path / "cache" / rel)), load_file(str(Path(base["data"]["cache_dir"]) / rel))
+        for k in a:  # the same encoders on the same inputs (thread counts differ: float order only)
+            torch.testing.assert_close(a[k], b[k], rtol=1e-4, atol=1e-4)
+    # One process afterwards finds every entry: the cache does not depend on the number of processes.
+    res = run_cli("preprocess", path)
+    assert res.code == 0, res.err
+    assert "used 5 clips (5 already cached)" in res.out and "0 texts encoded" in res.out, res.out
