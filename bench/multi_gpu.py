@@ -31,31 +31,31 @@ if "--tiny" in sys.argv:  # the tiny check runs on CPU processes (gloo) even whe
 # NVLink multicast off, always: on the shared H200 hosts a program using it can take the GPUs out of service.
 os.environ.update(NCCL_NVLS_ENABLE="0", TORCH_SYMM_MEM_DISABLE_MULTICAST="1", NVSHMEM_DISABLE_NVLS="1")
 
-import argparse  # noqa: E402
-import datetime  # noqa: E402
-import gc  # noqa: E402
-import json  # noqa: E402
-import platform  # noqa: E402
-import time  # noqa: E402
-from pathlib import Path  # noqa: E402
+import argparse
+import datetime
+import gc
+import json
+import platform
+import time
+from pathlib import Path
 
-import torch  # noqa: E402
+import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from reference_step import our_model  # noqa: E402
-from train_step import make_batch  # noqa: E402
+from reference_step import our_model
+from train_step import make_batch
 
-from ltx_lora.config import TrainConfig  # noqa: E402
-from ltx_lora.distributed import parallel  # noqa: E402
-from ltx_lora.distributed.env import DistEnv, process_group  # noqa: E402
-from ltx_lora.ltx.fast import attention_mask_or_none  # noqa: E402
-from ltx_lora.ltx.models import build_transformer_from_config, ltx23_22b_config, tiny_ltx23_config  # noqa: E402
-from ltx_lora.train.lora import lora_parameters  # noqa: E402
-from ltx_lora.train.optim import build_optimizer  # noqa: E402
-from ltx_lora.train.step import forward_backward  # noqa: E402
-from ltx_lora.train.timesteps import SigmaSampler  # noqa: E402
+from ltx_lora.config import TrainConfig
+from ltx_lora.distributed import parallel
+from ltx_lora.distributed.env import DistEnv, process_group
+from ltx_lora.ltx.fast import attention_mask_or_none
+from ltx_lora.ltx.models import build_transformer_from_config, ltx23_22b_config, tiny_ltx23_config
+from ltx_lora.train.lora import lora_parameters
+from ltx_lora.train.optim import build_optimizer
+from ltx_lora.train.step import forward_backward
+from ltx_lora.train.timesteps import SigmaSampler
 
 
 def _gib(x: int | None) -> float | None:
@@ -140,7 +140,7 @@ def main() -> None:
     with process_group() as env:
         device = torch.device("cuda", torch.cuda.current_device()) if torch.cuda.is_available() else torch.device("cpu")
         dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
-        header = {"date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        header = {"date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
                   "device": torch.cuda.get_device_name() if device.type == "cuda" else "cpu",
                   "gpus": env.world_size, "torch": torch.__version__, "python": platform.python_version(),
                   "nccl": ".".join(map(str, torch.cuda.nccl.version())) if device.type == "cuda" else None,

@@ -14,9 +14,8 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
-from safetensors.torch import load_file
-
 from conftest import SRC, CliResult, assert_user_error, run_cli
+from safetensors.torch import load_file
 from test_train import prepared  # noqa: F401 - the shared preprocessed tiny dataset (session fixture)
 
 STEPS = 4
@@ -27,7 +26,7 @@ def torchrun(*args: str, nproc: int = 2) -> CliResult:
     env = {**os.environ, "PYTHONPATH": str(SRC), "COLUMNS": "200", "NO_COLOR": "1", "OMP_NUM_THREADS": "1"}
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", str(nproc),
            "-m", "ltx_lora", *map(str, args)]
-    p = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
+    p = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600, check=False)
     return CliResult(p.returncode, p.stdout, p.stderr)
 
 
@@ -131,7 +130,7 @@ def test_two_processes_train_the_one_process_lora_and_resume_exactly(prepared, t
 
 
 def test_sharded_preprocess_writes_the_one_process_cache(prepared, tmp_path):
-    root, base = prepared
+    _, base = prepared
     cfg = {**base, "data": {**base["data"], "cache_dir": str(tmp_path / "cache")}}
     path = tmp_path / "cfg.yaml"
     path.write_text(yaml.safe_dump(cfg))

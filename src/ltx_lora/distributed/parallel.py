@@ -45,8 +45,8 @@ def plan_for_processes(cfg, device: torch.device, env: DistEnv):
         peak = sum(parts.values())
         plan = replace(plan, rank=cfg.lora.rank, expected_peak_gib=round(peak, 2), parts_gib=parts,
                        fits=plan.budget_gib is None or peak * FRAGMENTATION <= plan.budget_gib,
-                       notes=(f"fsdp over {env.world_size} GPUs: each holds 1/{env.world_size} of the bf16 base "
-                              "(plus the block being computed)",))
+                       notes=((f"fsdp over {env.world_size} GPUs: each holds 1/{env.world_size} of the bf16 base "
+                               "(plus the block being computed)"),))
     else:
         plan = plan_for_config(cfg, device)
         if plan.swapped_blocks or plan.text_connectors_on_host:
