@@ -19,6 +19,10 @@ from safetensors.torch import load_file
 from test_train import prepared  # noqa: F401 - the shared preprocessed tiny dataset (session fixture)
 
 STEPS = 4
+# In-loop validation at step 0 and the end (tiny sampling); sampling draws from forked RNGs, so it leaves training
+# exactly as without it, and the one-process reference runs without it.
+VALIDATION = {"prompts": ["a red ball bouncing"], "every": STEPS, "resolution": "64x64x9", "steps": 2,
+              "stg_blocks": [1]}
 
 
 def torchrun(*args: str, nproc: int = 2) -> CliResult:
@@ -30,9 +34,10 @@ def torchrun(*args: str, nproc: int = 2) -> CliResult:
     return CliResult(p.returncode, p.stdout, p.stderr)
 
 
-def config(prepared, folder: Path, name: str, *, batch_size: int, strategy: str = "ddp") -> Path:
+def config(prepared, folder: Path, name: str, *, batch_size: int, strategy: str = "ddp",
+           validation: bool = False) -> Path:
     _, base = prepared
-    cfg = {**base, "output_dir": str(folder / name),
+    cfg = {**base, "output_dir": str(folder / name), "validation": VALIDATION if validation else base["validation"],
            "train": {**base["train"], "steps": STEPS, "batch_size": batch_size, "gradient_accumulation": 2},
            "checkpoints": {"every": 2, "keep_last": 3}, "distributed": {"strategy": strategy}}
     path = folder / f"{name}.yaml"
@@ -63,7 +68,7 @@ def truncate_to_step(run: Path, step: int) -> None:
 
 @pytest.mark.parametrize("strategy", ["ddp", "fsdp"])
 def test_two_processes_train_the_one_process_lora_and_resume_exactly(prepared, tmp_path, one_process, strategy):
-    cfg = config(prepared, tmp_path, "run", batch_size=1, strategy=strategy)
+    cfg = config(prepared, tmp_path, "run", batch_size=1, strategy=strategy, validation=True)
     if strategy == "ddp":
         res = torchrun("train", cfg)
     else:  # the launcher users call: the same torchrun underneath
@@ -72,6 +77,10 @@ def test_two_processes_train_the_one_process_lora_and_resume_exactly(prepared, t
     assert res.code == 0, out[-3000:]
     assert f"2 processes, {strategy}: global batch 1 x 2 x 2" in out
     assert out.count(f"step {STEPS}/{STEPS}") == 1  # rank 0 logs, the other rank is silent
+    if strategy == "ddp":  # rank 0 samples with its whole model while the other rank waits
+        assert out.count("validation step_000000: 1 samples") == 1 and out.count("validation step_000004") == 1, out
+    else:  # no GPU holds the whole model: said, not silently skipped
+        assert "in-loop validation is not available with distributed.strategy fsdp" in out
     run = tmp_path / "run"
     metrics = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
     assert [m["step"] for m in metrics] == list(range(1, STEPS + 1))
