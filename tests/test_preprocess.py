@@ -72,3 +72,19 @@ def test_no_usable_clip_and_bad_buckets_are_one_sentence(tmp_path, tiny_checkpoi
     assert run_cli("dataset", "scan", synthetic_clips, "-o", tmp_path / "ds.jsonl", "--buckets", BUCKETS).code == 0
     cfg = _config(tmp_path, tiny_checkpoint, tiny_gemma, tmp_path / "ds.jsonl", buckets="64x64x48")
     assert_user_error(run_cli("preprocess", cfg), "48", "49")
+
+
+def test_8bit_gemma_without_gpu_is_refused_before_any_work(tmp_path, tiny_checkpoint, tiny_gemma, synthetic_clips):
+    import torch
+
+    if torch.cuda.is_available():
+        import pytest
+
+        pytest.skip("this machine has a GPU")
+    assert run_cli("dataset", "scan", synthetic_clips, "-o", tmp_path / "ds.jsonl", "--buckets", BUCKETS).code == 0
+    cfg = _config(tmp_path, tiny_checkpoint, tiny_gemma, tmp_path / "ds.jsonl")
+    data = yaml.safe_load(cfg.read_text())
+    data["memory"] = {"text_encoder_8bit": True}
+    cfg.write_text(yaml.safe_dump(data))
+    assert_user_error(run_cli("preprocess", cfg), "8-bit needs a CUDA GPU", "text_encoder_8bit: false")
+    assert not (tmp_path / "cache" / "latents").exists()  # refused before a single clip was encoded

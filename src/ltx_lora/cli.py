@@ -403,6 +403,70 @@ def dataset_scan(
     out.print(f"Wrote {output} ({len(used)} entries) and {report_path}.")
 
 
+# --- caption ----------------------------------------------------------------------------------------------------
+@app.command()
+def caption(
+    source: Path = typer.Argument(
+        ..., help="A folder of clips and stills (searched recursively; each caption goes to a side-car .txt beside "
+        "its clip, where `dataset scan` reads it) or a dataset file (.jsonl/.json/.csv; captions go to its caption "
+        "column)."),
+    model: Optional[Path] = typer.Option(
+        None, "--model", help="Local model folder: gemma-3-12b-it (the text-encoder folder you already have; it "
+        "sees the frames) or a Qwen2.5-Omni folder (sees the frames and hears the sound)."),
+    endpoint: Optional[str] = typer.Option(
+        None, "--endpoint", help="Instead of --model: the base URL of an OpenAI-compatible server (vLLM, llama.cpp, "
+        "a cloud API), e.g. http://127.0.0.1:8000/v1. Frames are sent as images."),
+    api_model: Optional[str] = typer.Option(None, "--api-model", help="The model name the endpoint serves."),
+    api_key_env: str = typer.Option(
+        "OPENAI_API_KEY", "--api-key-env", help="Environment variable holding the endpoint's API key (sent as a "
+        "Bearer token when set; the key itself never goes on the command line)."),
+    style: str = typer.Option(
+        "ltx", "--style", help="ltx: one detailed paragraph in the official LTX captioner's style (shots, camera, "
+        "people, setting, on-screen text and, with Qwen2.5-Omni, speech and sound); plain: one or two short "
+        "sentences."),
+    instruction: Optional[str] = typer.Option(None, "--instruction", help="Your own request to the model, "
+                                              "replacing the style's."),
+    trigger: str = typer.Option(
+        "", "--trigger", help="A trigger word (or any prefix) put in front of every new caption, e.g. 'zxq_style'. "
+        "preprocess adds data.trigger_word the same way and never twice."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace existing captions. By default clips that "
+                                   "already have one keep it."),
+    frames: int = typer.Option(8, "--frames", min=1, help="Frames sampled evenly across each clip."),
+    max_tokens: int = typer.Option(512, "--max-tokens", min=8, help="The most tokens one caption may have."),
+    device: str = typer.Option("auto", "--device", help="auto (the GPU when there is one), cpu, cuda or cuda:N."),
+) -> None:
+    """Write a caption for every clip and still that has none, with a local model or your own endpoint.
+
+    Each caption is written as soon as it is made, so an interrupted run continues where it stopped when you run
+    the same command again. Clips that cannot be decoded are listed at the end and skipped. Review the captions
+    before training: models miss things and sometimes invent them.
+    """
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    from ltx_lora.data.caption import STYLES, CaptionStore, caption_source
+    from ltx_lora.data.caption_backends import load_captioner
+
+    if style not in STYLES:
+        raise UserError(f"Unknown caption style '{style}'; use one of: {', '.join(STYLES)}.")
+    store = CaptionStore(source)  # bad sources fail before a model is loaded
+    with console.status("loading the captioning model"):
+        captioner = load_captioner(model=model, endpoint=endpoint, api_model=api_model, api_key_env=api_key_env,
+                                   device=device, max_new_tokens=max_tokens)
+    columns = (TextColumn("captioning"), BarColumn(), MofNCompleteColumn(), TextColumn("eta"), TimeRemainingColumn(),
+               TextColumn("{task.fields[current]}"))
+    with Progress(*columns, console=console, transient=True) as progress:
+        task = progress.add_task("captioning", total=None, current="")
+        result = caption_source(source, captioner, style=style, instruction=instruction, trigger=trigger,
+                                overwrite=overwrite, num_frames=frames, store=store,
+                                on_progress=lambda done, total, cur: progress.update(task, completed=done, total=total,
+                                                                                     current=cur))
+    out = Console(highlight=False, markup=False, soft_wrap=True)
+    for line in result.summary_lines():
+        out.print(line)
+    if result.failed and not (result.captioned or result.kept):
+        raise typer.Exit(1)
+
+
 @app.command()
 def demo(
     out: Path = typer.Option(Path("ltx-lora-demo"), "--out", help="Folder for everything the demo makes."),

@@ -129,6 +129,10 @@ def preprocess(cfg: Config, console) -> PreprocessResult:
     with_audio = cfg.train.mode != TrainingMode.text_to_video
     device = torch.device("cuda", torch.cuda.current_device()) if torch.cuda.is_available() else torch.device("cpu")
     dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
+    if cfg.memory.text_encoder_8bit:  # refuse now, not after every clip has been encoded
+        from ltx_lora.ltx.text import check_8bit
+
+        check_8bit(device)
     result = PreprocessResult()
     planned, result.skipped = plan_clips(cfg)
     items: list[store.CacheItem] = []

@@ -35,6 +35,7 @@ __all__ = [
     "PaddedText",
     "PromptEncoder",
     "TextFeatures",
+    "check_8bit",
     "gemma_weight_files",
     "load_prompt_encoder",
     "load_text_connectors",
@@ -171,13 +172,15 @@ def _check_projection_width(checkpoint: Path, gemma_dir: Path, width: int) -> No
                         f"Gemma in {gemma_dir} gives {width}: use the Gemma 3 12B folder (google/gemma-3-12b-it).")
 
 
-def _check_8bit(device: torch.device) -> None:
-    if importlib.util.find_spec("bitsandbytes") is None:
-        raise UserError("Loading Gemma in 8-bit needs the bitsandbytes package: install it with "
-                        "`pip install bitsandbytes`, or set memory.text_encoder_8bit: false.")
+def check_8bit(device: torch.device | str) -> None:
+    """Refuse 8-bit Gemma where it cannot run, before any work starts: it needs a CUDA GPU and bitsandbytes."""
+    device = torch.device(device)
     if device.type != "cuda" or not torch.cuda.is_available():
         raise UserError("Loading Gemma in 8-bit needs a CUDA GPU (bitsandbytes int8 runs only there): run on a GPU, "
                         "or set memory.text_encoder_8bit: false.")
+    if importlib.util.find_spec("bitsandbytes") is None:
+        raise UserError("Loading Gemma in 8-bit needs the bitsandbytes package: install it with "
+                        "`pip install bitsandbytes`, or set memory.text_encoder_8bit: false.")
 
 
 def _quantize_linears_8bit(module: torch.nn.Module, device: torch.device) -> int:
@@ -269,7 +272,7 @@ def load_prompt_encoder(gemma_dir: str | Path, checkpoint: str | Path, *, device
 
     gemma_dir, checkpoint, device = Path(gemma_dir), Path(checkpoint), torch.device(device)
     if load_in_8bit:
-        _check_8bit(device)
+        check_8bit(device)
     gemma_config = _gemma_config(gemma_dir)
     text_cfg = gemma_config.text_config
     _check_projection_width(checkpoint, gemma_dir, text_cfg.hidden_size * (text_cfg.num_hidden_layers + 1))
