@@ -73,9 +73,14 @@ def doctor(
         raise typer.Exit(1)
 
 
+GPUS_HELP = ("Run on N GPUs of this machine (starts torchrun for you). Several machines: start torchrun on each, "
+             "see README 'Several GPUs'.")
+
+
 @app.command()
 def preprocess(
     config: Path = typer.Argument(..., help="Training config (YAML): its data, model and validation sections are used."),
+    gpus: int = typer.Option(1, "--gpus", min=1, help=GPUS_HELP + " Each GPU encodes its share of the clips."),
 ) -> None:
     """Encode clips into cached video/audio latents and captions + validation prompts into text features.
 
@@ -83,8 +88,17 @@ def preprocess(
     """
     from ltx_lora.config import load_config
     from ltx_lora.data.preprocess import preprocess as run
+    from ltx_lora.distributed.env import process_group
 
-    result = run(load_config(config), console)
+    cfg = load_config(config)
+    if gpus > 1:
+        from ltx_lora.distributed.launch import run_on_gpus
+
+        raise typer.Exit(run_on_gpus(gpus, ["preprocess", str(config)], say=console.print))
+    with process_group() as dist:
+        result = run(cfg, console)
+    if not dist.is_main:
+        return
     rate = (result.used - result.reused) / max(result.seconds, 1e-9)
     print(f"used {result.used} clips ({result.reused} already cached), skipped {len(result.skipped)}, "
           f"{result.texts_encoded} texts encoded, {rate:.2f} clips/s")
@@ -97,18 +111,29 @@ def train(
     config: Path = typer.Argument(..., help="Training config (YAML) from `ltx-lora init`."),
     resume: bool = typer.Option(False, "--resume", help="Continue from the latest complete checkpoint of output_dir."),
     max_steps: Optional[int] = typer.Option(None, "--max-steps", min=1, help="Override train.steps (the total)."),
+    gpus: int = typer.Option(1, "--gpus", min=1, help=GPUS_HELP + " distributed.strategy picks DDP or FSDP."),
 ) -> None:
     """Train a LoRA on the LTX-2.3 transformer from the preprocessed cache (run `ltx-lora preprocess` first)."""
     from ltx_lora.config import load_config
+    from ltx_lora.distributed.env import process_group
     from ltx_lora.train.trainer import Trainer, TrainingFailed
 
     cfg = load_config(config)
-    try:
-        out = Trainer(cfg, resume=resume, max_steps=max_steps).run()
-    except TrainingFailed as e:
-        console.print(f"[bold red]training stopped:[/] {e}", highlight=False)
-        raise typer.Exit(1)
-    print(out)
+    if gpus > 1:
+        from ltx_lora.distributed.launch import run_on_gpus
+
+        command = ["train", str(config), *(["--resume"] if resume else []),
+                   *(["--max-steps", str(max_steps)] if max_steps else [])]
+        raise typer.Exit(run_on_gpus(gpus, command, say=console.print))
+    with process_group() as dist:
+        try:
+            out = Trainer(cfg, resume=resume, max_steps=max_steps).run()
+        except TrainingFailed as e:
+            if dist.is_main:
+                console.print(f"[bold red]training stopped:[/] {e}", highlight=False)
+            raise typer.Exit(1)
+    if dist.is_main:
+        print(out)
 
 
 # --- validate --------------------------------------------------------------------------------------------------
@@ -474,7 +499,8 @@ def main() -> None:
         code = app(prog_name="ltx-lora", standalone_mode=False)
         sys.exit(code if isinstance(code, int) else 0)
     except UserError as e:
-        console.print(f"[bold red]error:[/] {e}", highlight=False)
+        if os.environ.get("RANK", "0") == "0":  # under torchrun every rank meets the same error: rank 0 says it
+            console.print(f"[bold red]error:[/] {e}", highlight=False)
         sys.exit(2)
     except typer.Exit as e:
         sys.exit(e.exit_code)

@@ -143,6 +143,13 @@ class ValidationConfig(Section):
         0.55, ge=0, le=1, description="Strength of the distilled LoRA in previews (0.5-0.6; 1.0 burns the output).")
 
 
+class DistributedConfig(Section):
+    strategy: Literal["ddp", "fsdp"] = Field(
+        "ddp", description="With several GPUs (`--gpus N` or torchrun): ddp keeps the whole bf16 base on every GPU "
+        "(fastest when it fits); fsdp shards the frozen base and the LoRA across GPUs per transformer block (FSDP2), "
+        "for GPUs too small for the whole base. Ignored with one GPU.")
+
+
 class LoggingConfig(Section):
     tensorboard: bool = True
     wandb: bool = False
@@ -161,6 +168,9 @@ class Config(Section):
     checkpoints: CheckpointConfig = Field(default_factory=CheckpointConfig, description="Saving and resuming.")
     validation: ValidationConfig = Field(default_factory=ValidationConfig, description="Fixed-prompt samples at step 0 and every N steps.")
     logging: LoggingConfig = Field(default_factory=LoggingConfig, description="Where metrics go.")
+    distributed: DistributedConfig = Field(
+        default_factory=DistributedConfig, description="Several GPUs: how the model is spread (global batch = "
+        "train.batch_size x GPUs x train.gradient_accumulation).")
 
     @field_validator("output_dir")
     @classmethod

@@ -4,6 +4,10 @@ Items are grouped by bucket (and frame rate) and every batch comes from one grou
 batch size, so stills and clips can train together without forcing batch size 1. The order of an epoch is a
 pure function of (seed, epoch), and the position is (epoch, batch index): saving those two numbers is enough to
 continue exactly where a killed run stopped.
+
+With several processes every rank plans the same order of global batches (`world_size` times the per-process
+batch size) and takes its own share of each (`DistEnv.share`), so 2 ranks x batch 1 see what 1 rank x batch 2
+sees, and the position means the same on every rank.
 """
 
 from __future__ import annotations
@@ -26,6 +30,7 @@ class BatchOrder:
     token_budget: int | None = None
     epoch: int = 0
     index: int = 0
+    world_size: int = 1  # batches are global: world_size x the per-process size
 
     def epoch_batches(self, epoch: int) -> list[list[int]]:
         gen = torch.Generator().manual_seed(self.seed * 1_000_003 + epoch)
@@ -37,7 +42,7 @@ class BatchOrder:
         for bucket, fps in sorted(by_bucket):
             idx = by_bucket[(bucket, fps)]
             size = batch_size_for(parse_buckets(bucket)[0], batch_size=self.batch_size,
-                                  token_budget=self.token_budget)
+                                  token_budget=self.token_budget) * self.world_size
             batches += [idx[j:j + size] for j in range(0, len(idx), size)]
         order = torch.randperm(len(batches), generator=gen).tolist()
         return [batches[k] for k in order]

@@ -4,6 +4,10 @@ A cache entry's name is a hash of the media content, its bucket and frame rate, 
 format, so a re-run skips what is done, redoes what changed, and a killed run resumes where it stopped (each
 entry is written atomically). Gemma loads once, only when some text is not cached yet, and never during training.
 Bad clips never stop the run: each is skipped with its reason, and the run ends with used / skipped counts.
+
+Under torchrun each process encodes its share of what is missing into the shared cache folder; after a barrier
+rank 0 writes the manifest. Entry names do not depend on the number of processes, so any later run, with any
+number of GPUs, finds the same cache.
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ import torch
 
 from ltx_lora.config import Config, TrainingMode
 from ltx_lora.data import cache as store
+from ltx_lora.distributed import env as dist_env
 from ltx_lora.errors import UserError
 
 
@@ -117,10 +122,12 @@ def preprocess(cfg: Config, console) -> PreprocessResult:
 
     check_model_path(cfg.model.checkpoint, "checkpoint")
     t0 = time.perf_counter()
+    dist = dist_env.current()
+    console = dist_env.rank_console(console)
     cache = Path(cfg.data.cache_dir)
     identity = model_identity(cfg.model.checkpoint)
     with_audio = cfg.train.mode != TrainingMode.text_to_video
-    device = torch.device("cuda") if torch.cuda.is_available() else torch.device("cpu")
+    device = torch.device("cuda", torch.cuda.current_device()) if torch.cuda.is_available() else torch.device("cpu")
     dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
     if cfg.memory.text_encoder_8bit:  # refuse now, not after every clip has been encoded
         from ltx_lora.ltx.text import check_8bit
@@ -132,12 +139,14 @@ def preprocess(cfg: Config, console) -> PreprocessResult:
     todo = [(c, _entry_key(c, identity, with_audio)) for c in planned]
     missing = [(c, k) for c, k in todo if not (cache / f"latents/{k}.safetensors").is_file()]
     result.reused = len(todo) - len(missing)
-    video_enc = load_video_encoder(cfg.model.checkpoint, device=device, dtype=dtype) if missing else None
-    audio_enc = load_audio_encoder(cfg.model.checkpoint, device=device, dtype=torch.float32) if missing and with_audio else None
-    done_keys = set()
+    mine = list(enumerate(missing))[dist.rank::dist.world_size]  # this process's share (all of it with one)
+    video_enc = load_video_encoder(cfg.model.checkpoint, device=device, dtype=dtype) if mine else None
+    audio_enc = load_audio_encoder(cfg.model.checkpoint, device=device, dtype=torch.float32) if mine and with_audio else None
+    failed: list[tuple[int, str, str]] = []  # (position in `missing`, media, reason)
     with _progress(console) as bar:
-        task = bar.add_task("encoding clips", total=len(missing))
-        for clip, key in missing:
+        share = f" (GPU 1 of {dist.world_size}; each encodes its share)" if dist.active else ""
+        task = bar.add_task(f"encoding clips{share}", total=len(mine))
+        for n, (clip, key) in mine:
             try:
                 if clip.is_still:
                     decoded = read_image(clip.media, clip.width, clip.height)
@@ -152,11 +161,12 @@ def preprocess(cfg: Config, console) -> PreprocessResult:
                 store.write_latents(cache, key, video.float(), None if audio is None else audio.float(),
                                     {"media": str(clip.media), "bucket": clip.bucket, "fps": clip.fps,
                                      "silent_audio": with_audio and decoded.audio is None and not clip.is_still})
-                done_keys.add(key)
             except (ValueError, OSError, RuntimeError) as e:
-                result.skipped.append((str(clip.media), f"could not be encoded: {e}"))
+                failed.append((n, str(clip.media), f"could not be encoded: {e}"))
             bar.advance(task)
     del video_enc, audio_enc
+    dist.barrier()  # every share is on disk; the reasons of every rank's failures, in the single-process order
+    result.skipped += [(m, why) for _, m, why in sorted(f for part in dist.gather_json(failed) for f in part)]
     for clip, key in todo:
         if (cache / f"latents/{key}.safetensors").is_file():
             items.append(store.CacheItem(latents=f"latents/{key}.safetensors", text="", bucket=clip.bucket,
@@ -172,8 +182,10 @@ def preprocess(cfg: Config, console) -> PreprocessResult:
                                         "buckets": cfg.data.buckets, "target_fps": cfg.data.target_fps,
                                         "with_audio": with_audio},
                               items=items, prompts={p: text_files[p] for p in texts})
-    store.write_manifest(cache, manifest)
-    _prune(cache, manifest)
+    if dist.is_main:  # written last, once, after every share is done
+        store.write_manifest(cache, manifest)
+        _prune(cache, manifest)
+    dist.barrier()
     result.seconds = time.perf_counter() - t0
     return result
 
@@ -189,15 +201,19 @@ def _encode_texts(cfg: Config, cache: Path, texts: list[str], device, console, r
     if not cfg.model.text_encoder:
         raise UserError("model.text_encoder is not set; point it at the local Gemma 3 folder to encode captions.")
     check_model_path(cfg.model.text_encoder, "text_encoder")
-    dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
-    encoder = load_prompt_encoder(cfg.model.text_encoder, cfg.model.checkpoint, device=device, dtype=dtype,
-                                  load_in_8bit=cfg.memory.text_encoder_8bit)
-    with _progress(console) as bar:
-        task = bar.add_task("encoding captions", total=len(todo))
-        for text in todo:
-            store.write_text(cache, text, encoder.encode_prompts([text])[0])
-            result.texts_encoded += 1
-            bar.advance(task)
+    dist = dist_env.current()
+    mine = todo[dist.rank::dist.world_size]
+    if mine:
+        dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
+        encoder = load_prompt_encoder(cfg.model.text_encoder, cfg.model.checkpoint, device=device, dtype=dtype,
+                                      load_in_8bit=cfg.memory.text_encoder_8bit)
+        with _progress(console) as bar:
+            task = bar.add_task("encoding captions", total=len(mine))
+            for text in mine:
+                store.write_text(cache, text, encoder.encode_prompts([text])[0])
+                bar.advance(task)
+    dist.barrier()  # every text is on disk
+    result.texts_encoded = len(todo)
     return files
 
 

@@ -55,11 +55,13 @@ def lora_parameters(transformer: torch.nn.Module) -> dict[str, torch.nn.Paramete
 
 
 def export_comfy(transformer: torch.nn.Module, rank: int, alpha: float,
-                 dtype: torch.dtype = torch.bfloat16) -> dict[str, torch.Tensor]:
-    """The LoRA as ComfyUI / ltx-core / diffusers load it, with the trained strength baked in."""
+                 dtype: torch.dtype = torch.bfloat16, params: dict[str, torch.Tensor] | None = None
+                 ) -> dict[str, torch.Tensor]:
+    """The LoRA as ComfyUI / ltx-core / diffusers load it, with the trained strength baked in. `params`: the full
+    LoRA tensors by name when the transformer's own are shards (FSDP)."""
     scale = alpha / rank
     out: dict[str, torch.Tensor] = {}
-    for name, p in lora_parameters(transformer).items():
+    for name, p in (lora_parameters(transformer) if params is None else params).items():
         m = _PARAM.match(name)
         if m is None:
             continue

@@ -55,15 +55,23 @@ def first_frame_mask(batch: int, tokens: int, frame_tokens: int, p: float, gener
 
 
 def prepare_inputs(batch: LatentBatch, sampler: SigmaSampler, generator: torch.Generator, *,
-                   train_audio: bool, first_frame_p: float, dtype: torch.dtype) -> StepInputs:
-    """Noise the clean latents and lay them out as the transformer's two modalities."""
+                   train_audio: bool, first_frame_p: float, dtype: torch.dtype,
+                   rows: tuple[int, int] | None = None) -> StepInputs:
+    """Noise the clean latents and lay them out as the transformer's two modalities.
+
+    `rows=(first, total)`: this batch is rows first.. of a global batch of `total` samples spread over several
+    processes. Every draw is made for the whole global batch and this batch keeps its rows, so each sample gets
+    the same sigma and noise whatever the number of processes (and the generator advances alike on every rank).
+    """
     b, _, f, h, w = batch.video.shape
     device = batch.video.device
+    first, total = rows or (0, b)
+    mine = slice(first, first + b)
     x0 = patchify_video(batch.video).float()
     tokens = x0.shape[1]
-    cond = first_frame_mask(b, tokens, h * w, first_frame_p, generator, device)
-    sigma = sampler.sample(b, tokens, generator, device)
-    noise = torch.randn(x0.shape, generator=generator, device=device)
+    cond = first_frame_mask(total, tokens, h * w, first_frame_p, generator, device)[mine]
+    sigma = sampler.sample(total, tokens, generator, device)[mine]
+    noise = torch.randn((total, *x0.shape[1:]), generator=generator, device=device)[mine]
     s = sigma.view(-1, 1, 1)
     x_t = torch.where(cond.unsqueeze(-1), x0, (1 - s) * x0 + s * noise)
     timesteps = torch.where(cond, torch.zeros_like(x_t[..., 0]), sigma.view(-1, 1).expand(b, tokens))
@@ -73,7 +81,7 @@ def prepare_inputs(batch: LatentBatch, sampler: SigmaSampler, generator: torch.G
     audio = audio_target = None
     if train_audio and batch.audio is not None:
         a0 = patchify_audio(batch.audio).float()
-        a_noise = torch.randn(a0.shape, generator=generator, device=device)
+        a_noise = torch.randn((total, *a0.shape[1:]), generator=generator, device=device)[mine]
         a_t = (1 - s) * a0 + s * a_noise
         audio = Modality(latent=a_t.to(dtype), sigma=sigma, timesteps=sigma.view(-1, 1).expand(b, a0.shape[1]),
                          positions=audio_positions(a0.shape[1], b, device),

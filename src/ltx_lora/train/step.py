@@ -13,24 +13,29 @@ from ltx_lora.train.timesteps import SigmaSampler
 class NonFiniteLoss(RuntimeError):
     """The loss is NaN or infinite; backward was not run."""
 
-    def __init__(self, value: float):
+    def __init__(self, value: float | str):
         super().__init__(f"loss is {value}")
         self.value = value
 
 
 def forward_backward(transformer: torch.nn.Module, batch: LatentBatch, sampler: SigmaSampler,
                      generator: torch.Generator, *, train_audio: bool, first_frame_p: float, dtype: torch.dtype,
-                     audio_loss_weight: float = 1.0, loss_scale: float = 1.0) -> LossParts:
-    """Accumulate this micro-batch's LoRA gradients (scaled by `loss_scale`, e.g. 1/accumulation)."""
+                     audio_loss_weight: float = 1.0, loss_scale: float = 1.0, rows: tuple[int, int] | None = None,
+                     all_finite=lambda finite: finite) -> LossParts:
+    """Accumulate this micro-batch's LoRA gradients (scaled by `loss_scale`, e.g. 1/accumulation).
+
+    Several processes: `rows` places this batch in the global batch (see prepare_inputs), and `all_finite` makes
+    every rank agree before backward, so that all stop together when any loss is not finite."""
     inputs = prepare_inputs(batch, sampler, generator, train_audio=train_audio, first_frame_p=first_frame_p,
-                            dtype=dtype)
+                            dtype=dtype, rows=rows)
     # bf16 autocast: the frozen base is bf16 already; it keeps the fp32 LoRA matmuls in bf16 too (peft would
     # otherwise cast every activation to the LoRA weights' fp32), as the official trainer runs them.
     device_type = batch.video.device.type
     with torch.autocast(device_type, dtype=torch.bfloat16, enabled=dtype == torch.bfloat16):
         video_pred, audio_pred = predict_velocity(transformer, inputs.video, inputs.audio)
     loss = compute_loss(video_pred, audio_pred, inputs, audio_loss_weight)
-    if not torch.isfinite(loss.total):
-        raise NonFiniteLoss(loss.total.item())
+    finite = bool(torch.isfinite(loss.total))
+    if not all_finite(finite):
+        raise NonFiniteLoss(loss.total.item() if not finite else "non-finite on another GPU")
     (loss.total * loss_scale).backward()
     return loss

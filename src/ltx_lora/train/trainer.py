@@ -15,6 +15,8 @@ from ltx_lora.checkpoints import require_training_base
 from ltx_lora.config import Config, TrainingMode
 from ltx_lora.data.cache import Manifest, read_manifest
 from ltx_lora.data.loader import BatchOrder, load_batch
+from ltx_lora.distributed import env as dist_env
+from ltx_lora.distributed import parallel
 from ltx_lora.errors import UserError
 from ltx_lora.ltx.fast import attention_mask_or_none, can_compile, compile_blocks, uncompile_blocks, use_sdpa_attention
 from ltx_lora.ltx.text import run_text_connectors
@@ -34,11 +36,11 @@ class TrainingFailed(RuntimeError):
     """Training cannot go on (e.g. a non-finite loss); the last good checkpoint is kept."""
 
 
-# Settings a resumed run must share with the run that wrote the checkpoint.
+# Settings a resumed run must share with the run that wrote the checkpoint (the batch: see _resume_state).
 def resume_fingerprint(cfg: Config) -> dict:
     return {"checkpoint": cfg.model.checkpoint, "mode": cfg.train.mode.value, "rank": cfg.lora.rank,
             "alpha": cfg.lora.effective_alpha, "targets": target_modules(cfg.lora), "seed": cfg.train.seed,
-            "batch_size": cfg.train.batch_size, "gradient_accumulation": cfg.train.gradient_accumulation,
+            "gradient_accumulation": cfg.train.gradient_accumulation, "token_budget": cfg.data.token_budget,
             "cache_dir": cfg.data.cache_dir}
 
 
@@ -52,11 +54,12 @@ def pick_device() -> torch.device:
     return torch.device("cuda", torch.cuda.current_device()) if torch.cuda.is_available() else torch.device("cpu")
 
 
-def load_models(cfg: Config, device: torch.device, dtype: torch.dtype, plan: Plan | None = None) -> Models:
+def load_models(cfg: Config, device: torch.device, dtype: torch.dtype, plan: Plan | None = None,
+                transformer_device: torch.device | None = None) -> Models:
     from ltx_lora.ltx.models import load_transformer
     from ltx_lora.ltx.text import load_text_connectors
 
-    transformer = load_transformer(cfg.model.checkpoint, device=device, dtype=dtype,
+    transformer = load_transformer(cfg.model.checkpoint, device=transformer_device or device, dtype=dtype,
                                    quantization=plan.quantization if plan else "none",
                                    host_blocks=frozenset(plan.swapped_blocks) if plan else frozenset())
     on_host = plan is not None and plan.text_connectors_on_host
@@ -84,7 +87,8 @@ class Trainer:
         self.cfg = cfg
         self.resume = resume
         self.total_steps = max_steps or cfg.train.steps
-        self.console = console or Console(stderr=True)
+        self.dist = dist_env.current()  # rank / world size under torchrun; rank 0 of 1 otherwise
+        self.console = dist_env.rank_console(console or Console(stderr=True))  # rank 0 speaks for all
         self.run_dir = Path(cfg.output_dir)
         self.cache = Path(cfg.data.cache_dir)
         self.device = pick_device()
@@ -100,7 +104,9 @@ class Trainer:
 
     def _memory_plan(self) -> Plan:
         """Weights format, block swap and rank for this GPU (ltx_lora.train.memory), printed before loading."""
-        plan = plan_for_config(self.cfg, self.device)
+        # Several GPUs: every GPU the same plan; under FSDP a bf16 base sharded over them.
+        plan = parallel.plan_for_processes(self.cfg, self.device, self.dist) if self.dist.active \
+            else plan_for_config(self.cfg, self.device)
         self.console.print(plan.describe())
         if plan.rank != self.cfg.lora.rank:
             self.cfg.lora.rank = plan.rank
@@ -118,26 +124,42 @@ class Trainer:
             raise UserError(f"train.mode {self.cfg.train.mode.value} trains audio but no cached clip has audio; "
                             "use mode t2v or preprocess clips with audio.")
 
-    def _restore(self, params: dict[str, torch.nn.Parameter], optimizer, order: BatchOrder,
-                 gen: torch.Generator) -> int:
+    def _resume_state(self) -> tuple[Path, TrainingState] | None:
+        """The latest checkpoint, checked against this run's settings before any model is loaded."""
         ckpt = latest_checkpoint(self.run_dir)
         if ckpt is None:
             self.console.print(f"no checkpoint in {self.run_dir}/checkpoints yet: starting from step 0")
-            return 0
+            return None
         state = load_state(ckpt)
         expected = resume_fingerprint(self.cfg)
         for key, value in expected.items():
             if state.meta.get(key) != value:
                 raise UserError(f"{ckpt} was trained with {key}={state.meta.get(key)!r} but the config says "
                                 f"{value!r}; restore that setting or train into a new output_dir.")
+        # The data order is planned in global batches (batch_size x processes; with a token budget the budget's
+        # sizes x processes) and the state is saved whole: another number of GPUs resumes exactly if those agree.
+        world, saved_world = self.dist.world_size, state.meta.get("world_size", 1)
+        saved_batch = state.meta.get("batch_size")
+        budget = self.cfg.data.token_budget is not None
+        if (saved_batch * saved_world != self.cfg.train.batch_size * world) or (budget and saved_world != world):
+            need = f"--gpus {saved_world}" + ("" if budget else f" with train.batch_size {saved_batch}, or any "
+                                              f"GPU count x batch_size = {saved_batch * saved_world}")
+            raise UserError(f"{ckpt} was trained with batch_size {saved_batch} on {saved_world} process(es), this run "
+                            f"has {self.cfg.train.batch_size} on {world}: the data order would differ; resume with "
+                            f"{need}, or train into a new output_dir.")
+        return ckpt, state
+
+    def _restore(self, resume: tuple[Path, TrainingState] | None, params: dict[str, torch.nn.Parameter], optimizer,
+                 order: BatchOrder, gen: torch.Generator) -> int:
+        if resume is None:
+            return 0
+        ckpt, state = resume
         missing = set(params) ^ set(state.lora)
         if missing:
             raise UserError(f"{ckpt} holds other LoRA layers than this model has ({sorted(missing)[0]} ...); "
                             "resume with the same base checkpoint and LoRA targets.")
-        with torch.no_grad():
-            for name, p in params.items():
-                p.copy_(state.lora[name])
-        optimizer.load_state_dict(state.optimizer)
+        parallel.load_full_lora_(params, state.lora)  # each rank keeps its shard (FSDP) or the whole (DDP)
+        parallel.load_full_optimizer_state(optimizer, list(params.values()), state.optimizer)
         order.restore(state.data_position)
         gen.set_state(state.rng["sampler"])
         torch.set_rng_state(state.rng["torch_cpu"])
@@ -157,28 +179,42 @@ class Trainer:
         if not self.resume and latest_checkpoint(self.run_dir) is not None:
             raise UserError(f"{self.run_dir} already holds checkpoints; pass --resume to continue that run, or set "
                             "output_dir to a new folder.")
+        resume = self._resume_state() if self.resume else None
         plan = self._memory_plan()
-        models = load_models(cfg, self.device, self.dtype, plan)
+        # FSDP on GPUs: the base is built in host memory and fully_shard moves each GPU only its shard, block by
+        # block (the whole base need not fit one GPU).
+        from_host = self.dist.active and cfg.distributed.strategy == "fsdp" and self.device.type == "cuda"
+        models = load_models(cfg, self.device, self.dtype, plan, torch.device("cpu") if from_host else None)
         transformer = models.transformer
-        trainable = inject_lora(transformer, cfg.lora, seed=cfg.train.seed)
+        inject_lora(transformer, cfg.lora, seed=cfg.train.seed)
         self.block_swap = attach_block_swap(transformer, list(plan.swapped_blocks), self.device)
         self.connectors_host = HostOffload(models.text_connectors, self.device) if plan.text_connectors_on_host else None
         transformer.set_gradient_checkpointing(cfg.train.gradient_checkpointing)
         use_sdpa_attention(transformer)
         self.compiled = self._compile(transformer)
         transformer.train()
+        # DDP / FSDP2 with several processes; FSDP2 replaces the parameters by shards, so collect them after.
+        audio_always = self.train_audio and all(i.has_audio for i in manifest.items)  # else the audio LoRA idles
+        models.transformer = parallel.wrap(transformer, cfg.distributed.strategy, self.dist, self.dtype,
+                                           some_lora_may_idle=not audio_always)
         params = lora_parameters(transformer)
+        trainable = list(params.values())
         optimizer = build_optimizer(trainable, cfg.train)
-        order = BatchOrder(manifest.items, cfg.train.batch_size, cfg.train.seed, cfg.data.token_budget)
+        order = BatchOrder(manifest.items, cfg.train.batch_size, cfg.train.seed, cfg.data.token_budget,
+                           world_size=self.dist.world_size)
         gen = torch.Generator(self.device).manual_seed(cfg.train.seed)
         sampler = SigmaSampler(cfg.train.timestep_sampling)
-        start = self._restore(params, optimizer, order, gen) if self.resume else 0
+        start = self._restore(resume, params, optimizer, order, gen)
 
         n_params = sum(p.numel() for p in trainable)
         self.console.print(f"training {n_params / 1e6:.2f} M LoRA parameters ({len(trainable) // 2} layers, rank "
                            f"{cfg.lora.rank}) on {self.device} for steps {start + 1}..{self.total_steps}, "
                            f"mode {cfg.train.mode.value}, {len(manifest.items)} cached clips")
-        metrics = MetricsLogger(self.run_dir, cfg.logging, self.console, total_steps=self.total_steps, start=start)
+        if self.dist.active:
+            self.console.print(f"{self.dist.world_size} processes, {cfg.distributed.strategy}: global batch "
+                               f"{cfg.train.batch_size} x {self.dist.world_size} x {cfg.train.gradient_accumulation}")
+        metrics = (MetricsLogger(self.run_dir, cfg.logging, self.console, total_steps=self.total_steps, start=start)
+                   if self.dist.is_main else None)
         validate = self._validator(models)
         if validate and start == 0:
             validate(transformer, 0, optimizer)  # the base model: the baseline every later sample is judged against
@@ -193,13 +229,15 @@ class Trainer:
                 else:
                     video_loss, audio_loss = self._optimizer_step(*step_args)
                 done = step + 1
-                metrics.log_step(done, video_loss, audio_loss, lr, time.perf_counter() - t0)
+                if metrics:
+                    metrics.log_step(done, video_loss, audio_loss, lr, time.perf_counter() - t0)
                 if done % cfg.checkpoints.every == 0 or done == self.total_steps:
                     self._save(done, transformer, params, optimizer, order, gen, manifest)
                 if validate and (done % cfg.validation.every == 0 or done == self.total_steps):
                     validate(transformer, done, optimizer)
         finally:
-            metrics.close()
+            if metrics:
+                metrics.close()
         return self._export_final(transformer, manifest, self.total_steps)
 
     def _validator(self, models: Models):
@@ -207,14 +245,24 @@ class Trainer:
         v = self.cfg.validation
         if not (v.every and v.prompts):
             return None
+        if self.dist.active and self.cfg.distributed.strategy == "fsdp":
+            self.console.print("note: in-loop validation is not available with distributed.strategy fsdp yet (no GPU "
+                               "holds the whole model); validate the saved checkpoints with `ltx-lora validate`.")
+            return None
+        if not self.dist.is_main:  # rank 0 samples with its whole copy of the model (DDP); the others wait
+            return lambda transformer, step, optimizer: self.dist.barrier()
         from ltx_lora.sample.validate import Validator, resolve_settings, step_label
 
         with self.connectors_host.on_device() if self.connectors_host else contextlib.nullcontext():
             validator = Validator.build(self.cfg, self.run_dir, resolve_settings(v), text_connectors=models.text_connectors,
                                         device=self.device, dtype=self.dtype, console=self.console,
                                         metrics=self.run_dir / "metrics.jsonl")
-        return lambda transformer, step, optimizer: validator.run(transformer, step=step, label=step_label(step),
-                                                                  optimizer=optimizer)
+
+        def validate(transformer, step, optimizer):
+            validator.run(transformer, step=step, label=step_label(step), optimizer=optimizer)
+            self.dist.barrier()  # the other ranks waited here
+
+        return validate
 
     def _compile(self, transformer) -> bool:
         setting = self.cfg.train.compile
@@ -258,8 +306,14 @@ class Trainer:
         cfg = self.cfg
         accum = cfg.train.gradient_accumulation
         video_sum, audio_sum = 0.0, None
-        for _ in range(accum):
-            items = [manifest.items[i] for i in order.next()]
+        for micro in range(accum):
+            batch_ids = order.next()  # the global batch, the same on every rank
+            share = self.dist.share(len(batch_ids))
+            # A rank left without a sample (a bucket's short last batch) runs one with weight 0: all ranks must
+            # take part in every forward and backward. Weights make the gradient the global batch's mean.
+            mine = batch_ids[share] or batch_ids[:1]
+            weight = len(batch_ids[share]) * self.dist.world_size / len(batch_ids)
+            items = [manifest.items[i] for i in mine]
             raw = load_batch(self.cache, items, self.device, self.dtype, with_audio=self.train_audio)
             on_device = self.connectors_host.on_device() if self.connectors_host else contextlib.nullcontext()
             with torch.no_grad(), on_device:  # the text connectors are frozen: run them, keep no graph
@@ -268,17 +322,24 @@ class Trainer:
             batch = LatentBatch(video=raw.video, audio=raw.audio, video_context=vctx, audio_context=actx,
                                 context_mask=mask, fps=raw.fps)
             try:
-                loss = forward_backward(models.transformer, batch, sampler, gen, train_audio=self.train_audio,
-                                        first_frame_p=cfg.train.first_frame_conditioning_p, dtype=self.dtype,
-                                        audio_loss_weight=cfg.train.audio_loss_weight, loss_scale=1 / accum)
+                with parallel.gradient_sync(models.transformer, enabled=micro == accum - 1):
+                    loss = forward_backward(models.transformer, batch, sampler, gen, train_audio=self.train_audio,
+                                            first_frame_p=cfg.train.first_frame_conditioning_p, dtype=self.dtype,
+                                            audio_loss_weight=cfg.train.audio_loss_weight, loss_scale=weight / accum,
+                                            rows=(share.start if weight else 0, len(batch_ids)),
+                                            all_finite=self.dist.all_agree)
             except NonFiniteLoss as e:
                 last = latest_checkpoint(self.run_dir)
                 raise TrainingFailed(f"the loss became {e.value} at step {step + 1}; training stopped. "
                                      f"The last good checkpoint is {last or 'none (none was saved yet)'}. Lower "
                                      "train.learning_rate or check the cached data, then resume with --resume.") from None
-            video_sum += loss.video.mean().item() / accum
+            # Logged: the global batch's mean losses (sums over every rank's real samples).
+            audio = loss.audio.sum() if loss.audio is not None else loss.video.new_zeros(())
+            video_total, audio_total = self.dist.all_reduce_sum(torch.stack([loss.video.sum(), audio]).float()
+                                                                * (weight > 0)).tolist()
+            video_sum += video_total / len(batch_ids) / accum
             if loss.audio is not None:
-                audio_sum = (audio_sum or 0.0) + loss.audio.mean().item() / accum
+                audio_sum = (audio_sum or 0.0) + audio_total / len(batch_ids) / accum
         if cfg.train.max_grad_norm:
             torch.nn.utils.clip_grad_norm_(trainable, cfg.train.max_grad_norm)
         optimizer.step()
@@ -288,19 +349,26 @@ class Trainer:
     # -- saving ------------------------------------------------------------------------------------------------
     def _save(self, step: int, transformer, params, optimizer, order: BatchOrder, gen: torch.Generator,
               manifest: Manifest) -> Path:
-        rng = {"sampler": gen.get_state(), "torch_cpu": torch.get_rng_state()}
-        if torch.cuda.is_available():
-            rng["torch_cuda"] = torch.cuda.get_rng_state()
-        state = TrainingState(step=step, lora={k: v.detach() for k, v in params.items()},
-                              optimizer=optimizer.state_dict(), rng=rng, data_position=order.position(),
-                              meta=resume_fingerprint(self.cfg))
-        lora = export_comfy(transformer, self.cfg.lora.rank, self.cfg.lora.effective_alpha)
-        try:
-            path = save_checkpoint(self.run_dir, state, lora, lora_metadata(self.cfg, step, manifest),
-                                   self.cfg.checkpoints.keep_last)
-        except OSError as e:
-            raise TrainingFailed(f"could not write the checkpoint of step {step} into {self.run_dir} ({e.strerror}); "
-                                 "free disk space, then resume with --resume (earlier checkpoints are intact).") from None
+        # Every rank gathers (FSDP shards -> full tensors); rank 0 writes the same files one process would.
+        lora_full, optim_full = parallel.full_lora(params), parallel.full_optimizer_state(optimizer)
+        path, error = self.run_dir / "checkpoints", None
+        if self.dist.is_main:
+            rng = {"sampler": gen.get_state(), "torch_cpu": torch.get_rng_state()}
+            if torch.cuda.is_available():
+                rng["torch_cuda"] = torch.cuda.get_rng_state()
+            state = TrainingState(step=step, lora=lora_full, optimizer=optim_full, rng=rng,
+                                  data_position=order.position(),
+                                  meta={**resume_fingerprint(self.cfg), "batch_size": self.cfg.train.batch_size,
+                                        "world_size": self.dist.world_size})
+            lora = export_comfy(transformer, self.cfg.lora.rank, self.cfg.lora.effective_alpha, params=lora_full)
+            try:
+                path = save_checkpoint(self.run_dir, state, lora, lora_metadata(self.cfg, step, manifest),
+                                       self.cfg.checkpoints.keep_last)
+            except OSError as e:
+                error = e.strerror
+        if not self.dist.all_agree(error is None):  # every rank stops if rank 0 could not write
+            raise TrainingFailed(f"could not write the checkpoint of step {step} into {self.run_dir} ({error}); "
+                                 "free disk space, then resume with --resume (earlier checkpoints are intact).")
         self.console.print(f"saved checkpoint {path}")
         return path
 
@@ -308,8 +376,11 @@ class Trainer:
         from ltx_lora.data.cache import atomic_save
 
         out = self.run_dir / "lora.safetensors"
-        atomic_save(export_comfy(transformer, self.cfg.lora.rank, self.cfg.lora.effective_alpha), out,
-                    lora_metadata(self.cfg, step, manifest))
+        full = parallel.full_lora(lora_parameters(transformer))  # a collective under FSDP: every rank gathers
+        if self.dist.is_main:
+            atomic_save(export_comfy(transformer, self.cfg.lora.rank, self.cfg.lora.effective_alpha, params=full),
+                        out, lora_metadata(self.cfg, step, manifest))
+        self.dist.barrier()  # the file exists when any rank returns
         self.console.print(f"final LoRA: {out} (ComfyUI layout; loads in ComfyUI, ltx-core and diffusers)")
         return out
 
