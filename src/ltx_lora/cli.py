@@ -213,8 +213,14 @@ def inspect(
 
 
 # --- lora tools ---------------------------------------------------------------------------------------------------
-def _print_lines(lines: list[str]) -> None:
-    Console(highlight=False, markup=False, soft_wrap=True).print("\n".join(lines))
+def _print_report(report, report_lines, as_json: bool) -> None:
+    """A `lora` command's report: JSON for scripts, else its lines as plain text."""
+    if as_json:
+        import json
+
+        print(json.dumps(report.to_dict(), indent=2, default=str))
+    else:
+        Console(highlight=False, markup=False, soft_wrap=True).print("\n".join(report_lines(report)))
 
 
 @lora_app.command("inspect")
@@ -225,15 +231,10 @@ def lora_inspect(
     """Show what a LoRA holds: key layout, rank(s), alpha(s) and the strength they ask for, which layers it adapts
     (video / audio / cross-modal attention, feed-forward, text connectors), which LTX version it was made for, and
     its metadata. Reads only the file header."""
-    import json
-
     from ltx_lora.lora.inspect import inspect_lora, report_lines
 
     report = inspect_lora(file)
-    if as_json:
-        print(json.dumps(report.to_dict(), indent=2, default=str))
-    else:
-        _print_lines(report_lines(report))
+    _print_report(report, report_lines, as_json)
 
 
 @lora_app.command("check")
@@ -250,15 +251,10 @@ def lora_check(
     transformer (text connectors), LoRAs made for another LTX version, and what ltx-core and diffusers would apply.
     Exit status: 0 clean, 1 findings, 2 unusable input.
     """
-    import json
-
     from ltx_lora.lora.check import check, report_lines
 
     report = check(file, base)
-    if as_json:
-        print(json.dumps(report.to_dict(), indent=2, default=str))
-    else:
-        _print_lines(report_lines(report))
+    _print_report(report, report_lines, as_json)
     if not report.clean:
         raise typer.Exit(1)
 
@@ -301,7 +297,6 @@ def lora_verify(
     """Prove the LoRA changes the model: run the base transformer on a fixed random sample with and without the
     LoRA and print the relative change of the video and audio outputs per module group. Exit 1 when it has no
     effect."""
-    import json
 
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 
@@ -312,10 +307,7 @@ def lora_verify(
         task = progress.add_task("forward passes", total=None)
         report = verify(file, base, strength, device,
                         on_progress=lambda done, total: progress.update(task, completed=done, total=total))
-    if as_json:
-        print(json.dumps(report.to_dict(), indent=2, default=str))
-    else:
-        _print_lines(report_lines(report))
+    _print_report(report, report_lines, as_json)
     if not report.has_effect:
         raise typer.Exit(1)
 
