@@ -4,7 +4,7 @@ uncapped step, in one run on one GPU.
 Each variant runs in its own subprocess (a fresh CUDA allocator and cap) that:
   1. caps the caching allocator with `torch.cuda.set_per_process_memory_fraction(cap / total)` (the CUDA
      context is outside the cap);
-  2. asks the memory plan (ltx_lora.train.memory.choose_plan, the function `ltx-lora train` uses) for the plan at
+  2. asks the memory plan (ltx_lora.runtime.memory.choose_plan, the function `ltx-lora train` uses) for the plan at
      that budget, the full-size LTX-2.3 22B transformer and the bucket;
   3. builds that transformer and its text connectors with random weights as the plan says (bf16 or 1-byte base
      quantized block by block on the GPU, swapped blocks in pinned host memory, connectors on host if planned);
@@ -61,9 +61,9 @@ def _child(args: argparse.Namespace) -> dict:
     from ltx_lora.ltx.fast import attention_mask_or_none, can_compile, compile_blocks, uncompile_blocks, use_sdpa_attention
     from ltx_lora.ltx.text import run_text_connectors
     from ltx_lora.text_features import PaddedText
-    from ltx_lora.train.block_swap import HostOffload, attach_block_swap
-    from ltx_lora.train.lora import inject_lora, target_modules
-    from ltx_lora.train.memory import Workload, choose_plan, device_budget
+    from ltx_lora.runtime.placement import HostOffload, attach_block_swap
+    from ltx_lora.train.lora import inject_lora
+    from ltx_lora.runtime.memory import Workload, choose_plan, device_budget
     from ltx_lora.train.objective import LatentBatch
     from ltx_lora.train.optim import build_optimizer
     from ltx_lora.train.step import forward_backward
@@ -82,7 +82,7 @@ def _child(args: argparse.Namespace) -> dict:
     w, h, f = (int(x) for x in args.res.split("x"))
     audio_frames = round(f / 24.0 * 25)
     work = Workload(video_tokens=latent_tokens(w, h, f), audio_tokens=audio_frames, rank=args.rank,
-                    lora_per_rank=size.lora_elements_per_rank(target_modules(LoraConfig())), optimizer="adamw")
+                    lora_per_rank=size.lora_elements_per_rank(LoraConfig().targets), optimizer="adamw")
     backend = args.backend
     quant, swap = "auto", "auto"
     if backend in ("ours", "torchao", "quanto"):

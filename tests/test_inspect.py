@@ -8,7 +8,7 @@ import pickle
 import pytest
 
 from conftest import assert_user_error, run_cli
-from ltx_lora import checkpoints as ck
+from ltx_lora import model_files as ck
 from ltx_lora.errors import UserError
 
 # variant -> (kind, family, trainable base, words the advice must contain)

@@ -289,7 +289,7 @@ def test_verify_reports_no_effect(variants, tiny_checkpoint, tmp_path):
 
 
 def test_merge_equals_ltx_core_fusion_and_loads(variants, tiny_checkpoint, tmp_path):
-    from ltx_lora.checkpoints import identify
+    from ltx_lora.model_files import identify
     from ltx_lora.ltx import models, probe
 
     dev = tiny_checkpoint("dev")

@@ -20,9 +20,9 @@ from ltx_lora.errors import UserError
 from ltx_lora.ltx import models
 from ltx_lora.ltx.modality import predict_velocity
 from ltx_lora.ltx.quantize import QuantizedLinear, dequantize, quantize_weight
-from ltx_lora.train.block_swap import BlockSwap, attach_block_swap, spread_blocks
+from ltx_lora.runtime.placement import BlockSwap, attach_block_swap, spread_blocks
 from ltx_lora.train.lora import inject_lora
-from ltx_lora.train.memory import FRAGMENTATION, Workload, choose_plan, plan_for_config, workload_for_config
+from ltx_lora.runtime.memory import FRAGMENTATION, Workload, choose_plan, plan_for_config, workload_for_config
 from ltx_lora.train.objective import LatentBatch, compute_loss, prepare_inputs
 from ltx_lora.train.timesteps import SigmaSampler
 
@@ -215,7 +215,7 @@ def test_a_block_used_while_not_resident_is_noticed(four_block_cfg):
 
 
 def test_host_offload_brings_the_module_to_the_device_only_inside_the_context():
-    from ltx_lora.train.block_swap import HostOffload
+    from ltx_lora.runtime.placement import HostOffload
 
     layer = torch.nn.Linear(4, 3).requires_grad_(False)
     x = torch.randn(2, 4)

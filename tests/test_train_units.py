@@ -10,7 +10,7 @@ from ltx_lora.data.cache import CacheItem
 from ltx_lora.data.buckets import batch_size_for, parse_buckets
 from ltx_lora.data.loader import BatchOrder
 from ltx_lora.errors import UserError
-from ltx_lora.train.checkpoint import TrainingState, latest_checkpoint, load_state, save_checkpoint
+from ltx_lora.train.checkpointer import TrainingState, latest_checkpoint, load_state, save_checkpoint
 from ltx_lora.train.optim import lr_factor
 from ltx_lora.train.timesteps import SigmaSampler, logit_normal_shift
 

@@ -47,6 +47,9 @@ class DataConfig(Section):
         None, description="Per-bucket batch size from a token budget (video tokens per batch); null = batch_size everywhere.")
 
 
+FEED_FORWARD_TARGETS = ["ff.net.0.proj", "ff.net.2", "audio_ff.net.0.proj", "audio_ff.net.2"]
+
+
 class LoraConfig(Section):
     rank: int = Field(32, ge=1, le=1024, description="LoRA rank. 32 to start, 64+ for multi-concept LoRAs.")
     alpha: float | None = Field(None, description="LoRA alpha; null means equal to rank (scale 1.0).")
@@ -59,6 +62,11 @@ class LoraConfig(Section):
     @property
     def effective_alpha(self) -> float:
         return float(self.rank if self.alpha is None else self.alpha)
+
+    @property
+    def targets(self) -> list[str]:
+        """The module patterns the LoRA adapts: `target_modules`, plus the feed-forward layers when asked."""
+        return list(dict.fromkeys(self.target_modules + (FEED_FORWARD_TARGETS if self.feed_forward else [])))
 
 
 class Optimizer(str, Enum):

@@ -12,7 +12,7 @@ from typing import Callable, Literal
 Status = Literal["OK", "WARN", "FAIL"]
 
 # The guide's hardware table: (minimum GiB of GPU memory, tier name, what it means). What training does on this
-# GPU is the memory plan (ltx_lora.train.memory), shown on its own line.
+# GPU is the memory plan (ltx_lora.runtime.memory), shown on its own line.
 TIERS = [
     (70.0, "80gb", "comfortable"),
     (44.0, "48gb", "workable"),
@@ -171,7 +171,7 @@ def check_config_paths(cfg) -> list[Check]:
 
             check_model_path(value, role)
             if role == "checkpoint":
-                from ltx_lora.checkpoints import require_training_base
+                from ltx_lora.model_files import require_training_base
 
                 ident = require_training_base(value)
                 out.append(Check(f"model.{role}", "OK", f"{value}: {ident.summary}"))
@@ -186,7 +186,7 @@ def check_memory_plan(cfg=None) -> Check:
     """The memory plan `ltx-lora train` would use with this config (or the defaults) on this machine."""
     from ltx_lora.config import Config
     from ltx_lora.errors import UserError
-    from ltx_lora.train.memory import plan_for_config
+    from ltx_lora.runtime.memory import plan_for_config
 
     try:
         plan = plan_for_config(cfg or Config())

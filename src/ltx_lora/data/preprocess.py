@@ -24,6 +24,7 @@ from ltx_lora.config import Config, TrainingMode
 from ltx_lora.data import cache as store
 from ltx_lora.distributed import env as dist_env
 from ltx_lora.errors import UserError
+from ltx_lora.runtime.device import pick_device
 
 
 @dataclass
@@ -127,7 +128,7 @@ def preprocess(cfg: Config, console) -> PreprocessResult:
     cache = Path(cfg.data.cache_dir)
     identity = model_identity(cfg.model.checkpoint)
     with_audio = cfg.train.mode != TrainingMode.text_to_video
-    device = torch.device("cuda", torch.cuda.current_device()) if torch.cuda.is_available() else torch.device("cpu")
+    device = pick_device()
     dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
     if cfg.memory.text_encoder_8bit:  # refuse now, not after every clip has been encoded
         from ltx_lora.ltx.text import check_8bit

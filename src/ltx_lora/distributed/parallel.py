@@ -26,12 +26,12 @@ STRATEGIES = ("ddp", "fsdp")
 
 
 def plan_for_processes(cfg, device: torch.device, env: DistEnv):
-    """The memory plan (ltx_lora.train.memory) of every process: the same on all GPUs, or a UserError.
+    """The memory plan (ltx_lora.runtime.memory) of every process: the same on all GPUs, or a UserError.
 
     DDP: each GPU holds the whole model, so the one-GPU plan applies (a 1-byte base is fine; streaming blocks from
     host memory is not combined with DDP yet). FSDP: the bf16 base is sharded, so the plan is the bf16 one with
     1/N of the weights per GPU (quantized or swapped bases are not sharded yet)."""
-    from ltx_lora.train.memory import FRAGMENTATION, plan_for_config
+    from ltx_lora.runtime.memory import FRAGMENTATION, plan_for_config
 
     mem = cfg.memory
     if cfg.distributed.strategy == "fsdp":

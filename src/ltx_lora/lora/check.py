@@ -21,7 +21,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ltx_lora.checkpoints import (
+from ltx_lora.model_files import (
     IC_LORA,
     LORA,
     LTX23_DISTILLED_LORA,

@@ -8,7 +8,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ltx_lora.checkpoints import identify
+from ltx_lora.model_files import identify
 from ltx_lora.lora import formats
 
 FORMAT_LABELS = {

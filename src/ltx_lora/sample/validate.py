@@ -82,7 +82,7 @@ def resolve_settings(v: ValidationConfig, *, steps: int | None = None, preview_l
 
 def check_preview_lora(checkpoint: str, preview_lora: str) -> None:
     """Refuse the distilled LoRA on the Distilled model, and a preview LoRA that is not the distilled LoRA."""
-    from ltx_lora.checkpoints import LTX23_DISTILLED, LTX23_DISTILLED_LORA, identify
+    from ltx_lora.model_files import LTX23_DISTILLED, LTX23_DISTILLED_LORA, identify
 
     if identify(checkpoint).kind == LTX23_DISTILLED:
         raise UserError(f"refusing the distilled LoRA preview on {Path(checkpoint).name}: {DISTILLED_WITH_LORA}.")
@@ -185,7 +185,7 @@ class Validator:
     @classmethod
     def build(cls, cfg: Config, root: Path, settings: SampleSettings, *, text_connectors, device: torch.device,
               dtype: torch.dtype, console, metrics: Path | None = None, title: str = "") -> Validator:
-        from ltx_lora.checkpoints import LTX23_DEV_FP8, identify
+        from ltx_lora.model_files import LTX23_DEV_FP8, identify
 
         self = cls(cfg, Path(root), settings, device, dtype, console, metrics, title or Path(cfg.output_dir).name)
         if not cfg.validation.prompts:
@@ -198,7 +198,7 @@ class Validator:
         self.fp8_base = identify(cfg.model.checkpoint).kind == LTX23_DEV_FP8
         if settings.preview:
             check_preview_lora(cfg.model.checkpoint, settings.preview_lora)
-            from ltx_lora.sample.lora_file import read_lora_file
+            from ltx_lora.lora.attach import read_lora_file
 
             self.preview_pairs = read_lora_file(settings.preview_lora)
         self._load_prompts(text_connectors)
@@ -276,7 +276,7 @@ class Validator:
     def run(self, transformer, *, step: int | None, label: str, lora_file: str | None = None,
             optimizer=None) -> list[dict]:
         """Sample every prompt with `transformer` as it is; write the files; rebuild the report."""
-        from ltx_lora.sample.lora_file import attach_lora
+        from ltx_lora.lora.attach import attach_lora
 
         was_training = transformer.training
         transformer.eval()
@@ -401,9 +401,9 @@ def _lora_step(path: Path) -> int | None:
 def validate_loras(cfg: Config, loras: list[Path], *, out: Path | None, steps: int | None, preview_lora: str | None,
                    base: bool, console) -> Path:
     """Sample the base model (unless base=False) and each LoRA file with the config's validation settings."""
-    from ltx_lora.checkpoints import LTX23_DISTILLED, identify
+    from ltx_lora.model_files import LTX23_DISTILLED, identify
     from ltx_lora.paths import check_model_path
-    from ltx_lora.sample.lora_file import attach_lora, read_lora_file
+    from ltx_lora.lora.attach import attach_lora, read_lora_file
 
     # Every refusal before anything loads.
     check_model_path(cfg.model.checkpoint, "checkpoint")
@@ -422,18 +422,19 @@ def validate_loras(cfg: Config, loras: list[Path], *, out: Path | None, steps: i
     pairs = {p: read_lora_file(p) for p in loras}
 
     from ltx_lora.ltx.fast import use_sdpa_attention
-    from ltx_lora.train.block_swap import HostOffload, attach_block_swap
-    from ltx_lora.train.memory import plan_for_config
-    from ltx_lora.train.trainer import load_models, pick_device
+    from ltx_lora.runtime.placement import HostOffload, attach_block_swap
+    from ltx_lora.runtime.memory import plan_for_config
+    from ltx_lora.runtime.device import compute_dtype, pick_device
+    from ltx_lora.runtime.models import load_models
 
     run_dir = Path(cfg.output_dir)
     root = out or run_dir / "validate"
     device = pick_device()
-    dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
+    dtype = compute_dtype(cfg.train.mixed_precision)
     # The training run's memory plan (weights format, swapped blocks): what fitted for training fits for sampling.
     plan = plan_for_config(cfg, device)
     console.print(plan.describe(), highlight=False)
-    models = load_models(cfg, device, dtype, plan)
+    models = load_models(cfg.model.checkpoint, device, dtype, plan)
     metrics = run_dir / "metrics.jsonl"
     on_host = plan.text_connectors_on_host and device.type == "cuda"
     with HostOffload(models.text_connectors, device).on_device() if on_host else nullcontext():

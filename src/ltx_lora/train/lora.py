@@ -19,19 +19,14 @@ from ltx_lora.config import LoraConfig
 from ltx_lora.errors import UserError
 
 ADAPTER = "default"
-FEED_FORWARD_TARGETS = ["ff.net.0.proj", "ff.net.2", "audio_ff.net.0.proj", "audio_ff.net.2"]
 _PARAM = re.compile(rf"^(?P<module>.+)\.lora_(?P<ab>[AB])\.{ADAPTER}\.weight$")
-
-
-def target_modules(cfg: LoraConfig) -> list[str]:
-    return list(dict.fromkeys(cfg.target_modules + (FEED_FORWARD_TARGETS if cfg.feed_forward else [])))
 
 
 def inject_lora(transformer: torch.nn.Module, cfg: LoraConfig, seed: int) -> list[torch.nn.Parameter]:
     """Freeze the base, add LoRA adapters in place, return the trainable parameters (fp32)."""
     transformer.requires_grad_(False)
     peft_cfg = PeftLoraConfig(r=cfg.rank, lora_alpha=cfg.effective_alpha, lora_dropout=cfg.dropout,
-                              target_modules=target_modules(cfg))
+                              target_modules=cfg.targets)
     fork = torch.random.fork_rng(devices=[])
     with fork:  # LoRA A init draws from the global RNG: make it a function of the seed only
         torch.manual_seed(seed)

@@ -6,12 +6,12 @@ import contextlib
 import gc
 import json
 import time
-from dataclasses import dataclass
+
 from pathlib import Path
 
 import torch
 
-from ltx_lora.checkpoints import require_training_base
+from ltx_lora.model_files import require_training_base
 from ltx_lora.config import Config, TrainingMode
 from ltx_lora.data.cache import Manifest, read_manifest
 from ltx_lora.data.loader import BatchOrder, load_batch
@@ -21,10 +21,12 @@ from ltx_lora.errors import UserError
 from ltx_lora.ltx.fast import attention_mask_or_none, can_compile, compile_blocks, uncompile_blocks, use_sdpa_attention
 from ltx_lora.ltx.text import run_text_connectors
 from ltx_lora.paths import check_model_path
-from ltx_lora.train.block_swap import HostOffload, attach_block_swap
-from ltx_lora.train.checkpoint import TrainingState, latest_checkpoint, load_state, save_checkpoint
-from ltx_lora.train.lora import export_comfy, inject_lora, lora_parameters, target_modules
-from ltx_lora.train.memory import Plan, plan_for_config
+from ltx_lora.runtime.placement import HostOffload, attach_block_swap
+from ltx_lora.train.checkpointer import TrainingState, latest_checkpoint, load_state, save_checkpoint
+from ltx_lora.train.lora import export_comfy, inject_lora, lora_parameters
+from ltx_lora.runtime.device import compute_dtype, pick_device
+from ltx_lora.runtime.memory import Plan, plan_for_config
+from ltx_lora.runtime.models import Models, load_models
 from ltx_lora.train.metrics import MetricsLogger
 from ltx_lora.train.objective import LatentBatch
 from ltx_lora.train.optim import build_optimizer, set_lr
@@ -39,33 +41,9 @@ class TrainingFailed(RuntimeError):
 # Settings a resumed run must share with the run that wrote the checkpoint (the batch: see _resume_state).
 def resume_fingerprint(cfg: Config) -> dict:
     return {"checkpoint": cfg.model.checkpoint, "mode": cfg.train.mode.value, "rank": cfg.lora.rank,
-            "alpha": cfg.lora.effective_alpha, "targets": target_modules(cfg.lora), "seed": cfg.train.seed,
+            "alpha": cfg.lora.effective_alpha, "targets": cfg.lora.targets, "seed": cfg.train.seed,
             "gradient_accumulation": cfg.train.gradient_accumulation, "token_budget": cfg.data.token_budget,
             "cache_dir": cfg.data.cache_dir}
-
-
-@dataclass
-class Models:
-    transformer: torch.nn.Module
-    text_connectors: torch.nn.Module  # frozen; turn cached Gemma features into the two text contexts
-
-
-def pick_device() -> torch.device:
-    return torch.device("cuda", torch.cuda.current_device()) if torch.cuda.is_available() else torch.device("cpu")
-
-
-def load_models(cfg: Config, device: torch.device, dtype: torch.dtype, plan: Plan | None = None,
-                transformer_device: torch.device | None = None) -> Models:
-    from ltx_lora.ltx.models import load_transformer
-    from ltx_lora.ltx.text import load_text_connectors
-
-    transformer = load_transformer(cfg.model.checkpoint, device=transformer_device or device, dtype=dtype,
-                                   quantization=plan.quantization if plan else "none",
-                                   host_blocks=frozenset(plan.swapped_blocks) if plan else frozenset())
-    on_host = plan is not None and plan.text_connectors_on_host
-    connectors = load_text_connectors(cfg.model.checkpoint, device="cpu" if on_host else device, dtype=dtype)
-    connectors.requires_grad_(False).eval()
-    return Models(transformer, connectors)
 
 
 def lora_metadata(cfg: Config, step: int, manifest: Manifest) -> dict[str, str]:
@@ -75,7 +53,7 @@ def lora_metadata(cfg: Config, step: int, manifest: Manifest) -> dict[str, str]:
         "base_checkpoint": Path(cfg.model.checkpoint).name,
         "base_identity": json.dumps(manifest.settings.get("model_identity", {})),
         "rank": str(cfg.lora.rank), "alpha": str(cfg.lora.effective_alpha), "alpha_folded_into_lora_B": "true",
-        "target_modules": json.dumps(target_modules(cfg.lora)), "mode": cfg.train.mode.value,
+        "target_modules": json.dumps(cfg.lora.targets), "mode": cfg.train.mode.value,
         "trigger_word": cfg.data.trigger_word, "step": str(step),
     }
 
@@ -92,7 +70,7 @@ class Trainer:
         self.run_dir = Path(cfg.output_dir)
         self.cache = Path(cfg.data.cache_dir)
         self.device = pick_device()
-        self.dtype = torch.bfloat16 if cfg.train.mixed_precision == "bf16" else torch.float32
+        self.dtype = compute_dtype(cfg.train.mixed_precision)
         self.train_audio = cfg.train.mode in (TrainingMode.audio_video, TrainingMode.image_to_video)
         self.block_swap = None  # set by run() from the memory plan
         self.connectors_host: HostOffload | None = None
@@ -103,7 +81,7 @@ class Trainer:
         # (nothing refused at the moment: every memory setting and in-loop validation are available)
 
     def _memory_plan(self) -> Plan:
-        """Weights format, block swap and rank for this GPU (ltx_lora.train.memory), printed before loading."""
+        """Weights format, block swap and rank for this GPU (ltx_lora.runtime.memory), printed before loading."""
         # Several GPUs: every GPU the same plan; under FSDP a bf16 base sharded over them.
         plan = parallel.plan_for_processes(self.cfg, self.device, self.dist) if self.dist.active \
             else plan_for_config(self.cfg, self.device)
@@ -184,7 +162,7 @@ class Trainer:
         # FSDP on GPUs: the base is built in host memory and fully_shard moves each GPU only its shard, block by
         # block (the whole base need not fit one GPU).
         from_host = self.dist.active and cfg.distributed.strategy == "fsdp" and self.device.type == "cuda"
-        models = load_models(cfg, self.device, self.dtype, plan, torch.device("cpu") if from_host else None)
+        models = load_models(cfg.model.checkpoint, self.device, self.dtype, plan, torch.device("cpu") if from_host else None)
         transformer = models.transformer
         inject_lora(transformer, cfg.lora, seed=cfg.train.seed)
         self.block_swap = attach_block_swap(transformer, list(plan.swapped_blocks), self.device)

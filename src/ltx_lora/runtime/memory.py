@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from ltx_lora.errors import UserError
+from ltx_lora.runtime.device import pick_device
 
 if TYPE_CHECKING:
     import torch
@@ -137,7 +138,7 @@ def choose_plan(budget_gib: float | None, budget_from: str, size: TransformerSiz
     ranks = [work.rank] + [r for r in RANK_FLOOR if r < work.rank]
 
     def make(q: str, s: int, host: bool, rank: int, fits: bool) -> Plan:
-        from ltx_lora.train.block_swap import spread_blocks
+        from ltx_lora.runtime.placement import spread_blocks
 
         parts = estimate(size, replace(work, rank=rank), q, s, host, coverage)
         peak = sum(parts.values())
@@ -176,7 +177,6 @@ def workload_for_config(cfg: Config, size: TransformerSize) -> Workload:
     """The largest batch of the config's buckets and the LoRA it trains."""
     from ltx_lora.config import TrainingMode
     from ltx_lora.data.buckets import batch_size_for, parse_buckets
-    from ltx_lora.train.lora import target_modules
 
     audio = cfg.train.mode in (TrainingMode.audio_video, TrainingMode.image_to_video)
     video_tokens = audio_tokens = 0
@@ -186,7 +186,7 @@ def workload_for_config(cfg: Config, size: TransformerSize) -> Workload:
             video_tokens = b.tokens * n
             audio_tokens = round(b.frames / cfg.train.fps * 25) * n if audio else 0  # 25 audio latents per second
     return Workload(video_tokens=video_tokens, audio_tokens=audio_tokens, rank=cfg.lora.rank,
-                    lora_per_rank=size.lora_elements_per_rank(target_modules(cfg.lora)),
+                    lora_per_rank=size.lora_elements_per_rank(cfg.lora.targets),
                     optimizer=cfg.train.optimizer.value, gradient_checkpointing=cfg.train.gradient_checkpointing)
 
 
@@ -239,8 +239,6 @@ def plan_for_config(cfg: Config, device: torch.device | None = None) -> Plan:
     if mem.plan != "auto":
         budget, source = TIER_GIB[mem.plan] - TIER_RESERVE_GIB, f"memory.plan {mem.plan}"
     else:
-        if device is None:
-            device = torch.device("cuda", torch.cuda.current_device()) if torch.cuda.is_available() else torch.device("cpu")
-        budget, source = device_budget(device)
+        budget, source = device_budget(device or pick_device())
     return choose_plan(budget, source, size, work, mem.quantization, mem.block_swap, fp8_checkpoint=fp8,
                        fp8_coverage=coverage)
