@@ -50,7 +50,7 @@ def _child(args: argparse.Namespace) -> dict:
     import torch
 
     from ltx_lora.config import LoraConfig, TrainConfig
-    from ltx_lora.data.buckets import latent_tokens
+    from ltx_lora.bucket_spec import latent_tokens
     from ltx_lora.ltx.models import (
         build_text_connectors_from_config,
         build_transformer_from_config,

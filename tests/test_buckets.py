@@ -9,19 +9,21 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from conftest import assert_user_error, run_cli
-from ltx_lora.data.buckets import (
+from ltx_lora.bucket_spec import (
     Bucket,
-    ClipShape,
-    Placement,
-    Skipped,
-    assign_bucket,
-    available_frames,
     batch_size_for,
     is_valid_frame_count,
     largest_frame_count,
     latent_tokens,
     nearest_valid,
     parse_buckets,
+)
+from ltx_lora.data.buckets import (
+    ClipShape,
+    Placement,
+    Skipped,
+    assign_bucket,
+    available_frames,
     plan_batches,
     resize_plan,
     source_frame_indices,

@@ -186,3 +186,45 @@ def test_a_failing_compiler_falls_back_to_eager_with_one_line(prepared, tmp_path
     a, b = lora_tensors(tmp_path / "eager"), lora_tensors(tmp_path / "broken")
     for k in a:
         assert torch.equal(a[k], b[k]), k
+
+
+def test_a_rank_lowered_by_the_memory_plan_resumes_with_the_same_config(prepared, tmp_path):
+    """The plan may train a lower rank than the config's; the config stays as written, the run records what was
+    trained, and --resume with the same config continues (it used to be refused: the rank was written back into
+    the config after the resume fingerprint had been read)."""
+    from dataclasses import replace
+
+    from rich.console import Console
+
+    from ltx_lora.config import parse_config
+    from ltx_lora.ltx.models import transformer_size
+    from ltx_lora.runtime.base_file import BaseFile
+    from ltx_lora.runtime.memory import FRAGMENTATION, estimate, workload_for_config
+    from ltx_lora.runtime.run import resolve_run
+    from ltx_lora.train.trainer import Trainer
+
+    cfg = parse_config(yaml.safe_load(write_config(prepared, tmp_path, mode="t2v", steps=2).read_text()))
+    # A budget between the smallest plans at rank 16 and at rank 32: only a lowered rank fits.
+    size = transformer_size(BaseFile.read(cfg.model.checkpoint).architecture)
+    work = workload_for_config(cfg, size)
+
+    def smallest(rank: int) -> float:
+        return min(sum(estimate(size, replace(work, rank=rank), q, s, host).values())
+                   for q in ("none", "int8") for s in range(size.blocks + 1) for host in (False, True))
+
+    budget = ((smallest(16) + smallest(32)) / 2 * FRAGMENTATION, "test budget")
+    quiet = Console(quiet=True)
+    first = resolve_run(cfg, max_steps=1, budget=budget)
+    assert (first.plan.rank, first.lora.rank, first.lora.effective_alpha) == (16, 16, 16.0)
+    assert cfg.lora.rank == 32 and first.config.lora.rank == 32  # the config stays what the user wrote
+    Trainer(first, console=quiet).train()
+    run_dir = tmp_path / "run"
+    assert yaml.safe_load((run_dir / "config.yaml").read_text())["lora"]["rank"] == 32
+    import json
+
+    assert json.loads((run_dir / "run.json").read_text())["lora"]["rank"] == 16
+    out = Trainer(resolve_run(cfg, budget=budget), resume=True, console=quiet).train()
+    with safe_open(str(out), "pt") as f:
+        meta = f.metadata()
+    assert (meta["rank"], meta["alpha"], meta["step"]) == ("16", "16.0", "2")
+    assert {v.shape[0] for k, v in lora_tensors(run_dir).items() if ".lora_A." in k} == {16}

@@ -7,7 +7,7 @@ import torch
 
 from ltx_lora.config import TrainConfig
 from ltx_lora.data.cache import CacheItem
-from ltx_lora.data.buckets import batch_size_for, parse_buckets
+from ltx_lora.bucket_spec import batch_size_for, parse_buckets
 from ltx_lora.data.loader import BatchOrder
 from ltx_lora.errors import UserError
 from ltx_lora.train.checkpointer import TrainingState, latest_checkpoint, load_state, save_checkpoint

@@ -208,6 +208,7 @@ def test_bad_validation_settings_are_refused(prepared, tiny_checkpoint, tmp_path
 
     from ltx_lora.config import parse_config
     from ltx_lora.errors import UserError
+    from ltx_lora.runtime.run import resolve_run
     from ltx_lora.sample.validate import validate_loras
 
     _, cfg = prepared
@@ -215,7 +216,7 @@ def test_bad_validation_settings_are_refused(prepared, tiny_checkpoint, tmp_path
     def refused(*needles: str, loras=(), preview=None, **validation) -> None:
         c = parse_config({**cfg, "validation": {**cfg["validation"], **validation}})
         with pytest.raises(UserError) as e:
-            validate_loras(c, [Path(p) for p in loras], out=tmp_path / "out", steps=None, preview_lora=preview,
+            validate_loras(resolve_run(c, preview_lora=preview), [Path(p) for p in loras], out=tmp_path / "out",
                            base=True, console=Console(quiet=True))
         assert all(n in str(e.value) for n in needles), str(e.value)
 

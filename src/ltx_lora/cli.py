@@ -116,6 +116,8 @@ def train(
     """Train a LoRA on the LTX-2.3 transformer from the preprocessed cache (run `ltx-lora preprocess` first)."""
     from ltx_lora.config import load_config
     from ltx_lora.distributed.env import process_group
+    from ltx_lora.runtime.run import resolve_run
+    from ltx_lora.sample.validate import training_validation
     from ltx_lora.train.trainer import Trainer, TrainingFailed
 
     cfg = load_config(config)
@@ -126,8 +128,9 @@ def train(
                    *(["--max-steps", str(max_steps)] if max_steps else [])]
         raise typer.Exit(run_on_gpus(gpus, command, say=console.print))
     with process_group() as dist:
+        run = resolve_run(cfg, max_steps=max_steps, dist=dist)
         try:
-            out = Trainer(cfg, resume=resume, max_steps=max_steps).run()
+            out = Trainer(run, resume=resume, validation=training_validation(run, console), console=console).train()
         except TrainingFailed as e:
             if dist.is_main:
                 console.print(f"[bold red]training stopped:[/] {e}", highlight=False)
@@ -151,7 +154,8 @@ def validate(
     """Sample the validation prompts with LoRA files (same prompts, seed and settings as in training) and write
     mp4s with sound, contact sheets, records and a report.html comparing them side by side."""
     from ltx_lora.config import load_config
-    from ltx_lora.sample.validate import FINAL_STEPS, validate_loras
+    from ltx_lora.runtime.run import FINAL_STEPS, resolve_run
+    from ltx_lora.sample.validate import validate_loras
 
     if final and steps:
         raise UserError("give --final (50 steps) or --steps N, not both.")
@@ -159,8 +163,9 @@ def validate(
         raise UserError("--steps / --final do not apply to the fast preview (--preview-lora always samples 8 steps); "
                         "leave them out, or leave out --preview-lora for a full-quality check.")
     cfg = load_config(config)
-    report = validate_loras(cfg, lora, out=out, steps=FINAL_STEPS if final else steps,
-                            preview_lora=str(preview_lora) if preview_lora else None, base=base, console=console)
+    run = resolve_run(cfg, sampling_steps=FINAL_STEPS if final else steps,
+                      preview_lora=str(preview_lora) if preview_lora else None)
+    report = validate_loras(run, lora, out=out, base=base, console=console)
     print(report)
 
 
@@ -366,7 +371,7 @@ def dataset_scan(
     """
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-    from ltx_lora.data.buckets import parse_buckets
+    from ltx_lora.bucket_spec import parse_buckets
     from ltx_lora.data.dataset_file import check_format, write_dataset
     from ltx_lora.data.report import report_path_for, write_report
     from ltx_lora.data.scan import dataset_entries, scan, summary_lines

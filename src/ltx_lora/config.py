@@ -16,6 +16,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from ltx_lora.errors import UserError
+from ltx_lora.official_config import looks_official, translate_official
 
 
 class Section(BaseModel):
@@ -244,8 +245,6 @@ def load_config(path: str | Path) -> Config:
         mark = getattr(e, "problem_mark", None)
         where = f" at line {mark.line + 1}" if mark else ""
         raise UserError(f"{path} is not valid YAML{where}: {getattr(e, 'problem', e)}.") from None
-    from ltx_lora.official_config import looks_official, translate_official
-
     if looks_official(data):
         data = translate_official(data, source=str(path))
     return parse_config(data, source=str(path))

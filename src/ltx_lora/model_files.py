@@ -447,7 +447,16 @@ def identify(path: str | Path) -> Identification:
 
 def require_training_base(path: str | Path) -> Identification:
     """Identify `path` and raise a UserError unless it is an LTX-2.3 Dev checkpoint (bf16 or FP8)."""
-    ident = identify(path)
+    return check_training_base(identify(path))
+
+
+def identify_header(path: str | Path, header: SafetensorsHeader) -> Identification:
+    """Identify a safetensors file whose header the caller has read already (the base file is read once a run)."""
+    return _identify_safetensors(Path(path), header)
+
+
+def check_training_base(ident: Identification) -> Identification:
+    """Raise a UserError unless `ident` is an LTX-2.3 Dev checkpoint (bf16 or FP8)."""
     if ident.is_trainable_base:
         return ident
     why = {
@@ -459,5 +468,13 @@ def require_training_base(path: str | Path) -> Identification:
         IC_LORA: "is an IC-LoRA, not a base model",
         PICKLE: "is a pickle file, which is never opened",
     }.get(ident.kind, f"is not an LTX-2.3 checkpoint ({ident.summary.rstrip('.')})")
-    raise UserError(f"{Path(path).name} {why}: use ltx-2.3-22b-dev.safetensors (or -dev-fp8) from Lightricks/LTX-2.3 "
-                    "as model.checkpoint.")
+    raise UserError(f"{Path(ident.path).name} {why}: use ltx-2.3-22b-dev.safetensors (or -dev-fp8) from "
+                    "Lightricks/LTX-2.3 as model.checkpoint.")
+
+
+def scaled_fp8_modules(header: SafetensorsHeader, prefix: str = TRANSFORMER_PREFIX) -> set[str]:
+    """Module paths (under `prefix`, prefix removed) stored as float8_e4m3fn weight + `weight_scale`."""
+    tensors = header.tensors
+    return {k.removeprefix(prefix).removesuffix(".weight") for k, t in tensors.items()
+            if k.startswith(prefix) and k.endswith(".weight") and t.dtype == "F8_E4M3"
+            and k.removesuffix(".weight") + ".weight_scale" in tensors}

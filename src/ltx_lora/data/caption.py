@@ -31,7 +31,9 @@ import numpy as np
 from PIL import Image
 
 from ltx_lora.data.dataset_file import FORMATS, Dataset, atomic_write_text, read_dataset, write_dataset
-from ltx_lora.data.decode import AUDIO_RATE, _rotate
+from ltx_lora.data.decode import AUDIO_RATE, _rotate, read_audio
+from ltx_lora.data.probe import probe
+from ltx_lora.data.scan import find_media, sidecar_caption
 from ltx_lora.errors import UserError
 
 STYLES = ("ltx", "plain")
@@ -86,8 +88,6 @@ def sample_media(path: Path, num_frames: int = DEFAULT_FRAMES, *, with_audio: bo
 
     Raises MediaError (with the probe's reason in plain words) for files that cannot be decoded.
     """
-    from ltx_lora.data.probe import probe
-
     info = probe(path)
     if not info.usable:
         raise MediaError(info.error or f"a {info.kind} file, not a video or still")
@@ -103,8 +103,6 @@ def sample_media(path: Path, num_frames: int = DEFAULT_FRAMES, *, with_audio: bo
     frames = _video_frames(path, num_frames, duration, max_side)
     audio = None
     if with_audio and info.audio is not None:
-        from ltx_lora.data.decode import read_audio
-
         try:
             stereo = read_audio(path, 0.0, min(duration, MAX_AUDIO_S))
         except Exception:  # noqa: BLE001 - a broken soundtrack still leaves the picture to caption
@@ -232,8 +230,6 @@ class CaptionStore:
     """The captions of a folder (side-car .txt files) or of a dataset file (its caption column)."""
 
     def __init__(self, source: Path):
-        from ltx_lora.data.scan import find_media, sidecar_caption
-
         self.source = Path(source)
         self.dataset: Dataset | None = None
         if self.source.is_dir():

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import torch
 
-from ltx_lora.data.buckets import batch_size_for, parse_buckets
+from ltx_lora.bucket_spec import batch_size_for, parse_buckets
 from ltx_lora.data.cache import CacheItem, read_latents, read_text
 from ltx_lora.text_features import PaddedText, pad_batch
 

@@ -65,7 +65,8 @@ def _caption(text: str, trigger: str) -> str:
 
 def plan_clips(cfg: Config) -> tuple[list[PlannedClip], list[tuple[str, str]]]:
     """Probe every dataset entry and give it a bucket; the rest are skipped with a reason."""
-    from ltx_lora.data.buckets import ClipShape, Skipped, assign_bucket, parse_buckets
+    from ltx_lora.bucket_spec import parse_buckets
+    from ltx_lora.data.buckets import ClipShape, Skipped, assign_bucket
     from ltx_lora.data.dataset_file import read_dataset
     from ltx_lora.data.probe import probe
 
@@ -109,7 +110,14 @@ def _entry_key(clip: PlannedClip, identity: dict, with_audio: bool) -> str:
 
 
 def _progress(console):
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
 
     return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                     TextColumn("ETA"), TimeRemainingColumn(), console=console, transient=False)

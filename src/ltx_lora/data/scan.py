@@ -12,7 +12,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ltx_lora.data.buckets import Bucket, ClipShape, Placement, Skipped, assign_bucket
+from ltx_lora.bucket_spec import Bucket
+from ltx_lora.data.buckets import ClipShape, Placement, Skipped, assign_bucket
 from ltx_lora.data.dataset_file import FORMATS, PROBE_COLUMNS, DatasetEntry, read_dataset, relative_media_path
 from ltx_lora.data.probe import MEDIA_EXTENSIONS, MediaInfo, probe
 from ltx_lora.errors import UserError

@@ -16,6 +16,8 @@ from datetime import timedelta
 import torch
 import torch.distributed as dist
 
+from ltx_lora.errors import UserError
+
 # Ranks wait for each other at barriers (rank 0 writing a checkpoint, a slow preprocessing share): allow long waits.
 TIMEOUT = timedelta(minutes=60)
 
@@ -103,8 +105,6 @@ def process_group():
         return
     if torch.cuda.is_available():
         if env.local_rank >= torch.cuda.device_count():
-            from ltx_lora.errors import UserError
-
             raise UserError(f"torchrun started {env.local_rank + 1}+ processes on this machine but it has only "
                             f"{torch.cuda.device_count()} GPU(s); set --nproc-per-node (or --gpus) to at most that.")
         device = torch.device("cuda", env.local_rank)

@@ -24,16 +24,16 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import TYPE_CHECKING
 
+import torch
+
+from ltx_lora.bucket_spec import batch_size_for, parse_buckets
+from ltx_lora.config import Config, TrainingMode
 from ltx_lora.errors import UserError
+from ltx_lora.ltx.models import TransformerSize, ltx23_22b_config, transformer_size
+from ltx_lora.runtime.base_file import BaseFile
 from ltx_lora.runtime.device import pick_device
-
-if TYPE_CHECKING:
-    import torch
-
-    from ltx_lora.config import Config
-    from ltx_lora.ltx.models import TransformerSize
+from ltx_lora.runtime.placement import spread_blocks
 
 GIB = 2**30
 WORKING_SET_ROWS = 38.0  # one block's recompute + backward, in units of one block-input row (calibrated, see above)
@@ -138,8 +138,6 @@ def choose_plan(budget_gib: float | None, budget_from: str, size: TransformerSiz
     ranks = [work.rank] + [r for r in RANK_FLOOR if r < work.rank]
 
     def make(q: str, s: int, host: bool, rank: int, fits: bool) -> Plan:
-        from ltx_lora.runtime.placement import spread_blocks
-
         parts = estimate(size, replace(work, rank=rank), q, s, host, coverage)
         peak = sum(parts.values())
         return Plan(budget_gib, budget_from, q, tuple(spread_blocks(s, size.blocks)), size.blocks,
@@ -175,8 +173,6 @@ def choose_plan(budget_gib: float | None, budget_from: str, size: TransformerSiz
 
 def workload_for_config(cfg: Config, size: TransformerSize) -> Workload:
     """The largest batch of the config's buckets and the LoRA it trains."""
-    from ltx_lora.config import TrainingMode
-    from ltx_lora.data.buckets import batch_size_for, parse_buckets
 
     audio = cfg.train.mode in (TrainingMode.audio_video, TrainingMode.image_to_video)
     video_tokens = audio_tokens = 0
@@ -192,8 +188,6 @@ def workload_for_config(cfg: Config, size: TransformerSize) -> Workload:
 
 def device_budget(device: torch.device) -> tuple[float | None, str]:
     """Free memory of the device in GiB (less a reserve, capped by a per-process memory fraction), or None on CPU."""
-    import torch
-
     if device.type != "cuda":
         return None, "CPU: no device memory limit"
     if device.index is None:  # torch's per-process fraction calls need an explicit index
@@ -212,33 +206,26 @@ def device_budget(device: torch.device) -> tuple[float | None, str]:
     return max(budget, 0.0), source
 
 
-def plan_for_config(cfg: Config, device: torch.device | None = None) -> Plan:
-    """The plan `ltx-lora train` uses for this config on this machine (and `ltx-lora doctor` shows)."""
-    import torch
-
-    from ltx_lora.ltx.models import ltx23_22b_config, read_checkpoint_config, scaled_fp8_modules, transformer_size
-
-    from ltx_lora.ltx.quantize import is_quantizable
-    from ltx_lora.safetensors_header import read_header
-
-    path = Path(cfg.model.checkpoint) if cfg.model.checkpoint else None
+def plan_for_config(cfg: Config, device: torch.device | None = None, base: BaseFile | None = None,
+                    budget: tuple[float, str] | None = None) -> Plan:
+    """The plan `ltx-lora train` uses for this config on this machine (and `ltx-lora doctor` shows). `base`: the
+    base file's facts when the caller has read them (read here otherwise, if the file exists); `budget`: (GiB,
+    where it comes from) instead of the config's tier or the device's free memory."""
+    if base is None and cfg.model.checkpoint and Path(cfg.model.checkpoint).is_file():
+        base = BaseFile.read(cfg.model.checkpoint)
     coverage = 1.0
-    if path is not None and path.is_file():
-        model_cfg, stored = read_checkpoint_config(path), scaled_fp8_modules(path)
-        fp8 = bool(stored)
-        size = transformer_size(model_cfg)
+    if base is not None:
+        size = transformer_size(base.architecture)
+        fp8 = base.is_fp8
         if fp8:
-            tensors = read_header(path).tensors
-            covered = sum(tensors[f"model.diffusion_model.{m}.weight"].numel for m in stored if is_quantizable(m))
-            coverage = covered / max(1, size.quantizable_per_block * size.blocks)
+            coverage = base.fp8_coverage(size.quantizable_per_block * size.blocks)
     else:  # no checkpoint (yet): plan for the released 22B model
-        model_cfg, fp8 = ltx23_22b_config(), "fp8" in (path.name if path else "")
-        size = transformer_size(model_cfg)
+        fp8 = "fp8" in Path(cfg.model.checkpoint).name
+        size = transformer_size(ltx23_22b_config())
     work = workload_for_config(cfg, size)
     mem = cfg.memory
-    if mem.plan != "auto":
-        budget, source = TIER_GIB[mem.plan] - TIER_RESERVE_GIB, f"memory.plan {mem.plan}"
-    else:
-        budget, source = device_budget(device or pick_device())
-    return choose_plan(budget, source, size, work, mem.quantization, mem.block_swap, fp8_checkpoint=fp8,
+    if budget is None:
+        budget = ((TIER_GIB[mem.plan] - TIER_RESERVE_GIB, f"memory.plan {mem.plan}") if mem.plan != "auto"
+                  else device_budget(device or pick_device()))
+    return choose_plan(*budget, size, work, mem.quantization, mem.block_swap, fp8_checkpoint=fp8,
                        fp8_coverage=coverage)

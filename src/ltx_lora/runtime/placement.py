@@ -139,7 +139,7 @@ class BlockSwap:
         return self.order[k] if 0 <= k < len(self.order) else None
 
     def _make_hook(self, i: int):
-        def hook(module, args):  # noqa: ANN001, ANN202 - nn.Module hook signature
+        def hook(module, args):
             self.before_block(i)
         return hook
 

@@ -13,92 +13,62 @@ import json
 import os
 import time
 from contextlib import contextmanager, nullcontext
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
 import torch
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
-from ltx_lora.config import Config, ValidationConfig
+from ltx_lora.config import Config
+from ltx_lora.data.cache import read_manifest, read_text
+from ltx_lora.data.decode import read_image
 from ltx_lora.errors import UserError
+from ltx_lora.lora.attach import attach_lora, read_lora_file
+from ltx_lora.ltx.fast import use_sdpa_attention
+from ltx_lora.ltx.models import load_audio_decoder, load_video_decoder, load_video_encoder, load_vocoder
+from ltx_lora.ltx.sampling import (
+    Guidance,
+    Prompt,
+    SampleRequest,
+    decode_audio,
+    decode_video,
+    encode_first_frame,
+    sample_latents,
+    sigma_schedule,
+)
+from ltx_lora.ltx.text import run_text_connectors
+from ltx_lora.model_files import LTX23_DISTILLED, LTX23_DISTILLED_LORA, identify
+from ltx_lora.runtime.base_file import BaseFile
+from ltx_lora.runtime.models import load_models
+from ltx_lora.runtime.placement import HostOffload, attach_block_swap
+from ltx_lora.runtime.run import Run, SampleSettings, Validate, ValidationFactory
+from ltx_lora.safetensors_header import read_header
 from ltx_lora.sample.health import Health, check_sample
+from ltx_lora.sample.media import write_contact_sheet, write_mp4
+from ltx_lora.sample.report import build_report
+from ltx_lora.text_features import pad_features
 
-PREVIEW_STEPS = 8
-FINAL_STEPS = 50
 DISTILLED_WITH_LORA = ("the Distilled checkpoint already has the distillation baked in; adding the distilled LoRA "
                        "on top gives bad results. Use the Dev checkpoint with the distilled LoRA at strength 0.5-0.6 "
                        "(8 steps, CFG 1.0), or the Distilled checkpoint alone with the LoRA off")
 
 
-@dataclass
-class SampleSettings:
-    """Everything that decides what a validation sample looks like (kept in every record)."""
-
-    width: int
-    height: int
-    frames: int
-    fps: float
-    steps: int
-    seed: int
-    cfg: float
-    audio_cfg: float
-    stg_scale: float
-    stg_blocks: list[int]
-    guidance_rescale: float
-    modality_scale: float
-    audio: bool
-    negative_prompt: str
-    reference_image: str | None = None
-    preview: bool = False
-    preview_lora: str | None = None
-    preview_strength: float | None = None
-
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-
-def resolve_settings(v: ValidationConfig, *, steps: int | None = None, preview_lora: str | None = None
-                     ) -> SampleSettings:
-    from ltx_lora.data.buckets import parse_buckets
-
-    try:
-        bucket = parse_buckets(v.resolution)
-    except UserError as e:
-        raise UserError(f"validation.resolution: {e}") from None
-    if len(bucket) != 1:
-        raise UserError(f"validation.resolution must be one WxHxF, e.g. 960x544x49; got {v.resolution!r}.")
-    b = bucket[0]
-    preview_lora = preview_lora or v.preview_distilled_lora
-    common = dict(width=b.width, height=b.height, frames=b.frames, fps=v.fps, seed=v.seed, audio=v.audio,
-                  negative_prompt=v.negative_prompt, reference_image=v.reference_image)
-    if preview_lora:  # the distilled LoRA turns Dev into an 8-step, guidance-free sampler
-        return SampleSettings(**common, steps=PREVIEW_STEPS, cfg=1.0, audio_cfg=1.0, stg_scale=0.0, stg_blocks=[],
-                              guidance_rescale=0.0, modality_scale=1.0, preview=True, preview_lora=preview_lora,
-                              preview_strength=v.preview_strength)
-    return SampleSettings(**common, steps=steps or v.steps, cfg=v.cfg, audio_cfg=v.audio_cfg, stg_scale=v.stg_scale,
-                          stg_blocks=list(v.stg_blocks), guidance_rescale=v.guidance_rescale,
-                          modality_scale=v.modality_scale)
-
-
-def check_preview_lora(checkpoint: str, preview_lora: str) -> None:
+def check_preview_lora(base: BaseFile, preview_lora: str) -> None:
     """Refuse the distilled LoRA on the Distilled model, and a preview LoRA that is not the distilled LoRA."""
-    from ltx_lora.model_files import LTX23_DISTILLED, LTX23_DISTILLED_LORA, identify
-
-    if identify(checkpoint).kind == LTX23_DISTILLED:
-        raise UserError(f"refusing the distilled LoRA preview on {Path(checkpoint).name}: {DISTILLED_WITH_LORA}.")
+    if base.identity.kind == LTX23_DISTILLED:
+        raise UserError(f"refusing the distilled LoRA preview on {base.path.name}: {DISTILLED_WITH_LORA}.")
     ident = identify(preview_lora)
     if ident.kind != LTX23_DISTILLED_LORA:
         raise UserError(f"validation.preview_distilled_lora {preview_lora} is not the distilled LoRA ({ident.summary}); "
                         "point it at ltx-2.3-22b-distilled-lora-384.safetensors.")
 
 
-def _check_stg_blocks(checkpoint: str, blocks: list[int]) -> None:
-    from ltx_lora.ltx.models import read_checkpoint_config
-
-    n = int(read_checkpoint_config(checkpoint).get("transformer", {}).get("num_layers", 0))
+def _check_stg_blocks(base: BaseFile, blocks: list[int]) -> None:
+    n = base.blocks
     outside = [b for b in blocks if not 0 <= b < n]
     if outside:
-        raise UserError(f"validation.stg_blocks {outside} are not blocks of {Path(checkpoint).name} (it has {n}, "
+        raise UserError(f"validation.stg_blocks {outside} are not blocks of {base.path.name} (it has {n}, "
                         f"numbered 0-{n - 1}); use blocks in that range (29 is the guide's choice on LTX-2.3).")
 
 
@@ -149,56 +119,56 @@ def _on(module: torch.nn.Module | None, device: torch.device):
 
 
 def _progress(console):
-    from rich.progress import (
-        BarColumn,
-        MofNCompleteColumn,
-        Progress,
-        TextColumn,
-        TimeElapsedColumn,
-        TimeRemainingColumn,
-    )
-
     return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                     TextColumn("ETA"), TimeRemainingColumn(), console=console, transient=True)
 
 
 @dataclass
 class Validator:
-    """Built once per run (or per `validate` command); `run()` samples every prompt with the model as it is now."""
+    """Built once per run (or per `validate` command); `sample()` samples every prompt with the model as it is now."""
 
-    cfg: Config
+    run: Run
     root: Path  # run folder (or the validate command's output folder): samples/ and report.html go here
-    settings: SampleSettings
-    device: torch.device
-    dtype: torch.dtype
     console: object
     metrics: Path | None = None
     title: str = ""
     prompts: list = field(default_factory=list)  # ltx_lora.ltx.sampling.Prompt per validation prompt
     negative: object = None
-    fp8_base: bool = False
     decoders: dict = field(default_factory=dict)
     first_frame: torch.Tensor | None = None
     preview_pairs: dict | None = None
     baseline_hf: dict[int, float] = field(default_factory=dict)
 
-    @classmethod
-    def build(cls, cfg: Config, root: Path, settings: SampleSettings, *, text_connectors, device: torch.device,
-              dtype: torch.dtype, console, metrics: Path | None = None, title: str = "") -> Validator:
-        from ltx_lora.model_files import LTX23_DEV_FP8, identify
+    @property
+    def cfg(self) -> Config:
+        return self.run.config
 
-        self = cls(cfg, Path(root), settings, device, dtype, console, metrics, title or Path(cfg.output_dir).name)
-        if not cfg.validation.prompts:
+    @property
+    def settings(self) -> SampleSettings:
+        return self.run.sampling
+
+    @property
+    def device(self) -> torch.device:
+        return self.run.device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.run.dtype
+
+    @classmethod
+    def build(cls, run: Run, root: Path, *, text_connectors, console, metrics: Path | None = None,
+              title: str = "") -> Validator:
+        self = cls(run, Path(root), console, metrics, title or run.run_dir.name)
+        settings = run.sampling
+        if settings is None:
             raise UserError("validation.prompts is empty; add 2-3 fixed prompts to the config, run `ltx-lora "
                             "preprocess` (it caches their text features), then validate.")
-        _check_stg_blocks(cfg.model.checkpoint, settings.stg_blocks)
+        _check_stg_blocks(run.base, settings.stg_blocks)
         if settings.reference_image and not Path(settings.reference_image).is_file():
             raise UserError(f"validation.reference_image {settings.reference_image} does not exist; give a local "
                             "image file, or null for text-to-video samples.")
-        self.fp8_base = identify(cfg.model.checkpoint).kind == LTX23_DEV_FP8
         if settings.preview:
-            check_preview_lora(cfg.model.checkpoint, settings.preview_lora)
-            from ltx_lora.lora.attach import read_lora_file
+            check_preview_lora(run.base, settings.preview_lora)
 
             self.preview_pairs = read_lora_file(settings.preview_lora)
         self._load_prompts(text_connectors)
@@ -210,11 +180,6 @@ class Validator:
 
     # -- set-up --------------------------------------------------------------------------------------------------
     def _load_prompts(self, connectors) -> None:
-        from ltx_lora.data.cache import read_manifest, read_text
-        from ltx_lora.ltx.sampling import Prompt
-        from ltx_lora.ltx.text import run_text_connectors
-        from ltx_lora.text_features import pad_features
-
         cache = Path(self.cfg.data.cache_dir)
         manifest = read_manifest(cache)
         made_for = manifest.settings.get("checkpoint")
@@ -235,8 +200,6 @@ class Validator:
         self.prompts, self.negative = contexts[:-1], contexts[-1]
 
     def _load_decoders(self) -> None:
-        from ltx_lora.ltx.models import load_audio_decoder, load_video_decoder, load_vocoder
-
         ckpt = self.cfg.model.checkpoint
         park = torch.device("cpu")  # parked in host memory; on the GPU only while decoding
         self.decoders["video"] = load_video_decoder(ckpt, device=park, dtype=self.dtype).requires_grad_(False)
@@ -245,11 +208,6 @@ class Validator:
             self.decoders["vocoder"] = load_vocoder(ckpt, device=park, dtype=torch.float32).requires_grad_(False)
 
     def _encode_reference(self) -> None:
-        from ltx_lora.data.decode import read_image
-        from ltx_lora.ltx.models import load_video_encoder
-        from ltx_lora.ltx.sampling import encode_first_frame
-        from ltx_lora.paths import check_model_path
-
         path = Path(self.settings.reference_image)
         if not path.is_file():
             raise UserError(f"validation.reference_image {path} does not exist; give a local image file or null.")
@@ -257,7 +215,6 @@ class Validator:
             image = read_image(path, self.settings.width, self.settings.height).frames
         except OSError as e:
             raise UserError(f"validation.reference_image {path} cannot be read as an image ({e}).") from None
-        check_model_path(self.cfg.model.checkpoint, "checkpoint")
         encoder = load_video_encoder(self.cfg.model.checkpoint, device=self.device, dtype=self.dtype)
         self.first_frame = encode_first_frame(encoder, image)
         del encoder
@@ -273,10 +230,9 @@ class Validator:
                 self.baseline_hf[rec["prompt_index"]] = rec["health"]["metrics"]["video"]["high_frequency"]
 
     # -- sampling ------------------------------------------------------------------------------------------------
-    def run(self, transformer, *, step: int | None, label: str, lora_file: str | None = None,
+    def sample(self, transformer, *, step: int | None, label: str, lora_file: str | None = None,
             optimizer=None) -> list[dict]:
         """Sample every prompt with `transformer` as it is; write the files; rebuild the report."""
-        from ltx_lora.lora.attach import attach_lora
 
         was_training = transformer.training
         transformer.eval()
@@ -292,7 +248,6 @@ class Validator:
                     records.append(self._one(transformer, i, prompt, step=step, label=label, lora_file=lora_file))
         finally:
             transformer.train(was_training)
-        from ltx_lora.sample.report import build_report
 
         build_report(self.root, title=self.title, config_text=self.cfg.to_yaml(), metrics=self.metrics)
         bad = [r for r in records if r["health"]["status"] != "ok"]
@@ -306,16 +261,6 @@ class Validator:
         return records
 
     def _one(self, transformer, index: int, prompt, *, step: int | None, label: str, lora_file: str | None) -> dict:
-        from ltx_lora.ltx.sampling import (
-            Guidance,
-            SampleRequest,
-            decode_audio,
-            decode_video,
-            sample_latents,
-            sigma_schedule,
-        )
-        from ltx_lora.sample.media import write_contact_sheet, write_mp4
-
         s = self.settings
         req = SampleRequest(
             width=s.width, height=s.height, frames=s.frames, fps=s.fps, seed=s.seed,
@@ -345,7 +290,7 @@ class Validator:
         self._sync()
         t2 = time.perf_counter()
         health: Health = check_sample(frames, wave, nonfinite=nonfinite, step=step,
-                                      baseline_hf=self.baseline_hf.get(index), fp8_base=self.fp8_base)
+                                      baseline_hf=self.baseline_hf.get(index), fp8_base=self.run.base.is_fp8)
         if step == 0 and health.status == "ok":
             self.baseline_hf[index] = health.metrics["video"]["high_frequency"]
         folder = self.root / "samples" / label
@@ -389,7 +334,6 @@ def step_label(step: int) -> str:
 
 
 def _lora_step(path: Path) -> int | None:
-    from ltx_lora.safetensors_header import read_header
 
     try:
         step = read_header(path).metadata.get("step")
@@ -398,21 +342,32 @@ def _lora_step(path: Path) -> int | None:
     return int(step) if step and step.isdigit() else None
 
 
-def validate_loras(cfg: Config, loras: list[Path], *, out: Path | None, steps: int | None, preview_lora: str | None,
-                   base: bool, console) -> Path:
-    """Sample the base model (unless base=False) and each LoRA file with the config's validation settings."""
-    from ltx_lora.model_files import LTX23_DISTILLED, identify
-    from ltx_lora.paths import check_model_path
-    from ltx_lora.lora.attach import attach_lora, read_lora_file
+def training_validation(run: Run, console) -> ValidationFactory | None:
+    """The validation hook `ltx-lora train` hands the trainer: given the frozen text connectors, a function that
+    samples every prompt with the transformer as it is at a step (None when the config has no prompts)."""
+    if run.sampling is None:
+        return None
 
+    def build(text_connectors) -> Validate:
+        validator = Validator.build(run, run.run_dir, text_connectors=text_connectors, console=console,
+                                    metrics=run.run_dir / "metrics.jsonl")
+        return lambda transformer, step, optimizer: validator.sample(transformer, step=step, label=step_label(step),
+                                                                  optimizer=optimizer)
+
+    return build
+
+
+def validate_loras(run: Run, loras: list[Path], *, out: Path | None, base: bool, console) -> Path:
+    """Sample the base model (unless base=False) and each LoRA file with the run's validation settings."""
     # Every refusal before anything loads.
-    check_model_path(cfg.model.checkpoint, "checkpoint")
-    settings = resolve_settings(cfg.validation, steps=steps, preview_lora=preview_lora)
-    if settings.preview:
-        check_preview_lora(cfg.model.checkpoint, settings.preview_lora)
-    elif identify(cfg.model.checkpoint).kind == LTX23_DISTILLED:
-        raise UserError(f"{Path(cfg.model.checkpoint).name} is the Distilled model; LoRAs are trained on and "
-                        "validated with Dev (ltx-2.3-22b-dev.safetensors): set it as model.checkpoint.")
+    if run.sampling is None:
+        raise UserError("validation.prompts is empty; add 2-3 fixed prompts to the config, run `ltx-lora "
+                        "preprocess` (it caches their text features), then validate.")
+    if run.sampling.preview:
+        check_preview_lora(run.base, run.sampling.preview_lora)
+    elif run.base.identity.kind == LTX23_DISTILLED:
+        raise UserError(f"{run.base.path.name} is the Distilled model; LoRAs are trained on and validated with Dev "
+                        "(ltx-2.3-22b-dev.safetensors): set it as model.checkpoint.")
     if not loras and not base:
         raise UserError("nothing to sample: give --lora FILE (one or more), or leave out --no-base.")
     stems = [p.stem for p in loras]
@@ -421,33 +376,24 @@ def validate_loras(cfg: Config, loras: list[Path], *, out: Path | None, steps: i
                         "or copy one of them.")
     pairs = {p: read_lora_file(p) for p in loras}
 
-    from ltx_lora.ltx.fast import use_sdpa_attention
-    from ltx_lora.runtime.placement import HostOffload, attach_block_swap
-    from ltx_lora.runtime.memory import plan_for_config
-    from ltx_lora.runtime.device import compute_dtype, pick_device
-    from ltx_lora.runtime.models import load_models
-
-    run_dir = Path(cfg.output_dir)
-    root = out or run_dir / "validate"
-    device = pick_device()
-    dtype = compute_dtype(cfg.train.mixed_precision)
+    root = out or run.run_dir / "validate"
     # The training run's memory plan (weights format, swapped blocks): what fitted for training fits for sampling.
-    plan = plan_for_config(cfg, device)
+    plan, device = run.plan, run.device
     console.print(plan.describe(), highlight=False)
-    models = load_models(cfg.model.checkpoint, device, dtype, plan)
-    metrics = run_dir / "metrics.jsonl"
+    models = load_models(run.config.model.checkpoint, device, run.dtype, plan)
+    metrics = run.run_dir / "metrics.jsonl"
     on_host = plan.text_connectors_on_host and device.type == "cuda"
     with HostOffload(models.text_connectors, device).on_device() if on_host else nullcontext():
-        validator = Validator.build(cfg, root, settings, text_connectors=models.text_connectors, device=device,
-                                    dtype=dtype, console=console, metrics=metrics if metrics.is_file() else None,
-                                    title=f"{run_dir.name}: validation of {len(loras)} LoRA file(s)")
+        validator = Validator.build(run, root, text_connectors=models.text_connectors, console=console,
+                                    metrics=metrics if metrics.is_file() else None,
+                                    title=f"{run.run_dir.name}: validation of {len(loras)} LoRA file(s)")
     transformer = models.transformer.requires_grad_(False)
     del models
     attach_block_swap(transformer, list(plan.swapped_blocks), device)
     use_sdpa_attention(transformer)
     if base:
-        validator.run(transformer, step=0, label="base")
+        validator.sample(transformer, step=0, label="base")
     for path in loras:
         with attach_lora(transformer, pairs[path], 1.0, str(path)):
-            validator.run(transformer, step=_lora_step(path), label=path.stem, lora_file=str(path))
+            validator.sample(transformer, step=_lora_step(path), label=path.stem, lora_file=str(path))
     return root / "report.html"

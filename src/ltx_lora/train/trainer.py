@@ -1,18 +1,20 @@
-"""The LoRA training loop, top to bottom: load, adapt, (resume), step, log, checkpoint, export."""
+"""The LoRA training loop, top to bottom: load, adapt, (resume), step, log, checkpoint, export.
+
+The trainer reads one resolved `Run` (ltx_lora.runtime.run): the config as written plus what was derived from it
+(memory plan, LoRA rank and alpha, steps, device, dtype). Validation reaches it as a hook the `train` command
+builds (`validation`), so training never imports the sampler.
+"""
 
 from __future__ import annotations
 
 import contextlib
 import gc
-import json
 import time
-
 from pathlib import Path
 
 import torch
+from rich.console import Console
 
-from ltx_lora.model_files import require_training_base
-from ltx_lora.config import Config, TrainingMode
 from ltx_lora.data.cache import Manifest, read_manifest
 from ltx_lora.data.loader import BatchOrder, load_batch
 from ltx_lora.distributed import env as dist_env
@@ -20,13 +22,12 @@ from ltx_lora.distributed import parallel
 from ltx_lora.errors import UserError
 from ltx_lora.ltx.fast import attention_mask_or_none, can_compile, compile_blocks, uncompile_blocks, use_sdpa_attention
 from ltx_lora.ltx.text import run_text_connectors
-from ltx_lora.paths import check_model_path
+from ltx_lora.model_files import check_training_base
+from ltx_lora.runtime.models import Models, load_models
 from ltx_lora.runtime.placement import HostOffload, attach_block_swap
+from ltx_lora.runtime.run import Run, Validate, ValidationFactory
 from ltx_lora.train.checkpointer import TrainingState, latest_checkpoint, load_state, save_checkpoint
 from ltx_lora.train.lora import export_comfy, inject_lora, lora_parameters
-from ltx_lora.runtime.device import compute_dtype, pick_device
-from ltx_lora.runtime.memory import Plan, plan_for_config
-from ltx_lora.runtime.models import Models, load_models
 from ltx_lora.train.metrics import MetricsLogger
 from ltx_lora.train.objective import LatentBatch
 from ltx_lora.train.optim import build_optimizer, set_lr
@@ -38,58 +39,25 @@ class TrainingFailed(RuntimeError):
     """Training cannot go on (e.g. a non-finite loss); the last good checkpoint is kept."""
 
 
-# Settings a resumed run must share with the run that wrote the checkpoint (the batch: see _resume_state).
-def resume_fingerprint(cfg: Config) -> dict:
-    return {"checkpoint": cfg.model.checkpoint, "mode": cfg.train.mode.value, "rank": cfg.lora.rank,
-            "alpha": cfg.lora.effective_alpha, "targets": cfg.lora.targets, "seed": cfg.train.seed,
-            "gradient_accumulation": cfg.train.gradient_accumulation, "token_budget": cfg.data.token_budget,
-            "cache_dir": cfg.data.cache_dir}
-
-
-def lora_metadata(cfg: Config, step: int, manifest: Manifest) -> dict[str, str]:
-    """safetensors header of every exported LoRA: enough to know what it is and what it fits."""
-    return {
-        "format": "pt", "ltx_lora.version": "1", "base_model": "LTX-2.3 22B Dev",
-        "base_checkpoint": Path(cfg.model.checkpoint).name,
-        "base_identity": json.dumps(manifest.settings.get("model_identity", {})),
-        "rank": str(cfg.lora.rank), "alpha": str(cfg.lora.effective_alpha), "alpha_folded_into_lora_B": "true",
-        "target_modules": json.dumps(cfg.lora.targets), "mode": cfg.train.mode.value,
-        "trigger_word": cfg.data.trigger_word, "step": str(step),
-    }
-
-
 class Trainer:
-    def __init__(self, cfg: Config, resume: bool = False, max_steps: int | None = None, console=None):
-        from rich.console import Console
-
-        self.cfg = cfg
+    def __init__(self, run: Run, *, resume: bool = False, validation: ValidationFactory | None = None,
+                 console=None):
+        self.run = run
+        self.cfg = run.config
         self.resume = resume
-        self.total_steps = max_steps or cfg.train.steps
-        self.dist = dist_env.current()  # rank / world size under torchrun; rank 0 of 1 otherwise
+        self.validation = validation
+        self.total_steps = run.steps
+        self.dist = run.dist
         self.console = dist_env.rank_console(console or Console(stderr=True))  # rank 0 speaks for all
-        self.run_dir = Path(cfg.output_dir)
-        self.cache = Path(cfg.data.cache_dir)
-        self.device = pick_device()
-        self.dtype = compute_dtype(cfg.train.mixed_precision)
-        self.train_audio = cfg.train.mode in (TrainingMode.audio_video, TrainingMode.image_to_video)
-        self.block_swap = None  # set by run() from the memory plan
+        self.run_dir = run.run_dir
+        self.cache = run.cache_dir
+        self.device = run.device
+        self.dtype = run.dtype
+        self.train_audio = run.train_audio
+        self.block_swap = None  # set by train() from the memory plan
         self.connectors_host: HostOffload | None = None
 
     # -- set-up ------------------------------------------------------------------------------------------------
-    def _check_supported(self) -> None:
-        """Settings this version cannot honour yet are refused, never silently ignored."""
-        # (nothing refused at the moment: every memory setting and in-loop validation are available)
-
-    def _memory_plan(self) -> Plan:
-        """Weights format, block swap and rank for this GPU (ltx_lora.runtime.memory), printed before loading."""
-        # Several GPUs: every GPU the same plan; under FSDP a bf16 base sharded over them.
-        plan = parallel.plan_for_processes(self.cfg, self.device, self.dist) if self.dist.active \
-            else plan_for_config(self.cfg, self.device)
-        self.console.print(plan.describe())
-        if plan.rank != self.cfg.lora.rank:
-            self.cfg.lora.rank = plan.rank
-        return plan
-
     def _check_cache(self, manifest: Manifest) -> None:
         if not manifest.items:
             raise UserError(f"the preprocessed dataset in {self.cache} is empty: every clip was skipped; see the "
@@ -109,7 +77,7 @@ class Trainer:
             self.console.print(f"no checkpoint in {self.run_dir}/checkpoints yet: starting from step 0")
             return None
         state = load_state(ckpt)
-        expected = resume_fingerprint(self.cfg)
+        expected = self.run.resume_fingerprint()
         for key, value in expected.items():
             if state.meta.get(key) != value:
                 raise UserError(f"{ckpt} was trained with {key}={state.meta.get(key)!r} but the config says "
@@ -147,24 +115,26 @@ class Trainer:
         return state.step
 
     # -- the loop ----------------------------------------------------------------------------------------------
-    def run(self) -> Path:
-        cfg = self.cfg
-        self._check_supported()
-        check_model_path(cfg.model.checkpoint, "checkpoint")  # the base first: a wrong file explains most else
-        require_training_base(Path(cfg.model.checkpoint))
+    def train(self) -> Path:
+        """Train from the cache to `run.steps`, resuming when asked; returns the final LoRA file."""
+        cfg, run = self.cfg, self.run
+        check_training_base(run.base.identity)
         manifest = read_manifest(self.cache)
         self._check_cache(manifest)
         if not self.resume and latest_checkpoint(self.run_dir) is not None:
             raise UserError(f"{self.run_dir} already holds checkpoints; pass --resume to continue that run, or set "
                             "output_dir to a new folder.")
         resume = self._resume_state() if self.resume else None
-        plan = self._memory_plan()
+        plan = run.plan
+        self.console.print(plan.describe())
+        if self.dist.is_main:
+            run.write_run_files()
         # FSDP on GPUs: the base is built in host memory and fully_shard moves each GPU only its shard, block by
         # block (the whole base need not fit one GPU).
         from_host = self.dist.active and cfg.distributed.strategy == "fsdp" and self.device.type == "cuda"
         models = load_models(cfg.model.checkpoint, self.device, self.dtype, plan, torch.device("cpu") if from_host else None)
         transformer = models.transformer
-        inject_lora(transformer, cfg.lora, seed=cfg.train.seed)
+        inject_lora(transformer, run.lora, seed=cfg.train.seed)
         self.block_swap = attach_block_swap(transformer, list(plan.swapped_blocks), self.device)
         self.connectors_host = HostOffload(models.text_connectors, self.device) if plan.text_connectors_on_host else None
         transformer.set_gradient_checkpointing(cfg.train.gradient_checkpointing)
@@ -186,7 +156,7 @@ class Trainer:
 
         n_params = sum(p.numel() for p in trainable)
         self.console.print(f"training {n_params / 1e6:.2f} M LoRA parameters ({len(trainable) // 2} layers, rank "
-                           f"{cfg.lora.rank}) on {self.device} for steps {start + 1}..{self.total_steps}, "
+                           f"{run.lora.rank}) on {self.device} for steps {start + 1}..{self.total_steps}, "
                            f"mode {cfg.train.mode.value}, {len(manifest.items)} cached clips")
         if self.dist.active:
             self.console.print(f"{self.dist.world_size} processes, {cfg.distributed.strategy}: global batch "
@@ -218,10 +188,9 @@ class Trainer:
                 metrics.close()
         return self._export_final(transformer, manifest, self.total_steps)
 
-    def _validator(self, models: Models):
-        """Fixed-prompt samples at step 0, every validation.every steps and at the end (see ltx_lora.sample)."""
-        v = self.cfg.validation
-        if not (v.every and v.prompts):
+    def _validator(self, models: Models) -> Validate | None:
+        """Fixed-prompt samples at step 0, every validation.every steps and at the end, through the hook."""
+        if self.validation is None or not self.cfg.validation.every:
             return None
         if self.dist.active and self.cfg.distributed.strategy == "fsdp":
             self.console.print("note: in-loop validation is not available with distributed.strategy fsdp yet (no GPU "
@@ -229,15 +198,11 @@ class Trainer:
             return None
         if not self.dist.is_main:  # rank 0 samples with its whole copy of the model (DDP); the others wait
             return lambda transformer, step, optimizer: self.dist.barrier()
-        from ltx_lora.sample.validate import Validator, resolve_settings, step_label
-
         with self.connectors_host.on_device() if self.connectors_host else contextlib.nullcontext():
-            validator = Validator.build(self.cfg, self.run_dir, resolve_settings(v), text_connectors=models.text_connectors,
-                                        device=self.device, dtype=self.dtype, console=self.console,
-                                        metrics=self.run_dir / "metrics.jsonl")
+            sample = self.validation(models.text_connectors)
 
         def validate(transformer, step, optimizer):
-            validator.run(transformer, step=step, label=step_label(step), optimizer=optimizer)
+            sample(transformer, step, optimizer)
             self.dist.barrier()  # the other ranks waited here
 
         return validate
@@ -336,11 +301,11 @@ class Trainer:
                 rng["torch_cuda"] = torch.cuda.get_rng_state()
             state = TrainingState(step=step, lora=lora_full, optimizer=optim_full, rng=rng,
                                   data_position=order.position(),
-                                  meta={**resume_fingerprint(self.cfg), "batch_size": self.cfg.train.batch_size,
+                                  meta={**self.run.resume_fingerprint(), "batch_size": self.cfg.train.batch_size,
                                         "world_size": self.dist.world_size})
-            lora = export_comfy(transformer, self.cfg.lora.rank, self.cfg.lora.effective_alpha, params=lora_full)
+            lora = export_comfy(transformer, self.run.lora.rank, self.run.lora.effective_alpha, params=lora_full)
             try:
-                path = save_checkpoint(self.run_dir, state, lora, lora_metadata(self.cfg, step, manifest),
+                path = save_checkpoint(self.run_dir, state, lora, self._lora_metadata(step, manifest),
                                        self.cfg.checkpoints.keep_last)
             except OSError as e:
                 error = e.strerror
@@ -350,14 +315,17 @@ class Trainer:
         self.console.print(f"saved checkpoint {path}")
         return path
 
+    def _lora_metadata(self, step: int, manifest: Manifest) -> dict[str, str]:
+        return self.run.lora_metadata(step, manifest.settings.get("model_identity", {}))
+
     def _export_final(self, transformer, manifest: Manifest, step: int) -> Path:
         from ltx_lora.data.cache import atomic_save
 
         out = self.run_dir / "lora.safetensors"
         full = parallel.full_lora(lora_parameters(transformer))  # a collective under FSDP: every rank gathers
         if self.dist.is_main:
-            atomic_save(export_comfy(transformer, self.cfg.lora.rank, self.cfg.lora.effective_alpha, params=full),
-                        out, lora_metadata(self.cfg, step, manifest))
+            atomic_save(export_comfy(transformer, self.run.lora.rank, self.run.lora.effective_alpha, params=full),
+                        out, self._lora_metadata(step, manifest))
         self.dist.barrier()  # the file exists when any rank returns
         self.console.print(f"final LoRA: {out} (ComfyUI layout; loads in ComfyUI, ltx-core and diffusers)")
         return out
