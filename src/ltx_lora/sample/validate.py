@@ -10,7 +10,6 @@ decoders come to the GPU only to decode, so sampling needs no more GPU memory th
 from __future__ import annotations
 
 import json
-import os
 import time
 from contextlib import contextmanager, nullcontext
 from dataclasses import asdict, dataclass, field
@@ -19,6 +18,7 @@ from pathlib import Path
 
 import torch
 
+from ltx_lora.atomic import atomic_write
 from ltx_lora.config import Config, ValidationConfig
 from ltx_lora.errors import UserError
 from ltx_lora.sample.health import Health, check_sample
@@ -365,9 +365,7 @@ class Validator:
             "files": {"video": rel(f"{stem}.mp4"), "contact_sheet": rel(f"{stem}.png"), "record": rel(f"{stem}.json")},
             "created": datetime.now(UTC).isoformat(timespec="seconds"),
         }
-        tmp = folder / f".{stem}.{os.getpid()}.json.tmp"
-        tmp.write_text(json.dumps(record, indent=1))
-        tmp.replace(folder / f"{stem}.json")
+        atomic_write(folder / f"{stem}.json", json.dumps(record, indent=1))
         return record
 
     def _sync(self) -> None:
