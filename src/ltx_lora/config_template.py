@@ -11,6 +11,7 @@ from typing import Any
 
 from pydantic import BaseModel
 
+from ltx_lora.atomic import atomic_write
 from ltx_lora.config import Config, parse_config
 from ltx_lora.errors import UserError
 
@@ -111,11 +112,7 @@ def write_config(path: Path, profile: str = "auto", checkpoint: str = "", text_e
     if path.suffix not in (".yaml", ".yml"):
         raise UserError(f"{path} should end in .yaml so editors and ltx-lora treat it as YAML.")
     text = render_config(profile, checkpoint, text_encoder)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(text)
-    tmp.replace(path)
-    return path
+    return atomic_write(path, text)
 
 
 def render_reference() -> str:

@@ -16,12 +16,13 @@ Pure torch + safetensors: importing this module does not import ltx-core or tran
 from __future__ import annotations
 
 import json
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
 import torch
+
+from ltx_lora.atomic import atomic_save_safetensors
 
 PaddingSide = Literal["left", "right"]
 FORMAT = "ltx-lora.text-features.v1"
@@ -99,19 +100,13 @@ def pad_batch(feats: list[TextFeatures], length: int | None = None) -> PaddedTex
 
 def save_text_features(feat: TextFeatures, path: str | Path, extra: dict[str, str] | None = None) -> Path:
     """Write one prompt's features to a safetensors file (atomically: temp file, then rename)."""
-    from safetensors.torch import save_file
-
     path = Path(path)
     tensors = {"video": feat.video, "video_pad": feat.video_pad}
     if feat.audio is not None:
         tensors |= {"audio": feat.audio, "audio_pad": feat.audio_pad}
     meta = {"format": FORMAT, "padded_length": str(feat.padded_length), "padding_side": feat.padding_side,
             "truncated": json.dumps(feat.truncated), **(extra or {})}
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    save_file({k: v.detach().cpu().contiguous() for k, v in tensors.items()}, str(tmp), metadata=meta)
-    os.replace(tmp, path)
-    return path
+    return atomic_save_safetensors(tensors, path, meta)
 
 
 def load_text_features(path: str | Path) -> TextFeatures:

@@ -12,14 +12,13 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import torch
 from safetensors import safe_open
-from safetensors.torch import save_file
 
+from ltx_lora.atomic import atomic_save_safetensors, atomic_write
 from ltx_lora.errors import UserError
 from ltx_lora.text_features import TextFeatures, load_text_features, save_text_features
 
@@ -50,11 +49,9 @@ class Manifest:
     format: str = FORMAT
 
 
-def atomic_save(tensors: dict[str, torch.Tensor], path: Path, metadata: dict[str, str]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    save_file({k: v.detach().cpu().contiguous() for k, v in tensors.items()}, str(tmp), metadata=metadata)
-    tmp.replace(path)
+# The old name: train/trainer.py, lora/convert.py and tests/test_lora_interop.py still import it from here (those
+# files are being restructured elsewhere); new code imports ltx_lora.atomic.
+atomic_save = atomic_save_safetensors
 
 
 def text_file(text: str) -> str:
@@ -77,7 +74,7 @@ def write_latents(cache: Path, key: str, video: torch.Tensor, audio: torch.Tenso
     tensors = {"video": video}
     if audio is not None:
         tensors["audio"] = audio
-    atomic_save(tensors, cache / rel, {"facts": json.dumps(facts)})
+    atomic_save_safetensors(tensors, cache / rel, {"facts": json.dumps(facts)})
     return rel
 
 
@@ -89,13 +86,7 @@ def read_latents(cache: Path, rel: str) -> tuple[torch.Tensor, torch.Tensor | No
 
 
 def write_manifest(cache: Path, manifest: Manifest) -> None:
-    cache.mkdir(parents=True, exist_ok=True)
-    tmp = cache / f".{MANIFEST}.tmp"
-    data = asdict(manifest)
-    tmp.write_text(json.dumps(data, indent=1))
-    with open(tmp, "rb") as f:
-        os.fsync(f.fileno())
-    tmp.replace(cache / MANIFEST)
+    atomic_write(cache / MANIFEST, json.dumps(asdict(manifest), indent=1))
 
 
 def read_manifest(cache: Path) -> Manifest:

@@ -30,7 +30,8 @@ from typing import Protocol
 import numpy as np
 from PIL import Image
 
-from ltx_lora.data.dataset_file import FORMATS, Dataset, atomic_write_text, read_dataset, write_dataset
+from ltx_lora.atomic import atomic_write
+from ltx_lora.data.dataset_file import FORMATS, Dataset, read_dataset, write_dataset
 from ltx_lora.data.decode import AUDIO_RATE, _rotate, read_audio
 from ltx_lora.data.probe import probe
 from ltx_lora.data.scan import find_media, sidecar_caption
@@ -258,7 +259,7 @@ class CaptionStore:
         """Store one caption at once, atomically: a side-car beside the media, or the whole dataset file."""
         if self.dataset is None:
             path = target.media.with_suffix(".txt")
-            atomic_write_text(path, caption + "\n")
+            atomic_write(path, caption + "\n")
             return path
         entry = self.dataset.entries[target.row]
         entry.caption = caption

@@ -13,12 +13,11 @@ from __future__ import annotations
 import csv
 import io
 import json
-import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ltx_lora.atomic import atomic_write
 from ltx_lora.errors import UserError
 
 CAPTION = "caption"
@@ -208,7 +207,7 @@ def write_dataset(path: Path | str, entries: list[DatasetEntry]) -> Path:
         for r in rows:
             writer.writerow({k: _to_csv(r.get(k)) for k in columns})
         text = buf.getvalue()
-    atomic_write_text(path, text)
+    atomic_write(path, text)
     return path
 
 
@@ -221,14 +220,3 @@ def _to_csv(value: Any) -> str:
         return json.dumps(value, ensure_ascii=False)
     return str(value)
 
-
-def atomic_write_text(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise

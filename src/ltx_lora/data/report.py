@@ -15,7 +15,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from ltx_lora import __version__
-from ltx_lora.data.dataset_file import atomic_write_text
+from ltx_lora.atomic import atomic_write
 from ltx_lora.data.scan import ScanItem, ScanResult, skip_summary
 
 THUMB_SIDE = 192
@@ -219,5 +219,5 @@ def render_report(result: ScanResult, dataset_path: Path | None = None,
 
 def write_report(result: ScanResult, path: Path, dataset_path: Path | None = None,
                  on_thumbnail: Callable[[int, int], None] | None = None) -> Path:
-    atomic_write_text(path, render_report(result, dataset_path, on_thumbnail))
+    atomic_write(path, render_report(result, dataset_path, on_thumbnail))
     return path

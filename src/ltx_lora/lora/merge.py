@@ -13,13 +13,13 @@ are refused: re-casting W' to FP8 without a scale would round most of the LoRA a
 from __future__ import annotations
 
 import json
-import os
 import struct
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
+from ltx_lora.atomic import atomic_path
 from ltx_lora.errors import UserError
 from ltx_lora.lora import formats
 from ltx_lora.lora.check import _require_base
@@ -118,29 +118,20 @@ def merge(lora_path: str | Path, base_path: str | Path, out: str | Path, strengt
     with open(base.path, "rb") as src_file:
         src_offsets = _source_offsets(base.path)
         data_start = _data_start(base.path)
-        out.parent.mkdir(parents=True, exist_ok=True)
-        tmp = out.with_name(f".{out.name}.tmp")
-        try:
-            with tmp.open("wb") as dst:
-                dst.write(struct.pack("<Q", len(raw)))
-                dst.write(raw)
-                for key in base.tensors:
-                    if key in replaced:
-                        dst.write(_tensor_bytes(replaced[key]))
-                        continue
-                    begin, end = src_offsets[key]
-                    src_file.seek(data_start + begin)
-                    remaining = end - begin
-                    while remaining:
-                        chunk = src_file.read(min(remaining, 64 << 20))
-                        dst.write(chunk)
-                        remaining -= len(chunk)
-                dst.flush()
-                os.fsync(dst.fileno())
-            tmp.replace(out)
-        except BaseException:
-            tmp.unlink(missing_ok=True)
-            raise
+        with atomic_path(out) as tmp, tmp.open("wb") as dst:
+            dst.write(struct.pack("<Q", len(raw)))
+            dst.write(raw)
+            for key in base.tensors:
+                if key in replaced:
+                    dst.write(_tensor_bytes(replaced[key]))
+                    continue
+                begin, end = src_offsets[key]
+                src_file.seek(data_start + begin)
+                remaining = end - begin
+                while remaining:
+                    chunk = src_file.read(min(remaining, 64 << 20))
+                    dst.write(chunk)
+                    remaining -= len(chunk)
     return MergeResult(out, len(targets), len(fp8), strength)
 
 

@@ -1,9 +1,9 @@
 """What a validation sample becomes on disk: an mp4 with its sound (H.264 + AAC, through PyAV) and a contact sheet
-PNG (frames in a grid, the waveform under them). Files are written to a temporary name and renamed."""
+PNG (frames in a grid, the waveform under them). Files are written atomically (ltx_lora.atomic)."""
 
 from __future__ import annotations
 
-import os
+import io
 from fractions import Fraction
 from pathlib import Path
 
@@ -11,12 +11,9 @@ import numpy as np
 import torch
 from PIL import Image, ImageDraw
 
+from ltx_lora.atomic import atomic_path, atomic_write
+
 AAC_RATES = (96000, 88200, 64000, 48000, 44100, 32000, 24000, 22050, 16000, 12000, 11025, 8000)
-
-
-def _tmp(path: Path) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    return path.with_name(f".{path.stem}.{os.getpid()}.tmp{path.suffix}")
 
 
 def write_mp4(path: Path, frames: torch.Tensor, fps: float, wave: torch.Tensor | None = None,
@@ -25,36 +22,37 @@ def write_mp4(path: Path, frames: torch.Tensor, fps: float, wave: torch.Tensor |
     import av
 
     path = Path(path)
-    tmp = _tmp(path)
     f, h, w, _ = frames.shape
     rate = Fraction(fps).limit_denominator(1001)
-    with av.open(str(tmp), "w", format="mp4", options={"movflags": "+faststart"}) as out:
-        video = out.add_stream("libx264", rate=rate)
-        video.width, video.height, video.pix_fmt = w - w % 2, h - h % 2, "yuv420p"
-        video.options = {"crf": "18", "preset": "medium"}
-        audio = None
-        if wave is not None:
-            if sample_rate not in AAC_RATES:
-                raise ValueError(f"AAC cannot store {sample_rate} Hz audio")
-            audio = out.add_stream("aac", rate=sample_rate)
-            audio.layout = "mono" if wave.shape[0] == 1 else "stereo"
-            audio.bit_rate = 192_000
-        arr = frames[:, : h - h % 2, : w - w % 2].contiguous().numpy()
-        for i in range(f):
-            frame = av.VideoFrame.from_ndarray(arr[i], format="rgb24")
-            frame.pts = i
-            out.mux(video.encode(frame))
-        out.mux(video.encode(None))
-        if audio is not None:
-            pcm = wave[:2].float().clamp(-1, 1).contiguous().numpy()
-            step = 1024 * 8
-            for start in range(0, pcm.shape[1], step):
-                chunk = np.ascontiguousarray(pcm[:, start:start + step])
-                aframe = av.AudioFrame.from_ndarray(chunk, format="fltp", layout=audio.layout.name)
-                aframe.sample_rate, aframe.pts, aframe.time_base = sample_rate, start, Fraction(1, sample_rate)
-                out.mux(audio.encode(aframe))
-            out.mux(audio.encode(None))
-    tmp.replace(path)
+    # libav writes the file itself (and seeks back for faststart), so it gets a temp path; the temp name keeps
+    # the .mp4 extension in case a muxer looks at it.
+    with atomic_path(path, suffix=path.suffix) as tmp:  # renamed into place after av has closed (finished) it
+        with av.open(str(tmp), "w", format="mp4", options={"movflags": "+faststart"}) as out:
+            video = out.add_stream("libx264", rate=rate)
+            video.width, video.height, video.pix_fmt = w - w % 2, h - h % 2, "yuv420p"
+            video.options = {"crf": "18", "preset": "medium"}
+            audio = None
+            if wave is not None:
+                if sample_rate not in AAC_RATES:
+                    raise ValueError(f"AAC cannot store {sample_rate} Hz audio")
+                audio = out.add_stream("aac", rate=sample_rate)
+                audio.layout = "mono" if wave.shape[0] == 1 else "stereo"
+                audio.bit_rate = 192_000
+            arr = frames[:, : h - h % 2, : w - w % 2].contiguous().numpy()
+            for i in range(f):
+                frame = av.VideoFrame.from_ndarray(arr[i], format="rgb24")
+                frame.pts = i
+                out.mux(video.encode(frame))
+            out.mux(video.encode(None))
+            if audio is not None:
+                pcm = wave[:2].float().clamp(-1, 1).contiguous().numpy()
+                step = 1024 * 8
+                for start in range(0, pcm.shape[1], step):
+                    chunk = np.ascontiguousarray(pcm[:, start:start + step])
+                    aframe = av.AudioFrame.from_ndarray(chunk, format="fltp", layout=audio.layout.name)
+                    aframe.sample_rate, aframe.pts, aframe.time_base = sample_rate, start, Fraction(1, sample_rate)
+                    out.mux(audio.encode(aframe))
+                out.mux(audio.encode(None))
     return path
 
 
@@ -97,7 +95,6 @@ def write_contact_sheet(path: Path, frames: torch.Tensor, wave: torch.Tensor | N
         draw.text((x + 3, y + 2), f"{i / fps:.2f}s", fill=(255, 255, 0))
     if wave is not None:
         sheet.paste(_waveform_strip(wave, cols * tw, strip_h), (0, rows * th))
-    tmp = _tmp(path)
-    sheet.save(tmp, format="PNG")
-    tmp.replace(path)
-    return path
+    png = io.BytesIO()
+    sheet.save(png, format="PNG")
+    return atomic_write(path, png.getvalue())

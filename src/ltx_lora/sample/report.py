@@ -14,8 +14,9 @@ from __future__ import annotations
 import html
 import json
 import math
-import os
 from pathlib import Path
+
+from ltx_lora.atomic import atomic_write
 
 SMOOTHING = 0.9  # EMA weight of the past (TensorBoard-style, bias-corrected)
 PLATEAU_BELOW = 0.02  # relative fall over the recent window under which a curve counts as flat
@@ -219,8 +220,4 @@ def build_report(root: Path, *, title: str, config_text: str, metrics: Path | No
     body.append(f"<h2>Config</h2><pre>{html.escape(config_text)}</pre>")
     page = (f"<!doctype html><html lang='en'><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
             f"<style>{_CSS}</style></head><body>{''.join(body)}</body></html>")
-    out = root / "report.html"
-    tmp = root / f".report.{os.getpid()}.tmp"
-    tmp.write_text(page, encoding="utf-8")
-    tmp.replace(out)
-    return out
+    return atomic_write(root / "report.html", page)

@@ -10,7 +10,6 @@ decoders come to the GPU only to decode, so sampling needs no more GPU memory th
 from __future__ import annotations
 
 import json
-import os
 import time
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
@@ -20,6 +19,7 @@ from pathlib import Path
 import torch
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
+from ltx_lora.atomic import atomic_write
 from ltx_lora.config import Config
 from ltx_lora.data.cache import read_manifest, read_text
 from ltx_lora.data.decode import read_image
@@ -310,9 +310,7 @@ class Validator:
             "files": {"video": rel(f"{stem}.mp4"), "contact_sheet": rel(f"{stem}.png"), "record": rel(f"{stem}.json")},
             "created": datetime.now(UTC).isoformat(timespec="seconds"),
         }
-        tmp = folder / f".{stem}.{os.getpid()}.json.tmp"
-        tmp.write_text(json.dumps(record, indent=1))
-        tmp.replace(folder / f"{stem}.json")
+        atomic_write(folder / f"{stem}.json", json.dumps(record, indent=1))
         return record
 
     def _sync(self) -> None:

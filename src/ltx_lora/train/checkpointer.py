@@ -10,7 +10,6 @@ safetensors header, so nothing is ever unpickled.
 from __future__ import annotations
 
 import json
-import os
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,6 +18,7 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
 
+from ltx_lora.atomic import fsync_dir, fsync_file
 from ltx_lora.errors import UserError
 
 STEP_PREFIX = "step_"
@@ -34,18 +34,10 @@ class TrainingState:
     meta: dict  # JSON-able: config fingerprint, mode, rank ...
 
 
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 def _save(tensors: dict[str, torch.Tensor], path: Path, metadata: dict[str, str]) -> None:
+    # Written in place: the whole .tmp folder is what is renamed atomically, so the files need no temp names.
     save_file({k: v.detach().cpu().contiguous() for k, v in tensors.items()}, str(path), metadata=metadata)
-    with open(path, "rb") as f:
-        os.fsync(f.fileno())
+    fsync_file(path)
 
 
 def _flatten_optimizer(sd: dict) -> tuple[dict[str, torch.Tensor], dict]:
@@ -87,11 +79,11 @@ def save_checkpoint(run_dir: Path, state: TrainingState, lora_file: dict[str, to
               "data_position": json.dumps(state.data_position), "meta": json.dumps(state.meta),
               "format": "ltx-lora-training-state-1"}
     _save(tensors, tmp / "state.safetensors", header)
-    _fsync_dir(tmp)
+    fsync_dir(tmp)
     if final.exists():  # a re-run of the same step (after resume) replaces it
         shutil.rmtree(final)
     tmp.rename(final)
-    _fsync_dir(root)
+    fsync_dir(root)
     _prune(root, keep_last)
     return final
 
