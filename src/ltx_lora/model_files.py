@@ -236,7 +236,7 @@ _LTX20_ONLY_MODULES = ("caption_projection",)
 def _layout_label(module: str) -> str:
     fmt, _ = formats.parse_module_name(module)
     if module.startswith(formats.TEXT_PROJECTION) or module.startswith("connectors."):
-        fmt = None  # text-side names alone do not tell the layout: said as before
+        fmt = None  # `inspect` has always called these bare; kept so its --json output does not change
     return _LAYOUT_LABELS.get(fmt, "bare module names")
 
 

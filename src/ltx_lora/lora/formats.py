@@ -378,7 +378,7 @@ def load_pairs(lora: LoraFile, device: str = "cpu") -> dict[str, tuple]:
     return out
 
 
-_split_key = split_key  # older spelling, still used by lora.check and the tests
+_split_key = split_key  # older spelling, still used by tests/test_lora_tools.py
 
 
 def is_lora(header: SafetensorsHeader) -> bool:

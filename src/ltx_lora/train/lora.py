@@ -54,7 +54,8 @@ def export_comfy(transformer: torch.nn.Module, rank: int, alpha: float,
                  dtype: torch.dtype = torch.bfloat16, params: dict[str, torch.Tensor] | None = None
                  ) -> dict[str, torch.Tensor]:
     """The LoRA as ComfyUI / ltx-core / diffusers load it, with the trained strength baked in. `params`: the full
-    LoRA tensors by name when the transformer's own are shards (FSDP)."""
+    LoRA tensors by name when the transformer's own are shards (FSDP). Keys by `formats.lora_tensors`; write the
+    result with `formats.write_lora_tensors`."""
     scale = alpha / rank
     halves: dict[str, dict[str, torch.Tensor]] = {}
     for name, p in (lora_parameters(transformer) if params is None else params).items():
