@@ -339,3 +339,43 @@ def test_merge_fp8_base_requantises_and_refuses_unscaled(variants, tiny_checkpoi
               metadata=read_header(fp8).metadata)
     with pytest.raises(UserError, match="without weight_scale"):
         merge(variants["strong"], tmp_path / "ltx-2.3-22b-dev-fp8-noscale.safetensors", tmp_path / "n.safetensors")
+
+
+# --- attach (sampling hooks: `ltx-lora validate --lora`) --------------------------------------------------------------
+
+
+def test_attach_reads_every_layout_convert_writes(variants, tiny_checkpoint, tmp_path):
+    """Converted to kohya (by the CLI) and diffusers, the same LoRA attaches with the same effect on the transformer's
+    output: kohya keeps `.alpha` (x2), diffusers folds it into lora_B."""
+    from ltx_lora.lora.attach import attach_lora, read_lora_file
+    from ltx_lora.ltx import models, probe
+
+    dev, user = tiny_checkpoint("dev"), variants["user"]
+    kohya = tmp_path / "user_kohya.safetensors"
+    res = run_cli("lora", "convert", user, "--to", "kohya", "-o", kohya)
+    assert res.code == 0 and "comfyui -> kohya" in res.out, res.err
+    assert formats.read_lora(kohya).format == "kohya" and any(k.endswith(".alpha") for k in load_file(kohya))
+    diffusers = convert(user, "diffusers", tmp_path / "user_diffusers.safetensors").path
+    t = models.load_transformer(dev, "cpu", torch.float32)
+    x = probe.probe_inputs(models.read_checkpoint_config(dev)["transformer"], "cpu", torch.float32)
+    base = probe.forward(t, x)
+
+    def attached(path: Path) -> tuple[torch.Tensor, torch.Tensor]:
+        with attach_lora(t, read_lora_file(path), 1.0, str(path)):
+            return probe.forward(t, x)
+
+    comfy = attached(user)
+    assert (comfy[0] - base[0]).norm() / base[0].norm() > 1e-3  # the LoRA matters
+    for path in (kohya, diffusers):
+        for ours, ref in zip(attached(path), comfy):
+            torch.testing.assert_close(ours, ref, rtol=1e-5, atol=1e-5)
+    assert all(torch.equal(a, b) for a, b in zip(probe.forward(t, x), base))  # hooks off: the base again
+    # Text-side modules are not part of the transformer: skipped while most modules attach, and named otherwise.
+    with attach_lora(t, read_lora_file(variants["connectors"]), 1.0) as lora:
+        assert len(lora.handles) == 4
+    text_only = {k: v for k, v in load_file(variants["connectors"]).items() if "text_embedding" in k}
+    save_file(text_only, tmp_path / "text_only.safetensors")
+    with pytest.raises(UserError, match="not part of the transformer"):
+        attach_lora(t, read_lora_file(tmp_path / "text_only.safetensors"), 1.0)
+    with pytest.raises(UserError, match="no name in the kohya layout"):
+        convert(variants["connectors"], "kohya", tmp_path / "conn_kohya.safetensors")

@@ -267,11 +267,12 @@ def lora_check(
 @lora_app.command("convert")
 def lora_convert(
     file: Path = typer.Argument(..., help="The LoRA .safetensors file to convert (any layout)."),
-    to: str = typer.Option(..., "--to", help="Target layout: comfyui (also what ltx-core loads), diffusers "
-                           "(LTX2Pipeline.load_lora_weights) or peft (base_model.model.* names)."),
+    to: str = typer.Option(..., "--to", help="Target layout: comfyui (also what ltx-core loads), kohya "
+                           "(lora_unet_*, read by ComfyUI), diffusers (LTX2Pipeline.load_lora_weights) or peft "
+                           "(base_model.model.* names)."),
     output: Optional[Path] = typer.Option(None, "-o", "--output", help="Where to write; default: FILE_<target>"
                                           ".safetensors beside the input."),
-    fold_alpha: bool = typer.Option(False, "--fold-alpha", help="comfyui only: multiply lora_B by alpha/rank and "
+    fold_alpha: bool = typer.Option(False, "--fold-alpha", help="comfyui/kohya: multiply lora_B by alpha/rank and "
                                     "drop the .alpha tensors, so ltx-core and diffusers apply the same strength as "
                                     "ComfyUI (diffusers and peft outputs are always folded)."),
     force: bool = typer.Option(False, "--force", help="Overwrite the output file."),

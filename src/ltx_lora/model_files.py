@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from ltx_lora.errors import UserError
+from ltx_lora.lora import formats
 from ltx_lora.safetensors_header import NotSafetensors, SafetensorsHeader, read_header
 
 TRANSFORMER_PREFIX = "model.diffusion_model."
@@ -222,45 +223,35 @@ def _identify_checkpoint(path: Path, header: SafetensorsHeader, config: dict) ->
 # LoRAs
 # ---------------------------------------------------------------------------------------------------------------
 
-_LORA_DOWN = (".lora_A.weight", ".lora_down.weight", ".lora_A.default.weight")
-_LORA_UP = (".lora_B.weight", ".lora_up.weight", ".lora_B.default.weight")
-_LAYOUTS = (("diffusion_model.", "ComfyUI / ltx-core (diffusion_model.*)"),
-            ("base_model.model.", "raw peft (base_model.model.*)"),
-            ("transformer.", "diffusers (transformer.*)"),
-            ("lora_unet_", "kohya (lora_unet_*)"))
+# The layout labels `inspect` prints (stable strings: they appear in `inspect --json`); keys are parsed by
+# lora.formats, the one reader of LoRA files.
+_LAYOUT_LABELS = {formats.COMFYUI: "ComfyUI / ltx-core (diffusion_model.*)",
+                  formats.PEFT: "raw peft (base_model.model.*)",
+                  formats.DIFFUSERS: "diffusers (transformer.*)",
+                  formats.KOHYA: "kohya (lora_unet_*)"}
 _LTX23_ONLY_MODULES = ("to_gate_logits", "prompt_adaln_single", "audio_prompt_adaln_single")
 _LTX20_ONLY_MODULES = ("caption_projection",)
 
 
-def _is_lora(header: SafetensorsHeader) -> bool:
-    return any(k.endswith(_LORA_DOWN) for k in header.tensors)
-
-
-def _lora_alpha(path: Path, header: SafetensorsHeader) -> float | None:
-    """The alpha of the first `.alpha` tensor (a scalar: reading it loads 2-4 bytes)."""
-    alpha_keys = [k for k in header.tensors if k.endswith(".alpha")]
-    if not alpha_keys:
-        return None
-    from safetensors import safe_open
-
-    with safe_open(str(path), framework="pt") as f:
-        return float(f.get_tensor(alpha_keys[0]).float().item())
+def _layout_label(module: str) -> str:
+    fmt, _ = formats.parse_module_name(module)
+    if module.startswith(formats.TEXT_PROJECTION) or module.startswith("connectors."):
+        fmt = None  # `inspect` has always called these bare; kept so its --json output does not change
+    return _LAYOUT_LABELS.get(fmt, "bare module names")
 
 
 def _identify_lora(path: Path, header: SafetensorsHeader) -> Identification:
-    downs = {k: v for k, v in header.tensors.items() if k.endswith(_LORA_DOWN)}
+    down_modules = formats.down_modules(header)  # every down matrix, also of layouts formats cannot map
+    downs = {k: header.tensors[k] for k in down_modules}
     ranks = Counter(v.shape[0] for v in downs.values())
     rank = ranks.most_common(1)[0][0]
-    first = next(iter(downs))
-    layout = next((label for prefix, label in _LAYOUTS if first.startswith(prefix)), "bare module names")
-    modules = [k for k in downs]
-    for suffix in _LORA_DOWN:
-        modules = [m.removesuffix(suffix) for m in modules]
+    modules = list(down_modules.values())
+    layout = _layout_label(modules[0])
     # Target patterns: the module path inside a block, e.g. "attn1.to_q", "ff.net.0.proj".
     targets = sorted({re.sub(r"^.*?transformer_blocks[._](\d+)[._]", "", m) for m in modules})
     pattern = re.compile(r"transformer_blocks[._](\d+)[._]")
     blocks = {int(m.group(1)) for mod in modules if (m := pattern.search(mod))}
-    alpha = _lora_alpha(path, header)
+    alpha = formats.first_alpha(path, header)
     meta = header.metadata
     dims = {}
     for k, v in downs.items():  # in_features of the targets, to say which model width it fits
@@ -362,7 +353,7 @@ def _identify_safetensors(path: Path, header: SafetensorsHeader) -> Identificati
     config = header.config() or {}
     if "transformer" in config or any(k.startswith(TRANSFORMER_PREFIX) for k in header.tensors):
         return _identify_checkpoint(path, header, config)
-    if _is_lora(header):
+    if formats.is_lora(header):
         return _identify_lora(path, header)
     if config and ("spatial_upsample" in config or "temporal_upsample" in config or "mid_channels" in config) or (
             any(k.startswith("upsampler.") for k in header.tensors) and "initial_conv.weight" in header.tensors):

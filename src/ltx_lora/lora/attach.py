@@ -4,7 +4,8 @@ Used for the distilled-LoRA preview (on top of the LoRA being trained) and for `
 (several files, one after the other, on one loaded base). Each adapted linear gets a forward hook that adds
 `strength * scale * B(A(x))`; removing the hooks restores the model exactly (bf16 weights are never rewritten,
 so nothing drifts by rounding). `scale` is alpha / rank where the file has `.alpha` tensors (as ComfyUI applies
-them), else 1.0.
+them), else 1.0. Files are read through `lora.formats`, so every layout `ltx-lora lora check` accepts (comfyui,
+bare, kohya, diffusers, peft; lora_A/B or lora_down/up) attaches the same way.
 """
 
 from __future__ import annotations
@@ -17,46 +18,22 @@ import torch
 import torch.nn.functional as F
 
 from ltx_lora.errors import UserError
-
-_DOWN = (".lora_A.weight", ".lora_down.weight")
-_UP = {".lora_A.weight": ".lora_B.weight", ".lora_down.weight": ".lora_up.weight"}
-_PREFIXES = ("diffusion_model.", "model.diffusion_model.")
-
-
-@dataclass
-class LoraPair:
-    down: torch.Tensor  # [r, in]
-    up: torch.Tensor  # [out, r]
-    scale: float
+from ltx_lora.lora import formats
+from ltx_lora.lora.formats import LoraPair
 
 
 def read_lora_file(path: str | Path) -> dict[str, LoraPair]:
-    """ltx-core module path -> (A, B, alpha/rank) for every adapted linear of a ComfyUI-layout LoRA file."""
-    from safetensors.torch import load_file
+    """Module path -> LoraPair (down, up, alpha/rank) for every module of a LoRA file in any layout.
 
+    Transformer modules are keyed by their ltx-core path (`transformer_blocks.0.attn1.to_q`); text-side modules
+    (connectors, Gemma projection) keep their name without `diffusion_model.`: no transformer layer has it, so
+    `attach_lora` counts them as missing, as it always has."""
     path = Path(path)
     if not path.is_file():
         raise UserError(f"LoRA file {path} does not exist; pass the path of a .safetensors LoRA.")
-    try:
-        sd = load_file(str(path))
-    except Exception as e:  # noqa: BLE001 - safetensors raises several kinds for a file that is not one
-        raise UserError(f"{path} is not a readable .safetensors file ({e}); run `ltx-lora inspect {path}`.") from None
-    pairs: dict[str, LoraPair] = {}
-    for key, down in sd.items():
-        suffix = next((s for s in _DOWN if key.endswith(s)), None)
-        if suffix is None:
-            continue
-        base = key.removesuffix(suffix)
-        up = sd.get(base + _UP[suffix])
-        if up is None:
-            continue
-        module = next((base.removeprefix(p) for p in _PREFIXES if base.startswith(p)), base)
-        alpha = sd.get(base + ".alpha")
-        rank = down.shape[0]
-        pairs[module] = LoraPair(down, up, float(alpha.float()) / rank if alpha is not None else 1.0)
-    if not pairs:
-        raise UserError(f"{path} holds no LoRA weights (no lora_A/lora_B pairs); run `ltx-lora inspect {path}`.")
-    return pairs
+    lora = formats.read_lora(path)
+    return {formats.ltx_core_path(stem) or stem.removeprefix(formats.DIFFUSION): pair
+            for stem, pair in formats.load_weights(lora).items()}
 
 
 @dataclass
@@ -91,12 +68,17 @@ def attach_lora(transformer: torch.nn.Module, pairs: dict[str, LoraPair], streng
         if path in pairs and path not in modules and (isinstance(module, torch.nn.Linear) or name == path):
             modules[path] = module
     missing = [m for m in pairs if m not in modules]
+    # Text connectors and the Gemma projection are not part of the transformer: name them so the refusal is clear.
+    text_side = sum(formats.is_text_side(m) for m in missing)
+    why = (f" ({text_side} of them adapt the text connectors / Gemma projection, which are not part of the "
+           "transformer)" if text_side else "")
     if not modules:
-        raise UserError(f"{source} adapts no layer of this transformer (e.g. {next(iter(pairs))}); it was made for "
-                        "another model or layout: check it with `ltx-lora inspect`.")
+        raise UserError(f"{source} adapts no layer of this transformer (e.g. {next(iter(pairs))}){why}; it was made "
+                        "for another model or layout: check it with `ltx-lora lora check`.")
     if len(missing) > len(pairs) // 2:
         raise UserError(f"{source} adapts {len(missing)} of its {len(pairs)} layers that this transformer does not "
-                        f"have (e.g. {missing[0]}): it was made for another model; check it with `ltx-lora inspect`.")
+                        f"have (e.g. {missing[0]}){why}: it was made for another model; check it with "
+                        "`ltx-lora lora check`.")
     # Compute in the model's float dtype on its device (quantized or host-swapped weights do not tell either).
     floats = [q for q in transformer.parameters() if q.is_floating_point() and q.element_size() >= 2]
     device = next((q.device for q in floats if q.device.type != "cpu"), torch.device("cpu"))

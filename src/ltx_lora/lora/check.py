@@ -99,7 +99,7 @@ def comfyui_key_map(base: SafetensorsHeader) -> dict[str, str]:
 
 
 def _raw_name(module: formats.LoraModule) -> str:
-    return formats._split_key(module.down_key)[0]
+    return formats.split_key(module.down_key)[0]
 
 
 def _ltx_core_status(lora: LoraFile, m: formats.LoraModule, raw: str, base: SafetensorsHeader) -> str:

@@ -1,10 +1,12 @@
-"""`ltx-lora lora convert`: write a LoRA in the ComfyUI, diffusers or peft layout, keeping its strength.
+"""`ltx-lora lora convert`: write a LoRA in the ComfyUI, kohya, diffusers or peft layout, keeping its strength.
 
 Strength: ComfyUI applies alpha / rank where a `<module>.alpha` tensor exists; ltx-core's fusion and diffusers'
 LTX-2 loader ignore alpha, and diffusers refuses a file with `.alpha` tensors outright. So:
-- comfyui keeps the `.alpha` tensors as they are (or, with `fold_alpha`, multiplies lora_B by alpha / rank and
-  drops them: the file then has the same strength in ComfyUI, ltx-core and diffusers);
+- comfyui and kohya (both read by ComfyUI) keep the `.alpha` tensors as they are (or, with `fold_alpha`, multiply
+  lora_B by alpha / rank and drop them: a comfyui file then has the same strength in ComfyUI, ltx-core and
+  diffusers);
 - diffusers and peft always fold alpha / rank into lora_B.
+Key names come from `formats.lora_keys`; the file is written by `formats.write_lora`.
 The trained alpha and rank stay in the metadata (`alpha`, `rank`, `alpha_folded_into_lora_B`), as our trainer
 writes them.
 """
@@ -16,9 +18,10 @@ from pathlib import Path
 
 from ltx_lora.errors import UserError
 from ltx_lora.lora import formats
-from ltx_lora.lora.formats import COMFYUI, DIFFUSERS, PEFT, LoraFile
+from ltx_lora.lora.formats import COMFYUI, DIFFUSERS, KOHYA, PEFT, LoraFile
 
-TARGETS = (COMFYUI, DIFFUSERS, PEFT)
+TARGETS = (COMFYUI, KOHYA, DIFFUSERS, PEFT)
+_KEEPS_ALPHA = (COMFYUI, KOHYA)  # ComfyUI applies `.alpha` in both; the other consumers need it folded
 
 
 @dataclass
@@ -31,32 +34,24 @@ class ConvertResult:
     dropped_keys: list[str] = field(default_factory=list)
 
 
-def _names(stem: str, target: str) -> tuple[str, str, str]:
-    base = {COMFYUI: lambda s: s, DIFFUSERS: formats.to_diffusers, PEFT: formats.to_peft}[target](stem)
-    return f"{base}.lora_A.weight", f"{base}.lora_B.weight", f"{base}.alpha"
-
-
 def _check_target(target: str) -> None:
     if target not in TARGETS:
         raise UserError(f"unknown target format '{target}'; choose one of {', '.join(TARGETS)}.")
 
 
-def converted_tensors(lora: LoraFile, target: str, fold_alpha: bool = False) -> tuple[dict, dict[str, str], bool]:
-    """(tensors, metadata, alpha folded?) of `lora` in the `target` layout."""
-    import torch
-
+def converted_modules(lora: LoraFile, target: str, fold_alpha: bool = False
+                      ) -> tuple[dict, dict[str, float], dict[str, str], bool]:
+    """({stem: (down, up)}, {stem: alpha} to store, metadata, alpha folded?) of `lora` for the `target` layout."""
     _check_target(target)
-    fold = fold_alpha or target != COMFYUI
-    pairs = formats.load_pairs(lora)
-    out = {}
-    for stem, (down, up) in pairs.items():
+    fold = fold_alpha or target not in _KEEPS_ALPHA
+    modules, kept_alphas = {}, {}
+    for stem, (down, up) in formats.load_pairs(lora).items():
         module = lora.modules[stem]
-        key_a, key_b, key_alpha = _names(stem, target)
         if fold and module.alpha is not None:
             up = (up.float() * module.scale).to(up.dtype)
-        out[key_a], out[key_b] = down.contiguous(), up.contiguous()
-        if not fold and module.alpha is not None:
-            out[key_alpha] = torch.tensor(module.alpha, dtype=up.dtype)
+        elif module.alpha is not None:
+            kept_alphas[stem] = module.alpha
+        modules[stem] = (down, up)
     meta = dict(lora.metadata)
     meta["ltx_lora_converted_from"] = lora.format
     alphas = {m.alpha for m in lora.modules.values()}
@@ -65,13 +60,11 @@ def converted_tensors(lora: LoraFile, target: str, fold_alpha: bool = False) -> 
         meta["alpha_folded_into_lora_B"] = "true"
         if len(alphas) == 1 and len(ranks) == 1:
             meta["alpha"], meta["rank"] = f"{alphas.pop():g}", str(ranks.pop())
-    return out, meta, fold
+    return modules, kept_alphas, meta, fold
 
 
 def convert(src: str | Path, target: str, out: str | Path, fold_alpha: bool = False,
             overwrite: bool = False) -> ConvertResult:
-    from ltx_lora.data.cache import atomic_save
-
     _check_target(target)
     lora = formats.read_lora(src)
     out = Path(out).expanduser()
@@ -79,6 +72,6 @@ def convert(src: str | Path, target: str, out: str | Path, fold_alpha: bool = Fa
         raise UserError("the output file is the input file; choose another -o path.")
     if out.exists() and not overwrite:
         raise UserError(f"{out} exists; choose another -o path or pass --force.")
-    tensors, meta, folded = converted_tensors(lora, target, fold_alpha)
-    atomic_save(tensors, out, meta)
+    modules, alphas, meta, folded = converted_modules(lora, target, fold_alpha)
+    formats.write_lora(out, modules, layout=target, alphas=alphas, metadata=meta)
     return ConvertResult(out, lora.format, target, len(lora.modules), folded, list(lora.stray_keys))

@@ -16,17 +16,27 @@ Layouts (docs/lora-formats.md has the sources):
 | peft | `base_model.model.<ltx path>.lora_A.weight` (peft's own state-dict names) |
 
 Any layout may name the matrices `lora_A/lora_B` or kohya's `lora_down/lora_up`; ComfyUI and ltx-lora read both.
+
+This module owns the file format: `read_lora` / `load_pairs` / `load_weights` read every layout, `lora_keys` names
+the keys of each layout and `write_lora` writes every LoRA file ltx-lora produces. It sits at the bottom layer
+(files): it imports only `ltx_lora.errors`, `ltx_lora.safetensors_header`, the standard library and, lazily,
+torch / safetensors, so `model_files` (which `lora.check` imports) can use it without a cycle.
 """
 
 from __future__ import annotations
 
+import os
 import re
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from ltx_lora.errors import UserError
 from ltx_lora.safetensors_header import NotSafetensors, SafetensorsHeader, read_header
+
+if TYPE_CHECKING:  # torch is imported lazily: `ltx-lora inspect` reads headers only
+    import torch
 
 COMFYUI, BARE, KOHYA, DIFFUSERS, PEFT = "comfyui", "bare", "kohya", "diffusers", "peft"
 FORMATS = (COMFYUI, BARE, KOHYA, DIFFUSERS, PEFT)
@@ -148,6 +158,34 @@ def to_peft(stem: str) -> str:
     return "base_model.model." + (stem[len(DIFFUSION):] if stem.startswith(DIFFUSION) else stem)
 
 
+def stem_of_ltx_core_path(path: str) -> str:
+    """Canonical stem of a module of ltx-core's transformer (the names our trainer injects peft into)."""
+    return DIFFUSION + path
+
+
+def module_key(stem: str, layout: str = COMFYUI) -> str:
+    """The module name `layout` writes for a canonical stem (a LoRA key without its `.lora_A.weight` suffix)."""
+    if layout == COMFYUI:
+        return stem  # the canonical stem is ComfyUI's / ltx-core's own name
+    if layout == BARE:
+        return stem.removeprefix(DIFFUSION)
+    if layout == KOHYA:
+        return to_kohya(stem)
+    if layout == DIFFUSERS:
+        return to_diffusers(stem)
+    if layout == PEFT:
+        return to_peft(stem)
+    raise ValueError(f"unknown LoRA layout {layout!r}")
+
+
+def lora_keys(stem: str, layout: str = COMFYUI) -> tuple[str, str, str]:
+    """(down, up, alpha) keys of one module in `layout`: kohya names the matrices lora_down/lora_up, the others
+    lora_A/lora_B (what ltx-core and diffusers read)."""
+    name = module_key(stem, layout)
+    down, up = (".lora_down.weight", ".lora_up.weight") if layout == KOHYA else (".lora_A.weight", ".lora_B.weight")
+    return name + down, name + up, name + ".alpha"
+
+
 def base_weight_key(stem: str) -> str:
     """The key of the weight this module adapts in a unified LTX-2.x checkpoint."""
     return ("model." + stem if stem.startswith(DIFFUSION) else stem) + ".weight"
@@ -246,7 +284,8 @@ class LoraFile:
         return None
 
 
-def _split_key(key: str) -> tuple[str, str | None, str | None]:
+def split_key(key: str) -> tuple[str, str | None, str | None]:
+    """(module name as written, role "down"/"up"/"alpha" or None, matrix naming) of one tensor key."""
     for suffix, role, naming in _SUFFIXES:
         if key.endswith(suffix):
             return key[: -len(suffix)], role, naming
@@ -284,7 +323,7 @@ def read_lora(path: str | Path) -> LoraFile:
     namings: Counter = Counter()
     stray: list[str] = []
     for key in header.tensors:
-        raw, role, naming = _split_key(key)
+        raw, role, naming = split_key(key)
         fmt, stem = parse_module_name(raw) if role else (None, None)
         if role is None or stem is None:
             stray.append(key)
@@ -337,3 +376,105 @@ def load_pairs(lora: LoraFile, device: str = "cpu") -> dict[str, tuple]:
         for m in lora.modules.values():
             out[m.stem] = (f.get_tensor(m.down_key), f.get_tensor(m.up_key))
     return out
+
+
+_split_key = split_key  # older spelling, still used by tests/test_lora_tools.py
+
+
+def is_lora(header: SafetensorsHeader) -> bool:
+    """Whether any tensor of the file is a LoRA down matrix (in any layout, even one we cannot map)."""
+    return any(split_key(k)[1] == "down" for k in header.tensors)
+
+
+def down_modules(header: SafetensorsHeader) -> dict[str, str]:
+    """{down key: module name as written} for every LoRA down matrix in the header, whatever its layout (also names
+    no layout here maps, e.g. another model's LoRA): what `ltx-lora inspect` describes before any mapping."""
+    out = {}
+    for key in header.tensors:
+        raw, role, _ = split_key(key)
+        if role == "down":
+            out[key] = raw
+    return out
+
+
+def first_alpha(path: str | Path, header: SafetensorsHeader) -> float | None:
+    """The value of the first `.alpha` tensor in the header (a scalar: reading it loads 2-4 bytes), or None."""
+    key = next((k for k in header.tensors if split_key(k)[1] == "alpha"), None)
+    if key is None:
+        return None
+    from safetensors import safe_open
+
+    with safe_open(str(path), framework="pt") as f:
+        return float(f.get_tensor(key).float().item())
+
+
+# --- what a module adds to its layer ------------------------------------------------------------------------------
+
+
+@dataclass
+class LoraPair:
+    """One module's matrices and the strength its file asks for: the layer gains `scale * up @ down`."""
+
+    down: torch.Tensor  # [rank, in]
+    up: torch.Tensor  # [out, rank]
+    scale: float  # alpha / rank where the file stores `.alpha`, else 1 (ltx-lora's exports fold alpha into up)
+
+    def delta(self, strength: float = 1.0, device=None) -> torch.Tensor:
+        """The weight change `strength * scale * up @ down` (out x in), in float32."""
+        import torch
+
+        up = self.up.to(device=device, dtype=torch.float32)
+        return (up * (strength * self.scale)) @ self.down.to(device=device, dtype=torch.float32)
+
+
+def load_weights(lora: LoraFile, device: str = "cpu") -> dict[str, LoraPair]:
+    """{stem: LoraPair} of a parsed file: the one way attach, merge and verify get (down, up, scale)."""
+    return {stem: LoraPair(down, up, lora.modules[stem].scale) for stem, (down, up) in load_pairs(lora, device).items()}
+
+
+# --- writing ------------------------------------------------------------------------------------------------------
+
+
+def lora_tensors(modules: dict[str, tuple[torch.Tensor, torch.Tensor]], *, layout: str = COMFYUI,
+                 alphas: dict[str, float] | None = None) -> dict[str, torch.Tensor]:
+    """The state dict of `{stem: (down, up)}` in `layout`, with a `.alpha` scalar (in up's dtype) for every stem in
+    `alphas`. Raises UserError when a module has no name in that layout (kohya has none for the text side)."""
+    import torch
+
+    out: dict[str, torch.Tensor] = {}
+    for stem, (down, up) in modules.items():
+        try:
+            key_down, key_up, key_alpha = lora_keys(stem, layout)
+        except ValueError:
+            raise UserError(f"{stem} has no name in the {layout} layout; write this LoRA as comfyui or diffusers "
+                            "instead.") from None
+        out[key_down], out[key_up] = down.contiguous(), up.contiguous()
+        if alphas and alphas.get(stem) is not None:
+            out[key_alpha] = torch.tensor(alphas[stem], dtype=up.dtype)
+    return out
+
+
+def write_lora(path: str | Path, modules: dict[str, tuple[torch.Tensor, torch.Tensor]], *, layout: str = COMFYUI,
+               alphas: dict[str, float] | None = None, metadata: dict[str, str] | None = None) -> Path:
+    """Write `{stem: (down, up)}` as a LoRA file in `layout` (see `lora_tensors`), atomically."""
+    return write_lora_tensors(path, lora_tensors(modules, layout=layout, alphas=alphas), metadata)
+
+
+def write_lora_tensors(path: str | Path, tensors: dict[str, torch.Tensor],
+                       metadata: dict[str, str] | None = None) -> Path:
+    """Write a state dict named by `lora_tensors` (e.g. the training export): a temp file in the same folder,
+    fsync, then os.replace, so readers see the old file or the complete new one, never a partial one."""
+    from safetensors.torch import save_file
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")  # not mkstemp: that would make the file mode 0600
+    try:
+        save_file({k: v.detach().cpu().contiguous() for k, v in tensors.items()}, str(tmp), metadata=metadata)
+        with open(tmp, "rb") as f:
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    return path

@@ -23,7 +23,7 @@ from ltx_lora.atomic import atomic_path
 from ltx_lora.errors import UserError
 from ltx_lora.lora import formats
 from ltx_lora.lora.check import _require_base
-from ltx_lora.safetensors_header import DTYPE_BYTES, SafetensorsHeader
+from ltx_lora.safetensors_header import DTYPE_BYTES
 
 _FP8_MAX = 448.0
 _TORCH_DTYPES = {"BF16": torch.bfloat16, "F16": torch.float16, "F32": torch.float32, "F8_E4M3": torch.float8_e4m3fn,
@@ -49,10 +49,8 @@ def _data_start(path: Path) -> int:
     return 8 + n
 
 
-def _fused(base_file, key: str, info, down: torch.Tensor, up: torch.Tensor, scale: float,
-           base: SafetensorsHeader) -> dict[str, torch.Tensor]:
+def _fused(base_file, key: str, info, delta: torch.Tensor) -> dict[str, torch.Tensor]:
     w = base_file.get_tensor(key)
-    delta = (up.float() * scale) @ down.float()
     if info.dtype in _FP8:
         scale_key = key.removesuffix(".weight") + ".weight_scale"
         w_scale = base_file.get_tensor(scale_key).float()
@@ -94,12 +92,11 @@ def merge(lora_path: str | Path, base_path: str | Path, out: str | Path, strengt
                         f"tensors (e.g. {unscaled[0]}); fusing into them would round most of the LoRA away: merge "
                         "into the bf16 checkpoint instead.")
 
-    pairs = formats.load_pairs(lora)
+    pairs = formats.load_weights(lora)
     replaced: dict[str, torch.Tensor] = {}
     with safe_open(str(base.path), framework="pt") as f:
         for i, (key, m) in enumerate(targets.items()):
-            down, up = pairs[m.stem]
-            replaced.update(_fused(f, key, base.tensors[key], down, up, strength * m.scale, base))
+            replaced.update(_fused(f, key, base.tensors[key], pairs[m.stem].delta(strength)))
             if on_progress:
                 on_progress(i + 1, len(targets))
 

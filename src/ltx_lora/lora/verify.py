@@ -82,7 +82,7 @@ def verify(lora_path: str | Path, base_path: str | Path, strength: float = 1.0, 
     cfg = models.read_checkpoint_config(base.path)["transformer"]
     report = VerifyReport(str(lora.path), str(base.path), str(dev), strength, 0)
 
-    pairs = formats.load_pairs(lora)
+    pairs = formats.load_weights(lora)
     modules = dict(transformer.named_modules())
     by_group: dict[str, list[tuple[torch.nn.Module, torch.Tensor]]] = {}
     for m in lora.modules.values():
@@ -95,8 +95,7 @@ def verify(lora_path: str | Path, base_path: str | Path, strength: float = 1.0, 
         if weight is None or tuple(weight.shape) != (m.out_features, m.in_features):
             report.unmatched.append(m.down_key)
             continue
-        down, up = pairs[m.stem]
-        delta = (up.to(dev, torch.float32) * (strength * m.scale)) @ down.to(dev, torch.float32)
+        delta = pairs[m.stem].delta(strength, device=dev)
         by_group.setdefault(formats.module_group(m.stem), []).append((layer, delta))
     report.applied = sum(len(v) for v in by_group.values())
 

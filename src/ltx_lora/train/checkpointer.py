@@ -20,6 +20,7 @@ from safetensors.torch import save_file
 
 from ltx_lora.atomic import fsync_dir, fsync_file
 from ltx_lora.errors import UserError
+from ltx_lora.lora import formats
 
 STEP_PREFIX = "step_"
 
@@ -71,7 +72,7 @@ def save_checkpoint(run_dir: Path, state: TrainingState, lora_file: dict[str, to
     if tmp.exists():
         shutil.rmtree(tmp)
     tmp.mkdir()
-    _save(lora_file, tmp / "lora.safetensors", lora_meta)
+    formats.write_lora_tensors(tmp / "lora.safetensors", lora_file, lora_meta)  # every LoRA file goes through formats
     opt_tensors, opt_info = _flatten_optimizer(state.optimizer)
     tensors = {**{f"lora.{k}": v for k, v in state.lora.items()}, **opt_tensors,
                **{f"rng.{k}": v for k, v in state.rng.items()}}
