@@ -36,7 +36,7 @@ EXACT = {
                      "ltx_lora.config_template"], COMMANDS),
     **dict.fromkeys(["ltx_lora.config", "ltx_lora.model_files", "ltx_lora.lora.formats", "ltx_lora.safetensors_header",
                      "ltx_lora.errors", "ltx_lora.paths", "ltx_lora.official_config", "ltx_lora.text_features",
-                     "ltx_lora.atomic", "ltx_lora"], FILES),
+                     "ltx_lora.bucket_spec", "ltx_lora.atomic", "ltx_lora"], FILES),
 }
 PACKAGES = {"ltx_lora.train": TOOLS, "ltx_lora.sample": TOOLS, "ltx_lora.lora": TOOLS, "ltx_lora.data": DATA,
             "ltx_lora.runtime": RUNTIME, "ltx_lora.distributed": RUNTIME, "ltx_lora.ltx": LTX,

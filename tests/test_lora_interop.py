@@ -19,7 +19,7 @@ import torch
 from safetensors.torch import save_file
 
 from ltx_lora.config import LoraConfig
-from ltx_lora.data.cache import atomic_save
+from ltx_lora.atomic import atomic_save_safetensors
 from ltx_lora.lora import formats
 from ltx_lora.lora.convert import convert
 from ltx_lora.ltx import models, probe
@@ -41,7 +41,7 @@ def trained(tiny_checkpoint, tmp_path_factory):
             p.copy_(torch.randn(p.shape, generator=g) * (0.3 if ".lora_B." in name else 1 / p.shape[1] ** 0.5))
     root = tmp_path_factory.mktemp("interop")
     export = root / "trained_comfyui.safetensors"
-    atomic_save(export_comfy(model, RANK, ALPHA), export, {"rank": str(RANK), "alpha": str(ALPHA),
+    atomic_save_safetensors(export_comfy(model, RANK, ALPHA), export, {"rank": str(RANK), "alpha": str(ALPHA),
                                                              "alpha_folded_into_lora_B": "true"})
     return dev, model, export, root
 

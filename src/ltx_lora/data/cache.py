@@ -49,11 +49,6 @@ class Manifest:
     format: str = FORMAT
 
 
-# The old name: train/trainer.py, lora/convert.py and tests/test_lora_interop.py still import it from here (those
-# files are being restructured elsewhere); new code imports ltx_lora.atomic.
-atomic_save = atomic_save_safetensors
-
-
 def text_file(text: str) -> str:
     return f"text/{text_key(text)}.safetensors"
 

@@ -19,19 +19,19 @@ Any layout may name the matrices `lora_A/lora_B` or kohya's `lora_down/lora_up`;
 
 This module owns the file format: `read_lora` / `load_pairs` / `load_weights` read every layout, `lora_keys` names
 the keys of each layout and `write_lora` writes every LoRA file ltx-lora produces. It sits at the bottom layer
-(files): it imports only `ltx_lora.errors`, `ltx_lora.safetensors_header`, the standard library and, lazily,
+(files): it imports only `ltx_lora.errors`, `ltx_lora.atomic`, `ltx_lora.safetensors_header`, the standard library and, lazily,
 torch / safetensors, so `model_files` (which `lora.check` imports) can use it without a cycle.
 """
 
 from __future__ import annotations
 
-import os
 import re
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from ltx_lora.atomic import atomic_save_safetensors
 from ltx_lora.errors import UserError
 from ltx_lora.safetensors_header import NotSafetensors, SafetensorsHeader, read_header
 
@@ -462,19 +462,6 @@ def write_lora(path: str | Path, modules: dict[str, tuple[torch.Tensor, torch.Te
 
 def write_lora_tensors(path: str | Path, tensors: dict[str, torch.Tensor],
                        metadata: dict[str, str] | None = None) -> Path:
-    """Write a state dict named by `lora_tensors` (e.g. the training export): a temp file in the same folder,
-    fsync, then os.replace, so readers see the old file or the complete new one, never a partial one."""
-    from safetensors.torch import save_file
-
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")  # not mkstemp: that would make the file mode 0600
-    try:
-        save_file({k: v.detach().cpu().contiguous() for k, v in tensors.items()}, str(tmp), metadata=metadata)
-        with open(tmp, "rb") as f:
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    return path
+    """Write a state dict named by `lora_tensors` (e.g. the training export) atomically: readers see the old
+    file or the complete new one, never a partial one."""
+    return atomic_save_safetensors(tensors, path, metadata)

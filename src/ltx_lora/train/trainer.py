@@ -21,6 +21,7 @@ from ltx_lora.distributed import env as dist_env
 from ltx_lora.distributed import parallel
 from ltx_lora.errors import UserError
 from ltx_lora.ltx.fast import attention_mask_or_none, can_compile, compile_blocks, uncompile_blocks, use_sdpa_attention
+from ltx_lora.lora.formats import write_lora_tensors
 from ltx_lora.ltx.text import run_text_connectors
 from ltx_lora.model_files import check_training_base
 from ltx_lora.runtime.models import Models, load_models
@@ -319,13 +320,11 @@ class Trainer:
         return self.run.lora_metadata(step, manifest.settings.get("model_identity", {}))
 
     def _export_final(self, transformer, manifest: Manifest, step: int) -> Path:
-        from ltx_lora.data.cache import atomic_save
-
         out = self.run_dir / "lora.safetensors"
         full = parallel.full_lora(lora_parameters(transformer))  # a collective under FSDP: every rank gathers
         if self.dist.is_main:
-            atomic_save(export_comfy(transformer, self.run.lora.rank, self.run.lora.effective_alpha, params=full),
-                        out, self._lora_metadata(step, manifest))
+            lora = export_comfy(transformer, self.run.lora.rank, self.run.lora.effective_alpha, params=full)
+            write_lora_tensors(out, lora, self._lora_metadata(step, manifest))
         self.dist.barrier()  # the file exists when any rank returns
         self.console.print(f"final LoRA: {out} (ComfyUI layout; loads in ComfyUI, ltx-core and diffusers)")
         return out
