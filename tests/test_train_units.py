@@ -10,7 +10,7 @@ from ltx_lora.data.cache import CacheItem
 from ltx_lora.bucket_spec import batch_size_for, parse_buckets
 from ltx_lora.data.loader import BatchOrder
 from ltx_lora.errors import UserError
-from ltx_lora.train.checkpointer import TrainingState, latest_checkpoint, load_state, save_checkpoint
+from ltx_lora.train.checkpointer import TrainingState, latest_training_checkpoint, load_training_state, save_training_checkpoint
 from ltx_lora.train.optim import lr_factor
 from ltx_lora.train.timesteps import SigmaSampler, logit_normal_shift
 
@@ -99,8 +99,8 @@ def _state(step, params):
 def test_checkpoint_round_trip_without_pickle(tmp_path):
     params = [torch.nn.Parameter(torch.randn(3, 2))]
     state = _state(7, params)
-    path = save_checkpoint(tmp_path, state, {"x": torch.zeros(1)}, {"step": "7"}, keep_last=2)
-    back = load_state(path)
+    path = save_training_checkpoint(tmp_path, state, {"x": torch.zeros(1)}, {"step": "7"}, keep_last=2)
+    back = load_training_state(path)
     assert back.step == 7 and back.meta == {"rank": 4} and back.data_position == {"epoch": 1, "index": 2}
     opt = torch.optim.AdamW([torch.nn.Parameter(torch.randn(3, 2))], lr=1e-3)
     opt.load_state_dict(back.optimizer)
@@ -110,18 +110,18 @@ def test_checkpoint_round_trip_without_pickle(tmp_path):
 def test_keep_last_and_partial_writes_are_ignored(tmp_path):
     params = [torch.nn.Parameter(torch.randn(2))]
     for step in (1, 2, 3):
-        save_checkpoint(tmp_path, _state(step, params), {"x": torch.zeros(1)}, {}, keep_last=2)
+        save_training_checkpoint(tmp_path, _state(step, params), {"x": torch.zeros(1)}, {}, keep_last=2)
     names = sorted(p.name for p in (tmp_path / "checkpoints").iterdir())
     assert names == ["step_000002", "step_000003"]
     # a writer killed mid-way leaves only a hidden .tmp folder, which is never taken as a checkpoint
     (tmp_path / "checkpoints" / ".step_000004.tmp").mkdir()
     (tmp_path / "checkpoints" / ".step_000004.tmp" / "state.safetensors").write_bytes(b"partial")
-    assert latest_checkpoint(tmp_path).name == "step_000003"
+    assert latest_training_checkpoint(tmp_path).name == "step_000003"
 
 
 def test_damaged_state_is_one_sentence(tmp_path):
     params = [torch.nn.Parameter(torch.randn(2))]
-    path = save_checkpoint(tmp_path, _state(1, params), {"x": torch.zeros(1)}, {}, keep_last=2)
+    path = save_training_checkpoint(tmp_path, _state(1, params), {"x": torch.zeros(1)}, {}, keep_last=2)
     (path / "state.safetensors").write_bytes(b"garbage")
     with pytest.raises(UserError, match="cannot be read"):
-        load_state(path)
+        load_training_state(path)

@@ -1,4 +1,5 @@
-"""Checkpoints: the exported LoRA plus a training-state file, both safetensors, written atomically.
+"""Training checkpoints (not the base model file, not gradient checkpointing): the exported LoRA plus a
+training-state file, both safetensors, written atomically.
 
 Layout: `RUN/checkpoints/step_000250/{lora.safetensors, state.safetensors}`. A checkpoint is written into a
 `.tmp` sibling folder, flushed to disk, then renamed into place: a kill at any moment leaves either the complete
@@ -63,7 +64,7 @@ def _unflatten_optimizer(tensors: dict[str, torch.Tensor], info: dict) -> dict:
     return {"state": state, "param_groups": info["param_groups"]}
 
 
-def save_checkpoint(run_dir: Path, state: TrainingState, lora_file: dict[str, torch.Tensor],
+def save_training_checkpoint(run_dir: Path, state: TrainingState, lora_file: dict[str, torch.Tensor],
                     lora_meta: dict[str, str], keep_last: int) -> Path:
     root = run_dir / "checkpoints"
     root.mkdir(parents=True, exist_ok=True)
@@ -104,12 +105,12 @@ def _prune(root: Path, keep_last: int) -> None:
         shutil.rmtree(stale, ignore_errors=True)
 
 
-def latest_checkpoint(run_dir: Path) -> Path | None:
+def latest_training_checkpoint(run_dir: Path) -> Path | None:
     found = _complete_checkpoints(run_dir / "checkpoints")
     return found[-1] if found else None
 
 
-def load_state(checkpoint: Path) -> TrainingState:
+def load_training_state(checkpoint: Path) -> TrainingState:
     path = checkpoint / "state.safetensors"
     try:
         with safe_open(str(path), framework="pt") as f:

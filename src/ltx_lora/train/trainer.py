@@ -27,7 +27,7 @@ from ltx_lora.model_files import check_training_base
 from ltx_lora.runtime.models import Models, load_models
 from ltx_lora.runtime.placement import HostOffload, attach_block_swap
 from ltx_lora.runtime.run import Run, Validate, ValidationFactory
-from ltx_lora.train.checkpointer import TrainingState, latest_checkpoint, load_state, save_checkpoint
+from ltx_lora.train.checkpointer import TrainingState, latest_training_checkpoint, load_training_state, save_training_checkpoint
 from ltx_lora.train.lora import export_comfy, inject_lora, lora_parameters
 from ltx_lora.train.metrics import MetricsLogger
 from ltx_lora.train.objective import LatentBatch
@@ -73,15 +73,15 @@ class Trainer:
 
     def _resume_state(self) -> tuple[Path, TrainingState] | None:
         """The latest checkpoint, checked against this run's settings before any model is loaded."""
-        ckpt = latest_checkpoint(self.run_dir)
-        if ckpt is None:
+        saved = latest_training_checkpoint(self.run_dir)
+        if saved is None:
             self.console.print(f"no checkpoint in {self.run_dir}/checkpoints yet: starting from step 0")
             return None
-        state = load_state(ckpt)
+        state = load_training_state(saved)
         expected = self.run.resume_fingerprint()
         for key, value in expected.items():
             if state.meta.get(key) != value:
-                raise UserError(f"{ckpt} was trained with {key}={state.meta.get(key)!r} but the config says "
+                raise UserError(f"{saved} was trained with {key}={state.meta.get(key)!r} but the config says "
                                 f"{value!r}; restore that setting or train into a new output_dir.")
         # The data order is planned in global batches (batch_size x processes; with a token budget the budget's
         # sizes x processes) and the state is saved whole: another number of GPUs resumes exactly if those agree.
@@ -91,19 +91,19 @@ class Trainer:
         if (saved_batch * saved_world != self.cfg.train.batch_size * world) or (budget and saved_world != world):
             need = f"--gpus {saved_world}" + ("" if budget else f" with train.batch_size {saved_batch}, or any "
                                               f"GPU count x batch_size = {saved_batch * saved_world}")
-            raise UserError(f"{ckpt} was trained with batch_size {saved_batch} on {saved_world} process(es), this run "
+            raise UserError(f"{saved} was trained with batch_size {saved_batch} on {saved_world} process(es), this run "
                             f"has {self.cfg.train.batch_size} on {world}: the data order would differ; resume with "
                             f"{need}, or train into a new output_dir.")
-        return ckpt, state
+        return saved, state
 
     def _restore(self, resume: tuple[Path, TrainingState] | None, params: dict[str, torch.nn.Parameter], optimizer,
                  order: BatchOrder, gen: torch.Generator) -> int:
         if resume is None:
             return 0
-        ckpt, state = resume
+        saved, state = resume
         missing = set(params) ^ set(state.lora)
         if missing:
-            raise UserError(f"{ckpt} holds other LoRA layers than this model has ({sorted(missing)[0]} ...); "
+            raise UserError(f"{saved} holds other LoRA layers than this model has ({sorted(missing)[0]} ...); "
                             "resume with the same base checkpoint and LoRA targets.")
         parallel.load_full_lora_(params, state.lora)  # each rank keeps its shard (FSDP) or the whole (DDP)
         parallel.load_full_optimizer_state(optimizer, list(params.values()), state.optimizer)
@@ -112,7 +112,7 @@ class Trainer:
         torch.set_rng_state(state.rng["torch_cpu"])
         if "torch_cuda" in state.rng and torch.cuda.is_available():
             torch.cuda.set_rng_state(state.rng["torch_cuda"])
-        self.console.print(f"resumed from {ckpt} at step {state.step}")
+        self.console.print(f"resumed from {saved} at step {state.step}")
         return state.step
 
     # -- the loop ----------------------------------------------------------------------------------------------
@@ -122,7 +122,7 @@ class Trainer:
         check_training_base(run.base.identity)
         manifest = read_manifest(self.cache)
         self._check_cache(manifest)
-        if not self.resume and latest_checkpoint(self.run_dir) is not None:
+        if not self.resume and latest_training_checkpoint(self.run_dir) is not None:
             raise UserError(f"{self.run_dir} already holds checkpoints; pass --resume to continue that run, or set "
                             "output_dir to a new folder.")
         resume = self._resume_state() if self.resume else None
@@ -273,7 +273,7 @@ class Trainer:
                                             rows=(share.start if weight else 0, len(batch_ids)),
                                             all_finite=self.dist.all_agree)
             except NonFiniteLoss as e:
-                last = latest_checkpoint(self.run_dir)
+                last = latest_training_checkpoint(self.run_dir)
                 raise TrainingFailed(f"the loss became {e.value} at step {step + 1}; training stopped. "
                                      f"The last good checkpoint is {last or 'none (none was saved yet)'}. Lower "
                                      "train.learning_rate or check the cached data, then resume with --resume.") from None
@@ -306,7 +306,7 @@ class Trainer:
                                         "world_size": self.dist.world_size})
             lora = export_comfy(transformer, self.run.lora.rank, self.run.lora.effective_alpha, params=lora_full)
             try:
-                path = save_checkpoint(self.run_dir, state, lora, self._lora_metadata(step, manifest),
+                path = save_training_checkpoint(self.run_dir, state, lora, self._lora_metadata(step, manifest),
                                        self.cfg.checkpoints.keep_last)
             except OSError as e:
                 error = e.strerror
