@@ -71,7 +71,7 @@ def _rel(x: torch.Tensor, ref: torch.Tensor) -> float:
 @torch.no_grad()
 def verify(lora_path: str | Path, base_path: str | Path, strength: float = 1.0, device: str = "auto",
            on_progress=None) -> VerifyReport:
-    from ltx_lora.ltx import models, probe
+    from ltx_lora.ltx import loader as models, probe  # noqa: I001 - `models.` kept in the lines below
 
     lora = formats.read_lora(lora_path)
     _, base = _require_base(Path(base_path).expanduser())

@@ -33,7 +33,7 @@ if TYPE_CHECKING:
     import torch
 
     from ltx_lora.config import Config
-    from ltx_lora.ltx.models import TransformerSize
+    from ltx_lora.ltx.sizes import TransformerSize
 
 GIB = 2**30
 WORKING_SET_ROWS = 38.0  # one block's recompute + backward, in units of one block-input row (calibrated, see above)
@@ -216,9 +216,9 @@ def plan_for_config(cfg: Config, device: torch.device | None = None) -> Plan:
     """The plan `ltx-lora train` uses for this config on this machine (and `ltx-lora doctor` shows)."""
     import torch
 
-    from ltx_lora.ltx.models import ltx23_22b_config, read_checkpoint_config, scaled_fp8_modules, transformer_size
-
+    from ltx_lora.ltx.loader import read_checkpoint_config, scaled_fp8_modules
     from ltx_lora.ltx.quantize import is_quantizable
+    from ltx_lora.ltx.sizes import ltx23_22b_config, transformer_size
     from ltx_lora.safetensors_header import read_header
 
     path = Path(cfg.model.checkpoint) if cfg.model.checkpoint else None

@@ -93,7 +93,7 @@ def check_preview_lora(checkpoint: str, preview_lora: str) -> None:
 
 
 def _check_stg_blocks(checkpoint: str, blocks: list[int]) -> None:
-    from ltx_lora.ltx.models import read_checkpoint_config
+    from ltx_lora.ltx.loader import read_checkpoint_config
 
     n = int(read_checkpoint_config(checkpoint).get("transformer", {}).get("num_layers", 0))
     outside = [b for b in blocks if not 0 <= b < n]
@@ -235,7 +235,7 @@ class Validator:
         self.prompts, self.negative = contexts[:-1], contexts[-1]
 
     def _load_decoders(self) -> None:
-        from ltx_lora.ltx.models import load_audio_decoder, load_video_decoder, load_vocoder
+        from ltx_lora.ltx.loader import load_audio_decoder, load_video_decoder, load_vocoder
 
         ckpt = self.cfg.model.checkpoint
         park = torch.device("cpu")  # parked in host memory; on the GPU only while decoding
@@ -246,7 +246,7 @@ class Validator:
 
     def _encode_reference(self) -> None:
         from ltx_lora.data.decode import read_image
-        from ltx_lora.ltx.models import load_video_encoder
+        from ltx_lora.ltx.loader import load_video_encoder
         from ltx_lora.ltx.sampling import encode_first_frame
         from ltx_lora.paths import check_model_path
 
