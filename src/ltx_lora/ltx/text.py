@@ -4,7 +4,8 @@ This is the only module that imports ltx-core's text-encoder code, and the only 
 
 - `load_prompt_encoder(gemma_dir, checkpoint)` builds Gemma (weights from the Gemma folder) and the checkpoint's
   `text_embedding_projection` (the feature extractor, `load_text_projection`) with ltx-core's key maps, module
-  ops and classes, through the same build-and-check as every model (`ltx_lora.ltx.loader.build`). `PromptEncoder.encode_prompts(prompts)` returns one `TextFeatures` per prompt: the feature
+  ops and classes, through the same build-and-check as every model (`ltx_lora.ltx.loader.build`).
+  `PromptEncoder.encode_prompts(prompts)` returns one `TextFeatures` per prompt: the feature
   extractor's output trimmed to the prompt's real tokens. This is what preprocessing caches, as the official trainer
   does (its process_captions.py saves `feature_extractor(hidden_states, mask)` and runs the connectors in training).
 - `load_text_connectors(checkpoint)` builds only the frozen video/audio connectors; `run_text_connectors` turns
