@@ -51,14 +51,13 @@ def _child(args: argparse.Namespace) -> dict:
 
     from ltx_lora.config import LoraConfig, TrainConfig
     from ltx_lora.bucket_spec import latent_tokens
-    from ltx_lora.ltx.models import (
+    from ltx_lora.fixtures.models import (
         build_text_connectors_from_config,
         build_transformer_from_config,
-        ltx23_22b_config,
         tiny_ltx23_config,
-        transformer_size,
     )
     from ltx_lora.ltx.fast import attention_mask_or_none, can_compile, compile_blocks, uncompile_blocks, use_sdpa_attention
+    from ltx_lora.ltx.sizes import ltx23_22b_config, transformer_size
     from ltx_lora.ltx.text import run_text_connectors
     from ltx_lora.text_features import PaddedText
     from ltx_lora.runtime.placement import HostOffload, attach_block_swap

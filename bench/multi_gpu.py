@@ -50,8 +50,9 @@ from train_step import make_batch
 from ltx_lora.config import TrainConfig
 from ltx_lora.distributed import parallel
 from ltx_lora.distributed.env import DistEnv, process_group
+from ltx_lora.fixtures.models import build_transformer_from_config, tiny_ltx23_config
 from ltx_lora.ltx.fast import attention_mask_or_none
-from ltx_lora.ltx.models import build_transformer_from_config, ltx23_22b_config, tiny_ltx23_config
+from ltx_lora.ltx.sizes import ltx23_22b_config
 from ltx_lora.train.lora import lora_parameters
 from ltx_lora.train.optim import build_optimizer
 from ltx_lora.train.step import forward_backward

@@ -27,12 +27,8 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
-from ltx_lora.ltx.models import (
-    _init_random_,
-    _materialise_meta_,
-    ltx23_release_decoders_config,
-    tiny_ltx23_config,
-)
+from ltx_lora.fixtures.models import init_random_, ltx23_release_decoders_config, tiny_ltx23_config
+from ltx_lora.ltx.components import build_component
 from ltx_lora.ltx.vae import encode_audio, encode_video
 
 # The LTX-2.3 release's video encoder (the `vae` section of the checkpoint's config): 128 base channels, res_x stacks
@@ -74,11 +70,7 @@ def timed(fn, device: torch.device, repeats: int) -> dict:
 
 
 def video_part(cfg: dict, device, res, repeats: int) -> dict:
-    from ltx_core.model.video_vae import VideoEncoderConfigurator
-
-    encoder = VideoEncoderConfigurator.from_config(copy.deepcopy(cfg))
-    _materialise_meta_(encoder)
-    _init_random_(encoder, torch.Generator().manual_seed(0))
+    encoder = init_random_(build_component("video_encoder", cfg, "cpu"), torch.Generator().manual_seed(0))
     encoder = encoder.to(device=device, dtype=torch.bfloat16).eval()
     w, h, f = res
     frames = torch.rand(1, 3, f, h, w, device=device) * 2 - 1
@@ -86,11 +78,7 @@ def video_part(cfg: dict, device, res, repeats: int) -> dict:
 
 
 def audio_part(cfg: dict, device, seconds: float, repeats: int) -> dict:
-    from ltx_core.model.audio_vae import AudioEncoderConfigurator
-
-    encoder = AudioEncoderConfigurator.from_config(copy.deepcopy(cfg))
-    _materialise_meta_(encoder)
-    _init_random_(encoder, torch.Generator().manual_seed(1))
+    encoder = init_random_(build_component("audio_encoder", cfg, "cpu"), torch.Generator().manual_seed(1))
     encoder = encoder.to(device=device, dtype=torch.float32).eval()
     wave = torch.randn(1, 2, int(seconds * 16000), device=device) * 0.1
     return timed(lambda: encode_audio(encoder, wave, 16000), device, repeats)

@@ -43,7 +43,8 @@ from reference_step import lora_gradients, our_model, reference_model, relative_
 
 from ltx_lora.config import TrainConfig  # noqa: E402
 from ltx_lora.ltx.fast import attention_mask_or_none  # noqa: E402
-from ltx_lora.ltx.models import build_transformer_from_config, ltx23_22b_config  # noqa: E402
+from ltx_lora.fixtures.models import build_transformer_from_config  # noqa: E402
+from ltx_lora.ltx.sizes import ltx23_22b_config  # noqa: E402
 from ltx_lora.train.objective import LatentBatch  # noqa: E402
 from ltx_lora.train.optim import build_optimizer  # noqa: E402
 from ltx_lora.train.step import forward_backward  # noqa: E402
@@ -248,7 +249,7 @@ def main() -> None:
     args = ap.parse_args()
     global TEXT_LEN
     if args.tiny:
-        from ltx_lora.ltx.models import tiny_ltx23_config
+        from ltx_lora.fixtures.models import tiny_ltx23_config
 
         cfg, TEXT_LEN = tiny_ltx23_config(), 128
     else:

@@ -30,10 +30,9 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
-from ltx_lora.ltx.models import (
+from ltx_lora.fixtures.models import (
     build_decoders_from_config,
     build_transformer_from_config,
-    ltx23_22b_config,
     ltx23_release_decoders_config,
     tiny_ltx23_config,
 )
@@ -46,6 +45,7 @@ from ltx_lora.ltx.sampling import (
     sample_latents,
     sigma_schedule,
 )
+from ltx_lora.ltx.sizes import ltx23_22b_config
 from ltx_lora.sample.media import write_contact_sheet, write_mp4
 
 TEXT_LEN = 1024

@@ -12,7 +12,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
 
 from reference_step import lora_gradients, relative_error  # noqa: E402
 
-from ltx_lora.ltx.models import build_transformer_from_config, tiny_ltx23_config  # noqa: E402
+from ltx_lora.fixtures.models import build_transformer_from_config, tiny_ltx23_config  # noqa: E402
 from ltx_lora.train.objective import LatentBatch  # noqa: E402
 
 

@@ -11,8 +11,10 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 
 from ltx_lora.errors import UserError
+from ltx_lora.fixtures import models
 from ltx_lora.fixtures.checkpoints import VARIANTS, write_tiny_checkpoint
-from ltx_lora.ltx import models
+from ltx_lora.ltx import loader
+from ltx_lora.ltx.text import load_text_connectors, load_text_projection
 from ltx_lora.safetensors_header import read_header
 
 UNIFIED = ("dev", "dev-fp8", "distilled", "ltx2-19b")
@@ -35,17 +37,18 @@ def test_every_variant_is_written_small(tiny_checkpoint, variant):
 def test_unified_variants_load_every_component(tiny_checkpoint, variant):
     path = tiny_checkpoint(variant)
     text_width = models.TINY_TEXT_HIDDEN_SIZE
-    for load in (models.load_transformer, models.load_video_encoder, models.load_video_decoder,
-                 models.load_audio_encoder, models.load_audio_decoder, models.load_vocoder):
+    for load in (loader.load_transformer, loader.load_video_encoder, loader.load_video_decoder,
+                 loader.load_audio_encoder, loader.load_audio_decoder, loader.load_vocoder):
         _no_meta(load(path))
-    _no_meta(models.load_embeddings_processor(path, text_hidden_size=text_width))
+    _no_meta(load_text_projection(path, text_width, models.TINY_TEXT_NUM_LAYERS + 1))
+    _no_meta(load_text_connectors(path))
 
 
 def test_ltx23_config_is_written_explicitly_and_builds_2_3_modules(tiny_checkpoint):
-    cfg = models.read_checkpoint_config(tiny_checkpoint("dev"))
+    cfg = loader.read_checkpoint_config(tiny_checkpoint("dev"))
     for key in models.LTX23_ONLY_TRANSFORMER_FIELDS:
         assert key in cfg["transformer"], key
-    model = models.load_transformer(tiny_checkpoint("dev"))
+    model = loader.load_transformer(tiny_checkpoint("dev"))
     block = model.transformer_blocks[0]
     assert block.attn1.to_gate_logits is not None  # gated attention
     assert hasattr(block, "prompt_scale_shift_table")  # cross-attention AdaLN
@@ -53,7 +56,7 @@ def test_ltx23_config_is_written_explicitly_and_builds_2_3_modules(tiny_checkpoi
 
 
 def test_ltx20_layout_differs(tiny_checkpoint):
-    model = models.load_transformer(tiny_checkpoint("ltx2-19b"))
+    model = loader.load_transformer(tiny_checkpoint("ltx2-19b"))
     assert hasattr(model, "caption_projection")
     assert model.transformer_blocks[0].attn1.to_gate_logits is None
     keys = set(read_header(tiny_checkpoint("ltx2-19b")).tensors)
@@ -68,16 +71,16 @@ def test_fp8_scales_are_folded(tiny_checkpoint):
         assert f.get_tensor(key).dtype == torch.float8_e4m3fn
         assert f.get_tensor(key.replace(".weight", ".weight_scale")).shape == ()
         raw = f.get_tensor(key).float()
-    ref = models.load_transformer(tiny_checkpoint("dev"), dtype=torch.float32).transformer_blocks[0].attn1.to_q.weight
-    got = models.load_transformer(fp8, dtype=torch.float32).transformer_blocks[0].attn1.to_q.weight
+    ref = loader.load_transformer(tiny_checkpoint("dev"), dtype=torch.float32).transformer_blocks[0].attn1.to_q.weight
+    got = loader.load_transformer(fp8, dtype=torch.float32).transformer_blocks[0].attn1.to_q.weight
     assert torch.allclose(got, ref, atol=0.08 * ref.abs().max().item())  # e4m3 keeps 3 mantissa bits
     assert (raw - ref).abs().max() > 10 * ref.abs().max()  # ignoring the scales gives wrong weights
 
 
 def test_video_vae_round_trip_real_compression(tiny_checkpoint):
     path = tiny_checkpoint("dev")
-    enc = models.load_video_encoder(path, dtype=torch.float32)
-    dec = models.load_video_decoder(path, dtype=torch.float32)
+    enc = loader.load_video_encoder(path, dtype=torch.float32)
+    dec = loader.load_video_decoder(path, dtype=torch.float32)
     with torch.no_grad():
         latent = enc(torch.rand(1, 3, 9, 64, 64) * 2 - 1)
         assert latent.shape == (1, 128, 2, 2, 2)  # 32x spatial, 8x temporal, 128 channels
@@ -91,7 +94,7 @@ def test_audio_round_trip_and_vocoder(tiny_checkpoint):
     from ltx_core.types import Audio
 
     path = tiny_checkpoint("dev")
-    enc, dec, voc = models.load_audio_encoder(path), models.load_audio_decoder(path), models.load_vocoder(path)
+    enc, dec, voc = loader.load_audio_encoder(path), loader.load_audio_decoder(path), loader.load_vocoder(path)
     with torch.no_grad():
         latent = encode_audio(Audio(0.1 * torch.randn(1, 2, 16000), 16000), enc)
         assert latent.shape[1] == 8 and latent.shape[3] == 16  # 8 channels x 16 mel bins, ~25 frames per second
@@ -109,16 +112,16 @@ def test_missing_weights_are_refused(tmp_path, tiny_checkpoint):
     broken = tmp_path / "broken.safetensors"
     save_file(tensors, str(broken), metadata=meta)
     with pytest.raises(UserError, match=r"transformer_blocks\.1\.attn1"):
-        models.load_transformer(broken)
+        loader.load_transformer(broken)
 
 
 def test_not_a_checkpoint_is_a_user_error(tmp_path, tiny_checkpoint):
     with pytest.raises(UserError, match="no LTX model config"):
-        models.load_transformer(tiny_checkpoint("user-lora"))
+        loader.load_transformer(tiny_checkpoint("user-lora"))
     with pytest.raises(UserError, match="no 'vae' section"):
-        models.load_video_encoder(tiny_checkpoint("ltx25-transformer"))
+        loader.load_video_encoder(tiny_checkpoint("ltx25-transformer"))
     with pytest.raises(UserError, match="does not exist"):
-        models.load_transformer(tmp_path / "nope.safetensors")
+        loader.load_transformer(tmp_path / "nope.safetensors")
 
 
 def test_random_transformer_from_config_runs():

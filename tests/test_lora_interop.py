@@ -22,7 +22,7 @@ from ltx_lora.config import LoraConfig
 from ltx_lora.atomic import atomic_save_safetensors
 from ltx_lora.lora import formats
 from ltx_lora.lora.convert import convert
-from ltx_lora.ltx import models, probe
+from ltx_lora.ltx import loader, probe
 from ltx_lora.train.lora import export_comfy, inject_lora, lora_parameters
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -33,7 +33,7 @@ RANK, ALPHA = 4, 8.0  # alpha != rank: the strength must survive the export
 def trained(tiny_checkpoint, tmp_path_factory):
     """A transformer with peft adapters as training leaves it (random, non-zero B), and its export."""
     dev = tiny_checkpoint("dev")
-    model = models.load_transformer(dev, "cpu", torch.bfloat16)
+    model = loader.load_transformer(dev, "cpu", torch.bfloat16)
     inject_lora(model, LoraConfig(rank=RANK, alpha=ALPHA, feed_forward=True), seed=0)
     g = torch.Generator().manual_seed(1)
     with torch.no_grad():
@@ -48,11 +48,11 @@ def trained(tiny_checkpoint, tmp_path_factory):
 
 def test_ltx_core_fusion_of_our_export_equals_the_peft_model(trained):
     dev, model, export, _ = trained
-    cfg = models.read_checkpoint_config(dev)["transformer"]
+    cfg = loader.read_checkpoint_config(dev)["transformer"]
     x = probe.probe_inputs(cfg, "cpu", torch.float32)
     peft_out = probe.forward(model.float(), x)
-    fused = probe.forward(models.load_transformer(dev, "cpu", torch.bfloat16, loras=((export, 1.0),)).float(), x)
-    base = probe.forward(models.load_transformer(dev, "cpu", torch.bfloat16).float(), x)
+    fused = probe.forward(loader.load_transformer(dev, "cpu", torch.bfloat16, loras=((export, 1.0),)).float(), x)
+    base = probe.forward(loader.load_transformer(dev, "cpu", torch.bfloat16).float(), x)
     for p, f, b in zip(peft_out, fused, base):
         assert (p - b).norm() / b.norm() > 0.02  # the adapters matter
         assert (f - p).norm() / (p - b).norm() < 0.03  # ltx-core applies exactly them (bf16 rounding only)

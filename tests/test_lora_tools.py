@@ -290,7 +290,7 @@ def test_verify_reports_no_effect(variants, tiny_checkpoint, tmp_path):
 
 def test_merge_equals_ltx_core_fusion_and_loads(variants, tiny_checkpoint, tmp_path):
     from ltx_lora.model_files import identify
-    from ltx_lora.ltx import models, probe
+    from ltx_lora.ltx import loader, probe
 
     dev = tiny_checkpoint("dev")
     folded = convert(variants["strong"], "comfyui", tmp_path / "folded.safetensors", fold_alpha=True).path
@@ -300,13 +300,13 @@ def test_merge_equals_ltx_core_fusion_and_loads(variants, tiny_checkpoint, tmp_p
     merged = tmp_path / "merged.safetensors"
     assert identify(merged).kind == "ltx-2.3-dev"
     assert read_header(merged).metadata["config"] == read_header(dev).metadata["config"]
-    cfg = models.read_checkpoint_config(dev)["transformer"]
+    cfg = loader.read_checkpoint_config(dev)["transformer"]
     x = probe.probe_inputs(cfg, "cpu", torch.float32)
-    ours = probe.forward(models.load_transformer(merged, "cpu", torch.bfloat16).float(), x)
+    ours = probe.forward(loader.load_transformer(merged, "cpu", torch.bfloat16).float(), x)
     # ltx-core's own fusion of the alpha-folded file (it ignores .alpha) at the same strength; in bf16, because with
     # LoRAs its builder leaves the weights it does not touch in the stored dtype whatever dtype is asked for.
-    theirs = probe.forward(models.load_transformer(dev, "cpu", torch.bfloat16, loras=((folded, 0.5),)).float(), x)
-    base = probe.forward(models.load_transformer(dev, "cpu", torch.bfloat16).float(), x)
+    theirs = probe.forward(loader.load_transformer(dev, "cpu", torch.bfloat16, loras=((folded, 0.5),)).float(), x)
+    base = probe.forward(loader.load_transformer(dev, "cpu", torch.bfloat16).float(), x)
     for o, t, b in zip(ours, theirs, base):
         assert (t - b).norm() / b.norm() > 0.02  # the LoRA matters
         assert (o - t).norm() / (t - b).norm() < 0.05  # and both fusions agree (bf16 storage of the merged file)
@@ -315,7 +315,7 @@ def test_merge_equals_ltx_core_fusion_and_loads(variants, tiny_checkpoint, tmp_p
 
 
 def test_merge_fp8_base_requantises_and_refuses_unscaled(variants, tiny_checkpoint, tmp_path):
-    from ltx_lora.ltx import models, probe
+    from ltx_lora.ltx import loader, probe
 
     fp8 = tiny_checkpoint("dev-fp8")
     out = merge(variants["strong"], fp8, tmp_path / "merged-fp8.safetensors").path
@@ -324,14 +324,14 @@ def test_merge_fp8_base_requantises_and_refuses_unscaled(variants, tiny_checkpoi
     assert h.tensors[key + ".weight"].dtype == "F8_E4M3" and key + ".input_scale" in h.tensors
     with safe_open(str(out), "pt") as f, safe_open(str(fp8), "pt") as g:
         assert not torch.equal(f.get_tensor(key + ".weight_scale"), g.get_tensor(key + ".weight_scale"))
-    cfg = models.read_checkpoint_config(fp8)["transformer"]
+    cfg = loader.read_checkpoint_config(fp8)["transformer"]
     x = probe.probe_inputs(cfg, "cpu", torch.float32)
-    merged = probe.forward(models.load_transformer(out, "cpu", torch.float32), x)
-    base = probe.forward(models.load_transformer(fp8, "cpu", torch.float32), x)
+    merged = probe.forward(loader.load_transformer(out, "cpu", torch.float32), x)
+    base = probe.forward(loader.load_transformer(fp8, "cpu", torch.float32), x)
     bf16_merged = tmp_path / "bf16-merged.safetensors"
     merge(variants["strong"], tiny_checkpoint("dev"), bf16_merged)
     # The FP8 fixture is the Dev weights quantised: FP8 merge ~ bf16 merge, far closer than to the un-merged base.
-    reference = probe.forward(models.load_transformer(bf16_merged, "cpu", torch.float32), x)
+    reference = probe.forward(loader.load_transformer(bf16_merged, "cpu", torch.float32), x)
     for m, r, b in zip(merged, reference, base):
         assert (m - r).norm() < 0.5 * (r - b).norm()
     sd = load_file(fp8)
@@ -348,7 +348,7 @@ def test_attach_reads_every_layout_convert_writes(variants, tiny_checkpoint, tmp
     """Converted to kohya (by the CLI) and diffusers, the same LoRA attaches with the same effect on the transformer's
     output: kohya keeps `.alpha` (x2), diffusers folds it into lora_B."""
     from ltx_lora.lora.attach import attach_lora, read_lora_file
-    from ltx_lora.ltx import models, probe
+    from ltx_lora.ltx import loader, probe
 
     dev, user = tiny_checkpoint("dev"), variants["user"]
     kohya = tmp_path / "user_kohya.safetensors"
@@ -356,8 +356,8 @@ def test_attach_reads_every_layout_convert_writes(variants, tiny_checkpoint, tmp
     assert res.code == 0 and "comfyui -> kohya" in res.out, res.err
     assert formats.read_lora(kohya).format == "kohya" and any(k.endswith(".alpha") for k in load_file(kohya))
     diffusers = convert(user, "diffusers", tmp_path / "user_diffusers.safetensors").path
-    t = models.load_transformer(dev, "cpu", torch.float32)
-    x = probe.probe_inputs(models.read_checkpoint_config(dev)["transformer"], "cpu", torch.float32)
+    t = loader.load_transformer(dev, "cpu", torch.float32)
+    x = probe.probe_inputs(loader.read_checkpoint_config(dev)["transformer"], "cpu", torch.float32)
     base = probe.forward(t, x)
 
     def attached(path: Path) -> tuple[torch.Tensor, torch.Tensor]:

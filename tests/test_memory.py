@@ -17,9 +17,11 @@ from test_train import prepared, write_config  # noqa: F401 - the session's prep
 
 from ltx_lora.config import Config, LoraConfig, parse_config
 from ltx_lora.errors import UserError
-from ltx_lora.ltx import models
+from ltx_lora.fixtures.models import TINY_LTX23_CONFIG, build_transformer_from_config
+from ltx_lora.ltx.loader import load_transformer, read_checkpoint_config
 from ltx_lora.ltx.modality import predict_velocity
 from ltx_lora.ltx.quantize import QuantizedLinear, dequantize, quantize_weight
+from ltx_lora.ltx.sizes import ltx23_22b_config, transformer_size
 from ltx_lora.runtime.placement import BlockSwap, attach_block_swap, spread_blocks
 from ltx_lora.train.lora import inject_lora
 from ltx_lora.runtime.memory import FRAGMENTATION, Workload, choose_plan, plan_for_config, workload_for_config
@@ -34,7 +36,7 @@ TARGETS = ["to_k", "to_q", "to_v", "to_out.0"]
 
 @pytest.fixture(scope="module")
 def size22b():
-    return models.transformer_size(models.ltx23_22b_config())
+    return transformer_size(ltx23_22b_config())
 
 
 @pytest.fixture(scope="module")
@@ -101,8 +103,8 @@ def test_forced_tier_sets_the_budget(tiny_checkpoint):
 
 def test_fp8_checkpoint_loads_as_stored_and_matches_its_bf16_source(tiny_checkpoint):
     fp8_path, dev_path = tiny_checkpoint("dev-fp8"), tiny_checkpoint("dev")
-    model = models.load_transformer(fp8_path, dtype=torch.float32, quantization="fp8")
-    ref = models.load_transformer(dev_path, dtype=torch.float32)
+    model = load_transformer(fp8_path, dtype=torch.float32, quantization="fp8")
+    ref = load_transformer(dev_path, dtype=torch.float32)
     quantized = {n: m for n, m in model.named_modules() if isinstance(m, QuantizedLinear)}
     assert len(quantized) == 2 * 28 and all(m.fmt == "fp8" for m in quantized.values())
     with safe_open(str(fp8_path), "pt") as f:
@@ -122,7 +124,7 @@ def test_fp8_checkpoint_loads_as_stored_and_matches_its_bf16_source(tiny_checkpo
         if name.removesuffix(".weight") not in quantized:
             assert torch.equal(got[name], p), name
     # Folding the scales (quantization none) gives the same weights as the FP8 modules dequantise to.
-    folded = models.load_transformer(fp8_path, dtype=torch.float32)
+    folded = load_transformer(fp8_path, dtype=torch.float32)
     for name, m in quantized.items():
         assert torch.equal(folded.get_submodule(name).weight, m.dequantized_weight())
 
@@ -165,11 +167,11 @@ def _loss_and_grads(model: torch.nn.Module, cfg: dict, swap: list[int] = (), che
 
 def test_quantized_bases_give_the_bf16_loss_within_their_tolerance(tiny_checkpoint):
     dev = tiny_checkpoint("dev")
-    cfg = models.read_checkpoint_config(dev)
-    loss0, grad0, _ = _loss_and_grads(models.load_transformer(dev, dtype=torch.float32), cfg)
+    cfg = read_checkpoint_config(dev)
+    loss0, grad0, _ = _loss_and_grads(load_transformer(dev, dtype=torch.float32), cfg)
     cases = [("int8", dev, 1e-3, 0.9995), ("fp8", dev, 1e-2, 0.995), ("fp8", tiny_checkpoint("dev-fp8"), 1e-2, 0.995)]
     for fmt, path, loss_tol, cos_min in cases:
-        loss, grad, _ = _loss_and_grads(models.load_transformer(path, dtype=torch.float32, quantization=fmt), cfg)
+        loss, grad, _ = _loss_and_grads(load_transformer(path, dtype=torch.float32, quantization=fmt), cfg)
         assert loss != loss0  # the weights really are quantized
         assert abs(loss - loss0) / loss0 < loss_tol, (fmt, path.name, loss, loss0)
         assert torch.nn.functional.cosine_similarity(grad, grad0, dim=0) > cos_min, (fmt, path.name)
@@ -177,13 +179,13 @@ def test_quantized_bases_give_the_bf16_loss_within_their_tolerance(tiny_checkpoi
 
 @pytest.fixture(scope="module")
 def four_block_cfg():
-    cfg = copy.deepcopy(models.TINY_LTX23_CONFIG)
+    cfg = copy.deepcopy(TINY_LTX23_CONFIG)
     cfg["transformer"]["num_layers"] = 4
     return cfg
 
 
 def test_block_swap_gives_identical_loss_and_grads(four_block_cfg):
-    ref = models.build_transformer_from_config(four_block_cfg, dtype=torch.float32)
+    ref = build_transformer_from_config(four_block_cfg, dtype=torch.float32)
     loss0, grad0, _ = _loss_and_grads(copy.deepcopy(ref), four_block_cfg)
     for swap in ([0, 1, 2, 3], [1, 3], [2]):
         loss, grad, swapper = _loss_and_grads(copy.deepcopy(ref), four_block_cfg, swap)
@@ -191,7 +193,7 @@ def test_block_swap_gives_identical_loss_and_grads(four_block_cfg):
         # Every swapped block's base tensors point into a slot or the NaN buffer, never at a private copy.
         assert isinstance(swapper, BlockSwap) and len(swapper.slots) == min(2, len(swap))
     # Quantized blocks swap the same way (1-byte weights and their scales, a 0-d tensor for FP8, travel too).
-    fp8 = models.build_transformer_from_config(four_block_cfg, dtype=torch.float32, quantization="fp8")
+    fp8 = build_transformer_from_config(four_block_cfg, dtype=torch.float32, quantization="fp8")
     loss_q, grad_q, _ = _loss_and_grads(copy.deepcopy(fp8), four_block_cfg)
     loss, grad, _ = _loss_and_grads(copy.deepcopy(fp8), four_block_cfg, [0, 1, 3])
     assert loss_q != loss0 and loss == loss_q and torch.equal(grad, grad_q)
@@ -203,7 +205,7 @@ def test_block_swap_gives_identical_loss_and_grads(four_block_cfg):
 
 def test_a_block_used_while_not_resident_is_noticed(four_block_cfg):
     """The hook is what makes swapped blocks usable: without it the block computes on the NaN buffer."""
-    model = models.build_transformer_from_config(four_block_cfg, dtype=torch.float32)
+    model = build_transformer_from_config(four_block_cfg, dtype=torch.float32)
     inject_lora(model, LoraConfig(rank=4), seed=0)
     swapper = attach_block_swap(model, [1, 2], torch.device("cpu"))
     swapper.remove()
@@ -231,7 +233,7 @@ def test_host_offload_brings_the_module_to_the_device_only_inside_the_context():
 
 
 def test_block_swap_refuses_trainable_base_tensors(four_block_cfg):
-    model = models.build_transformer_from_config(four_block_cfg, dtype=torch.float32)
+    model = build_transformer_from_config(four_block_cfg, dtype=torch.float32)
     model.requires_grad_(True)
     with pytest.raises(ValueError, match="trainable base tensor"):
         attach_block_swap(model, [0], torch.device("cpu"))

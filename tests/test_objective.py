@@ -9,7 +9,7 @@ from ltx_core.model.transformer.modality import Modality
 from ltx_core.types import AudioLatentShape, VideoLatentShape
 
 from ltx_lora.config import LoraConfig, TrainConfig
-from ltx_lora.ltx.models import build_transformer_from_config, tiny_ltx23_config
+from ltx_lora.fixtures.models import build_transformer_from_config, tiny_ltx23_config
 from ltx_lora.ltx.modality import predict_velocity
 from ltx_lora.train.lora import inject_lora
 from ltx_lora.train.objective import LatentBatch, compute_loss, prepare_inputs

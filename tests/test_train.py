@@ -197,7 +197,7 @@ def test_a_rank_lowered_by_the_memory_plan_resumes_with_the_same_config(prepared
     from rich.console import Console
 
     from ltx_lora.config import parse_config
-    from ltx_lora.ltx.models import transformer_size
+    from ltx_lora.ltx.sizes import transformer_size
     from ltx_lora.runtime.base_file import BaseFile
     from ltx_lora.runtime.memory import FRAGMENTATION, estimate, workload_for_config
     from ltx_lora.runtime.run import resolve_run

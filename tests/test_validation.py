@@ -153,7 +153,7 @@ def test_validate_command_samples_a_lora_file_in_fast_preview(prepared, trained,
 
 
 def test_a_lora_file_applies_through_hooks_and_comes_off_exactly(tiny_checkpoint):
-    from ltx_lora.ltx.models import load_transformer
+    from ltx_lora.ltx.loader import load_transformer
     from ltx_lora.lora.attach import attach_lora, read_lora_file
 
     t = load_transformer(tiny_checkpoint("dev"), dtype=torch.float32)
@@ -173,7 +173,7 @@ def test_a_lora_file_applies_through_hooks_and_comes_off_exactly(tiny_checkpoint
 def test_sampler_keeps_the_reference_frame_and_sizes_the_audio(tiny_checkpoint):
     """One sample through ltx-core's parts with every guidance pass: the conditioned first latent frame comes out
     exactly as given, the rest is denoised, and the audio latent covers the clip's duration (25 frames/s)."""
-    from ltx_lora.ltx.models import load_transformer
+    from ltx_lora.ltx.loader import load_transformer
     from ltx_lora.ltx.sampling import Guidance, Prompt, SampleRequest, sample_latents, sigma_schedule
 
     t = load_transformer(tiny_checkpoint("dev"), dtype=torch.float32)

@@ -125,7 +125,7 @@ def _progress(console):
 
 def preprocess(cfg: Config, console) -> PreprocessResult:
     from ltx_lora.data.decode import read_clip, read_image, silence
-    from ltx_lora.ltx.models import load_audio_encoder, load_video_encoder
+    from ltx_lora.ltx.loader import load_audio_encoder, load_video_encoder
     from ltx_lora.ltx.vae import encode_audio, encode_video
     from ltx_lora.paths import check_model_path
 

@@ -17,6 +17,7 @@ import torch
 from ltx_lora.errors import UserError
 from ltx_lora.lora import formats
 from ltx_lora.lora.check import _require_base
+from ltx_lora.ltx import loader, probe
 
 # Relative output change below this is numerical noise, not an effect.
 NO_EFFECT = 1e-6
@@ -71,15 +72,13 @@ def _rel(x: torch.Tensor, ref: torch.Tensor) -> float:
 @torch.no_grad()
 def verify(lora_path: str | Path, base_path: str | Path, strength: float = 1.0, device: str = "auto",
            on_progress=None) -> VerifyReport:
-    from ltx_lora.ltx import models, probe
-
     lora = formats.read_lora(lora_path)
     _, base = _require_base(Path(base_path).expanduser())
     base_bytes = sum(i.numel for i in base.tensors.values()) * 2
     dev = _pick_device(device, base_bytes)
     dtype = torch.float32 if dev.type == "cpu" else torch.bfloat16
-    transformer = models.load_transformer(base.path, dev, dtype)
-    cfg = models.read_checkpoint_config(base.path)["transformer"]
+    transformer = loader.load_transformer(base.path, dev, dtype)
+    cfg = loader.read_checkpoint_config(base.path)["transformer"]
     report = VerifyReport(str(lora.path), str(base.path), str(dev), strength, 0)
 
     pairs = formats.load_weights(lora)

@@ -1,10 +1,11 @@
 """The text path of LTX-2.3 through ltx-core: Gemma 3 -> feature extractor (cached) -> text connectors (per step).
 
-This is the only module that imports ltx-core's text-encoder code.
+This is the only module that imports ltx-core's text-encoder code, and the only text-embedding path.
 
 - `load_prompt_encoder(gemma_dir, checkpoint)` builds Gemma (weights from the Gemma folder) and the checkpoint's
-  `text_embedding_projection` (the feature extractor) with ltx-core's `SingleGPUModelBuilder`, key maps, module
-  ops and classes. `PromptEncoder.encode_prompts(prompts)` returns one `TextFeatures` per prompt: the feature
+  `text_embedding_projection` (the feature extractor, `load_text_projection`) with ltx-core's key maps, module
+  ops and classes, through the same build-and-check as every model (`ltx_lora.ltx.loader.build`).
+  `PromptEncoder.encode_prompts(prompts)` returns one `TextFeatures` per prompt: the feature
   extractor's output trimmed to the prompt's real tokens. This is what preprocessing caches, as the official trainer
   does (its process_captions.py saves `feature_extractor(hidden_states, mask)` and runs the connectors in training).
 - `load_text_connectors(checkpoint)` builds only the frozen video/audio connectors; `run_text_connectors` turns
@@ -28,6 +29,7 @@ from pathlib import Path
 import torch
 
 from ltx_lora.errors import UserError
+from ltx_lora.ltx.loader import build
 from ltx_lora.text_features import PaddedText, TextFeatures, pad_batch, pad_features
 
 __all__ = [
@@ -39,6 +41,7 @@ __all__ = [
     "gemma_weight_files",
     "load_prompt_encoder",
     "load_text_connectors",
+    "load_text_projection",
     "pad_batch",
     "pad_features",
     "run_text_connectors",
@@ -86,7 +89,7 @@ def _gemma_configurator(gemma_config) -> type:
     return FolderGemmaConfigurator
 
 
-def _feature_extractor_configurator(hidden_size: int, num_states: int) -> type:
+def text_projection_configurator(hidden_size: int, num_states: int) -> type:
     """Builds ltx-core's feature extractor for the checkpoint's transformer config, sized for this Gemma.
 
     ltx-core's own factory picks the variant (V2 = LTX-2.3: per-token RMS norm, separate video/audio projections)
@@ -115,7 +118,7 @@ def _feature_extractor_configurator(hidden_size: int, num_states: int) -> type:
     return FeatureExtractorConfigurator
 
 
-class _ConnectorsConfigurator:
+class TextConnectorsConfigurator:
     """ltx-core's EmbeddingsProcessor with only the two connectors (the projection is not needed in training)."""
 
     @classmethod
@@ -144,16 +147,6 @@ def _connector_key_ops():
             .with_matching(prefix=_VIDEO_CONNECTOR_PREFIX).with_replacement(_VIDEO_CONNECTOR_PREFIX, "video_connector.")
             .with_matching(prefix=_AUDIO_CONNECTOR_PREFIX)
             .with_replacement(_AUDIO_CONNECTOR_PREFIX, "audio_connector."))
-
-
-def _build(builder, device: torch.device, dtype: torch.dtype, what: str, source: Path, keys: str) -> torch.nn.Module:
-    """Build, then insist that every weight came from the file (ltx-core loads with strict=False)."""
-    model = builder.build(device=device, dtype=dtype)
-    missing = [n for n, t in [*model.named_parameters(), *model.named_buffers()] if t.is_meta]
-    if missing:
-        raise UserError(f"{source} has no weights for the {what} ({len(missing)} tensors missing, e.g. "
-                        f"{missing[0]}; expected keys {keys}): point the config at the right file.")
-    return model.eval().requires_grad_(False)
 
 
 def _check_projection_width(checkpoint: Path, gemma_dir: Path, width: int) -> None:
@@ -267,7 +260,6 @@ class PromptEncoder:
 def load_prompt_encoder(gemma_dir: str | Path, checkpoint: str | Path, *, device: str | torch.device = "cpu",
                         dtype: torch.dtype = torch.bfloat16, load_in_8bit: bool = False) -> PromptEncoder:
     """Load Gemma 3 from its folder and the text projection from the LTX checkpoint (paths must be checked first)."""
-    from ltx_core.loader import SingleGPUModelBuilder
     from ltx_core.text_encoders.gemma import GEMMA_LLM_KEY_OPS, GEMMA_MODEL_OPS, module_ops_from_gemma_root
 
     gemma_dir, checkpoint, device = Path(gemma_dir), Path(checkpoint), torch.device(device)
@@ -278,23 +270,26 @@ def load_prompt_encoder(gemma_dir: str | Path, checkpoint: str | Path, *, device
     _check_projection_width(checkpoint, gemma_dir, text_cfg.hidden_size * (text_cfg.num_hidden_layers + 1))
     shards = gemma_weight_files(gemma_dir)
     build_device = torch.device("cpu") if load_in_8bit else device  # int8 conversion happens on the move to CUDA
-    text_encoder = _build(
-        SingleGPUModelBuilder(model_path=tuple(str(s) for s in shards),
-                              model_class_configurator=_gemma_configurator(gemma_config),
-                              model_sd_ops=GEMMA_LLM_KEY_OPS,
-                              module_ops=(GEMMA_MODEL_OPS, *module_ops_from_gemma_root(str(gemma_dir)))),
-        build_device, dtype, "Gemma text encoder", gemma_dir, "language_model.model.* / vision_tower.*")
+    text_encoder = build(_gemma_configurator(gemma_config), shards, GEMMA_LLM_KEY_OPS, "Gemma text encoder",
+                         device=build_device, dtype=dtype, source=gemma_dir,
+                         module_ops=(GEMMA_MODEL_OPS, *module_ops_from_gemma_root(str(gemma_dir))))
+    text_encoder.requires_grad_(False)
     if load_in_8bit:
         n = _quantize_linears_8bit(text_encoder.model.model.language_model, device)
         text_encoder.model.to(device)
         log.info("Gemma: %d linear layers in 8-bit", n)
-    feature_extractor = _build(
-        SingleGPUModelBuilder(model_path=str(checkpoint),
-                              model_class_configurator=_feature_extractor_configurator(
-                                  text_cfg.hidden_size, text_cfg.num_hidden_layers + 1),
-                              model_sd_ops=_projection_key_ops()),
-        device, dtype, "text projection", checkpoint, _PROJECTION_PREFIX + "*")
+    feature_extractor = load_text_projection(checkpoint, text_cfg.hidden_size, text_cfg.num_hidden_layers + 1,
+                                             device=device, dtype=dtype)
     return PromptEncoder(text_encoder=text_encoder, feature_extractor=feature_extractor, device=device)
+
+
+def load_text_projection(checkpoint: str | Path, hidden_size: int, num_states: int, *,
+                         device: str | torch.device = "cpu", dtype: torch.dtype = torch.bfloat16) -> torch.nn.Module:
+    """The checkpoint's Gemma feature projection (`text_embedding_projection.*`, an ltx-core FeatureExtractorV2 for
+    LTX-2.3 or V1 for LTX-2.0) for a text encoder `hidden_size` wide giving `num_states` hidden states
+    (3840 x 49 for Gemma 3 12B)."""
+    return build(text_projection_configurator(hidden_size, num_states), Path(checkpoint), _projection_key_ops(),
+                 "text projection", device=device, dtype=dtype).requires_grad_(False)
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -305,13 +300,8 @@ def load_text_connectors(checkpoint: str | Path, *, device: str | torch.device =
                          dtype: torch.dtype = torch.bfloat16) -> torch.nn.Module:
     """The frozen video + audio text connectors of the checkpoint (an ltx-core EmbeddingsProcessor without
     feature extractor)."""
-    from ltx_core.loader import SingleGPUModelBuilder
-
-    checkpoint = Path(checkpoint)
-    return _build(SingleGPUModelBuilder(model_path=str(checkpoint), model_class_configurator=_ConnectorsConfigurator,
-                                        model_sd_ops=_connector_key_ops()),
-                  torch.device(device), dtype, "text connectors", checkpoint,
-                  f"{_VIDEO_CONNECTOR_PREFIX}* / {_AUDIO_CONNECTOR_PREFIX}*")
+    return build(TextConnectorsConfigurator, Path(checkpoint), _connector_key_ops(), "text connectors",
+                 device=device, dtype=dtype).requires_grad_(False)
 
 
 def run_text_connectors(connectors: torch.nn.Module, padded: PaddedText,

@@ -30,7 +30,7 @@ import torch
 from ltx_lora.bucket_spec import batch_size_for, parse_buckets
 from ltx_lora.config import Config, TrainingMode
 from ltx_lora.errors import UserError
-from ltx_lora.ltx.models import TransformerSize, ltx23_22b_config, transformer_size
+from ltx_lora.ltx.sizes import TransformerSize, ltx23_22b_config, transformer_size
 from ltx_lora.runtime.base_file import BaseFile
 from ltx_lora.runtime.device import pick_device
 from ltx_lora.runtime.placement import spread_blocks

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 import torch
 
-from ltx_lora.ltx.models import load_transformer
+from ltx_lora.ltx.loader import load_transformer
 from ltx_lora.ltx.text import load_text_connectors
 from ltx_lora.runtime.memory import Plan
 

@@ -26,7 +26,7 @@ from ltx_lora.data.decode import read_image
 from ltx_lora.errors import UserError
 from ltx_lora.lora.attach import attach_lora, read_lora_file
 from ltx_lora.ltx.fast import use_sdpa_attention
-from ltx_lora.ltx.models import load_audio_decoder, load_video_decoder, load_video_encoder, load_vocoder
+from ltx_lora.ltx.loader import load_audio_decoder, load_video_decoder, load_video_encoder, load_vocoder
 from ltx_lora.ltx.sampling import (
     Guidance,
     Prompt,
