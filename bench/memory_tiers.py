@@ -49,20 +49,26 @@ TINY_FORCED = {"48": ("none", 0), "32": ("int8", 0), "24": ("int8", 1)}  # --tin
 def _child(args: argparse.Namespace) -> dict:
     import torch
 
-    from ltx_lora.config import LoraConfig, TrainConfig
     from ltx_lora.bucket_spec import latent_tokens
+    from ltx_lora.config import LoraConfig, TrainConfig
     from ltx_lora.fixtures.models import (
         build_text_connectors_from_config,
         build_transformer_from_config,
         tiny_ltx23_config,
     )
-    from ltx_lora.ltx.fast import attention_mask_or_none, can_compile, compile_blocks, uncompile_blocks, use_sdpa_attention
+    from ltx_lora.ltx.fast import (
+        attention_mask_or_none,
+        can_compile,
+        compile_blocks,
+        uncompile_blocks,
+        use_sdpa_attention,
+    )
     from ltx_lora.ltx.sizes import ltx23_22b_config, transformer_size
     from ltx_lora.ltx.text import run_text_connectors
-    from ltx_lora.text_features import PaddedText
-    from ltx_lora.runtime.placement import HostOffload, attach_block_swap
-    from ltx_lora.train.lora import inject_lora
     from ltx_lora.runtime.memory import Workload, choose_plan, device_budget
+    from ltx_lora.runtime.placement import HostOffload, attach_block_swap
+    from ltx_lora.text_features import PaddedText
+    from ltx_lora.train.lora import inject_lora
     from ltx_lora.train.objective import LatentBatch
     from ltx_lora.train.optim import build_optimizer
     from ltx_lora.train.step import forward_backward

@@ -29,7 +29,8 @@ TARGETS = ["to_k", "to_q", "to_v", "to_out.0"]
 
 def reference_model(model: torch.nn.Module, rank: int) -> tuple[torch.nn.Module, torch.nn.Module]:
     """(peft wrapper, base) as the official trainer builds them; checkpointing on, training mode."""
-    from peft import LoraConfig as PeftLora, get_peft_model
+    from peft import LoraConfig as PeftLora
+    from peft import get_peft_model
 
     model.requires_grad_(False)
     wrapped = get_peft_model(model, PeftLora(r=rank, lora_alpha=rank, target_modules=TARGETS))

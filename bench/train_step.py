@@ -42,8 +42,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 from reference_step import lora_gradients, our_model, reference_model, relative_error  # noqa: E402
 
 from ltx_lora.config import TrainConfig  # noqa: E402
-from ltx_lora.ltx.fast import attention_mask_or_none  # noqa: E402
 from ltx_lora.fixtures.models import build_transformer_from_config  # noqa: E402
+from ltx_lora.ltx.fast import attention_mask_or_none  # noqa: E402
 from ltx_lora.ltx.sizes import ltx23_22b_config  # noqa: E402
 from ltx_lora.train.objective import LatentBatch  # noqa: E402
 from ltx_lora.train.optim import build_optimizer  # noqa: E402
@@ -135,8 +135,8 @@ def gpu_busy_share(module, params, opt, clip, batch, gen) -> dict:
 
 def phase_times(module, params, opt, clip, batch, gen, repeats: int = 3) -> dict:
     """Median seconds of forward, backward and optimizer phases (synchronised)."""
-    from ltx_lora.train.objective import compute_loss, prepare_inputs
     from ltx_lora.ltx.modality import predict_velocity
+    from ltx_lora.train.objective import compute_loss, prepare_inputs
 
     fwd, bwd, opt_t = [], [], []
     for _ in range(repeats):
@@ -255,8 +255,9 @@ def main() -> None:
     else:
         cfg = ltx23_22b_config()
     ceiling = matmul_ceiling() if DEVICE.type == "cuda" else 1.0
-    import ltx_core  # noqa: F401 - its version is part of the record
     from importlib.metadata import version
+
+    import ltx_core  # noqa: F401 - its version is part of the record
 
     header = {"date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
               "device": torch.cuda.get_device_name() if DEVICE.type == "cuda" else "cpu", "torch": torch.__version__, "python": platform.python_version(),

@@ -5,10 +5,10 @@ from __future__ import annotations
 import math
 
 import pytest
+from conftest import assert_user_error, run_cli
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from conftest import assert_user_error, run_cli
 from ltx_lora.bucket_spec import (
     Bucket,
     batch_size_for,

@@ -4,8 +4,8 @@ from pathlib import Path
 
 import pytest
 import yaml
-
 from conftest import assert_user_error, run_cli
+
 from ltx_lora.config import Config, TrainingMode, load_config, parse_config
 from ltx_lora.config_template import PROFILES, render_config
 from ltx_lora.errors import UserError

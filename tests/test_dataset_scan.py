@@ -9,9 +9,9 @@ import shutil
 from pathlib import Path
 
 import pytest
-
 from browser import APT_HINT, find_chromium, load_page
 from conftest import assert_user_error, run_cli
+
 from ltx_lora.data.dataset_file import DatasetEntry, read_dataset, write_dataset
 from ltx_lora.errors import UserError
 

@@ -2,9 +2,8 @@
 
 import json
 
-from safetensors import safe_open
-
 from conftest import assert_user_error, run_cli
+from safetensors import safe_open
 
 
 def test_demo_runs_the_real_pipeline(tmp_path):

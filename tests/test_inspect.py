@@ -6,8 +6,8 @@ import json
 import pickle
 
 import pytest
-
 from conftest import assert_user_error, run_cli
+
 from ltx_lora import model_files as ck
 from ltx_lora.errors import UserError
 

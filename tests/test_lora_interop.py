@@ -18,8 +18,8 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from ltx_lora.config import LoraConfig
 from ltx_lora.atomic import atomic_save_safetensors
+from ltx_lora.config import LoraConfig
 from ltx_lora.lora import formats
 from ltx_lora.lora.convert import convert
 from ltx_lora.ltx import loader, probe

@@ -12,10 +12,10 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import assert_user_error, run_cli
 from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
-from conftest import assert_user_error, run_cli
 from ltx_lora.errors import UserError
 from ltx_lora.lora import formats
 from ltx_lora.lora.check import APPLIED, IGNORED, MISMATCH, check
@@ -289,8 +289,8 @@ def test_verify_reports_no_effect(variants, tiny_checkpoint, tmp_path):
 
 
 def test_merge_equals_ltx_core_fusion_and_loads(variants, tiny_checkpoint, tmp_path):
-    from ltx_lora.model_files import identify
     from ltx_lora.ltx import loader, probe
+    from ltx_lora.model_files import identify
 
     dev = tiny_checkpoint("dev")
     folded = convert(variants["strong"], "comfyui", tmp_path / "folded.safetensors", fold_alpha=True).path

@@ -10,9 +10,8 @@ import re
 import pytest
 import torch
 import yaml
-from safetensors import safe_open
-
 from conftest import assert_user_error, run_cli
+from safetensors import safe_open
 from test_train import prepared, write_config  # noqa: F401 - the session's preprocessed tiny dataset
 
 from ltx_lora.config import Config, LoraConfig, parse_config
@@ -22,9 +21,9 @@ from ltx_lora.ltx.loader import load_transformer, read_checkpoint_config
 from ltx_lora.ltx.modality import predict_velocity
 from ltx_lora.ltx.quantize import QuantizedLinear, dequantize, quantize_weight
 from ltx_lora.ltx.sizes import ltx23_22b_config, transformer_size
+from ltx_lora.runtime.memory import FRAGMENTATION, Workload, choose_plan, plan_for_config, workload_for_config
 from ltx_lora.runtime.placement import BlockSwap, attach_block_swap, spread_blocks
 from ltx_lora.train.lora import inject_lora
-from ltx_lora.runtime.memory import FRAGMENTATION, Workload, choose_plan, plan_for_config, workload_for_config
 from ltx_lora.train.objective import LatentBatch, compute_loss, prepare_inputs
 from ltx_lora.train.timesteps import SigmaSampler
 

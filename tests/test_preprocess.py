@@ -10,7 +10,6 @@ import sys
 import time
 
 import yaml
-
 from conftest import SRC, assert_user_error, run_cli
 
 BUCKETS = "64x64x9;96x64x9;64x96x9;64x64x1"

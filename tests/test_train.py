@@ -13,10 +13,9 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
+from conftest import SRC, assert_user_error, run_cli
 from safetensors import safe_open
 from safetensors.torch import load_file
-
-from conftest import SRC, assert_user_error, run_cli
 
 BUCKETS = "64x64x9;96x64x9;64x96x9;64x64x1"
 

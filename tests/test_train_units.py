@@ -5,12 +5,17 @@ import json
 import pytest
 import torch
 
+from ltx_lora.bucket_spec import batch_size_for, parse_buckets
 from ltx_lora.config import TrainConfig
 from ltx_lora.data.cache import CacheItem
-from ltx_lora.bucket_spec import batch_size_for, parse_buckets
 from ltx_lora.data.loader import BatchOrder
 from ltx_lora.errors import UserError
-from ltx_lora.train.checkpointer import TrainingState, latest_training_checkpoint, load_training_state, save_training_checkpoint
+from ltx_lora.train.checkpointer import (
+    TrainingState,
+    latest_training_checkpoint,
+    load_training_state,
+    save_training_checkpoint,
+)
 from ltx_lora.train.optim import lr_factor
 from ltx_lora.train.timesteps import SigmaSampler, logit_normal_shift
 

@@ -153,8 +153,8 @@ def test_validate_command_samples_a_lora_file_in_fast_preview(prepared, trained,
 
 
 def test_a_lora_file_applies_through_hooks_and_comes_off_exactly(tiny_checkpoint):
-    from ltx_lora.ltx.loader import load_transformer
     from ltx_lora.lora.attach import attach_lora, read_lora_file
+    from ltx_lora.ltx.loader import load_transformer
 
     t = load_transformer(tiny_checkpoint("dev"), dtype=torch.float32)
     lin = t.transformer_blocks[1].audio_attn1.to_q

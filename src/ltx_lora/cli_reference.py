@@ -8,6 +8,8 @@ from __future__ import annotations
 import typer
 from typer.testing import CliRunner
 
+from ltx_lora.cli import app
+
 WIDTH = 100
 
 
@@ -30,8 +32,6 @@ def _help(app: typer.Typer, path: tuple[str, ...]) -> str:
 
 
 def render() -> str:
-    from ltx_lora.cli import app
-
     parts = ["# Command-line reference", "",
              "Generated from the CLI's own `--help` (`python -m ltx_lora.cli_reference > docs/cli.md`); "
              "`ltx-lora COMMAND --help` prints the same text.", ""]

@@ -14,6 +14,11 @@ from typing import Callable
 
 import yaml
 
+from ltx_lora.config import parse_config
+from ltx_lora.fixtures.checkpoints import RELEASE_FILE_NAMES, write_tiny_checkpoint
+from ltx_lora.fixtures.clips import write_synthetic_clips
+from ltx_lora.fixtures.gemma import write_tiny_gemma
+
 # Small enough for 2 CPU cores; the tiny VAE still compresses 32x in space and 8x in time (64x64x9 -> 2x2x2).
 DEMO_BUCKETS = "64x64x9;96x64x9;64x96x9;64x64x1"
 REAL_BUCKETS = "512x512x49;512x512x1"
@@ -23,22 +28,18 @@ DEMO_PROMPTS = ["a red disc bounces across a dark room with a rising tone",
 
 def prepare_inputs(out: Path, model: Path | None, text_encoder: Path | None, say: Callable[[str], None]) -> tuple[Path, Path, Path]:
     """The model, the text encoder and a clip folder: the given ones, or generated."""
-    from ltx_lora.fixtures.clips import write_synthetic_clips
-
     clips = out / "clips"
     if not clips.is_dir():
         write_synthetic_clips(clips)
     say(f"clips: {sum(1 for _ in clips.rglob('*') if _.suffix in ('.mp4', '.png', '.jpg'))} synthetic clips and "
         f"stills with side-car captions in {clips}")
     if model is None:
-        from ltx_lora.fixtures.checkpoints import RELEASE_FILE_NAMES, write_tiny_checkpoint
 
         model = out / "models" / RELEASE_FILE_NAMES["dev"]
         if not model.is_file():
             write_tiny_checkpoint(model, "dev")
         say(f"model: tiny LTX-2.3-format checkpoint {model}")
     if text_encoder is None:
-        from ltx_lora.fixtures.gemma import write_tiny_gemma
 
         text_encoder = out / "models" / "gemma-3-12b-it"
         if not (text_encoder / "config.json").is_file():
@@ -48,8 +49,6 @@ def prepare_inputs(out: Path, model: Path | None, text_encoder: Path | None, say
 
 
 def write_demo_config(out: Path, model: Path, text_encoder: Path, steps: int, tiny: bool) -> Path:
-    from ltx_lora.config import parse_config
-
     cfg = {
         "output_dir": str(out / "run"),
         "model": {"checkpoint": str(model), "text_encoder": str(text_encoder)},

@@ -9,6 +9,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Literal
 
+from ltx_lora.config import Config, load_config
+from ltx_lora.errors import UserError
+from ltx_lora.model_files import require_training_base
+from ltx_lora.paths import check_model_path
+
 Status = Literal["OK", "WARN", "FAIL"]
 
 # The guide's hardware table: (minimum GiB of GPU memory, tier name, what it means). What training does on this
@@ -147,8 +152,6 @@ def run_checks(config_path: Path | None) -> list[Check]:
     out_dir = Path(".")
     cfg = None
     if config_path is not None:
-        from ltx_lora.config import load_config
-
         cfg = load_config(config_path)
         out_dir = Path(cfg.output_dir).parent
         checks += check_config_paths(cfg)
@@ -159,20 +162,14 @@ def run_checks(config_path: Path | None) -> list[Check]:
 
 def check_config_paths(cfg) -> list[Check]:
     """Every model path of the config, checked without loading a model."""
-    from ltx_lora.errors import UserError
-
     out: list[Check] = []
     for role, value in (("checkpoint", cfg.model.checkpoint), ("text_encoder", cfg.model.text_encoder)):
         if not value:
             out.append(Check(f"model.{role}", "FAIL", "not set", f"set model.{role} in the config to a local path"))
             continue
         try:
-            from ltx_lora.paths import check_model_path
-
             check_model_path(value, role)
             if role == "checkpoint":
-                from ltx_lora.model_files import require_training_base
-
                 ident = require_training_base(value)
                 out.append(Check(f"model.{role}", "OK", f"{value}: {ident.summary}"))
             else:
@@ -184,8 +181,7 @@ def check_config_paths(cfg) -> list[Check]:
 
 def check_memory_plan(cfg=None) -> Check:
     """The memory plan `ltx-lora train` would use with this config (or the defaults) on this machine."""
-    from ltx_lora.config import Config
-    from ltx_lora.errors import UserError
+    # Imported here: the plan needs torch, whose import the checks above report on instead of crashing.
     from ltx_lora.runtime.memory import plan_for_config
 
     try:

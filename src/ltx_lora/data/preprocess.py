@@ -20,10 +20,19 @@ from pathlib import Path
 
 import torch
 
+from ltx_lora.bucket_spec import parse_buckets
 from ltx_lora.config import Config, TrainingMode
 from ltx_lora.data import cache as store
+from ltx_lora.data.buckets import ClipShape, Skipped, assign_bucket
+from ltx_lora.data.dataset_file import read_dataset
+from ltx_lora.data.decode import read_clip, read_image, silence
+from ltx_lora.data.probe import probe
 from ltx_lora.distributed import env as dist_env
 from ltx_lora.errors import UserError
+from ltx_lora.ltx.loader import load_audio_encoder, load_video_encoder
+from ltx_lora.ltx.text import check_8bit, load_prompt_encoder
+from ltx_lora.ltx.vae import encode_audio, encode_video
+from ltx_lora.paths import check_model_path
 from ltx_lora.runtime.device import pick_device
 
 
@@ -65,11 +74,6 @@ def _caption(text: str, trigger: str) -> str:
 
 def plan_clips(cfg: Config) -> tuple[list[PlannedClip], list[tuple[str, str]]]:
     """Probe every dataset entry and give it a bucket; the rest are skipped with a reason."""
-    from ltx_lora.bucket_spec import parse_buckets
-    from ltx_lora.data.buckets import ClipShape, Skipped, assign_bucket
-    from ltx_lora.data.dataset_file import read_dataset
-    from ltx_lora.data.probe import probe
-
     dataset = read_dataset(cfg.data.dataset)
     buckets = parse_buckets(cfg.data.buckets)
     planned, skipped = [], []
@@ -124,11 +128,6 @@ def _progress(console):
 
 
 def preprocess(cfg: Config, console) -> PreprocessResult:
-    from ltx_lora.data.decode import read_clip, read_image, silence
-    from ltx_lora.ltx.loader import load_audio_encoder, load_video_encoder
-    from ltx_lora.ltx.vae import encode_audio, encode_video
-    from ltx_lora.paths import check_model_path
-
     check_model_path(cfg.model.checkpoint, "checkpoint")
     t0 = time.perf_counter()
     dist = dist_env.current()
@@ -139,7 +138,6 @@ def preprocess(cfg: Config, console) -> PreprocessResult:
     device = pick_device()
     dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
     if cfg.memory.text_encoder_8bit:  # refuse now, not after every clip has been encoded
-        from ltx_lora.ltx.text import check_8bit
 
         check_8bit(device)
     result = PreprocessResult()
@@ -204,8 +202,6 @@ def _encode_texts(cfg: Config, cache: Path, texts: list[str], device, console, r
     todo = [t for t in texts if not (cache / files[t]).is_file()]
     if not todo:
         return files
-    from ltx_lora.ltx.text import load_prompt_encoder
-    from ltx_lora.paths import check_model_path
 
     if not cfg.model.text_encoder:
         raise UserError("model.text_encoder is not set; point it at the local Gemma 3 folder to encode captions.")

@@ -21,6 +21,9 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ltx_lora.errors import UserError
+from ltx_lora.lora import formats
+from ltx_lora.lora.formats import COMFYUI, DIFFUSERS, LoraFile
 from ltx_lora.model_files import (
     IC_LORA,
     LORA,
@@ -29,9 +32,6 @@ from ltx_lora.model_files import (
     TRANSFORMER_PREFIX,
     identify,
 )
-from ltx_lora.errors import UserError
-from ltx_lora.lora import formats
-from ltx_lora.lora.formats import COMFYUI, DIFFUSERS, LoraFile
 from ltx_lora.safetensors_header import SafetensorsHeader, read_header
 
 APPLIED, IGNORED, MISMATCH = "applied", "ignored", "shape mismatch"

@@ -8,8 +8,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ltx_lora.model_files import identify
 from ltx_lora.lora import formats
+from ltx_lora.model_files import identify
 
 FORMAT_LABELS = {
     formats.COMFYUI: "ComfyUI / ltx-core (diffusion_model.*)",

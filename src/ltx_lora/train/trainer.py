@@ -20,14 +20,19 @@ from ltx_lora.data.loader import BatchOrder, load_batch
 from ltx_lora.distributed import env as dist_env
 from ltx_lora.distributed import parallel
 from ltx_lora.errors import UserError
-from ltx_lora.ltx.fast import attention_mask_or_none, can_compile, compile_blocks, uncompile_blocks, use_sdpa_attention
 from ltx_lora.lora.formats import write_lora_tensors
+from ltx_lora.ltx.fast import attention_mask_or_none, can_compile, compile_blocks, uncompile_blocks, use_sdpa_attention
 from ltx_lora.ltx.text import run_text_connectors
 from ltx_lora.model_files import check_training_base
 from ltx_lora.runtime.models import Models, load_models
 from ltx_lora.runtime.placement import HostOffload, attach_block_swap
 from ltx_lora.runtime.run import Run, Validate, ValidationFactory
-from ltx_lora.train.checkpointer import TrainingState, latest_training_checkpoint, load_training_state, save_training_checkpoint
+from ltx_lora.train.checkpointer import (
+    TrainingState,
+    latest_training_checkpoint,
+    load_training_state,
+    save_training_checkpoint,
+)
 from ltx_lora.train.lora import export_comfy, inject_lora, lora_parameters
 from ltx_lora.train.metrics import MetricsLogger
 from ltx_lora.train.objective import LatentBatch
