@@ -51,6 +51,7 @@ def _child(args: argparse.Namespace) -> dict:
 
     from ltx_lora.bucket_spec import latent_tokens
     from ltx_lora.config import LoraConfig, TrainConfig
+    from ltx_lora.files.text_features import PaddedText
     from ltx_lora.fixtures.models import (
         build_text_connectors_from_config,
         build_transformer_from_config,
@@ -67,7 +68,6 @@ def _child(args: argparse.Namespace) -> dict:
     from ltx_lora.ltx.text import run_text_connectors
     from ltx_lora.runtime.memory import Workload, choose_plan, device_budget
     from ltx_lora.runtime.placement import HostOffload, attach_block_swap
-    from ltx_lora.text_features import PaddedText
     from ltx_lora.train.lora import inject_lora
     from ltx_lora.train.objective import LatentBatch
     from ltx_lora.train.optim import build_optimizer

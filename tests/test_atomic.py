@@ -1,4 +1,4 @@
-"""ltx_lora.atomic: a failed write leaves the old file as it was and no temp file behind."""
+"""ltx_lora.files.atomic: a failed write leaves the old file as it was and no temp file behind."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from ltx_lora import atomic
-from ltx_lora.atomic import atomic_path, atomic_save_safetensors, atomic_write
+from ltx_lora.files.atomic import atomic_path, atomic_save_safetensors, atomic_write
 
 
 def _leftovers(folder):
@@ -96,7 +96,7 @@ def test_permissions_follow_the_umask(tmp_path):
 
 
 def test_imports_only_the_standard_library():
-    code = "import sys, ltx_lora.atomic; print(any(m in sys.modules for m in ('torch', 'safetensors', 'numpy')))"
+    code = "import sys, ltx_lora.files.atomic; print(any(m in sys.modules for m in ('torch', 'safetensors', 'numpy')))"
     src = Path(atomic.__file__).parents[1]  # this checkout's sources, not an installed copy
     env = {**os.environ, "PYTHONPATH": f"{src}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, env=env)

@@ -11,11 +11,11 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 
 from ltx_lora.errors import UserError
+from ltx_lora.files.safetensors_header import read_header
 from ltx_lora.fixtures import models
 from ltx_lora.fixtures.checkpoints import VARIANTS, write_tiny_checkpoint
 from ltx_lora.ltx import loader
 from ltx_lora.ltx.text import load_text_connectors, load_text_projection
-from ltx_lora.safetensors_header import read_header
 
 UNIFIED = ("dev", "dev-fp8", "distilled", "ltx2-19b")
 

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from ltx_lora.errors import UserError
-from ltx_lora.text_features import TextFeatures, load_text_features, pad_batch, pad_features, save_text_features
+from ltx_lora.files.text_features import TextFeatures, load_text_features, pad_batch, pad_features, save_text_features
 
 VIDEO_DIM, AUDIO_DIM = 32, 16  # the tiny transformer's video / audio inner dims (heads x head dim)
 

@@ -8,8 +8,8 @@ import pickle
 import pytest
 from conftest import assert_user_error, run_cli
 
-from ltx_lora import model_files as ck
 from ltx_lora.errors import UserError
+from ltx_lora.files import model_files as ck
 
 # variant -> (kind, family, trainable base, words the advice must contain)
 EXPECTED = {

@@ -2,13 +2,13 @@
 
 Layers, top to bottom (a module imports lower layers, and its own layer where said):
   1 commands             cli, cli_reference, __main__, doctor, demo, config_template
-  2 train/sample/tools   train.*, sample.*, lora.* but lora.formats; train and sample never import each other,
+  2 train/sample/tools   train.*, sample.*, lora.*; train and sample never import each other,
                          lora tools import neither (train and sample may import lora.*, e.g. attach)
   3 data                 data.*
   4 runtime              runtime.*, distributed.*
   5 ltx                  ltx.* (the only modules that import ltx_core)
-  6 files/config         config, model_files, lora.formats, safetensors_header, errors, paths, official_config,
-                         text_features, atomic, the package itself
+  6 files/config         files.* (one module per file format: safetensors headers, model files, LoRA files, text
+                         features; atomic writes), config, official_config, bucket_spec, paths, errors, the package
   fixtures.* import layers 3-6 and each other; only cli and demo import fixtures.
 And: no import cycles between our modules.
 
@@ -34,13 +34,12 @@ FIXTURE_USERS = {"ltx_lora.cli", "ltx_lora.demo"}  # the commands that build tin
 EXACT = {
     **dict.fromkeys(["ltx_lora.cli", "ltx_lora.cli_reference", "ltx_lora.__main__", "ltx_lora.doctor", "ltx_lora.demo",
                      "ltx_lora.config_template"], COMMANDS),
-    **dict.fromkeys(["ltx_lora.config", "ltx_lora.model_files", "ltx_lora.lora.formats", "ltx_lora.safetensors_header",
-                     "ltx_lora.errors", "ltx_lora.paths", "ltx_lora.official_config", "ltx_lora.text_features",
-                     "ltx_lora.bucket_spec", "ltx_lora.atomic", "ltx_lora"], FILES),
+    **dict.fromkeys(["ltx_lora.config", "ltx_lora.official_config", "ltx_lora.bucket_spec", "ltx_lora.paths",
+                     "ltx_lora.errors", "ltx_lora"], FILES),
 }
 PACKAGES = {"ltx_lora.train": TOOLS, "ltx_lora.sample": TOOLS, "ltx_lora.lora": TOOLS, "ltx_lora.data": DATA,
             "ltx_lora.runtime": RUNTIME, "ltx_lora.distributed": RUNTIME, "ltx_lora.ltx": LTX,
-            "ltx_lora.fixtures": FIXTURES}
+            "ltx_lora.files": FILES, "ltx_lora.fixtures": FIXTURES}
 
 
 def in_package(module: str, package: str) -> bool:
@@ -48,7 +47,7 @@ def in_package(module: str, package: str) -> bool:
 
 
 def layer_of(module: str) -> int | str | None:
-    if module in EXACT:  # before the packages: lora.formats sits below the lora tools
+    if module in EXACT:
         return EXACT[module]
     for package, layer in PACKAGES.items():
         if in_package(module, package):
@@ -81,7 +80,7 @@ def module_name(root: Path, file: Path) -> str:
 
 
 def _resolve(name: str, ours: set[str]) -> str:
-    """`ltx_lora.lora.formats.KEY` -> `ltx_lora.lora.formats`: the longest prefix that is one of our modules."""
+    """`ltx_lora.files.lora_file.KEY` -> `ltx_lora.files.lora_file`: the longest prefix that is one of our modules."""
     parts = name.split(".")
     for n in range(len(parts), 0, -1):
         if ".".join(parts[:n]) in ours:
@@ -109,7 +108,7 @@ def collect_imports(root: Path) -> tuple[dict[str, Path], list[Import]]:
                     stem = ".".join(base + ([node.module] if node.module else []))
                 else:
                     stem = node.module or ""
-                # `from pkg import name`: name may be a submodule (lora.formats) or an attribute of pkg
+                # `from pkg import name`: name may be a submodule (files.lora_file) or an attribute of pkg
                 names = [f"{stem}.{a.name}" if f"{stem}.{a.name}" in ours else stem for a in node.names]
             elif (isinstance(node, ast.Call) and node.args and isinstance(node.args[0], ast.Constant)
                   and isinstance(node.args[0].value, str)
@@ -306,8 +305,9 @@ def test_checker_catches_what_it_should(tmp_path):
         "sample/media.py": "from ltx_lora.data import cache\n",
         "lora/__init__.py": "",
         "lora/attach.py": "",
-        "lora/formats.py": "from ltx_lora.errors import UserError\n",
-        "lora/merge.py": "from . import formats\nfrom ..train.step import x\n",  # relative imports resolve
+        "files/__init__.py": "",
+        "files/lora_file.py": "from ltx_lora.errors import UserError\n",
+        "lora/merge.py": "from ..files import lora_file\nfrom ..train.step import x\n",  # relative imports resolve
         "data/__init__.py": "",
         "data/cache.py": "from ltx_lora.data.scan import z\nfrom ltx_lora.fixtures import clips\n",
         "data/scan.py": "import ltx_lora.data.cache\n",  # cycle with cache
@@ -334,7 +334,7 @@ def test_checker_catches_what_it_should(tmp_path):
                for m in layers), layers
     assert any("ltx_lora/data/cache.py:2:" in m and "only" in m and "fixtures" in m for m in layers), layers
     assert any("ltx_lora/fixtures/clips.py:1:" in m and "fixtures import layers 3-6 only" in m for m in layers)
-    assert len(layers) == 5, layers  # train -> lora, lora.merge -> lora.formats, sample -> data: allowed
+    assert len(layers) == 5, layers  # train -> lora, lora.merge -> files.lora_file, sample -> data: allowed
 
     cycles = found["no import cycles"]
     assert len(cycles) == 1, cycles

@@ -18,9 +18,9 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from ltx_lora.atomic import atomic_save_safetensors
 from ltx_lora.config import LoraConfig
-from ltx_lora.lora import formats
+from ltx_lora.files import lora_file
+from ltx_lora.files.atomic import atomic_save_safetensors
 from ltx_lora.lora.convert import convert
 from ltx_lora.ltx import loader, probe
 from ltx_lora.train.lora import export_comfy, inject_lora, lora_parameters
@@ -78,11 +78,11 @@ def test_diffusers_loader_applies_our_exports_like_the_peft_model(trained):
     for name, m in modules.items():
         if hasattr(m, "lora_A") and "default" in getattr(m, "lora_A", {}):
             delta = (m.lora_B["default"].weight.float() @ m.lora_A["default"].weight.float()) * m.scaling["default"]
-            deltas[formats.to_diffusers("diffusion_model." + name)] = delta.contiguous()
+            deltas[lora_file.to_diffusers("diffusion_model." + name)] = delta.contiguous()
     assert len(deltas) == 2 * 28
     save_file(deltas, root / "deltas.safetensors")
     diffusers_file = convert(export, "diffusers", root / "trained_diffusers.safetensors").path
-    with_alpha = convert(formats.read_lora(export).path, "comfyui", root / "with_alpha.safetensors").path
+    with_alpha = convert(lora_file.read_lora(export).path, "comfyui", root / "with_alpha.safetensors").path
     # The same LoRA with .alpha tensors, as older exports wrote them: diffusers refuses such files.
     from safetensors.torch import load_file
     sd = load_file(with_alpha)

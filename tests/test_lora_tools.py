@@ -17,19 +17,19 @@ from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
 from ltx_lora.errors import UserError
-from ltx_lora.lora import formats
+from ltx_lora.files import lora_file
+from ltx_lora.files.safetensors_header import read_header
 from ltx_lora.lora.check import APPLIED, IGNORED, MISMATCH, check
 from ltx_lora.lora.convert import convert
 from ltx_lora.lora.inspect import inspect_lora
 from ltx_lora.lora.merge import merge
 from ltx_lora.lora.verify import verify
-from ltx_lora.safetensors_header import read_header
 
 
 def _pairs(path: Path) -> dict[str, torch.Tensor]:
     """{stem: strength-scaled delta B @ A * alpha/rank} of any layout: what the LoRA means."""
-    lora = formats.read_lora(path)
-    return {s: (u.float() * lora.modules[s].scale) @ d.float() for s, (d, u) in formats.load_pairs(lora).items()}
+    lora = lora_file.read_lora(path)
+    return {s: (u.float() * lora.modules[s].scale) @ d.float() for s, (d, u) in lora_file.load_pairs(lora).items()}
 
 
 def _strong_lora(base: Path, stems: list[str], rank: int, alpha: float | None, seed: int = 1) -> dict:
@@ -38,7 +38,7 @@ def _strong_lora(base: Path, stems: list[str], rank: int, alpha: float | None, s
     g = torch.Generator().manual_seed(seed)
     out = {}
     for stem in stems:
-        n_out, n_in = header.tensors[formats.base_weight_key(stem)].shape
+        n_out, n_in = header.tensors[lora_file.base_weight_key(stem)].shape
         out[f"{stem}.lora_A.weight"] = (torch.randn(rank, n_in, generator=g) / n_in**0.5).to(torch.bfloat16)
         out[f"{stem}.lora_B.weight"] = (0.3 * torch.randn(n_out, rank, generator=g)).to(torch.bfloat16)
         if alpha is not None:
@@ -57,8 +57,8 @@ def variants(tiny_checkpoint, tmp_path_factory) -> dict[str, Path]:
     sd = load_file(user)
     kohya = {}
     for key, t in sd.items():
-        raw, role, _ = formats._split_key(key)
-        name = formats.to_kohya(raw)
+        raw, role, _ = lora_file._split_key(key)
+        name = lora_file.to_kohya(raw)
         kohya[name + {"down": ".lora_down.weight", "up": ".lora_up.weight", "alpha": ".alpha"}[role]] = t
     save_file(kohya, root / "user_kohya.safetensors")
     v["kohya"] = root / "user_kohya.safetensors"
@@ -98,7 +98,7 @@ def variants(tiny_checkpoint, tmp_path_factory) -> dict[str, Path]:
     ("kohya", "kohya", "lora_down/lora_up"),
 ])
 def test_every_layout_parses_to_the_same_modules(variants, name, fmt, naming):
-    lora = formats.read_lora(variants[name])
+    lora = lora_file.read_lora(variants[name])
     assert (lora.format, lora.naming, lora.stray_keys) == (fmt, naming, [])
     reference = _pairs(variants["user"])
     deltas = _pairs(variants[name])
@@ -125,9 +125,9 @@ def test_diffusers_names_cover_the_modules_that_differ():
         "text_embedding_projection.aggregate_embed": "connectors.text_proj_in",
     }
     for stem, diffusers_name in pairs.items():
-        assert formats.to_diffusers(stem) == diffusers_name
-        assert formats.from_diffusers(diffusers_name) == stem
-        assert formats.from_kohya(formats.to_kohya(stem).removeprefix("lora_unet_")) == stem \
+        assert lora_file.to_diffusers(stem) == diffusers_name
+        assert lora_file.from_diffusers(diffusers_name) == stem
+        assert lora_file.from_kohya(lora_file.to_kohya(stem).removeprefix("lora_unet_")) == stem \
             if stem.startswith("diffusion_model.") else True
 
 
@@ -236,7 +236,7 @@ def test_convert_round_trips_and_alpha(variants, tmp_path):
         torch.testing.assert_close(_pairs(back)[stem], delta, rtol=1e-2, atol=1e-4)
     kept = convert(variants["kohya"], "comfyui", tmp_path / "kept.safetensors").path
     assert load_file(kept).keys() == load_file(user).keys()  # .alpha preserved
-    assert formats.read_lora(kept).modules["diffusion_model.transformer_blocks.0.attn1.to_q"].alpha == 8.0
+    assert lora_file.read_lora(kept).modules["diffusion_model.transformer_blocks.0.attn1.to_q"].alpha == 8.0
     folded = convert(user, "comfyui", tmp_path / "folded.safetensors", fold_alpha=True).path
     with safe_open(str(folded), "pt") as f:
         assert not any(k.endswith(".alpha") for k in f.keys()) and f.metadata()["alpha"] == "8"
@@ -289,8 +289,8 @@ def test_verify_reports_no_effect(variants, tiny_checkpoint, tmp_path):
 
 
 def test_merge_equals_ltx_core_fusion_and_loads(variants, tiny_checkpoint, tmp_path):
+    from ltx_lora.files.model_files import identify
     from ltx_lora.ltx import loader, probe
-    from ltx_lora.model_files import identify
 
     dev = tiny_checkpoint("dev")
     folded = convert(variants["strong"], "comfyui", tmp_path / "folded.safetensors", fold_alpha=True).path
@@ -354,7 +354,7 @@ def test_attach_reads_every_layout_convert_writes(variants, tiny_checkpoint, tmp
     kohya = tmp_path / "user_kohya.safetensors"
     res = run_cli("lora", "convert", user, "--to", "kohya", "-o", kohya)
     assert res.code == 0 and "comfyui -> kohya" in res.out, res.err
-    assert formats.read_lora(kohya).format == "kohya" and any(k.endswith(".alpha") for k in load_file(kohya))
+    assert lora_file.read_lora(kohya).format == "kohya" and any(k.endswith(".alpha") for k in load_file(kohya))
     diffusers = convert(user, "diffusers", tmp_path / "user_diffusers.safetensors").path
     t = loader.load_transformer(dev, "cpu", torch.float32)
     x = probe.probe_inputs(loader.read_checkpoint_config(dev)["transformer"], "cpu", torch.float32)

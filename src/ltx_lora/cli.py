@@ -179,7 +179,7 @@ def inspect(
     folder, ...) and what to do with it. Reads only the file header: instant even for 46 GB files."""
     import json
 
-    from ltx_lora.model_files import identify
+    from ltx_lora.files.model_files import identify
 
     ident = identify(path)
     if as_json:

@@ -11,9 +11,9 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from ltx_lora.atomic import atomic_write
 from ltx_lora.config import Config, parse_config
 from ltx_lora.errors import UserError
+from ltx_lora.files.atomic import atomic_write
 
 # What each hardware tier of the guide changes from the defaults (the 80 GB tier is the defaults).
 PROFILES: dict[str, dict[str, dict[str, Any]]] = {

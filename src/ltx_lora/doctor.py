@@ -11,7 +11,7 @@ from typing import Callable, Literal
 
 from ltx_lora.config import Config, load_config
 from ltx_lora.errors import UserError
-from ltx_lora.model_files import require_training_base
+from ltx_lora.files.model_files import require_training_base
 from ltx_lora.paths import check_model_path
 
 Status = Literal["OK", "WARN", "FAIL"]

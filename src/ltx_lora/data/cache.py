@@ -2,7 +2,7 @@
 
     CACHE/latents/<key>.safetensors   video [128, F', H', W'] (+ audio [8, T, 16]); header: item facts as JSON
     CACHE/text/<sha256 of text>.safetensors
-                                      pre-connector features trimmed to the real tokens (ltx_lora.text_features)
+                                      pre-connector features trimmed to the real tokens (ltx_lora.files.text_features)
     CACHE/manifest.json               settings + model identity + the list of items (written last, atomically)
 
 Text features are stored trimmed and padded back when loaded, so a 20-token caption costs 20 rows, not 1,024.
@@ -18,9 +18,9 @@ from pathlib import Path
 import torch
 from safetensors import safe_open
 
-from ltx_lora.atomic import atomic_save_safetensors, atomic_write
 from ltx_lora.errors import UserError
-from ltx_lora.text_features import TextFeatures, load_text_features, save_text_features
+from ltx_lora.files.atomic import atomic_save_safetensors, atomic_write
+from ltx_lora.files.text_features import TextFeatures, load_text_features, save_text_features
 
 MANIFEST = "manifest.json"
 FORMAT = "ltx-lora-cache-1"
@@ -54,7 +54,7 @@ def text_file(text: str) -> str:
 
 
 def write_text(cache: Path, text: str, features: TextFeatures) -> str:
-    """Store one text's trimmed features (see ltx_lora.text_features); return the relative path."""
+    """Store one text's trimmed features (see ltx_lora.files.text_features); return the relative path."""
     rel = text_file(text)
     save_text_features(features, cache / rel, extra={"text": text})
     return rel

@@ -30,12 +30,12 @@ from typing import Protocol
 import numpy as np
 from PIL import Image
 
-from ltx_lora.atomic import atomic_write
 from ltx_lora.data.dataset_file import FORMATS, Dataset, read_dataset, write_dataset
 from ltx_lora.data.decode import AUDIO_RATE, _rotate, read_audio
 from ltx_lora.data.probe import probe
 from ltx_lora.data.scan import find_media, sidecar_caption
 from ltx_lora.errors import UserError
+from ltx_lora.files.atomic import atomic_write
 
 STYLES = ("ltx", "plain")
 DEFAULT_FRAMES = 8

@@ -17,8 +17,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ltx_lora.atomic import atomic_write
 from ltx_lora.errors import UserError
+from ltx_lora.files.atomic import atomic_write
 
 CAPTION = "caption"
 VIDEO = "video"

@@ -19,7 +19,7 @@ import torch
 
 from ltx_lora.bucket_spec import batch_size_for, parse_buckets
 from ltx_lora.data.cache import CacheItem, read_latents, read_text
-from ltx_lora.text_features import PaddedText, pad_batch
+from ltx_lora.files.text_features import PaddedText, pad_batch
 
 
 @dataclass

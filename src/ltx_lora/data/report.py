@@ -15,8 +15,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from ltx_lora import __version__
-from ltx_lora.atomic import atomic_write
 from ltx_lora.data.scan import ScanItem, ScanResult, skip_summary
+from ltx_lora.files.atomic import atomic_write
 
 THUMB_SIDE = 192
 

@@ -14,52 +14,14 @@ rank takes part in gathering them, rank 0 writes, and on resume each rank keeps 
 from __future__ import annotations
 
 from contextlib import nullcontext
-from dataclasses import replace
 
 import torch
 from torch import nn
 
-from ltx_lora.config import Config
 from ltx_lora.distributed.env import DistEnv
 from ltx_lora.errors import UserError
-from ltx_lora.runtime.base_file import BaseFile
-from ltx_lora.runtime.memory import FRAGMENTATION, Plan, plan_for_config
 
 STRATEGIES = ("ddp", "fsdp")
-
-
-def plan_for_processes(cfg: Config, device: torch.device, env: DistEnv, base: BaseFile | None = None) -> Plan:
-    """The memory plan (ltx_lora.runtime.memory) of every process: the same on all GPUs, or a UserError.
-
-    DDP: each GPU holds the whole model, so the one-GPU plan applies (a 1-byte base is fine; streaming blocks from
-    host memory is not combined with DDP yet). FSDP: the bf16 base is sharded, so the plan is the bf16 one with
-    1/N of the weights per GPU (quantized or swapped bases are not sharded yet)."""
-    mem = cfg.memory
-    if cfg.distributed.strategy == "fsdp":
-        if mem.quantization not in ("auto", "none") or mem.block_swap not in ("auto", 0):
-            raise UserError("distributed.strategy fsdp shards the bf16 base over the GPUs and does not combine with "
-                            f"memory.quantization {mem.quantization} / memory.block_swap {mem.block_swap} yet; set "
-                            "both to auto, or use distributed.strategy ddp.")
-        bf16 = cfg.model_copy(update={"memory": mem.model_copy(update={"quantization": "none", "block_swap": 0})})
-        plan = plan_for_config(bf16, device, base=base)
-        parts = {**plan.parts_gib, "weights": plan.parts_gib.get("weights", 0.0) / env.world_size}
-        peak = sum(parts.values())
-        plan = replace(plan, rank=cfg.lora.rank, expected_peak_gib=round(peak, 2), parts_gib=parts,
-                       fits=plan.budget_gib is None or peak * FRAGMENTATION <= plan.budget_gib,
-                       notes=((f"fsdp over {env.world_size} GPUs: each holds 1/{env.world_size} of the bf16 base "
-                               "(plus the block being computed)"),))
-    else:
-        plan = plan_for_config(cfg, device, base=base)
-        if plan.swapped_blocks or plan.text_connectors_on_host:
-            raise UserError("the memory plan for these GPUs streams weights from host memory, which ltx-lora does "
-                            "not combine with several GPUs yet; use distributed.strategy fsdp (the base is sharded "
-                            "over the GPUs instead), or smaller buckets.")
-    # GPUs with different free memory could plan differently: their models would then differ.
-    plans = env.gather_json([plan.quantization, list(plan.swapped_blocks), plan.text_connectors_on_host, plan.rank])
-    if any(p != plans[0] for p in plans):
-        raise UserError("the GPUs' memory plans differ (their free memory differs); set memory.plan to a tier "
-                        "(80gb, 48gb, 32gb or 24gb) so that every GPU uses the same plan.")
-    return plan
 
 
 def wrap(transformer: nn.Module, strategy: str, env: DistEnv, compute_dtype: torch.dtype,

@@ -4,7 +4,7 @@ Used for the distilled-LoRA preview (on top of the LoRA being trained) and for `
 (several files, one after the other, on one loaded base). Each adapted linear gets a forward hook that adds
 `strength * scale * B(A(x))`; removing the hooks restores the model exactly (bf16 weights are never rewritten,
 so nothing drifts by rounding). `scale` is alpha / rank where the file has `.alpha` tensors (as ComfyUI applies
-them), else 1.0. Files are read through `lora.formats`, so every layout `ltx-lora lora check` accepts (comfyui,
+them), else 1.0. Files are read through `files.lora_file`, so every layout `ltx-lora lora check` accepts (comfyui,
 bare, kohya, diffusers, peft; lora_A/B or lora_down/up) attaches the same way.
 """
 
@@ -18,8 +18,8 @@ import torch
 import torch.nn.functional as F
 
 from ltx_lora.errors import UserError
-from ltx_lora.lora import formats
-from ltx_lora.lora.formats import LoraPair
+from ltx_lora.files import lora_file
+from ltx_lora.files.lora_file import LoraPair
 
 
 def read_lora_file(path: str | Path) -> dict[str, LoraPair]:
@@ -31,9 +31,9 @@ def read_lora_file(path: str | Path) -> dict[str, LoraPair]:
     path = Path(path)
     if not path.is_file():
         raise UserError(f"LoRA file {path} does not exist; pass the path of a .safetensors LoRA.")
-    lora = formats.read_lora(path)
-    return {formats.ltx_core_path(stem) or stem.removeprefix(formats.DIFFUSION): pair
-            for stem, pair in formats.load_weights(lora).items()}
+    lora = lora_file.read_lora(path)
+    return {lora_file.ltx_core_path(stem) or stem.removeprefix(lora_file.DIFFUSION): pair
+            for stem, pair in lora_file.load_weights(lora).items()}
 
 
 @dataclass
@@ -69,7 +69,7 @@ def attach_lora(transformer: torch.nn.Module, pairs: dict[str, LoraPair], streng
             modules[path] = module
     missing = [m for m in pairs if m not in modules]
     # Text connectors and the Gemma projection are not part of the transformer: name them so the refusal is clear.
-    text_side = sum(formats.is_text_side(m) for m in missing)
+    text_side = sum(lora_file.is_text_side(m) for m in missing)
     why = (f" ({text_side} of them adapt the text connectors / Gemma projection, which are not part of the "
            "transformer)" if text_side else "")
     if not modules:

@@ -22,9 +22,9 @@ from pathlib import Path
 from typing import Any
 
 from ltx_lora.errors import UserError
-from ltx_lora.lora import formats
-from ltx_lora.lora.formats import COMFYUI, DIFFUSERS, LoraFile
-from ltx_lora.model_files import (
+from ltx_lora.files import lora_file
+from ltx_lora.files.lora_file import COMFYUI, DIFFUSERS, LoraFile
+from ltx_lora.files.model_files import (
     IC_LORA,
     LORA,
     LTX23_DISTILLED_LORA,
@@ -32,7 +32,7 @@ from ltx_lora.model_files import (
     TRANSFORMER_PREFIX,
     identify,
 )
-from ltx_lora.safetensors_header import SafetensorsHeader, read_header
+from ltx_lora.files.safetensors_header import SafetensorsHeader, read_header
 
 APPLIED, IGNORED, MISMATCH = "applied", "ignored", "shape mismatch"
 
@@ -98,34 +98,34 @@ def comfyui_key_map(base: SafetensorsHeader) -> dict[str, str]:
     return key_map
 
 
-def _raw_name(module: formats.LoraModule) -> str:
-    return formats.split_key(module.down_key)[0]
+def _raw_name(module: lora_file.LoraModule) -> str:
+    return lora_file.split_key(module.down_key)[0]
 
 
-def _ltx_core_status(lora: LoraFile, m: formats.LoraModule, raw: str, base: SafetensorsHeader) -> str:
+def _ltx_core_status(lora: LoraFile, m: lora_file.LoraModule, raw: str, base: SafetensorsHeader) -> str:
     # LTXV_LORA_COMFY_RENAMING_MAP removes "diffusion_model." and fuse_loras looks for <path>.lora_A/B.weight next
     # to each transformer weight <path>.weight: other names and the text side are never read.
-    if not raw.startswith("diffusion_model.") or formats.is_text_side(m.stem):
+    if not raw.startswith("diffusion_model.") or lora_file.is_text_side(m.stem):
         return IGNORED
     if not (m.down_key.endswith(".lora_A.weight") and m.up_key.endswith(".lora_B.weight")):
         return IGNORED
-    info = base.tensors.get(formats.base_weight_key(m.stem))
+    info = base.tensors.get(lora_file.base_weight_key(m.stem))
     if info is None:
         return IGNORED
     return APPLIED if tuple(info.shape) == (m.out_features, m.in_features) else MISMATCH
 
 
-def _diffusers_status(lora: LoraFile, m: formats.LoraModule, raw: str, base: SafetensorsHeader,
+def _diffusers_status(lora: LoraFile, m: lora_file.LoraModule, raw: str, base: SafetensorsHeader,
                       refused: bool) -> str:
     if refused:
         return IGNORED
-    info = base.tensors.get(formats.base_weight_key(m.stem))
+    info = base.tensors.get(lora_file.base_weight_key(m.stem))
     if not m.down_key.endswith(".lora_A.weight"):
         return IGNORED  # its LTX-2 path renames only `.lora.down/.lora.up`, not kohya's lora_down/lora_up
     if raw.startswith("diffusion_model."):
         # `_convert_non_diffusers_ltx2_lora_to_diffusers` renames transformer modules only: the connectors would
         # become transformer.video_embeddings_connector.*, which the diffusers transformer does not have.
-        if formats.is_text_side(m.stem):
+        if lora_file.is_text_side(m.stem):
             return IGNORED
     elif raw.startswith("text_embedding_projection."):
         pass  # converted to connectors.*
@@ -149,7 +149,7 @@ def _require_base(base_path: Path):
 
 
 def check(lora_path: str | Path, base_path: str | Path) -> CheckReport:
-    lora = formats.read_lora(lora_path)
+    lora = lora_file.read_lora(lora_path)
     base_ident, base = _require_base(Path(base_path).expanduser())
     lora_ident = identify(lora.path)
     report = CheckReport(str(lora.path), str(base.path), lora.format, lora_ident.family,
@@ -165,9 +165,9 @@ def check(lora_path: str | Path, base_path: str | Path) -> CheckReport:
         else:
             info = base.tensors[target]
             comfy = APPLIED if tuple(info.shape) == (m.out_features, m.in_features) else MISMATCH
-        info = base.tensors.get(formats.base_weight_key(m.stem))
+        info = base.tensors.get(lora_file.base_weight_key(m.stem))
         report.modules.append(ModuleCheck(
-            raw, m.stem, formats.module_group(m.stem), (m.out_features, m.in_features),
+            raw, m.stem, lora_file.module_group(m.stem), (m.out_features, m.in_features),
             tuple(info.shape) if info else None, comfy, _ltx_core_status(lora, m, raw, base),
             _diffusers_status(lora, m, raw, base, refused_by_diffusers)))
     _findings(report, lora, refused_by_diffusers)
@@ -187,7 +187,7 @@ def _findings(report: CheckReport, lora: LoraFile, refused_by_diffusers: bool) -
     if ignored:
         what = "the whole LoRA has NO effect" if len(ignored) == total else "that part of the LoRA has no effect"
         fix = (" Convert it: `ltx-lora lora convert FILE --to comfyui`." if lora.format in
-               (DIFFUSERS, formats.PEFT) or any(r.startswith(("transformer.", "base_model.")) for r in ignored)
+               (DIFFUSERS, lora_file.PEFT) or any(r.startswith(("transformer.", "base_model.")) for r in ignored)
                else " The base has no such layers: the LoRA was made for another model.")
         report.findings.append(f"{len(ignored)} of {total} modules would be silently ignored by ComfyUI ({what}): "
                                f"{_examples(ignored)}.{fix}")
@@ -233,7 +233,7 @@ def report_lines(r: CheckReport) -> list[str]:
     lines = [f"{Path(r.lora).name} on {Path(r.base).name} (LTX-{r.base_family or '?'}); LoRA layout {r.lora_format}, "
              f"made for {('LTX-' + r.lora_family) if r.lora_family else 'an unknown LTX version'}", "",
              f"{'modules applied by':<24} {'ComfyUI':>8} {'ltx-core':>9} {'diffusers':>10}"]
-    groups = [g for g in formats.GROUPS if any(m.group == g for m in r.modules)]
+    groups = [g for g in lora_file.GROUPS if any(m.group == g for m in r.modules)]
     for g in groups + ["all"]:
         ms = [m for m in r.modules if g in ("all", m.group)]
         cells = [f"{sum(getattr(m, c) == APPLIED for m in ms)}/{len(ms)}" for c in ("comfyui", "ltx_core", "diffusers")]

@@ -6,7 +6,7 @@ LTX-2 loader ignore alpha, and diffusers refuses a file with `.alpha` tensors ou
   lora_B by alpha / rank and drop them: a comfyui file then has the same strength in ComfyUI, ltx-core and
   diffusers);
 - diffusers and peft always fold alpha / rank into lora_B.
-Key names come from `formats.lora_keys`; the file is written by `formats.write_lora`.
+Key names come from `lora_file.lora_keys`; the file is written by `lora_file.write_lora`.
 The trained alpha and rank stay in the metadata (`alpha`, `rank`, `alpha_folded_into_lora_B`), as our trainer
 writes them.
 """
@@ -17,8 +17,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ltx_lora.errors import UserError
-from ltx_lora.lora import formats
-from ltx_lora.lora.formats import COMFYUI, DIFFUSERS, KOHYA, PEFT, LoraFile
+from ltx_lora.files import lora_file
+from ltx_lora.files.lora_file import COMFYUI, DIFFUSERS, KOHYA, PEFT, LoraFile
 
 TARGETS = (COMFYUI, KOHYA, DIFFUSERS, PEFT)
 _KEEPS_ALPHA = (COMFYUI, KOHYA)  # ComfyUI applies `.alpha` in both; the other consumers need it folded
@@ -45,7 +45,7 @@ def converted_modules(lora: LoraFile, target: str, fold_alpha: bool = False
     _check_target(target)
     fold = fold_alpha or target not in _KEEPS_ALPHA
     modules, kept_alphas = {}, {}
-    for stem, (down, up) in formats.load_pairs(lora).items():
+    for stem, (down, up) in lora_file.load_pairs(lora).items():
         module = lora.modules[stem]
         if fold and module.alpha is not None:
             up = (up.float() * module.scale).to(up.dtype)
@@ -66,12 +66,12 @@ def converted_modules(lora: LoraFile, target: str, fold_alpha: bool = False
 def convert(src: str | Path, target: str, out: str | Path, fold_alpha: bool = False,
             overwrite: bool = False) -> ConvertResult:
     _check_target(target)
-    lora = formats.read_lora(src)
+    lora = lora_file.read_lora(src)
     out = Path(out).expanduser()
     if out.resolve() == lora.path.resolve():
         raise UserError("the output file is the input file; choose another -o path.")
     if out.exists() and not overwrite:
         raise UserError(f"{out} exists; choose another -o path or pass --force.")
     modules, alphas, meta, folded = converted_modules(lora, target, fold_alpha)
-    formats.write_lora(out, modules, layout=target, alphas=alphas, metadata=meta)
+    lora_file.write_lora(out, modules, layout=target, alphas=alphas, metadata=meta)
     return ConvertResult(out, lora.format, target, len(lora.modules), folded, list(lora.stray_keys))

@@ -8,15 +8,15 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ltx_lora.lora import formats
-from ltx_lora.model_files import identify
+from ltx_lora.files import lora_file
+from ltx_lora.files.model_files import identify
 
 FORMAT_LABELS = {
-    formats.COMFYUI: "ComfyUI / ltx-core (diffusion_model.*)",
-    formats.BARE: "bare ltx-core module names",
-    formats.KOHYA: "kohya (lora_unet_*)",
-    formats.DIFFUSERS: "diffusers (transformer.* / connectors.*)",
-    formats.PEFT: "peft (base_model.model.*)",
+    lora_file.COMFYUI: "ComfyUI / ltx-core (diffusion_model.*)",
+    lora_file.BARE: "bare ltx-core module names",
+    lora_file.KOHYA: "kohya (lora_unet_*)",
+    lora_file.DIFFUSERS: "diffusers (transformer.* / connectors.*)",
+    lora_file.PEFT: "peft (base_model.model.*)",
 }
 _SHOWN_METADATA = 200  # characters of a metadata value shown (configs can be long)
 
@@ -49,23 +49,23 @@ class LoraReport:
 
 
 def inspect_lora(path: str | Path) -> LoraReport:
-    lora = formats.read_lora(path)
+    lora = lora_file.read_lora(path)
     ident = identify(lora.path)  # family, kind (distilled LoRA, IC-LoRA, ...) and the advice, as `ltx-lora inspect`
     groups: dict[str, dict[str, Any]] = {}
     blocks = set()
     for m in lora.modules.values():
-        g = groups.setdefault(formats.module_group(m.stem), {"modules": 0, "targets": Counter()})
+        g = groups.setdefault(lora_file.module_group(m.stem), {"modules": 0, "targets": Counter()})
         g["modules"] += 1
-        g["targets"][formats.target_name(m.stem)] += 1
+        g["targets"][lora_file.target_name(m.stem)] += 1
         parts = m.stem.split(".")
         if "transformer_blocks" in parts:
             blocks.add(int(parts[parts.index("transformer_blocks") + 1]))
     ordered = {name: {"modules": groups[name]["modules"], "targets": sorted(groups[name]["targets"])}
-               for name in formats.GROUPS if name in groups}
+               for name in lora_file.GROUPS if name in groups}
     params = sum(m.rank * (m.in_features + m.out_features) for m in lora.modules.values())
     meta = {k: (v if len(v) <= _SHOWN_METADATA else v[:_SHOWN_METADATA] + "...") for k, v in lora.metadata.items()}
     advice = list(ident.advice)
-    if lora.format in (formats.DIFFUSERS, formats.PEFT) and not any("convert" in a for a in advice):
+    if lora.format in (lora_file.DIFFUSERS, lora_file.PEFT) and not any("convert" in a for a in advice):
         advice.append("ComfyUI does not map this layout on LTX (it would load with no effect): "
                       "`ltx-lora lora convert FILE --to comfyui`.")
     return LoraReport(

@@ -19,11 +19,11 @@ from pathlib import Path
 
 import torch
 
-from ltx_lora.atomic import atomic_path
 from ltx_lora.errors import UserError
-from ltx_lora.lora import formats
+from ltx_lora.files import lora_file
+from ltx_lora.files.atomic import atomic_path
+from ltx_lora.files.safetensors_header import DTYPE_BYTES
 from ltx_lora.lora.check import _require_base
-from ltx_lora.safetensors_header import DTYPE_BYTES
 
 _FP8_MAX = 448.0
 _TORCH_DTYPES = {"BF16": torch.bfloat16, "F16": torch.float16, "F32": torch.float32, "F8_E4M3": torch.float8_e4m3fn,
@@ -65,7 +65,7 @@ def merge(lora_path: str | Path, base_path: str | Path, out: str | Path, strengt
           overwrite: bool = False, on_progress=None) -> MergeResult:
     from safetensors import safe_open
 
-    lora = formats.read_lora(lora_path)
+    lora = lora_file.read_lora(lora_path)
     _, base = _require_base(Path(base_path).expanduser())
     out = Path(out).expanduser()
     if out.resolve() in (base.path.resolve(), lora.path.resolve()):
@@ -73,10 +73,10 @@ def merge(lora_path: str | Path, base_path: str | Path, out: str | Path, strengt
     if out.exists() and not overwrite:
         raise UserError(f"{out} exists; choose another -o path or pass --force.")
 
-    targets: dict[str, formats.LoraModule] = {}
+    targets: dict[str, lora_file.LoraModule] = {}
     unfit = []
     for m in lora.modules.values():
-        key = formats.base_weight_key(m.stem)
+        key = lora_file.base_weight_key(m.stem)
         info = base.tensors.get(key)
         if info is None or tuple(info.shape) != (m.out_features, m.in_features):
             unfit.append(m.down_key)
@@ -92,7 +92,7 @@ def merge(lora_path: str | Path, base_path: str | Path, out: str | Path, strengt
                         f"tensors (e.g. {unscaled[0]}); fusing into them would round most of the LoRA away: merge "
                         "into the bf16 checkpoint instead.")
 
-    pairs = formats.load_weights(lora)
+    pairs = lora_file.load_weights(lora)
     replaced: dict[str, torch.Tensor] = {}
     with safe_open(str(base.path), framework="pt") as f:
         for i, (key, m) in enumerate(targets.items()):

@@ -15,7 +15,7 @@ from typing import Any
 import torch
 
 from ltx_lora.errors import UserError
-from ltx_lora.lora import formats
+from ltx_lora.files import lora_file
 from ltx_lora.lora.check import _require_base
 from ltx_lora.ltx import loader, probe
 
@@ -72,7 +72,7 @@ def _rel(x: torch.Tensor, ref: torch.Tensor) -> float:
 @torch.no_grad()
 def verify(lora_path: str | Path, base_path: str | Path, strength: float = 1.0, device: str = "auto",
            on_progress=None) -> VerifyReport:
-    lora = formats.read_lora(lora_path)
+    lora = lora_file.read_lora(lora_path)
     _, base = _require_base(Path(base_path).expanduser())
     base_bytes = sum(i.numel for i in base.tensors.values()) * 2
     dev = _pick_device(device, base_bytes)
@@ -81,11 +81,11 @@ def verify(lora_path: str | Path, base_path: str | Path, strength: float = 1.0, 
     cfg = loader.read_checkpoint_config(base.path)["transformer"]
     report = VerifyReport(str(lora.path), str(base.path), str(dev), strength, 0)
 
-    pairs = formats.load_weights(lora)
+    pairs = lora_file.load_weights(lora)
     modules = dict(transformer.named_modules())
     by_group: dict[str, list[tuple[torch.nn.Module, torch.Tensor]]] = {}
     for m in lora.modules.values():
-        path = formats.ltx_core_path(m.stem)
+        path = lora_file.ltx_core_path(m.stem)
         if path is None:
             report.not_in_transformer.append(m.down_key)
             continue
@@ -95,7 +95,7 @@ def verify(lora_path: str | Path, base_path: str | Path, strength: float = 1.0, 
             report.unmatched.append(m.down_key)
             continue
         delta = pairs[m.stem].delta(strength, device=dev)
-        by_group.setdefault(formats.module_group(m.stem), []).append((layer, delta))
+        by_group.setdefault(lora_file.module_group(m.stem), []).append((layer, delta))
     report.applied = sum(len(v) for v in by_group.values())
 
     inputs = probe.probe_inputs(cfg, dev, dtype)
@@ -110,7 +110,7 @@ def verify(lora_path: str | Path, base_path: str | Path, strength: float = 1.0, 
             layer.weight.copy_(w)
         return GroupEffect(name, len(items), _rel(v, v0), _rel(a, a0))
 
-    steps = [g for g in formats.GROUPS if g in by_group]
+    steps = [g for g in lora_file.GROUPS if g in by_group]
     for i, g in enumerate(steps):
         report.groups.append(effect(g, by_group[g]))
         if on_progress:

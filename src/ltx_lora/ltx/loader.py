@@ -50,9 +50,9 @@ from ltx_core.model.video_vae import (
 from torch import nn
 
 from ltx_lora.errors import UserError
+from ltx_lora.files.model_files import scaled_fp8_modules
+from ltx_lora.files.safetensors_header import NotSafetensors, read_header
 from ltx_lora.ltx.quantize import quantize_linears_, replace_with_empty_fp8_
-from ltx_lora.model_files import scaled_fp8_modules
-from ltx_lora.safetensors_header import NotSafetensors, read_header
 
 _FP8_DTYPES = (torch.float8_e4m3fn, torch.float8_e5m2)
 

@@ -29,8 +29,8 @@ from pathlib import Path
 import torch
 
 from ltx_lora.errors import UserError
+from ltx_lora.files.text_features import PaddedText, TextFeatures, pad_batch, pad_features
 from ltx_lora.ltx.loader import build
-from ltx_lora.text_features import PaddedText, TextFeatures, pad_batch, pad_features
 
 __all__ = [
     "TOKENIZER_LENGTH",

@@ -12,10 +12,10 @@ from pathlib import Path
 from typing import Any
 
 from ltx_lora.errors import UserError
+from ltx_lora.files.model_files import Identification, identify_header, scaled_fp8_modules
+from ltx_lora.files.safetensors_header import SafetensorsHeader, read_header
 from ltx_lora.ltx.quantize import is_quantizable
-from ltx_lora.model_files import Identification, identify_header, scaled_fp8_modules
 from ltx_lora.paths import check_model_path
-from ltx_lora.safetensors_header import SafetensorsHeader, read_header
 
 
 @dataclass(frozen=True)

@@ -29,6 +29,7 @@ import torch
 
 from ltx_lora.bucket_spec import batch_size_for, parse_buckets
 from ltx_lora.config import Config, TrainingMode
+from ltx_lora.distributed.env import DistEnv
 from ltx_lora.errors import UserError
 from ltx_lora.ltx.sizes import TransformerSize, ltx23_22b_config, transformer_size
 from ltx_lora.runtime.base_file import BaseFile
@@ -229,3 +230,37 @@ def plan_for_config(cfg: Config, device: torch.device | None = None, base: BaseF
                   else device_budget(device or pick_device()))
     return choose_plan(*budget, size, work, mem.quantization, mem.block_swap, fp8_checkpoint=fp8,
                        fp8_coverage=coverage)
+
+
+def plan_for_processes(cfg: Config, device: torch.device, env: DistEnv, base: BaseFile | None = None) -> Plan:
+    """The memory plan of every process (torchrun): the same on all GPUs, or a UserError.
+
+    DDP: each GPU holds the whole model, so the one-GPU plan applies (a 1-byte base is fine; streaming blocks from
+    host memory is not combined with DDP yet). FSDP: the bf16 base is sharded, so the plan is the bf16 one with
+    1/N of the weights per GPU (quantized or swapped bases are not sharded yet)."""
+    mem = cfg.memory
+    if cfg.distributed.strategy == "fsdp":
+        if mem.quantization not in ("auto", "none") or mem.block_swap not in ("auto", 0):
+            raise UserError("distributed.strategy fsdp shards the bf16 base over the GPUs and does not combine with "
+                            f"memory.quantization {mem.quantization} / memory.block_swap {mem.block_swap} yet; set "
+                            "both to auto, or use distributed.strategy ddp.")
+        bf16 = cfg.model_copy(update={"memory": mem.model_copy(update={"quantization": "none", "block_swap": 0})})
+        plan = plan_for_config(bf16, device, base=base)
+        parts = {**plan.parts_gib, "weights": plan.parts_gib.get("weights", 0.0) / env.world_size}
+        peak = sum(parts.values())
+        plan = replace(plan, rank=cfg.lora.rank, expected_peak_gib=round(peak, 2), parts_gib=parts,
+                       fits=plan.budget_gib is None or peak * FRAGMENTATION <= plan.budget_gib,
+                       notes=((f"fsdp over {env.world_size} GPUs: each holds 1/{env.world_size} of the bf16 base "
+                               "(plus the block being computed)"),))
+    else:
+        plan = plan_for_config(cfg, device, base=base)
+        if plan.swapped_blocks or plan.text_connectors_on_host:
+            raise UserError("the memory plan for these GPUs streams weights from host memory, which ltx-lora does "
+                            "not combine with several GPUs yet; use distributed.strategy fsdp (the base is sharded "
+                            "over the GPUs instead), or smaller buckets.")
+    # GPUs with different free memory could plan differently: their models would then differ.
+    plans = env.gather_json([plan.quantization, list(plan.swapped_blocks), plan.text_connectors_on_host, plan.rank])
+    if any(p != plans[0] for p in plans):
+        raise UserError("the GPUs' memory plans differ (their free memory differs); set memory.plan to a tier "
+                        "(80gb, 48gb, 32gb or 24gb) so that every GPU uses the same plan.")
+    return plan

@@ -17,15 +17,14 @@ from pathlib import Path
 
 import torch
 
-from ltx_lora.atomic import atomic_write
 from ltx_lora.bucket_spec import parse_buckets
 from ltx_lora.config import Config, LoraConfig, TrainingMode, ValidationConfig
-from ltx_lora.distributed import parallel
 from ltx_lora.distributed.env import DistEnv
 from ltx_lora.errors import UserError
+from ltx_lora.files.atomic import atomic_write
 from ltx_lora.runtime.base_file import BaseFile
 from ltx_lora.runtime.device import compute_dtype, pick_device
-from ltx_lora.runtime.memory import Plan, plan_for_config
+from ltx_lora.runtime.memory import Plan, plan_for_config, plan_for_processes
 
 # The validation hook between the `train` command and the trainer (train/ never imports sample/): the factory
 # gets the frozen text connectors once and returns a function that samples every validation prompt with the
@@ -164,7 +163,7 @@ def resolve_run(cfg: Config, *, max_steps: int | None = None, dist: DistEnv | No
     base = BaseFile.read(cfg.model.checkpoint)  # the base first: a wrong file explains most else
     device = device or pick_device()
     if dist.active:  # every GPU the same plan; under FSDP a bf16 base sharded over them
-        plan = parallel.plan_for_processes(cfg, device, dist, base=base)
+        plan = plan_for_processes(cfg, device, dist, base=base)
     else:
         plan = plan_for_config(cfg, device, base=base, budget=budget)
     # A lowered rank keeps the config's alpha, or (alpha unset) scale 1 at the rank trained.

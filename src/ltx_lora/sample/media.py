@@ -1,5 +1,5 @@
 """What a validation sample becomes on disk: an mp4 with its sound (H.264 + AAC, through PyAV) and a contact sheet
-PNG (frames in a grid, the waveform under them). Files are written atomically (ltx_lora.atomic)."""
+PNG (frames in a grid, the waveform under them). Files are written atomically (ltx_lora.files.atomic)."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import numpy as np
 import torch
 from PIL import Image, ImageDraw
 
-from ltx_lora.atomic import atomic_path, atomic_write
+from ltx_lora.files.atomic import atomic_path, atomic_write
 
 AAC_RATES = (96000, 88200, 64000, 48000, 44100, 32000, 24000, 22050, 16000, 12000, 11025, 8000)
 

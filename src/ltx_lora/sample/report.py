@@ -16,7 +16,7 @@ import json
 import math
 from pathlib import Path
 
-from ltx_lora.atomic import atomic_write
+from ltx_lora.files.atomic import atomic_write
 
 SMOOTHING = 0.9  # EMA weight of the past (TensorBoard-style, bias-corrected)
 PLATEAU_BELOW = 0.02  # relative fall over the recent window under which a curve counts as flat

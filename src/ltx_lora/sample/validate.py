@@ -19,11 +19,14 @@ from pathlib import Path
 import torch
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
-from ltx_lora.atomic import atomic_write
 from ltx_lora.config import Config
 from ltx_lora.data.cache import read_manifest, read_text
 from ltx_lora.data.decode import read_image
 from ltx_lora.errors import UserError
+from ltx_lora.files.atomic import atomic_write
+from ltx_lora.files.model_files import LTX23_DISTILLED, LTX23_DISTILLED_LORA, identify
+from ltx_lora.files.safetensors_header import read_header
+from ltx_lora.files.text_features import pad_features
 from ltx_lora.lora.attach import attach_lora, read_lora_file
 from ltx_lora.ltx.fast import use_sdpa_attention
 from ltx_lora.ltx.loader import load_audio_decoder, load_video_decoder, load_video_encoder, load_vocoder
@@ -38,16 +41,13 @@ from ltx_lora.ltx.sampling import (
     sigma_schedule,
 )
 from ltx_lora.ltx.text import run_text_connectors
-from ltx_lora.model_files import LTX23_DISTILLED, LTX23_DISTILLED_LORA, identify
 from ltx_lora.runtime.base_file import BaseFile
 from ltx_lora.runtime.models import load_models
 from ltx_lora.runtime.placement import HostOffload, attach_block_swap
 from ltx_lora.runtime.run import Run, SampleSettings, Validate, ValidationFactory
-from ltx_lora.safetensors_header import read_header
 from ltx_lora.sample.health import Health, check_sample
 from ltx_lora.sample.media import write_contact_sheet, write_mp4
 from ltx_lora.sample.report import build_report
-from ltx_lora.text_features import pad_features
 
 DISTILLED_WITH_LORA = ("the Distilled checkpoint already has the distillation baked in; adding the distilled LoRA "
                        "on top gives bad results. Use the Dev checkpoint with the distilled LoRA at strength 0.5-0.6 "

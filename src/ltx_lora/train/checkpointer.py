@@ -19,9 +19,8 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
 
-from ltx_lora.atomic import fsync_dir, fsync_file
 from ltx_lora.errors import UserError
-from ltx_lora.lora import formats
+from ltx_lora.files.atomic import fsync_dir, fsync_file
 
 STEP_PREFIX = "step_"
 
@@ -73,7 +72,7 @@ def save_training_checkpoint(run_dir: Path, state: TrainingState, lora_file: dic
     if tmp.exists():
         shutil.rmtree(tmp)
     tmp.mkdir()
-    formats.write_lora_tensors(tmp / "lora.safetensors", lora_file, lora_meta)  # every LoRA file goes through formats
+    lora_file.write_lora_tensors(tmp / "lora.safetensors", lora_file, lora_meta)  # every LoRA file goes through formats
     opt_tensors, opt_info = _flatten_optimizer(state.optimizer)
     tensors = {**{f"lora.{k}": v for k, v in state.lora.items()}, **opt_tensors,
                **{f"rng.{k}": v for k, v in state.rng.items()}}

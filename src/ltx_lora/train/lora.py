@@ -4,7 +4,7 @@ Injection keeps the base module names (no `base_model.model.` wrapper), so expor
 module paths. Export: `diffusion_model.<module>.lora_A.weight` (r x in), `.lora_B.weight` (out x r) with
 alpha/rank folded into lora_B and no `.alpha` tensors. Every consumer then applies the trained strength: ComfyUI
 (scale 1 without `.alpha`), ltx-core's fusion (ignores alpha) and diffusers' LTX-2 loader (which refuses files
-with `.alpha` tensors). docs/lora-formats.md has the sources; the key names come from `lora.formats`.
+with `.alpha` tensors). docs/lora-formats.md has the sources; the key names come from `files.lora_file`.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from peft import inject_adapter_in_model
 
 from ltx_lora.config import LoraConfig
 from ltx_lora.errors import UserError
-from ltx_lora.lora import formats
+from ltx_lora.files import lora_file
 
 ADAPTER = "default"
 _PARAM = re.compile(rf"^(?P<module>.+)\.lora_(?P<ab>[AB])\.{ADAPTER}\.weight$")
@@ -54,8 +54,8 @@ def export_comfy(transformer: torch.nn.Module, rank: int, alpha: float,
                  dtype: torch.dtype = torch.bfloat16, params: dict[str, torch.Tensor] | None = None
                  ) -> dict[str, torch.Tensor]:
     """The LoRA as ComfyUI / ltx-core / diffusers load it, with the trained strength baked in. `params`: the full
-    LoRA tensors by name when the transformer's own are shards (FSDP). Keys by `formats.lora_tensors`; write the
-    result with `formats.write_lora_tensors`."""
+    LoRA tensors by name when the transformer's own are shards (FSDP). Keys by `lora_file.lora_tensors`; write the
+    result with `lora_file.write_lora_tensors`."""
     scale = alpha / rank
     halves: dict[str, dict[str, torch.Tensor]] = {}
     for name, p in (lora_parameters(transformer) if params is None else params).items():
@@ -66,5 +66,5 @@ def export_comfy(transformer: torch.nn.Module, rank: int, alpha: float,
         if m["ab"] == "B":
             w = w * scale
         halves.setdefault(m["module"], {})[m["ab"]] = w.to(dtype).cpu().contiguous()
-    modules = {formats.stem_of_ltx_core_path(module): (ab["A"], ab["B"]) for module, ab in halves.items()}
-    return formats.lora_tensors(modules, layout=formats.COMFYUI)
+    modules = {lora_file.stem_of_ltx_core_path(module): (ab["A"], ab["B"]) for module, ab in halves.items()}
+    return lora_file.lora_tensors(modules, layout=lora_file.COMFYUI)

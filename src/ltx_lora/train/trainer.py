@@ -20,10 +20,10 @@ from ltx_lora.data.loader import BatchOrder, load_batch
 from ltx_lora.distributed import env as dist_env
 from ltx_lora.distributed import parallel
 from ltx_lora.errors import UserError
-from ltx_lora.lora.formats import write_lora_tensors
+from ltx_lora.files.lora_file import write_lora_tensors
+from ltx_lora.files.model_files import check_training_base
 from ltx_lora.ltx.fast import attention_mask_or_none, can_compile, compile_blocks, uncompile_blocks, use_sdpa_attention
 from ltx_lora.ltx.text import run_text_connectors
-from ltx_lora.model_files import check_training_base
 from ltx_lora.runtime.models import Models, load_models
 from ltx_lora.runtime.placement import HostOffload, attach_block_swap
 from ltx_lora.runtime.run import Run, Validate, ValidationFactory

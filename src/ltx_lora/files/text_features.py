@@ -22,7 +22,7 @@ from typing import Literal
 
 import torch
 
-from ltx_lora.atomic import atomic_save_safetensors
+from ltx_lora.files.atomic import atomic_save_safetensors
 
 PaddingSide = Literal["left", "right"]
 FORMAT = "ltx-lora.text-features.v1"

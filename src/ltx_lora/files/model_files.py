@@ -16,8 +16,8 @@ from pathlib import Path
 from typing import Any
 
 from ltx_lora.errors import UserError
-from ltx_lora.lora import formats
-from ltx_lora.safetensors_header import NotSafetensors, SafetensorsHeader, read_header
+from ltx_lora.files import lora_file
+from ltx_lora.files.safetensors_header import NotSafetensors, SafetensorsHeader, read_header
 
 TRANSFORMER_PREFIX = "model.diffusion_model."
 
@@ -224,24 +224,24 @@ def _identify_checkpoint(path: Path, header: SafetensorsHeader, config: dict) ->
 # ---------------------------------------------------------------------------------------------------------------
 
 # The layout labels `inspect` prints (stable strings: they appear in `inspect --json`); keys are parsed by
-# lora.formats, the one reader of LoRA files.
-_LAYOUT_LABELS = {formats.COMFYUI: "ComfyUI / ltx-core (diffusion_model.*)",
-                  formats.PEFT: "raw peft (base_model.model.*)",
-                  formats.DIFFUSERS: "diffusers (transformer.*)",
-                  formats.KOHYA: "kohya (lora_unet_*)"}
+# files.lora_file, the one reader of LoRA files.
+_LAYOUT_LABELS = {lora_file.COMFYUI: "ComfyUI / ltx-core (diffusion_model.*)",
+                  lora_file.PEFT: "raw peft (base_model.model.*)",
+                  lora_file.DIFFUSERS: "diffusers (transformer.*)",
+                  lora_file.KOHYA: "kohya (lora_unet_*)"}
 _LTX23_ONLY_MODULES = ("to_gate_logits", "prompt_adaln_single", "audio_prompt_adaln_single")
 _LTX20_ONLY_MODULES = ("caption_projection",)
 
 
 def _layout_label(module: str) -> str:
-    fmt, _ = formats.parse_module_name(module)
-    if module.startswith(formats.TEXT_PROJECTION) or module.startswith("connectors."):
+    fmt, _ = lora_file.parse_module_name(module)
+    if module.startswith(lora_file.TEXT_PROJECTION) or module.startswith("connectors."):
         fmt = None  # `inspect` has always called these bare; kept so its --json output does not change
     return _LAYOUT_LABELS.get(fmt, "bare module names")
 
 
 def _identify_lora(path: Path, header: SafetensorsHeader) -> Identification:
-    down_modules = formats.down_modules(header)  # every down matrix, also of layouts formats cannot map
+    down_modules = lora_file.down_modules(header)  # every down matrix, also of layouts formats cannot map
     downs = {k: header.tensors[k] for k in down_modules}
     ranks = Counter(v.shape[0] for v in downs.values())
     rank = ranks.most_common(1)[0][0]
@@ -251,7 +251,7 @@ def _identify_lora(path: Path, header: SafetensorsHeader) -> Identification:
     targets = sorted({re.sub(r"^.*?transformer_blocks[._](\d+)[._]", "", m) for m in modules})
     pattern = re.compile(r"transformer_blocks[._](\d+)[._]")
     blocks = {int(m.group(1)) for mod in modules if (m := pattern.search(mod))}
-    alpha = formats.first_alpha(path, header)
+    alpha = lora_file.first_alpha(path, header)
     meta = header.metadata
     dims = {}
     for k, v in downs.items():  # in_features of the targets, to say which model width it fits
@@ -353,7 +353,7 @@ def _identify_safetensors(path: Path, header: SafetensorsHeader) -> Identificati
     config = header.config() or {}
     if "transformer" in config or any(k.startswith(TRANSFORMER_PREFIX) for k in header.tensors):
         return _identify_checkpoint(path, header, config)
-    if formats.is_lora(header):
+    if lora_file.is_lora(header):
         return _identify_lora(path, header)
     if config and ("spatial_upsample" in config or "temporal_upsample" in config or "mid_channels" in config) or (
             any(k.startswith("upsampler.") for k in header.tensors) and "initial_conv.weight" in header.tensors):

@@ -19,7 +19,7 @@ Any layout may name the matrices `lora_A/lora_B` or kohya's `lora_down/lora_up`;
 
 This module owns the file format: `read_lora` / `load_pairs` / `load_weights` read every layout, `lora_keys` names
 the keys of each layout and `write_lora` writes every LoRA file ltx-lora produces. It sits at the bottom layer
-(files): it imports only `ltx_lora.errors`, `ltx_lora.atomic`, `ltx_lora.safetensors_header`, the standard library and, lazily,
+(files): it imports only `ltx_lora.errors`, `ltx_lora.files.atomic`, `ltx_lora.files.safetensors_header`, the standard library and, lazily,
 torch / safetensors, so `model_files` (which `lora.check` imports) can use it without a cycle.
 """
 
@@ -31,9 +31,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from ltx_lora.atomic import atomic_save_safetensors
 from ltx_lora.errors import UserError
-from ltx_lora.safetensors_header import NotSafetensors, SafetensorsHeader, read_header
+from ltx_lora.files.atomic import atomic_save_safetensors
+from ltx_lora.files.safetensors_header import NotSafetensors, SafetensorsHeader, read_header
 
 if TYPE_CHECKING:  # torch is imported lazily: `ltx-lora inspect` reads headers only
     import torch
