@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from ltx_lora import atomic
+from ltx_lora.files import atomic
 from ltx_lora.files.atomic import atomic_path, atomic_save_safetensors, atomic_write
 
 
