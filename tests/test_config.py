@@ -31,10 +31,55 @@ def test_every_profile_renders_a_config_that_round_trips(profile, tmp_path):
     assert parse_config(yaml.safe_load(cfg.to_yaml())) == cfg
 
 
-def test_low_vram_profiles_carry_the_guides_keys():
-    cfg = parse_config(yaml.safe_load(render_config("32gb")))
-    assert (cfg.memory.quantization, cfg.train.optimizer.value, cfg.lora.rank, cfg.memory.text_encoder_8bit) == (
-        "int8", "adamw8bit", 16, True)
+TIERS = ["80gb", "48gb", "32gb", "24gb"]
+
+
+@pytest.mark.parametrize("tier", TIERS)
+def test_a_profile_is_the_tiers_plan(tier):
+    """A profile sets memory.plan and leaves the base format and block swap to the plan: the profile's plan is
+    exactly the plan for that tier, and README's tier row says what that plan does."""
+    from ltx_lora.runtime.memory import plan_for_config
+
+    cfg = parse_config(yaml.safe_load(render_config(tier)))
+    assert (cfg.memory.plan, cfg.memory.quantization, cfg.memory.block_swap) == (tier, "auto", "auto")
+    plan = plan_for_config(cfg)
+    assert plan == plan_for_config(Config(memory={"plan": tier}))
+    row = next(line for line in (Path(__file__).parents[1] / "README.md").read_text().splitlines()
+               if line.startswith(f"| {tier[:2]} GB |"))
+    assert {"none": "bf16", "fp8": "INT8", "int8": "INT8"}[plan.quantization] in row
+    if plan.swapped_blocks:
+        assert f"swaps {len(plan.swapped_blocks)} of {plan.blocks} blocks" in row, row
+    else:
+        assert "swap" not in row, row
+
+
+@pytest.mark.parametrize("profile", list(PROFILES))
+def test_profiles_write_nothing_that_needs_a_missing_package(profile, tmp_path):
+    """doctor --config on a fresh profile (no bitsandbytes here): only the unset model paths FAIL."""
+    import importlib.util
+
+    from ltx_lora.doctor import run_checks
+
+    assert importlib.util.find_spec("bitsandbytes") is None  # what this machine is
+    p = tmp_path / "c.yaml"
+    p.write_text(render_config(profile))
+    failed = {c.name for c in run_checks(p) if c.status == "FAIL"}
+    assert failed <= {"model.checkpoint", "model.text_encoder", "gpu", "bf16"}, failed
+
+
+@pytest.mark.parametrize("key,value,needs", [
+    ("train.optimizer", "adamw8bit", "pip install bitsandbytes"),
+    ("memory.text_encoder_8bit", True, "pip install bitsandbytes"),
+    ("logging.wandb", True, "pip install wandb"),
+])
+def test_doctor_fails_a_setting_whose_package_is_missing(key, value, needs, tmp_path):
+    from ltx_lora.doctor import check_config_packages
+
+    section, name = key.split(".")
+    cfg = parse_config({section: {name: value}})
+    fails = [c for c in check_config_packages(cfg) if c.status == "FAIL"]
+    assert len(fails) == 1 and key in fails[0].detail and needs in fails[0].fix, fails
+    assert check_config_packages(Config()) == []
 
 
 def test_unknown_key_names_the_closest_valid_one():
@@ -100,7 +145,7 @@ def test_cli_init_writes_and_refuses_to_overwrite(tmp_path):
     p = tmp_path / "my.yaml"
     res = run_cli("init", p, "--profile", "24gb")
     assert res.code == 0, res.err
-    assert load_config(p).memory.block_swap > 0
+    assert load_config(p).memory.plan == "24gb"
     assert_user_error(run_cli("init", p), "already exists", "--force")
     assert_user_error(run_cli("init", tmp_path / "x.yaml", "--profile", "12gb"), "unknown profile")
 

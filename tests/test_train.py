@@ -227,3 +227,25 @@ def test_a_rank_lowered_by_the_memory_plan_resumes_with_the_same_config(prepared
         meta = f.metadata()
     assert (meta["rank"], meta["alpha"], meta["step"]) == ("16", "16.0", "2")
     assert {v.shape[0] for k, v in lora_tensors(run_dir).items() if ".lora_A." in k} == {16}
+
+
+def test_log_lines_are_whole_one_per_step(prepared, tmp_path):
+    """Not a terminal (a log): no bar, one line per step, and no line wrapped at the width (a long path is whole)."""
+    deep = tmp_path / ("a_rather_long_folder_name_for_the_runs_of_this_experiment_" * 2)
+    deep.mkdir()
+    cfg = write_config(prepared, deep, steps=3, mode="t2v")
+    res = run_cli("train", cfg, env={"COLUMNS": "80"})
+    assert res.code == 0, res.err
+    lines = res.err.splitlines()
+    assert [line.split(" |")[0] for line in lines if line.startswith("step ")] == ["step 1/3", "step 2/3", "step 3/3"]
+    final = str(deep / "run" / "lora.safetensors")
+    assert len(final) > 80 and any(final in line for line in lines), res.err
+
+
+def test_wandb_without_wandb_is_refused_at_start(prepared, tmp_path):
+    cfg = write_config(prepared, tmp_path, steps=1)
+    data = yaml.safe_load(cfg.read_text())
+    data["logging"] = {"wandb": True, "tensorboard": False}
+    cfg.write_text(yaml.safe_dump(data))
+    assert_user_error(run_cli("train", cfg), "logging.wandb", "pip install wandb")
+    assert not (tmp_path / "run" / "metrics.jsonl").exists()

@@ -13,6 +13,7 @@ from rich.console import Console
 from ltx_lora.errors import UserError
 
 console = Console(stderr=True)
+console.soft_wrap = not console.is_terminal  # a log (not a terminal) gets whole lines: never wrapped mid-path
 
 app = typer.Typer(
     name="ltx-lora",

@@ -15,23 +15,23 @@ from ltx_lora.config import Config, parse_config
 from ltx_lora.errors import UserError
 from ltx_lora.files.atomic import atomic_write
 
-# What each hardware tier of the guide changes from the defaults (the 80 GB tier is the defaults).
+# What each hardware tier of the guide changes from the defaults: the tier's memory plan, nothing else. The plan
+# (ltx_lora.runtime.memory) picks the base format and the block swap for that budget, as README's tier table says;
+# a profile writes no setting that needs a package ltx-lora does not install (8-bit AdamW, 8-bit Gemma).
 PROFILES: dict[str, dict[str, dict[str, Any]]] = {
     "auto": {"memory": {"plan": "auto"}},
     "80gb": {"memory": {"plan": "80gb"}},
-    "48gb": {"memory": {"plan": "48gb", "quantization": "fp8"}},
-    "32gb": {"memory": {"plan": "32gb", "quantization": "int8", "text_encoder_8bit": True},
-             "train": {"optimizer": "adamw8bit"}, "lora": {"rank": 16}},
-    "24gb": {"memory": {"plan": "24gb", "quantization": "int8", "text_encoder_8bit": True, "block_swap": 24},
-             "train": {"optimizer": "adamw8bit"}, "lora": {"rank": 16}, "data": {"buckets": "512x512x49"}},
+    "48gb": {"memory": {"plan": "48gb"}},
+    "32gb": {"memory": {"plan": "32gb"}},
+    "24gb": {"memory": {"plan": "24gb"}},
 }
 
 PROFILE_NOTES = {
     "auto": "Memory plan chosen at start from the GPU's free memory (shown by `ltx-lora doctor`).",
-    "80gb": "H100 80 GB: full quality, no quantization.",
-    "48gb": "48 GB (RTX 6000 Ada/Pro, A6000, A100 40 GB with care): FP8 frozen base.",
-    "32gb": "32 GB (RTX 5090): INT8 base, 8-bit AdamW, rank 16, 8-bit text encoder.",
-    "24gb": "24 GB (RTX 4090, experimental): INT8 base, blocks streamed from host memory, rank 16, 512x512x49.",
+    "80gb": "H100 80 GB: the plan for 80 GB (bf16 base, no block swap).",
+    "48gb": "48 GB (RTX 6000 Ada/Pro, A6000): the plan for 48 GB (a 1-byte base: bf16 leaves no margin).",
+    "32gb": "32 GB (RTX 5090): the plan for 32 GB (INT8, or FP8 from the FP8 checkpoint; no block swap).",
+    "24gb": "24 GB (RTX 4090, experimental): the plan for 24 GB (1-byte base, blocks streamed from host memory).",
 }
 
 _EXAMPLE_PROMPTS = [

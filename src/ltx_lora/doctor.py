@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.metadata as md
+import importlib.util
 import shutil
 import sys
 from dataclasses import dataclass
@@ -155,6 +156,7 @@ def run_checks(config_path: Path | None) -> list[Check]:
         cfg = load_config(config_path)
         out_dir = Path(cfg.output_dir).parent
         checks += check_config_paths(cfg)
+        checks += check_config_packages(cfg)
     checks.append(check_memory_plan(cfg))
     checks.append(check_disk(out_dir))
     return checks
@@ -176,6 +178,27 @@ def check_config_paths(cfg) -> list[Check]:
                 out.append(Check(f"model.{role}", "OK", value))
         except UserError as e:
             out.append(Check(f"model.{role}", "FAIL", value, str(e)))
+    return out
+
+
+# Settings that need a package ltx-lora does not install: (key, is it set, module, install command).
+OPTIONAL_PACKAGES = [
+    ("train.optimizer", lambda cfg: cfg.train.optimizer.value == "adamw8bit", "bitsandbytes",
+     "pip install bitsandbytes (or pip install 'ltx-lora[lowvram]')", "train.optimizer: adamw"),
+    ("memory.text_encoder_8bit", lambda cfg: cfg.memory.text_encoder_8bit, "bitsandbytes",
+     "pip install bitsandbytes (or pip install 'ltx-lora[lowvram]')", "memory.text_encoder_8bit: false"),
+    ("logging.wandb", lambda cfg: cfg.logging.wandb, "wandb", "pip install wandb (or pip install 'ltx-lora[wandb]')",
+     "logging.wandb: false"),
+]
+
+
+def check_config_packages(cfg: Config) -> list[Check]:
+    """A FAIL for each setting of the config whose package is not installed (none when all are, or none is used)."""
+    out: list[Check] = []
+    for key, used, module, install, off in OPTIONAL_PACKAGES:
+        if used(cfg) and importlib.util.find_spec(module) is None:
+            out.append(Check(key, "FAIL", f"{key} needs {module}, which is not installed",
+                             f"{install}, or set {off}"))
     return out
 
 

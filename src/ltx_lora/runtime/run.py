@@ -29,7 +29,7 @@ from ltx_lora.runtime.memory import Plan, plan_for_config, plan_for_processes
 # The validation hook between the `train` command and the trainer (train/ never imports sample/): the factory
 # gets the frozen text connectors once and returns a function that samples every validation prompt with the
 # transformer as it is at a step.
-Validate = Callable[[torch.nn.Module, int, "torch.optim.Optimizer | None"], None]
+Validate = Callable[[torch.nn.Module, int, "torch.optim.Optimizer | None"], "list[dict] | None"]  # the samples' records
 ValidationFactory = Callable[[torch.nn.Module], Validate]
 
 PREVIEW_STEPS = 8  # the distilled LoRA's sampler: 8 steps, no guidance

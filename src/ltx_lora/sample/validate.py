@@ -293,6 +293,8 @@ class Validator:
                                       baseline_hf=self.baseline_hf.get(index), fp8_base=self.run.base.is_fp8)
         if step == 0 and health.status == "ok":
             self.baseline_hf[index] = health.metrics["video"]["high_frequency"]
+        self.console.print(f"validation {label} prompt {index + 1}/{len(self.prompts)}: sampled in {t1 - t0:.1f} s, "
+                           f"decoded in {t2 - t1:.1f} s, health {health.status}", highlight=False, markup=False)
         folder = self.root / "samples" / label
         stem = f"p{index}"
         safe_wave = None if wave is None else torch.nan_to_num(wave)

@@ -1,14 +1,19 @@
-"""Training metrics: one console line per step, `metrics.jsonl` (for the report's plots), TensorBoard, W&B."""
+"""Training metrics: the console (a live bar on a terminal, one unwrapped line per step in a log), `metrics.jsonl`
+(for the report's plots), TensorBoard (scalars, the config and the validation health checks as text), W&B."""
 
 from __future__ import annotations
 
+import contextlib
+import importlib.util
 import json
 import time
 from pathlib import Path
 
 import torch
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 
 from ltx_lora.config import LoggingConfig
+from ltx_lora.errors import UserError
 
 
 def _gpu_memory() -> str:
@@ -17,8 +22,17 @@ def _gpu_memory() -> str:
     return f" | mem {torch.cuda.max_memory_allocated() / 2**30:.1f} GiB"
 
 
+def require_logging_packages(cfg: LoggingConfig) -> None:
+    """Refuse, before anything loads, a logger whose package is not installed."""
+    if cfg.wandb and importlib.util.find_spec("wandb") is None:
+        raise UserError("logging.wandb is true but wandb is not installed: install it with `pip install wandb`, "
+                        "or set logging.wandb: false.")
+
+
 class MetricsLogger:
-    def __init__(self, run_dir: Path, cfg: LoggingConfig, console, total_steps: int, start: int):
+    def __init__(self, run_dir: Path, cfg: LoggingConfig, console, total_steps: int, start: int,
+                 config_text: str = "", run_text: str = ""):
+        require_logging_packages(cfg)
         self.console = console
         self.total, self.start = total_steps, start
         self.t_start = time.perf_counter()
@@ -33,13 +47,36 @@ class MetricsLogger:
                 self.tb = SummaryWriter(log_dir=str(run_dir / "tensorboard"))
             except ImportError:
                 console.print("tensorboard is not installed: metrics go to metrics.jsonl only")
+        if self.tb is not None:
+            if config_text:
+                self.tb.add_text("config", _code(config_text), start)
+            if run_text:
+                self.tb.add_text("run", _code(run_text), start)
         if cfg.wandb:
-            try:
-                import wandb
+            import wandb
 
-                self.wandb = wandb.init(project=cfg.wandb_project, dir=str(run_dir), resume="allow")
-            except ImportError:
-                console.print("wandb is not installed (pip install wandb): metrics go to metrics.jsonl only")
+            self.wandb = wandb.init(project=cfg.wandb_project, dir=str(run_dir), resume="allow")
+        # On a terminal: a live bar (its line carries the step's numbers) and a kept line every tenth of the run;
+        # in a log (not a terminal): one line per step, never a bar.
+        self.bar: Progress | None = None
+        self.keep_every = max(1, (total_steps - start) // 10)
+        if getattr(console, "is_terminal", False) and not getattr(console, "quiet", False):
+            self.bar = Progress(TextColumn("step"), MofNCompleteColumn(), BarColumn(), TextColumn("{task.description}"),
+                                console=console, transient=True)
+            self.task = self.bar.add_task("", total=total_steps, completed=start)
+            self.bar.start()
+
+    @contextlib.contextmanager
+    def paused(self):
+        """Hide the bar while something else (validation sampling, with its own bar) uses the console."""
+        if self.bar is None:
+            yield
+            return
+        self.bar.stop()
+        try:
+            yield
+        finally:
+            self.bar.start()
 
     def log_step(self, step: int, video_loss: float, audio_loss: float | None, lr: float, seconds: float) -> None:
         record = {"step": step, "loss_video": video_loss, "loss_audio": audio_loss, "lr": lr, "s_per_step": seconds}
@@ -56,15 +93,40 @@ class MetricsLogger:
         elapsed = time.perf_counter() - self.t_start
         eta = elapsed / max(done, 1) * (self.total - step)
         audio = f" audio {audio_loss:.4f}" if audio_loss is not None else ""
-        self.console.print(f"step {step}/{self.total} | loss video {video_loss:.4f}{audio} | lr {lr:.2e} | "
-                           f"{seconds:.2f} s/step | ETA {_fmt(eta)}{_gpu_memory()}", highlight=False)
+        numbers = (f"loss video {video_loss:.4f}{audio} | lr {lr:.2e} | {seconds:.2f} s/step | ETA {_fmt(eta)}"
+                   f"{_gpu_memory()}")
+        if self.bar is not None:
+            self.bar.update(self.task, completed=step, description=numbers)
+            if done % self.keep_every and step != self.total:
+                return
+        self.console.print(f"step {step}/{self.total} | {numbers}", highlight=False, markup=False)
+
+    def log_validation(self, step: int, records: list[dict] | None) -> None:
+        """The health check of each validation sample, as text in TensorBoard (the report has the videos)."""
+        if self.tb is None or not records:
+            return
+        rows = ["| prompt | health | problems and notes | seconds |", "|---|---|---|---|"]
+        for r in records:
+            h = r.get("health", {})
+            said = "; ".join(h.get("problems", []) + h.get("notes", [])) or "-"
+            rows.append(f"| {r.get('prompt_index')}: {r.get('prompt', '')[:80]} | {h.get('status', '?')} | {said} "
+                        f"| {r.get('seconds', 0):.1f} |")
+        self.tb.add_text("validation/health", "\n".join(rows), step)
+        self.tb.flush()
 
     def close(self) -> None:
+        if self.bar is not None:
+            self.bar.stop()
         self.jsonl.close()
         if self.tb is not None:
             self.tb.close()
         if self.wandb is not None:
             self.wandb.finish()
+
+
+def _code(text: str) -> str:
+    """Markdown code block (TensorBoard renders text as markdown): indented so nothing in it is formatting."""
+    return "\n".join("    " + line for line in text.splitlines())
 
 
 def _fmt(seconds: float) -> str:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import gc
+import json
 import time
 from pathlib import Path
 
@@ -34,7 +35,7 @@ from ltx_lora.train.checkpointer import (
     save_training_checkpoint,
 )
 from ltx_lora.train.lora import export_comfy, inject_lora, lora_parameters
-from ltx_lora.train.metrics import MetricsLogger
+from ltx_lora.train.metrics import MetricsLogger, require_logging_packages
 from ltx_lora.train.objective import LatentBatch
 from ltx_lora.train.optim import build_optimizer, set_lr
 from ltx_lora.train.step import NonFiniteLoss, forward_backward
@@ -125,6 +126,7 @@ class Trainer:
         """Train from the cache to `run.steps`, resuming when asked; returns the final LoRA file."""
         cfg, run = self.cfg, self.run
         check_training_base(run.base.identity)
+        require_logging_packages(cfg.logging)
         manifest = read_manifest(self.cache)
         self._check_cache(manifest)
         if not self.resume and latest_training_checkpoint(self.run_dir) is not None:
@@ -167,11 +169,19 @@ class Trainer:
         if self.dist.active:
             self.console.print(f"{self.dist.world_size} processes, {cfg.distributed.strategy}: global batch "
                                f"{cfg.train.batch_size} x {self.dist.world_size} x {cfg.train.gradient_accumulation}")
-        metrics = (MetricsLogger(self.run_dir, cfg.logging, self.console, total_steps=self.total_steps, start=start)
+        metrics = (MetricsLogger(self.run_dir, cfg.logging, self.console, total_steps=self.total_steps, start=start,
+                                 config_text=cfg.to_yaml(), run_text=json.dumps(run.resolved(), indent=1))
                    if self.dist.is_main else None)
         validate = self._validator(models)
+
+        def validate_at(done: int) -> None:
+            with metrics.paused() if metrics else contextlib.nullcontext():
+                records = validate(transformer, done, optimizer)
+            if metrics:
+                metrics.log_validation(done, records)
+
         if validate and start == 0:
-            validate(transformer, 0, optimizer)  # the base model: the baseline every later sample is judged against
+            validate_at(0)  # the base model: the baseline every later sample is judged against
         step = start
         try:
             for step in range(start, self.total_steps):
@@ -188,7 +198,7 @@ class Trainer:
                 if done % cfg.checkpoints.every == 0 or done == self.total_steps:
                     self._save(done, transformer, params, optimizer, order, gen, manifest)
                 if validate and (done % cfg.validation.every == 0 or done == self.total_steps):
-                    validate(transformer, done, optimizer)
+                    validate_at(done)
         finally:
             if metrics:
                 metrics.close()
@@ -208,8 +218,9 @@ class Trainer:
             sample = self.validation(models.text_connectors)
 
         def validate(transformer, step, optimizer):
-            sample(transformer, step, optimizer)
+            records = sample(transformer, step, optimizer)
             self.dist.barrier()  # the other ranks waited here
+            return records
 
         return validate
 
