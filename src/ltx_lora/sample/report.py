@@ -149,7 +149,7 @@ def svg_plot(points: list[tuple[int, float]], title: str, colour: str, width: in
 
     stride = max(1, math.ceil(len(points) / MAX_DOTS))
     dots = points[::stride]
-    raw_label = "raw" if stride == 1 else f"raw (every {stride}th)"
+    raw_label = "raw" if stride == 1 else f"raw (1 in {stride})"
     parts = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" '
              f'viewBox="0 0 {width} {height}" role="img" aria-label="{html.escape(title)}">',
              f'<text x="{left}" y="16" class="t">{html.escape(title)}</text>',
@@ -169,7 +169,7 @@ def svg_plot(points: list[tuple[int, float]], title: str, colour: str, width: in
     line = " ".join(f"{px(s):.1f},{py(v):.1f}" for s, v in zip(steps, sm))
     parts.append(f'<polyline points="{line}" fill="none" stroke="{colour}" stroke-width="2"/>')
     # legend, top right, above the plot area
-    lx = left + pw - 210
+    lx = left + pw - 240
     parts.append(f"<g class='legend'><circle cx=\"{lx}\" cy=\"12\" r=\"3\" fill=\"{colour}\" opacity=\"0.6\"/>"
                  f'<text x="{lx + 7}" y="16" class="lg">{html.escape(raw_label)}</text>'
                  f'<line x1="{lx + 100}" x2="{lx + 118}" y1="12" y2="12" stroke="{colour}" stroke-width="2"/>'
