@@ -105,9 +105,13 @@ def test_training_validates_at_step_0_and_every_n_steps(trained):
 def test_validation_does_not_change_training(prepared, trained, tmp_path):
     """Sampling uses its own generators and puts the model back in training mode: the LoRA is bit-identical."""
     _, cfg = prepared
-    res = run_cli("train", write(tmp_path, "noval", {**cfg, "output_dir": str(tmp_path / "noval")}, every=None))
+    res = run_cli("train", write(tmp_path, "noval", {**cfg, "output_dir": str(tmp_path / "noval")}, every=None,
+                                 prompts=[]))
     assert res.code == 0, res.err
     assert "validation step_" not in res.err
+    # no validation prompts: still a report, with the loss curves and no sample grid
+    page = (tmp_path / "noval" / "report.html").read_text()
+    assert "video loss" in page and "audio loss" in page and "<svg" in page and "<video" not in page
     from safetensors.torch import load_file
 
     a, b = load_file(str(trained[0] / "lora.safetensors")), load_file(str(tmp_path / "noval" / "lora.safetensors"))
@@ -131,7 +135,53 @@ def test_report_opens_in_chromium_with_playable_videos(trained):
     assert 'src="samples/' in html and str(trained[0]) + "/samples" not in html  # relative links only
 
 
+def _attr_values(page: str, tag: str, attr: str) -> list[str]:
+    import re
+
+    return [m.group(1) for t in re.findall(rf"<{tag}\b[^>]*>", page) for m in [re.search(rf'{attr}="([^"]*)"', t)]
+            if m]
+
+
+def test_report_videos_have_posters_and_the_grid_scrolls(trained):
+    import re
+
+    run = trained[0]
+    page = (run / "report.html").read_text()
+    videos = re.findall(r"<video\b[^>]*>", page)
+    posters = _attr_values(page, "video", "poster")
+    assert len(videos) == 4 and len(posters) == 4, videos  # every video shows a picture before it plays
+    for poster in posters:
+        assert not poster.startswith("/") and (run / poster).is_file(), poster
+        assert np.asarray(Image.open(run / poster)).std() > 0
+    # many checkpoint columns: the grid scrolls sideways inside its own box instead of widening the page
+    assert re.search(r"\.gridwrap\{[^}]*overflow-x:auto", page) and "<div class='gridwrap'><table class='grid'>" in page
+
+
 # --- the validate command ---------------------------------------------------------------------------------------
+
+
+def test_a_second_validate_into_the_same_folder_shows_only_its_own_columns(prepared, trained, tmp_path):
+    """Two validate commands, one output folder, different options: each report shows what its command sampled."""
+    _, cfg = prepared
+    one = write(tmp_path, "one", cfg, prompts=PROMPTS[:1])
+    lora = trained[0] / "lora.safetensors"
+    other = tmp_path / "other.safetensors"
+    other.write_bytes(lora.read_bytes())
+    out = tmp_path / "out"
+    res = run_cli("validate", one, "--lora", lora, "--steps", "3", "--out", out)
+    assert res.code == 0, res.err
+    first = (out / "report.html").read_text()
+    assert "samples/base/p0.mp4" in first and "samples/lora/p0.mp4" in first and ", 3 steps," in first
+    res = run_cli("validate", one, "--no-base", "--lora", other, "--steps", "2", "--out", out)
+    assert res.code == 0, res.err
+    page = (out / "report.html").read_text()
+    assert _attr_values(page, "source", "src") == ["samples/other/p0.mp4"]  # not base, not the first command's lora
+    assert ", 2 steps," in page and ", 3 steps," not in page
+    assert "validation of 1 LoRA file" in page and "base model" not in page.split("<h2>Loss")[0]
+    json_steps = {json.loads(p.read_text())["settings"]["steps"] for p in (out / "samples/other").glob("*.json")}
+    assert json_steps == {2}
+
+
 
 
 def test_validate_command_samples_a_lora_file_in_fast_preview(prepared, trained, tiny_checkpoint, synthetic_clips,
@@ -309,10 +359,35 @@ def test_plateau_notes_name_the_modality_that_stopped(tmp_path):
     flat = [0.3 + 0.001 * math.sin(i) for i in range(n)]
     note = plateau_note(read_losses(_metrics(tmp_path / "a.jsonl", falling, flat)))
     assert note and note.startswith("Audio has plateaued")
+    # in words what the two curves do, over which steps
+    assert "audio loss is flat" in note and "video loss still falls" in note and "steps 101-150" in note
+    assert "steps 151-200" in note
     note = plateau_note(read_losses(_metrics(tmp_path / "b.jsonl", flat, falling)))
     assert note and note.startswith("Video has plateaued")
+    assert "video loss is flat" in note and "audio loss still falls" in note
     assert plateau_note(read_losses(_metrics(tmp_path / "c.jsonl", falling, falling))) is None
     assert plateau_note(read_losses(_metrics(tmp_path / "d.jsonl", falling[:10], flat[:10]))) is None
+
+
+def test_loss_plots_have_axis_titles_a_legend_and_one_style_at_any_length(tmp_path):
+    import re
+
+    from ltx_lora.sample.report import build_report, svg_plot
+
+    few = svg_plot([(i, 1.0 / (i + 1)) for i in range(10)], "video loss", "#5fa8ff")
+    many = svg_plot([(i, 1.0 / (i + 1)) for i in range(500)], "video loss", "#5fa8ff")
+    for svg in (few, many):
+        assert ">step</text>" in svg and ">loss</text>" in svg  # axis titles
+        assert "raw" in svg and "smoothed" in svg and "class='legend'" in svg  # legend naming both marks
+
+    def style(svg: str) -> set:
+        marks = re.sub(r"<g class='legend'>.*?</g>", "", svg)
+        return set(re.findall(r'<circle [^>]*?( r="[^"]*"[^>]*opacity="[^"]*")', marks))
+
+    assert style(few) == style(many) and len(style(few)) == 1  # one look, whatever the number of points
+    page = build_report(tmp_path, title="t", config_text="x: 1",
+                        metrics=_metrics(tmp_path / "m.jsonl", [1.0, 0.5, 0.4], [0.3, 0.2, 0.1])).read_text()
+    assert page.count(">step</text>") == 2 and page.count("smoothed") >= 2
 
 
 def test_a_step_logged_twice_after_resume_keeps_its_last_value(tmp_path):

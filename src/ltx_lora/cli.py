@@ -118,7 +118,7 @@ def train(
     from ltx_lora.config import load_config
     from ltx_lora.distributed.env import process_group
     from ltx_lora.runtime.run import resolve_run
-    from ltx_lora.sample.validate import training_validation
+    from ltx_lora.sample.validate import training_validation, write_training_report
     from ltx_lora.train.trainer import Trainer, TrainingFailed
 
     cfg = load_config(config)
@@ -134,9 +134,12 @@ def train(
             out = Trainer(run, resume=resume, validation=training_validation(run, console), console=console).train()
         except TrainingFailed as e:
             if dist.is_main:
+                write_training_report(run)  # the loss curves up to where it stopped
                 console.print(f"[bold red]training stopped:[/] {e}", highlight=False)
             raise typer.Exit(1)
     if dist.is_main:
+        # validation or not: report.html with the loss curves (and the samples, when there are any)
+        console.print(f"report: {write_training_report(run)}", highlight=False)
         print(out)
 
 

@@ -1,5 +1,5 @@
-"""What a validation sample becomes on disk: an mp4 with its sound (H.264 + AAC, through PyAV) and a contact sheet
-PNG (frames in a grid, the waveform under them). Files are written atomically (ltx_lora.files.atomic)."""
+"""What a validation sample becomes on disk: an mp4 with its sound (H.264 + AAC, through PyAV) a contact sheet
+PNG (frames in a grid, the waveform under them) and a poster PNG (the first frame). Files are written atomically (ltx_lora.files.atomic)."""
 
 from __future__ import annotations
 
@@ -73,6 +73,13 @@ def _waveform_strip(wave: torch.Tensor, width: int, height: int) -> Image.Image:
         colour = (230, 80, 80) if max(abs(lo), abs(hi)) >= 0.999 else (110, 200, 150)
         draw.line([(x, mid - hi * (mid - 1)), (x, mid - lo * (mid - 1))], fill=colour)
     return img
+
+
+def write_poster(path: Path, frames: torch.Tensor) -> Path:
+    """The first frame as a PNG: what the report's <video> shows before it plays."""
+    png = io.BytesIO()
+    Image.fromarray(frames[0].numpy()).save(png, format="PNG")
+    return atomic_write(Path(path), png.getvalue())
 
 
 def write_contact_sheet(path: Path, frames: torch.Tensor, wave: torch.Tensor | None = None, *, fps: float,

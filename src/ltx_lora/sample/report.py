@@ -2,10 +2,12 @@
 with relative paths, so the run folder can be copied or served as it is.
 
 - a grid: one row per validation prompt, one column per checkpoint (step 0 / the base first), each cell the mp4
-  with its sound, its health and its time;
-- loss curves of video and audio, each on its own plot (raw points and an exponential moving average), drawn as
-  inline SVG;
-- a note when one modality's loss has flattened while the other's still falls (audio usually converges first);
+  with its sound (its first frame as poster), its health and its time; with many columns the grid scrolls sideways
+  in its own box, the prompt column staying in view;
+- loss curves of video and audio, each on its own plot (raw points and an exponential moving average, axis titles,
+  a legend), drawn as inline SVG;
+- a note, in words, when one modality's smoothed loss has flattened while the other's still falls (audio usually
+  converges first);
 - the config of the run.
 """
 
@@ -14,6 +16,7 @@ from __future__ import annotations
 import html
 import json
 import math
+from dataclasses import dataclass
 from pathlib import Path
 
 from ltx_lora.files.atomic import atomic_write
@@ -62,40 +65,76 @@ def smooth(values: list[float], weight: float = SMOOTHING) -> list[float]:
     return out
 
 
-def recent_fall(points: list[tuple[int, float]]) -> float | None:
-    """Relative fall of the smoothed loss over the last quarter of the steps (positive = still improving)."""
+@dataclass(frozen=True)
+class Trend:
+    """How the smoothed loss moved between the second-last and the last quarter of the logged steps."""
+
+    fall: float  # relative fall of the last quarter's mean against the quarter before (positive = still falling)
+    before: tuple[int, int]  # first and last step of the quarter before
+    last: tuple[int, int]  # first and last step of the last quarter
+
+
+def recent_trend(points: list[tuple[int, float]]) -> Trend | None:
+    """The smoothed loss's recent trend; None with too few points (or a zero loss) to tell."""
     if len(points) < MIN_STEPS_FOR_TREND:
         return None
     s = smooth([v for _, v in points])
     q = max(1, len(s) // 4)
     before = sum(s[-2 * q:-q]) / q
     last = sum(s[-q:]) / q
-    return (before - last) / abs(before) if before else None
+    if not before:
+        return None
+    steps = [st for st, _ in points]
+    return Trend((before - last) / abs(before), (steps[-2 * q], steps[-q - 1]), (steps[-q], steps[-1]))
+
+
+def recent_fall(points: list[tuple[int, float]]) -> float | None:
+    """Relative fall of the smoothed loss over the last quarter of the steps (positive = still improving)."""
+    trend = recent_trend(points)
+    return None if trend is None else trend.fall
+
+
+def _moved(fall: float) -> str:
+    if abs(fall) < 0.0005:
+        return "did not change"
+    return f"{'fell' if fall > 0 else 'rose'} {abs(fall):.1%}"
 
 
 def plateau_note(losses: dict[str, list[tuple[int, float]]]) -> str | None:
-    v, a = recent_fall(losses["video"]), recent_fall(losses["audio"])
+    """A note, in words, when one modality's smoothed loss has gone flat while the other's still falls."""
+    v, a = recent_trend(losses["video"]), recent_trend(losses["audio"])
     if v is None or a is None:
         return None
-    if a < PLATEAU_BELOW and v > IMPROVING_ABOVE:
-        return (f"Audio has plateaued (its loss fell {a:.1%} over the last quarter of the run) while video still "
-                f"improves ({v:.1%}). Audio usually converges first: listen to the latest samples for over-trained "
-                "sound; an earlier checkpoint may have the better audio, or lower train.audio_loss_weight.")
-    if v < PLATEAU_BELOW and a > IMPROVING_ABOVE:
-        return (f"Video has plateaued (its loss fell {v:.1%} over the last quarter of the run) while audio still "
-                f"improves ({a:.1%}). The two learn at different rates: watch the latest samples for over-trained "
-                "picture; an earlier checkpoint may have the better video.")
+
+    def says(flat: str, flat_t: Trend, other: str, other_t: Trend) -> str:
+        (b0, b1), (l0, l1) = flat_t.before, flat_t.last
+        return (f"{flat.capitalize()} has plateaued while {other} still learns: on the curves below, the smoothed "
+                f"{flat} loss is flat (its mean over steps {l0}-{l1} {_moved(flat_t.fall)} compared with steps {b0}-{b1}), "
+                f"while the smoothed {other} loss still falls (its mean {_moved(other_t.fall)} over the same "
+                "steps). ")
+
+    if a.fall < PLATEAU_BELOW and v.fall > IMPROVING_ABOVE:
+        return (says("audio", a, "video", v) + "Audio usually converges first: listen to the latest samples for "
+                "over-trained sound; an earlier checkpoint may have the better audio, or lower "
+                "train.audio_loss_weight.")
+    if v.fall < PLATEAU_BELOW and a.fall > IMPROVING_ABOVE:
+        return (says("video", v, "audio", a) + "The two learn at different rates: watch the latest samples for "
+                "over-trained picture; an earlier checkpoint may have the better video.")
     return None
 
 
-def svg_plot(points: list[tuple[int, float]], title: str, colour: str, width: int = 560, height: int = 240) -> str:
-    """Raw losses as faint dots, the smoothed curve as a line, log-free linear axes with a few ticks."""
+MAX_DOTS = 2000  # raw values drawn as dots; a longer run draws every k-th (same look, fewer elements)
+
+
+def svg_plot(points: list[tuple[int, float]], title: str, colour: str, width: int = 560, height: int = 260) -> str:
+    """Raw losses as faint dots, the smoothed curve as a line, linear axes with a few ticks, axis titles and a
+    legend. The marks look the same whatever the number of points."""
     if not points:
         return f'<div class="noplot">{html.escape(title)}: no values logged</div>'
     steps = [s for s, _ in points]
     raw = [v for _, v in points]
     sm = smooth(raw)
-    left, right, top, bottom = 56, 12, 26, 30
+    left, right, top, bottom = 64, 12, 26, 44
     x0, x1 = min(steps), max(steps) if max(steps) > min(steps) else min(steps) + 1
     lo, hi = min(raw), max(raw)
     if hi - lo < 1e-12:
@@ -108,6 +147,9 @@ def svg_plot(points: list[tuple[int, float]], title: str, colour: str, width: in
     def py(v: float) -> float:
         return top + (hi - v) / (hi - lo) * ph
 
+    stride = max(1, math.ceil(len(points) / MAX_DOTS))
+    dots = points[::stride]
+    raw_label = "raw" if stride == 1 else f"raw (1 in {stride})"
     parts = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" '
              f'viewBox="0 0 {width} {height}" role="img" aria-label="{html.escape(title)}">',
              f'<text x="{left}" y="16" class="t">{html.escape(title)}</text>',
@@ -118,13 +160,20 @@ def svg_plot(points: list[tuple[int, float]], title: str, colour: str, width: in
         parts.append(f'<line x1="{left}" x2="{left + pw}" y1="{y:.1f}" y2="{y:.1f}" class="grid"/>'
                      f'<text x="{left - 4}" y="{y + 4:.1f}" class="yl">{v:.3g}</text>')
     for s in sorted({int(round(x0 + (x1 - x0) * k / 4)) for k in range(5)}):
-        parts.append(f'<text x="{px(s):.1f}" y="{height - 10}" class="xl">{s}</text>')
-    if len(points) <= 3000:  # raw values as dots (bigger when there are few, so one logged step still shows)
-        r, alpha = (3, 0.7) if len(points) < 50 else (1.4, 0.25)
-        parts += [f'<circle cx="{px(s):.1f}" cy="{py(v):.1f}" r="{r}" fill="{colour}" opacity="{alpha}"/>'
-                  for s, v in points]
+        parts.append(f'<text x="{px(s):.1f}" y="{top + ph + 14}" class="xl">{s}</text>')
+    # axis titles
+    parts.append(f'<text x="{left + pw / 2:.1f}" y="{height - 6}" class="at">step</text>'
+                 f'<text x="14" y="{top + ph / 2:.1f}" class="at" '
+                 f'transform="rotate(-90 14 {top + ph / 2:.1f})">loss</text>')
+    parts += [f'<circle cx="{px(s):.1f}" cy="{py(v):.1f}" r="2" fill="{colour}" opacity="0.35"/>' for s, v in dots]
     line = " ".join(f"{px(s):.1f},{py(v):.1f}" for s, v in zip(steps, sm))
     parts.append(f'<polyline points="{line}" fill="none" stroke="{colour}" stroke-width="2"/>')
+    # legend, top right, above the plot area
+    lx = left + pw - 240
+    parts.append(f"<g class='legend'><circle cx=\"{lx}\" cy=\"12\" r=\"3\" fill=\"{colour}\" opacity=\"0.6\"/>"
+                 f'<text x="{lx + 7}" y="16" class="lg">{html.escape(raw_label)}</text>'
+                 f'<line x1="{lx + 100}" x2="{lx + 118}" y1="12" y2="12" stroke="{colour}" stroke-width="2"/>'
+                 f'<text x="{lx + 122}" y="16" class="lg">smoothed (EMA {SMOOTHING:g})</text></g>')
     parts.append("</svg>")
     return "".join(parts)
 
@@ -132,7 +181,9 @@ def svg_plot(points: list[tuple[int, float]], title: str, colour: str, width: in
 _CSS = """
 body{font-family:system-ui,sans-serif;margin:24px;background:#111;color:#ddd}
 h1{font-size:20px}h2{font-size:16px;margin-top:28px}
+.gridwrap{overflow-x:auto;max-width:100%}
 table.grid{border-collapse:collapse}
+td.prompt,th.prompt{position:sticky;left:0;z-index:1;background:#111}
 .grid th,.grid td{border:1px solid #333;padding:6px;vertical-align:top}
 .grid th{background:#1c1c1c;font-weight:600}
 td.prompt{max-width:220px;font-size:13px;color:#bbb}
@@ -144,6 +195,7 @@ video{width:320px;display:block;background:#000}img.sheet{width:320px}
 svg{background:#181818;margin-right:16px}svg .t{fill:#ddd;font-size:13px}
 svg .frame{fill:none;stroke:#444}svg .grid{stroke:#2a2a2a}
 svg .yl{fill:#999;font-size:10px;text-anchor:end}svg .xl{fill:#999;font-size:10px;text-anchor:middle}
+svg .at{fill:#bbb;font-size:11px;text-anchor:middle}svg .lg{fill:#bbb;font-size:11px}
 pre{background:#181818;padding:12px;max-width:900px;overflow:auto;font-size:12px}
 a{color:#8bf}
 """
@@ -164,7 +216,8 @@ def _cell(rec: dict | None) -> str:
     h = rec["health"]
     badge = {"ok": "healthy", "bad": "problem", "explained": "explained"}[h["status"]]
     sheet = html.escape(files["contact_sheet"])
-    out = [f'<td><video controls preload="metadata"><source src="{html.escape(files["video"])}" type="video/mp4">'
+    poster = html.escape(files.get("poster") or files["contact_sheet"])  # records from before posters: the sheet
+    out = [f'<td><video controls preload="metadata" poster="{poster}"><source src="{html.escape(files["video"])}" type="video/mp4">'
            '</video>',
            f'<div class="meta"><span class="{h["status"]}">{badge}</span> | {rec["seconds"]:.1f} s | '
            f'<a href="{html.escape(files["record"])}">record</a></div>',
@@ -178,9 +231,11 @@ def _cell(rec: dict | None) -> str:
     return "".join(out) + "</td>"
 
 
-def build_report(root: Path, *, title: str, config_text: str, metrics: Path | None = None) -> Path:
-    """Write root/report.html from the sample records under root/samples and the losses in `metrics`."""
-    records = load_records(root)
+def build_report(root: Path, *, title: str, config_text: str, metrics: Path | None = None,
+                 records: list[dict] | None = None) -> Path:
+    """Write root/report.html from `records` (default: every sample record under root/samples) and the losses in
+    `metrics`."""
+    records = load_records(root) if records is None else records
     columns = _columns(records)
     prompts: dict[int, str] = {}
     cells: dict[tuple[int, str], dict] = {}
@@ -209,7 +264,8 @@ def build_report(root: Path, *, title: str, config_text: str, metrics: Path | No
                     f"seed {s['seed']}{', fast preview (distilled LoRA)' if s.get('preview') else ''}</div>")
     body.append("<h2>Samples</h2>")
     if records:
-        body.append(f"<table class='grid'><tr><th>prompt</th>{''.join(heads)}</tr>{''.join(rows)}</table>")
+        body.append(f"<div class='gridwrap'><table class='grid'><tr><th class='prompt'>prompt</th>{''.join(heads)}</tr>"
+                    f"{''.join(rows)}</table></div>")
     else:
         body.append("<p>No samples yet.</p>")
     if metrics is not None:

@@ -1,8 +1,10 @@
 """Validation samples: fixed prompts, seed and settings, sampled at step 0, every N steps and at the end of a run
 (`Validator`, called by the trainer), or afterwards for LoRA files (`validate_loras`, the `validate` command).
 
-Per sample: samples/<checkpoint>/p<i>.mp4 (H.264 + AAC), p<i>.png (contact sheet), p<i>.json (prompt, seed,
-settings, step, LoRA file, time, health); then report.html is rebuilt. Prompt features come from the preprocessing
+Per sample: samples/<checkpoint>/p<i>.mp4 (H.264 + AAC), p<i>.png (contact sheet), p<i>.poster.png (first frame),
+p<i>.json (prompt, seed, settings, step, LoRA file, time, health); then report.html is rebuilt: in a run folder from
+every record of the run (its checkpoints accumulate, across resumes too), for the `validate` command from what that
+command sampled only. Prompt features come from the preprocessing
 cache (Gemma never loads here). During in-loop validation the optimizer state waits in host memory and the VAE
 decoders come to the GPU only to decode, so sampling needs no more GPU memory than training did.
 """
@@ -46,7 +48,7 @@ from ltx_lora.runtime.models import load_models
 from ltx_lora.runtime.placement import HostOffload, attach_block_swap
 from ltx_lora.runtime.run import Run, SampleSettings, Validate, ValidationFactory
 from ltx_lora.sample.health import Health, check_sample
-from ltx_lora.sample.media import write_contact_sheet, write_mp4
+from ltx_lora.sample.media import write_contact_sheet, write_mp4, write_poster
 from ltx_lora.sample.report import build_report
 
 DISTILLED_WITH_LORA = ("the Distilled checkpoint already has the distillation baked in; adding the distilled LoRA "
@@ -138,6 +140,9 @@ class Validator:
     first_frame: torch.Tensor | None = None
     preview_pairs: dict | None = None
     baseline_hf: dict[int, float] = field(default_factory=dict)
+    # None: the report shows every record under root/samples (a training run). A list (the validate command): the
+    # report shows these records only, the ones this command sampled, not older samples of other settings in root.
+    session: list[dict] | None = None
 
     @property
     def cfg(self) -> Config:
@@ -226,7 +231,9 @@ class Validator:
                 rec = json.loads(path.read_text())
             except (OSError, json.JSONDecodeError):
                 continue
-            if rec.get("step") == 0 and rec["health"]["status"] == "ok" and rec["settings"] == self.settings.to_dict():
+            same_base = rec.get("base_checkpoint") == Path(self.cfg.model.checkpoint).name
+            if (rec.get("step") == 0 and rec["health"]["status"] == "ok" and same_base
+                    and rec["settings"] == self.settings.to_dict()):
                 self.baseline_hf[rec["prompt_index"]] = rec["health"]["metrics"]["video"]["high_frequency"]
 
     # -- sampling ------------------------------------------------------------------------------------------------
@@ -249,7 +256,10 @@ class Validator:
         finally:
             transformer.train(was_training)
 
-        build_report(self.root, title=self.title, config_text=self.cfg.to_yaml(), metrics=self.metrics)
+        if self.session is not None:
+            self.session += records
+        build_report(self.root, title=self.title, config_text=self.cfg.to_yaml(), metrics=self.metrics,
+                     records=self.session)
         bad = [r for r in records if r["health"]["status"] != "ok"]
         for r in bad:
             colour = "yellow" if r["health"]["status"] == "explained" else "red"
@@ -300,6 +310,7 @@ class Validator:
         safe_wave = None if wave is None else torch.nan_to_num(wave)
         write_mp4(folder / f"{stem}.mp4", frames, s.fps, safe_wave, rate)
         write_contact_sheet(folder / f"{stem}.png", frames, safe_wave, fps=s.fps)
+        write_poster(folder / f"{stem}.poster.png", frames)
         def rel(name: str) -> str:  # links in records and the report are relative to the run folder
             return (Path("samples") / label / name).as_posix()
 
@@ -309,7 +320,8 @@ class Validator:
             "settings": s.to_dict(), "seconds": round(t2 - t0, 3), "seconds_sampling": round(t1 - t0, 3),
             "seconds_decoding": round(t2 - t1, 3), "device": _device_name(self.device),
             "audio_sample_rate": rate, "health": health.to_dict(),
-            "files": {"video": rel(f"{stem}.mp4"), "contact_sheet": rel(f"{stem}.png"), "record": rel(f"{stem}.json")},
+            "files": {"video": rel(f"{stem}.mp4"), "contact_sheet": rel(f"{stem}.png"),
+                      "poster": rel(f"{stem}.poster.png"), "record": rel(f"{stem}.json")},
             "created": datetime.now(UTC).isoformat(timespec="seconds"),
         }
         atomic_write(folder / f"{stem}.json", json.dumps(record, indent=1))
@@ -357,6 +369,18 @@ def training_validation(run: Run, console) -> ValidationFactory | None:
     return build
 
 
+def write_training_report(run: Run) -> Path:
+    """OUTPUT_DIR/report.html once training ends (or stops), validation on or off: the samples the run has and its
+    loss curves up to the last logged step."""
+    return build_report(run.run_dir, title=run.run_dir.name, config_text=run.config.to_yaml(),
+                        metrics=run.run_dir / "metrics.jsonl")
+
+
+def _what(loras: list[Path], base: bool) -> str:
+    files = f"{len(loras)} LoRA file{'' if len(loras) == 1 else 's'}" if loras else ""
+    return " and ".join([*(["the base model"] if base else []), *([files] if files else [])])
+
+
 def validate_loras(run: Run, loras: list[Path], *, out: Path | None, base: bool, console) -> Path:
     """Sample the base model (unless base=False) and each LoRA file with the run's validation settings."""
     # Every refusal before anything loads.
@@ -386,7 +410,8 @@ def validate_loras(run: Run, loras: list[Path], *, out: Path | None, base: bool,
     with HostOffload(models.text_connectors, device).on_device() if on_host else nullcontext():
         validator = Validator.build(run, root, text_connectors=models.text_connectors, console=console,
                                     metrics=metrics if metrics.is_file() else None,
-                                    title=f"{run.run_dir.name}: validation of {len(loras)} LoRA file(s)")
+                                    title=f"{run.run_dir.name}: validation of {_what(loras, base)}")
+    validator.session = []  # this command's report shows what it samples, not earlier validate runs in root
     transformer = models.transformer.requires_grad_(False)
     del models
     attach_block_swap(transformer, list(plan.swapped_blocks), device)
