@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import os
+import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -108,3 +110,25 @@ def test_no_captioned_clip_is_exit_2_with_the_reasons(tmp_path, tiny_checkpoint,
     assert_user_error(res, "None of the 2 clips", "2 no caption", "ltx-lora caption", "side-car .txt",
                       "uncaptioned_report.html")
     assert "clips/s" not in res.out and not (tmp_path / "cache" / "manifest.json").exists()
+
+
+def test_config_paths_start_at_its_folder_from_any_working_directory(tmp_path, tiny_checkpoint, tiny_gemma,
+                                                                      synthetic_clips):
+    """Relative paths in a config file start at its folder, media paths in the dataset file at the dataset's."""
+    project, elsewhere = tmp_path / "project", tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    shutil.copytree(synthetic_clips, project / "data" / "clips")
+    assert run_cli("dataset", "scan", project / "data" / "clips", "-o", project / "data" / "ds.jsonl",
+                   "--buckets", BUCKETS).code == 0
+    cfg = {"output_dir": "run",
+           "model": {"checkpoint": os.path.relpath(tiny_checkpoint("dev"), project),
+                     "text_encoder": os.path.relpath(tiny_gemma, project)},
+           "data": {"dataset": "data/ds.jsonl", "buckets": BUCKETS, "cache_dir": "cache"},
+           "train": {"mode": "av"}, "validation": {"prompts": ["a ball"]}}
+    (project / "cfg.yaml").write_text(yaml.safe_dump(cfg))
+    res = run_cli("preprocess", "../project/cfg.yaml", cwd=elsewhere)
+    assert res.code == 0 and "used 5 clips" in res.out, res.out + res.err
+    assert (project / "cache" / "manifest.json").is_file() and not list(elsewhere.iterdir())
+    doctor = run_cli("doctor", "--config", "../project/cfg.yaml", cwd=elsewhere)
+    for key in ("model.checkpoint", "model.text_encoder"):
+        assert re.search(rf"OK\s+{re.escape(key)}", doctor.out), doctor.out
