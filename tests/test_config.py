@@ -137,7 +137,7 @@ def test_official_trainer_config_is_translated(tmp_path, capsys):
     assert (cfg.train.learning_rate, cfg.train.steps, cfg.train.gradient_accumulation) == (2e-4, 500, 4)
     assert cfg.train.optimizer.value == "adamw8bit" and cfg.memory.quantization == "int8"
     assert cfg.validation.prompts == ["a cat", "a dog"] and cfg.validation.resolution == "768x512x49"
-    assert cfg.train.seed == 7 and cfg.output_dir == "outputs/x"
+    assert cfg.train.seed == 7 and cfg.output_dir == str(tmp_path / "outputs/x")  # from the config's folder
     assert "official LTX trainer config" in capsys.readouterr().err
 
 
@@ -148,6 +148,28 @@ def test_cli_init_writes_and_refuses_to_overwrite(tmp_path):
     assert load_config(p).memory.plan == "24gb"
     assert_user_error(run_cli("init", p), "already exists", "--force")
     assert_user_error(run_cli("init", tmp_path / "x.yaml", "--profile", "12gb"), "unknown profile")
+
+
+def test_relative_paths_start_at_the_config_files_folder(tmp_path):
+    """A config file's relative paths mean "from this file's folder", from any working directory; `init` writes
+    the paths typed on its command line (relative to the working directory) so that they keep meaning that."""
+    (tmp_path / "elsewhere").mkdir()
+    res = run_cli("init", "configs/my.yaml", "--checkpoint", "models/dev.safetensors", "--text-encoder",
+                  "/abs/gemma", cwd=tmp_path)
+    assert res.code == 0, res.err
+    text = (tmp_path / "configs" / "my.yaml").read_text()
+    assert 'checkpoint: "../models/dev.safetensors"' in text and 'text_encoder: "/abs/gemma"' in text
+    text = text.replace("reference_image: null", "reference_image: refs/first.png")
+    (tmp_path / "configs" / "my.yaml").write_text(text)
+    cfg = load_config(tmp_path / "configs" / "my.yaml")
+    c = tmp_path / "configs"
+    assert cfg.model.checkpoint == str(tmp_path / "models" / "dev.safetensors")
+    assert cfg.model.text_encoder == "/abs/gemma"  # absolute: as written
+    assert (cfg.data.dataset, cfg.data.cache_dir) == (str(c / "dataset.jsonl"), str(c / ".ltx-lora-cache"))
+    assert cfg.output_dir == str(c / "runs" / "my-lora") and cfg.validation.reference_image == str(c / "refs/first.png")
+    assert cfg.validation.preview_distilled_lora is None  # unset stays unset
+    # a config built in code keeps its paths as given
+    assert parse_config({"data": {"dataset": "d.jsonl"}}).data.dataset == "d.jsonl"
 
 
 def test_cli_bad_config_is_exit_2(tmp_path):

@@ -103,7 +103,10 @@ def test_scan_synthetic_folder(tmp_path, synthetic_clips):
     shutil.copytree(synthetic_clips, folder)
     res = _scan(folder, "-o", folder / "dataset.jsonl", "--buckets", BUCKETS)
     assert res.code == 0, res.err
-    assert "Scanned 7 media files" in res.out and "7 used, 0 skipped" in res.out
+    # the two clips without a caption have a bucket and a row (for `ltx-lora caption`) but are not used
+    assert "Scanned 7 media files" in res.out and "5 used, 2 need a caption, 0 skipped" in res.out, res.out
+    assert "Need a caption, not used until they have one (run `ltx-lora caption`" in res.out
+    assert re.search(r"^  blink_96x64_30fps_short\.mp4: 96x64x9$", res.out, re.M), res.out
     assert "Wrote" in res.out and "dataset_report.html" in res.out
     rows = _rows(folder / "dataset.jsonl")
     assert set(rows) == {"walk_96x64_24fps.mp4", "orbit_64x96_25fps.mp4", "bounce_128x128_30fps.mp4",
@@ -125,15 +128,16 @@ def test_scan_synthetic_folder(tmp_path, synthetic_clips):
     portrait_still = rows["still_64x96.jpg"]  # only a landscape 1-frame bucket was listed: heavy crop, noted
     assert portrait_still["bucket"] == "96x64x1"
     assert any("keeps only 44%" in p for p in portrait_still["problems"])
-    assert "1 used file has no caption" not in res.out and "2 used files have no caption" in res.out
-    assert (folder / "dataset_report.html").is_file()
+    assert "used file" not in res.out and "(7 entries)" in res.out
+    page = (folder / "dataset_report.html").read_text()
+    assert "<b>5</b>used" in page and "<b>2</b>need a caption" in page and "needs a caption</span>" in page
 
 
 def test_scan_problem_folder_reports_every_case(tmp_path, problem_clips):
     out = tmp_path / "out" / "dataset.jsonl"
     res = _scan(next(iter(problem_clips.values())).parent, "-o", out, "--buckets", "96x64x9;64x96x9;128x128x9")
     assert res.code == 0, res.err  # bad media never stops the scan
-    assert f"Scanned {len(problem_clips)} media files" in res.out and "7 used, 5 skipped" in res.out
+    assert f"Scanned {len(problem_clips)} media files" in res.out and "2 used, 5 need a caption, 5 skipped" in res.out
     skipped_lines = {
         "unreadable.mp4": "not a readable media file", "empty.mp4": "empty file (0 bytes)",
         "truncated_no_index.mp4": "index (moov) is missing", "audio_only.mp4": "no video stream",
@@ -172,7 +176,7 @@ def test_report_opens_in_real_chromium(tmp_path, problem_clips):
     page = load_page(out.parent / "dataset_report.html")
     assert page.title.startswith("Dataset report")
     assert page.errors == []
-    # A thumbnail for every file with a picture: 7 used + the duplicate; none for the 4 unreadable/audio-only.
+    # A thumbnail for every file with a picture: 7 with a bucket + the duplicate; none for the 4 unreadable/audio-only.
     assert len(page.images) == 8
     for img in page.images:
         assert img["complete"] and img["naturalWidth"] > 0 and img["naturalHeight"] > 0, img

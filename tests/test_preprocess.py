@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import os
+import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -42,6 +44,10 @@ def test_rerun_skips_and_changed_settings_redo_and_prune(tmp_path, tiny_checkpoi
     cfg.write_text(cfg.read_text().replace(BUCKETS, "64x64x9;64x64x1"))
     changed = run_cli("preprocess", cfg)
     assert changed.code == 0 and "used 5 clips (2 already cached)" in changed.out, changed.out
+    # the dataset file was scanned with other buckets: said, with each clip that moved
+    assert 'data.buckets "64x64x9;64x64x1" differ from the buckets' in changed.err, changed.err
+    assert "clips moved" in changed.err and "walk_96x64_24fps.mp4: 96x64x9 -> 64x64x9" in changed.err
+    assert "moved" not in again.err  # same buckets as the scan: nothing to say
     after = {i["latents"] for i in _manifest(tmp_path)["items"]}
     assert len(before & after) == 2 and len(after - before) == 3
     on_disk = {f"latents/{p.name}" for p in (tmp_path / "cache" / "latents").glob("*.safetensors")}
@@ -87,3 +93,42 @@ def test_8bit_gemma_without_gpu_is_refused_before_any_work(tmp_path, tiny_checkp
     cfg.write_text(yaml.safe_dump(data))
     assert_user_error(run_cli("preprocess", cfg), "8-bit needs a CUDA GPU", "text_encoder_8bit: false")
     assert not (tmp_path / "cache" / "latents").exists()  # refused before a single clip was encoded
+
+
+def test_no_captioned_clip_is_exit_2_with_the_reasons(tmp_path, tiny_checkpoint, tiny_gemma, synthetic_clips):
+    """Scan and preprocess agree: the clips the scan says need a caption are not used, and none usable is an
+    error naming the reasons and the fix, not an empty cache."""
+    ds = tmp_path / "ds.jsonl"
+    scanned = run_cli("dataset", "scan", synthetic_clips, "-o", ds, "--buckets", BUCKETS)
+    assert scanned.code == 0 and "2 need a caption" in scanned.out, scanned.out
+    uncaptioned = [line for line in ds.read_text().splitlines() if json.loads(line)["caption"] == ""]
+    assert len(uncaptioned) == 2
+    only = tmp_path / "uncaptioned.jsonl"
+    rows = [json.loads(line) for line in uncaptioned]  # media paths made absolute: the file lives elsewhere
+    only.write_text("".join(json.dumps({**r, "video": str(synthetic_clips / r["video"])}) + "\n" for r in rows))
+    res = run_cli("preprocess", _config(tmp_path, tiny_checkpoint, tiny_gemma, only))
+    assert_user_error(res, "None of the 2 clips", "2 no caption", "ltx-lora caption", "side-car .txt",
+                      "uncaptioned_report.html")
+    assert "clips/s" not in res.out and not (tmp_path / "cache" / "manifest.json").exists()
+
+
+def test_config_paths_start_at_its_folder_from_any_working_directory(tmp_path, tiny_checkpoint, tiny_gemma,
+                                                                      synthetic_clips):
+    """Relative paths in a config file start at its folder, media paths in the dataset file at the dataset's."""
+    project, elsewhere = tmp_path / "project", tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    shutil.copytree(synthetic_clips, project / "data" / "clips")
+    assert run_cli("dataset", "scan", project / "data" / "clips", "-o", project / "data" / "ds.jsonl",
+                   "--buckets", BUCKETS).code == 0
+    cfg = {"output_dir": "run",
+           "model": {"checkpoint": os.path.relpath(tiny_checkpoint("dev"), project),
+                     "text_encoder": os.path.relpath(tiny_gemma, project)},
+           "data": {"dataset": "data/ds.jsonl", "buckets": BUCKETS, "cache_dir": "cache"},
+           "train": {"mode": "av"}, "validation": {"prompts": ["a ball"]}}
+    (project / "cfg.yaml").write_text(yaml.safe_dump(cfg))
+    res = run_cli("preprocess", "../project/cfg.yaml", cwd=elsewhere)
+    assert res.code == 0 and "used 5 clips" in res.out, res.out + res.err
+    assert (project / "cache" / "manifest.json").is_file() and not list(elsewhere.iterdir())
+    doctor = run_cli("doctor", "--config", "../project/cfg.yaml", cwd=elsewhere)
+    for key in ("model.checkpoint", "model.text_encoder"):
+        assert re.search(rf"OK\s+{re.escape(key)}", doctor.out), doctor.out

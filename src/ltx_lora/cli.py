@@ -391,18 +391,18 @@ def dataset_scan(
         result = scan(source, bucket_list, target_fps=target_fps, allow_shorter=allow_shorter,
                       on_probe=lambda done, total, path: progress.update(task, completed=done, total=total))
         thumbs = progress.add_task("report", total=len(result.items))
-        used = result.used
-        if used:
+        rows = result.placed  # used, or waiting for a caption
+        if rows:
             write_dataset(output, dataset_entries(result, output))
-        write_report(result, report_path, output if used else None,
+        write_report(result, report_path, output if rows else None,
                      on_thumbnail=lambda done, total: progress.update(thumbs, completed=done))
     out = Console(highlight=False, markup=False, soft_wrap=True)
     for line in summary_lines(result):
         out.print(line)
-    if not used:
+    if not rows:
         raise UserError(f"None of the {len(result.items)} media files in {source} can be used, so no dataset file "
                         f"was written; see {report_path} for the reason for each.")
-    out.print(f"Wrote {output} ({len(used)} entries) and {report_path}.")
+    out.print(f"Wrote {output} ({len(rows)} entries) and {report_path}.")
 
 
 # --- caption ----------------------------------------------------------------------------------------------------

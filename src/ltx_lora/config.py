@@ -3,11 +3,15 @@
 Defaults are the settings the LTX-2.3 LoRA guide recommends for a first run (rank 32, alpha = rank, lr 1e-4,
 2000 steps, batch 1, bf16, gradient checkpointing, bucket 960x544x49, attention targets). Unknown keys are
 errors with a did-you-mean hint; every error is one sentence naming the key.
+
+Relative paths in a config file start at the file's folder (`load_config` makes them absolute once, at load), so a
+config works from any working directory; a config built in code (`parse_config`) keeps its paths as given.
 """
 
 from __future__ import annotations
 
 import difflib
+import os
 from enum import Enum
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -234,8 +238,30 @@ def parse_config(data: Any, source: str = "config") -> Config:
         raise UserError(f"{source}: '{key}' is invalid: {msg}; got {err.get('input')!r}.") from None
 
 
+# Every path a config holds, as (section or None for the top level, key).
+PATH_KEYS: tuple[tuple[str | None, str], ...] = (
+    ("model", "checkpoint"), ("model", "text_encoder"), ("data", "dataset"), ("data", "cache_dir"),
+    (None, "output_dir"), ("validation", "reference_image"), ("validation", "preview_distilled_lora"),
+)
+
+
+def resolve_paths(cfg: Config, folder: Path) -> Config:
+    """Make each relative path of `cfg` (see PATH_KEYS) start at `folder`, the config file's: that is what a
+    relative path in a config file means. Absolute paths, `~` paths and unset ones ("" or null) stay as written."""
+    folder = Path(os.path.abspath(folder))
+    for section, key in PATH_KEYS:
+        owner = getattr(cfg, section) if section else cfg
+        value = getattr(owner, key)
+        if not value or Path(value).expanduser().is_absolute():
+            continue
+        owner = owner.model_copy(update={key: os.path.normpath(folder / value)})  # str for str: nothing to check
+        cfg = cfg.model_copy(update={section: owner}) if section else owner
+    return cfg
+
+
 def load_config(path: str | Path) -> Config:
-    """Read a YAML config (ours, or the official LTX trainer's, translated with a note)."""
+    """Read a YAML config (ours, or the official LTX trainer's, translated with a note); relative paths in it start
+    at its folder (`resolve_paths`), wherever the command runs."""
     path = Path(path)
     if not path.is_file():
         raise UserError(f"config file {path} does not exist; create one with `ltx-lora init {path}`.")
@@ -247,4 +273,4 @@ def load_config(path: str | Path) -> Config:
         raise UserError(f"{path} is not valid YAML{where}: {getattr(e, 'problem', e)}.") from None
     if looks_official(data):
         data = translate_official(data, source=str(path))
-    return parse_config(data, source=str(path))
+    return resolve_paths(parse_config(data, source=str(path)), path.parent)

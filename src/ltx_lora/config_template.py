@@ -6,6 +6,7 @@ The comments come from the schema's field descriptions, so the file a user edits
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from typing import Any
 
@@ -98,7 +99,8 @@ def render_config(profile: str = "auto", checkpoint: str = "", text_encoder: str
     header = [
         "# ltx-lora training config (LTX-2.3 LoRA).",
         f"# Profile {profile}: {PROFILE_NOTES[profile]}",
-        "# Paths are local (no URLs). Check everything with: ltx-lora doctor --config THIS_FILE",
+        "# Paths are local (no URLs); relative ones start at this file's folder, wherever you run ltx-lora.",
+        "# Check everything with: ltx-lora doctor --config THIS_FILE",
         "# Every key is described in docs/configuration.md.",
         "",
     ]
@@ -111,15 +113,27 @@ def write_config(path: Path, profile: str = "auto", checkpoint: str = "", text_e
         raise UserError(f"{path} already exists; pass --force to overwrite it or choose another name.")
     if path.suffix not in (".yaml", ".yml"):
         raise UserError(f"{path} should end in .yaml so editors and ltx-lora treat it as YAML.")
-    text = render_config(profile, checkpoint, text_encoder)
+    # Paths typed on the command line start at the working directory; in the file they start at its folder.
+    text = render_config(profile, _from_folder(checkpoint, path.parent), _from_folder(text_encoder, path.parent))
     return atomic_write(path, text)
+
+
+def _from_folder(value: str, folder: Path) -> str:
+    """A path given relative to the working directory, rewritten relative to `folder` (absolute ones stay)."""
+    if not value or Path(value).expanduser().is_absolute():
+        return value
+    return Path(os.path.relpath(os.path.abspath(value), os.path.abspath(folder))).as_posix()
 
 
 def render_reference() -> str:
     """docs/configuration.md: every section and key with its default and description, from the schema itself."""
     lines = ["# Configuration reference", "",
              "Generated from `ltx_lora.config` by `python -m ltx_lora.config_template > docs/configuration.md`;",
-             "a test fails when this file and the schema differ. `ltx-lora init` writes a commented config.", ""]
+             "a test fails when this file and the schema differ. `ltx-lora init` writes a commented config.", "",
+             "Relative paths in a config file (`model.checkpoint`, `model.text_encoder`, `data.dataset`, "
+             "`data.cache_dir`, `output_dir`, `validation.reference_image`, `validation.preview_distilled_lora`) "
+             "start at the config file's folder, whatever the working directory; media paths in a dataset file "
+             "start at the dataset file's folder.", ""]
     defaults = Config().model_dump(mode="json")
     for name, field in Config.model_fields.items():
         ann = field.annotation

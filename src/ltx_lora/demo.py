@@ -49,11 +49,16 @@ def prepare_inputs(out: Path, model: Path | None, text_encoder: Path | None, say
 
 
 def write_demo_config(out: Path, model: Path, text_encoder: Path, steps: int, tiny: bool) -> Path:
+    def rel(p: Path) -> str:  # relative paths in a config start at its folder (out): the demo can be moved
+        try:
+            return Path(p).resolve().relative_to(out.resolve()).as_posix()
+        except ValueError:
+            return str(Path(p).resolve())
+
     cfg = {
-        "output_dir": str(out / "run"),
-        "model": {"checkpoint": str(model), "text_encoder": str(text_encoder)},
-        "data": {"dataset": str(out / "dataset.jsonl"), "buckets": DEMO_BUCKETS if tiny else REAL_BUCKETS,
-                 "cache_dir": str(out / "cache")},
+        "output_dir": "run",
+        "model": {"checkpoint": rel(model), "text_encoder": rel(text_encoder)},
+        "data": {"dataset": "dataset.jsonl", "buckets": DEMO_BUCKETS if tiny else REAL_BUCKETS, "cache_dir": "cache"},
         "train": {"mode": "av", "steps": steps, "learning_rate": 1e-3 if tiny else 1e-4,
                   "mixed_precision": "fp32" if tiny else "bf16", "scheduler": "constant"},
         "checkpoints": {"every": max(1, steps // 2), "keep_last": 2},

@@ -15,6 +15,7 @@ from __future__ import annotations
 import hashlib
 import json
 import time
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -23,10 +24,21 @@ import torch
 from ltx_lora.bucket_spec import parse_buckets
 from ltx_lora.config import Config, TrainingMode
 from ltx_lora.data import cache as store
-from ltx_lora.data.buckets import ClipShape, Skipped, assign_bucket
+from ltx_lora.data.buckets import ClipShape
 from ltx_lora.data.dataset_file import read_dataset
 from ltx_lora.data.decode import read_clip, read_image, silence
 from ltx_lora.data.probe import probe
+from ltx_lora.data.report import report_path_for
+from ltx_lora.data.usable import (
+    CAPTION_FIX,
+    NEEDS_CAPTION,
+    NO_CAPTION,
+    USED,
+    Candidate,
+    Verdict,
+    judge_clips,
+    row_caption,
+)
 from ltx_lora.distributed import env as dist_env
 from ltx_lora.errors import UserError
 from ltx_lora.ltx.loader import load_audio_encoder, load_video_encoder
@@ -54,6 +66,7 @@ class PreprocessResult:
     used: int = 0
     reused: int = 0
     skipped: list[tuple[str, str]] = field(default_factory=list)  # (media, reason)
+    moved: list[tuple[str, str, str]] = field(default_factory=list)  # (media, bucket scanned, bucket now)
     texts_encoded: int = 0
     seconds: float = 0.0
 
@@ -72,40 +85,72 @@ def _caption(text: str, trigger: str) -> str:
     return f"{trigger} {text}".strip() if trigger and not text.startswith(trigger) else text
 
 
-def plan_clips(cfg: Config) -> tuple[list[PlannedClip], list[tuple[str, str]]]:
-    """Probe every dataset entry and give it a bucket; the rest are skipped with a reason."""
+@dataclass
+class ClipPlan:
+    """What preprocessing will encode, what it skips (media, reason), and the clips whose bucket differs from the
+    one the dataset file was scanned into (media, bucket in the file, bucket now)."""
+
+    planned: list[PlannedClip]
+    skipped: list[tuple[str, str]]
+    moved: list[tuple[str, str, str]] = field(default_factory=list)
+    dataset: Path | None = None
+
+
+def plan_clips(cfg: Config) -> ClipPlan:
+    """Probe every dataset entry and judge it by the rule `dataset scan` reports (`usable.judge_clips`): each used
+    clip gets a bucket, the rest are skipped with a reason. None usable raises a UserError saying why."""
     dataset = read_dataset(cfg.data.dataset)
     buckets = parse_buckets(cfg.data.buckets)
-    planned, skipped = [], []
-    seen: dict[str, str] = {}
+    clips = []
     for entry in dataset.entries:
         media = dataset.resolve(entry.video)
-        info = probe(media)
-        if info.error:
-            skipped.append((str(media), info.error))
+        clips.append(Candidate(media, probe(media), row_caption(entry.caption, media)[0]))
+    skip_silent = cfg.train.mode == TrainingMode.audio_video and cfg.data.missing_audio == "skip"
+    verdicts = judge_clips(clips, buckets, target_fps=cfg.data.target_fps, skip_without_audio=skip_silent)
+    plan = ClipPlan([], [], dataset=dataset.path)
+    for entry, clip, v in zip(dataset.entries, clips, verdicts):
+        scanned = entry.fields.get("bucket")
+        if v.bucket is not None and scanned and str(scanned) != str(v.bucket):
+            plan.moved.append((entry.video, str(scanned), str(v.bucket)))
+        if v.status == NEEDS_CAPTION:
+            plan.skipped.append((str(clip.path), NO_CAPTION))
             continue
-        if info.content_hash in seen:
-            skipped.append((str(media), f"duplicate of {seen[info.content_hash]}"))
+        if v.status != USED:
+            plan.skipped.append((str(clip.path), v.skip_reason))
             continue
-        if not entry.caption.strip():
-            skipped.append((str(media), "no caption (run `ltx-lora caption` or add a .txt side-car)"))
-            continue
-        needs_audio = cfg.train.mode == TrainingMode.audio_video
-        if needs_audio and info.audio is None and cfg.data.missing_audio == "skip":
-            skipped.append((str(media), "no audio track (data.missing_audio: skip)"))
-            continue
-        shape = ClipShape.from_info(info)
-        placement = assign_bucket(shape, buckets, target_fps=cfg.data.target_fps)
-        if isinstance(placement, Skipped):
-            skipped.append((str(media), placement.reason))
-            continue
-        seen[info.content_hash] = str(media)
-        b = placement.bucket
+        shape = ClipShape.from_info(clip.info)
+        b = v.bucket
         fps = 1.0 if shape.is_still else float(cfg.data.target_fps or shape.fps or cfg.train.fps)
-        planned.append(PlannedClip(media=media, caption=_caption(entry.caption, cfg.data.trigger_word),
-                                   bucket=str(b), width=b.width, height=b.height, frames=b.frames, fps=fps,
-                                   content_hash=info.content_hash, is_still=shape.is_still))
-    return planned, skipped
+        plan.planned.append(PlannedClip(media=clip.path, caption=_caption(clip.caption, cfg.data.trigger_word),
+                                        bucket=str(b), width=b.width, height=b.height, frames=b.frames, fps=fps,
+                                        content_hash=clip.info.content_hash, is_still=shape.is_still))
+    if not plan.planned:
+        raise UserError(nothing_usable(dataset.path, verdicts))
+    return plan
+
+
+def nothing_usable(dataset: Path, verdicts: list[Verdict]) -> str:
+    """One sentence: none of the dataset's clips can be trained on, and why (counted by reason)."""
+    reasons = Counter("no caption" if v.status == NEEDS_CAPTION else v.skip_group for v in verdicts)
+    why = ", ".join(f"{n} {group}" for group, n in reasons.most_common())
+    fix = f"; {CAPTION_FIX}" if reasons.get("no caption") else ""
+    return (f"None of the {len(verdicts)} clips in {dataset} can be used ({why}){fix}; the dataset report "
+            f"({report_path_for(dataset).name} beside it, from `ltx-lora dataset scan`) gives each clip's reason.")
+
+
+def moved_lines(plan: ClipPlan, buckets: str, max_listed: int = 20) -> list[str]:
+    """A note when the config's buckets place clips differently from the scan the dataset file came from."""
+    if not plan.moved:
+        return []
+    n = len(plan.moved)
+    head = (f"data.buckets \"{buckets}\" differ from the buckets {plan.dataset} was scanned with: {n} "
+            f"clip{'s' if n != 1 else ''} moved (rescan with `ltx-lora dataset scan {plan.dataset} -o "
+            f"{plan.dataset} --buckets \"{buckets}\"` to review the new placement):")
+    lines = [head]
+    lines += [f"  {media}: {old} -> {new}" for media, old, new in plan.moved[:max_listed]]
+    if n > max_listed:
+        lines.append(f"  ... and {n - max_listed} more")
+    return lines
 
 
 def _entry_key(clip: PlannedClip, identity: dict, with_audio: bool) -> str:
@@ -141,7 +186,10 @@ def preprocess(cfg: Config, console) -> PreprocessResult:
 
         check_8bit(device)
     result = PreprocessResult()
-    planned, result.skipped = plan_clips(cfg)
+    plan = plan_clips(cfg)
+    planned, result.skipped, result.moved = plan.planned, plan.skipped, plan.moved
+    for line in moved_lines(plan, cfg.data.buckets):
+        console.print(line, highlight=False, markup=False, soft_wrap=True)
     items: list[store.CacheItem] = []
     todo = [(c, _entry_key(c, identity, with_audio)) for c in planned]
     missing = [(c, k) for c, k in todo if not (cache / f"latents/{k}.safetensors").is_file()]
@@ -180,6 +228,9 @@ def preprocess(cfg: Config, console) -> PreprocessResult:
                                          fps=clip.fps, has_audio=with_audio and not clip.is_still,
                                          media=str(clip.media), caption=clip.caption))
     result.used = len(items)
+    if not items:  # every usable clip failed to encode: no empty cache for training to trip over
+        why = "; ".join(f"{Path(m).name}: {r}" for m, r in result.skipped[-3:])
+        raise UserError(f"None of the {len(planned)} usable clips of {cfg.data.dataset} could be encoded ({why}).")
 
     texts = list(dict.fromkeys([i.caption for i in items] + cfg.validation.prompts + [cfg.validation.negative_prompt]))
     text_files = _encode_texts(cfg, cache, texts, device, console, result)

@@ -16,6 +16,7 @@ from pathlib import Path
 
 from ltx_lora import __version__
 from ltx_lora.data.scan import ScanItem, ScanResult, skip_summary
+from ltx_lora.data.usable import CAPTION_FIX, NEEDS_CAPTION, SKIPPED, USED
 from ltx_lora.files.atomic import atomic_write
 
 THUMB_SIDE = 192
@@ -94,7 +95,7 @@ vertical-align:top;text-align:left} th{background:#f0f0f3}
 table.small{width:auto}
 .thumb{width:200px;text-align:center;background:#222} .thumb img{display:block;margin:auto}
 .nothumb{color:#bbb;font-size:12px;padding:40px 0}
-.used{color:#0a7d28;font-weight:600} .skipped{color:#b3261e;font-weight:600}
+.used{color:#0a7d28;font-weight:600} .skipped{color:#b3261e;font-weight:600} .needs{color:#a15c00;font-weight:600}
 ul.problems{margin:0;padding-left:18px} ul.problems li{color:#8a5300} li.reason{color:#b3261e;font-weight:600}
 .caption{max-width:340px} .file{word-break:break-all;max-width:240px} code{font-size:12px}
 """
@@ -145,7 +146,8 @@ def _row(result: ScanResult, item: ScanItem, thumb: bytes | None) -> str:
         img = f"<img alt='{_e(item.path.name)}' src='data:image/jpeg;base64,{base64.b64encode(thumb).decode()}'>"
     else:
         img = "<div class='nothumb'>no picture</div>"
-    status = "<span class='used'>used</span>" if item.used else "<span class='skipped'>skipped</span>"
+    status = {USED: "<span class='used'>used</span>", NEEDS_CAPTION: "<span class='needs'>needs a caption</span>",
+              SKIPPED: "<span class='skipped'>skipped</span>"}[item.status]
     problems = [f"<li class='reason'>{_e(item.skip_reason)}</li>"] if item.skip_reason else []
     problems += [f"<li>{_e(p)}</li>" for p in item.problems]
     problems_html = f"<ul class='problems'>{''.join(problems)}</ul>" if problems else "<span class='muted'>none</span>"
@@ -159,11 +161,10 @@ def _row(result: ScanResult, item: ScanItem, thumb: bytes | None) -> str:
 
 
 def _summary(result: ScanResult, dataset_path: Path | None) -> str:
-    used, skipped = result.used, result.skipped
-    no_caption = sum(1 for i in used if not i.caption)
+    used, skipped, uncaptioned = result.used, result.skipped, result.needs_caption
     with_problems = sum(1 for i in used if i.problems)
-    cards = [("files", len(result.items)), ("used", len(used)), ("skipped", len(skipped)),
-             ("used, no caption", no_caption), ("used, with notes", with_problems)]
+    cards = [("files", len(result.items)), ("used", len(used)), ("need a caption", len(uncaptioned)),
+             ("skipped", len(skipped)), ("used, with notes", with_problems)]
     out = ["<div class='cards'>" + "".join(f"<div class='card'><b>{n}</b>{_e(label)}</div>" for label, n in cards)
            + "</div>"]
     settings = [f"buckets <code>{_e(';'.join(map(str, result.buckets)))}</code>",
@@ -171,7 +172,11 @@ def _summary(result: ScanResult, dataset_path: Path | None) -> str:
                 "clips shorter than every bucket " + ("are shortened" if result.allow_shorter else "are skipped")]
     out.append(f"<p>{' · '.join(settings)}</p>")
     if dataset_path is not None:
-        out.append(f"<p>Dataset file: <code>{_e(dataset_path)}</code> ({len(used)} entries)</p>")
+        out.append(f"<p>Dataset file: <code>{_e(dataset_path)}</code> ({len(result.placed)} entries)</p>")
+    if uncaptioned:
+        out.append(f"<p class='needs'>{len(uncaptioned)} file{'s' if len(uncaptioned) != 1 else ''} with a bucket "
+                   f"but no caption {'are' if len(uncaptioned) != 1 else 'is'} not trained on until captioned: "
+                   f"{_e(CAPTION_FIX)}.</p>")
     counts = result.bucket_counts()
     if counts:
         rows = "".join(f"<tr><td><code>{b}</code></td><td>{n}</td><td>{b.tokens:,}</td></tr>"
@@ -194,8 +199,9 @@ def _summary(result: ScanResult, dataset_path: Path | None) -> str:
 def render_report(result: ScanResult, dataset_path: Path | None = None,
                   on_thumbnail: Callable[[int, int], None] | None = None) -> str:
     rows = []
-    # Used files first, then skipped ones; each group in path order.
-    ordered = sorted(result.items, key=lambda i: (not i.used, result.display_path(i)))
+    # Used files first, then those needing a caption, then skipped ones; each group in path order.
+    rank = {USED: 0, NEEDS_CAPTION: 1, SKIPPED: 2}
+    ordered = sorted(result.items, key=lambda i: (rank[i.status], result.display_path(i)))
     for n, item in enumerate(ordered, start=1):
         rows.append(_row(result, item, thumbnail_jpeg(item) if item.info.kind in ("video", "image") else None))
         if on_thumbnail:

@@ -1,7 +1,9 @@
 """The work of `ltx-lora dataset scan`: probe every clip, find captions, buckets and duplicates, decide what is used.
 
-Bad media never stops a scan: it becomes a skipped item with a reason in plain words. The result feeds both the
-dataset file (the used items) and the HTML report (everything).
+What is used and in which bucket is decided by `ltx_lora.data.usable.judge_clips`, the rule `preprocess` applies
+too. Bad media never stops a scan: it becomes a skipped item with a reason in plain words. The result feeds both
+the dataset file (the clips with a bucket: used ones and those that still need a caption) and the HTML report
+(everything).
 """
 
 from __future__ import annotations
@@ -13,9 +15,20 @@ from pathlib import Path
 from typing import Any
 
 from ltx_lora.bucket_spec import Bucket
-from ltx_lora.data.buckets import ClipShape, Placement, Skipped, assign_bucket
+from ltx_lora.data.buckets import Placement
 from ltx_lora.data.dataset_file import FORMATS, PROBE_COLUMNS, DatasetEntry, read_dataset, relative_media_path
 from ltx_lora.data.probe import MEDIA_EXTENSIONS, MediaInfo, probe
+from ltx_lora.data.usable import (
+    CAPTION_FIX,
+    NEEDS_CAPTION,
+    NO_CAPTION,
+    SKIPPED,
+    USED,
+    Candidate,
+    judge_clips,
+    row_caption,
+    sidecar_caption,
+)
 from ltx_lora.errors import UserError
 
 # A crop that keeps less of the picture than this is worth a warning (e.g. a 16:9 clip in a 9:16 bucket).
@@ -39,8 +52,15 @@ class ScanItem:
     notes: list[str] = field(default_factory=list)  # problems found by the scan (duplicates, crops, captions)
 
     @property
+    def status(self) -> str:
+        """used, needs caption (it has a bucket but nothing to train it on yet) or skipped."""
+        if self.skip_reason is not None or self.placement is None:
+            return SKIPPED
+        return USED if self.caption else NEEDS_CAPTION
+
+    @property
     def used(self) -> bool:
-        return self.skip_reason is None
+        return self.status == USED
 
     def skip(self, group: str, reason: str) -> None:
         self.skip_group, self.skip_reason = group, reason
@@ -63,8 +83,17 @@ class ScanResult:
         return [i for i in self.items if i.used]
 
     @property
+    def needs_caption(self) -> list[ScanItem]:
+        return [i for i in self.items if i.status == NEEDS_CAPTION]
+
+    @property
     def skipped(self) -> list[ScanItem]:
-        return [i for i in self.items if not i.used]
+        return [i for i in self.items if i.status == SKIPPED]
+
+    @property
+    def placed(self) -> list[ScanItem]:
+        """The items with a bucket (used or needing a caption): the rows of the dataset file."""
+        return [i for i in self.items if i.status != SKIPPED]
 
     def bucket_counts(self) -> dict[Bucket, int]:
         counts = Counter(i.placement.bucket for i in self.used if i.placement)
@@ -72,11 +101,15 @@ class ScanResult:
 
     def display_path(self, item: ScanItem) -> str:
         """The item's path relative to the scanned folder (or the dataset file's folder)."""
-        root = self.source if self.source.is_dir() else self.source.parent
-        try:
-            return item.path.relative_to(root.resolve()).as_posix()
-        except ValueError:
-            return item.path.as_posix()
+        return _display(self.source, item.path)
+
+
+def _display(source: Path, path: Path) -> str:
+    root = source if source.is_dir() else source.parent
+    try:
+        return path.relative_to(root.resolve()).as_posix()
+    except ValueError:
+        return path.as_posix()
 
 
 def find_media(folder: Path) -> list[Path]:
@@ -89,15 +122,6 @@ def find_media(folder: Path) -> list[Path]:
         if p.is_file() and p.suffix.lower() in MEDIA_EXTENSIONS:
             found.append(p.resolve())
     return sorted(found)
-
-
-def sidecar_caption(media: Path) -> str | None:
-    """The caption in `clip.txt` beside `clip.mp4`, whitespace-trimmed; None when there is none or it is empty."""
-    txt = media.with_suffix(".txt")
-    if not txt.is_file():
-        return None
-    text = txt.read_text(encoding="utf-8-sig", errors="replace").strip()
-    return text or None
 
 
 def collect(source: Path) -> list[tuple[Path, str | None, str | None, dict]]:
@@ -120,8 +144,8 @@ def collect(source: Path) -> list[tuple[Path, str | None, str | None, dict]]:
             p = dataset.resolve(e.video)
             # Our own probe columns are recomputed; the official ones (audio, reference_video, ...) are kept.
             extra = {k: v for k, v in e.fields.items() if k not in PROBE_COLUMNS}
-            cap, src = (e.caption, "dataset file") if e.caption.strip() else (sidecar_caption(p), "side-car .txt")
-            out.append((p, cap, src if cap else None, extra))
+            cap, src = row_caption(e.caption, p)
+            out.append((p, cap, src, extra))
         if not out:
             raise UserError(f"Dataset file {source} has no rows; add clips to it or scan a folder instead.")
         return out
@@ -144,31 +168,17 @@ def scan(source: Path | str, buckets: Sequence[Bucket], *, target_fps: float | N
         if on_probe:
             on_probe(n, len(todo), path)
 
-    first_by_hash: dict[str, ScanItem] = {}
-    seen_paths: set[Path] = set()
     result = ScanResult(source, items, list(buckets), target_fps, allow_shorter)
-    for item in items:
-        info = item.info
-        if item.path in seen_paths:
-            item.skip("listed twice", "listed twice in the dataset file")
+    verdicts = judge_clips([Candidate(i.path, i.info, i.caption) for i in items], buckets, target_fps=target_fps,
+                           allow_shorter=allow_shorter, name=lambda p: _display(source, p))
+    for item, v in zip(items, verdicts):
+        if v.skip_reason is not None:
+            item.skip(v.skip_group, v.skip_reason)
             continue
-        seen_paths.add(item.path)
-        if not info.usable:
-            group = {"audio": "no video stream"}.get(info.kind or "", "empty" if info.size_bytes == 0 else "unreadable")
-            item.skip(group, info.error or f"a {info.kind} file, not a video or still")
-            continue
-        original = first_by_hash.setdefault(info.content_hash, item)
-        if original is not item:
-            item.skip("duplicate", f"duplicate of {result.display_path(original)} (same content)")
-            continue
-        placed = assign_bucket(ClipShape.from_info(info), buckets, target_fps=target_fps, allow_shorter=allow_shorter)
-        if isinstance(placed, Skipped):
-            item.skip(placed.group, placed.reason)
-            continue
-        item.placement = placed
-        item.notes.extend(_placement_notes(info, placed, target_fps))
+        item.placement = v.placement
+        item.notes.extend(_placement_notes(item.info, v.placement, target_fps))
         if not item.caption:
-            item.notes.append("no caption (add a side-car .txt with the same name)")
+            item.notes.append(NO_CAPTION)
     return result
 
 
@@ -190,9 +200,10 @@ def _placement_notes(info: MediaInfo, p: Placement, target_fps: float | None) ->
 
 
 def dataset_entries(result: ScanResult, dataset_path: Path) -> list[DatasetEntry]:
-    """The used items as dataset rows: the official columns plus our probe facts."""
+    """The items with a bucket (used, or needing a caption) as dataset rows: the official columns plus our probe
+    facts. Rows without a caption stay so that `ltx-lora caption DATASET` can fill them in."""
     entries = []
-    for item in result.used:
+    for item in result.placed:
         info, b = item.info, item.placement.bucket
         fields: dict[str, Any] = {
             **item.extra,
@@ -214,10 +225,12 @@ def skip_summary(result: ScanResult) -> Counter:
 
 
 def summary_lines(result: ScanResult, max_listed: int = 20) -> list[str]:
-    """A short plain-text summary: counts, every skipped file with its reason (up to `max_listed`), buckets."""
-    used, skipped = result.used, result.skipped
+    """A short plain-text summary: counts, every skipped file with its reason and every file that needs a caption
+    (up to `max_listed` each), buckets."""
+    used, skipped, uncaptioned = result.used, result.skipped, result.needs_caption
+    need = f"{len(uncaptioned)} need{'s' if len(uncaptioned) == 1 else ''} a caption, " if uncaptioned else ""
     lines = [f"Scanned {len(result.items)} media file{'s' if len(result.items) != 1 else ''} in {result.source}: "
-             f"{len(used)} used, {len(skipped)} skipped."]
+             f"{len(used)} used, {need}{len(skipped)} skipped."]
     if skipped:
         groups = ", ".join(f"{n} {g}" for g, n in skip_summary(result).most_common())
         lines.append(f"Skipped ({groups}):")
@@ -225,10 +238,13 @@ def summary_lines(result: ScanResult, max_listed: int = 20) -> list[str]:
             lines.append(f"  {result.display_path(item)}: {item.skip_reason}")
         if len(skipped) > max_listed:
             lines.append(f"  ... and {len(skipped) - max_listed} more (see the report)")
+    if uncaptioned:
+        lines.append(f"Need a caption, not used until they have one ({CAPTION_FIX}):")
+        for item in uncaptioned[:max_listed]:
+            lines.append(f"  {result.display_path(item)}: {item.placement.bucket}")
+        if len(uncaptioned) > max_listed:
+            lines.append(f"  ... and {len(uncaptioned) - max_listed} more (see the report)")
     counts = result.bucket_counts()
     if counts:
         lines.append("Buckets: " + ", ".join(f"{b} ({n} clip{'s' if n != 1 else ''})" for b, n in counts.items()))
-    no_caption = sum(1 for i in used if not i.caption)
-    if no_caption:
-        lines.append(f"{no_caption} used file{'s have' if no_caption != 1 else ' has'} no caption.")
     return lines

@@ -18,6 +18,7 @@ from rich.console import Console
 
 from ltx_lora.data.cache import Manifest, read_manifest
 from ltx_lora.data.loader import BatchOrder, load_batch
+from ltx_lora.data.report import report_path_for
 from ltx_lora.distributed import env as dist_env
 from ltx_lora.distributed import parallel
 from ltx_lora.errors import UserError
@@ -67,8 +68,10 @@ class Trainer:
     # -- set-up ------------------------------------------------------------------------------------------------
     def _check_cache(self, manifest: Manifest) -> None:
         if not manifest.items:
-            raise UserError(f"the preprocessed dataset in {self.cache} is empty: every clip was skipped; see the "
-                            "preprocess report, fix or add clips, and run `ltx-lora preprocess` again.")
+            report = report_path_for(Path(self.cfg.data.dataset))
+            raise UserError(f"the preprocessed dataset in {self.cache} is empty: every clip was skipped; "
+                            f"`ltx-lora preprocess` lists each skipped clip with its reason (so does {report}, "
+                            "from `ltx-lora dataset scan`), fix or add clips, and run `ltx-lora preprocess` again.")
         made_for = manifest.settings.get("checkpoint")
         if made_for and Path(made_for).name != Path(self.cfg.model.checkpoint).name:
             raise UserError(f"the cache in {self.cache} was made with {made_for}, not {self.cfg.model.checkpoint}; "
