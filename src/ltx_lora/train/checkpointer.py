@@ -21,6 +21,7 @@ from safetensors.torch import save_file
 
 from ltx_lora.errors import UserError
 from ltx_lora.files.atomic import fsync_dir, fsync_file
+from ltx_lora.files.lora_file import write_lora_tensors
 
 STEP_PREFIX = "step_"
 
@@ -72,7 +73,7 @@ def save_training_checkpoint(run_dir: Path, state: TrainingState, lora_file: dic
     if tmp.exists():
         shutil.rmtree(tmp)
     tmp.mkdir()
-    lora_file.write_lora_tensors(tmp / "lora.safetensors", lora_file, lora_meta)  # every LoRA file goes through formats
+    write_lora_tensors(tmp / "lora.safetensors", lora_file, lora_meta)  # every LoRA file goes through files/lora_file
     opt_tensors, opt_info = _flatten_optimizer(state.optimizer)
     tensors = {**{f"lora.{k}": v for k, v in state.lora.items()}, **opt_tensors,
                **{f"rng.{k}": v for k, v in state.rng.items()}}
