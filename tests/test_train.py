@@ -169,7 +169,7 @@ def test_non_finite_loss_stops_naming_the_step_and_keeps_the_checkpoint(prepared
     res = run_cli("train", cfg, "--resume")
     assert res.code == 1, res.err
     assert "at step 3" in res.err and "step_000002" in res.err and "Traceback" not in res.err
-    assert (tmp_path / "run" / "checkpoints" / "step_000002" / "lora.safetensors").is_file()
+    assert (tmp_path / "run" / "checkpoints" / "step_000002" / "run_step_000002.safetensors").is_file()
 
 
 def test_a_failing_compiler_falls_back_to_eager_with_one_line(prepared, tmp_path):

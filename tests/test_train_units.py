@@ -12,6 +12,7 @@ from ltx_lora.data.loader import BatchOrder
 from ltx_lora.errors import UserError
 from ltx_lora.train.checkpointer import (
     TrainingState,
+    checkpoint_lora,
     latest_training_checkpoint,
     load_training_state,
     save_training_checkpoint,
@@ -122,6 +123,21 @@ def test_keep_last_and_partial_writes_are_ignored(tmp_path):
     (tmp_path / "checkpoints" / ".step_000004.tmp").mkdir()
     (tmp_path / "checkpoints" / ".step_000004.tmp" / "state.safetensors").write_bytes(b"partial")
     assert latest_training_checkpoint(tmp_path).name == "step_000003"
+
+
+def test_checkpoint_lora_is_named_by_run_and_step_and_older_names_still_resume(tmp_path):
+    params = [torch.nn.Parameter(torch.randn(2))]
+    run = tmp_path / "my-run"
+    path = save_training_checkpoint(run, _state(250, params), {"x": torch.zeros(1)}, {}, keep_last=2)
+    assert sorted(p.name for p in path.iterdir()) == ["my-run_step_000250.safetensors", "state.safetensors"]
+    assert checkpoint_lora(path) == path / "my-run_step_000250.safetensors"
+    renamed = run.rename(tmp_path / "renamed")  # a run folder moved since: its checkpoints still count
+    assert latest_training_checkpoint(renamed).name == "step_000250"
+    ckpt = renamed / "checkpoints" / "step_000250"
+    (ckpt / "my-run_step_000250.safetensors").rename(ckpt / "lora.safetensors")  # written by an older version
+    assert checkpoint_lora(ckpt) == ckpt / "lora.safetensors" and latest_training_checkpoint(renamed) == ckpt
+    (ckpt / "lora.safetensors").unlink()
+    assert checkpoint_lora(ckpt) is None and latest_training_checkpoint(renamed) is None
 
 
 def test_damaged_state_is_one_sentence(tmp_path):
