@@ -90,6 +90,11 @@ def _steps_logged(run: Path) -> list[int]:
     return [json.loads(line)["step"] for line in lines if line.endswith("}")]  # a line being written is left out
 
 
+def _lora_file(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+    with safe_open(str(path), "pt") as f:
+        return {k: f.get_tensor(k) for k in f.keys()}, f.metadata()
+
+
 def test_resume_after_sigkill_is_bit_exact(prepared, tmp_path):
     straight = write_config(prepared, tmp_path, name="straight")
     assert run_cli("train", straight).code == 0
@@ -126,6 +131,12 @@ def test_resume_after_sigkill_is_bit_exact(prepared, tmp_path):
     assert res.code == 0, res.err
     assert "resumed from" in res.err and "step 7/7" in res.err, res.err
     assert _steps_logged(run) == [1, 2, 3, 4, 5, 6, 7]
+    final = _lora_file(run / "lora.safetensors")
+    (run / "lora.safetensors").unlink()  # as a kill between the last checkpoint and the final export leaves it
+    res = run_cli("train", killed, "--resume", "--max-steps", "7")
+    assert res.code == 0 and "already complete at step 7" in res.err and "wrote the final LoRA" in res.err, res.err
+    again = _lora_file(run / "lora.safetensors")
+    assert again[1] == final[1] and all(torch.equal(again[0][k], v) for k, v in final[0].items())
 
 
 def test_refusals_are_one_sentence(prepared, tmp_path, tiny_checkpoint):
