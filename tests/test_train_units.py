@@ -4,9 +4,10 @@ import json
 
 import pytest
 import torch
+from rich.console import Console
 
 from ltx_lora.bucket_spec import batch_size_for, parse_buckets
-from ltx_lora.config import TrainConfig
+from ltx_lora.config import LoggingConfig, TrainConfig
 from ltx_lora.data.cache import CacheItem
 from ltx_lora.data.loader import BatchOrder
 from ltx_lora.errors import UserError
@@ -17,6 +18,7 @@ from ltx_lora.train.checkpointer import (
     load_training_state,
     save_training_checkpoint,
 )
+from ltx_lora.train.metrics import MetricsLogger
 from ltx_lora.train.optim import lr_factor
 from ltx_lora.train.timesteps import SigmaSampler, logit_normal_shift
 
@@ -146,3 +148,12 @@ def test_damaged_state_is_one_sentence(tmp_path):
     (path / "state.safetensors").write_bytes(b"garbage")
     with pytest.raises(UserError, match="cannot be read"):
         load_training_state(path)
+
+
+def test_metrics_drop_the_steps_past_the_resume_point(tmp_path):
+    path = tmp_path / "metrics.jsonl"
+    path.write_text("".join(json.dumps({"step": s, "loss_video": 1.0}) + "\n" for s in (1, 2, 3, 4)) + '{"step": 5, "lo')
+    logger = MetricsLogger(tmp_path, LoggingConfig(tensorboard=False), Console(quiet=True), total_steps=4, start=2)
+    logger.log_step(3, 0.5, None, 1e-3, 0.1)
+    logger.close()
+    assert [json.loads(line)["step"] for line in path.read_text().splitlines()] == [1, 2, 3]
