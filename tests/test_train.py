@@ -3,6 +3,7 @@ kill-safety, clear refusals, and the objective's fidelity to the official step."
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -72,8 +73,6 @@ def test_loss_decreases_when_overfitting(prepared, tmp_path):
                        timestep_sampling="uniform")
     res = run_cli("train", cfg)
     assert res.code == 0, res.err
-    import json
-
     losses = [json.loads(line)["loss_video"] for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
     assert len(losses) == 40
     assert sum(losses[-10:]) / 10 < 0.8 * sum(losses[:10]) / 10, losses
@@ -85,27 +84,59 @@ def _train_in_background(cfg: Path, *extra: str) -> subprocess.Popen:
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE)
 
 
+def _steps_logged(run: Path) -> list[int]:
+    path = run / "metrics.jsonl"
+    lines = path.read_text().splitlines() if path.exists() else []
+    return [json.loads(line)["step"] for line in lines if line.endswith("}")]  # a line being written is left out
+
+
+def _lora_file(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+    with safe_open(str(path), "pt") as f:
+        return {k: f.get_tensor(k) for k in f.keys()}, f.metadata()
+
+
 def test_resume_after_sigkill_is_bit_exact(prepared, tmp_path):
     straight = write_config(prepared, tmp_path, name="straight")
     assert run_cli("train", straight).code == 0
     killed = write_config(prepared, tmp_path, name="killed")
+    data = yaml.safe_load(killed.read_text())
+    data["checkpoints"] = {"every": 3, "keep_last": 3}
+    killed.write_text(yaml.safe_dump(data))
     proc = _train_in_background(killed)
-    ckpts = tmp_path / "killed" / "checkpoints"
+    run, ckpts = tmp_path / "killed", tmp_path / "killed" / "checkpoints"
     deadline = time.time() + 300
-    while not (ckpts / "step_000003").exists():
+    while not ((ckpts / "step_000003").exists() and 4 in _steps_logged(run)):  # step 4 logged past checkpoint 3
         assert proc.poll() is None, proc.stderr.read().decode()[-2000:]
         assert time.time() < deadline
         time.sleep(0.01)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
-    assert not (tmp_path / "killed" / "lora.safetensors").exists() or (ckpts / "step_000006").exists()
+    assert not (ckpts / "step_000006").exists(), "the run ended before the kill: nothing left to resume"
     res = run_cli("train", killed, "--resume")
     assert res.code == 0, res.err
     assert "resumed from" in res.err
-    a, b = lora_tensors(tmp_path / "straight"), lora_tensors(tmp_path / "killed")
+    a, b = lora_tensors(tmp_path / "straight"), lora_tensors(run)
     assert a.keys() == b.keys()
     for k in a:
         assert torch.equal(a[k], b[k]), k
+    assert _steps_logged(run) == [1, 2, 3, 4, 5, 6]  # steps 4.. of the killed run are dropped, not logged twice
+    # resuming the finished run: one line, exit 0, nothing rewritten
+    files = {p: p.stat().st_mtime_ns for p in run.rglob("*") if p.is_file()}
+    res = run_cli("train", killed, "--resume")
+    assert res.code == 0, res.err
+    assert "already complete at step 6" in res.err and "steps 7..6" not in res.err, res.err
+    assert files == {p: p.stat().st_mtime_ns for p in run.rglob("*") if p.is_file()}
+    # ... unless --max-steps asks for more
+    res = run_cli("train", killed, "--resume", "--max-steps", "7")
+    assert res.code == 0, res.err
+    assert "resumed from" in res.err and "step 7/7" in res.err, res.err
+    assert _steps_logged(run) == [1, 2, 3, 4, 5, 6, 7]
+    final = _lora_file(run / "lora.safetensors")
+    (run / "lora.safetensors").unlink()  # as a kill between the last checkpoint and the final export leaves it
+    res = run_cli("train", killed, "--resume", "--max-steps", "7")
+    assert res.code == 0 and "already complete at step 7" in res.err and "wrote the final LoRA" in res.err, res.err
+    again = _lora_file(run / "lora.safetensors")
+    assert again[1] == final[1] and all(torch.equal(again[0][k], v) for k, v in final[0].items())
 
 
 def test_refusals_are_one_sentence(prepared, tmp_path, tiny_checkpoint):
@@ -169,7 +200,7 @@ def test_non_finite_loss_stops_naming_the_step_and_keeps_the_checkpoint(prepared
     res = run_cli("train", cfg, "--resume")
     assert res.code == 1, res.err
     assert "at step 3" in res.err and "step_000002" in res.err and "Traceback" not in res.err
-    assert (tmp_path / "run" / "checkpoints" / "step_000002" / "lora.safetensors").is_file()
+    assert (tmp_path / "run" / "checkpoints" / "step_000002" / "run_step_000002.safetensors").is_file()
 
 
 def test_a_failing_compiler_falls_back_to_eager_with_one_line(prepared, tmp_path):

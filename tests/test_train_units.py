@@ -4,18 +4,21 @@ import json
 
 import pytest
 import torch
+from rich.console import Console
 
 from ltx_lora.bucket_spec import batch_size_for, parse_buckets
-from ltx_lora.config import TrainConfig
+from ltx_lora.config import LoggingConfig, TrainConfig
 from ltx_lora.data.cache import CacheItem
 from ltx_lora.data.loader import BatchOrder
 from ltx_lora.errors import UserError
 from ltx_lora.train.checkpointer import (
     TrainingState,
+    checkpoint_lora,
     latest_training_checkpoint,
     load_training_state,
     save_training_checkpoint,
 )
+from ltx_lora.train.metrics import MetricsLogger
 from ltx_lora.train.optim import lr_factor
 from ltx_lora.train.timesteps import SigmaSampler, logit_normal_shift
 
@@ -124,9 +127,33 @@ def test_keep_last_and_partial_writes_are_ignored(tmp_path):
     assert latest_training_checkpoint(tmp_path).name == "step_000003"
 
 
+def test_checkpoint_lora_is_named_by_run_and_step_and_older_names_still_resume(tmp_path):
+    params = [torch.nn.Parameter(torch.randn(2))]
+    run = tmp_path / "my-run"
+    path = save_training_checkpoint(run, _state(250, params), {"x": torch.zeros(1)}, {}, keep_last=2)
+    assert sorted(p.name for p in path.iterdir()) == ["my-run_step_000250.safetensors", "state.safetensors"]
+    assert checkpoint_lora(path) == path / "my-run_step_000250.safetensors"
+    renamed = run.rename(tmp_path / "renamed")  # a run folder moved since: its checkpoints still count
+    assert latest_training_checkpoint(renamed).name == "step_000250"
+    ckpt = renamed / "checkpoints" / "step_000250"
+    (ckpt / "my-run_step_000250.safetensors").rename(ckpt / "lora.safetensors")  # written by an older version
+    assert checkpoint_lora(ckpt) == ckpt / "lora.safetensors" and latest_training_checkpoint(renamed) == ckpt
+    (ckpt / "lora.safetensors").unlink()
+    assert checkpoint_lora(ckpt) is None and latest_training_checkpoint(renamed) is None
+
+
 def test_damaged_state_is_one_sentence(tmp_path):
     params = [torch.nn.Parameter(torch.randn(2))]
     path = save_training_checkpoint(tmp_path, _state(1, params), {"x": torch.zeros(1)}, {}, keep_last=2)
     (path / "state.safetensors").write_bytes(b"garbage")
     with pytest.raises(UserError, match="cannot be read"):
         load_training_state(path)
+
+
+def test_metrics_drop_the_steps_past_the_resume_point(tmp_path):
+    path = tmp_path / "metrics.jsonl"
+    path.write_text("".join(json.dumps({"step": s, "loss_video": 1.0}) + "\n" for s in (1, 2, 3, 4)) + '{"step": 5, "lo')
+    logger = MetricsLogger(tmp_path, LoggingConfig(tensorboard=False), Console(quiet=True), total_steps=4, start=2)
+    logger.log_step(3, 0.5, None, 1e-3, 0.1)
+    logger.close()
+    assert [json.loads(line)["step"] for line in path.read_text().splitlines()] == [1, 2, 3]

@@ -202,6 +202,25 @@ def test_validate_command_samples_a_lora_file_in_fast_preview(prepared, trained,
     assert not (tmp_path / "out/samples/base").exists() and (tmp_path / "out/report.html").is_file()
 
 
+def test_two_checkpoints_of_one_run_validate_side_by_side(prepared, tmp_path):
+    """Checkpoint LoRA files are named by run and step (`<run>_step_000001.safetensors`): two checkpoints of one
+    run are two columns of `validate` (they were both `lora.safetensors`, refused as two files of one name)."""
+    _, cfg = prepared
+    run = tmp_path / "steps"
+    path = write(tmp_path, "steps", {**cfg, "output_dir": str(run), "checkpoints": {"every": 1}}, every=None,
+                 prompts=PROMPTS[:1])
+    res = run_cli("train", path)
+    assert res.code == 0, res.err
+    ckpt = [run / "checkpoints" / f"step_00000{s}" / f"steps_step_00000{s}.safetensors" for s in (1, 2)]
+    assert all(p.is_file() for p in ckpt) and (run / "lora.safetensors").is_file()  # the final keeps its name
+    res = run_cli("validate", path, "--no-base", "--lora", ckpt[0], "--lora", ckpt[1], "--steps", "2",
+                  "--out", tmp_path / "out")
+    assert res.code == 0, res.err
+    for s, lora in zip((1, 2), ckpt):
+        rec = json.loads((tmp_path / "out" / "samples" / lora.stem / "p0.json").read_text())
+        assert rec["step"] == s and rec["lora_file"] == str(lora)
+
+
 def test_a_lora_file_applies_through_hooks_and_comes_off_exactly(tiny_checkpoint):
     from ltx_lora.lora.attach import attach_lora, read_lora_file
     from ltx_lora.ltx.loader import load_transformer

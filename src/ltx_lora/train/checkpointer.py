@@ -1,7 +1,10 @@
 """Training checkpoints (not the base model file, not gradient checkpointing): the exported LoRA plus a
 training-state file, both safetensors, written atomically.
 
-Layout: `RUN/checkpoints/step_000250/{lora.safetensors, state.safetensors}`. A checkpoint is written into a
+Layout: `RUN/checkpoints/step_000250/{RUN_step_000250.safetensors, state.safetensors}`: the LoRA file is named by
+run folder and step, so two checkpoints (of one run or of two) never share a file name (`validate --lora a --lora b`
+names its columns after the files). The final export keeps its stable name, `RUN/lora.safetensors` (trainer.py).
+Checkpoints of older versions hold `lora.safetensors` and still count as complete. A checkpoint is written into a
 `.tmp` sibling folder, flushed to disk, then renamed into place: a kill at any moment leaves either the complete
 new checkpoint or none, and never touches the previous one. The state file holds the raw fp32 LoRA parameters,
 the optimizer state, the RNG states, the data position and the step; everything non-tensor is JSON in the
@@ -24,6 +27,22 @@ from ltx_lora.files import lora_file
 from ltx_lora.files.atomic import fsync_dir, fsync_file
 
 STEP_PREFIX = "step_"
+LEGACY_LORA_NAME = "lora.safetensors"  # the checkpoint LoRA's name before it carried run and step
+
+
+def checkpoint_lora_name(run_dir: Path, step: int) -> str:
+    """`<run folder>_step_000250.safetensors`, the LoRA file of checkpoint `step`."""
+    return f"{Path(run_dir).resolve().name or 'lora'}_{STEP_PREFIX}{step:06d}.safetensors"
+
+
+def checkpoint_lora(checkpoint: Path) -> Path | None:
+    """The LoRA file of a checkpoint folder: `*_step_000250.safetensors` (whatever the run folder is called now: it
+    may have been renamed since), or an older version's `lora.safetensors`; None if there is none."""
+    named = sorted(p for p in checkpoint.glob(f"*_{checkpoint.name}.safetensors") if p.is_file())
+    if named:
+        return named[0]
+    legacy = checkpoint / LEGACY_LORA_NAME
+    return legacy if legacy.is_file() else None
 
 
 @dataclass
@@ -73,7 +92,7 @@ def save_training_checkpoint(run_dir: Path, state: TrainingState, lora_tensors: 
     if tmp.exists():
         shutil.rmtree(tmp)
     tmp.mkdir()
-    lora_file.write_lora_tensors(tmp / "lora.safetensors", lora_tensors, lora_meta)  # the one LoRA writer
+    lora_file.write_lora_tensors(tmp / checkpoint_lora_name(run_dir, state.step), lora_tensors, lora_meta)
     opt_tensors, opt_info = _flatten_optimizer(state.optimizer)
     tensors = {**{f"lora.{k}": v for k, v in state.lora.items()}, **opt_tensors,
                **{f"rng.{k}": v for k, v in state.rng.items()}}
@@ -94,7 +113,7 @@ def _complete_checkpoints(root: Path) -> list[Path]:
     if not root.is_dir():
         return []
     found = [p for p in root.iterdir() if p.is_dir() and p.name.startswith(STEP_PREFIX)
-             and (p / "state.safetensors").is_file() and (p / "lora.safetensors").is_file()]
+             and (p / "state.safetensors").is_file() and checkpoint_lora(p) is not None]
     return sorted(found, key=lambda p: int(p.name[len(STEP_PREFIX):]))
 
 

@@ -14,6 +14,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 
 from ltx_lora.config import LoggingConfig
 from ltx_lora.errors import UserError
+from ltx_lora.files.atomic import atomic_write
 
 
 def _gpu_memory() -> str:
@@ -37,8 +38,11 @@ class MetricsLogger:
         self.total, self.start = total_steps, start
         self.t_start = time.perf_counter()
         run_dir.mkdir(parents=True, exist_ok=True)
-        # Append: a resumed run continues the same curve (steps after the resume point replace nothing).
-        self.jsonl = open(run_dir / "metrics.jsonl", "a", buffering=1)
+        # Append: a resumed run continues the same curve. Steps past the resume point (logged by a killed run after
+        # its last checkpoint) are dropped first: this run logs them again.
+        path = run_dir / "metrics.jsonl"
+        _drop_steps_after(path, start)
+        self.jsonl = open(path, "a", buffering=1)
         self.tb = self.wandb = None
         if cfg.tensorboard:
             try:
@@ -127,6 +131,25 @@ class MetricsLogger:
 def _code(text: str) -> str:
     """Markdown code block (TensorBoard renders text as markdown): indented so nothing in it is formatting."""
     return "\n".join("    " + line for line in text.splitlines())
+
+
+def _drop_steps_after(path: Path, step: int) -> None:
+    """Keep the lines of `path` up to `step` (atomically rewritten; untouched when nothing goes). A line cut off
+    by a kill, or one that is not a step record, goes too."""
+    if not path.exists():
+        return
+    lines = path.read_text().splitlines(keepends=True)
+    keep = []
+    for line in lines:
+        try:
+            record = json.loads(line)
+        except ValueError:
+            continue
+        if line.endswith("\n") and isinstance(record, dict) and isinstance(record.get("step"), int) \
+                and record["step"] <= step:
+            keep.append(line)
+    if keep != lines:
+        atomic_write(path, "".join(keep))
 
 
 def _fmt(seconds: float) -> str:

@@ -22,6 +22,7 @@ from ltx_lora.data.report import report_path_for
 from ltx_lora.distributed import env as dist_env
 from ltx_lora.distributed import parallel
 from ltx_lora.errors import UserError
+from ltx_lora.files.atomic import atomic_write
 from ltx_lora.files.lora_file import write_lora_tensors
 from ltx_lora.files.model_files import check_training_base
 from ltx_lora.ltx.fast import attention_mask_or_none, can_compile, compile_blocks, uncompile_blocks, use_sdpa_attention
@@ -31,6 +32,7 @@ from ltx_lora.runtime.placement import HostOffload, attach_block_swap
 from ltx_lora.runtime.run import Run, Validate, ValidationFactory
 from ltx_lora.train.checkpointer import (
     TrainingState,
+    checkpoint_lora,
     latest_training_checkpoint,
     load_training_state,
     save_training_checkpoint,
@@ -136,6 +138,8 @@ class Trainer:
             raise UserError(f"{self.run_dir} already holds checkpoints; pass --resume to continue that run, or set "
                             "output_dir to a new folder.")
         resume = self._resume_state() if self.resume else None
+        if resume is not None and resume[1].step >= self.total_steps:
+            return self._already_complete(*resume)
         plan = run.plan
         self.console.print(plan.describe())
         if self.dist.is_main:
@@ -206,6 +210,21 @@ class Trainer:
             if metrics:
                 metrics.close()
         return self._export_final(transformer, manifest, self.total_steps)
+
+    def _already_complete(self, saved: Path, state: TrainingState) -> Path:
+        """--resume on a run whose last checkpoint is at (or past) the last step: one line, nothing trained or
+        rewritten. A kill between that checkpoint and the final export left no final LoRA: the checkpoint's is it
+        (the same tensors and metadata), copied into place."""
+        out, lora = self.run_dir / "lora.safetensors", checkpoint_lora(saved)
+        wrote = ""
+        if not out.is_file() and state.step == self.total_steps:
+            if self.dist.is_main:
+                atomic_write(out, lora.read_bytes())
+            self.dist.barrier()
+            wrote = f"; wrote the final LoRA {out} from its checkpoint"
+        self.console.print(f"{self.run_dir} is already complete at step {state.step}: nothing to train{wrote} "
+                           f"(--max-steps N, N > {state.step}, continues it)", highlight=False)
+        return out if out.is_file() else lora
 
     def _validator(self, models: Models) -> Validate | None:
         """Fixed-prompt samples at step 0, every validation.every steps and at the end, through the hook."""
