@@ -130,16 +130,17 @@ def train(
         raise typer.Exit(run_on_gpus(gpus, command, say=console.print))
     with process_group() as dist:
         run = resolve_run(cfg, max_steps=max_steps, dist=dist)
+        trainer = Trainer(run, resume=resume, validation=training_validation(run, console), console=console)
         try:
-            out = Trainer(run, resume=resume, validation=training_validation(run, console), console=console).train()
+            out = trainer.train()
         except TrainingFailed as e:
             if dist.is_main:
                 write_training_report(run)  # the loss curves up to where it stopped
                 console.print(f"[bold red]training stopped:[/] {e}", highlight=False)
             raise typer.Exit(1)
     if dist.is_main:
-        # validation or not: report.html with the loss curves (and the samples, when there are any)
-        console.print(f"report: {write_training_report(run)}", highlight=False)
+        if trainer.trained:  # validation or not: report.html with the loss curves (and samples, when there are any)
+            console.print(f"report: {write_training_report(run)}", highlight=False)
         print(out)
 
 

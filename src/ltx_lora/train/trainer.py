@@ -55,6 +55,7 @@ class Trainer:
         self.run = run
         self.cfg = run.config
         self.resume = resume
+        self.trained = False  # set once a step ran: a finished run resumed trains (and rewrites) nothing
         self.validation = validation
         self.total_steps = run.steps
         self.dist = run.dist
@@ -200,6 +201,7 @@ class Trainer:
                 else:
                     video_loss, audio_loss = self._optimizer_step(*step_args)
                 done = step + 1
+                self.trained = True
                 if metrics:
                     metrics.log_step(done, video_loss, audio_loss, lr, time.perf_counter() - t0)
                 if done % cfg.checkpoints.every == 0 or done == self.total_steps:
