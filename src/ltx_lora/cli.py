@@ -301,8 +301,9 @@ def lora_verify(
     as_json: bool = typer.Option(False, "--json", help="Print the result as JSON."),
 ) -> None:
     """Prove the LoRA changes the model: run the base transformer on a fixed random sample with and without the
-    LoRA and print the relative change of the video and audio outputs per module group. Exit 1 when it has no
-    effect."""
+    LoRA and print the relative change of the video and audio outputs per module group, and per consumer (ComfyUI,
+    ltx-core, diffusers: the modules `lora check` says each applies; ltx-lora reads every layout). Exit 1 when it has
+    no effect even with ltx-lora's reader."""
 
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 
