@@ -9,6 +9,7 @@ from typing import Optional
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from ltx_lora.errors import UserError
 
@@ -499,7 +500,7 @@ def main() -> None:
         sys.exit(code if isinstance(code, int) else 0)
     except UserError as e:
         if os.environ.get("RANK", "0") == "0":  # under torchrun every rank meets the same error: rank 0 says it
-            console.print(f"[bold red]error:[/] {e}", highlight=False)
+            console.print(f"[bold red]error:[/] {escape(str(e))}", highlight=False)
         sys.exit(2)
     except typer.Exit as e:
         sys.exit(e.exit_code)

@@ -181,7 +181,7 @@ def preprocess(cfg: Config, console) -> PreprocessResult:
                                          media=str(clip.media), caption=clip.caption))
     result.used = len(items)
 
-    texts = list(dict.fromkeys([i.caption for i in items] + cfg.validation.prompts + [cfg.validation.negative_prompt]))
+    texts = list(dict.fromkeys([i.caption for i in items] + cfg.validation_prompts() + [cfg.validation.negative_prompt]))
     text_files = _encode_texts(cfg, cache, texts, device, console, result)
     for item in items:
         item.text = text_files[item.caption]

@@ -186,7 +186,7 @@ class Validator:
         if made_for and Path(made_for).name != Path(self.cfg.model.checkpoint).name:
             raise UserError(f"the cache in {cache} was made with {made_for}, not {self.cfg.model.checkpoint}, so its "
                             "prompt features do not fit; run `ltx-lora preprocess` with this config.")
-        texts = [*self.cfg.validation.prompts, self.settings.negative_prompt]
+        texts = [*self.cfg.validation_prompts(), self.settings.negative_prompt]
         missing = [t for t in texts if t not in manifest.prompts]
         if missing:
             raise UserError(f"the validation prompt {missing[0]!r} has no cached text features in {cache}; run "
@@ -302,7 +302,7 @@ class Validator:
             return (Path("samples") / label / name).as_posix()
 
         record = {
-            "prompt": self.cfg.validation.prompts[index], "prompt_index": index, "seed": s.seed, "step": step,
+            "prompt": self.cfg.validation_prompts()[index], "prompt_index": index, "seed": s.seed, "step": step,
             "label": label, "lora_file": lora_file, "base_checkpoint": Path(self.cfg.model.checkpoint).name,
             "settings": s.to_dict(), "seconds": round(t2 - t0, 3), "seconds_sampling": round(t1 - t0, 3),
             "seconds_decoding": round(t2 - t1, 3), "device": _device_name(self.device),
