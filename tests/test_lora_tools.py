@@ -251,6 +251,10 @@ def test_convert_cli(variants, tmp_path):
     out = tmp_path / "x.safetensors"
     res = run_cli("lora", "convert", variants["user"], "--to", "diffusers", "-o", out)
     assert res.code == 0 and "comfyui -> diffusers" in res.out and out.is_file(), res.err
+    assert "alpha folded into lora_B" in res.out
+    plain = tmp_path / "plain.safetensors"  # no .alpha tensors in it: nothing "kept", nothing "folded"
+    res = run_cli("lora", "convert", out, "--to", "comfyui", "-o", plain)
+    assert res.code == 0 and "no .alpha tensors" in res.out and "kept" not in res.out, res.out
     with pytest.raises(UserError, match="exists"):
         convert(variants["user"], "diffusers", out)
     with pytest.raises(UserError, match="unknown target"):

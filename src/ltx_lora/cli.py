@@ -173,16 +173,22 @@ def validate(
 # --- inspect ---------------------------------------------------------------------------------------------------
 @app.command()
 def inspect(
-    path: Path = typer.Argument(..., help="A .safetensors checkpoint or LoRA, any model file, or a model folder."),
+    # str, not Path: a Path() around a URL would collapse its `//` before we could recognise it.
+    path: str = typer.Argument(..., help="A .safetensors checkpoint or LoRA, any model file, or a model folder."),
     as_json: bool = typer.Option(False, "--json", help="Print the result as JSON instead of a panel."),
 ) -> None:
     """Say what a model file is (LTX-2.3 Dev / FP8 / Distilled, distilled LoRA, LTX-2.0, IC-LoRA, upscaler, Gemma
     folder, ...) and what to do with it. Reads only the file header: instant even for 46 GB files."""
     import json
 
-    from ltx_lora.files.model_files import identify
+    from ltx_lora.files.model_files import OTHER_FILE, identify
+    from ltx_lora.paths import reject_remote
 
+    if not Path(path).expanduser().exists():
+        reject_remote(path, "checkpoint", "PATH")
     ident = identify(path)
+    if ident.kind == OTHER_FILE:
+        raise UserError(f"{path}: {ident.summary}")
     if as_json:
         print(json.dumps(ident.to_dict(), indent=2, default=str))
         return
@@ -286,7 +292,8 @@ def lora_convert(
 
     out = output or file.with_name(f"{file.stem}_{to}.safetensors")
     result = convert(file, to, out, fold_alpha=fold_alpha, overwrite=force)
-    folded = "alpha folded into lora_B" if result.alpha_folded else ".alpha tensors kept"
+    folded = ("alpha folded into lora_B" if result.alpha_folded else
+              f"{result.alphas_kept} .alpha tensors kept" if result.alphas_kept else "no .alpha tensors")
     print(f"wrote {result.path}: {result.modules} modules, {result.source_format} -> {result.target}, {folded}")
     if result.dropped_keys:
         print(f"left out {len(result.dropped_keys)} tensors that are not LoRA pairs: {', '.join(result.dropped_keys[:4])}")
