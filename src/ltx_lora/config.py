@@ -102,7 +102,7 @@ class TrainConfig(Section):
                             "with one log line if compiling fails.")
     timestep_sampling: Literal["shifted_logit_normal", "uniform"] = "shifted_logit_normal"
     first_frame_conditioning_p: float = Field(
-        0.1, ge=0, le=1, description="Probability that a clip's first frame is given as clean conditioning (i2v uses 1.0).")
+        0.1, ge=0, le=1, description="Probability that a clip's first frame is given as clean conditioning (default 0.1; 0.5 in i2v mode, as the official i2v config).")
     audio_loss_weight: float = Field(1.0, ge=0, description="Weight of the audio loss in joint audio-video training.")
     fps: float = Field(24.0, gt=0, description="Frame rate assumed for positions when a clip has none recorded.")
 
