@@ -364,6 +364,12 @@ def test_trigger_in_validation_prompts_is_encoded_and_sampled_expanded(tmp_path,
     assert res.code == 0, res.out + res.err
     rec = json.loads((tmp_path / "out/samples/base/p0.json").read_text())
     assert rec["prompt"] == "a zxq_style ball bouncing"
+    assert "i2v" not in res.out + res.err
+    cfg["train"]["mode"] = "i2v"  # i2v without a reference image: one note says the samples are text-to-video
+    path.write_text(yaml.safe_dump(cfg))
+    res = run_cli("validate", path, "--out", tmp_path / "out-i2v")
+    assert res.code == 0, res.out + res.err
+    assert "validation samples are text-to-video" in " ".join((res.out + res.err).split()), res.out + res.err
     cfg["data"]["trigger_word"] = ""
     path.write_text(yaml.safe_dump(cfg))
     assert_user_error(run_cli("preprocess", path), "[trigger]", "trigger_word")
