@@ -10,10 +10,16 @@ from typing import Optional
 import typer
 from rich.console import Console
 from rich.markup import escape
+from typer.core import TyperOption
 
 from ltx_lora.errors import UserError
 
 console = Console(stderr=True)
+
+# typer 0.29 shows a `<bool>` type beside every on/off flag (`--resume <bool>`), which reads as if the flag took a
+# value, yet `--resume true` is an error. A flag shows no type.
+_option_type = TyperOption.display_type_rich
+TyperOption.display_type_rich = lambda self, ctx: None if self.is_flag and not self.count else _option_type(self, ctx)
 
 app = typer.Typer(
     name="ltx-lora",
