@@ -11,3 +11,13 @@ def test_cli_reference_matches_the_cli():
     from ltx_lora.cli_reference import render
 
     assert (DOCS / "cli.md").read_text() == render(), "run: python -m ltx_lora.cli_reference > docs/cli.md"
+
+
+def test_flags_show_no_value_type():
+    """An on/off flag takes no value (`--resume true` is an error), so its help shows no `<bool>` type."""
+    from conftest import run_cli
+
+    res = run_cli("train", "--help")
+    assert res.code == 0 and "--resume" in res.out, res.err
+    assert "<bool>" not in res.out and "<bool>" not in (DOCS / "cli.md").read_text()
+    assert "<int range>" in res.out  # options that take a value still say which

@@ -127,3 +127,23 @@ def test_cli_missing_path_exits_2(tmp_path):
 def test_cli_help():
     res = run_cli("inspect", "--help")
     assert res.code == 0 and "--json" in res.out
+
+
+def test_cli_not_a_model_file_exits_2(tmp_path):
+    bad = tmp_path / "bad.safetensors"
+    bad.write_bytes(b"\x93random bytes, not a header at all" * 4)
+    res = run_cli("inspect", str(bad))
+    assert_user_error(res, "not a model file", "no safetensors header")
+    text = tmp_path / "notes.txt"
+    text.write_text("hello")
+    assert_user_error(run_cli("inspect", str(text)), "not a model file")
+
+
+def test_cli_hugging_face_reference_gets_the_download_advice():
+    res = run_cli("inspect", "Lightricks/LTX-2.3")
+    assert_user_error(res, "hugging face reference", "huggingface-cli download")
+    assert "does not exist" not in res.err
+    url = "https://huggingface.co/Lightricks/LTX-2.3/blob/main/ltx-2.3-22b-dev.safetensors"
+    res = run_cli("inspect", url)
+    assert_user_error(res, "hugging face reference", url)
+    assert "https:/h" not in res.err

@@ -251,6 +251,10 @@ def test_convert_cli(variants, tmp_path):
     out = tmp_path / "x.safetensors"
     res = run_cli("lora", "convert", variants["user"], "--to", "diffusers", "-o", out)
     assert res.code == 0 and "comfyui -> diffusers" in res.out and out.is_file(), res.err
+    assert "alpha folded into lora_B" in res.out
+    plain = tmp_path / "plain.safetensors"  # no .alpha tensors in it: nothing "kept", nothing "folded"
+    res = run_cli("lora", "convert", out, "--to", "comfyui", "-o", plain)
+    assert res.code == 0 and "no .alpha tensors" in res.out and "kept" not in res.out, res.out
     with pytest.raises(UserError, match="exists"):
         convert(variants["user"], "diffusers", out)
     with pytest.raises(UserError, match="unknown target"):
@@ -379,3 +383,24 @@ def test_attach_reads_every_layout_convert_writes(variants, tiny_checkpoint, tmp
         attach_lora(t, read_lora_file(tmp_path / "text_only.safetensors"), 1.0)
     with pytest.raises(UserError, match="no name in the kohya layout"):
         convert(variants["connectors"], "kohya", tmp_path / "conn_kohya.safetensors")
+
+
+def test_verify_says_per_consumer_what_the_file_does(variants, tiny_checkpoint, tmp_path):
+    # A diffusers-layout file: our reader applies it, ComfyUI ignores every module (what `lora check` says).
+    dev = tiny_checkpoint("dev")
+    out = tmp_path / "user_diffusers.safetensors"
+    assert run_cli("lora", "convert", variants["user"], "--to", "diffusers", "-o", out).code == 0
+    res = run_cli("lora", "verify", out, "--base", dev, "--device", "cpu")
+    assert res.code == 0, res.out + res.err
+    assert "ComfyUI: ignores all 48 modules (no effect)" in res.out, res.out
+    assert "ltx-core: ignores all 48 modules (no effect)" in res.out
+    assert "diffusers: applies all 48 modules: changes the output by" in res.out
+    assert "ltx-lora: applies all 48 modules: changes the output by" in res.out
+    data = json.loads(run_cli("lora", "verify", out, "--base", dev, "--device", "cpu", "--json").out)
+    by = {c["consumer"]: c for c in data["consumers"]}
+    assert by["ComfyUI"]["applied"] == 0 and not by["ComfyUI"]["has_effect"] and by["diffusers"]["has_effect"]
+    # The ComfyUI-layout original with alpha != rank: ComfyUI applies x2, ltx-core x1 (about half the change).
+    report = verify(variants["user"], dev, device="cpu")
+    by = {c.consumer: c for c in report.consumers}
+    assert by["ComfyUI"].effect.video_change == pytest.approx(report.total.video_change)
+    assert by["ltx-core"].effect.video_change == pytest.approx(report.total.video_change / 2, rel=0.2)

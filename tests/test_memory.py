@@ -281,3 +281,9 @@ def test_doctor_prints_the_plan_train_would_use(tmp_path):
     want = plan.describe().removeprefix("memory plan: ")
     assert "memory plan" in res.out and re.sub(r"\s+", " ", want) in flat, res.out
     assert "INT8 base" in want and "blocks swapped to host" in want
+
+
+def test_cpu_plan_claims_no_peak(tmp_path):
+    data = {"model": {"checkpoint": str(tmp_path / "ltx-2.3-22b-dev.safetensors")}}
+    text = plan_for_config(parse_config(data), torch.device("cpu")).describe()
+    assert "expected peak" not in text and "GiB" not in text and "CPU: no device memory limit" in text, text

@@ -436,3 +436,34 @@ def test_optimizer_state_waits_on_the_host_while_sampling():
         assert all(v.device.type == "cpu" for v in opt.state[p].values() if torch.is_tensor(v))
         assert torch.cuda.memory_allocated(device) <= used - 2 * p.numel() * 4
     assert all(torch.equal(opt.state[p][k], v) and opt.state[p][k].device == v.device for k, v in before.items())
+
+
+def test_trigger_in_validation_prompts_is_encoded_and_sampled_expanded(tmp_path, tiny_checkpoint, tiny_gemma,
+                                                                       synthetic_clips):
+    assert run_cli("dataset", "scan", synthetic_clips, "-o", tmp_path / "ds.jsonl", "--buckets", "64x64x9").code == 0
+    cfg = {"output_dir": str(tmp_path / "run"),
+           "model": {"checkpoint": str(tiny_checkpoint("dev")), "text_encoder": str(tiny_gemma)},
+           "data": {"dataset": str(tmp_path / "ds.jsonl"), "buckets": "64x64x9", "cache_dir": str(tmp_path / "cache"),
+                    "trigger_word": "zxq_style"},
+           "train": {"mode": "av"}, "logging": {"tensorboard": False},
+           "validation": {"prompts": ["a [trigger] ball bouncing"], "resolution": "64x64x9", "steps": 2,
+                          "stg_blocks": [1]}}
+    path = tmp_path / "cfg.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    res = run_cli("preprocess", path)
+    assert res.code == 0, res.out + res.err
+    prompts = json.loads((tmp_path / "cache/manifest.json").read_text())["prompts"]
+    assert "a zxq_style ball bouncing" in prompts and not any("[trigger]" in p for p in prompts)
+    res = run_cli("validate", path, "--out", tmp_path / "out")
+    assert res.code == 0, res.out + res.err
+    rec = json.loads((tmp_path / "out/samples/base/p0.json").read_text())
+    assert rec["prompt"] == "a zxq_style ball bouncing"
+    assert "i2v" not in res.out + res.err
+    cfg["train"]["mode"] = "i2v"  # i2v without a reference image: one note says the samples are text-to-video
+    path.write_text(yaml.safe_dump(cfg))
+    res = run_cli("validate", path, "--out", tmp_path / "out-i2v")
+    assert res.code == 0, res.out + res.err
+    assert "validation samples are text-to-video" in " ".join((res.out + res.err).split()), res.out + res.err
+    cfg["data"]["trigger_word"] = ""
+    path.write_text(yaml.safe_dump(cfg))
+    assert_user_error(run_cli("preprocess", path), "[trigger]", "trigger_word")

@@ -9,11 +9,18 @@ from typing import Optional
 
 import typer
 from rich.console import Console
+from rich.markup import escape
+from typer.core import TyperOption
 
 from ltx_lora.errors import UserError
 
 console = Console(stderr=True)
 console.soft_wrap = not console.is_terminal  # a log (not a terminal) gets whole lines: never wrapped mid-path
+
+# typer 0.29 shows a `<bool>` type beside every on/off flag (`--resume <bool>`), which reads as if the flag took a
+# value, yet `--resume true` is an error. A flag shows no type.
+_option_type = TyperOption.display_type_rich
+TyperOption.display_type_rich = lambda self, ctx: None if self.is_flag and not self.count else _option_type(self, ctx)
 
 app = typer.Typer(
     name="ltx-lora",
@@ -177,16 +184,22 @@ def validate(
 # --- inspect ---------------------------------------------------------------------------------------------------
 @app.command()
 def inspect(
-    path: Path = typer.Argument(..., help="A .safetensors checkpoint or LoRA, any model file, or a model folder."),
+    # str, not Path: a Path() around a URL would collapse its `//` before we could recognise it.
+    path: str = typer.Argument(..., help="A .safetensors checkpoint or LoRA, any model file, or a model folder."),
     as_json: bool = typer.Option(False, "--json", help="Print the result as JSON instead of a panel."),
 ) -> None:
     """Say what a model file is (LTX-2.3 Dev / FP8 / Distilled, distilled LoRA, LTX-2.0, IC-LoRA, upscaler, Gemma
     folder, ...) and what to do with it. Reads only the file header: instant even for 46 GB files."""
     import json
 
-    from ltx_lora.files.model_files import identify
+    from ltx_lora.files.model_files import OTHER_FILE, identify
+    from ltx_lora.paths import reject_remote
 
+    if not Path(path).expanduser().exists():
+        reject_remote(path, "checkpoint", "PATH")
     ident = identify(path)
+    if ident.kind == OTHER_FILE:
+        raise UserError(f"{path}: {ident.summary}")
     if as_json:
         print(json.dumps(ident.to_dict(), indent=2, default=str))
         return
@@ -290,7 +303,8 @@ def lora_convert(
 
     out = output or file.with_name(f"{file.stem}_{to}.safetensors")
     result = convert(file, to, out, fold_alpha=fold_alpha, overwrite=force)
-    folded = "alpha folded into lora_B" if result.alpha_folded else ".alpha tensors kept"
+    folded = ("alpha folded into lora_B" if result.alpha_folded else
+              f"{result.alphas_kept} .alpha tensors kept" if result.alphas_kept else "no .alpha tensors")
     print(f"wrote {result.path}: {result.modules} modules, {result.source_format} -> {result.target}, {folded}")
     if result.dropped_keys:
         print(f"left out {len(result.dropped_keys)} tensors that are not LoRA pairs: {', '.join(result.dropped_keys[:4])}")
@@ -306,8 +320,9 @@ def lora_verify(
     as_json: bool = typer.Option(False, "--json", help="Print the result as JSON."),
 ) -> None:
     """Prove the LoRA changes the model: run the base transformer on a fixed random sample with and without the
-    LoRA and print the relative change of the video and audio outputs per module group. Exit 1 when it has no
-    effect."""
+    LoRA and print the relative change of the video and audio outputs per module group, and per consumer (ComfyUI,
+    ltx-core, diffusers: the modules `lora check` says each applies; ltx-lora reads every layout). Exit 1 when it has
+    no effect even with ltx-lora's reader."""
 
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 
@@ -503,7 +518,7 @@ def main() -> None:
         sys.exit(code if isinstance(code, int) else 0)
     except UserError as e:
         if os.environ.get("RANK", "0") == "0":  # under torchrun every rank meets the same error: rank 0 says it
-            console.print(f"[bold red]error:[/] {e}", highlight=False)
+            console.print(f"[bold red]error:[/] {escape(str(e))}", highlight=False)
         sys.exit(2)
     except typer.Exit as e:
         sys.exit(e.exit_code)

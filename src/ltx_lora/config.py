@@ -47,7 +47,8 @@ class DataConfig(Section):
     target_fps: float | None = Field(None, description="Resample clips to this frame rate (audio stays in sync); null keeps each clip's rate.")
     missing_audio: Literal["silence", "skip"] = Field(
         "silence", description="Clips without an audio track when audio is trained: use silence, or skip them.")
-    trigger_word: str = Field("", description="Prepended to every caption (e.g. a rare token naming your subject).")
+    trigger_word: str = Field("", description="Prepended to every caption (e.g. a rare token naming your subject); "
+                              "`[trigger]` in validation.prompts stands for it.")
     token_budget: int | None = Field(
         None, description="Per-bucket batch size from a token budget (video tokens per batch); null = batch_size everywhere.")
 
@@ -105,7 +106,7 @@ class TrainConfig(Section):
                             "with one log line if compiling fails.")
     timestep_sampling: Literal["shifted_logit_normal", "uniform"] = "shifted_logit_normal"
     first_frame_conditioning_p: float = Field(
-        0.1, ge=0, le=1, description="Probability that a clip's first frame is given as clean conditioning (i2v uses 1.0).")
+        0.1, ge=0, le=1, description="Probability that a clip's first frame is given as clean conditioning (default 0.1; 0.5 in i2v mode, as the official i2v config).")
     audio_loss_weight: float = Field(1.0, ge=0, description="Weight of the audio loss in joint audio-video training.")
     fps: float = Field(24.0, gt=0, description="Frame rate assumed for positions when a clip has none recorded.")
 
@@ -130,7 +131,9 @@ class CheckpointConfig(Section):
 
 
 class ValidationConfig(Section):
-    prompts: list[str] = Field(default_factory=list, description="2-3 fixed prompts, the same for every checkpoint.")
+    prompts: list[str] = Field(default_factory=list, description="2-3 fixed prompts, the same for every checkpoint. "
+                               "`[trigger]` is replaced by data.trigger_word; a prompt without it is used as written "
+                               "(the trigger is not prepended as it is to captions).")
     negative_prompt: str = Field("worst quality, inconsistent motion, blurry, jittery, distorted",
                                  description="Negative prompt for classifier-free guidance (cached by preprocess).")
     every: int | None = Field(250, ge=1, description="Validate every N steps (and at step 0 and the end); null disables.")
@@ -169,6 +172,14 @@ class LoggingConfig(Section):
     wandb_project: str = "ltx-lora"
 
 
+TRIGGER = "[trigger]"
+
+
+def expand_trigger(prompt: str, trigger_word: str) -> str:
+    """A validation prompt as encoded and sampled: `[trigger]` replaced by data.trigger_word (nothing else added)."""
+    return " ".join(prompt.replace(TRIGGER, trigger_word.strip()).split()) if TRIGGER in prompt else prompt
+
+
 class Config(Section):
     """A whole training run."""
 
@@ -184,6 +195,13 @@ class Config(Section):
     distributed: DistributedConfig = Field(
         default_factory=DistributedConfig, description="Several GPUs: how the model is spread (global batch = "
         "train.batch_size x GPUs x train.gradient_accumulation).")
+
+    def validation_prompts(self) -> list[str]:
+        """validation.prompts as encoded by preprocess and looked up by validation: `[trigger]` expanded."""
+        if not self.data.trigger_word.strip() and any(TRIGGER in p for p in self.validation.prompts):
+            raise UserError(f"validation.prompts uses {TRIGGER} but data.trigger_word is empty; set the trigger word "
+                            "or write it into the prompt.")
+        return [expand_trigger(p, self.data.trigger_word) for p in self.validation.prompts]
 
     @field_validator("output_dir")
     @classmethod

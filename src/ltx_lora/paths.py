@@ -123,6 +123,22 @@ def _download_sentence(role: str, repo: str, file: str | None, key: str | None) 
 # Public checks
 
 
+def reject_remote(value: str, role: Role, label: str, key: str | None = None) -> None:
+    """UserError with the download advice when `value` is a Hugging Face repo id / URL or any URL. Pass the string
+    as typed: a Path() around a URL collapses its `//` (https:/huggingface.co)."""
+    raw = str(value).strip()
+    hf = _parse_hf(raw)
+    if hf is None and _looks_like_repo_id(raw):
+        hf = (raw, None)
+    if hf is not None:
+        repo, file = hf
+        raise UserError(f"{label} is a Hugging Face reference ({raw}), but ltx-lora reads local files only: "
+                        f"{_download_sentence(role, repo, file, key)}.")
+    if re.match(r"^[a-z][a-z0-9+.-]*://", raw, re.IGNORECASE):
+        raise UserError(f"{label} is a URL ({raw}), but ltx-lora reads local files only: download it and "
+                        f"{'set ' + key + ' to' if key else 'pass'} its local path.")
+
+
 def check_model_path(value: str | Path, role: Role, key: str | None = None) -> Path:
     """The local path of a model file/folder, or UserError (one sentence) saying exactly how to get one."""
     if role not in _ROLES:
@@ -134,16 +150,7 @@ def check_model_path(value: str | Path, role: Role, key: str | None = None) -> P
     if not raw:
         raise UserError(f"{label} is empty: {_download_sentence(role, LTX_REPO, None, key)}.")
 
-    hf = _parse_hf(raw)
-    if hf is None and _looks_like_repo_id(raw):
-        hf = (raw, None)
-    if hf is not None:
-        repo, file = hf
-        raise UserError(f"{label} is a Hugging Face reference ({raw}), but ltx-lora reads local files only: "
-                        f"{_download_sentence(role, repo, file, key)}.")
-    if re.match(r"^[a-z][a-z0-9+.-]*://", raw, re.IGNORECASE):
-        raise UserError(f"{label} is a URL ({raw}), but ltx-lora reads local files only: download it and "
-                        f"{'set ' + key + ' to' if key else 'pass'} its local path.")
+    reject_remote(raw, role, label, key)
 
     path = Path(raw).expanduser()
     if not path.exists():

@@ -232,7 +232,7 @@ def preprocess(cfg: Config, console) -> PreprocessResult:
         why = "; ".join(f"{Path(m).name}: {r}" for m, r in result.skipped[-3:])
         raise UserError(f"None of the {len(planned)} usable clips of {cfg.data.dataset} could be encoded ({why}).")
 
-    texts = list(dict.fromkeys([i.caption for i in items] + cfg.validation.prompts + [cfg.validation.negative_prompt]))
+    texts = list(dict.fromkeys([i.caption for i in items] + cfg.validation_prompts() + [cfg.validation.negative_prompt]))
     text_files = _encode_texts(cfg, cache, texts, device, console, result)
     for item in items:
         item.text = text_files[item.caption]

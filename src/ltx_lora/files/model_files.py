@@ -415,8 +415,10 @@ def _sniff_other(path: Path) -> Identification:
                               "A GGUF quantised model (ComfyUI-GGUF / llama.cpp format).",
                               ["GGUF models are for inference only; train on the LTX-2.3 Dev .safetensors."],
                               {"size_bytes": path.stat().st_size})
-    return Identification(str(path), OTHER_FILE, None, None, False,
-                          f"Not a model file ({suffix or 'no extension'}, not safetensors).",
+    what = ("Not a model file: named .safetensors but it has no safetensors header (a damaged or partial download, "
+            "or another file renamed)." if suffix == ".safetensors" else
+            f"Not a model file ({suffix or 'no extension'}, not safetensors).")
+    return Identification(str(path), OTHER_FILE, None, None, False, what,
                           ["Pass an LTX-2.3 .safetensors checkpoint."], {"size_bytes": path.stat().st_size})
 
 

@@ -30,8 +30,9 @@ class ConvertResult:
     source_format: str
     target: str
     modules: int
-    alpha_folded: bool
+    alpha_folded: bool  # the file had .alpha tensors and they were folded into lora_B
     dropped_keys: list[str] = field(default_factory=list)
+    alphas_kept: int = 0  # .alpha tensors written to the output
 
 
 def _check_target(target: str) -> None:
@@ -74,4 +75,6 @@ def convert(src: str | Path, target: str, out: str | Path, fold_alpha: bool = Fa
         raise UserError(f"{out} exists; choose another -o path or pass --force.")
     modules, alphas, meta, folded = converted_modules(lora, target, fold_alpha)
     lora_file.write_lora(out, modules, layout=target, alphas=alphas, metadata=meta)
-    return ConvertResult(out, lora.format, target, len(lora.modules), folded, list(lora.stray_keys))
+    had_alpha = any(m.alpha is not None for m in lora.modules.values())
+    return ConvertResult(out, lora.format, target, len(lora.modules), folded and had_alpha, list(lora.stray_keys),
+                         len(alphas))

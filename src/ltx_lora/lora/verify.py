@@ -4,6 +4,10 @@ The base is built once with ltx-core; then, for each module group and for all gr
 (strength * alpha/rank * B @ A) are added to the weights in place, one fixed random video + audio sample is run
 through the transformer, and the weights are restored. A LoRA whose keys do not reach the transformer changes
 nothing: that is the zero-effect failure, reported as such.
+
+Our reader accepts every layout, but the tools people load the file with do not: `lora check`'s per-module findings
+say which modules ComfyUI, ltx-core and diffusers would apply, and the report measures the effect for each of
+them (the modules that consumer applies, at the strength it applies: ltx-core and diffusers ignore `.alpha`).
 """
 
 from __future__ import annotations
@@ -16,7 +20,7 @@ import torch
 
 from ltx_lora.errors import UserError
 from ltx_lora.files import lora_file
-from ltx_lora.lora.check import _require_base
+from ltx_lora.lora.check import APPLIED, IGNORED, _require_base, check
 from ltx_lora.ltx import loader, probe
 
 # Relative output change below this is numerical noise, not an effect.
@@ -31,6 +35,25 @@ class GroupEffect:
     audio_change: float
 
 
+# (report label, ModuleCheck attribute, applies the file's alpha/rank)
+CONSUMERS = (("ComfyUI", "comfyui", True), ("ltx-core", "ltx_core", False), ("diffusers", "diffusers", False))
+OURS = "ltx-lora"
+
+
+@dataclass
+class ConsumerEffect:
+    consumer: str
+    modules: int  # modules in the file
+    applied: int  # of them, how many this consumer applies (text-side ones included)
+    ignored: int
+    mismatched: int
+    effect: GroupEffect | None  # the transformer output change with what this consumer applies; None: applies none
+
+    @property
+    def has_effect(self) -> bool:
+        return self.effect is not None and max(self.effect.video_change, self.effect.audio_change) > NO_EFFECT
+
+
 @dataclass
 class VerifyReport:
     lora: str
@@ -42,6 +65,7 @@ class VerifyReport:
     unmatched: list[str] = field(default_factory=list)  # no layer of that name / shape
     groups: list[GroupEffect] = field(default_factory=list)
     total: GroupEffect | None = None
+    consumers: list[ConsumerEffect] = field(default_factory=list)  # ComfyUI, ltx-core, diffusers, then ltx-lora
 
     @property
     def has_effect(self) -> bool:
@@ -50,6 +74,8 @@ class VerifyReport:
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
         d["has_effect"] = self.has_effect
+        for c, e in zip(d["consumers"], self.consumers):
+            c["has_effect"] = e.has_effect
         return d
 
 
@@ -74,6 +100,7 @@ def verify(lora_path: str | Path, base_path: str | Path, strength: float = 1.0, 
            on_progress=None) -> VerifyReport:
     lora = lora_file.read_lora(lora_path)
     _, base = _require_base(Path(base_path).expanduser())
+    per_module = check(lora_path, base_path).modules  # header-only: what each consumer would apply
     base_bytes = sum(i.numel for i in base.tensors.values()) * 2
     dev = _pick_device(device, base_bytes)
     dtype = torch.float32 if dev.type == "cpu" else torch.bfloat16
@@ -84,6 +111,7 @@ def verify(lora_path: str | Path, base_path: str | Path, strength: float = 1.0, 
     pairs = lora_file.load_weights(lora)
     modules = dict(transformer.named_modules())
     by_group: dict[str, list[tuple[torch.nn.Module, torch.Tensor]]] = {}
+    measured: dict[str, tuple[torch.nn.Module, torch.Tensor]] = {}  # stem -> (layer, delta at the file's scale)
     for m in lora.modules.values():
         path = lora_file.ltx_core_path(m.stem)
         if path is None:
@@ -96,6 +124,7 @@ def verify(lora_path: str | Path, base_path: str | Path, strength: float = 1.0, 
             continue
         delta = pairs[m.stem].delta(strength, device=dev)
         by_group.setdefault(lora_file.module_group(m.stem), []).append((layer, delta))
+        measured[m.stem] = (layer, delta)
     report.applied = sum(len(v) for v in by_group.values())
 
     inputs = probe.probe_inputs(cfg, dev, dtype)
@@ -118,7 +147,38 @@ def verify(lora_path: str | Path, base_path: str | Path, strength: float = 1.0, 
     report.total = effect("all", [x for g in steps for x in by_group[g]])
     if on_progress:
         on_progress(len(steps) + 1, len(steps) + 1)
+    total = len(per_module)
+    for label, attr, honours_alpha in CONSUMERS:
+        statuses = [getattr(mc, attr) for mc in per_module]
+        stems = [mc.stem for mc in per_module if getattr(mc, attr) == APPLIED and mc.stem in measured]
+        items = [(measured[s][0], measured[s][1] if honours_alpha else measured[s][1] / pairs[s].scale)
+                 for s in stems]
+        same = honours_alpha or all(pairs[s].scale == 1.0 for s in stems)
+        if not items:
+            eff = None
+        elif same and len(items) == report.applied:
+            eff = GroupEffect(label, len(items), report.total.video_change, report.total.audio_change)
+        else:
+            eff = effect(label, items)
+        report.consumers.append(ConsumerEffect(label, total, statuses.count(APPLIED), statuses.count(IGNORED),
+                                               total - statuses.count(APPLIED) - statuses.count(IGNORED), eff))
+    report.consumers.append(ConsumerEffect(OURS, total, report.applied, total - report.applied, 0, report.total))
     return report
+
+
+def _consumer_line(c: ConsumerEffect) -> str:
+    if c.applied == 0:
+        what = f"ignores all {c.modules} modules" if c.ignored == c.modules else \
+            f"applies none of the {c.modules} modules ({c.mismatched} of the wrong shape)"
+        return f"{c.consumer}: {what} (no effect)"
+    what = f"applies all {c.modules} modules" if c.applied == c.modules else \
+        f"applies {c.applied} of {c.modules} modules"
+    if c.effect is None:
+        return f"{c.consumer}: {what}, none of them in the transformer (not measured here)"
+    if not c.has_effect:
+        return f"{c.consumer}: {what}: no effect on the transformer's output"
+    return (f"{c.consumer}: {what}: changes the output by {c.effect.video_change:.2%} (video), "
+            f"{c.effect.audio_change:.2%} (audio)")
 
 
 def report_lines(r: VerifyReport) -> list[str]:
@@ -134,6 +194,11 @@ def report_lines(r: VerifyReport) -> list[str]:
         lines.append(f"{len(r.unmatched)} modules match no transformer layer of that name and shape (e.g. "
                      f"{r.unmatched[0]}): they have no effect (see `ltx-lora lora check`).")
     lines.append("")
-    lines.append("The LoRA changes the transformer's output." if r.has_effect else
+    if r.consumers:
+        lines.append("Per consumer (which modules each tool applies: see `ltx-lora lora check`)")
+        lines += [f"  {_consumer_line(c)}" for c in r.consumers]
+        lines.append("")
+    lines.append("The LoRA changes the transformer's output (ltx-lora reads every layout; see above for the other "
+                 "tools)." if r.has_effect else
                  "NO EFFECT: the LoRA does not change the transformer's output on this base.")
     return lines

@@ -81,8 +81,11 @@ class Plan:
         budget = f"{self.budget_gib:.1f} GiB ({self.budget_from})" if self.budget_gib is not None else self.budget_from
         parts = ", ".join(f"{k} {v:.1f}" for k, v in self.parts_gib.items())
         text = ", text connectors streamed from host" if self.text_connectors_on_host else ""
-        line = (f"memory plan: {weights} base, {swap}{text}, {ckpt}, LoRA rank {self.rank}; expected peak "
-                f"{self.expected_peak_gib:.1f} GiB ({parts}) of budget {budget}")
+        line = f"memory plan: {weights} base, {swap}{text}, {ckpt}, LoRA rank {self.rank}; "
+        if self.budget_gib is None:  # on the CPU there is no device memory to plan: no peak to claim
+            line += self.budget_from
+        else:
+            line += f"expected peak {self.expected_peak_gib:.1f} GiB ({parts}) of budget {budget}"
         if not self.fits:
             line += " - DOES NOT FIT"
         return line + "".join(f"\n  note: {n}" for n in self.notes)

@@ -21,7 +21,7 @@ from pathlib import Path
 import torch
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
-from ltx_lora.config import Config
+from ltx_lora.config import Config, TrainingMode
 from ltx_lora.data.cache import read_manifest, read_text
 from ltx_lora.data.decode import read_image
 from ltx_lora.errors import UserError
@@ -172,6 +172,9 @@ class Validator:
         if settings.reference_image and not Path(settings.reference_image).is_file():
             raise UserError(f"validation.reference_image {settings.reference_image} does not exist; give a local "
                             "image file, or null for text-to-video samples.")
+        if self.cfg.train.mode == TrainingMode.image_to_video and not settings.reference_image:
+            console.print("note: train.mode is i2v but validation.reference_image is not set: the validation samples "
+                          "are text-to-video.", highlight=False, markup=False)
         if settings.preview:
             check_preview_lora(run.base, settings.preview_lora)
 
@@ -191,7 +194,7 @@ class Validator:
         if made_for and Path(made_for).name != Path(self.cfg.model.checkpoint).name:
             raise UserError(f"the cache in {cache} was made with {made_for}, not {self.cfg.model.checkpoint}, so its "
                             "prompt features do not fit; run `ltx-lora preprocess` with this config.")
-        texts = [*self.cfg.validation.prompts, self.settings.negative_prompt]
+        texts = [*self.cfg.validation_prompts(), self.settings.negative_prompt]
         missing = [t for t in texts if t not in manifest.prompts]
         if missing:
             raise UserError(f"the validation prompt {missing[0]!r} has no cached text features in {cache}; run "
@@ -315,7 +318,7 @@ class Validator:
             return (Path("samples") / label / name).as_posix()
 
         record = {
-            "prompt": self.cfg.validation.prompts[index], "prompt_index": index, "seed": s.seed, "step": step,
+            "prompt": self.cfg.validation_prompts()[index], "prompt_index": index, "seed": s.seed, "step": step,
             "label": label, "lora_file": lora_file, "base_checkpoint": Path(self.cfg.model.checkpoint).name,
             "settings": s.to_dict(), "seconds": round(t2 - t0, 3), "seconds_sampling": round(t1 - t0, 3),
             "seconds_decoding": round(t2 - t1, 3), "device": _device_name(self.device),
