@@ -42,9 +42,11 @@ def prepared(tmp_path_factory, tiny_checkpoint, tiny_gemma, synthetic_clips):
 
 @pytest.fixture(scope="module")
 def trained(prepared):
-    """A 2-step run validated at step 0 and step 2. No Gemma anywhere: prompt features come from the cache."""
+    """A 2-step run validated at step 0 and step 2, logged to TensorBoard. No Gemma anywhere: prompt features come
+    from the cache."""
     root, cfg = prepared
-    no_gemma = {**cfg, "model": {**cfg["model"], "text_encoder": str(root / "no-gemma-here")}}
+    no_gemma = {**cfg, "model": {**cfg["model"], "text_encoder": str(root / "no-gemma-here")},
+                "logging": {"tensorboard": True}}
     (root / "train.yaml").write_text(yaml.safe_dump(no_gemma))
     res = run_cli("train", root / "train.yaml")
     assert res.code == 0, res.err
@@ -155,6 +157,28 @@ def test_report_videos_have_posters_and_the_grid_scrolls(trained):
         assert np.asarray(Image.open(run / poster)).std() > 0
     # many checkpoint columns: the grid scrolls sideways inside its own box instead of widening the page
     assert re.search(r"\.gridwrap\{[^}]*overflow-x:auto", page) and "<div class='gridwrap'><table class='grid'>" in page
+
+
+def test_tensorboard_gets_each_validation_sample_and_the_health_table(trained):
+    import io
+
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    events = EventAccumulator(str(trained[0] / "tensorboard"), size_guidance={"images": 0, "tensors": 0})
+    events.Reload()
+    for i in range(len(PROMPTS)):
+        videos = events.Images(f"validation/p{i}/video")  # the sample's video, animated (no sound)
+        assert [e.step for e in videos] == [0, 2]
+        for e in videos:
+            with Image.open(io.BytesIO(e.encoded_image_string)) as gif:
+                assert gif.format == "GIF" and gif.n_frames == 9 and gif.size == (64, 64) == (e.width, e.height)
+        sheets = events.Images(f"validation/p{i}/frames")  # frames and waveform
+        assert [e.step for e in sheets] == [0, 2]
+        with Image.open(io.BytesIO(sheets[0].encoded_image_string)) as png:
+            assert png.size == Image.open(trained[0] / "samples/step_000000" / f"p{i}.png").size
+    health = events.Tensors("validation/health/text_summary")
+    assert [e.step for e in health] == [0, 2] and b"| prompt | health |" in health[0].tensor_proto.string_val[0]
+    assert PROMPTS[0][:20].encode() in health[0].tensor_proto.string_val[0]
 
 
 # --- the validate command ---------------------------------------------------------------------------------------
