@@ -289,6 +289,38 @@ def test_sampler_keeps_the_reference_frame_and_sizes_the_audio(tiny_checkpoint):
     assert torch.equal(again, video)  # same prompt, seed and settings: the same sample, checkpoint after checkpoint
 
 
+def test_the_cache_follows_the_model_file_content_not_its_name(prepared, trained, tiny_checkpoint, tmp_path):
+    """A renamed copy of the model file keeps its cache (train and validate use it, preprocess re-encodes nothing);
+    another model file (the FP8 variant) is still refused."""
+    import shutil
+
+    root, cfg = prepared
+    shutil.copytree(cfg["data"]["cache_dir"], tmp_path / "cache")  # the module's cache stays as it is
+    renamed = tmp_path / "my model (copy).safetensors"
+    shutil.copyfile(tiny_checkpoint("dev"), renamed)
+    moved = {**cfg, "output_dir": str(tmp_path / "run"), "data": {**cfg["data"], "cache_dir": str(tmp_path / "cache")},
+             "model": {"checkpoint": str(renamed), "text_encoder": str(root / "no-gemma-here")},
+             "train": {**cfg["train"], "steps": 1}, "checkpoints": {"every": 1}}
+    config = write(tmp_path, "renamed", moved, prompts=PROMPTS[:1], every=1)
+    res = run_cli("train", config)
+    assert res.code == 0, res.err
+    assert "validation step_000001: 1 samples" in res.err
+    res = run_cli("validate", config, "--no-base", "--lora", trained[0] / "lora.safetensors", "--steps", "2",
+                  "--out", tmp_path / "val")
+    assert res.code == 0, res.err
+    res = run_cli("preprocess", config)  # Gemma is not there: every text is cached too
+    assert res.code == 0, res.err
+    assert "already cached" in res.out and "used 0 clips" not in res.out
+    used = res.out.split("used ")[1].split(" clips")[0]
+    assert f"({used} already cached)" in res.out, res.out
+    other = {**moved, "output_dir": str(tmp_path / "other"),
+             "model": {**moved["model"], "checkpoint": str(tiny_checkpoint("dev-fp8"))}}
+    config = write(tmp_path, "other", other, prompts=PROMPTS[:1], every=1)
+    assert_user_error(run_cli("train", config), "was made with another model file")
+    assert_user_error(run_cli("validate", config, "--no-base", "--lora", trained[0] / "lora.safetensors", "--steps",
+                              "2", "--out", tmp_path / "val2"), "was made with another model file")
+
+
 def test_distilled_model_with_distilled_lora_is_refused(prepared, tiny_checkpoint, tmp_path):
     _, cfg = prepared
     distilled = {**cfg, "model": {**cfg["model"], "checkpoint": str(tiny_checkpoint("distilled"))}}
