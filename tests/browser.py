@@ -4,6 +4,8 @@
 returns what a person would notice: console errors, uncaught exceptions, failed resources, every <img>
 with its natural size (0 means the browser could not decode it), and every <video> once its metadata loaded or
 failed (readyState >= 1, no error, a duration and a picture size mean the browser can play it).
+Optionally at a given window size (`width`, `height`), with the values of JS expressions (`evaluate`, each
+JSON-serialisable, promises awaited) and a PNG screenshot of the whole page (`screenshot`).
 """
 
 from __future__ import annotations
@@ -35,6 +37,7 @@ class PageResult:
     errors: list[str] = field(default_factory=list)  # console errors, exceptions, failed loads
     images: list[dict] = field(default_factory=list)  # {"alt", "naturalWidth", "naturalHeight", "complete"}
     videos: list[dict] = field(default_factory=list)  # {"src", "readyState", "error", "duration", "width", "height"}
+    values: dict = field(default_factory=dict)  # name -> value of each `evaluate` expression
 
 
 def _devtools_port(profile: Path, proc: subprocess.Popen, timeout: float) -> int:
@@ -52,7 +55,8 @@ def _devtools_port(profile: Path, proc: subprocess.Popen, timeout: float) -> int
     raise TimeoutError("chromium did not open its DevTools port")
 
 
-def load_page(path: Path, timeout: float = 60.0) -> PageResult:
+def load_page(path: Path, timeout: float = 60.0, *, width: int | None = None, height: int = 900,
+              evaluate: dict[str, str] | None = None, screenshot: Path | None = None) -> PageResult:
     from websockets.sync.client import connect
 
     binary = find_chromium()
@@ -69,7 +73,8 @@ def load_page(path: Path, timeout: float = 60.0) -> PageResult:
             with urllib.request.urlopen(f"http://127.0.0.1:{port}/json/list", timeout=timeout) as r:
                 pages = [t for t in json.load(r) if t.get("type") == "page"]
             with connect(pages[0]["webSocketDebuggerUrl"], max_size=None, open_timeout=timeout) as ws:
-                return _drive(ws, Path(path).resolve().as_uri(), timeout)
+                return _drive(ws, Path(path).resolve().as_uri(), timeout, width=width, height=height,
+                              evaluate=evaluate or {}, screenshot=screenshot)
         finally:
             proc.terminate()
             try:
@@ -79,7 +84,8 @@ def load_page(path: Path, timeout: float = 60.0) -> PageResult:
                 proc.wait()
 
 
-def _drive(ws, url: str, timeout: float) -> PageResult:
+def _drive(ws, url: str, timeout: float, *, width: int | None, height: int, evaluate: dict[str, str],
+           screenshot: Path | None) -> PageResult:
     next_id = 0
     errors: list[str] = []
 
@@ -107,6 +113,9 @@ def _drive(ws, url: str, timeout: float) -> PageResult:
 
     for domain in ("Runtime", "Log", "Page"):
         call(f"{domain}.enable")
+    if width is not None:  # the layout viewport a window of this size gives (scrollbars included, as in a browser)
+        call("Emulation.setDeviceMetricsOverride", {"width": width, "height": height, "deviceScaleFactor": 1,
+                                                     "mobile": False})
     call("Page.navigate", {"url": url})
     deadline = time.monotonic() + timeout
     while True:
@@ -119,7 +128,19 @@ def _drive(ws, url: str, timeout: float) -> PageResult:
     value = json.loads(call("Runtime.evaluate", {"expression": probe, "returnByValue": True})["result"]["value"])
     videos = json.loads(call("Runtime.evaluate", {"expression": _VIDEO_PROBE, "awaitPromise": True,
                                                   "returnByValue": True})["result"]["value"])
-    return PageResult(value["title"], errors, value["images"], videos)
+    values = {}
+    for name, expression in evaluate.items():
+        res = call("Runtime.evaluate", {"expression": f"Promise.resolve({expression}).then(v => JSON.stringify(v))",
+                                        "awaitPromise": True, "returnByValue": True})
+        if "exceptionDetails" in res:
+            raise RuntimeError(f"{name}: {res['exceptionDetails']}")
+        values[name] = json.loads(res["result"]["value"])
+    if screenshot is not None:
+        import base64
+
+        shot = call("Page.captureScreenshot", {"format": "png", "captureBeyondViewport": True})
+        Path(screenshot).write_bytes(base64.b64decode(shot["data"]))
+    return PageResult(value["title"], errors, value["images"], videos, values)
 
 
 # Resolves once every <video> has loaded its metadata, failed, or 20 s passed.

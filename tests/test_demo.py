@@ -1,6 +1,8 @@
 """`ltx-lora demo` end to end, as the README runs it, and every artefact it promises."""
 
 import json
+import shlex
+import subprocess
 
 from conftest import assert_user_error, run_cli
 from safetensors import safe_open
@@ -22,6 +24,14 @@ def test_demo_runs_the_real_pipeline(tmp_path):
     assert (out / "run" / "samples" / "step_000004" / "p1.mp4").is_file() and (out / "run" / "report.html").is_file()
     steps = [json.loads(line)["step"] for line in (out / "run" / "metrics.jsonl").read_text().splitlines()]
     assert steps == [1, 2, 3, 4]
+    # every command it prints pastes into a shell as it is: bash reads the same arguments (the bucket spec whole)
+    commands = [line.split(": ", 1)[1] for line in res.err.splitlines() if line.startswith("demo [")]
+    assert len(commands) == 5 and all(c.startswith("ltx-lora ") for c in commands), commands
+    for command in commands:
+        shell = subprocess.run(["bash", "-c", "ltx-lora() { printf '%s\\0' \"$@\"; }; " + command],
+                               capture_output=True, text=True)
+        assert shell.returncode == 0 and shell.stdout.split("\0")[:-1] == shlex.split(command)[1:], (command, shell)
+    assert "64x64x9;96x64x9;64x96x9;64x64x1" in shlex.split(commands[1])
 
 
 def test_demo_needs_model_and_text_encoder_together(tmp_path):

@@ -42,9 +42,11 @@ def prepared(tmp_path_factory, tiny_checkpoint, tiny_gemma, synthetic_clips):
 
 @pytest.fixture(scope="module")
 def trained(prepared):
-    """A 2-step run validated at step 0 and step 2. No Gemma anywhere: prompt features come from the cache."""
+    """A 2-step run validated at step 0 and step 2, logged to TensorBoard. No Gemma anywhere: prompt features come
+    from the cache."""
     root, cfg = prepared
-    no_gemma = {**cfg, "model": {**cfg["model"], "text_encoder": str(root / "no-gemma-here")}}
+    no_gemma = {**cfg, "model": {**cfg["model"], "text_encoder": str(root / "no-gemma-here")},
+                "logging": {"tensorboard": True}}
     (root / "train.yaml").write_text(yaml.safe_dump(no_gemma))
     res = run_cli("train", root / "train.yaml")
     assert res.code == 0, res.err
@@ -157,6 +159,28 @@ def test_report_videos_have_posters_and_the_grid_scrolls(trained):
     assert re.search(r"\.gridwrap\{[^}]*overflow-x:auto", page) and "<div class='gridwrap'><table class='grid'>" in page
 
 
+def test_tensorboard_gets_each_validation_sample_and_the_health_table(trained):
+    import io
+
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    events = EventAccumulator(str(trained[0] / "tensorboard"), size_guidance={"images": 0, "tensors": 0})
+    events.Reload()
+    for i in range(len(PROMPTS)):
+        videos = events.Images(f"validation/p{i}/video")  # the sample's video, animated (no sound)
+        assert [e.step for e in videos] == [0, 2]
+        for e in videos:
+            with Image.open(io.BytesIO(e.encoded_image_string)) as gif:
+                assert gif.format == "GIF" and gif.n_frames == 9 and gif.size == (64, 64) == (e.width, e.height)
+        sheets = events.Images(f"validation/p{i}/frames")  # frames and waveform
+        assert [e.step for e in sheets] == [0, 2]
+        with Image.open(io.BytesIO(sheets[0].encoded_image_string)) as png:
+            assert png.size == Image.open(trained[0] / "samples/step_000000" / f"p{i}.png").size
+    health = events.Tensors("validation/health/text_summary")
+    assert [e.step for e in health] == [0, 2] and b"| prompt | health |" in health[0].tensor_proto.string_val[0]
+    assert PROMPTS[0][:20].encode() in health[0].tensor_proto.string_val[0]
+
+
 # --- the validate command ---------------------------------------------------------------------------------------
 
 
@@ -263,6 +287,38 @@ def test_sampler_keeps_the_reference_frame_and_sizes_the_audio(tiny_checkpoint):
     assert audio.shape == (1, 8, round(17 / 24 * 25), 16)
     again, _ = sample_latents(t, req, pos, neg, device=torch.device("cpu"), dtype=torch.float32)
     assert torch.equal(again, video)  # same prompt, seed and settings: the same sample, checkpoint after checkpoint
+
+
+def test_the_cache_follows_the_model_file_content_not_its_name(prepared, trained, tiny_checkpoint, tmp_path):
+    """A renamed copy of the model file keeps its cache (train and validate use it, preprocess re-encodes nothing);
+    another model file (the FP8 variant) is still refused."""
+    import shutil
+
+    root, cfg = prepared
+    shutil.copytree(cfg["data"]["cache_dir"], tmp_path / "cache")  # the module's cache stays as it is
+    renamed = tmp_path / "my model (copy).safetensors"
+    shutil.copyfile(tiny_checkpoint("dev"), renamed)
+    moved = {**cfg, "output_dir": str(tmp_path / "run"), "data": {**cfg["data"], "cache_dir": str(tmp_path / "cache")},
+             "model": {"checkpoint": str(renamed), "text_encoder": str(root / "no-gemma-here")},
+             "train": {**cfg["train"], "steps": 1}, "checkpoints": {"every": 1}}
+    config = write(tmp_path, "renamed", moved, prompts=PROMPTS[:1], every=1)
+    res = run_cli("train", config)
+    assert res.code == 0, res.err
+    assert "validation step_000001: 1 samples" in res.err
+    res = run_cli("validate", config, "--no-base", "--lora", trained[0] / "lora.safetensors", "--steps", "2",
+                  "--out", tmp_path / "val")
+    assert res.code == 0, res.err
+    res = run_cli("preprocess", config)  # Gemma is not there: every text is cached too
+    assert res.code == 0, res.err
+    assert "already cached" in res.out and "used 0 clips" not in res.out
+    used = res.out.split("used ")[1].split(" clips")[0]
+    assert f"({used} already cached)" in res.out, res.out
+    other = {**moved, "output_dir": str(tmp_path / "other"),
+             "model": {**moved["model"], "checkpoint": str(tiny_checkpoint("dev-fp8"))}}
+    config = write(tmp_path, "other", other, prompts=PROMPTS[:1], every=1)
+    assert_user_error(run_cli("train", config), "was made with another model file")
+    assert_user_error(run_cli("validate", config, "--no-base", "--lora", trained[0] / "lora.safetensors", "--steps",
+                              "2", "--out", tmp_path / "val2"), "was made with another model file")
 
 
 def test_distilled_model_with_distilled_lora_is_refused(prepared, tiny_checkpoint, tmp_path):
@@ -418,6 +474,91 @@ def test_a_step_logged_twice_after_resume_keeps_its_last_value(tmp_path):
         {"step": 2, "loss_video": 3.0, "loss_audio": 0.5}, {"step": 3, "loss_video": 2.0, "loss_audio": 0.4}]) + "\n{")
     losses = read_losses(p)
     assert losses["video"] == [(1, 5.0), (2, 3.0), (3, 2.0)] and losses["audio"] == [(2, 0.5), (3, 0.4)]
+
+
+def fabricate_samples(root: Path, steps: list[int], prompts: list[str]) -> list[dict]:
+    """Sample records and their media for `steps` x `prompts`, written by the real writers (no model involved)."""
+    from ltx_lora.runtime.run import SampleSettings
+    from ltx_lora.sample.health import Health
+    from ltx_lora.sample.media import write_contact_sheet, write_mp4, write_poster
+    from ltx_lora.sample.validate import step_label
+
+    settings = SampleSettings(width=96, height=64, frames=9, fps=24.0, steps=2, seed=42, cfg=4.0, audio_cfg=7.0,
+                              stg_scale=1.0, stg_blocks=[1], guidance_rescale=0.0, modality_scale=1.0, audio=True,
+                              negative_prompt="")
+    ramp = torch.linspace(0, 255, 96).round().to(torch.uint8)
+    records = []
+    for step in steps:
+        label = step_label(step)
+        folder = root / "samples" / label
+        for i, prompt in enumerate(prompts):
+            frames = torch.zeros(9, 64, 96, 3, dtype=torch.uint8)
+            frames[..., 0] = ramp.roll(8 * step)  # a picture per cell, moving over time below
+            frames[..., 1] = (40 * (i + 1) + 20 * torch.arange(9)).clamp(max=255).to(torch.uint8)[:, None, None]
+            wave = 0.3 * torch.sin(torch.linspace(0, 200 * (i + 1), 6000))[None]
+            write_mp4(folder / f"p{i}.mp4", frames, 24.0, wave, 16000)
+            write_contact_sheet(folder / f"p{i}.png", frames, wave, fps=24.0)
+            write_poster(folder / f"p{i}.poster.png", frames)
+            rel = f"samples/{label}/p{i}"
+            rec = {"prompt": prompt, "prompt_index": i, "seed": 42, "step": step, "label": label, "lora_file": None,
+                   "settings": settings.to_dict(), "seconds": 1.5, "health": Health("ok").to_dict(),
+                   "files": {"video": f"{rel}.mp4", "contact_sheet": f"{rel}.png", "poster": f"{rel}.poster.png",
+                             "record": f"{rel}.json"}, "created": f"2025-01-01T00:00:{step:02d}+00:00"}
+            (folder / f"p{i}.json").write_text(json.dumps(rec))
+            records.append(rec)
+    return records
+
+
+# What the report shows in a 1280 px wide window: every <video>'s poster loaded, the loss plots' texts, the widths.
+_LAYOUT = {
+    "posters": """Promise.all(Array.from(document.querySelectorAll('video')).map(v => new Promise(done => {
+        const img = new Image();
+        img.onload = () => done({poster: v.getAttribute('poster'), w: img.naturalWidth, h: img.naturalHeight});
+        img.onerror = () => done({poster: v.getAttribute('poster'), w: 0, h: 0});
+        img.src = v.poster; })))""",
+    "plots": """Array.from(document.querySelectorAll('svg')).map(s => Array.from(s.querySelectorAll('text.at'))
+        .map(t => ({text: t.textContent, width: t.getBBox().width, height: t.getBBox().height})))""",
+    "page": """({scrollWidth: document.documentElement.scrollWidth, innerWidth: window.innerWidth,
+        grid: (g => ({scrollWidth: g.scrollWidth, clientWidth: g.clientWidth,
+                      right: g.getBoundingClientRect().right}))(document.querySelector('.gridwrap')),
+        columns: document.querySelectorAll('table.grid tr:first-child th').length - 1})""",
+}
+
+
+def test_report_with_6_checkpoints_shows_posters_titled_axes_and_no_overflow_in_chromium(tmp_path):
+    """The issue's done-criterion, in a real browser: posters, titled axes, and no page overflow at 1280 px."""
+    from browser import APT_HINT, find_chromium, load_page
+
+    from ltx_lora.sample.report import build_report
+
+    if find_chromium() is None:
+        pytest.skip(f"no Chromium: {APT_HINT}")
+    fabricate_samples(tmp_path, [0, 100, 200, 300, 400, 500], PROMPTS)
+    n = 500
+    metrics = _metrics(tmp_path / "metrics.jsonl", [1.0 * math.exp(-i / 150) + 0.1 for i in range(n)],
+                       [0.5 * math.exp(-i / 50) + 0.2 for i in range(n)])
+    report = build_report(tmp_path, title="six checkpoints", config_text="x: 1", metrics=metrics)
+    shot = tmp_path / "report.png"
+    page = load_page(report, width=1280, evaluate=_LAYOUT, screenshot=shot)
+    assert page.errors == []
+    layout = page.values["page"]
+    assert layout["columns"] == 6 and layout["innerWidth"] == 1280, layout
+    # every video shows its own first frame before it plays
+    assert len(page.videos) == 12 and all(v["error"] is None and v["readyState"] >= 1 for v in page.videos)
+    posters = page.values["posters"]
+    assert len(posters) == 12 and all(p["w"] == 96 and p["h"] == 64 for p in posters), posters
+    assert len({p["poster"] for p in posters}) == 12
+    # both loss plots have their axis titles drawn
+    plots = page.values["plots"]
+    assert len(plots) == 2, plots
+    for texts in plots:
+        assert sorted(t["text"] for t in texts) == ["loss", "step"] and all(t["width"] > 0 for t in texts), texts
+    # the page does not widen: the grid scrolls sideways inside its own box
+    assert layout["scrollWidth"] <= layout["innerWidth"], layout
+    grid = layout["grid"]
+    assert grid["scrollWidth"] > grid["clientWidth"] and grid["right"] <= layout["innerWidth"], grid
+    with Image.open(shot) as img:
+        assert 1200 < img.width <= 1280 and img.height > 900  # the whole page (less the scrollbar), for a person
 
 
 @pytest.mark.gpu

@@ -496,6 +496,8 @@ def demo(
 
     Stages: inspect, dataset scan, preprocess, train. Each is the same command you would run by hand.
     """
+    from rich.markup import escape
+
     from ltx_lora.demo import run_demo
 
     if (model is None) != (text_encoder is None):
@@ -507,7 +509,7 @@ def demo(
             raise typer.Exit(code)
 
     run_demo(out, steps, model, text_encoder, invoke=invoke,
-             say=lambda msg: console.print(f"[bold cyan]demo[/] {msg}", highlight=False))
+             say=lambda msg: console.print(f"[bold cyan]demo[/] {escape(msg)}", highlight=False))
 
 
 def main() -> None:

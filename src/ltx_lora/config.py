@@ -167,7 +167,10 @@ class DistributedConfig(Section):
 
 
 class LoggingConfig(Section):
-    tensorboard: bool = True
+    tensorboard: bool = Field(
+        True, description="TensorBoard logs in OUTPUT_DIR/tensorboard: losses, learning rate, the config and, after "
+        "each validation, every prompt's sample (animated, without sound; `validation/pN/video`), its frames and "
+        "waveform (`validation/pN/frames`) and the health checks (text).")
     wandb: bool = False
     wandb_project: str = "ltx-lora"
 

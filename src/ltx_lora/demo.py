@@ -8,6 +8,7 @@ here in seconds, so a fresh machine with no downloads and no GPU proves the inst
 
 from __future__ import annotations
 
+import shlex
 import time
 from pathlib import Path
 from typing import Callable
@@ -90,7 +91,7 @@ def run_demo(out: Path, steps: int, model: Path | None, text_encoder: Path | Non
         ("check the LoRA against the base", ["lora", "check", str(out / "run" / "lora.safetensors"), "--base", str(model)]),
     ]
     for i, (what, args) in enumerate(stages, 1):
-        say(f"[{i}/{len(stages)}] {what}: ltx-lora {' '.join(args)}")
+        say(f"[{i}/{len(stages)}] {what}: {shlex.join(['ltx-lora', *args])}")  # pastes into a shell as it is
         invoke(args)
     lora = out / "run" / "lora.safetensors"
     say(f"done in {time.perf_counter() - t0:.0f} s. LoRA: {lora}; dataset report: {out / 'dataset_report.html'}; "

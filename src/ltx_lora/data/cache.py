@@ -30,6 +30,34 @@ def text_key(text: str) -> str:
     return hashlib.sha256(text.encode("utf-8")).hexdigest()[:32]
 
 
+MODEL_CONTENT = ("size", "header_sha")  # what a model identity compares: the file's content, not its name
+
+
+def model_identity(checkpoint: str | Path) -> dict:
+    """Name, size and a hash of the safetensors header: changes when the model file does, costs no tensor read.
+    The name is kept for people; caches compare the content (`MODEL_CONTENT`) only, so a renamed or copied file
+    still fits its cache."""
+    path = Path(checkpoint)
+    with open(path, "rb") as f:
+        n = int.from_bytes(f.read(8), "little")
+        header = f.read(min(n, 64 << 20))
+    return {"name": path.name, "size": path.stat().st_size, "header_sha": hashlib.sha256(header).hexdigest()[:16]}
+
+
+def model_content(identity: dict) -> dict:
+    return {k: identity.get(k) for k in MODEL_CONTENT}
+
+
+def made_for_another_model(manifest: "Manifest", checkpoint: str | Path) -> bool:
+    """Whether the cache was encoded with another model file than `checkpoint` (by content; a cache from before
+    identities were recorded is judged by the file name)."""
+    identity = manifest.settings.get("model_identity")
+    if identity:
+        return model_content(identity) != model_content(model_identity(checkpoint))
+    made_for = manifest.settings.get("checkpoint")
+    return bool(made_for) and Path(made_for).name != Path(checkpoint).name
+
+
 @dataclass
 class CacheItem:
     latents: str  # relative path under the cache

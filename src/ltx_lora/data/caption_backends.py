@@ -24,6 +24,7 @@ from pathlib import Path
 
 from ltx_lora.data.caption import Captioner, MediaSample
 from ltx_lora.errors import UserError
+from ltx_lora.ltx.text import quiet_slow_processor_notice
 
 QWEN_SYSTEM_PROMPT = ("You are Qwen, a virtual human developed by the Qwen Team, Alibaba Group, capable of "
                       "perceiving auditory and visual inputs, as well as generating text and speech.")
@@ -265,6 +266,7 @@ def load_captioner(*, model: Path | None = None, endpoint: str | None = None, ap
     # transformers' loading chatter (shard progress bars, processor notices) would break up our progress display
     hf_logging.set_verbosity_error()
     hf_logging.disable_progress_bar()
+    quiet_slow_processor_notice()  # also when something turns transformers' verbosity up again
     if kind == "gemma":
         return GemmaCaptioner(folder, dev, max_new_tokens)
     return QwenOmniCaptioner(folder, dev, max_new_tokens)

@@ -1,7 +1,7 @@
 """`ltx-lora preprocess`: clips -> cached video/audio latents, captions and prompts -> cached text features.
 
-A cache entry's name is a hash of the media content, its bucket and frame rate, the model identity and the cache
-format, so a re-run skips what is done, redoes what changed, and a killed run resumes where it stopped (each
+A cache entry's name is a hash of the media content, its bucket and frame rate, the model file's content (size and
+header hash, not its name: a renamed or copied model file keeps its cache) and the cache format, so a re-run skips what is done, redoes what changed, and a killed run resumes where it stopped (each
 entry is written atomically). Gemma loads once, only when some text is not cached yet, and never during training.
 Bad clips never stop the run: each is skipped with its reason, and the run ends with used / skipped counts.
 
@@ -69,15 +69,6 @@ class PreprocessResult:
     moved: list[tuple[str, str, str]] = field(default_factory=list)  # (media, bucket scanned, bucket now)
     texts_encoded: int = 0
     seconds: float = 0.0
-
-
-def model_identity(checkpoint: str) -> dict:
-    """Name, size and a hash of the safetensors header: changes when the model file does, costs no tensor read."""
-    path = Path(checkpoint)
-    with open(path, "rb") as f:
-        n = int.from_bytes(f.read(8), "little")
-        header = f.read(min(n, 64 << 20))
-    return {"name": path.name, "size": path.stat().st_size, "header_sha": hashlib.sha256(header).hexdigest()[:16]}
 
 
 def _caption(text: str, trigger: str) -> str:
@@ -154,7 +145,8 @@ def moved_lines(plan: ClipPlan, buckets: str, max_listed: int = 20) -> list[str]
 
 
 def _entry_key(clip: PlannedClip, identity: dict, with_audio: bool) -> str:
-    spec = json.dumps([clip.content_hash, clip.bucket, clip.fps, with_audio, identity, store.FORMAT], sort_keys=True)
+    spec = json.dumps([clip.content_hash, clip.bucket, clip.fps, with_audio, store.model_content(identity),
+                       store.FORMAT], sort_keys=True)
     return hashlib.sha256(spec.encode()).hexdigest()[:32]
 
 
@@ -178,7 +170,7 @@ def preprocess(cfg: Config, console) -> PreprocessResult:
     dist = dist_env.current()
     console = dist_env.rank_console(console)
     cache = Path(cfg.data.cache_dir)
-    identity = model_identity(cfg.model.checkpoint)
+    identity = store.model_identity(cfg.model.checkpoint)
     with_audio = cfg.train.mode != TrainingMode.text_to_video
     device = pick_device()
     dtype = torch.bfloat16 if device.type == "cuda" else torch.float32

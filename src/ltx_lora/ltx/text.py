@@ -44,6 +44,7 @@ __all__ = [
     "load_text_projection",
     "pad_batch",
     "pad_features",
+    "quiet_slow_processor_notice",
     "run_text_connectors",
 ]
 
@@ -54,6 +55,26 @@ TOKENIZER_LENGTH = 1024  # ltx-core's Gemma tokenizer pads/truncates every promp
 _PROJECTION_PREFIX = "text_embedding_projection."
 _VIDEO_CONNECTOR_PREFIX = "model.diffusion_model.video_embeddings_connector."
 _AUDIO_CONNECTOR_PREFIX = "model.diffusion_model.audio_embeddings_connector."
+
+
+class _SlowProcessorNotice(logging.Filter):
+    """Drops transformers' "Using a slow image processor as `use_fast` is unset ..." notice: Gemma's folder ships
+    the slow processor, ltx-core loads it as saved (we only use its tokenizer for text), and the notice asks the
+    user to change code they cannot change."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "slow image processor" not in record.getMessage()
+
+
+_SLOW_NOTICE = _SlowProcessorNotice()
+
+
+def quiet_slow_processor_notice() -> None:
+    """Keep that one notice out of the user's console (every other transformers message stays). Idempotent."""
+    for name in ("transformers.models.auto.image_processing_auto", "transformers.processing_utils"):
+        logger = logging.getLogger(name)
+        if _SLOW_NOTICE not in logger.filters:
+            logger.addFilter(_SLOW_NOTICE)
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -265,6 +286,7 @@ def load_prompt_encoder(gemma_dir: str | Path, checkpoint: str | Path, *, device
     gemma_dir, checkpoint, device = Path(gemma_dir), Path(checkpoint), torch.device(device)
     if load_in_8bit:
         check_8bit(device)
+    quiet_slow_processor_notice()  # ltx-core loads Gemma's image processor as saved (slow)
     gemma_config = _gemma_config(gemma_dir)
     text_cfg = gemma_config.text_config
     _check_projection_width(checkpoint, gemma_dir, text_cfg.hidden_size * (text_cfg.num_hidden_layers + 1))

@@ -22,7 +22,7 @@ import torch
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 from ltx_lora.config import Config, TrainingMode
-from ltx_lora.data.cache import read_manifest, read_text
+from ltx_lora.data.cache import made_for_another_model, read_manifest, read_text
 from ltx_lora.data.decode import read_image
 from ltx_lora.errors import UserError
 from ltx_lora.files.atomic import atomic_write
@@ -191,8 +191,9 @@ class Validator:
         cache = Path(self.cfg.data.cache_dir)
         manifest = read_manifest(cache)
         made_for = manifest.settings.get("checkpoint")
-        if made_for and Path(made_for).name != Path(self.cfg.model.checkpoint).name:
-            raise UserError(f"the cache in {cache} was made with {made_for}, not {self.cfg.model.checkpoint}, so its "
+        if made_for_another_model(manifest, self.cfg.model.checkpoint):
+            raise UserError(f"the cache in {cache} was made with another model file ({made_for}) than "
+                            f"{self.cfg.model.checkpoint}, so its "
                             "prompt features do not fit; run `ltx-lora preprocess` with this config.")
         texts = [*self.cfg.validation_prompts(), self.settings.negative_prompt]
         missing = [t for t in texts if t not in manifest.prompts]

@@ -1,15 +1,24 @@
 """Training metrics: the console (a live bar on a terminal, one unwrapped line per step in a log), `metrics.jsonl`
-(for the report's plots), TensorBoard (scalars, the config and the validation health checks as text), W&B."""
+(for the report's plots), TensorBoard (scalars, the config, and after each validation every prompt's sample as an
+animated image and its frames-and-waveform sheet, with the health checks as text), W&B.
+
+The trainer never imports the sampler: the validation hook returns the samples' records, whose file paths (relative
+to the run folder) are all this module reads. TensorBoard's own `add_video` needs moviepy; the animation is encoded
+here instead (a GIF through Pillow, the same image summary `add_video` writes), so no extra package is needed.
+TensorBoard plays no sound: the report's mp4s have it."""
 
 from __future__ import annotations
 
 import contextlib
 import importlib.util
+import io
 import json
 import time
 from pathlib import Path
 
+import numpy as np
 import torch
+from PIL import Image
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 
 from ltx_lora.config import LoggingConfig
@@ -35,6 +44,7 @@ class MetricsLogger:
                  config_text: str = "", run_text: str = ""):
         require_logging_packages(cfg)
         self.console = console
+        self.run_dir = run_dir
         self.total, self.start = total_steps, start
         self.t_start = time.perf_counter()
         run_dir.mkdir(parents=True, exist_ok=True)
@@ -106,9 +116,12 @@ class MetricsLogger:
         self.console.print(f"step {step}/{self.total} | {numbers}", highlight=False, markup=False)
 
     def log_validation(self, step: int, records: list[dict] | None) -> None:
-        """The health check of each validation sample, as text in TensorBoard (the report has the videos)."""
+        """Each validation sample in TensorBoard: its video as an animated image (`validation/p<N>/video`, no sound),
+        its frames-and-waveform sheet (`validation/p<N>/frames`) and the health checks as a table (text)."""
         if self.tb is None or not records:
             return
+        for r in records:
+            self._log_sample_media(step, r)
         rows = ["| prompt | health | problems and notes | seconds |", "|---|---|---|---|"]
         for r in records:
             h = r.get("health", {})
@@ -118,6 +131,20 @@ class MetricsLogger:
         self.tb.add_text("validation/health", "\n".join(rows), step)
         self.tb.flush()
 
+    def _log_sample_media(self, step: int, record: dict) -> None:
+        files = record.get("files") or {}
+        tag = f"validation/p{record.get('prompt_index', 0)}"
+        try:
+            if files.get("video"):
+                self.tb._get_file_writer().add_summary(  # what add_video writes, without moviepy
+                    _animation_summary(f"{tag}/video", self.run_dir / files["video"]), step)
+            if files.get("contact_sheet"):
+                with Image.open(self.run_dir / files["contact_sheet"]) as sheet:
+                    self.tb.add_image(f"{tag}/frames", np.asarray(sheet.convert("RGB")), step, dataformats="HWC")
+        except Exception as e:  # a sample file that cannot be read never stops training; the report still shows it
+            self.console.print(f"note: validation sample {files.get('video')} not logged to TensorBoard: {e}",
+                               highlight=False, markup=False)
+
     def close(self) -> None:
         if self.bar is not None:
             self.bar.stop()
@@ -126,6 +153,34 @@ class MetricsLogger:
             self.tb.close()
         if self.wandb is not None:
             self.wandb.finish()
+
+
+ANIMATION_WIDTH = 256  # px; a TensorBoard preview, the report has the full-size mp4
+ANIMATION_FRAMES = 64  # at most; a longer sample shows every k-th frame (at the same speed)
+
+
+def _animation_summary(tag: str, mp4: Path):
+    """The mp4's frames as an animated GIF image summary (TensorBoard's IMAGES tab plays it)."""
+    import av
+    from tensorboard.compat.proto.summary_pb2 import Summary
+
+    with av.open(str(mp4)) as container:
+        stream = container.streams.video[0]
+        fps = float(stream.average_rate or 24)
+        frames = [f.to_image() for f in container.decode(stream)]
+    if not frames:
+        raise ValueError("no frames")
+    stride = max(1, -(-len(frames) // ANIMATION_FRAMES))
+    frames = frames[::stride]
+    w, h = frames[0].size
+    if w > ANIMATION_WIDTH:
+        w, h = ANIMATION_WIDTH, max(1, round(h * ANIMATION_WIDTH / w))
+        frames = [f.resize((w, h), Image.Resampling.BILINEAR) for f in frames]
+    gif = io.BytesIO()
+    frames[0].save(gif, format="GIF", save_all=True, append_images=frames[1:], loop=0,
+                   duration=max(20, round(1000 * stride / fps)))
+    image = Summary.Image(height=h, width=w, colorspace=3, encoded_image_string=gif.getvalue())
+    return Summary(value=[Summary.Value(tag=tag, image=image)])
 
 
 def _code(text: str) -> str:

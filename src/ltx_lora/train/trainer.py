@@ -16,7 +16,7 @@ from pathlib import Path
 import torch
 from rich.console import Console
 
-from ltx_lora.data.cache import Manifest, read_manifest
+from ltx_lora.data.cache import Manifest, made_for_another_model, read_manifest
 from ltx_lora.data.loader import BatchOrder, load_batch
 from ltx_lora.data.report import report_path_for
 from ltx_lora.distributed import env as dist_env
@@ -76,8 +76,9 @@ class Trainer:
                             f"`ltx-lora preprocess` lists each skipped clip with its reason (so does {report}, "
                             "from `ltx-lora dataset scan`), fix or add clips, and run `ltx-lora preprocess` again.")
         made_for = manifest.settings.get("checkpoint")
-        if made_for and Path(made_for).name != Path(self.cfg.model.checkpoint).name:
-            raise UserError(f"the cache in {self.cache} was made with {made_for}, not {self.cfg.model.checkpoint}; "
+        if made_for_another_model(manifest, self.cfg.model.checkpoint):
+            raise UserError(f"the cache in {self.cache} was made with another model file ({made_for}) than "
+                            f"{self.cfg.model.checkpoint}; "
                             "run `ltx-lora preprocess` with this config, or set data.cache_dir to another folder.")
         if self.train_audio and not any(i.has_audio for i in manifest.items):
             raise UserError(f"train.mode {self.cfg.train.mode.value} trains audio but no cached clip has audio; "
