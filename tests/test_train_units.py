@@ -19,7 +19,7 @@ from ltx_lora.train.checkpointer import (
     save_training_checkpoint,
 )
 from ltx_lora.train.metrics import MetricsLogger
-from ltx_lora.train.optim import lr_factor
+from ltx_lora.train.optim import lr_factor, set_lr
 from ltx_lora.train.timesteps import SigmaSampler, logit_normal_shift
 
 
@@ -63,6 +63,33 @@ def test_schedules_after_warmup(sched, mid, end):
     assert lr_factor(60, cfg) == pytest.approx(mid, abs=1e-6)
     assert lr_factor(110, cfg) == pytest.approx(end, abs=1e-6)
 
+
+
+@pytest.mark.parametrize("sched", ["constant", "linear", "cosine"])
+@pytest.mark.parametrize("warmup", [0, 4])
+def test_schedule_peaks_at_warmup_ends_at_the_floor_and_resumes_alike(sched, warmup):
+    cfg = TrainConfig(steps=20, warmup_steps=warmup, scheduler=sched, min_lr_ratio=0.1, learning_rate=2e-4)
+    lrs = [lr_factor(s, cfg) for s in range(cfg.steps)]
+    if warmup:
+        assert lrs[:warmup] == pytest.approx([(s + 1) / warmup for s in range(warmup)])  # peak exactly at step 4
+    assert lrs[warmup] == pytest.approx(1.0) and max(lrs) == pytest.approx(1.0)
+    after = lrs[warmup:]
+    assert all(a >= b for a, b in zip(after, after[1:]))  # never rises after warm-up
+    floor = 1.0 if sched == "constant" else 0.1
+    assert lr_factor(cfg.steps, cfg) == pytest.approx(floor) and min(after) >= floor - 1e-12
+    # The sequence a resumed run sets (fresh optimizer, config read again) is the uninterrupted one, bit for bit.
+    def sequence(start: int, cfg: TrainConfig) -> list[float]:
+        opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=cfg.learning_rate)
+        return [set_lr(opt, s, cfg) for s in range(start, cfg.steps)]
+    straight = sequence(0, cfg)
+    assert sequence(0, cfg)[:7] + sequence(7, TrainConfig(**cfg.model_dump())) == straight
+    assert straight == [cfg.learning_rate * f for f in lrs]
+
+
+def test_default_schedule_is_unchanged():
+    cfg = TrainConfig(steps=10)
+    assert (cfg.scheduler.value, cfg.warmup_steps, cfg.min_lr_ratio) == ("linear", 0, 0.0)
+    assert [lr_factor(s, cfg) for s in range(10)] == pytest.approx([1 - s / 10 for s in range(10)])
 
 def _items():
     items = [CacheItem(f"l{i}", f"t{i}", "64x64x9", 24.0, True) for i in range(7)]

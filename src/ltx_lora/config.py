@@ -95,8 +95,14 @@ class TrainConfig(Section):
     learning_rate: float = Field(1e-4, gt=0, description="Peak learning rate (1.0 is usual for prodigy).")
     optimizer: Optimizer = Field(Optimizer.adamw, description="adamw (fused), adamw8bit (bitsandbytes) or prodigy.")
     weight_decay: float = Field(0.0, ge=0)
-    scheduler: Scheduler = Field(Scheduler.linear, description="Learning-rate schedule after warm-up.")
-    warmup_steps: int = Field(0, ge=0)
+    scheduler: Scheduler = Field(
+        Scheduler.linear, description="Learning-rate schedule after warm-up: linear (default; straight "
+                                      "from the peak down to min_lr_ratio x the peak over the remaining steps), "
+                                      "cosine (half a cosine over the same span) or constant (the peak throughout).")
+    warmup_steps: int = Field(0, ge=0, description="Steps of linear warm-up: step 1 runs at 1/warmup_steps of the "
+                                                   "peak, step warmup_steps at the peak; 0 = none.")
+    min_lr_ratio: float = Field(0.0, ge=0, le=1, description="Floor of linear and cosine as a fraction of "
+                                                             "learning_rate (0 = decay to zero).")
     max_grad_norm: float | None = Field(1.0, description="Clip the gradient norm; null disables clipping.")
     seed: int = 42
     mixed_precision: Literal["bf16", "fp32"] = "bf16"
@@ -108,6 +114,10 @@ class TrainConfig(Section):
     first_frame_conditioning_p: float = Field(
         0.1, ge=0, le=1, description="Probability that a clip's first frame is given as clean conditioning (default 0.1; 0.5 in i2v mode, as the official i2v config).")
     audio_loss_weight: float = Field(1.0, ge=0, description="Weight of the audio loss in joint audio-video training.")
+    caption_dropout: float = Field(
+        0.0, ge=0, le=1, description="Probability that a sample trains on the empty prompt instead of its caption "
+                                     "(0 = never; 0.05-0.1 is usual). The empty prompt's features are cached by "
+                                     "`ltx-lora preprocess`.")
     fps: float = Field(24.0, gt=0, description="Frame rate assumed for positions when a clip has none recorded.")
 
 

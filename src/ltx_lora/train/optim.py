@@ -32,16 +32,20 @@ def build_optimizer(params: list[torch.nn.Parameter], cfg: TrainConfig) -> torch
 
 
 def lr_factor(step: int, cfg: TrainConfig) -> float:
-    """Multiplier of the peak learning rate for optimizer step `step` (0-based): warm-up, then the schedule."""
+    """Multiplier of the peak learning rate for optimizer step `step` (0-based): warm-up, then the schedule.
+
+    Warm-up: step s runs at (s + 1) / warmup_steps, so the first step is not wasted at 0 and step warmup_steps
+    (1-based) is the first at the peak. After it, linear and cosine go from the peak (progress 0) to the floor
+    `min_lr_ratio` at progress 1 = the end of the last step (as transformers' and diffusers' schedulers do: the
+    last step runs just above the floor). A pure function of the step: resuming needs no scheduler state."""
     if cfg.warmup_steps and step < cfg.warmup_steps:
         return (step + 1) / cfg.warmup_steps
-    span = max(1, cfg.steps - cfg.warmup_steps)
-    progress = min(1.0, (step - cfg.warmup_steps) / span)
     if cfg.scheduler == Scheduler.constant:
         return 1.0
-    if cfg.scheduler == Scheduler.linear:
-        return 1.0 - progress
-    return 0.5 * (1.0 + math.cos(math.pi * progress))
+    span = max(1, cfg.steps - cfg.warmup_steps)
+    progress = min(1.0, (step - cfg.warmup_steps) / span)
+    decay = 1.0 - progress if cfg.scheduler == Scheduler.linear else 0.5 * (1.0 + math.cos(math.pi * progress))
+    return cfg.min_lr_ratio + (1.0 - cfg.min_lr_ratio) * decay
 
 
 def set_lr(optimizer: torch.optim.Optimizer, step: int, cfg: TrainConfig) -> float:
