@@ -65,6 +65,20 @@ def test_bad_dataset_files_name_file_and_columns(tmp_path, name, content, needle
         assert n in str(e.value), str(e.value)
 
 
+@pytest.mark.parametrize("bad", ["-1", "heavy", "nan", "inf"])
+def test_bad_loss_weight_names_the_row(tmp_path, bad):
+    path = tmp_path / "ds.csv"
+    path.write_text(f"caption,video,loss_weight\na,a.mp4,2\nb,b.mp4,\nc,c.mp4,{bad}\n")
+    with pytest.raises(UserError, match=r"ds.csv, row 3, has loss_weight .*number >= 0"):
+        read_dataset(path)
+    path.write_text("caption,video,loss_weight\na,a.mp4,2\nb,b.mp4,\nc,c.mp4,0\n")
+    assert [e.loss_weight for e in read_dataset(path).entries] == [2.0, 1.0, 0.0]
+    jsonl = tmp_path / "ds.jsonl"
+    jsonl.write_text('{"caption": "a", "video": "a.mp4", "loss_weight": true}\n')
+    with pytest.raises(UserError, match="row 1, has loss_weight True"):
+        read_dataset(jsonl)
+
+
 def test_missing_dataset_file(tmp_path):
     with pytest.raises(UserError, match="does not exist"):
         read_dataset(tmp_path / "nope.jsonl")
@@ -188,7 +202,8 @@ def test_scan_existing_dataset_file(tmp_path, synthetic_clips):
     src = tmp_path / "in.jsonl"
     walk, still = synthetic_clips / "walk_96x64_24fps.mp4", synthetic_clips / "still_96x64.png"
     src.write_text(
-        json.dumps({"caption": "my own caption", "media_path": str(walk), "audio": "walk.wav", "width": 1}) + "\n"
+        json.dumps({"caption": "my own caption", "media_path": str(walk), "audio": "walk.wav", "width": 1,
+                    "loss_weight": 0.5}) + "\n"
         + json.dumps({"caption": "", "video": str(still)}) + "\n"
         + json.dumps({"caption": "gone", "video": "missing.mp4"}) + "\n")
     out = tmp_path / "out.csv"
@@ -200,6 +215,8 @@ def test_scan_existing_dataset_file(tmp_path, synthetic_clips):
     assert rows["walk_96x64_24fps.mp4"]["caption"] == "my own caption"  # the file's caption wins
     assert rows["walk_96x64_24fps.mp4"]["audio"] == "walk.wav"  # official columns are carried over
     assert rows["walk_96x64_24fps.mp4"]["width"] == "96"  # our probe columns are recomputed
+    assert rows["walk_96x64_24fps.mp4"]["loss_weight"] == "0.5"  # so is the loss weight
+    assert [e.loss_weight for e in read_dataset(out).entries] == [0.5, 1.0]  # CSV: text back to numbers
     assert rows["still_96x64.png"]["caption"].startswith("A still frame")  # empty caption: side-car used
 
 

@@ -103,3 +103,37 @@ def test_only_lora_weights_change(model):
         if n in base:
             assert torch.equal(p, base[n]), n
     assert all(not torch.equal(p, lora[n]) for n, p in m.named_parameters() if n in lora)
+
+
+def test_a_weight_zero_clip_adds_no_gradient(model):
+    """Per-clip loss weights: 0 drops a clip from the gradient, 1 is the unweighted loss exactly."""
+    m, t = model
+    params = [p for p in m.parameters() if p.requires_grad]
+
+    def grads(batch, weight=None, only=None):
+        m.zero_grad(set_to_none=True)
+        inputs = prepare_inputs(batch, SigmaSampler(), torch.Generator().manual_seed(3), train_audio=True,
+                                first_frame_p=0.0, dtype=torch.float32)
+        loss = compute_loss(*predict_velocity(m, inputs.video, inputs.audio), inputs, sample_weight=weight)
+        total = loss.total if only is None else (loss_per_sample(m, inputs)[only]) / 2
+        total.backward()
+        return [p.grad.clone() for p in params], loss
+
+    def loss_per_sample(m, inputs):
+        vp, ap = predict_velocity(m, inputs.video, inputs.audio)
+        parts = compute_loss(vp, ap, inputs)
+        v = ((vp.float() - inputs.video_target).pow(2)).mean(dim=(1, 2))
+        a = ((ap.float() - inputs.audio_target).pow(2)).mean(dim=(1, 2))
+        assert torch.allclose(v, parts.video) and torch.allclose(a, parts.audio)
+        return v + a
+
+    batch = _batch(t)
+    plain, plain_loss = grads(batch)
+    ones, _ = grads(batch, torch.ones(2))
+    assert all(torch.equal(a, b) for a, b in zip(plain, ones))
+    zero_first, weighted = grads(batch, torch.tensor([0.0, 1.0]))
+    second_only, _ = grads(batch, only=1)  # the second clip's loss alone, over the batch of 2
+    assert all(torch.allclose(a, b, rtol=1e-4, atol=1e-7) for a, b in zip(zero_first, second_only))
+    assert torch.equal(weighted.video, plain_loss.video)  # what is logged stays the unweighted per-clip loss
+    none, _ = grads(batch, torch.zeros(2))
+    assert all(not g.any() for g in none)

@@ -33,9 +33,17 @@ def _manifest(tmp_path, cache="cache"):
 
 def test_rerun_skips_and_changed_settings_redo_and_prune(tmp_path, tiny_checkpoint, tiny_gemma, synthetic_clips):
     assert run_cli("dataset", "scan", synthetic_clips, "-o", tmp_path / "ds.jsonl", "--buckets", BUCKETS).code == 0
+    rows = [json.loads(line) for line in (tmp_path / "ds.jsonl").read_text().splitlines()]
+    for n, row in enumerate(rows):  # a per-clip loss weight travels from the dataset file into the cache
+        row["loss_weight"] = n / 4
+    (tmp_path / "ds.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
     cfg = _config(tmp_path, tiny_checkpoint, tiny_gemma, tmp_path / "ds.jsonl")
     first = run_cli("preprocess", cfg)
     assert first.code == 0 and "used 5 clips (0 already cached)" in first.out, first.out + first.err
+    weights = {os.path.basename(i["media"]): i["loss_weight"] for i in _manifest(tmp_path)["items"]}
+    assert weights == {os.path.basename(r["video"]): r["loss_weight"] for r in rows if os.path.basename(r["video"]) in weights}
+    assert len(set(weights.values())) == 5
+    assert "" in _manifest(tmp_path)["prompts"]  # the empty prompt (caption dropout) is cached once
     assert "no caption" in first.out  # uncaptioned clips are skipped with their reason, the run goes on
     assert "slow image processor" not in first.err  # transformers' notice about Gemma's processor is not ours to show
     again = run_cli("preprocess", cfg)

@@ -8,8 +8,8 @@ from rich.console import Console
 
 from ltx_lora.bucket_spec import batch_size_for, parse_buckets
 from ltx_lora.config import LoggingConfig, TrainConfig
-from ltx_lora.data.cache import CacheItem
-from ltx_lora.data.loader import BatchOrder
+from ltx_lora.data.cache import CacheItem, Manifest
+from ltx_lora.data.loader import BatchOrder, caption_dropout_draw, empty_prompt_file, text_files
 from ltx_lora.errors import UserError
 from ltx_lora.train.checkpointer import (
     TrainingState,
@@ -90,6 +90,28 @@ def test_default_schedule_is_unchanged():
     cfg = TrainConfig(steps=10)
     assert (cfg.scheduler.value, cfg.warmup_steps, cfg.min_lr_ratio) == ("linear", 0, 0.0)
     assert [lr_factor(s, cfg) for s in range(10)] == pytest.approx([1 - s / 10 for s in range(10)])
+
+def test_caption_dropout_selects_the_empty_prompt_from_the_saved_generator(tmp_path):
+    items = [CacheItem(f"l{i}", f"text/c{i}.safetensors", "64x64x9", 24.0, True) for i in range(4)]
+    gen = torch.Generator().manual_seed(5)
+    before = gen.get_state()
+    assert caption_dropout_draw(4, 0.0, gen) == [False] * 4
+    assert torch.equal(gen.get_state(), before)  # 0: nothing drawn, the noise that follows is as without dropout
+    assert text_files(items, caption_dropout_draw(4, 0.0, gen), "text/empty.safetensors") == [i.text for i in items]
+    assert text_files(items, caption_dropout_draw(4, 1.0, gen), "text/empty.safetensors") == ["text/empty.safetensors"] * 4
+    # from the same generator state the same samples are dropped (a resumed run restores that state)
+    gen.manual_seed(9)
+    state = gen.get_state()
+    first = caption_dropout_draw(1000, 0.3, gen)
+    gen.set_state(state)
+    assert caption_dropout_draw(1000, 0.3, gen) == first and 200 < sum(first) < 400
+    # a cache from before caption dropout: one sentence, run preprocess again
+    with pytest.raises(UserError, match=r"caption_dropout needs the empty prompt.*run `ltx-lora preprocess`"):
+        empty_prompt_file(Manifest(settings={}, prompts={"a ball": "text/x.safetensors"}), tmp_path)
+    (tmp_path / "text").mkdir()
+    (tmp_path / "text" / "e.safetensors").write_bytes(b"")
+    assert empty_prompt_file(Manifest(settings={}, prompts={"": "text/e.safetensors"}), tmp_path) == "text/e.safetensors"
+
 
 def _items():
     items = [CacheItem(f"l{i}", f"t{i}", "64x64x9", 24.0, True) for i in range(7)]

@@ -67,6 +67,7 @@ class CacheItem:
     has_audio: bool
     media: str = ""
     caption: str = ""
+    loss_weight: float = 1.0  # the dataset file's loss_weight column (scales this clip's loss)
 
 
 @dataclass

@@ -4,6 +4,9 @@ The official layout has one row per sample with a `caption` column and a `video`
 `media_path`), plus optional `audio`, `reference_video` (legacy `ref_media_path`), `reference_audio`,
 `video_mask` and `audio_mask`. Media paths are relative to the dataset file's folder (absolute paths work too).
 
+An optional `loss_weight` column (a number >= 0, default 1) scales each clip's loss in training: 2 counts a clip
+twice, 0 leaves it out of the gradient. `dataset scan` keeps it, `preprocess` carries it into the cache.
+
 Rows we write add the probe facts (`width`, `height`, `frames`, `fps`, ..., `bucket`, `content_hash`,
 `problems`). The official trainer ignores columns it does not know, so our files work there as well.
 """
@@ -13,6 +16,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -22,6 +26,7 @@ from ltx_lora.files.atomic import atomic_write
 
 CAPTION = "caption"
 VIDEO = "video"
+LOSS_WEIGHT = "loss_weight"
 MEDIA_COLUMNS = ("video", "audio", "reference_video", "reference_audio", "video_mask", "audio_mask")
 LEGACY_ALIASES = {"media_path": "video", "ref_media_path": "reference_video"}
 FORMATS = (".jsonl", ".json", ".csv")
@@ -42,6 +47,10 @@ class DatasetEntry:
     caption: str
     video: str
     fields: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def loss_weight(self) -> float:
+        return float(self.fields.get(LOSS_WEIGHT, 1.0))
 
     def to_row(self) -> dict[str, Any]:
         return {CAPTION: self.caption, VIDEO: self.video, **self.fields}
@@ -96,8 +105,24 @@ def read_dataset(path: Path | str) -> Dataset:
         caption = row.pop(CAPTION, None)
         if caption is not None and not isinstance(caption, str):
             raise UserError(f'Dataset file {path}, row {n}, has a caption that is not text ({caption!r}).')
+        if LOSS_WEIGHT in row:
+            row[LOSS_WEIGHT] = _loss_weight(path, n, row[LOSS_WEIGHT])
         entries.append(DatasetEntry(caption or "", video.strip(), row))
     return Dataset(path, entries, columns)
+
+
+def _loss_weight(path: Path, n: int, value: Any) -> float:
+    """A row's loss weight: a finite number >= 0; an empty cell (CSV) or null is the default 1."""
+    if value is None or (isinstance(value, str) and not value.strip()):
+        return 1.0
+    try:
+        weight = float(value) if not isinstance(value, bool) else math.nan
+    except (TypeError, ValueError):
+        weight = math.nan
+    if not math.isfinite(weight) or weight < 0:
+        raise UserError(f'Dataset file {path}, row {n}, has loss_weight {value!r}; give a number >= 0 '
+                        "(1 = normal, 0 = left out of the loss) or leave it empty.")
+    return weight
 
 
 def _read_csv(path: Path, text: str) -> tuple[list[dict], list[str]]:

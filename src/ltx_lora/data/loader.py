@@ -8,6 +8,10 @@ continue exactly where a killed run stopped.
 With several processes every rank plans the same order of global batches (`world_size` times the per-process
 batch size) and takes its own share of each (`DistEnv.share`), so 2 ranks x batch 1 see what 1 rank x batch 2
 sees, and the position means the same on every rank.
+
+Caption dropout (`train.caption_dropout`) trains a sample on the empty prompt, whose features preprocess caches
+once: which samples are dropped is drawn for the whole global batch from the trainer's generator (saved in every
+training checkpoint), so a resumed run drops the same samples; at 0 nothing is drawn and nothing changes.
 """
 
 from __future__ import annotations
@@ -18,8 +22,34 @@ from pathlib import Path
 import torch
 
 from ltx_lora.bucket_spec import batch_size_for, parse_buckets
-from ltx_lora.data.cache import CacheItem, read_latents, read_text
+from ltx_lora.data.cache import CacheItem, Manifest, read_latents, read_text
+from ltx_lora.errors import UserError
 from ltx_lora.files.text_features import PaddedText, pad_batch
+
+
+EMPTY_PROMPT = ""  # what a dropped caption is replaced by
+
+
+def empty_prompt_file(manifest: Manifest, cache: Path) -> str:
+    """The cached empty prompt's features (relative path); a cache made before caption dropout has none."""
+    rel = manifest.prompts.get(EMPTY_PROMPT)
+    if rel is None or not (cache / rel).is_file():
+        raise UserError(f"train.caption_dropout needs the empty prompt's text features, which the cache in {cache} "
+                        "lacks; run `ltx-lora preprocess` with this config again (only that prompt is encoded).")
+    return rel
+
+
+def caption_dropout_draw(n: int, p: float, generator: torch.Generator) -> list[bool]:
+    """For each of a global batch's n samples: whether it trains on the empty prompt (probability p). Nothing is
+    drawn at p = 0, so runs without dropout see the generator exactly as before."""
+    if p <= 0:
+        return [False] * n
+    return (torch.rand(n, generator=generator, device=generator.device) < p).tolist()
+
+
+def text_files(items: list[CacheItem], dropped: list[bool], empty: str | None) -> list[str]:
+    """The text features each sample trains on: its caption's, or the empty prompt's where dropped."""
+    return [empty if drop and empty is not None else item.text for item, drop in zip(items, dropped)]
 
 
 @dataclass
@@ -75,16 +105,20 @@ class RawBatch:
     audio: torch.Tensor | None
     text: PaddedText  # [B, L, D] features in the tokenizer's padded layout, mask [B, L]
     fps: float
+    loss_weight: torch.Tensor | None = None  # [B] float32 per-clip loss weights; None = all 1
 
 
 def load_batch(cache: Path, items: list[CacheItem], device: torch.device, dtype: torch.dtype,
-               with_audio: bool) -> RawBatch:
+               with_audio: bool, texts: list[str] | None = None) -> RawBatch:
+    """One batch's tensors; `texts`: the text features to use instead of the items' captions (see text_files)."""
     latents = [read_latents(cache, item.latents) for item in items]
     audios = [a for _, a in latents]
     use_audio = with_audio and all(a is not None for a in audios)
     return RawBatch(
         video=torch.stack([v for v, _ in latents]).to(device=device, dtype=dtype),
         audio=torch.stack(audios).to(device=device, dtype=dtype) if use_audio else None,
-        text=pad_batch([read_text(cache, item.text) for item in items]),
+        text=pad_batch([read_text(cache, rel) for rel in (texts or [item.text for item in items])]),
         fps=float(items[0].fps),
+        loss_weight=(torch.tensor([float(i.loss_weight) for i in items], dtype=torch.float32, device=device)
+                     if any(i.loss_weight != 1 for i in items) else None),
     )

@@ -26,6 +26,7 @@ from ltx_lora.config import Config, TrainingMode
 from ltx_lora.data import cache as store
 from ltx_lora.data.buckets import ClipShape
 from ltx_lora.data.dataset_file import read_dataset
+from ltx_lora.data.loader import EMPTY_PROMPT
 from ltx_lora.data.decode import read_clip, read_image, silence
 from ltx_lora.data.probe import probe
 from ltx_lora.data.report import report_path_for
@@ -59,6 +60,7 @@ class PlannedClip:
     fps: float
     content_hash: str
     is_still: bool
+    loss_weight: float = 1.0
 
 
 @dataclass
@@ -114,7 +116,8 @@ def plan_clips(cfg: Config) -> ClipPlan:
         fps = 1.0 if shape.is_still else float(cfg.data.target_fps or shape.fps or cfg.train.fps)
         plan.planned.append(PlannedClip(media=clip.path, caption=_caption(clip.caption, cfg.data.trigger_word),
                                         bucket=str(b), width=b.width, height=b.height, frames=b.frames, fps=fps,
-                                        content_hash=clip.info.content_hash, is_still=shape.is_still))
+                                        content_hash=clip.info.content_hash, is_still=shape.is_still,
+                                        loss_weight=entry.loss_weight))
     if not plan.planned:
         raise UserError(nothing_usable(dataset.path, verdicts))
     return plan
@@ -218,13 +221,16 @@ def preprocess(cfg: Config, console) -> PreprocessResult:
         if (cache / f"latents/{key}.safetensors").is_file():
             items.append(store.CacheItem(latents=f"latents/{key}.safetensors", text="", bucket=clip.bucket,
                                          fps=clip.fps, has_audio=with_audio and not clip.is_still,
-                                         media=str(clip.media), caption=clip.caption))
+                                         media=str(clip.media), caption=clip.caption,
+                                         loss_weight=clip.loss_weight))
     result.used = len(items)
     if not items:  # every usable clip failed to encode: no empty cache for training to trip over
         why = "; ".join(f"{Path(m).name}: {r}" for m, r in result.skipped[-3:])
         raise UserError(f"None of the {len(planned)} usable clips of {cfg.data.dataset} could be encoded ({why}).")
 
-    texts = list(dict.fromkeys([i.caption for i in items] + cfg.validation_prompts() + [cfg.validation.negative_prompt]))
+    # The empty prompt is always cached (a few rows): train.caption_dropout can be turned on without a re-run.
+    texts = list(dict.fromkeys([i.caption for i in items] + cfg.validation_prompts()
+                               + [cfg.validation.negative_prompt, EMPTY_PROMPT]))
     text_files = _encode_texts(cfg, cache, texts, device, console, result)
     for item in items:
         item.text = text_files[item.caption]

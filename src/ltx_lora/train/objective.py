@@ -3,6 +3,11 @@
 x_t = (1 - sigma) x0 + sigma noise; the transformer predicts v = noise - x0. With first-frame conditioning the
 first latent frame's tokens keep x0, get timestep 0 and are left out of the loss. Audio shares the video's sigma
 and is never conditioned. Video loss is the masked MSE normalised by the mask mean; audio loss is plain MSE.
+
+Per-clip loss weights (the dataset file's `loss_weight`) multiply each sample's loss before the batch mean, and
+the mean stays over the samples (not over the weights' sum): a weight means the same whatever else the batch
+holds (2 = the clip counts twice, 0 = it adds no gradient), and weights of 1 are exactly the unweighted loss.
+The per-sample losses returned for logging are unweighted.
 """
 
 from __future__ import annotations
@@ -25,6 +30,7 @@ class LatentBatch:
     audio_context: torch.Tensor | None  # [B, L, Da]
     context_mask: torch.Tensor | None  # [B, L] 0/1; None = every token kept
     fps: float
+    loss_weight: torch.Tensor | None = None  # [B] per-clip loss weights; None = all 1
 
 
 @dataclass
@@ -92,14 +98,16 @@ def prepare_inputs(batch: LatentBatch, sampler: SigmaSampler, generator: torch.G
 
 
 def compute_loss(video_pred: torch.Tensor, audio_pred: torch.Tensor | None, inputs: StepInputs,
-                 audio_weight: float = 1.0) -> LossParts:
-    """Per-sample losses in float32 and their weighted batch mean."""
+                 audio_weight: float = 1.0, sample_weight: torch.Tensor | None = None) -> LossParts:
+    """Per-sample losses in float32 and their weighted batch mean (`sample_weight` [B]: per-clip loss weights,
+    multiplied in before the mean over the B samples; see the module's docstring)."""
     mask = inputs.video_loss_mask.unsqueeze(-1).float()
     err = (video_pred.float() - inputs.video_target).pow(2) * mask
     video = err.mean(dim=(1, 2)) / mask.mean(dim=(1, 2)).clamp(min=1e-8)
-    total = video.mean()
+    w = None if sample_weight is None else sample_weight.to(device=video.device, dtype=torch.float32)
+    total = (video if w is None else video * w).mean()
     audio = None
     if audio_pred is not None and inputs.audio_target is not None:
         audio = (audio_pred.float() - inputs.audio_target).pow(2).mean(dim=(1, 2))
-        total = total + audio_weight * audio.mean()
+        total = total + audio_weight * (audio if w is None else audio * w).mean()
     return LossParts(total=total, video=video.detach(), audio=None if audio is None else audio.detach())

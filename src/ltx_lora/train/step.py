@@ -33,7 +33,7 @@ def forward_backward(transformer: torch.nn.Module, batch: LatentBatch, sampler: 
     device_type = batch.video.device.type
     with torch.autocast(device_type, dtype=torch.bfloat16, enabled=dtype == torch.bfloat16):
         video_pred, audio_pred = predict_velocity(transformer, inputs.video, inputs.audio)
-    loss = compute_loss(video_pred, audio_pred, inputs, audio_loss_weight)
+    loss = compute_loss(video_pred, audio_pred, inputs, audio_loss_weight, batch.loss_weight)
     finite = bool(torch.isfinite(loss.total))
     if not all_finite(finite):
         raise NonFiniteLoss(loss.total.item() if not finite else "non-finite on another GPU")

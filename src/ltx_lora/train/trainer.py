@@ -17,7 +17,7 @@ import torch
 from rich.console import Console
 
 from ltx_lora.data.cache import Manifest, made_for_another_model, read_manifest
-from ltx_lora.data.loader import BatchOrder, load_batch
+from ltx_lora.data.loader import BatchOrder, caption_dropout_draw, empty_prompt_file, load_batch, text_files
 from ltx_lora.data.report import report_path_for
 from ltx_lora.distributed import env as dist_env
 from ltx_lora.distributed import parallel
@@ -67,6 +67,7 @@ class Trainer:
         self.train_audio = run.train_audio
         self.block_swap = None  # set by train() from the memory plan
         self.connectors_host: HostOffload | None = None
+        self.empty_prompt: str | None = None  # the cached empty prompt's features, with caption dropout on
 
     # -- set-up ------------------------------------------------------------------------------------------------
     def _check_cache(self, manifest: Manifest) -> None:
@@ -80,6 +81,8 @@ class Trainer:
             raise UserError(f"the cache in {self.cache} was made with another model file ({made_for}) than "
                             f"{self.cfg.model.checkpoint}; "
                             "run `ltx-lora preprocess` with this config, or set data.cache_dir to another folder.")
+        self.empty_prompt = (empty_prompt_file(manifest, self.cache) if self.cfg.train.caption_dropout > 0
+                             else None)
         if self.train_audio and not any(i.has_audio for i in manifest.items):
             raise UserError(f"train.mode {self.cfg.train.mode.value} trains audio but no cached clip has audio; "
                             "use mode t2v or preprocess clips with audio.")
@@ -299,13 +302,17 @@ class Trainer:
             mine = batch_ids[share] or batch_ids[:1]
             weight = len(batch_ids[share]) * self.dist.world_size / len(batch_ids)
             items = [manifest.items[i] for i in mine]
-            raw = load_batch(self.cache, items, self.device, self.dtype, with_audio=self.train_audio)
+            # drawn for the whole global batch (the generator advances alike on every rank), this rank's rows kept
+            dropped = caption_dropout_draw(len(batch_ids), cfg.train.caption_dropout, gen)
+            dropped = dropped[share] or dropped[:1]
+            raw = load_batch(self.cache, items, self.device, self.dtype, with_audio=self.train_audio,
+                             texts=text_files(items, dropped, self.empty_prompt))
             on_device = self.connectors_host.on_device() if self.connectors_host else contextlib.nullcontext()
             with torch.no_grad(), on_device:  # the text connectors are frozen: run them, keep no graph
                 vctx, actx, mask = run_text_connectors(models.text_connectors, raw.text)
             mask = attention_mask_or_none(mask)
             batch = LatentBatch(video=raw.video, audio=raw.audio, video_context=vctx, audio_context=actx,
-                                context_mask=mask, fps=raw.fps)
+                                context_mask=mask, fps=raw.fps, loss_weight=raw.loss_weight)
             try:
                 with parallel.gradient_sync(models.transformer, enabled=micro == accum - 1):
                     loss = forward_backward(models.transformer, batch, sampler, gen, train_audio=self.train_audio,
