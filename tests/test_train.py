@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -280,3 +281,24 @@ def test_wandb_without_wandb_is_refused_at_start(prepared, tmp_path):
     cfg.write_text(yaml.safe_dump(data))
     assert_user_error(run_cli("train", cfg), "logging.wandb", "pip install wandb")
     assert not (tmp_path / "run" / "metrics.jsonl").exists()
+
+
+def test_caption_dropout_trains_and_a_cache_without_the_empty_prompt_is_refused(prepared, tmp_path):
+    root, _ = prepared
+    cfg = write_config(prepared, tmp_path, name="dropout", steps=1, caption_dropout=1.0)
+    res = run_cli("train", cfg)
+    assert res.code == 0, res.err
+    plain = write_config(prepared, tmp_path, name="plain", steps=1)
+    assert run_cli("train", plain).code == 0
+    a, b = lora_tensors(tmp_path / "dropout"), lora_tensors(tmp_path / "plain")
+    assert any(not torch.equal(a[k], b[k]) for k in a)  # every sample trained on the empty prompt instead
+    # a cache preprocessed before caption dropout existed: one sentence, run preprocess again
+    stale = tmp_path / "stale_cache"
+    shutil.copytree(root / "cache", stale)
+    manifest = json.loads((stale / "manifest.json").read_text())
+    del manifest["prompts"][""]
+    (stale / "manifest.json").write_text(json.dumps(manifest))
+    data = yaml.safe_load(cfg.read_text())
+    data["data"]["cache_dir"], data["output_dir"] = str(stale), str(tmp_path / "stale_run")
+    cfg.write_text(yaml.safe_dump(data))
+    assert_user_error(run_cli("train", cfg), "caption_dropout needs the empty prompt", "ltx-lora preprocess")
