@@ -96,9 +96,10 @@ def _lora_file(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
 
 
 def test_resume_after_sigkill_is_bit_exact(prepared, tmp_path):
-    straight = write_config(prepared, tmp_path, name="straight")
+    ema = {"decay": 0.9, "start_step": 1}  # the EMA of the LoRA resumes exactly too
+    straight = write_config(prepared, tmp_path, name="straight", ema=ema)
     assert run_cli("train", straight).code == 0
-    killed = write_config(prepared, tmp_path, name="killed")
+    killed = write_config(prepared, tmp_path, name="killed", ema=ema)
     data = yaml.safe_load(killed.read_text())
     data["checkpoints"] = {"every": 3, "keep_last": 3}
     killed.write_text(yaml.safe_dump(data))
@@ -119,6 +120,11 @@ def test_resume_after_sigkill_is_bit_exact(prepared, tmp_path):
     assert a.keys() == b.keys()
     for k in a:
         assert torch.equal(a[k], b[k]), k
+    (ea, ma), (eb, mb) = _lora_file(tmp_path / "straight" / "lora_ema.safetensors"), _lora_file(run / "lora_ema.safetensors")
+    assert ea.keys() == a.keys() and ma["ema_decay"] == "0.9" and ma == mb
+    assert all(torch.equal(ea[k], eb[k]) for k in ea)
+    assert any(not torch.equal(ea[k], a[k]) for k in a if "lora_B" in k), "the EMA export is the raw LoRA"
+    assert (ckpts / "step_000006" / "killed_step_000006_ema.safetensors").is_file()
     assert _steps_logged(run) == [1, 2, 3, 4, 5, 6]  # steps 4.. of the killed run are dropped, not logged twice
     # resuming the finished run: one line, exit 0, nothing rewritten
     files = {p: p.stat().st_mtime_ns for p in run.rglob("*") if p.is_file()}
@@ -131,12 +137,14 @@ def test_resume_after_sigkill_is_bit_exact(prepared, tmp_path):
     assert res.code == 0, res.err
     assert "resumed from" in res.err and "step 7/7" in res.err, res.err
     assert _steps_logged(run) == [1, 2, 3, 4, 5, 6, 7]
-    final = _lora_file(run / "lora.safetensors")
+    final, final_ema = _lora_file(run / "lora.safetensors"), _lora_file(run / "lora_ema.safetensors")
     (run / "lora.safetensors").unlink()  # as a kill between the last checkpoint and the final export leaves it
+    (run / "lora_ema.safetensors").unlink()
     res = run_cli("train", killed, "--resume", "--max-steps", "7")
     assert res.code == 0 and "already complete at step 7" in res.err and "wrote the final LoRA" in res.err, res.err
-    again = _lora_file(run / "lora.safetensors")
-    assert again[1] == final[1] and all(torch.equal(again[0][k], v) for k, v in final[0].items())
+    for before, path in ((final, "lora.safetensors"), (final_ema, "lora_ema.safetensors")):
+        again = _lora_file(run / path)
+        assert again[1] == before[1] and all(torch.equal(again[0][k], v) for k, v in before[0].items())
 
 
 def test_refusals_are_one_sentence(prepared, tmp_path, tiny_checkpoint):
