@@ -288,3 +288,40 @@ def test_wandb_without_wandb_is_refused_at_start(prepared, tmp_path):
     cfg.write_text(yaml.safe_dump(data))
     assert_user_error(run_cli("train", cfg), "logging.wandb", "pip install wandb")
     assert not (tmp_path / "run" / "metrics.jsonl").exists()
+
+
+def test_validation_with_use_ema_samples_the_ema_and_puts_the_raw_weights_back_exactly(prepared, tmp_path):
+    """The validation hook sees the EMA weights (validation.use_ema) and training goes on with the raw ones, bit for
+    bit: the run ends where the same run sampling with the raw weights ends."""
+    from ltx_lora.config import load_config
+    from ltx_lora.runtime.run import resolve_run
+    from ltx_lora.train.checkpointer import load_training_state
+    from ltx_lora.train.lora import lora_parameters
+    from ltx_lora.train.trainer import Trainer
+
+    seen: dict[bool, dict[int, dict[str, torch.Tensor]]] = {}
+    for use_ema in (True, False):
+        path = write_config(prepared, tmp_path, name=f"ema_{use_ema}", steps=4, ema={"decay": 0.5})
+        data = yaml.safe_load(path.read_text())
+        data["validation"] = {**data["validation"], "every": 2, "use_ema": use_ema}
+        path.write_text(yaml.safe_dump(data))
+        samples = seen.setdefault(use_ema, {})
+
+        def factory(_connectors, samples=samples):  # stands in for the sampler: records what it would sample with
+            def sample(transformer, step, _optimizer):
+                samples[step] = {n: p.detach().clone() for n, p in lora_parameters(transformer).items()}
+                return []
+            return sample
+
+        Trainer(resolve_run(load_config(path)), validation=factory).train()
+    assert sorted(seen[True]) == [0, 2, 4]
+    for step in (2, 4):
+        state = load_training_state(tmp_path / "ema_True" / "checkpoints" / f"step_{step:06d}")
+        assert all(torch.equal(seen[True][step][n], state.ema[n]) for n in state.ema)  # sampled with the EMA
+        assert all(torch.equal(seen[False][step][n], state.lora[n]) for n in state.lora)  # use_ema off: the raw
+        assert any(not torch.equal(state.ema[n], state.lora[n]) for n in state.lora)
+    a = load_training_state(tmp_path / "ema_True" / "checkpoints" / "step_000004")
+    b = load_training_state(tmp_path / "ema_False" / "checkpoints" / "step_000004")
+    assert all(torch.equal(a.lora[n], b.lora[n]) and torch.equal(a.ema[n], b.ema[n]) for n in a.lora)
+    final, other = (load_file(str(tmp_path / f"ema_{u}" / "lora.safetensors")) for u in (True, False))
+    assert final.keys() == other.keys() and all(torch.equal(final[k], other[k]) for k in final)  # after the last
