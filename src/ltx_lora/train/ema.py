@@ -8,6 +8,8 @@ host memory (`on_host`). They are saved in the training state (`ema.*`), exporte
 One process and DDP: every rank holds the whole LoRA and keeps the same whole average. FSDP2: each rank holds a
 shard of every LoRA parameter and averages only that shard; `full` gathers the whole tensors (a collective: every
 rank calls it, as `parallel.full_lora` for the LoRA) and `load_full` keeps each rank's part of saved whole tensors.
+tests/test_distributed.py checks both against one process, resume included. In-loop validation (`swapped_in`) is
+not offered under FSDP (no GPU holds the whole model); validate `lora_ema.safetensors` with `ltx-lora validate`.
 """
 
 from __future__ import annotations
@@ -61,7 +63,7 @@ class LoraEma:
     def load_full(self, full: dict[str, torch.Tensor]) -> None:
         missing = set(self.params) ^ set(full)
         if missing:
-            raise KeyError(f"EMA state does not match the LoRA layers: {sorted(missing)[0]} ...")
+            raise KeyError(f"EMA state does not match the LoRA layers: {min(missing)} ...")
         for n, p in self.params.items():
             part = parallel.local_part(full[n].to(torch.float32), p)
             self.averages[n].copy_(part)
