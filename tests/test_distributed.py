@@ -38,7 +38,8 @@ def config(prepared, folder: Path, name: str, *, batch_size: int, strategy: str 
            validation: bool = False) -> Path:
     _, base = prepared
     cfg = {**base, "output_dir": str(folder / name), "validation": VALIDATION if validation else base["validation"],
-           "train": {**base["train"], "steps": STEPS, "batch_size": batch_size, "gradient_accumulation": 2},
+           "train": {**base["train"], "steps": STEPS, "batch_size": batch_size, "gradient_accumulation": 2,
+                     "ema": {"decay": 0.5}},  # the EMA of the LoRA: per rank (FSDP: per shard), saved whole
            "checkpoints": {"every": 2, "keep_last": 3}, "distributed": {"strategy": strategy}}
     path = folder / f"{name}.yaml"
     path.write_text(yaml.safe_dump(cfg))
@@ -93,8 +94,9 @@ def test_two_processes_train_the_one_process_lora_and_resume_exactly(prepared, t
     lora_b = [k for k in one_state if k.startswith("lora.") and ".lora_B." in k]
     assert lora_b and min(one_state[k].abs().max().item() for k in lora_b) > 1e-4
     for k, v in one_state.items():
-        if k.startswith("lora."):
+        if k.startswith(("lora.", "ema.")):
             torch.testing.assert_close(two_state[k], v, rtol=1e-4, atol=1e-5, msg=k)
+    assert any(k.startswith("ema.") for k in one_state) and (run / "lora_ema.safetensors").is_file()
     two, one = lora(run), lora(one_process)  # the exported bf16 files: equal up to bf16 rounding
     assert two.keys() == one.keys()
     for k in one:

@@ -97,9 +97,10 @@ def _lora_file(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
 
 
 def test_resume_after_sigkill_is_bit_exact(prepared, tmp_path):
-    straight = write_config(prepared, tmp_path, name="straight")
+    ema = {"decay": 0.9, "start_step": 1}  # the EMA of the LoRA resumes exactly too
+    straight = write_config(prepared, tmp_path, name="straight", ema=ema)
     assert run_cli("train", straight).code == 0
-    killed = write_config(prepared, tmp_path, name="killed")
+    killed = write_config(prepared, tmp_path, name="killed", ema=ema)
     data = yaml.safe_load(killed.read_text())
     data["checkpoints"] = {"every": 3, "keep_last": 3}
     killed.write_text(yaml.safe_dump(data))
@@ -120,6 +121,11 @@ def test_resume_after_sigkill_is_bit_exact(prepared, tmp_path):
     assert a.keys() == b.keys()
     for k in a:
         assert torch.equal(a[k], b[k]), k
+    (ea, ma), (eb, mb) = _lora_file(tmp_path / "straight" / "lora_ema.safetensors"), _lora_file(run / "lora_ema.safetensors")
+    assert ea.keys() == a.keys() and ma["ema_decay"] == "0.9" and ma == mb
+    assert all(torch.equal(ea[k], eb[k]) for k in ea)
+    assert any(not torch.equal(ea[k], a[k]) for k in a if "lora_B" in k), "the EMA export is the raw LoRA"
+    assert (ckpts / "step_000006" / "killed_step_000006_ema.safetensors").is_file()
     assert _steps_logged(run) == [1, 2, 3, 4, 5, 6]  # steps 4.. of the killed run are dropped, not logged twice
     # resuming the finished run: one line, exit 0, nothing rewritten
     files = {p: p.stat().st_mtime_ns for p in run.rglob("*") if p.is_file()}
@@ -132,12 +138,14 @@ def test_resume_after_sigkill_is_bit_exact(prepared, tmp_path):
     assert res.code == 0, res.err
     assert "resumed from" in res.err and "step 7/7" in res.err, res.err
     assert _steps_logged(run) == [1, 2, 3, 4, 5, 6, 7]
-    final = _lora_file(run / "lora.safetensors")
+    final, final_ema = _lora_file(run / "lora.safetensors"), _lora_file(run / "lora_ema.safetensors")
     (run / "lora.safetensors").unlink()  # as a kill between the last checkpoint and the final export leaves it
+    (run / "lora_ema.safetensors").unlink()
     res = run_cli("train", killed, "--resume", "--max-steps", "7")
     assert res.code == 0 and "already complete at step 7" in res.err and "wrote the final LoRA" in res.err, res.err
-    again = _lora_file(run / "lora.safetensors")
-    assert again[1] == final[1] and all(torch.equal(again[0][k], v) for k, v in final[0].items())
+    for before, path in ((final, "lora.safetensors"), (final_ema, "lora_ema.safetensors")):
+        again = _lora_file(run / path)
+        assert again[1] == before[1] and all(torch.equal(again[0][k], v) for k, v in before[0].items())
 
 
 def test_refusals_are_one_sentence(prepared, tmp_path, tiny_checkpoint):
@@ -302,3 +310,40 @@ def test_caption_dropout_trains_and_a_cache_without_the_empty_prompt_is_refused(
     data["data"]["cache_dir"], data["output_dir"] = str(stale), str(tmp_path / "stale_run")
     cfg.write_text(yaml.safe_dump(data))
     assert_user_error(run_cli("train", cfg), "caption_dropout needs the empty prompt", "ltx-lora preprocess")
+
+
+def test_validation_with_use_ema_samples_the_ema_and_puts_the_raw_weights_back_exactly(prepared, tmp_path):
+    """The validation hook sees the EMA weights (validation.use_ema) and training goes on with the raw ones, bit for
+    bit: the run ends where the same run sampling with the raw weights ends."""
+    from ltx_lora.config import load_config
+    from ltx_lora.runtime.run import resolve_run
+    from ltx_lora.train.checkpointer import load_training_state
+    from ltx_lora.train.lora import lora_parameters
+    from ltx_lora.train.trainer import Trainer
+
+    seen: dict[bool, dict[int, dict[str, torch.Tensor]]] = {}
+    for use_ema in (True, False):
+        path = write_config(prepared, tmp_path, name=f"ema_{use_ema}", steps=4, ema={"decay": 0.5})
+        data = yaml.safe_load(path.read_text())
+        data["validation"] = {**data["validation"], "every": 2, "use_ema": use_ema}
+        path.write_text(yaml.safe_dump(data))
+        samples = seen.setdefault(use_ema, {})
+
+        def factory(_connectors, samples=samples):  # stands in for the sampler: records what it would sample with
+            def sample(transformer, step, _optimizer):
+                samples[step] = {n: p.detach().clone() for n, p in lora_parameters(transformer).items()}
+                return []
+            return sample
+
+        Trainer(resolve_run(load_config(path)), validation=factory).train()
+    assert sorted(seen[True]) == [0, 2, 4]
+    for step in (2, 4):
+        state = load_training_state(tmp_path / "ema_True" / "checkpoints" / f"step_{step:06d}")
+        assert all(torch.equal(seen[True][step][n], state.ema[n]) for n in state.ema)  # sampled with the EMA
+        assert all(torch.equal(seen[False][step][n], state.lora[n]) for n in state.lora)  # use_ema off: the raw
+        assert any(not torch.equal(state.ema[n], state.lora[n]) for n in state.lora)
+    a = load_training_state(tmp_path / "ema_True" / "checkpoints" / "step_000004")
+    b = load_training_state(tmp_path / "ema_False" / "checkpoints" / "step_000004")
+    assert all(torch.equal(a.lora[n], b.lora[n]) and torch.equal(a.ema[n], b.ema[n]) for n in a.lora)
+    final, other = (load_file(str(tmp_path / f"ema_{u}" / "lora.safetensors")) for u in (True, False))
+    assert final.keys() == other.keys() and all(torch.equal(final[k], other[k]) for k in final)  # after the last

@@ -18,6 +18,7 @@ from ltx_lora.train.checkpointer import (
     load_training_state,
     save_training_checkpoint,
 )
+from ltx_lora.train.ema import LoraEma
 from ltx_lora.train.metrics import MetricsLogger
 from ltx_lora.train.optim import lr_factor, set_lr
 from ltx_lora.train.timesteps import SigmaSampler, logit_normal_shift
@@ -206,3 +207,34 @@ def test_metrics_drop_the_steps_past_the_resume_point(tmp_path):
     logger.log_step(3, 0.5, None, 1e-3, 0.1)
     logger.close()
     assert [json.loads(line)["step"] for line in path.read_text().splitlines()] == [1, 2, 3]
+
+
+def test_ema_equals_its_closed_form_and_swaps_back_bit_for_bit(tmp_path):
+    d, k, start = 0.9, 5, 2
+    w = {"b.lora_A.weight": torch.nn.Parameter(torch.zeros(3, 4)), "b.lora_B.weight": torch.nn.Parameter(torch.ones(4, 3))}
+    ema = LoraEma(w, d, on_host=True, start_step=start)
+    seen = []
+    for step in range(1, start + k + 1):
+        with torch.no_grad():
+            for p in w.values():
+                p.add_(torch.randn_like(p))
+        seen.append({n: p.detach().clone() for n, p in w.items()})
+        ema.update(step)
+    # up to start_step the average is the weights; then ema_k = d^k w_start + sum_i (1 - d) d^(k-i) w_(start+i)
+    for n in w:
+        closed = d ** k * seen[start - 1][n] + sum((1 - d) * d ** (k - i) * seen[start - 1 + i][n] for i in range(1, k + 1))
+        torch.testing.assert_close(ema.averages[n], closed, rtol=1e-6, atol=1e-6)
+        assert ema.averages[n].dtype == torch.float32 and ema.averages[n].device.type == "cpu"
+    raw = {n: p.detach().clone() for n, p in w.items()}
+    with ema.swapped_in():
+        assert all(torch.equal(p, ema.averages[n]) for n, p in w.items())
+    assert all(torch.equal(p, raw[n]) for n, p in w.items())
+    # saved and loaded (as a training state holds it): the same tensors, bit for bit
+    full = ema.full()
+    other = LoraEma(w, d)
+    other.load_full(full)
+    assert all(torch.equal(other.averages[n], full[n]) for n in w)
+    state = TrainingState(step=7, lora=raw, optimizer={"state": {}, "param_groups": []}, rng={}, data_position={},
+                          meta={}, ema=full)
+    saved = save_training_checkpoint(tmp_path, state, {}, {}, keep_last=1)
+    assert all(torch.equal(load_training_state(saved).ema[n], full[n]) for n in w)

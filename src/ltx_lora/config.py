@@ -87,6 +87,20 @@ class Scheduler(str, Enum):
     cosine = "cosine"
 
 
+class EmaConfig(Section):
+    decay: float | None = Field(
+        None, ge=0, lt=1, description="Exponential moving average of the LoRA weights: after each optimizer step "
+        "ema = decay * ema + (1 - decay) * weights (0.999 is usual; null or 0 = off). Exported beside the LoRA as "
+        "lora_ema.safetensors (and in each checkpoint), kept in the training state.")
+    on_host: bool = Field(False, description="Keep the EMA copy (fp32) in host memory instead of on the GPU.")
+    start_step: int = Field(0, ge=0, description="The EMA follows the weights exactly up to this step and averages "
+                                                 "from the next one on (skips the early, fast-changing weights).")
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self.decay)
+
+
 class TrainConfig(Section):
     mode: TrainingMode = Field(TrainingMode.audio_video, description="t2v (video only), av (joint audio-video), i2v (image-to-video).")
     steps: int = Field(2000, ge=1, description="Optimizer steps in total.")
@@ -119,6 +133,7 @@ class TrainConfig(Section):
                                      "(0 = never; 0.05-0.1 is usual). The empty prompt's features are cached by "
                                      "`ltx-lora preprocess`.")
     fps: float = Field(24.0, gt=0, description="Frame rate assumed for positions when a clip has none recorded.")
+    ema: EmaConfig = Field(default_factory=EmaConfig, description="EMA of the LoRA weights (off by default).")
 
 
 class MemoryConfig(Section):
@@ -162,6 +177,8 @@ class ValidationConfig(Section):
         3.0, ge=0, description="Audio-video cross-modal guidance scale (Lightricks' default 3.0; 1.0 = off, saves one pass per step).")
     audio: bool = Field(True, description="Generate and decode audio with the video (LTX-2.3 is an audio-video model).")
     reference_image: str | None = Field(None, description="First frame for image-to-video validation.")
+    use_ema: bool = Field(False, description="In-loop samples use the EMA weights (train.ema.decay must be set); "
+                                             "training goes on with the raw weights.")
     preview_distilled_lora: str | None = Field(
         None, description="ltx-2.3-22b-distilled-lora-384.safetensors: samples become fast previews (Dev + this LoRA, "
                           "8 steps, CFG 1.0, no STG).")
@@ -233,6 +250,12 @@ class Config(Section):
             if isinstance(train, dict) and train.get("mode") == "i2v" and "first_frame_conditioning_p" not in train:
                 data = {**data, "train": {**train, "first_frame_conditioning_p": 0.5}}
         return data
+
+    @model_validator(mode="after")
+    def _ema_for_validation(self) -> "Config":
+        if self.validation.use_ema and not self.train.ema.enabled:
+            raise ValueError("validation.use_ema needs train.ema.decay (e.g. 0.999); set it or use_ema: false")
+        return self
 
     # -- YAML in/out -------------------------------------------------------------------------------------------
     def to_yaml(self) -> str:

@@ -71,7 +71,8 @@ def _emit(model: type[BaseModel], values: dict, indent: int) -> list[str]:
                 lines.append(f"{pad}# {field.description}")
             lines.append(f"{pad}{name}:")
             lines += _emit(ann, value or {}, indent + 2)
-            lines.append("")
+            if indent == 0:  # a blank line between top-level sections
+                lines.append("")
             continue
         if field.description:
             lines.append(f"{pad}# {field.description}")
@@ -140,6 +141,12 @@ def render_reference() -> str:
         if isinstance(ann, type) and issubclass(ann, BaseModel):
             lines += [f"## `{name}`", "", field.description or "", "", "| key | default | meaning |", "|---|---|---|"]
             for key, sub in ann.model_fields.items():
+                inner = sub.annotation
+                if isinstance(inner, type) and issubclass(inner, BaseModel):  # a section inside (train.ema)
+                    for k, f in inner.model_fields.items():
+                        lines.append(f"| `{name}.{key}.{k}` | `{_scalar(defaults[name][key][k])}` | "
+                                     f"{f.description or ''} |")
+                    continue
                 lines.append(f"| `{name}.{key}` | `{_scalar(defaults[name][key])}` | {sub.description or ''} |")
             lines.append("")
         else:

@@ -107,6 +107,29 @@ def full_lora(params: dict[str, nn.Parameter]) -> dict[str, torch.Tensor]:
     return {name: full_tensor(p) for name, p in params.items()}
 
 
+def local_tensor(t: torch.Tensor) -> torch.Tensor:
+    """What this rank holds of `t`: its shard (FSDP2) or the whole tensor."""
+    return t.to_local() if _is_dtensor(t) else t
+
+
+def full_like(local: torch.Tensor, param: torch.Tensor) -> torch.Tensor:
+    """The whole tensor of which `local` is this rank's part, laid out as `param` is (a collective under FSDP2:
+    every rank must call it); `local` itself when `param` is not sharded."""
+    if not _is_dtensor(param):
+        return local.detach()
+    from torch.distributed.tensor import DTensor
+
+    part = local.to(param.device)
+    return DTensor.from_local(part, param.device_mesh, param.placements, shape=param.shape,
+                              stride=param.stride()).full_tensor().detach()
+
+
+def local_part(full: torch.Tensor, param: torch.Tensor) -> torch.Tensor:
+    """This rank's part of a whole tensor, laid out as `param` is (no communication)."""
+    value = _shard_like(full, param)
+    return value.to_local() if _is_dtensor(value) else value
+
+
 def full_optimizer_state(optimizer: torch.optim.Optimizer) -> dict:
     """`optimizer.state_dict()` with every sharded tensor gathered: the layout one process saves."""
     sd = optimizer.state_dict()

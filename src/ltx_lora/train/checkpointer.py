@@ -7,7 +7,8 @@ names its columns after the files). The final export keeps its stable name, `RUN
 Checkpoints of older versions hold `lora.safetensors` and still count as complete. A checkpoint is written into a
 `.tmp` sibling folder, flushed to disk, then renamed into place: a kill at any moment leaves either the complete
 new checkpoint or none, and never touches the previous one. The state file holds the raw fp32 LoRA parameters,
-the optimizer state, the RNG states, the data position and the step; everything non-tensor is JSON in the
+the optimizer state, the RNG states, the data position, the step and (train.ema on) the EMA of the LoRA, next to
+its export `<run>_step_000250_ema.safetensors`; everything non-tensor is JSON in the
 safetensors header, so nothing is ever unpickled.
 """
 
@@ -15,7 +16,7 @@ from __future__ import annotations
 
 import json
 import shutil
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -28,11 +29,17 @@ from ltx_lora.files.atomic import fsync_dir, fsync_file
 
 STEP_PREFIX = "step_"
 LEGACY_LORA_NAME = "lora.safetensors"  # the checkpoint LoRA's name before it carried run and step
+EMA_SUFFIX = "_ema"  # the EMA LoRA beside a checkpoint's LoRA: <run>_step_000250_ema.safetensors
 
 
 def checkpoint_lora_name(run_dir: Path, step: int) -> str:
     """`<run folder>_step_000250.safetensors`, the LoRA file of checkpoint `step`."""
     return f"{Path(run_dir).resolve().name or 'lora'}_{STEP_PREFIX}{step:06d}.safetensors"
+
+
+def checkpoint_ema_lora_name(run_dir: Path, step: int) -> str:
+    """`<run folder>_step_000250_ema.safetensors`, the EMA LoRA of checkpoint `step` (train.ema on)."""
+    return checkpoint_lora_name(run_dir, step).removesuffix(".safetensors") + f"{EMA_SUFFIX}.safetensors"
 
 
 def checkpoint_lora(checkpoint: Path) -> Path | None:
@@ -53,6 +60,7 @@ class TrainingState:
     rng: dict[str, torch.Tensor]  # name -> generator state (uint8)
     data_position: dict  # JSON-able sampler position
     meta: dict  # JSON-able: config fingerprint, mode, rank ...
+    ema: dict[str, torch.Tensor] = field(default_factory=dict)  # the EMA of the LoRA (fp32), when train.ema is on
 
 
 def _save(tensors: dict[str, torch.Tensor], path: Path, metadata: dict[str, str]) -> None:
@@ -84,7 +92,9 @@ def _unflatten_optimizer(tensors: dict[str, torch.Tensor], info: dict) -> dict:
 
 
 def save_training_checkpoint(run_dir: Path, state: TrainingState, lora_tensors: dict[str, torch.Tensor],
-                             lora_meta: dict[str, str], keep_last: int) -> Path:
+                             lora_meta: dict[str, str], keep_last: int,
+                             ema_lora: tuple[dict[str, torch.Tensor], dict[str, str]] | None = None) -> Path:
+    """Write checkpoint `state.step`; `ema_lora`: the EMA LoRA's tensors and metadata, written beside the LoRA."""
     root = run_dir / "checkpoints"
     root.mkdir(parents=True, exist_ok=True)
     final = root / f"{STEP_PREFIX}{state.step:06d}"
@@ -93,9 +103,11 @@ def save_training_checkpoint(run_dir: Path, state: TrainingState, lora_tensors: 
         shutil.rmtree(tmp)
     tmp.mkdir()
     lora_file.write_lora_tensors(tmp / checkpoint_lora_name(run_dir, state.step), lora_tensors, lora_meta)
+    if ema_lora is not None:
+        lora_file.write_lora_tensors(tmp / checkpoint_ema_lora_name(run_dir, state.step), *ema_lora)
     opt_tensors, opt_info = _flatten_optimizer(state.optimizer)
     tensors = {**{f"lora.{k}": v for k, v in state.lora.items()}, **opt_tensors,
-               **{f"rng.{k}": v for k, v in state.rng.items()}}
+               **{f"rng.{k}": v for k, v in state.rng.items()}, **{f"ema.{k}": v for k, v in state.ema.items()}}
     header = {"step": str(state.step), "optimizer": json.dumps(opt_info),
               "data_position": json.dumps(state.data_position), "meta": json.dumps(state.meta),
               "format": "ltx-lora-training-state-1"}
@@ -142,7 +154,8 @@ def load_training_state(checkpoint: Path) -> TrainingState:
         raise UserError(f"{path} is not an ltx-lora training state; point --resume at an ltx-lora run folder.")
     lora = {k[5:]: v for k, v in tensors.items() if k.startswith("lora.")}
     rng = {k[4:]: v for k, v in tensors.items() if k.startswith("rng.")}
+    ema = {k[4:]: v for k, v in tensors.items() if k.startswith("ema.")}
     opt = _unflatten_optimizer({k: v for k, v in tensors.items() if k.startswith("optim.")},
                                json.loads(header["optimizer"]))
     return TrainingState(step=int(header["step"]), lora=lora, optimizer=opt, rng=rng,
-                         data_position=json.loads(header["data_position"]), meta=json.loads(header["meta"]))
+                         data_position=json.loads(header["data_position"]), meta=json.loads(header["meta"]), ema=ema)

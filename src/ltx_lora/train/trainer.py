@@ -32,11 +32,13 @@ from ltx_lora.runtime.placement import HostOffload, attach_block_swap
 from ltx_lora.runtime.run import Run, Validate, ValidationFactory
 from ltx_lora.train.checkpointer import (
     TrainingState,
+    checkpoint_ema_lora_name,
     checkpoint_lora,
     latest_training_checkpoint,
     load_training_state,
     save_training_checkpoint,
 )
+from ltx_lora.train.ema import LoraEma
 from ltx_lora.train.lora import export_comfy, inject_lora, lora_parameters
 from ltx_lora.train.metrics import MetricsLogger, require_logging_packages
 from ltx_lora.train.objective import LatentBatch
@@ -113,7 +115,7 @@ class Trainer:
         return saved, state
 
     def _restore(self, resume: tuple[Path, TrainingState] | None, params: dict[str, torch.nn.Parameter], optimizer,
-                 order: BatchOrder, gen: torch.Generator) -> int:
+                 order: BatchOrder, gen: torch.Generator, ema: LoraEma | None) -> int:
         if resume is None:
             return 0
         saved, state = resume
@@ -123,6 +125,12 @@ class Trainer:
                             "resume with the same base checkpoint and LoRA targets.")
         parallel.load_full_lora_(params, state.lora)  # each rank keeps its shard (FSDP) or the whole (DDP)
         parallel.load_full_optimizer_state(optimizer, list(params.values()), state.optimizer)
+        if ema is not None and state.ema:
+            ema.load_full(state.ema)
+        elif ema is not None:  # train.ema turned on for a run saved without it: the average starts here
+            ema.reset()
+            self.console.print(f"note: {saved} holds no EMA of the LoRA; the EMA starts from its weights at step "
+                               f"{state.step}")
         order.restore(state.data_position)
         gen.set_state(state.rng["sampler"])
         torch.set_rng_state(state.rng["torch_cpu"])
@@ -172,7 +180,9 @@ class Trainer:
                            world_size=self.dist.world_size)
         gen = torch.Generator(self.device).manual_seed(cfg.train.seed)
         sampler = SigmaSampler(cfg.train.timestep_sampling)
-        start = self._restore(resume, params, optimizer, order, gen)
+        ema = (LoraEma(params, cfg.train.ema.decay, on_host=cfg.train.ema.on_host, start_step=cfg.train.ema.start_step)
+               if cfg.train.ema.enabled else None)
+        start = self._restore(resume, params, optimizer, order, gen, ema)
 
         n_params = sum(p.numel() for p in trainable)
         self.console.print(f"training {n_params / 1e6:.2f} M LoRA parameters ({len(trainable) // 2} layers, rank "
@@ -187,7 +197,9 @@ class Trainer:
         validate = self._validator(models)
 
         def validate_at(done: int) -> None:
-            with metrics.paused() if metrics else contextlib.nullcontext():
+            # validation.use_ema: the samples use the EMA weights, swapped in and back (bit for bit) around them
+            swap = ema.swapped_in() if ema is not None and cfg.validation.use_ema else contextlib.nullcontext()
+            with metrics.paused() if metrics else contextlib.nullcontext(), swap:
                 records = validate(transformer, done, optimizer)
             if metrics:
                 metrics.log_validation(done, records)
@@ -205,27 +217,32 @@ class Trainer:
                 else:
                     video_loss, audio_loss = self._optimizer_step(*step_args)
                 done = step + 1
+                if ema is not None:
+                    ema.update(done)
                 self.trained = True
                 if metrics:
                     metrics.log_step(done, video_loss, audio_loss, lr, time.perf_counter() - t0)
                 if done % cfg.checkpoints.every == 0 or done == self.total_steps:
-                    self._save(done, transformer, params, optimizer, order, gen, manifest)
+                    self._save(done, transformer, params, optimizer, order, gen, manifest, ema)
                 if validate and (done % cfg.validation.every == 0 or done == self.total_steps):
                     validate_at(done)
         finally:
             if metrics:
                 metrics.close()
-        return self._export_final(transformer, manifest, self.total_steps)
+        return self._export_final(transformer, manifest, self.total_steps, ema)
 
     def _already_complete(self, saved: Path, state: TrainingState) -> Path:
         """--resume on a run whose last checkpoint is at (or past) the last step: one line, nothing trained or
         rewritten. A kill between that checkpoint and the final export left no final LoRA: the checkpoint's is it
         (the same tensors and metadata), copied into place."""
         out, lora = self.run_dir / "lora.safetensors", checkpoint_lora(saved)
+        ema_out, ema_lora = self.run_dir / "lora_ema.safetensors", saved / checkpoint_ema_lora_name(self.run_dir, state.step)
         wrote = ""
         if not out.is_file() and state.step == self.total_steps:
             if self.dist.is_main:
                 atomic_write(out, lora.read_bytes())
+                if ema_lora.is_file():
+                    atomic_write(ema_out, ema_lora.read_bytes())
             self.dist.barrier()
             wrote = f"; wrote the final LoRA {out} from its checkpoint"
         self.console.print(f"{self.run_dir} is already complete at step {state.step}: nothing to train{wrote} "
@@ -340,9 +357,10 @@ class Trainer:
 
     # -- saving ------------------------------------------------------------------------------------------------
     def _save(self, step: int, transformer, params, optimizer, order: BatchOrder, gen: torch.Generator,
-              manifest: Manifest) -> Path:
+              manifest: Manifest, ema: LoraEma | None = None) -> Path:
         # Every rank gathers (FSDP shards -> full tensors); rank 0 writes the same files one process would.
         lora_full, optim_full = parallel.full_lora(params), parallel.full_optimizer_state(optimizer)
+        ema_full = ema.full() if ema is not None else {}
         path, error = self.run_dir / "checkpoints", None
         if self.dist.is_main:
             rng = {"sampler": gen.get_state(), "torch_cpu": torch.get_rng_state()}
@@ -351,11 +369,12 @@ class Trainer:
             state = TrainingState(step=step, lora=lora_full, optimizer=optim_full, rng=rng,
                                   data_position=order.position(),
                                   meta={**self.run.resume_fingerprint(), "batch_size": self.cfg.train.batch_size,
-                                        "world_size": self.dist.world_size})
+                                        "world_size": self.dist.world_size}, ema=ema_full)
             lora = export_comfy(transformer, self.run.lora.rank, self.run.lora.effective_alpha, params=lora_full)
+            ema_lora = self._ema_lora(transformer, ema_full, step, manifest) if ema is not None else None
             try:
                 path = save_training_checkpoint(self.run_dir, state, lora, self._lora_metadata(step, manifest),
-                                       self.cfg.checkpoints.keep_last)
+                                                self.cfg.checkpoints.keep_last, ema_lora=ema_lora)
             except OSError as e:
                 error = e.strerror
         if not self.dist.all_agree(error is None):  # every rank stops if rank 0 could not write
@@ -367,13 +386,28 @@ class Trainer:
     def _lora_metadata(self, step: int, manifest: Manifest) -> dict[str, str]:
         return self.run.lora_metadata(step, manifest.settings.get("model_identity", {}))
 
-    def _export_final(self, transformer, manifest: Manifest, step: int) -> Path:
+    def _ema_lora(self, transformer, ema_full: dict[str, torch.Tensor], step: int,
+                  manifest: Manifest) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+        """The EMA LoRA file's tensors (the same layout and strength as the LoRA's) and metadata (+ ema_decay)."""
+        ema_cfg = self.cfg.train.ema
+        tensors = export_comfy(transformer, self.run.lora.rank, self.run.lora.effective_alpha, params=ema_full)
+        meta = {**self._lora_metadata(step, manifest), "ema_decay": str(ema_cfg.decay),
+                "ema_start_step": str(ema_cfg.start_step)}
+        return tensors, meta
+
+    def _export_final(self, transformer, manifest: Manifest, step: int, ema: LoraEma | None = None) -> Path:
         out = self.run_dir / "lora.safetensors"
         full = parallel.full_lora(lora_parameters(transformer))  # a collective under FSDP: every rank gathers
+        ema_full = ema.full() if ema is not None else None
         if self.dist.is_main:
             lora = export_comfy(transformer, self.run.lora.rank, self.run.lora.effective_alpha, params=full)
             write_lora_tensors(out, lora, self._lora_metadata(step, manifest))
+            if ema_full is not None:
+                write_lora_tensors(self.run_dir / "lora_ema.safetensors", *self._ema_lora(transformer, ema_full, step,
+                                                                                           manifest))
         self.dist.barrier()  # the file exists when any rank returns
         self.console.print(f"final LoRA: {out} (ComfyUI layout; loads in ComfyUI, ltx-core and diffusers)")
+        if ema_full is not None:
+            self.console.print(f"EMA of the LoRA (decay {self.cfg.train.ema.decay}): {self.run_dir / 'lora_ema.safetensors'}")
         return out
 
