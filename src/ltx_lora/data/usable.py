@@ -8,11 +8,10 @@ but is not trained on. Everything else is *skipped* with a reason in plain words
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-
-import math
 
 from ltx_lora.bucket_spec import Bucket
 from ltx_lora.data.buckets import ClipShape, Placement, Skipped, assign_bucket, available_frames
