@@ -1,6 +1,7 @@
 """The preprocessing cache: what `ltx-lora preprocess` writes and training reads.
 
-    CACHE/latents/<key>.safetensors   video [128, F', H', W'] (+ audio [8, T, 16]); header: item facts as JSON
+    CACHE/latents/<key>.safetensors   video [128, F', H', W'] (+ audio [8, T, 16]) (+ masked-loss weights:
+                                      video_loss_weight [F', H', W'], audio_loss_weight [T]); header: item facts
     CACHE/text/<sha256 of text>.safetensors
                                       pre-connector features trimmed to the real tokens (ltx_lora.files.text_features)
     CACHE/manifest.json               settings + model identity + the list of items (written last, atomically)
@@ -23,6 +24,7 @@ from ltx_lora.files.atomic import atomic_save_safetensors, atomic_write
 from ltx_lora.files.text_features import TextFeatures, load_text_features, save_text_features
 
 MANIFEST = "manifest.json"
+VIDEO_LOSS_WEIGHT, AUDIO_LOSS_WEIGHT = "video_loss_weight", "audio_loss_weight"
 FORMAT = "ltx-lora-cache-1"
 
 
@@ -93,9 +95,11 @@ def read_text(cache: Path, rel: str) -> TextFeatures:
     return load_text_features(cache / rel)
 
 
-def write_latents(cache: Path, key: str, video: torch.Tensor, audio: torch.Tensor | None, facts: dict) -> str:
+def write_latents(cache: Path, key: str, video: torch.Tensor, audio: torch.Tensor | None, facts: dict,
+                  weights: dict[str, torch.Tensor] | None = None) -> str:
+    """`weights`: the masked-loss weights ({VIDEO_LOSS_WEIGHT: [F', H', W'], AUDIO_LOSS_WEIGHT: [T]}), if any."""
     rel = f"latents/{key}.safetensors"
-    tensors = {"video": video}
+    tensors = {"video": video, **{k: w.float().contiguous() for k, w in (weights or {}).items()}}
     if audio is not None:
         tensors["audio"] = audio
     atomic_save_safetensors(tensors, cache / rel, {"facts": json.dumps(facts)})
@@ -107,6 +111,13 @@ def read_latents(cache: Path, rel: str) -> tuple[torch.Tensor, torch.Tensor | No
         video = f.get_tensor("video")
         audio = f.get_tensor("audio") if "audio" in f.keys() else None
     return video, audio
+
+
+def read_loss_weights(cache: Path, rel: str) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+    """(video [F', H', W'], audio [T]) masked-loss weights of an entry; None where the clip has none."""
+    with safe_open(str(cache / rel), framework="pt") as f:
+        keys = set(f.keys())
+        return tuple(f.get_tensor(k) if k in keys else None for k in (VIDEO_LOSS_WEIGHT, AUDIO_LOSS_WEIGHT))
 
 
 def write_manifest(cache: Path, manifest: Manifest) -> None:

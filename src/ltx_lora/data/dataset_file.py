@@ -30,6 +30,9 @@ LOSS_WEIGHT = "loss_weight"
 MEDIA_COLUMNS = ("video", "audio", "reference_video", "reference_audio", "video_mask", "audio_mask")
 LEGACY_ALIASES = {"media_path": "video", "ref_media_path": "reference_video"}
 FORMATS = (".jsonl", ".json", ".csv")
+# Masked loss (ltx_lora.data.loss_mask): a weight video/image per clip, and the seconds whose audio counts.
+LOSS_MASK = "loss_mask"
+AUDIO_LOSS_RANGES = "audio_loss_ranges"
 
 # Our probe columns and their types: CSV stores text, so reading converts these back.
 PROBE_COLUMNS: dict[str, type] = {
@@ -107,6 +110,9 @@ def read_dataset(path: Path | str) -> Dataset:
             raise UserError(f'Dataset file {path}, row {n}, has a caption that is not text ({caption!r}).')
         if LOSS_WEIGHT in row:
             row[LOSS_WEIGHT] = _loss_weight(path, n, row[LOSS_WEIGHT])
+
+
+        _check_loss_columns(path, n, row)
         entries.append(DatasetEntry(caption or "", video.strip(), row))
     return Dataset(path, entries, columns)
 
@@ -123,6 +129,47 @@ def _loss_weight(path: Path, n: int, value: Any) -> float:
         raise UserError(f'Dataset file {path}, row {n}, has loss_weight {value!r}; give a number >= 0 '
                         "(1 = normal, 0 = left out of the loss) or leave it empty.")
     return weight
+
+
+def _check_loss_columns(path: Path, n: int, row: dict) -> None:
+    """Normalise a row's masked-loss cells in place: an empty cell is dropped, a bad one is a UserError."""
+    mask = row.get(LOSS_MASK)
+    if mask is None or (isinstance(mask, str) and not mask.strip()):
+        row.pop(LOSS_MASK, None)
+    elif not isinstance(mask, str):
+        raise UserError(f'Dataset file {path}, row {n}, has a "{LOSS_MASK}" that is not a path ({mask!r}); give the '
+                        "path of a grayscale mask video or image, relative to the dataset file.")
+    else:
+        row[LOSS_MASK] = mask.strip()
+    try:
+        ranges = parse_audio_ranges(row.get(AUDIO_LOSS_RANGES))
+    except ValueError as e:
+        raise UserError(f'Dataset file {path}, row {n}: "{AUDIO_LOSS_RANGES}" {e}.') from None
+    if ranges is None:
+        row.pop(AUDIO_LOSS_RANGES, None)
+    else:
+        row[AUDIO_LOSS_RANGES] = ranges
+
+
+def parse_audio_ranges(value: Any) -> list[list[float]] | None:
+    """The `audio_loss_ranges` cell as [[start_s, end_s], ...]; None when empty. Raises ValueError (the reason)."""
+    if value is None or value == "" or value == []:
+        return None
+    if isinstance(value, str):
+        try:
+            value = json.loads(value)
+        except json.JSONDecodeError:
+            raise ValueError(f"is not a JSON list like [[0, 1.5], [3, 4]] ({value!r})") from None
+    if not isinstance(value, list) or not all(isinstance(r, (list, tuple)) and len(r) == 2 for r in value):
+        raise ValueError(f"must be a list of [start_s, end_s] pairs like [[0, 1.5], [3, 4]], not {value!r}")
+    out = []
+    for start, end in value:
+        if not all(isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x) for x in (start, end)):
+            raise ValueError(f"has a range [{start!r}, {end!r}] that is not two numbers of seconds")
+        if start < 0 or end <= start:
+            raise ValueError(f"has a range [{start:g}, {end:g}] that does not run forward from 0 s or later")
+        out.append([float(start), float(end)])
+    return out
 
 
 def _read_csv(path: Path, text: str) -> tuple[list[dict], list[str]]:
@@ -239,6 +286,8 @@ def write_dataset(path: Path | str, entries: list[DatasetEntry]) -> Path:
 def _to_csv(value: Any) -> str:
     if value is None:
         return ""
+    if isinstance(value, (list, tuple)) and any(isinstance(v, (list, tuple)) for v in value):
+        return json.dumps(value)  # audio_loss_ranges: [[start, end], ...]
     if isinstance(value, (list, tuple)):
         return _CSV_LIST_SEP.join(map(str, value))
     if isinstance(value, dict):

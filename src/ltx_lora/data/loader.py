@@ -22,10 +22,9 @@ from pathlib import Path
 import torch
 
 from ltx_lora.bucket_spec import batch_size_for, parse_buckets
-from ltx_lora.data.cache import CacheItem, Manifest, read_latents, read_text
+from ltx_lora.data.cache import CacheItem, Manifest, read_latents, read_loss_weights, read_text
 from ltx_lora.errors import UserError
 from ltx_lora.files.text_features import PaddedText, pad_batch
-
 
 EMPTY_PROMPT = ""  # what a dropped caption is replaced by
 
@@ -106,6 +105,8 @@ class RawBatch:
     text: PaddedText  # [B, L, D] features in the tokenizer's padded layout, mask [B, L]
     fps: float
     loss_weight: torch.Tensor | None = None  # [B] float32 per-clip loss weights; None = all 1
+    video_weight: torch.Tensor | None = None  # [B, F', H', W'] masked-loss weights; None: no item has a mask
+    audio_weight: torch.Tensor | None = None  # [B, T]; None: no item has audio_loss_ranges (or no audio)
 
 
 def load_batch(cache: Path, items: list[CacheItem], device: torch.device, dtype: torch.dtype,
@@ -114,6 +115,14 @@ def load_batch(cache: Path, items: list[CacheItem], device: torch.device, dtype:
     latents = [read_latents(cache, item.latents) for item in items]
     audios = [a for _, a in latents]
     use_audio = with_audio and all(a is not None for a in audios)
+    weights = [read_loss_weights(cache, item.latents) for item in items]
+    video_weight = audio_weight = None
+    if any(v is not None for v, _ in weights):  # items without a mask weigh 1 everywhere
+        video_weight = torch.stack([v if v is not None else torch.ones(lat.shape[1:]) for (v, _), (lat, _) in
+                                    zip(weights, latents)]).to(device=device, dtype=torch.float32)
+    if use_audio and any(a is not None for _, a in weights):
+        audio_weight = torch.stack([a if a is not None else torch.ones(aud.shape[1]) for (_, a), aud in
+                                    zip(weights, audios)]).to(device=device, dtype=torch.float32)
     return RawBatch(
         video=torch.stack([v for v, _ in latents]).to(device=device, dtype=dtype),
         audio=torch.stack(audios).to(device=device, dtype=dtype) if use_audio else None,
@@ -121,4 +130,6 @@ def load_batch(cache: Path, items: list[CacheItem], device: torch.device, dtype:
         fps=float(items[0].fps),
         loss_weight=(torch.tensor([float(i.loss_weight) for i in items], dtype=torch.float32, device=device)
                      if any(i.loss_weight != 1 for i in items) else None),
+        video_weight=video_weight,
+        audio_weight=audio_weight,
     )

@@ -25,9 +25,10 @@ from ltx_lora.bucket_spec import parse_buckets
 from ltx_lora.config import Config, TrainingMode
 from ltx_lora.data import cache as store
 from ltx_lora.data.buckets import ClipShape
-from ltx_lora.data.dataset_file import read_dataset
-from ltx_lora.data.loader import EMPTY_PROMPT
+from ltx_lora.data.dataset_file import AUDIO_LOSS_RANGES, LOSS_MASK, read_dataset
 from ltx_lora.data.decode import read_clip, read_image, silence
+from ltx_lora.data.loader import EMPTY_PROMPT
+from ltx_lora.data.loss_mask import audio_weights, pixel_to_latent, read_pixel_mask
 from ltx_lora.data.probe import probe
 from ltx_lora.data.report import report_path_for
 from ltx_lora.data.usable import (
@@ -61,6 +62,11 @@ class PlannedClip:
     content_hash: str
     is_still: bool
     loss_weight: float = 1.0
+    source_width: int = 0  # the clip's displayed size: a loss mask follows its resize/crop plan
+    source_height: int = 0
+    loss_mask: Path | None = None
+    loss_mask_hash: str = ""
+    audio_ranges: list[list[float]] | None = None
 
 
 @dataclass
@@ -97,7 +103,8 @@ def plan_clips(cfg: Config) -> ClipPlan:
     clips = []
     for entry in dataset.entries:
         media = dataset.resolve(entry.video)
-        clips.append(Candidate(media, probe(media), row_caption(entry.caption, media)[0]))
+        mask = dataset.resolve(entry.fields[LOSS_MASK]) if entry.fields.get(LOSS_MASK) else None
+        clips.append(Candidate(media, probe(media), row_caption(entry.caption, media)[0], mask))
     skip_silent = cfg.train.mode == TrainingMode.audio_video and cfg.data.missing_audio == "skip"
     verdicts = judge_clips(clips, buckets, target_fps=cfg.data.target_fps, skip_without_audio=skip_silent)
     plan = ClipPlan([], [], dataset=dataset.path)
@@ -117,7 +124,11 @@ def plan_clips(cfg: Config) -> ClipPlan:
         plan.planned.append(PlannedClip(media=clip.path, caption=_caption(clip.caption, cfg.data.trigger_word),
                                         bucket=str(b), width=b.width, height=b.height, frames=b.frames, fps=fps,
                                         content_hash=clip.info.content_hash, is_still=shape.is_still,
-                                        loss_weight=entry.loss_weight))
+                                        loss_weight=entry.loss_weight,
+                                        source_width=shape.width, source_height=shape.height,
+                                        loss_mask=clip.loss_mask,
+                                        loss_mask_hash=probe(clip.loss_mask).content_hash if clip.loss_mask else "",
+                                        audio_ranges=entry.fields.get(AUDIO_LOSS_RANGES)))
     if not plan.planned:
         raise UserError(nothing_usable(dataset.path, verdicts))
     return plan
@@ -148,9 +159,26 @@ def moved_lines(plan: ClipPlan, buckets: str, max_listed: int = 20) -> list[str]
 
 
 def _entry_key(clip: PlannedClip, identity: dict, with_audio: bool) -> str:
-    spec = json.dumps([clip.content_hash, clip.bucket, clip.fps, with_audio, store.model_content(identity),
-                       store.FORMAT], sort_keys=True)
+    parts = [clip.content_hash, clip.bucket, clip.fps, with_audio, store.model_content(identity), store.FORMAT]
+    if clip.loss_mask or clip.audio_ranges:  # only then: caches made before masked loss stay valid
+        parts.append({"loss_mask": clip.loss_mask_hash, "audio_ranges": clip.audio_ranges})
+    spec = json.dumps(parts, sort_keys=True)
     return hashlib.sha256(spec.encode()).hexdigest()[:32]
+
+
+def _loss_weights(clip: PlannedClip, fps: float, grid: torch.Size, audio: torch.Tensor | None) -> dict:
+    """The clip's masked-loss weights on the latent grid (see ltx_lora.data.loss_mask); {} without any."""
+    out = {}
+    if clip.loss_mask is not None:
+        bucket = parse_buckets(clip.bucket)[0]
+        pixels = read_pixel_mask(clip.loss_mask, clip.source_width, clip.source_height, bucket, fps)
+        latent = pixel_to_latent(pixels)
+        if tuple(latent.shape) != tuple(grid):
+            raise ValueError(f"its loss mask maps to a latent grid {tuple(latent.shape)}, not the clip's {tuple(grid)}")
+        out[store.VIDEO_LOSS_WEIGHT] = latent
+    if clip.audio_ranges and audio is not None:
+        out[store.AUDIO_LOSS_WEIGHT] = audio_weights(clip.audio_ranges, audio.shape[1])
+    return out
 
 
 def _progress(console):
@@ -210,7 +238,8 @@ def preprocess(cfg: Config, console) -> PreprocessResult:
                     audio = encode_audio(audio_enc, wave.unsqueeze(0).to(device), decoded.audio_rate)[0]
                 store.write_latents(cache, key, video.float(), None if audio is None else audio.float(),
                                     {"media": str(clip.media), "bucket": clip.bucket, "fps": clip.fps,
-                                     "silent_audio": with_audio and decoded.audio is None and not clip.is_still})
+                                     "silent_audio": with_audio and decoded.audio is None and not clip.is_still},
+                                    weights=_loss_weights(clip, decoded.fps, video.shape[1:], audio))
             except (ValueError, OSError, RuntimeError) as e:
                 failed.append((n, str(clip.media), f"could not be encoded: {e}"))
             bar.advance(task)

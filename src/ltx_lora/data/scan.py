@@ -16,7 +16,14 @@ from typing import Any
 
 from ltx_lora.bucket_spec import Bucket
 from ltx_lora.data.buckets import Placement
-from ltx_lora.data.dataset_file import FORMATS, PROBE_COLUMNS, DatasetEntry, read_dataset, relative_media_path
+from ltx_lora.data.dataset_file import (
+    FORMATS,
+    LOSS_MASK,
+    PROBE_COLUMNS,
+    DatasetEntry,
+    read_dataset,
+    relative_media_path,
+)
 from ltx_lora.data.probe import MEDIA_EXTENSIONS, MediaInfo, probe
 from ltx_lora.data.usable import (
     CAPTION_FIX,
@@ -144,6 +151,8 @@ def collect(source: Path) -> list[tuple[Path, str | None, str | None, dict]]:
             p = dataset.resolve(e.video)
             # Our own probe columns are recomputed; the official ones (audio, reference_video, ...) are kept.
             extra = {k: v for k, v in e.fields.items() if k not in PROBE_COLUMNS}
+            if LOSS_MASK in extra:  # absolute while scanning; written relative to the output file
+                extra[LOSS_MASK] = str(dataset.resolve(extra[LOSS_MASK]))
             cap, src = row_caption(e.caption, p)
             out.append((p, cap, src, extra))
         if not out:
@@ -169,7 +178,7 @@ def scan(source: Path | str, buckets: Sequence[Bucket], *, target_fps: float | N
             on_probe(n, len(todo), path)
 
     result = ScanResult(source, items, list(buckets), target_fps, allow_shorter)
-    verdicts = judge_clips([Candidate(i.path, i.info, i.caption) for i in items], buckets, target_fps=target_fps,
+    verdicts = judge_clips([Candidate(i.path, i.info, i.caption, _mask(i.extra)) for i in items], buckets, target_fps=target_fps,
                            allow_shorter=allow_shorter, name=lambda p: _display(source, p))
     for item, v in zip(items, verdicts):
         if v.skip_reason is not None:
@@ -180,6 +189,10 @@ def scan(source: Path | str, buckets: Sequence[Bucket], *, target_fps: float | N
         if not item.caption:
             item.notes.append(NO_CAPTION)
     return result
+
+
+def _mask(extra: dict) -> Path | None:
+    return Path(extra[LOSS_MASK]) if extra.get(LOSS_MASK) else None
 
 
 def _placement_notes(info: MediaInfo, p: Placement, target_fps: float | None) -> list[str]:
@@ -207,6 +220,7 @@ def dataset_entries(result: ScanResult, dataset_path: Path) -> list[DatasetEntry
         info, b = item.info, item.placement.bucket
         fields: dict[str, Any] = {
             **item.extra,
+            **({LOSS_MASK: relative_media_path(_mask(item.extra), dataset_path)} if _mask(item.extra) else {}),
             "kind": info.kind, "width": info.width, "height": info.height, "frames": info.frame_count,
             "fps": round(info.fps, 4) if info.fps else None, "fps_mode": info.fps_mode,
             "duration": round(info.duration, 4) if info.duration else None, "rotation": info.rotation,

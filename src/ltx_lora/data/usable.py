@@ -8,13 +8,14 @@ but is not trained on. Everything else is *skipped* with a reason in plain words
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 from ltx_lora.bucket_spec import Bucket
-from ltx_lora.data.buckets import ClipShape, Placement, Skipped, assign_bucket
-from ltx_lora.data.probe import MediaInfo
+from ltx_lora.data.buckets import ClipShape, Placement, Skipped, assign_bucket, available_frames
+from ltx_lora.data.probe import MediaInfo, probe
 
 USED, NEEDS_CAPTION, SKIPPED = "used", "needs caption", "skipped"
 CAPTION_FIX = "run `ltx-lora caption` on the folder or dataset file, or add a side-car .txt named like the clip"
@@ -43,6 +44,7 @@ class Candidate:
     path: Path  # absolute
     info: MediaInfo
     caption: str | None
+    loss_mask: Path | None = None  # absolute path of the row's `loss_mask`, if it has one
 
 
 @dataclass
@@ -98,5 +100,34 @@ def judge_clips(clips: Sequence[Candidate], buckets: Sequence[Bucket], *, target
         if skip_without_audio and info.kind == "video" and info.audio is None:
             v.skip_group, v.skip_reason = "no audio", "no audio track (data.missing_audio: skip)"
             continue
+        if clip.loss_mask is not None:
+            bad = loss_mask_problem(clip.loss_mask, info, placed, target_fps)
+            if bad:
+                v.skip_group, v.skip_reason = "bad loss mask", bad
+                continue
         v.placement = placed
     return verdicts
+
+
+MASK_ASPECT_TOLERANCE = 0.01  # a mask may differ from its clip in size, not in shape: the same crop must apply
+
+
+def loss_mask_problem(mask: Path, clip: MediaInfo, placed: Placement, target_fps: float | None) -> str | None:
+    """Why the clip's loss mask cannot weight it (missing, unreadable, another aspect ratio, too few frames at the
+    clip's rate), or None when it fits."""
+    if not mask.is_file():
+        return f"its loss_mask {mask} does not exist"
+    info = probe(mask)
+    if not info.usable or info.kind not in ("video", "image"):
+        return f"its loss_mask {mask.name} is not a readable video or image ({info.error or info.kind})"
+    shape, own = ClipShape.from_info(info), ClipShape.from_info(clip)
+    if abs(math.log((shape.width / shape.height) / (own.width / own.height))) > MASK_ASPECT_TOLERANCE:
+        return (f"its loss_mask {mask.name} is {shape.width}x{shape.height}, not the clip's aspect ratio "
+                f"({own.width}x{own.height}); make the mask the clip's size")
+    if not shape.is_still:
+        rate = target_fps or own.fps or shape.fps
+        have = available_frames(shape, rate)
+        if have < placed.bucket.frames:
+            return (f"its loss_mask {mask.name} gives {have} frames at {rate:g} fps, fewer than the "
+                    f"{placed.bucket.frames} the clip trains on; use a mask as long as the clip, or an image")
+    return None

@@ -8,6 +8,13 @@ Per-clip loss weights (the dataset file's `loss_weight`) multiply each sample's 
 the mean stays over the samples (not over the weights' sum): a weight means the same whatever else the batch
 holds (2 = the clip counts twice, 0 = it adds no gradient), and weights of 1 are exactly the unweighted loss.
 The per-sample losses returned for logging are unweighted.
+
+Masked loss (a clip's `loss_mask` / `audio_loss_ranges`, see ltx_lora.data.loss_mask): the per-token squared
+error is multiplied by the token's weight in [0, 1] (times 0 on conditioning tokens, as before) and divided by
+the sum of the weights, not by the token count. So a clip whose mask covers half the picture still trains at the
+full loss scale on the half that counts, instead of at half the scale (which would act like a lower learning rate
+for masked clips and mix badly with unmasked ones in a batch). A clip whose weights are all 0 gives loss 0.
+Without weights every formula is exactly the one above.
 """
 
 from __future__ import annotations
@@ -31,6 +38,8 @@ class LatentBatch:
     context_mask: torch.Tensor | None  # [B, L] 0/1; None = every token kept
     fps: float
     loss_weight: torch.Tensor | None = None  # [B] per-clip loss weights; None = all 1
+    video_loss_weight: torch.Tensor | None = None  # [B, F', H', W'] in [0, 1] (masked loss); None = all 1
+    audio_loss_weight: torch.Tensor | None = None  # [B, T] in [0, 1]; None = all 1
 
 
 @dataclass
@@ -41,6 +50,8 @@ class StepInputs:
     audio_target: torch.Tensor | None
     video_loss_mask: torch.Tensor  # [B, T] bool, True where the loss counts
     sigma: torch.Tensor  # [B]
+    video_loss_weight: torch.Tensor | None = None  # [B, T] float token weights (masked loss); None = all 1
+    audio_loss_weight: torch.Tensor | None = None  # [B, Ta]
 
 
 @dataclass
@@ -84,7 +95,10 @@ def prepare_inputs(batch: LatentBatch, sampler: SigmaSampler, generator: torch.G
     video = Modality(latent=x_t.to(dtype), sigma=sigma, timesteps=timesteps,
                      positions=video_positions(f, h, w, b, batch.fps, device),
                      context=batch.video_context, context_mask=batch.context_mask)
-    audio = audio_target = None
+    audio = audio_target = audio_weight = None
+    video_weight = None
+    if batch.video_loss_weight is not None:  # laid out like the latents' tokens: frame-major
+        video_weight = patchify_video(batch.video_loss_weight.unsqueeze(1).float())[..., 0]
     if train_audio and batch.audio is not None:
         a0 = patchify_audio(batch.audio).float()
         a_noise = torch.randn((total, *a0.shape[1:]), generator=generator, device=device)[mine]
@@ -93,21 +107,33 @@ def prepare_inputs(batch: LatentBatch, sampler: SigmaSampler, generator: torch.G
                          positions=audio_positions(a0.shape[1], b, device),
                          context=batch.audio_context, context_mask=batch.context_mask)
         audio_target = a_noise - a0
+        if batch.audio_loss_weight is not None:
+            audio_weight = batch.audio_loss_weight.float()
     return StepInputs(video=video, audio=audio, video_target=noise - x0, audio_target=audio_target,
-                      video_loss_mask=~cond, sigma=sigma)
+                      video_loss_mask=~cond, sigma=sigma, video_loss_weight=video_weight,
+                      audio_loss_weight=audio_weight)
 
 
 def compute_loss(video_pred: torch.Tensor, audio_pred: torch.Tensor | None, inputs: StepInputs,
                  audio_weight: float = 1.0, sample_weight: torch.Tensor | None = None) -> LossParts:
     """Per-sample losses in float32 and their weighted batch mean (`sample_weight` [B]: per-clip loss weights,
-    multiplied in before the mean over the B samples; see the module's docstring)."""
-    mask = inputs.video_loss_mask.unsqueeze(-1).float()
+    multiplied in before the mean over the B samples; token weights of a masked loss inside each sample: see the
+    module's docstring)."""
+    mask = inputs.video_loss_mask.float()
+    if inputs.video_loss_weight is not None:
+        mask = mask * inputs.video_loss_weight
+    mask = mask.unsqueeze(-1)
     err = (video_pred.float() - inputs.video_target).pow(2) * mask
-    video = err.mean(dim=(1, 2)) / mask.mean(dim=(1, 2)).clamp(min=1e-8)
+    video = err.mean(dim=(1, 2)) / mask.mean(dim=(1, 2)).clamp(min=1e-8)  # = sum(w * err) / (sum(w) * channels)
     w = None if sample_weight is None else sample_weight.to(device=video.device, dtype=torch.float32)
     total = (video if w is None else video * w).mean()
     audio = None
     if audio_pred is not None and inputs.audio_target is not None:
-        audio = (audio_pred.float() - inputs.audio_target).pow(2).mean(dim=(1, 2))
+        audio = (audio_pred.float() - inputs.audio_target).pow(2)
+        if inputs.audio_loss_weight is not None:
+            aw = inputs.audio_loss_weight.unsqueeze(-1)
+            audio = (audio * aw).mean(dim=(1, 2)) / aw.mean(dim=(1, 2)).clamp(min=1e-8)
+        else:
+            audio = audio.mean(dim=(1, 2))
         total = total + audio_weight * (audio if w is None else audio * w).mean()
     return LossParts(total=total, video=video.detach(), audio=None if audio is None else audio.detach())

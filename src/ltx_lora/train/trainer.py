@@ -329,7 +329,8 @@ class Trainer:
                 vctx, actx, mask = run_text_connectors(models.text_connectors, raw.text)
             mask = attention_mask_or_none(mask)
             batch = LatentBatch(video=raw.video, audio=raw.audio, video_context=vctx, audio_context=actx,
-                                context_mask=mask, fps=raw.fps, loss_weight=raw.loss_weight)
+                                context_mask=mask, fps=raw.fps, loss_weight=raw.loss_weight,
+                                video_loss_weight=raw.video_weight, audio_loss_weight=raw.audio_weight)
             try:
                 with parallel.gradient_sync(models.transformer, enabled=micro == accum - 1):
                     loss = forward_backward(models.transformer, batch, sampler, gen, train_audio=self.train_audio,
