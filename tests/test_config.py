@@ -207,3 +207,12 @@ def test_bare_command_and_groups_show_help():
     for args in ([], ["dataset"]):
         res = run_cli(*args)
         assert "Usage: ltx-lora" in res.out + res.err and "Traceback" not in res.err + res.out
+
+
+@pytest.mark.parametrize("variant, reason", [("dora", "weight_decompose"), ("lokr", "not supported yet"),
+                                             ("loha", "not supported yet")])
+def test_lora_variants_not_trained_are_refused_with_the_reason(variant, reason):
+    with pytest.raises(UserError, match=reason):
+        parse_config({"lora": {"variant": variant}})
+    cfg = parse_config({"lora": {"variant": "lora", "rslora": True, "rank": 16, "alpha": 8}})
+    assert cfg.lora.scale == 8 / 4 and parse_config({"lora": {"rank": 16, "alpha": 8}}).lora.scale == 0.5

@@ -103,3 +103,25 @@ def test_diffusers_loader_applies_our_exports_like_the_peft_model(trained):
         assert min(r["change"]) > 0.02, r  # the LoRA changes video and audio output
         assert max(r["error"]) < 0.01, r  # and equals the training-time adapters' effect
     assert "lora" in result[str(with_alpha)]["refused"]
+
+
+def test_rslora_export_carries_the_alpha_over_sqrt_rank_scale(tiny_checkpoint, tmp_path):
+    """lora.rslora: peft scales by alpha / sqrt(rank); the export folds that scale into lora_B, so ltx-core's fusion
+    (which ignores alpha) reproduces the training-time model."""
+    dev = tiny_checkpoint("dev")
+    model = loader.load_transformer(dev, "cpu", torch.bfloat16)
+    inject_lora(model, LoraConfig(rank=RANK, alpha=ALPHA, rslora=True), seed=0)
+    assert all(m.scaling["default"] == ALPHA / RANK ** 0.5 for m in model.modules() if hasattr(m, "scaling"))
+    g = torch.Generator().manual_seed(1)
+    with torch.no_grad():
+        for name, p in lora_parameters(model).items():
+            p.copy_(torch.randn(p.shape, generator=g) * (0.3 if ".lora_B." in name else 1 / p.shape[1] ** 0.5))
+    export = tmp_path / "rslora.safetensors"
+    atomic_save_safetensors(export_comfy(model, RANK, ALPHA, rslora=True), export)
+    x = probe.probe_inputs(loader.read_checkpoint_config(dev)["transformer"], "cpu", torch.float32)
+    peft_out = probe.forward(model.float(), x)
+    fused = probe.forward(loader.load_transformer(dev, "cpu", torch.bfloat16, loras=((export, 1.0),)).float(), x)
+    base = probe.forward(loader.load_transformer(dev, "cpu", torch.bfloat16).float(), x)
+    for p, f, b in zip(peft_out, fused, base):
+        assert (p - b).norm() / b.norm() > 0.02
+        assert (f - p).norm() / (p - b).norm() < 0.03

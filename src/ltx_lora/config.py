@@ -56,7 +56,27 @@ class DataConfig(Section):
 FEED_FORWARD_TARGETS = ["ff.net.0.proj", "ff.net.2", "audio_ff.net.0.proj", "audio_ff.net.2"]
 
 
+class LoraVariant(str, Enum):
+    lora = "lora"
+    dora = "dora"
+    lokr = "lokr"
+    loha = "loha"
+
+
+# Variants named in the config but not trained yet: why, in one sentence each (see train/lora.py).
+UNSUPPORTED_VARIANTS = {
+    "dora": "lora.variant dora is not supported: peft's DoRA normalises each output row of the weight, ComfyUI's "
+            "weight_decompose each input column, so no file ComfyUI applies reproduces what was trained; use lora.",
+    "lokr": "lora.variant lokr is not supported yet (its export and the LoRA tools are not done); use lora.",
+    "loha": "lora.variant loha is not supported yet (its export and the LoRA tools are not done); use lora.",
+}
+
+
 class LoraConfig(Section):
+    variant: LoraVariant = Field(LoraVariant.lora, description="Adapter kind: lora (plain low-rank). dora, lokr "
+                                 "and loha are refused for now (each with the reason).")
+    rslora: bool = Field(False, description="Rank-stabilised LoRA: scale alpha / sqrt(rank) instead of alpha / rank "
+                                            "(peft's use_rslora); the export folds the scale in as always.")
     rank: int = Field(32, ge=1, le=1024, description="LoRA rank. 32 to start, 64+ for multi-concept LoRAs.")
     alpha: float | None = Field(None, description="LoRA alpha; null means equal to rank (scale 1.0).")
     dropout: float = Field(0.0, ge=0.0, lt=1.0, description="Dropout on the LoRA path.")
@@ -65,9 +85,21 @@ class LoraConfig(Section):
         description="Module name patterns; short names match every branch (video, audio, cross-modal attention).")
     feed_forward: bool = Field(False, description="Also adapt the feed-forward layers (more capacity, more memory).")
 
+    @field_validator("variant")
+    @classmethod
+    def _supported_variant(cls, v: LoraVariant) -> LoraVariant:
+        if v.value in UNSUPPORTED_VARIANTS:
+            raise ValueError(UNSUPPORTED_VARIANTS[v.value])
+        return v
+
     @property
     def effective_alpha(self) -> float:
         return float(self.rank if self.alpha is None else self.alpha)
+
+    @property
+    def scale(self) -> float:
+        """What the adapter's product is multiplied by: alpha / rank, or alpha / sqrt(rank) with rslora."""
+        return self.effective_alpha / (self.rank ** 0.5 if self.rslora else self.rank)
 
     @property
     def targets(self) -> list[str]:

@@ -115,6 +115,7 @@ class Run:
         cfg = self.config
         return {"checkpoint": cfg.model.checkpoint, "mode": cfg.train.mode.value, "rank": self.lora.rank,
                 "alpha": self.lora.effective_alpha, "targets": self.lora.targets, "seed": cfg.train.seed,
+                "variant": self.lora.variant.value, "rslora": self.lora.rslora,
                 "gradient_accumulation": cfg.train.gradient_accumulation, "token_budget": cfg.data.token_budget,
                 "cache_dir": cfg.data.cache_dir}
 
@@ -125,6 +126,7 @@ class Run:
             "format": "pt", "ltx_lora.version": "1", "base_model": "LTX-2.3 22B Dev",
             "base_checkpoint": Path(cfg.model.checkpoint).name, "base_identity": json.dumps(base_identity),
             "rank": str(self.lora.rank), "alpha": str(self.lora.effective_alpha), "alpha_folded_into_lora_B": "true",
+            "lora_variant": self.lora.variant.value, "rslora": str(self.lora.rslora).lower(),
             "target_modules": json.dumps(self.lora.targets), "mode": cfg.train.mode.value,
             "trigger_word": cfg.data.trigger_word, "step": str(step),
         }
@@ -137,7 +139,8 @@ class Run:
                             "text_connectors_on_host": self.plan.text_connectors_on_host,
                             "expected_peak_gib": self.plan.expected_peak_gib, "budget_gib": self.plan.budget_gib,
                             "budget_from": self.plan.budget_from, "notes": list(self.plan.notes)},
-            "lora": {"rank": self.lora.rank, "alpha": self.lora.effective_alpha, "dropout": self.lora.dropout,
+            "lora": {"variant": self.lora.variant.value, "rslora": self.lora.rslora, "scale": self.lora.scale,
+                     "rank": self.lora.rank, "alpha": self.lora.effective_alpha, "dropout": self.lora.dropout,
                      "targets": self.lora.targets},
             "steps": self.steps, "device": str(self.device), "dtype": str(self.dtype).removeprefix("torch."),
             "processes": self.dist.world_size,

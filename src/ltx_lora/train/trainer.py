@@ -47,6 +47,9 @@ from ltx_lora.train.step import NonFiniteLoss, forward_backward
 from ltx_lora.train.timesteps import SigmaSampler
 
 
+# Fingerprint keys added later: what a training checkpoint written before them was trained with.
+_FINGERPRINT_DEFAULTS = {"variant": "lora", "rslora": False}
+
 class TrainingFailed(RuntimeError):
     """Training cannot go on (e.g. a non-finite loss); the last good checkpoint is kept."""
 
@@ -98,7 +101,7 @@ class Trainer:
         state = load_training_state(saved)
         expected = self.run.resume_fingerprint()
         for key, value in expected.items():
-            if state.meta.get(key) != value:
+            if state.meta.get(key, _FINGERPRINT_DEFAULTS.get(key)) != value:
                 raise UserError(f"{saved} was trained with {key}={state.meta.get(key)!r} but the config says "
                                 f"{value!r}; restore that setting or train into a new output_dir.")
         # The data order is planned in global batches (batch_size x processes; with a token budget the budget's
@@ -371,7 +374,8 @@ class Trainer:
                                   data_position=order.position(),
                                   meta={**self.run.resume_fingerprint(), "batch_size": self.cfg.train.batch_size,
                                         "world_size": self.dist.world_size}, ema=ema_full)
-            lora = export_comfy(transformer, self.run.lora.rank, self.run.lora.effective_alpha, params=lora_full)
+            lora = export_comfy(transformer, self.run.lora.rank, self.run.lora.effective_alpha, params=lora_full,
+                                rslora=self.run.lora.rslora)
             ema_lora = self._ema_lora(transformer, ema_full, step, manifest) if ema is not None else None
             try:
                 path = save_training_checkpoint(self.run_dir, state, lora, self._lora_metadata(step, manifest),
@@ -391,7 +395,8 @@ class Trainer:
                   manifest: Manifest) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
         """The EMA LoRA file's tensors (the same layout and strength as the LoRA's) and metadata (+ ema_decay)."""
         ema_cfg = self.cfg.train.ema
-        tensors = export_comfy(transformer, self.run.lora.rank, self.run.lora.effective_alpha, params=ema_full)
+        tensors = export_comfy(transformer, self.run.lora.rank, self.run.lora.effective_alpha, params=ema_full,
+                               rslora=self.run.lora.rslora)
         meta = {**self._lora_metadata(step, manifest), "ema_decay": str(ema_cfg.decay),
                 "ema_start_step": str(ema_cfg.start_step)}
         return tensors, meta
@@ -401,7 +406,8 @@ class Trainer:
         full = parallel.full_lora(lora_parameters(transformer))  # a collective under FSDP: every rank gathers
         ema_full = ema.full() if ema is not None else None
         if self.dist.is_main:
-            lora = export_comfy(transformer, self.run.lora.rank, self.run.lora.effective_alpha, params=full)
+            lora = export_comfy(transformer, self.run.lora.rank, self.run.lora.effective_alpha, params=full,
+                                rslora=self.run.lora.rslora)
             write_lora_tensors(out, lora, self._lora_metadata(step, manifest))
             if ema_full is not None:
                 write_lora_tensors(self.run_dir / "lora_ema.safetensors", *self._ema_lora(transformer, ema_full, step,
