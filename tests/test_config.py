@@ -6,7 +6,8 @@ import pytest
 import yaml
 from conftest import assert_user_error, run_cli
 
-from ltx_lora.config import Config, TrainingMode, load_config, parse_config
+from ltx_lora.config import Config, load_config, parse_config
+from ltx_lora.task import TASK_PRESETS, resolve_task, task_name
 from ltx_lora.config_template import PROFILES, render_config
 from ltx_lora.errors import UserError
 
@@ -94,9 +95,19 @@ def test_bad_value_is_one_sentence_naming_the_key():
         parse_config({"train": {"learning_rate": -1}})
 
 
-def test_i2v_defaults_to_conditioning_half_the_time():
-    assert parse_config({"train": {"mode": "i2v"}}).train.first_frame_conditioning_p == 0.5
-    assert parse_config({"train": {"mode": "i2v", "first_frame_conditioning_p": 0.9}}).train.first_frame_conditioning_p == 0.9
+def test_task_is_a_preset_or_a_mapping_and_the_old_mode_key_says_what_to_write():
+    assert resolve_task(parse_config({"task": "i2v"}).task).video.find("first_frame")[0].probability == 0.5
+    assert resolve_task(parse_config({}).task) == TASK_PRESETS["t2av"][2]  # default: the official t2v_lora.yaml
+    custom = parse_config({"task": {"audio": {"role": "off"}, "video": {"conditions": [
+        {"type": "prefix", "frames": 2, "probability": 0.3}]}}}).task
+    assert task_name(custom) == "custom" and resolve_task(custom).video.conditions[0].frames == 2
+    assert task_name(parse_config({"task": {"audio": {"role": "off"}}}).task) == "t2v"
+    with pytest.raises(UserError, match=r"task: i2v.*first_frame"):
+        parse_config({"train": {"mode": "i2v", "first_frame_conditioning_p": 0.9}})
+    with pytest.raises(UserError, match=r"task"):
+        parse_config({"task": {"video": {"role": "condition"}, "audio": {"role": "off"}}})
+    with pytest.raises(UserError, match=r"task"):
+        parse_config({"task": {"audio": {"conditions": [{"type": "first_frame"}]}}})
 
 
 OFFICIAL = """
@@ -133,7 +144,7 @@ def test_official_trainer_config_is_translated(tmp_path, capsys):
     p.write_text(OFFICIAL)
     cfg = load_config(p)
     assert cfg.model.checkpoint == "/models/ltx-2.3-22b-dev.safetensors"
-    assert cfg.train.mode == TrainingMode.image_to_video and cfg.train.first_frame_conditioning_p == 0.5
+    assert resolve_task(cfg.task) == TASK_PRESETS["i2v"][2]
     assert (cfg.train.learning_rate, cfg.train.steps, cfg.train.gradient_accumulation) == (2e-4, 500, 4)
     assert cfg.train.optimizer.value == "adamw8bit" and cfg.memory.quantization == "int8"
     assert cfg.validation.prompts == ["a cat", "a dog"] and cfg.validation.resolution == "768x512x49"

@@ -21,18 +21,11 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from ltx_lora.errors import UserError
 from ltx_lora.official_config import looks_official, translate_official
+from ltx_lora.task import DEFAULT_TASK, TASK_PRESETS, TaskSetting
 
 
 class Section(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True, use_enum_values=False)
-
-
-class TrainingMode(str, Enum):
-    """What the LoRA learns to generate."""
-
-    text_to_video = "t2v"  # video only (audio branch not trained, no audio latents needed)
-    audio_video = "av"  # joint audio + video generation
-    image_to_video = "i2v"  # video conditioned on its first frame (always), audio optional
 
 
 class ModelConfig(Section):
@@ -134,7 +127,6 @@ class EmaConfig(Section):
 
 
 class TrainConfig(Section):
-    mode: TrainingMode = Field(TrainingMode.audio_video, description="t2v (video only), av (joint audio-video), i2v (image-to-video).")
     steps: int = Field(2000, ge=1, description="Optimizer steps in total.")
     batch_size: int = Field(1, ge=1, description="Clips per step per GPU.")
     gradient_accumulation: int = Field(1, ge=1, description="Micro-batches summed into one optimizer step.")
@@ -157,9 +149,8 @@ class TrainConfig(Section):
         "auto", description="torch.compile each transformer block: auto = on a GPU with triton; falls back to eager "
                             "with one log line if compiling fails.")
     timestep_sampling: Literal["shifted_logit_normal", "uniform"] = "shifted_logit_normal"
-    first_frame_conditioning_p: float = Field(
-        0.1, ge=0, le=1, description="Probability that a clip's first frame is given as clean conditioning (default 0.1; 0.5 in i2v mode, as the official i2v config).")
-    audio_loss_weight: float = Field(1.0, ge=0, description="Weight of the audio loss in joint audio-video training.")
+    audio_loss_weight: float = Field(1.0, ge=0, description="Weight of the audio loss when video and audio are both "
+                                     "generated (1.0 = the official recipe's plain sum).")
     caption_dropout: float = Field(
         0.0, ge=0, le=1, description="Probability that a sample trains on the empty prompt instead of its caption "
                                      "(0 = never; 0.05-0.1 is usual). The empty prompt's features are cached by "
@@ -246,6 +237,10 @@ class Config(Section):
     """A whole training run."""
 
     output_dir: str = Field("runs/my-lora", description="Run folder: checkpoints, samples, logs and report.")
+    task: TaskSetting = Field(
+        DEFAULT_TASK, description="What the LoRA learns: a preset name (" + ", ".join(TASK_PRESETS) + "; "
+        "`ltx-lora init --task NAME` writes it out) or a mapping of video/audio roles and conditions (see "
+        "docs/tasks.md).")
     model: ModelConfig = Field(default_factory=ModelConfig, description="The base model files (local paths only).")
     data: DataConfig = Field(default_factory=DataConfig, description="The dataset, its buckets and the preprocessing cache.")
     lora: LoraConfig = Field(default_factory=LoraConfig, description="The LoRA adapter that is trained.")
@@ -271,17 +266,6 @@ class Config(Section):
         if not v.strip():
             raise ValueError("must not be empty")
         return v
-
-    @model_validator(mode="before")
-    @classmethod
-    def _mode_defaults(cls, data: Any) -> Any:
-        # Image-to-video conditions on the first frame half of the time unless told otherwise (as the official
-        # i2v config does); the other modes keep the 0.1 default.
-        if isinstance(data, dict):
-            train = data.get("train")
-            if isinstance(train, dict) and train.get("mode") == "i2v" and "first_frame_conditioning_p" not in train:
-                data = {**data, "train": {**train, "first_frame_conditioning_p": 0.5}}
-        return data
 
     @model_validator(mode="after")
     def _ema_for_validation(self) -> "Config":
@@ -312,6 +296,7 @@ def parse_config(data: Any, source: str = "config") -> Config:
         data = {}
     if not isinstance(data, dict):
         raise UserError(f"{source} must be a YAML mapping of sections (model:, data:, lora:, train:, ...).")
+    _refuse_legacy_mode(data, source)
     try:
         return Config.model_validate(data)
     except ValidationError as e:
@@ -322,6 +307,24 @@ def parse_config(data: Any, source: str = "config") -> Config:
             raise UserError(f"{source}: unknown key '{key}'{_did_you_mean(Config, loc)}.") from None
         msg = err["msg"].rstrip(".")
         raise UserError(f"{source}: '{key}' is invalid: {msg}; got {err.get('input')!r}.") from None
+
+
+# train.mode (before tasks) -> the task preset that trains the same thing.
+_LEGACY_MODES = {"t2v": "t2v", "av": "t2av", "i2v": "i2v"}
+
+
+def _refuse_legacy_mode(data: dict, source: str) -> None:
+    """`train.mode` / `train.first_frame_conditioning_p` were replaced by `task:`; say exactly what to write rather
+    than guess (the old modes also drew a first frame with p 0.1, which no official preset does)."""
+    train = data.get("train")
+    if not isinstance(train, dict) or not ({"mode", "first_frame_conditioning_p"} & set(train)):
+        return
+    mode = train.get("mode", "av")
+    preset = _LEGACY_MODES.get(str(mode), "t2av")
+    raise UserError(f"{source}: train.mode and train.first_frame_conditioning_p were replaced by the top-level "
+                    f"`task:`; write `task: {preset}` instead of train.mode {mode}, and for a first-frame "
+                    "condition add `{type: first_frame, probability: P}` to task.video.conditions (see "
+                    "docs/tasks.md).")
 
 
 # Every path a config holds, as (section or None for the top level, key).

@@ -21,25 +21,54 @@ def looks_official(data: Any) -> bool:
     return isinstance(data, dict) and any(k in data for k in _OFFICIAL_MARKERS)
 
 
-def _mode(strategy: dict) -> tuple[str, float | None]:
-    """Our training mode and first-frame probability from either official strategy layout."""
+def _condition(cond: Any, where: str, dropped: list[str]) -> dict | None:
+    """One official flexible condition as ours (their directory keys name preprocessed folders; ours come from
+    the dataset file's columns, so they are dropped with a note)."""
+    if not isinstance(cond, dict) or "type" not in cond:
+        dropped.append(f"{where} (not a condition mapping)")
+        return None
+    kind = cond["type"]
+    ours: dict[str, Any] = {"type": kind}
+    if "probability" in cond:
+        ours["probability"] = cond["probability"]
+    if kind in ("prefix", "suffix") and "temporal_boundary" in cond:
+        ours["frames"] = cond["temporal_boundary"]
+    elif kind == "spatial_crop" and "spatial_region" in cond:
+        ours["box"] = cond["spatial_region"]
+    elif kind == "mask" and cond.get("mask_dir"):
+        dropped.append(f"{where}.mask_dir (masks come from the dataset's video_mask / audio_mask columns)")
+    elif kind == "reference" and cond.get("latents_dir"):
+        dropped.append(f"{where}.latents_dir (references come from the dataset's reference_video / "
+                       "reference_audio columns)")
+    return ours
+
+
+def _task(strategy: dict, dropped: list[str]) -> dict | str:
+    """Our `task:` from either official strategy layout: flexible's video/audio blocks map one to one; the older
+    text_to_video strategy is t2av or t2v (audio shares the video's sigma there) plus its first-frame draw."""
     if strategy.get("name") == "flexible":
-        video = strategy.get("video") or {}
-        audio = strategy.get("audio") or {}
-        p = None
-        for cond in video.get("conditions") or []:
-            if isinstance(cond, dict) and cond.get("type") == "first_frame":
-                p = float(cond.get("probability", 1.0))
-        if p is not None and p >= 0.5:
-            return "i2v", p
-        return ("av" if audio.get("is_generated") else "t2v"), p
+        task: dict[str, Any] = {}
+        for name in ("video", "audio"):
+            block = strategy.get(name)
+            if not isinstance(block, dict):
+                task[name] = {"role": "off"}
+                continue
+            role = "generated" if block.get("is_generated", True) else "condition"
+            conds = [_condition(c, f"training_strategy.{name}.conditions[{i}]", dropped)
+                     for i, c in enumerate(block.get("conditions") or [])]
+            task[name] = {"role": role, "conditions": [c for c in conds if c is not None]}
+        return task
     p = strategy.get("first_frame_conditioning_p")
-    return ("av" if strategy.get("with_audio") else "t2v"), (None if p is None else float(p))
+    video: dict[str, Any] = {"role": "generated"}
+    if p:
+        video["conditions"] = [{"type": "first_frame", "probability": float(p)}]
+    return {"video": video, "audio": {"role": "generated" if strategy.get("with_audio") else "off"},
+            "sigma": "shared"}
 
 
 def translate_official(data: dict, source: str = "config") -> dict:
     """Map an official trainer config onto our schema; print one note listing what changed."""
-    ours: dict[str, Any] = {"model": {}, "data": {}, "lora": {}, "train": {}, "memory": {}, "checkpoints": {},
+    ours: dict[str, Any] = {"task": {}, "model": {}, "data": {}, "lora": {}, "train": {}, "memory": {}, "checkpoints": {},
                             "validation": {}, "logging": {}}
     dropped: list[str] = []
     model = data.get("model") or {}
@@ -55,10 +84,7 @@ def translate_official(data: dict, source: str = "config") -> dict:
         if key in lora:
             ours["lora"][key] = lora[key]
 
-    mode, p = _mode(data.get("training_strategy") or {})
-    ours["train"]["mode"] = mode
-    if p is not None:
-        ours["train"]["first_frame_conditioning_p"] = p
+    ours["task"] = _task(data.get("training_strategy") or {}, dropped)
 
     opt = data.get("optimization") or {}
     mapping = {"learning_rate": "learning_rate", "steps": "steps", "batch_size": "batch_size",

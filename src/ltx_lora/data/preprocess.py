@@ -22,7 +22,7 @@ from pathlib import Path
 import torch
 
 from ltx_lora.bucket_spec import parse_buckets
-from ltx_lora.config import Config, TrainingMode
+from ltx_lora.config import Config
 from ltx_lora.data import cache as store
 from ltx_lora.data.buckets import ClipShape
 from ltx_lora.data.dataset_file import AUDIO_LOSS_RANGES, LOSS_MASK, read_dataset
@@ -48,6 +48,7 @@ from ltx_lora.ltx.text import check_8bit, load_prompt_encoder
 from ltx_lora.ltx.vae import encode_audio, encode_video
 from ltx_lora.paths import check_model_path
 from ltx_lora.runtime.device import pick_device
+from ltx_lora.task import resolve_task
 
 
 @dataclass
@@ -105,7 +106,7 @@ def plan_clips(cfg: Config) -> ClipPlan:
         media = dataset.resolve(entry.video)
         mask = dataset.resolve(entry.fields[LOSS_MASK]) if entry.fields.get(LOSS_MASK) else None
         clips.append(Candidate(media, probe(media), row_caption(entry.caption, media)[0], mask))
-    skip_silent = cfg.train.mode == TrainingMode.audio_video and cfg.data.missing_audio == "skip"
+    skip_silent = resolve_task(cfg.task).audio.present and cfg.data.missing_audio == "skip"
     verdicts = judge_clips(clips, buckets, target_fps=cfg.data.target_fps, skip_without_audio=skip_silent)
     plan = ClipPlan([], [], dataset=dataset.path)
     for entry, clip, v in zip(dataset.entries, clips, verdicts):
@@ -202,7 +203,7 @@ def preprocess(cfg: Config, console) -> PreprocessResult:
     console = dist_env.rank_console(console)
     cache = Path(cfg.data.cache_dir)
     identity = store.model_identity(cfg.model.checkpoint)
-    with_audio = cfg.train.mode != TrainingMode.text_to_video
+    with_audio = resolve_task(cfg.task).audio.present
     device = pick_device()
     dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
     if cfg.memory.text_encoder_8bit:  # refuse now, not after every clip has been encoded

@@ -18,13 +18,14 @@ from pathlib import Path
 import torch
 
 from ltx_lora.bucket_spec import parse_buckets
-from ltx_lora.config import Config, LoraConfig, TrainingMode, ValidationConfig
+from ltx_lora.config import Config, LoraConfig, ValidationConfig
 from ltx_lora.distributed.env import DistEnv
 from ltx_lora.errors import UserError
 from ltx_lora.files.atomic import atomic_write
 from ltx_lora.runtime.base_file import BaseFile
 from ltx_lora.runtime.device import compute_dtype, pick_device
 from ltx_lora.runtime.memory import Plan, plan_for_config, plan_for_processes
+from ltx_lora.task import TaskConfig, resolve_task, task_name
 
 # The validation hook between the `train` command and the trainer (train/ never imports sample/): the factory
 # gets the frozen text connectors once and returns a function that samples every validation prompt with the
@@ -106,14 +107,19 @@ class Run:
         return Path(self.config.data.cache_dir)
 
     @property
+    def task(self) -> TaskConfig:
+        """The task as trained: the config's preset expanded, or its mapping."""
+        return resolve_task(self.config.task)
+
+    @property
     def train_audio(self) -> bool:
-        return self.config.train.mode in (TrainingMode.audio_video, TrainingMode.image_to_video)
+        return self.task.audio.generated
 
     def resume_fingerprint(self) -> dict:
         """Settings a resumed run must share with the run that wrote the training checkpoint (the batch is
         checked apart: another GPU count may resume when the global batch agrees)."""
         cfg = self.config
-        return {"checkpoint": cfg.model.checkpoint, "mode": cfg.train.mode.value, "rank": self.lora.rank,
+        return {"checkpoint": cfg.model.checkpoint, "task": self.task.model_dump(mode="json"), "rank": self.lora.rank,
                 "alpha": self.lora.effective_alpha, "targets": self.lora.targets, "seed": cfg.train.seed,
                 "variant": self.lora.variant.value, "rslora": self.lora.rslora,
                 "gradient_accumulation": cfg.train.gradient_accumulation, "token_budget": cfg.data.token_budget,
@@ -127,7 +133,7 @@ class Run:
             "base_checkpoint": Path(cfg.model.checkpoint).name, "base_identity": json.dumps(base_identity),
             "rank": str(self.lora.rank), "alpha": str(self.lora.effective_alpha), "alpha_folded_into_lora_B": "true",
             "lora_variant": self.lora.variant.value, "rslora": str(self.lora.rslora).lower(),
-            "target_modules": json.dumps(self.lora.targets), "mode": cfg.train.mode.value,
+            "target_modules": json.dumps(self.lora.targets), "task": task_name(cfg.task),
             "trigger_word": cfg.data.trigger_word, "step": str(step),
         }
 

@@ -21,7 +21,7 @@ from pathlib import Path
 import torch
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
-from ltx_lora.config import Config, TrainingMode
+from ltx_lora.config import Config
 from ltx_lora.data.cache import made_for_another_model, read_manifest, read_text
 from ltx_lora.data.decode import read_image
 from ltx_lora.errors import UserError
@@ -172,9 +172,9 @@ class Validator:
         if settings.reference_image and not Path(settings.reference_image).is_file():
             raise UserError(f"validation.reference_image {settings.reference_image} does not exist; give a local "
                             "image file, or null for text-to-video samples.")
-        if self.cfg.train.mode == TrainingMode.image_to_video and not settings.reference_image:
-            console.print("note: train.mode is i2v but validation.reference_image is not set: the validation samples "
-                          "are text-to-video.", highlight=False, markup=False)
+        if run.task.video.find("first_frame") and not settings.reference_image:
+            console.print("note: the task trains with a first-frame condition but validation.reference_image is not "
+                          "set: the validation samples are text-to-video.", highlight=False, markup=False)
         if settings.preview:
             check_preview_lora(run.base, settings.preview_lora)
 
