@@ -105,3 +105,85 @@ def test_references_pair_cache_downscaled_skip_mismatches_and_rerun_encodes_noth
     assert res.code == 0 and "used 1 clips (0 already cached)" in res.out, res.out
     assert not torch.equal(_entries(tmp_path / "cache")["walk_96x64_24fps.mp4"]["reference_video"],
                            entry["reference_video"])
+
+
+def test_condition_masks_are_cached_on_the_latent_grid_as_the_official_preprocessing_reduces_them(
+        tmp_path, tiny_checkpoint, tiny_gemma, synthetic_clips):
+    folder = tmp_path / "in"
+    pixels = np.zeros((64, 96), dtype=np.uint8)  # 3 x 2 latent cells of 32 x 32 pixels
+    pixels[:32, :32] = 255  # cell (0, 0): all given
+    pixels[:32, 32:56] = 255  # cell (0, 1): 3/4 given -> mean 0.75 -> given
+    pixels[32:40, :32] = 255  # cell (1, 0): 1/4 given -> generated
+    folder.mkdir()
+    Image.fromarray(pixels, mode="L").save(folder / "mask.png")
+    # given in frames 8-15 only: the official groups 0-7, 8-15, 16.. give latent frames [0, 1, 0]
+    write_mask_video(folder / "mask.mp4", 128, 96, 24, [8 <= i < 16 for i in range(30)])
+    write_sound(folder / "lead.wav", 1.0, level=[(0.0, 0.25, 0.9)])  # the first quarter second is given
+    rows = [
+        {"caption": "a red disc", "video": str(synthetic_clips / "walk_96x64_24fps.mp4"), "video_mask": "mask.png",
+         "audio_mask": "lead.wav"},
+        {"caption": "an orange bar", "video": str(synthetic_clips / "sub/drift_128x96_24fps.mp4"),
+         "video_mask": "mask.mp4", "audio_mask": "lead.wav"},
+        {"caption": "a square", "video": str(synthetic_clips / "orbit_64x96_25fps.mp4"), "video_mask": "mask.png",
+         "audio_mask": "lead.wav"},
+        {"caption": "a ball", "video": str(synthetic_clips / "bounce_128x128_30fps.mp4"), "audio_mask": "lead.wav"},
+    ]
+    src = _rows(folder / "in.jsonl", rows)
+    task = {"video": {"conditions": [{"type": "mask"}]}, "audio": {"conditions": [{"type": "mask"}]}}
+    res = run_cli("preprocess", _config(tmp_path, tiny_checkpoint, tiny_gemma, src, "96x64x17", task))
+    assert res.code == 0, res.err
+    assert "used 2 clips" in res.out and "mask.png is 96x64, not the clip's aspect ratio" in res.out, res.out
+    assert "no video_mask in its row" in res.out, res.out
+
+    entries = _entries(tmp_path / "cache")
+    image_mask = entries["walk_96x64_24fps.mp4"]["video_condition_mask"]
+    assert torch.equal(image_mask, torch.tensor([[1.0, 1, 0], [0, 0, 0]]).expand(3, 2, 3))
+    video_mask = entries["drift_128x96_24fps.mp4"]["video_condition_mask"]
+    assert torch.equal(video_mask, torch.tensor([0.0, 1, 0]).view(3, 1, 1).expand(3, 2, 3))
+    for entry in entries.values():
+        steps = entry["audio"].shape[1]
+        samples = round(17 / 24 * 16000)  # the span the clip trains on, at the audio VAE's rate
+        given = torch.tensor([float(i * samples // steps < 4000) for i in range(steps)])  # nearest sample
+        assert torch.equal(entry["audio_condition_mask"], given), entry["audio_condition_mask"]
+        assert 0 < given.sum() < steps
+
+    items = read_manifest(tmp_path / "cache").items
+    batch = load_batch(tmp_path / "cache", items, CPU, torch.float32, task=parse_config({"task": task}).task)
+    assert batch.video_condition_mask.shape == (2, 3, 2, 3) and batch.audio_condition_mask.shape == (2, steps)
+    assert batch.reference_video is None and batch.audio.shape[:2] == (2, 8)
+
+
+def test_audio_only_task_takes_sound_files_and_clips_sound_without_any_video(
+        tmp_path, tiny_checkpoint, tiny_gemma, synthetic_clips):
+    folder = tmp_path / "sounds"
+    write_sound(folder / "rain.wav", 1.0, seed=1)
+    write_sound(folder / "bell.flac", 0.5, channels=1, seed=2)
+    (folder / "rain.txt").write_text("steady rain on a roof")
+    (folder / "bell.txt").write_text("a small bell rings once")
+    (folder / "walk.mp4").write_bytes((synthetic_clips / "walk_96x64_24fps.mp4").read_bytes())
+    (folder / "walk.txt").write_text("a tone rises and falls")
+    buckets = "96x64x9;96x64x17"
+    res = run_cli("dataset", "scan", folder, "-o", tmp_path / "dataset.jsonl", "--buckets", buckets, "--task", "t2a")
+    assert res.code == 0, res.err
+    assert "3 used" in res.out, res.out
+    rows = [json.loads(line) for line in (tmp_path / "dataset.jsonl").read_text().splitlines()]
+    by_media = {r.get("audio", r.get("video")): r for r in rows}
+    assert "video" not in by_media["sounds/rain.wav"] and by_media["sounds/rain.wav"]["bucket"] == "96x64x17"
+    assert by_media["sounds/bell.flac"]["bucket"] == "96x64x9" and by_media["sounds/walk.mp4"]["video"]
+
+    res = run_cli("preprocess", _config(tmp_path, tiny_checkpoint, tiny_gemma, tmp_path / "dataset.jsonl", buckets,
+                                        "t2a"))
+    assert res.code == 0, res.err
+    assert "used 3 clips" in res.out, res.out
+    entries = _entries(tmp_path / "cache")
+    assert all(set(e) == {"audio"} for e in entries.values()), {k: set(e) for k, e in entries.items()}
+    steps = {name: e["audio"].shape[1] for name, e in entries.items()}
+    assert steps["rain.wav"] == steps["walk.mp4"] > steps["bell.flac"]  # 17 vs 9 frames at 24 fps
+
+    items = read_manifest(tmp_path / "cache").items
+    order = BatchOrder(items, batch_size=2, seed=0)
+    batches = [sorted(Path(items[i].media).name for i in b) for b in order.epoch_batches(0)]
+    assert sorted(batches) == [["bell.flac"], ["rain.wav", "walk.mp4"]]  # grouped by their audio length
+    pair = [items[i] for b in order.epoch_batches(0) for i in b if len(b) == 2]
+    batch = load_batch(tmp_path / "cache", pair, CPU, torch.float32, task=resolve_task("t2a"))
+    assert batch.video is None and batch.audio.shape == (2, 8, steps["rain.wav"], 16)
