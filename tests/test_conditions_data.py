@@ -187,3 +187,48 @@ def test_audio_only_task_takes_sound_files_and_clips_sound_without_any_video(
     pair = [items[i] for b in order.epoch_batches(0) for i in b if len(b) == 2]
     batch = load_batch(tmp_path / "cache", pair, CPU, torch.float32, task=resolve_task("t2a"))
     assert batch.video is None and batch.audio.shape == (2, 8, steps["rain.wav"], 16)
+
+
+def _judge(rows: list[tuple[Path, dict[str, Path]]], task: str | None, buckets: str = "96x64x17"):
+    from ltx_lora.bucket_spec import parse_buckets
+    from ltx_lora.data.probe import probe
+    from ltx_lora.data.usable import Candidate, judge_clips
+
+    clips = [Candidate(media, probe(media), "a caption", None, paths) for media, paths in rows]
+    return judge_clips(clips, parse_buckets(buckets), task=resolve_task(task) if task else None)
+
+
+def test_sound_pairs_are_found_and_checked_by_the_one_judge(tmp_path, synthetic_clips):
+    walk, drift = synthetic_clips / "walk_96x64_24fps.mp4", synthetic_clips / "sub/drift_128x96_24fps.mp4"
+    long, short = write_sound(tmp_path / "long.wav", 1.0), write_sound(tmp_path / "short.wav", 0.3, seed=4)
+    other = write_sound(tmp_path / "other.flac", 1.0, seed=6)
+    (tmp_path / "mask.pt").write_bytes(b"not read")
+    ref = write_clip(tmp_path / "ref.mp4", ClipSpec("", 96, 64, 24, 1.0, (16000, 2), None), random.Random(5))
+
+    # audio IC-LoRA: the reference sound must cover the span trained (17 frames at 24 fps = 0.71 s)
+    ok, too_short, none = _judge([(long, {"reference_audio": long}), (other, {"reference_audio": short}),
+                                  (walk, {})], "a2a_ic")
+    assert ok.status == "used" and ok.sources == {"reference_audio": long}
+    assert "short.wav is 0.30 s long, shorter than the 0.71 s" in too_short.skip_reason
+    assert "no reference_audio in its row" in none.skip_reason
+    # audio-video IC-LoRA: without a reference sound, the reference video's own sound is the reference
+    [both] = _judge([(walk, {"reference_video": ref})], "av2av_ic")
+    assert both.status == "used" and both.sources == {"reference_video": ref, "reference_audio": ref}
+    # an audio mask given as a pickle is never loaded; a mask the task does not read is not checked
+    [pickled] = _judge([(walk, {"audio_mask": tmp_path / "mask.pt"})], "audio_inpainting")
+    assert "is a .pt file (a pickle" in pickled.skip_reason
+    [ignored] = _judge([(walk, {"audio_mask": tmp_path / "mask.pt"})], "t2av")
+    assert ignored.status == "used" and ignored.sources == {}
+    # without a task every file a row names is checked
+    [missing] = _judge([(drift, {"video_mask": tmp_path / "gone.png"})], None)
+    assert "its video_mask" in missing.skip_reason and "gone.png does not exist" in missing.skip_reason
+    # a reference the bucket cannot halve is refused with what to do
+    task = resolve_task("v2v_ic")
+    task.video.conditions[0].downscale = 2
+    from ltx_lora.bucket_spec import parse_buckets
+    from ltx_lora.data.probe import probe
+    from ltx_lora.data.usable import Candidate, judge_clips
+
+    [odd] = judge_clips([Candidate(walk, probe(walk), "c", None, {"reference_video": ref})],
+                        parse_buckets("96x64x17"), task=task)
+    assert "cannot hold a reference at 1/2 size" in odd.skip_reason
