@@ -54,7 +54,7 @@ def _entries(cache: Path) -> dict[str, dict[str, torch.Tensor]]:
 def test_references_pair_cache_downscaled_skip_mismatches_and_rerun_encodes_nothing(
         tmp_path, tiny_checkpoint, tiny_gemma, synthetic_clips):
     refs = tmp_path / "in" / "refs"
-    write_clip(refs / "walk_edges.mp4", ClipSpec("", 96, 64, 24, 2.0, None, None), random.Random(1))
+    write_clip(refs / "walk_edges.mp4", ClipSpec("", 96, 64, 24, 2.0, (16000, 2), None), random.Random(1))
     write_clip(refs / "drift_30fps.mp4", ClipSpec("", 128, 96, 30, 1.25, None, None), random.Random(2))
     write_clip(refs / "orbit_short.mp4", ClipSpec("", 64, 96, 25, 0.4, None, None), random.Random(3))
     rows = [
@@ -100,11 +100,19 @@ def test_references_pair_cache_downscaled_skip_mismatches_and_rerun_encodes_noth
 
     res = run_cli("preprocess", cfg)  # nothing changed: nothing encoded
     assert res.code == 0 and "used 1 clips (1 already cached)" in res.out, res.out
-    write_clip(refs / "walk_edges.mp4", ClipSpec("", 96, 64, 24, 2.0, None, None), random.Random(9))
+    write_clip(refs / "walk_edges.mp4", ClipSpec("", 96, 64, 24, 2.0, (16000, 2), None), random.Random(9))
     res = run_cli("preprocess", cfg)  # a changed reference file: its clip's entry is encoded again
     assert res.code == 0 and "used 1 clips (0 already cached)" in res.out, res.out
     assert not torch.equal(_entries(tmp_path / "cache")["walk_96x64_24fps.mp4"]["reference_video"],
                            entry["reference_video"])
+
+    # audio-video IC-LoRA: the reference video's sound is the audio reference, over the clip's span
+    res = run_cli("preprocess", _config(tmp_path, tiny_checkpoint, tiny_gemma, src, buckets, "av2av_ic", "av"))
+    assert res.code == 0 and "used 1 clips" in res.out, res.out
+    entry = _entries(tmp_path / "cache")["walk_96x64_24fps.mp4"]
+    assert entry["reference_video"].shape == entry["video"].shape == (128, 3, 2, 4)
+    assert entry["reference_audio"].shape == entry["audio"].shape and entry["audio"].shape[0] == 8
+    assert not torch.equal(entry["reference_audio"], entry["audio"])  # another sound than the clip's own
 
 
 def test_condition_masks_are_cached_on_the_latent_grid_as_the_official_preprocessing_reduces_them(
