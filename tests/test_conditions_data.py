@@ -10,7 +10,6 @@ import random
 from pathlib import Path
 
 import numpy as np
-import pytest
 import torch
 import yaml
 from conftest import run_cli
