@@ -131,6 +131,7 @@ class Run:
         return {
             "format": "pt", "ltx_lora.version": "1", "base_model": "LTX-2.3 22B Dev",
             "base_checkpoint": Path(cfg.model.checkpoint).name, "base_identity": json.dumps(base_identity),
+            **({"model_version": self.base.model_version} if self.base.model_version else {}),
             "rank": str(self.lora.rank), "alpha": str(self.lora.effective_alpha), "alpha_folded_into_lora_B": "true",
             "lora_variant": self.lora.variant.value, "rslora": str(self.lora.rslora).lower(),
             "target_modules": json.dumps(self.lora.targets), "task": task_name(cfg.task),
