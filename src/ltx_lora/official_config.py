@@ -106,7 +106,7 @@ def _condition(cond: Any, where: str, t: Translation) -> dict | None:
         t.dropped[where] = "not a condition mapping"
         return None
     ours: dict[str, Any] = {"type": cond["type"]}
-    t.mapped[f"{where}.type"] = f"task.*.conditions[].type"
+    t.mapped[f"{where}.type"] = "task.*.conditions[].type"
     for theirs, mine in (("probability", "probability"), ("temporal_boundary", "frames"), ("spatial_region", "box")):
         if theirs in cond:
             ours[mine] = cond[theirs]

@@ -24,7 +24,8 @@ from typing import Annotated, Literal, Union
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from ltx_lora.task_catalog import DEFAULT_TASK, TASK_LINES
+from ltx_lora.task_catalog import DEFAULT_TASK as DEFAULT_TASK  # re-exported: config and init read it here
+from ltx_lora.task_catalog import TASK_LINES
 
 
 class _Section(BaseModel):
