@@ -210,12 +210,10 @@ def test_init_task_starts_where_the_official_config_starts(name, tmp_path):
     """`ltx-lora init --task P` writes the task and the recipe of the official config P matches (targets, learning
     rate, steps, kept checkpoints, guidance of each modality); only the guide's video CFG 4.0, STG block 29 and
     validation cadence stay ours."""
-    from conftest import run_cli
+    from ltx_lora.config_template import write_config
 
     preset = SHIPPED[name][0]
-    res = run_cli("init", tmp_path / "c.yaml", "--task", preset)
-    assert res.code == 0, res.err
-    ours = load_config(tmp_path / "c.yaml")
+    ours = load_config(write_config(tmp_path / "c.yaml", task=preset))  # the CLI's path: test_init_cli_writes_a_task
     theirs = parse_config(translate(shipped(name)).config)
     assert resolve_task(ours.task) == resolve_task(theirs.task) == TASK_PRESETS[preset][2]
     assert ours.lora.effective_alpha == theirs.lora.effective_alpha
@@ -232,10 +230,16 @@ def test_init_task_starts_where_the_official_config_starts(name, tmp_path):
             assert mine == official, (section, key, mine, official)
 
 
-def test_init_help_lists_every_task_with_its_line():
-    from conftest import run_cli
+def test_init_cli_writes_a_task_and_its_help_lists_every_task(tmp_path):
+    from conftest import assert_user_error, run_cli
 
     res = run_cli("init", "--help")
     text = " ".join(res.out.split())
     for name, (line, _, _) in TASK_PRESETS.items():
         assert f"{name}: {line}" in text, name
+    res = run_cli("init", tmp_path / "a.yaml", "--task", "a2a_ic")
+    assert res.code == 0 and "task a2a_ic" in res.out, res.err
+    assert task_name(load_config(tmp_path / "a.yaml").task) == "a2a_ic"
+    assert "# Needs in the dataset: each row's reference_audio." in (tmp_path / "a.yaml").read_text()
+    assert_user_error(run_cli("init", tmp_path / "b.yaml", "--task", "v2v"), "unknown task 'v2v'", "v2v_ic")
+    assert not (tmp_path / "b.yaml").exists()
