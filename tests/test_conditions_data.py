@@ -10,6 +10,7 @@ import random
 from pathlib import Path
 
 import numpy as np
+import pytest
 import torch
 import yaml
 from conftest import run_cli
@@ -239,3 +240,18 @@ def test_sound_pairs_are_found_and_checked_by_the_one_judge(tmp_path, synthetic_
     [odd] = judge_clips([Candidate(walk, probe(walk), "c", None, {"reference_video": ref})],
                         parse_buckets("96x64x17"), task=task)
     assert "cannot hold a reference at 1/2 size" in odd.skip_reason
+
+
+def test_a_cache_made_for_another_task_is_refused_in_one_sentence(tmp_path):
+    from ltx_lora.data.cache import CacheItem, Manifest, write_latents
+    from ltx_lora.data.loader import check_cache_for_task
+    from ltx_lora.errors import UserError
+
+    rel = write_latents(tmp_path, "k", torch.zeros(128, 1, 1, 1), None, {})
+    item = CacheItem(rel, "text/t.safetensors", "32x32x1", 1.0, False)
+    check_cache_for_task(tmp_path, Manifest({}, [item]), resolve_task("t2v"))
+    for task in ("v2v_ic", "video_inpainting", "t2a"):
+        with pytest.raises(UserError, match="run `ltx-lora preprocess` with this config again"):
+            check_cache_for_task(tmp_path, Manifest({}, [item]), resolve_task(task))
+        with pytest.raises(UserError, match="has no (reference|video masks|audio latents)"):
+            load_batch(tmp_path, [item], CPU, torch.float32, task=resolve_task(task))

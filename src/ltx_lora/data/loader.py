@@ -131,6 +131,19 @@ def _stale(cache: Path, what: str) -> UserError:
                      "with this config again (only what is missing is encoded).")
 
 
+def check_cache_for_task(cache: Path, manifest: Manifest, task: TaskConfig) -> None:
+    """Refuse, before any model loads, a cache that lacks what the task reads (made for another task): one
+    sentence saying to run preprocess again, which encodes only what is missing."""
+    items = manifest.items
+    needs = [("video latents", task.video.present, lambda i: i.has_video),
+             ("reference latents", task.has_reference, lambda i: i.has_reference),
+             ("condition masks", bool(task.video.find("mask") or task.audio.find("mask")), lambda i: i.has_mask),
+             ("audio latents", task.audio.present and not task.video.present, lambda i: i.has_audio)]
+    for what, needed, has in needs:
+        if needed and not all(has(i) for i in items):
+            raise _stale(cache, what)
+
+
 def load_batch(cache: Path, items: list[CacheItem], device: torch.device, dtype: torch.dtype, *, task: TaskConfig,
                texts: list[str] | None = None) -> RawBatch:
     """One batch's tensors, as the task reads them; `texts`: the text features to use instead of the items'
@@ -156,6 +169,14 @@ def load_batch(cache: Path, items: list[CacheItem], device: torch.device, dtype:
     if audio is not None and any(store.AUDIO_LOSS_WEIGHT in e for e in entries):
         audio_weight = torch.stack([e.get(store.AUDIO_LOSS_WEIGHT, torch.ones(e[store.AUDIO].shape[1]))
                                     for e in entries]).to(device=device, dtype=torch.float32)
+    reference_video = (stack(store.REFERENCE_VIDEO, dtype, "reference video latents")
+                       if task.video.generated and task.video.find("reference") else None)
+    reference_audio = (stack(store.REFERENCE_AUDIO, dtype, "reference audio latents")
+                       if task.audio.generated and task.audio.find("reference") else None)
+    video_mask = (stack(store.VIDEO_CONDITION_MASK, torch.float32, "video masks")
+                  if task.video.generated and task.video.find("mask") else None)
+    audio_mask = (stack(store.AUDIO_CONDITION_MASK, torch.float32, "audio masks")
+                  if task.audio.generated and task.audio.find("mask") else None)
     return RawBatch(
         video=video,
         audio=audio,
@@ -165,12 +186,8 @@ def load_batch(cache: Path, items: list[CacheItem], device: torch.device, dtype:
                      if any(i.loss_weight != 1 for i in items) else None),
         video_weight=video_weight,
         audio_weight=audio_weight,
-        reference_video=(stack(store.REFERENCE_VIDEO, dtype, "reference video latents")
-                         if task.video.generated and task.video.find("reference") else None),
-        reference_audio=(stack(store.REFERENCE_AUDIO, dtype, "reference audio latents")
-                         if task.audio.generated and task.audio.find("reference") else None),
-        video_condition_mask=(stack(store.VIDEO_CONDITION_MASK, torch.float32, "video masks")
-                              if task.video.generated and task.video.find("mask") else None),
-        audio_condition_mask=(stack(store.AUDIO_CONDITION_MASK, torch.float32, "audio masks")
-                              if task.audio.generated and task.audio.find("mask") else None),
+        reference_video=reference_video,
+        reference_audio=reference_audio,
+        video_condition_mask=video_mask,
+        audio_condition_mask=audio_mask,
     )
