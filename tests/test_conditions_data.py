@@ -138,10 +138,13 @@ def test_condition_masks_are_cached_on_the_latent_grid_as_the_official_preproces
     ]
     src = _rows(folder / "in.jsonl", rows)
     task = {"video": {"conditions": [{"type": "mask"}]}, "audio": {"conditions": [{"type": "mask"}]}}
-    res = run_cli("preprocess", _config(tmp_path, tiny_checkpoint, tiny_gemma, src, "96x64x17", task))
+    cfg = _config(tmp_path, tiny_checkpoint, tiny_gemma, src, "96x64x17", task)
+    why = ["mask.png is 96x64, not the clip's aspect ratio", "no video_mask in its row"]
+    res = run_cli("dataset", "scan", src, "-o", tmp_path / "dataset.jsonl", "--buckets", "96x64x17", "--task", cfg)
+    assert res.code == 0 and "2 used, 2 skipped" in res.out and all(w in res.out for w in why), res.out
+    res = run_cli("preprocess", cfg)  # the same verdicts as the scan with the config's task
     assert res.code == 0, res.err
-    assert "used 2 clips" in res.out and "mask.png is 96x64, not the clip's aspect ratio" in res.out, res.out
-    assert "no video_mask in its row" in res.out, res.out
+    assert "used 2 clips" in res.out and all(w in res.out for w in why), res.out
 
     entries = _entries(tmp_path / "cache")
     image_mask = entries["walk_96x64_24fps.mp4"]["video_condition_mask"]
