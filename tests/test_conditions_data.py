@@ -200,13 +200,13 @@ def test_audio_only_task_takes_sound_files_and_clips_sound_without_any_video(
     assert batch.video is None and batch.audio.shape == (2, 8, steps["rain.wav"], 16)
 
 
-def _judge(rows: list[tuple[Path, dict[str, Path]]], task: str | None, buckets: str = "96x64x17"):
+def _judge(rows: list[tuple[Path, dict[str, Path]]], task: str | None, buckets: str = "96x64x17", **kw):
     from ltx_lora.bucket_spec import parse_buckets
     from ltx_lora.data.probe import probe
     from ltx_lora.data.usable import Candidate, judge_clips
 
     clips = [Candidate(media, probe(media), "a caption", None, paths) for media, paths in rows]
-    return judge_clips(clips, parse_buckets(buckets), task=resolve_task(task) if task else None)
+    return judge_clips(clips, parse_buckets(buckets), task=resolve_task(task) if task else None, **kw)
 
 
 def test_sound_pairs_are_found_and_checked_by_the_one_judge(tmp_path, synthetic_clips):
@@ -233,6 +233,13 @@ def test_sound_pairs_are_found_and_checked_by_the_one_judge(tmp_path, synthetic_
     # without a task every file a row names is checked
     [missing] = _judge([(drift, {"video_mask": tmp_path / "gone.png"})], None)
     assert "its video_mask" in missing.skip_reason and "gone.png does not exist" in missing.skip_reason
+    # an explicit audio file replaces the clip's sound: a silent clip with one trains even with missing_audio skip
+    bounce = synthetic_clips / "bounce_128x128_30fps.mp4"
+    silent, dubbed, short_dub = _judge(
+        [(bounce, {}), (bounce.with_name("orbit_64x96_25fps.mp4"), {"audio": long}), (walk, {"audio": short})],
+        "t2av", skip_without_audio=True)
+    assert silent.skip_group == "no audio" and dubbed.status == "used" and dubbed.sources == {"audio": long}
+    assert "short.wav is 0.30 s long" in short_dub.skip_reason
     # a reference the bucket cannot halve is refused with what to do
     task = resolve_task("v2v_ic")
     task.video.conditions[0].downscale = 2
