@@ -265,3 +265,20 @@ def test_a_cache_made_for_another_task_is_refused_in_one_sentence(tmp_path):
             check_cache_for_task(tmp_path, Manifest({}, [item]), resolve_task(task))
         with pytest.raises(UserError, match="has no (reference|video masks|audio latents)"):
             load_batch(tmp_path, [item], CPU, torch.float32, task=resolve_task(task))
+
+
+def test_a_folder_of_official_reference_pairs_scans_without_a_dataset_file(tmp_path, synthetic_clips):
+    folder = tmp_path / "clips"
+    for name in ("walk_96x64_24fps", "orbit_64x96_25fps"):
+        (folder / f"{name}.mp4").parent.mkdir(exist_ok=True)
+        (folder / f"{name}.mp4").write_bytes((synthetic_clips / f"{name}.mp4").read_bytes())
+        (folder / f"{name}.txt").write_text((synthetic_clips / f"{name}.txt").read_text())
+    # compute_reference.py's naming: clip_reference.mp4 beside clip.mp4
+    write_clip(folder / "walk_96x64_24fps_reference.mp4", ClipSpec("", 96, 64, 24, 2.0, None, None), random.Random(7))
+    res = run_cli("dataset", "scan", folder, "-o", tmp_path / "d.jsonl", "--buckets", "96x64x17", "--task", "v2v_ic")
+    assert res.code == 0, res.err
+    assert "Scanned 2 media files" in res.out and "1 used, 1 skipped" in res.out, res.out
+    assert "orbit_64x96_25fps.mp4: no reference_video in its row" in res.out, res.out
+    [row] = read_dataset(tmp_path / "d.jsonl").entries
+    assert row.video == "clips/walk_96x64_24fps.mp4"
+    assert row.fields["reference_video"] == "clips/walk_96x64_24fps_reference.mp4"
