@@ -61,6 +61,7 @@ def _child(args: argparse.Namespace) -> dict:
         attention_mask_or_none,
         can_compile,
         compile_blocks,
+        set_recomputed_blocks,
         uncompile_blocks,
         use_sdpa_attention,
     )
@@ -124,6 +125,8 @@ def _child(args: argparse.Namespace) -> dict:
     offload = HostOffload(connectors, device) if plan.text_connectors_on_host else None
     opt = build_optimizer(params, TrainConfig())
     model.set_gradient_checkpointing(True)
+    set_recomputed_blocks(model, plan.blocks - plan.kept_blocks if plan.kept_blocks else None)
+    row["kept_blocks"] = plan.kept_blocks
     use_sdpa_attention(model)
     compiled = args.compile == "on" or (args.compile == "auto" and can_compile(device)[0])
     if compiled:

@@ -156,6 +156,10 @@ class TrainConfig(Section):
     compile: Literal["auto", "on", "off"] = Field(
         "auto", description="torch.compile each transformer block: auto = on a GPU with triton; falls back to eager "
                             "with one log line if compiling fails.")
+    cuda_graphs: Literal["auto", "off"] = Field(
+        "auto", description="Replay each step's forward and backward as a CUDA graph (captured once per bucket "
+                            "shape): auto = with one process on a GPU and no block swap; a capture failure falls back "
+                            "to the plain step with one log line. Removes the host's launch overhead (bench/README.md).")
     timestep_sampling: Literal["shifted_logit_normal", "uniform"] = "shifted_logit_normal"
     first_frame_conditioning_p: float = Field(
         0.1, ge=0, le=1, description="Probability that a clip's first frame is given as clean conditioning (default 0.1; 0.5 in i2v mode, as the official i2v config).")

@@ -11,6 +11,8 @@ How:
   and backward.
 - The first call for an input signature (shapes, dtypes, which inputs are present) runs the step eagerly: it is a
   real step (and compiles the blocks for that shape); then it captures the graph. Later calls copy and replay.
+  That eager step allocates from the graphs' pool, so a second bucket's first step does not need its activations'
+  room twice.
 - LoRA gradients live in fixed buffers (`p.grad` is set to them, zeroed when the caller set it to None): the
   captured backward adds into them, as eager backward does, so accumulation and `zero_grad` keep their meaning.
 - One memory pool for all graphs: only one runs at a time and each call's outputs are copied out at once.
@@ -134,7 +136,7 @@ class StepGraphs:
         self._attach_grads()
         entry = self.graphs.get(spec)
         if entry is None:
-            loss = self._body(flat, spec)  # a real step; compiles the blocks for this shape
+            loss = self._warm_up(flat, spec)  # a real step; compiles the blocks for this shape
             if not self.failed:
                 self._capture(spec, flat)
             return loss
@@ -145,14 +147,44 @@ class StepGraphs:
         return LossParts(total=entry.loss.total.clone(), video=entry.loss.video.clone(),
                          audio=None if entry.loss.audio is None else entry.loss.audio.clone())
 
+    def _warm_up(self, flat: list[torch.Tensor], spec) -> LossParts:
+        """The step run eagerly on the capture stream, its memory taken from the graphs' pool (as torch's
+        cudagraph trees warm up): a new bucket's first step reuses the room the other graphs' temporaries have
+        there instead of needing as much again beside it."""
+        if self._pool is None:
+            self._pool = torch.cuda.graph_pool_handle()
+            self._stream = torch.cuda.Stream()
+        device = torch.cuda.current_device()
+        current = torch.cuda.current_stream()
+        self._stream.wait_stream(current)
+        with torch.cuda.stream(self._stream):
+            torch._C._cuda_beginAllocateCurrentStreamToPool(device, self._pool)
+            try:
+                loss = self._body(flat, spec)
+            finally:
+                torch._C._cuda_endAllocateToPool(device, self._pool)
+                torch._C._cuda_releasePool(device, self._pool)
+        current.wait_stream(self._stream)
+        return loss
+
+    def release(self) -> None:
+        """Drop the graphs, their pool and the gradient buffers (e.g. before validation sampling needs the room);
+        the next call captures again."""
+        self.graphs.clear()
+        self._pool = None
+        if self._grads is not None:
+            for p, g in zip(self.params, self._grads, strict=True):
+                if p.grad is g:
+                    p.grad = None
+            self._grads = None
+        torch.cuda.synchronize()
+        torch.cuda.empty_cache()
+
     def _capture(self, spec, flat: list[torch.Tensor]) -> None:
         try:
             torch.cuda.synchronize()
             static = [t.detach().clone() for t in flat]
-            torch.cuda.empty_cache()  # the eager step's cached blocks: the graph's pool needs the room
-            if self._pool is None:
-                self._pool = torch.cuda.graph_pool_handle()
-                self._stream = torch.cuda.Stream()
+            torch.cuda.empty_cache()  # cached blocks of the regular pool: the graph's pool may need the room
             graph = torch.cuda.CUDAGraph()
             # capture records kernels without running them: the gradients are left as the eager step made them
             with torch.cuda.graph(graph, pool=self._pool, stream=self._stream):
