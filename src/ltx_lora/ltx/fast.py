@@ -121,8 +121,8 @@ def set_recomputed_blocks(transformer: torch.nn.Module, recompute: int | None) -
     the others keep them (None: every block recomputes, ltx-core's behaviour). Applies while ltx-core's own
     switch (`set_gradient_checkpointing`) is on and the model is training.
 
-    Replaces ltx-core's block loop on this instance: same calls, but checkpointing without saving and restoring
-    the RNG state (the blocks draw no random numbers; the RNG state cannot be read during CUDA-graph capture)."""
+    Replaces ltx-core's block loop on this instance with the same calls. The RNG state is saved and restored around
+    a recompute as ltx-core's loop does (it matters with LoRA dropout), except while a CUDA graph is captured."""
     from torch.utils.checkpoint import checkpoint
 
     transformer._recomputed_blocks = recompute
@@ -130,10 +130,11 @@ def set_recomputed_blocks(transformer: torch.nn.Module, recompute: int | None) -
     def process_blocks(self, video, audio, perturbations):
         on = self._enable_gradient_checkpointing and self.training and torch.is_grad_enabled()
         n = len(self.transformer_blocks) if self._recomputed_blocks is None else self._recomputed_blocks
+        preserve = not (torch.cuda.is_available() and torch.cuda.is_current_stream_capturing())
         for i, block in enumerate(self.transformer_blocks):
             if on and i < n:
                 video, audio = checkpoint(block, video, audio, perturbations, use_reentrant=False,
-                                          preserve_rng_state=False)
+                                          preserve_rng_state=preserve)
             else:
                 video, audio = block(video=video, audio=audio, perturbations=perturbations)
         return video, audio

@@ -11,8 +11,7 @@ How:
   and backward.
 - The first call for an input signature (shapes, dtypes, which inputs are present) runs the step eagerly: it is a
   real step (and compiles the blocks for that shape); then it captures the graph. Later calls copy and replay.
-  That eager step allocates from the graphs' pool, so a second bucket's first step does not need its activations'
-  room twice.
+  A later bucket's eager step allocates from the graphs' pool, so it does not need its activations' room twice.
 - LoRA gradients live in fixed buffers (`p.grad` is set to them, zeroed when the caller set it to None): the
   captured backward adds into them, as eager backward does, so accumulation and `zero_grad` keep their meaning.
 - One memory pool for all graphs: only one runs at a time and each call's outputs are copied out at once.
@@ -148,12 +147,15 @@ class StepGraphs:
                          audio=None if entry.loss.audio is None else entry.loss.audio.clone())
 
     def _warm_up(self, flat: list[torch.Tensor], spec) -> LossParts:
-        """The step run eagerly on the capture stream, its memory taken from the graphs' pool (as torch's
-        cudagraph trees warm up): a new bucket's first step reuses the room the other graphs' temporaries have
-        there instead of needing as much again beside it."""
+        """The step run eagerly. Once graphs exist, on the capture stream with its memory taken from the graphs'
+        pool (as torch's cudagraph trees warm up): a new bucket's first step then reuses the room the other graphs'
+        temporaries have there instead of needing as much again beside it. The first bucket's warm-up runs plainly
+        (the pool is empty then; this is the path measured on the H200)."""
         if self._pool is None:
             self._pool = torch.cuda.graph_pool_handle()
             self._stream = torch.cuda.Stream()
+        if not self.graphs:
+            return self._body(flat, spec)
         device = torch.cuda.current_device()
         current = torch.cuda.current_stream()
         self._stream.wait_stream(current)
