@@ -46,7 +46,6 @@ from ltx_lora.train.optim import build_optimizer, set_lr
 from ltx_lora.train.step import NonFiniteLoss, forward_backward
 from ltx_lora.train.timesteps import SigmaSampler
 
-
 # Fingerprint keys added later: what a training checkpoint written before them was trained with.
 _FINGERPRINT_DEFAULTS = {"variant": "lora", "rslora": False}
 
