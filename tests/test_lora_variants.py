@@ -204,3 +204,18 @@ def test_alpha_convert_and_validation_hooks_follow_comfyuis_rules(tiny_checkpoin
     with attach_lora(holder, {"q": read_lora_file(path)[stem.removeprefix("diffusion_model.")]}, 1.0):
         hooked = holder["q"](x)
     assert torch.allclose(hooked - plain, x @ comfy_delta(sd, stem).T, rtol=1e-4, atol=1e-5)
+
+
+def test_lora_options_bench_runs_at_tiny_size(tmp_path):
+    """bench/lora_options.py (the GPU bench of these options) runs end to end on CPU with --tiny."""
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
+    import lora_options
+
+    out = tmp_path / "bench.jsonl"
+    rows = lora_options.main(["--tiny", "--res", "64x64x9", "--options", "lokr,ema", "--steps", "1", "--warmup", "0",
+                              "--out", str(out)])
+    assert [r.get("option") for r in rows[1:]] == ["lokr", "ema"] and all("median_s" in r for r in rows[1:]), rows
+    assert len(out.read_text().splitlines()) == 3
