@@ -153,7 +153,9 @@ class TrainConfig(Section):
     batch_size: int = Field(1, ge=1, description="Clips per step per GPU.")
     gradient_accumulation: int = Field(1, ge=1, description="Micro-batches summed into one optimizer step.")
     learning_rate: float = Field(1e-4, gt=0, description="Peak learning rate (1.0 is usual for prodigy).")
-    optimizer: Optimizer = Field(Optimizer.adamw, description="adamw (fused), adamw8bit (bitsandbytes) or prodigy.")
+    optimizer: Optimizer = Field(Optimizer.adamw, description="adamw (fused), adamw8bit (bitsandbytes' 8-bit "
+                                 "AdamW: 2 bytes of state per LoRA parameter instead of 8; pip install "
+                                 "'ltx-lora[lowvram]') or prodigy.")
     weight_decay: float = Field(0.0, ge=0)
     scheduler: Scheduler = Field(
         Scheduler.linear, description="Learning-rate schedule after warm-up: linear (default; straight "
