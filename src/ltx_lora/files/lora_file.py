@@ -488,6 +488,23 @@ def down_modules(header: SafetensorsHeader) -> dict[str, str]:
     return out
 
 
+def marker_dims(header: SafetensorsHeader, key: str) -> tuple[str, int | None, int]:
+    """(kind, rank or None, in_features) of the module a `down_modules` key marks: a LoRA down (and LoHa's
+    hada_w1_b) is rank x in; a LoKr module's width is the product of its factors' (rank: its split factor's)."""
+    raw, role, _ = split_key(key)
+    shape = tuple(header.tensors[key].shape)
+    if role == "down" or role == "hada_w1_b":
+        return (LOHA if role == "hada_w1_b" else LORA), shape[0], shape[-1]
+    dims = {n: tuple(header.tensors[f"{raw}.{n}"].shape) for n in LYCORIS_TENSORS[LOKR]
+            if f"{raw}.{n}" in header.tensors}
+    width, rank = 1, None
+    for i in ("1", "2"):
+        whole, b = dims.get(f"lokr_w{i}"), dims.get(f"lokr_w{i}_b")
+        width *= whole[-1] if whole else (b[-1] if b else 0)
+        rank = b[0] if b else rank
+    return LOKR, rank, width
+
+
 def first_alpha(path: str | Path, header: SafetensorsHeader) -> float | None:
     """The value of the first `.alpha` tensor in the header (a scalar: reading it loads 2-4 bytes), or None."""
     key = next((k for k in header.tensors if split_key(k)[1] == "alpha"), None)
@@ -599,8 +616,8 @@ def lora_tensors(modules: dict[str, tuple[torch.Tensor, torch.Tensor] | LycorisW
     return out
 
 
-def write_lora(path: str | Path, modules: dict[str, tuple[torch.Tensor, torch.Tensor] | LycorisWeights], *, layout: str = COMFYUI,
-               alphas: dict[str, float] | None = None, metadata: dict[str, str] | None = None) -> Path:
+def write_lora(path: str | Path, modules: dict[str, tuple[torch.Tensor, torch.Tensor] | LycorisWeights], *,
+               layout: str = COMFYUI, alphas: dict[str, float] | None = None, metadata: dict[str, str] | None = None) -> Path:
     """Write `{stem: (down, up)}` as a LoRA file in `layout` (see `lora_tensors`), atomically."""
     return write_lora_tensors(path, lora_tensors(modules, layout=layout, alphas=alphas), metadata)
 

@@ -69,25 +69,42 @@ def _save(tensors: dict[str, torch.Tensor], path: Path, metadata: dict[str, str]
     fsync_file(path)
 
 
+NESTED = "/"  # joins the keys of a nested state dict (bitsandbytes keeps its 8-bit state in one per parameter)
+
+
 def _flatten_optimizer(sd: dict) -> tuple[dict[str, torch.Tensor], dict]:
     tensors, scalars = {}, {}
-    for idx, state in sd["state"].items():
+
+    def walk(prefix: str, state: dict) -> None:
         for k, v in state.items():
-            if isinstance(v, torch.Tensor):
-                tensors[f"optim.{idx}.{k}"] = v
+            if isinstance(v, dict):
+                walk(f"{prefix}{k}{NESTED}", v)
+            elif isinstance(v, torch.Tensor):
+                tensors[f"optim.{prefix}{k}"] = v
             else:
-                scalars[f"{idx}.{k}"] = v
+                scalars[f"{prefix}{k}"] = v
+
+    for idx, state in sd["state"].items():
+        walk(f"{idx}.", state)
     return tensors, {"param_groups": sd["param_groups"], "scalars": scalars}
 
 
 def _unflatten_optimizer(tensors: dict[str, torch.Tensor], info: dict) -> dict:
     state: dict[int, dict] = {}
+
+    def put(idx: str, name: str, v) -> None:
+        *parents, leaf = name.split(NESTED)
+        node = state.setdefault(int(idx), {})
+        for part in parents:
+            node = node.setdefault(part, {})
+        node[leaf] = v
+
     for key, v in tensors.items():
         _, idx, name = key.split(".", 2)
-        state.setdefault(int(idx), {})[name] = v
+        put(idx, name, v)
     for key, v in info["scalars"].items():
         idx, name = key.split(".", 1)
-        state.setdefault(int(idx), {})[name] = v
+        put(idx, name, v)
     return {"state": state, "param_groups": info["param_groups"]}
 
 
