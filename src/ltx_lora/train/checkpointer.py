@@ -65,7 +65,16 @@ class TrainingState:
 
 def _save(tensors: dict[str, torch.Tensor], path: Path, metadata: dict[str, str]) -> None:
     # Written in place: the whole .tmp folder is what is renamed atomically, so the files need no temp names.
-    save_file({k: v.detach().cpu().contiguous() for k, v in tensors.items()}, str(path), metadata=metadata)
+    # safetensors refuses tensors that share memory (bitsandbytes gives every parameter the same quantisation
+    # maps): each is stored as its own copy.
+    out, seen = {}, set()
+    for k, v in tensors.items():
+        v = v.detach().cpu().contiguous()
+        if v.numel() and v.untyped_storage().data_ptr() in seen:
+            v = v.clone()
+        seen.add(v.untyped_storage().data_ptr())
+        out[k] = v
+    save_file(out, str(path), metadata=metadata)
     fsync_file(path)
 
 
