@@ -226,3 +226,22 @@ def test_lora_options_bench_runs_at_tiny_size(tmp_path):
                               "--out", str(out)])
     assert [r.get("option") for r in rows[1:]] == ["lokr", "ema"] and all("median_s" in r for r in rows[1:]), rows
     assert len(out.read_text().splitlines()) == 3
+
+
+@pytest.mark.parametrize("variant, rank", [("lora", 4), ("lokr", 2), ("lokr", 8), ("loha", 4)])
+def test_memory_plan_counts_the_parameters_peft_creates(tiny_checkpoint, variant, rank):
+    """The plan's adapter size (runtime/memory.py) is what peft injects, for each variant and both LoKr layouts."""
+    from ltx_lora.config import parse_config
+    from ltx_lora.ltx.sizes import transformer_size
+    from ltx_lora.runtime.memory import estimate, workload_for_config
+
+    dev = tiny_checkpoint("dev")
+    cfg = parse_config({"lora": {"variant": variant, "rank": rank, "feed_forward": True}})
+    size = transformer_size(loader.read_checkpoint_config(dev))
+    work = workload_for_config(cfg, size)
+    model = loader.load_transformer(dev, "cpu", torch.float32)
+    made = sum(p.numel() for p in inject_lora(model, cfg.lora, seed=0))
+    assert work.adapter_parameters(rank) == made
+    plain = workload_for_config(parse_config({"lora": {"rank": rank, "feed_forward": True}}), size)
+    extra = estimate(size, work, "none", 0)["activations"] - estimate(size, plain, "none", 0)["activations"]
+    assert (extra > 0) == (variant != "lora")  # LoKr / LoHa hold whole fp32 weight changes
