@@ -203,6 +203,13 @@ def test_alpha_convert_and_validation_hooks_follow_comfyuis_rules(tiny_checkpoin
     res = run_cli("lora", "convert", alpha_path, "--to", "diffusers", "-o", tmp_path / "d.safetensors")
     assert_user_error(res, f"{variant} modules", "comfyui or kohya")
 
+    from ltx_lora.lora.verify import verify
+
+    report = verify(path, dev, device="cpu")
+    by = {c.consumer: c for c in report.consumers}
+    assert report.has_effect and by["ComfyUI"].has_effect and by["ComfyUI"].applied == len(modules)
+    assert by["ltx-core"].applied == 0 and by["diffusers"].applied == 0
+
     x = torch.randn(1, 5, 32)
     stem = next(m for m in modules if m.endswith("attn1.to_q"))
     layer = dict(model.named_modules())[stem.removeprefix("diffusion_model.")].base_layer
