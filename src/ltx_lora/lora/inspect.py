@@ -98,7 +98,8 @@ def report_lines(r: LoraReport) -> list[str]:
              f"alpha         {alphas}  -> strength alpha/rank: "
              + ", ".join(f"x{s}" for s in r.scales)]
     if r.folded_alpha is not None:
-        lines.append(f"              trained with alpha {r.folded_alpha:g}, already folded into lora_B (metadata)")
+        into = "lora_B" if set(r.kinds) <= {lora_file.LORA} else "lokr_w1 / hada_w1_b"
+        lines.append(f"              trained with alpha {r.folded_alpha:g}, already folded into {into} (metadata)")
     lines.append("targets")
     for group, g in r.groups.items():
         lines.append(f"  {group:<22} {g['modules']:>4}  {', '.join(g['targets'][:8])}"
