@@ -67,7 +67,7 @@ def _modules(sd: dict[str, torch.Tensor]) -> set[str]:
     return {k.rsplit(".", 1)[0] for k in sd if k.rsplit(".", 1)[1].startswith(("lokr_", "hada_"))}
 
 
-def _config(prepared, tmp_path, name: str, lora: dict, **train) -> object:
+def _config(prepared, tmp_path, name: str, lora: dict, **train) -> object:  # noqa: F811 - pytest fixture
     _, base = prepared
     cfg = {**base, "output_dir": str(tmp_path / name), "lora": lora,
            "train": {**base["train"], "mode": "av", "steps": 2, "scheduler": "constant", **train},
@@ -84,7 +84,7 @@ CASES = [("lokr", 2, "adamw"), ("loha", 128, "adamw8bit")]
 
 
 @pytest.mark.parametrize("variant, rank, optimizer", CASES)
-def test_variant_trains_resumes_exactly_and_exports_what_comfyui_applies(prepared, tmp_path, tiny_checkpoint,
+def test_variant_trains_resumes_exactly_and_exports_what_comfyui_applies(prepared, tmp_path, tiny_checkpoint,  # noqa: F811
                                                                           variant, rank, optimizer):
     if optimizer == "adamw8bit":
         pytest.importorskip("bitsandbytes", reason="the lowvram extra (bitsandbytes) is not installed")
