@@ -15,6 +15,7 @@ words, independently of `files.lora_file`:
 from __future__ import annotations
 
 import shutil
+from pathlib import Path
 
 import pytest
 import torch
@@ -67,7 +68,7 @@ def _modules(sd: dict[str, torch.Tensor]) -> set[str]:
     return {k.rsplit(".", 1)[0] for k in sd if k.rsplit(".", 1)[1].startswith(("lokr_", "hada_"))}
 
 
-def _config(prepared, tmp_path, name: str, lora: dict, **train) -> object:  # noqa: F811 - pytest fixture
+def _config(prepared, tmp_path, name: str, lora: dict, **train) -> Path:  # noqa: F811 - pytest fixture
     _, base = prepared
     cfg = {**base, "output_dir": str(tmp_path / name), "lora": lora,
            "train": {**base["train"], "mode": "av", "steps": 2, "scheduler": "constant", **train},
@@ -224,7 +225,6 @@ def test_alpha_convert_and_validation_hooks_follow_comfyuis_rules(tiny_checkpoin
 def test_lora_options_bench_runs_at_tiny_size(tmp_path):
     """bench/lora_options.py (the GPU bench of these options) runs end to end on CPU with --tiny."""
     import sys
-    from pathlib import Path
 
     sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
     import lora_options
