@@ -236,15 +236,18 @@ def test_lora_options_bench_runs_at_tiny_size(tmp_path):
     assert len(out.read_text().splitlines()) == 3
 
 
-@pytest.mark.parametrize("variant, rank", [("lora", 4), ("lokr", 2), ("lokr", 8), ("loha", 4)])
-def test_memory_plan_counts_the_parameters_peft_creates(tiny_checkpoint, variant, rank):
-    """The plan's adapter size (runtime/memory.py) is what peft injects, for each variant and both LoKr layouts."""
+@pytest.mark.parametrize("variant, rank, factor", [("lora", 4, -1), ("lokr", 2, -1), ("lokr", 8, -1), ("lokr", 2, 2),
+                                                   ("loha", 4, -1)])
+def test_memory_plan_counts_the_parameters_peft_creates(tiny_checkpoint, variant, rank, factor):
+    """The plan's adapter size (runtime/memory.py) is what peft injects, for each variant, both LoKr layouts and a
+    lora.lokr_factor."""
     from ltx_lora.config import parse_config
     from ltx_lora.ltx.sizes import transformer_size
     from ltx_lora.runtime.memory import estimate, workload_for_config
 
     dev = tiny_checkpoint("dev")
-    cfg = parse_config({"lora": {"variant": variant, "rank": rank, "feed_forward": True}})
+    extra_cfg = {"lokr_factor": factor} if variant == "lokr" else {}
+    cfg = parse_config({"lora": {"variant": variant, "rank": rank, "feed_forward": True, **extra_cfg}})
     size = transformer_size(loader.read_checkpoint_config(dev))
     work = workload_for_config(cfg, size)
     model = loader.load_transformer(dev, "cpu", torch.float32)

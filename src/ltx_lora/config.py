@@ -91,12 +91,23 @@ class LoraConfig(Section):
         default_factory=lambda: ["to_k", "to_q", "to_v", "to_out.0"],
         description="Module name patterns; short names match every branch (video, audio, cross-modal attention).")
     feed_forward: bool = Field(False, description="Also adapt the feed-forward layers (more capacity, more memory).")
+    lokr_factor: int = Field(-1, ge=-1, description="lokr only: the width of the smaller Kronecker factor (peft's "
+                             "decompose_factor; e.g. 16 gives 16x16 and 256x256 factors on a 4096 layer); -1 splits "
+                             "each width near its square root (64x64 and 64x64), where rank >= 32 keeps both factors "
+                             "whole and a lower rank splits the second into two rank-r matrices.")
 
     @field_validator("variant")
     @classmethod
     def _supported_variant(cls, v: LoraVariant) -> LoraVariant:
         if v.value in UNSUPPORTED_VARIANTS:
             raise ValueError(UNSUPPORTED_VARIANTS[v.value])
+        return v
+
+    @field_validator("lokr_factor")
+    @classmethod
+    def _factor(cls, v: int) -> int:
+        if v == 0:
+            raise ValueError("lora.lokr_factor must be -1 (near the square root) or a width >= 1.")
         return v
 
     @model_validator(mode="after")

@@ -85,11 +85,12 @@ class TransformerSize:
                      if any(name == t or name.endswith("." + t) for t in targets))
 
 
-def lokr_factorization(dim: int) -> tuple[int, int]:
-    """How peft's LoKr splits a layer width into its two Kronecker factors' widths (its own function)."""
+def lokr_factorization(dim: int, factor: int = -1) -> tuple[int, int]:
+    """How peft's LoKr splits a layer width into its two Kronecker factors' widths (its own function; `factor`:
+    lora.lokr_factor, -1 = near the square root)."""
     from peft.tuners.lokr.layer import factorization
 
-    return factorization(dim, -1)
+    return factorization(dim, factor)
 
 
 def transformer_size(cfg: dict[str, Any]) -> TransformerSize:

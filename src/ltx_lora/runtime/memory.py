@@ -62,6 +62,7 @@ class Workload:
     variant: str = "lora"  # lora.variant: lokr / loha count their own parameters and their weight changes
     target_shapes: tuple[tuple[int, int], ...] = ()  # (in, out) of the targeted linears of one block (lokr / loha)
     blocks: int = 0
+    lokr_factor: int = -1
 
     def adapter_parameters(self, rank: int) -> int:
         """Trainable parameters at `rank`: LoRA r * (in + out) per layer; LoHa twice that (two pairs); LoKr peft's
@@ -73,7 +74,8 @@ class Workload:
         else:
             per_block = 0
             for i, o in self.target_shapes:
-                (in_m, in_n), (out_l, out_k) = lokr_factorization(i), lokr_factorization(o)
+                in_m, in_n = lokr_factorization(i, self.lokr_factor)
+                out_l, out_k = lokr_factorization(o, self.lokr_factor)
                 w2 = out_k * in_n if rank >= max(out_k, in_n) / 2 else rank * (out_k + in_n)
                 per_block += out_l * in_m + w2
         return per_block * self.blocks
@@ -221,7 +223,7 @@ def workload_for_config(cfg: Config, size: TransformerSize) -> Workload:
                     lora_per_rank=size.lora_elements_per_rank(cfg.lora.targets),
                     optimizer=cfg.train.optimizer.value, gradient_checkpointing=cfg.train.gradient_checkpointing,
                     variant=cfg.lora.variant.value, target_shapes=size.target_shapes(cfg.lora.targets),
-                    blocks=size.blocks)
+                    blocks=size.blocks, lokr_factor=cfg.lora.lokr_factor)
 
 
 def device_budget(device: torch.device) -> tuple[float | None, str]:

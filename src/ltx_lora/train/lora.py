@@ -40,7 +40,7 @@ def peft_config(cfg: LoraConfig):
     rank dropout (rows of the weight change dropped while training)."""
     common = {"r": cfg.rank, "alpha": cfg.effective_alpha, "rank_dropout": cfg.dropout, "target_modules": cfg.targets}
     if cfg.variant == LoraVariant.lokr:
-        return LoKrConfig(**common)
+        return LoKrConfig(**common, decompose_factor=cfg.lokr_factor)
     if cfg.variant == LoraVariant.loha:
         return LoHaConfig(**common)
     return PeftLoraConfig(r=cfg.rank, lora_alpha=cfg.effective_alpha, lora_dropout=cfg.dropout,

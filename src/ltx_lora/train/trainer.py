@@ -47,7 +47,7 @@ from ltx_lora.train.step import NonFiniteLoss, forward_backward
 from ltx_lora.train.timesteps import SigmaSampler
 
 # Fingerprint keys added later: what a training checkpoint written before them was trained with.
-_FINGERPRINT_DEFAULTS = {"variant": "lora", "rslora": False}
+_FINGERPRINT_DEFAULTS = {"variant": "lora", "rslora": False, "lokr_factor": -1}
 
 class TrainingFailed(RuntimeError):
     """Training cannot go on (e.g. a non-finite loss); the last good checkpoint is kept."""
