@@ -48,7 +48,7 @@ from ltx_lora.train.checkpointer import (
 )
 from ltx_lora.train.ema import LoraEma
 from ltx_lora.train.graphed import StepGraphs, can_graph
-from ltx_lora.train.lora import export_comfy, inject_lora, lora_parameters
+from ltx_lora.train.lora import TRAINABLE_PREFIXES, export_adapter, inject_lora, lora_parameters
 from ltx_lora.train.metrics import MetricsLogger, require_logging_packages
 from ltx_lora.train.objective import LatentBatch
 from ltx_lora.train.optim import build_optimizer, set_lr
@@ -56,7 +56,7 @@ from ltx_lora.train.step import NonFiniteLoss, forward_backward
 from ltx_lora.train.timesteps import SigmaSampler
 
 # Fingerprint keys added later: what a training checkpoint written before them was trained with.
-_FINGERPRINT_DEFAULTS = {"variant": "lora", "rslora": False}
+_FINGERPRINT_DEFAULTS = {"variant": "lora", "rslora": False, "lokr_factor": -1}
 
 class TrainingFailed(RuntimeError):
     """Training cannot go on (e.g. a non-finite loss); the last good checkpoint is kept."""
@@ -211,8 +211,9 @@ class Trainer:
         start = self._restore(resume, params, optimizer, order, gen, ema)
 
         n_params = sum(p.numel() for p in trainable)
-        self.console.print(f"training {n_params / 1e6:.2f} M LoRA parameters ({len(trainable) // 2} layers, rank "
-                           f"{run.lora.rank}) on {self.device} for steps {start + 1}..{self.total_steps}, "
+        layers = len({n.split(f".{p}")[0] for n in params for p in TRAINABLE_PREFIXES if f".{p}" in n})
+        self.console.print(f"training {n_params / 1e6:.2f} M {run.lora.variant.value} parameters ({layers} layers, "
+                           f"rank {run.lora.rank}) on {self.device} for steps {start + 1}..{self.total_steps}, "
                            f"task {task_name(cfg.task)}, {len(manifest.items)} cached clips")
         if self.dist.active:
             self.console.print(f"{self.dist.world_size} processes, {cfg.distributed.strategy}: global batch "
@@ -416,8 +417,7 @@ class Trainer:
                                   data_position=order.position(),
                                   meta={**self.run.resume_fingerprint(), "batch_size": self.cfg.train.batch_size,
                                         "world_size": self.dist.world_size}, ema=ema_full)
-            lora = export_comfy(transformer, self.run.lora.rank, self.run.lora.effective_alpha, params=lora_full,
-                                rslora=self.run.lora.rslora)
+            lora = export_adapter(transformer, self.run.lora, params=lora_full)
             ema_lora = self._ema_lora(transformer, ema_full, step, manifest) if ema is not None else None
             try:
                 path = save_training_checkpoint(self.run_dir, state, lora, self._lora_metadata(step, manifest),
@@ -437,8 +437,7 @@ class Trainer:
                   manifest: Manifest) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
         """The EMA LoRA file's tensors (the same layout and strength as the LoRA's) and metadata (+ ema_decay)."""
         ema_cfg = self.cfg.train.ema
-        tensors = export_comfy(transformer, self.run.lora.rank, self.run.lora.effective_alpha, params=ema_full,
-                               rslora=self.run.lora.rslora)
+        tensors = export_adapter(transformer, self.run.lora, params=ema_full)
         meta = {**self._lora_metadata(step, manifest), "ema_decay": str(ema_cfg.decay),
                 "ema_start_step": str(ema_cfg.start_step)}
         return tensors, meta
@@ -448,8 +447,7 @@ class Trainer:
         full = parallel.full_lora(lora_parameters(transformer))  # a collective under FSDP: every rank gathers
         ema_full = ema.full() if ema is not None else None
         if self.dist.is_main:
-            lora = export_comfy(transformer, self.run.lora.rank, self.run.lora.effective_alpha, params=full,
-                                rslora=self.run.lora.rslora)
+            lora = export_adapter(transformer, self.run.lora, params=full)
             write_lora_tensors(out, lora, self._lora_metadata(step, manifest))
             if ema_full is not None:
                 write_lora_tensors(self.run_dir / "lora_ema.safetensors", *self._ema_lora(transformer, ema_full, step,
