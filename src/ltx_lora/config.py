@@ -56,27 +56,38 @@ class LoraVariant(str, Enum):
     loha = "loha"
 
 
-# Variants named in the config but not trained yet: why, in one sentence each (see train/lora.py).
+# Variants named in the config but not trained: why, in one sentence each (see train/lora.py). DoRA: peft's
+# DoRA scales each output row of W + s*B@A to its trained magnitude; ComfyUI's `weight_decompose` (comfy/weight_adapter/
+# base.py) normalises each input column for a (1, in) `dora_scale`, and for an (out, 1) one divides each row by the
+# *base* weight's norm (an open ComfyUI pull request, #15458, would change that to the adapted weight's): no file
+# applies in ComfyUI as trained, today and after that change alike.
 UNSUPPORTED_VARIANTS = {
-    "dora": "lora.variant dora is not supported: peft's DoRA normalises each output row of the weight, ComfyUI's "
-            "weight_decompose each input column, so no file ComfyUI applies reproduces what was trained; use lora.",
-    "lokr": "lora.variant lokr is not supported yet (its export and the LoRA tools are not done); use lora.",
-    "loha": "lora.variant loha is not supported yet (its export and the LoRA tools are not done); use lora.",
+    "dora": "lora.variant dora is not supported: ComfyUI applies a DoRA file's magnitudes per input column, or per "
+            "output row divided by the base weight's norm instead of the adapted one's, so no file it loads "
+            "reproduces what peft's DoRA trains; use lora, lokr or loha.",
 }
 
 
 class LoraConfig(Section):
-    variant: LoraVariant = Field(LoraVariant.lora, description="Adapter kind: lora (plain low-rank). dora, lokr "
-                                 "and loha are refused for now (each with the reason).")
+    variant: LoraVariant = Field(LoraVariant.lora, description="Adapter kind: lora (plain low-rank B @ A), lokr "
+                                 "(Kronecker product kron(w1, w2), LyCORIS LoKr) or loha (Hadamard product of two "
+                                 "low-rank pairs, LyCORIS LoHa); all export in the layout ComfyUI applies. dora is "
+                                 "refused with the reason (ComfyUI does not apply it as trained).")
     rslora: bool = Field(False, description="Rank-stabilised LoRA: scale alpha / sqrt(rank) instead of alpha / rank "
-                                            "(peft's use_rslora); the export folds the scale in as always.")
+                                            "(peft's use_rslora; variant lora only); the export folds the scale in "
+                                            "as always.")
     rank: int = Field(32, ge=1, le=1024, description="LoRA rank. 32 to start, 64+ for multi-concept LoRAs.")
     alpha: float | None = Field(None, description="LoRA alpha; null means equal to rank (scale 1.0).")
-    dropout: float = Field(0.0, ge=0.0, lt=1.0, description="Dropout on the LoRA path.")
+    dropout: float = Field(0.0, ge=0.0, lt=1.0, description="Dropout on the LoRA path (lokr / loha: rank dropout, "
+                           "rows of the weight change dropped while training).")
     target_modules: list[str] = Field(
         default_factory=lambda: ["to_k", "to_q", "to_v", "to_out.0"],
         description="Module name patterns; short names match every branch (video, audio, cross-modal attention).")
     feed_forward: bool = Field(False, description="Also adapt the feed-forward layers (more capacity, more memory).")
+    lokr_factor: int = Field(-1, ge=-1, description="lokr only: the width of the smaller Kronecker factor (peft's "
+                             "decompose_factor; e.g. 16 gives 16x16 and 256x256 factors on a 4096 layer); -1 splits "
+                             "each width near its square root (64x64 and 64x64), where rank >= 32 keeps both factors "
+                             "whole and a lower rank splits the second into two rank-r matrices.")
 
     @field_validator("variant")
     @classmethod
@@ -84,6 +95,20 @@ class LoraConfig(Section):
         if v.value in UNSUPPORTED_VARIANTS:
             raise ValueError(UNSUPPORTED_VARIANTS[v.value])
         return v
+
+    @field_validator("lokr_factor")
+    @classmethod
+    def _factor(cls, v: int) -> int:
+        if v == 0:
+            raise ValueError("lora.lokr_factor must be -1 (near the square root) or a width >= 1.")
+        return v
+
+    @model_validator(mode="after")
+    def _rslora_is_for_lora(self) -> LoraConfig:
+        if self.rslora and self.variant != LoraVariant.lora:
+            raise ValueError(f"lora.rslora applies to variant lora only (peft's {self.variant.value} scales by "
+                             "alpha / rank); set lora.rslora: false or lora.variant: lora.")
+        return self
 
     @property
     def effective_alpha(self) -> float:
@@ -131,7 +156,9 @@ class TrainConfig(Section):
     batch_size: int = Field(1, ge=1, description="Clips per step per GPU.")
     gradient_accumulation: int = Field(1, ge=1, description="Micro-batches summed into one optimizer step.")
     learning_rate: float = Field(1e-4, gt=0, description="Peak learning rate (1.0 is usual for prodigy).")
-    optimizer: Optimizer = Field(Optimizer.adamw, description="adamw (fused), adamw8bit (bitsandbytes) or prodigy.")
+    optimizer: Optimizer = Field(Optimizer.adamw, description="adamw (fused), adamw8bit (bitsandbytes' 8-bit "
+                                 "AdamW: 2 bytes of state per LoRA parameter instead of 8; pip install "
+                                 "'ltx-lora[lowvram]') or prodigy.")
     weight_decay: float = Field(0.0, ge=0)
     scheduler: Scheduler = Field(
         Scheduler.linear, description="Learning-rate schedule after warm-up: linear (default; straight "
@@ -148,6 +175,10 @@ class TrainConfig(Section):
     compile: Literal["auto", "on", "off"] = Field(
         "auto", description="torch.compile each transformer block: auto = on a GPU with triton; falls back to eager "
                             "with one log line if compiling fails.")
+    cuda_graphs: Literal["auto", "off"] = Field(
+        "auto", description="Replay each step's forward and backward as a CUDA graph (captured once per bucket "
+                            "shape): auto = with one process on a GPU and no block swap; a capture failure falls back "
+                            "to the plain step with one log line. Removes the host's launch overhead (bench/README.md).")
     timestep_sampling: Literal["shifted_logit_normal", "uniform"] = "shifted_logit_normal"
     audio_loss_weight: float = Field(1.0, ge=0, description="Weight of the audio loss when video and audio are both "
                                      "generated (1.0 = the official recipe's plain sum).")

@@ -127,7 +127,7 @@ class Run:
         cfg = self.config
         return {"checkpoint": cfg.model.checkpoint, "task": self.task.model_dump(mode="json"), "rank": self.lora.rank,
                 "alpha": self.lora.effective_alpha, "targets": self.lora.targets, "seed": cfg.train.seed,
-                "variant": self.lora.variant.value, "rslora": self.lora.rslora,
+                "variant": self.lora.variant.value, "rslora": self.lora.rslora, "lokr_factor": self.lora.lokr_factor,
                 "gradient_accumulation": cfg.train.gradient_accumulation, "token_budget": cfg.data.token_budget,
                 "cache_dir": cfg.data.cache_dir}
 
@@ -153,6 +153,7 @@ class Run:
                             "expected_peak_gib": self.plan.expected_peak_gib, "budget_gib": self.plan.budget_gib,
                             "budget_from": self.plan.budget_from, "notes": list(self.plan.notes)},
             "lora": {"variant": self.lora.variant.value, "rslora": self.lora.rslora, "scale": self.lora.scale,
+                     "lokr_factor": self.lora.lokr_factor,
                      "rank": self.lora.rank, "alpha": self.lora.effective_alpha, "dropout": self.lora.dropout,
                      "targets": self.lora.targets},
             "steps": self.steps, "device": str(self.device), "dtype": str(self.dtype).removeprefix("torch."),
