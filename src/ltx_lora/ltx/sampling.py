@@ -131,6 +131,12 @@ class SampleRequest:
         return first + list(self.video_conditions)
 
 
+def audio_steps(frames: int, fps: float) -> int:
+    """Audio latent steps of a sample of `frames` video frames at `fps` (25 per second, as ltx-core sizes them)."""
+    pixel = VideoPixelShape(batch=1, frames=frames, height=32, width=32, fps=fps)
+    return AudioLatentShape.from_video_pixel_shape(pixel).frames
+
+
 def _perturbation(*kinds: PerturbationType, blocks: list[int] | None) -> BatchedPerturbationConfig:
     return BatchedPerturbationConfig([PerturbationConfig([Perturbation(type=k, blocks=blocks) for k in kinds])])
 
