@@ -608,3 +608,58 @@ def test_trigger_in_validation_prompts_is_encoded_and_sampled_expanded(tmp_path,
     cfg["data"]["trigger_word"] = ""
     path.write_text(yaml.safe_dump(cfg))
     assert_user_error(run_cli("preprocess", path), "[trigger]", "trigger_word")
+
+
+# --- conditioning inputs of validation prompts -------------------------------------------------------------------
+
+
+def test_sampler_keeps_every_kind_of_condition_and_a_given_modality(tiny_checkpoint):
+    """Through ltx-core's parts: a prefix, a suffix and a masked box come out exactly as given; a reference changes
+    the sample but not its shape; a given sound (a2v) or video (v2a) comes back as given, the other modality
+    sampled; a sound-only sample has no video; audio prefix and reference likewise."""
+    from ltx_lora.ltx.loader import load_transformer
+    from ltx_lora.ltx.sampling import (
+        Guidance,
+        LatentAt,
+        Masked,
+        Prompt,
+        Reference,
+        SampleRequest,
+        sample_latents,
+        sigma_schedule,
+    )
+
+    t = load_transformer(tiny_checkpoint("dev"), dtype=torch.float32)
+    g = torch.Generator().manual_seed(0)
+    pos = Prompt(torch.randn(1, 256, 32, generator=g), torch.randn(1, 256, 16, generator=g),
+                 torch.ones(1, 256, dtype=torch.int64))
+    neg = Prompt(torch.randn(1, 256, 32, generator=g), torch.randn(1, 256, 16, generator=g),
+                 torch.ones(1, 256, dtype=torch.int64))
+    guide = Guidance(cfg=4.0, stg=1.0, stg_blocks=[1], rescale=0.7, modality=3.0)
+    cpu = torch.device("cpu")
+
+    def run(**kw):
+        req = SampleRequest(width=64, height=64, frames=25, fps=24.0, seed=3, sigmas=sigma_schedule(2),
+                            video_guidance=guide, audio_guidance=guide, **kw)
+        return sample_latents(t, req, pos, neg, device=cpu, dtype=torch.float32)
+
+    video = torch.randn(1, 128, 4, 2, 2, generator=g)  # 25 frames -> 4 latent frames of 2x2
+    box = torch.zeros(4, 2, 2)
+    box[:, 0, :] = 1  # the top row of cells is given
+    v, a = run(video_conditions=[LatentAt(video[:, :, :2], 0), LatentAt(video[:, :, -1:], 3)])
+    assert torch.equal(v[:, :, :2], video[:, :, :2]) and torch.equal(v[:, :, 3:], video[:, :, 3:])
+    assert not torch.equal(v[:, :, 2], video[:, :, 2]) and a.shape == (1, 8, 26, 16)
+    v, _ = run(video_conditions=[Masked(video, box)])
+    assert torch.equal(v[:, :, :, 0], video[:, :, :, 0]) and not torch.equal(v[:, :, :, 1], video[:, :, :, 1])
+    plain, _ = run()
+    ref = torch.randn(1, 128, 2, 1, 1, generator=g)  # downscale 2, temporal scale 2: 13 frames of 32x32
+    v, _ = run(video_conditions=[Reference(ref, downscale=2, temporal_scale=2)])
+    assert v.shape == plain.shape and not torch.equal(v, plain)  # the reference is seen, not returned
+
+    sound = torch.randn(1, 8, 26, 16, generator=g)
+    v, a = run(audio_given=sound)  # a2v: the sound is clean throughout and comes back as given
+    assert torch.equal(a, sound) and v.shape == plain.shape and not torch.equal(v, plain)
+    v, a = run(video_given=video, with_video=False)  # v2a
+    assert torch.equal(v, video) and a.shape == (1, 8, 26, 16)
+    v, a = run(with_video=False, audio_conditions=[LatentAt(sound[:, :, :5], 0), Reference(sound[:, :, :10])])
+    assert v is None and torch.equal(a[:, :, :5], sound[:, :, :5]) and not torch.equal(a[:, :, 5:], sound[:, :, 5:])
