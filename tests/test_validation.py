@@ -635,31 +635,81 @@ def test_sampler_keeps_every_kind_of_condition_and_a_given_modality(tiny_checkpo
                  torch.ones(1, 256, dtype=torch.int64))
     neg = Prompt(torch.randn(1, 256, 32, generator=g), torch.randn(1, 256, 16, generator=g),
                  torch.ones(1, 256, dtype=torch.int64))
-    guide = Guidance(cfg=4.0, stg=1.0, stg_blocks=[1], rescale=0.7, modality=3.0)
+    guide = Guidance(cfg=2.0)  # one guidance pass keeps it quick; every pass runs in the test above
     cpu = torch.device("cpu")
 
     def run(**kw):
-        req = SampleRequest(width=64, height=64, frames=25, fps=24.0, seed=3, sigmas=sigma_schedule(2),
+        req = SampleRequest(width=64, height=64, frames=17, fps=24.0, seed=3, sigmas=sigma_schedule(2),
                             video_guidance=guide, audio_guidance=guide, **kw)
         return sample_latents(t, req, pos, neg, device=cpu, dtype=torch.float32)
 
-    video = torch.randn(1, 128, 4, 2, 2, generator=g)  # 25 frames -> 4 latent frames of 2x2
-    box = torch.zeros(4, 2, 2)
-    box[:, 0, :] = 1  # the top row of cells is given
-    v, a = run(video_conditions=[LatentAt(video[:, :, :2], 0), LatentAt(video[:, :, -1:], 3)])
-    assert torch.equal(v[:, :, :2], video[:, :, :2]) and torch.equal(v[:, :, 3:], video[:, :, 3:])
-    assert not torch.equal(v[:, :, 2], video[:, :, 2]) and a.shape == (1, 8, 26, 16)
-    v, _ = run(video_conditions=[Masked(video, box)])
-    assert torch.equal(v[:, :, :, 0], video[:, :, :, 0]) and not torch.equal(v[:, :, :, 1], video[:, :, :, 1])
+    video = torch.randn(1, 128, 3, 2, 2, generator=g)  # 17 frames -> 3 latent frames of 2x2
+    top = torch.zeros(3, 2, 2)
+    top[:, 0, :] = 1  # the top row of cells is given
+    v, a = run(video_conditions=[LatentAt(video[:, :, :1], 0), LatentAt(video[:, :, -1:], 2), Masked(video, top)])
+    assert torch.equal(v[:, :, 0], video[:, :, 0]) and torch.equal(v[:, :, 2], video[:, :, 2])  # prefix, suffix
+    assert torch.equal(v[:, :, 1, 0], video[:, :, 1, 0]) and not torch.equal(v[:, :, 1, 1], video[:, :, 1, 1])
+    assert a.shape == (1, 8, 18, 16)
     plain, _ = run()
-    ref = torch.randn(1, 128, 2, 1, 1, generator=g)  # downscale 2, temporal scale 2: 13 frames of 32x32
+    ref = torch.randn(1, 128, 2, 1, 1, generator=g)  # downscale 2, temporal scale 2: 9 frames of 32x32
     v, _ = run(video_conditions=[Reference(ref, downscale=2, temporal_scale=2)])
     assert v.shape == plain.shape and not torch.equal(v, plain)  # the reference is seen, not returned
 
-    sound = torch.randn(1, 8, 26, 16, generator=g)
+    sound = torch.randn(1, 8, 18, 16, generator=g)
     v, a = run(audio_given=sound)  # a2v: the sound is clean throughout and comes back as given
     assert torch.equal(a, sound) and v.shape == plain.shape and not torch.equal(v, plain)
     v, a = run(video_given=video, with_video=False)  # v2a
-    assert torch.equal(v, video) and a.shape == (1, 8, 26, 16)
+    assert torch.equal(v, video) and a.shape == (1, 8, 18, 16)
     v, a = run(with_video=False, audio_conditions=[LatentAt(sound[:, :, :5], 0), Reference(sound[:, :, :10])])
     assert v is None and torch.equal(a[:, :, :5], sound[:, :, :5]) and not torch.equal(a[:, :, 5:], sound[:, :, 5:])
+
+
+IC_TASK = {"video": {"conditions": [{"type": "reference", "downscale": 2}, {"type": "first_frame", "probability": 0.2}]},
+           "audio": {"conditions": [{"type": "reference"}]}}
+
+
+@pytest.fixture(scope="module")
+def conditioned(prepared, synthetic_clips, tmp_path_factory):
+    """`validate` (base model, 2 steps) of two tasks whose prompts carry inputs: an audio-video IC-LoRA task (a
+    first image, a reference clip at half size, a reference sound) and audio extension (a sound to continue, and a
+    text-only prompt beside it): sound-only samples."""
+    _, cfg = prepared
+    root = tmp_path_factory.mktemp("conditioned")
+    quick = {"stg_scale": 0.0, "modality_scale": 1.0}
+    clip = str(synthetic_clips / "walk_96x64_24fps.mp4")
+    ic = {**cfg, "task": IC_TASK}
+    ic_path = write(root, "ic", ic, **quick, prompts=[{"prompt": PROMPTS[0], "image": "still_96x64.png",
+                                                        "reference_video": clip, "reference_audio": clip}])
+    text = ic_path.read_text().replace("image: still_96x64.png", f"image: {synthetic_clips / 'still_96x64.png'}")
+    ic_path.write_text(text)
+    res_ic = run_cli("validate", ic_path, "--out", root / "ic-out")
+    extend = write(root, "extend", {**cfg, "task": "audio_extend"}, **quick,
+                   prompts=[{"prompt": PROMPTS[0], "audio": clip}, PROMPTS[1]])
+    res_extend = run_cli("validate", extend, "--out", root / "extend-out")
+    return root, res_ic, res_extend
+
+
+def test_validation_prompts_carry_their_inputs_into_samples_and_records(conditioned, synthetic_clips):
+    root, res_ic, res_extend = conditioned
+    assert res_ic.code == 0, res_ic.err
+    assert res_extend.code == 0, res_extend.err
+    rec = json.loads((root / "ic-out/samples/base/p0.json").read_text())
+    shown = {i["name"]: i for i in rec["inputs"]}
+    assert set(shown) == {"image", "reference_video", "reference_audio"}
+    assert shown["reference_video"]["source"] == str(synthetic_clips / "walk_96x64_24fps.mp4")
+    with av.open(str(root / "ic-out" / shown["reference_video"]["file"])) as c:  # the clip as the model got it
+        s = c.streams.video[0]
+        assert (s.codec_context.width, s.codec_context.height, s.frames) == (32, 32, 9)  # half size (downscale 2)
+    assert Image.open(root / "ic-out" / shown["image"]["file"]).size == (64, 64)
+    assert (root / "ic-out" / shown["reference_audio"]["file"]).suffix == ".wav"
+    media = decode(root / "ic-out/samples/base/p0.mp4")
+    assert media["frames"].shape == (9, 64, 64, 3) and media["rate"] == 48000
+    # audio extension: sound-only samples, a WAV and its picture; the text-only prompt has no inputs
+    for i in (0, 1):
+        rec = json.loads((root / f"extend-out/samples/base/p{i}.json").read_text())
+        assert set(rec["files"]) == {"audio", "contact_sheet", "record"} and "video" not in rec["health"]["metrics"]
+        with av.open(str(root / "extend-out" / rec["files"]["audio"])) as c:
+            a = c.streams.audio[0]
+            assert a.codec_context.sample_rate == 48000 and 0.3 < float(c.duration / 1e6) < 0.45
+        assert [x["name"] for x in rec["inputs"]] == (["audio"] if i == 0 else [])
+    assert not list((root / "extend-out/samples/base").glob("*.mp4"))
