@@ -713,3 +713,44 @@ def test_validation_prompts_carry_their_inputs_into_samples_and_records(conditio
             assert a.codec_context.sample_rate == 48000 and 0.3 < float(c.duration / 1e6) < 0.45
         assert [x["name"] for x in rec["inputs"]] == (["audio"] if i == 0 else [])
     assert not list((root / "extend-out/samples/base").glob("*.mp4"))
+
+
+# Every <audio> once its metadata loaded or failed, and where each prompt's inputs sit.
+_INPUTS_PROBE = {
+    "audios": """Promise.all(Array.from(document.querySelectorAll('audio')).map(a => new Promise(done => {
+        const out = () => done({src: a.getAttribute('src'), readyState: a.readyState, error: a.error && a.error.code,
+                                duration: a.duration});
+        if (a.readyState >= 1 || a.error) return out();
+        a.addEventListener('loadedmetadata', out, {once: true}); a.addEventListener('error', out, {once: true});
+        setTimeout(out, 20000); })))""",
+    "inputs": """Array.from(document.querySelectorAll('td.prompt .input')).map(d => ({
+        label: d.querySelector('.meta').textContent, inPromptCell: !!d.closest('td.prompt'),
+        right: d.getBoundingClientRect().right,
+        sample: (c => c ? c.getBoundingClientRect().left : null)(d.closest('tr').querySelector('td:not(.prompt)'))}))""",
+}
+
+
+def test_report_shows_each_prompts_inputs_beside_its_samples_in_chromium(conditioned):
+    """In a real browser: the first image, the reference clip and the reference sound sit in the prompt's row,
+    left of its samples, and load; a sound-only sample plays as audio with its waveform and spectrogram."""
+    from browser import APT_HINT, find_chromium, load_page
+
+    if find_chromium() is None:
+        pytest.skip(f"no Chromium: {APT_HINT}")
+    root = conditioned[0]
+    page = load_page(root / "ic-out/report.html", width=1280, evaluate=_INPUTS_PROBE)
+    assert page.errors == []
+    inputs = page.values["inputs"]
+    assert [i["label"].split(":")[0] for i in inputs] == ["first frame", "reference video", "reference sound"]
+    assert all(i["inPromptCell"] and i["right"] <= i["sample"] for i in inputs), inputs  # beside, to the left
+    assert len(page.videos) == 2 and all(v["error"] is None and v["readyState"] >= 1 for v in page.videos)
+    assert {v["width"] for v in page.videos} == {64, 32}  # the sample and the half-size reference
+    assert all(i["naturalWidth"] > 0 for i in page.images) and len(page.images) >= 3, page.images
+    audios = page.values["audios"]
+    assert len(audios) == 1 and audios[0]["error"] is None and audios[0]["duration"] > 0.3, audios
+    page = load_page(root / "extend-out/report.html", width=1280, evaluate=_INPUTS_PROBE)
+    assert page.errors == [] and page.videos == []
+    audios = page.values["audios"]  # the given sound and the two sound-only samples
+    assert len(audios) == 3 and all(a["error"] is None and 0.3 < a["duration"] < 0.45 for a in audios), audios
+    sheets = [i for i in page.images if i["alt"].startswith("waveform and spectrogram")]
+    assert len(sheets) == 2 and all(i["naturalWidth"] == 480 for i in sheets), page.images
