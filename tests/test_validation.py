@@ -754,3 +754,34 @@ def test_report_shows_each_prompts_inputs_beside_its_samples_in_chromium(conditi
     assert len(audios) == 3 and all(a["error"] is None and 0.3 < a["duration"] < 0.45 for a in audios), audios
     sheets = [i for i in page.images if i["alt"].startswith("waveform and spectrogram")]
     assert len(sheets) == 2 and all(i["naturalWidth"] == 480 for i in sheets), page.images
+
+
+def test_prompt_inputs_that_do_not_fit_the_task_are_refused_before_anything_loads(prepared, synthetic_clips,
+                                                                                   tmp_path):
+    from ltx_lora.config import parse_config
+    from ltx_lora.errors import UserError
+    from ltx_lora.runtime.run import resolve_run
+    from ltx_lora.sample.validate import check_validation
+
+    _, cfg = prepared
+    clip = str(synthetic_clips / "walk_96x64_24fps.mp4")
+
+    def refused(task, prompts, *needles: str, **validation) -> None:
+        c = parse_config({**cfg, "task": task, "validation": {**cfg["validation"], "prompts": prompts, **validation}})
+        with pytest.raises(UserError) as e:
+            check_validation(resolve_run(c))
+        assert all(n in str(e.value) for n in needles), str(e.value)
+
+    refused("a2v", ["a cat"], "validation prompt 1 needs `audio`", "a2v")
+    refused("v2a", [{"prompt": "a cat", "audio": clip}], "needs `video`", "v2a")
+    refused("t2v", [{"prompt": "a cat", "audio": clip}], "gives audio", "no audio")
+    refused("t2a", [{"prompt": "a cat", "image": clip}], "gives image", "no video")
+    refused("t2av", ["a dog", {"prompt": "a cat", "reference_video": clip}], "validation prompt 2",
+            "no reference condition")
+    refused("v2v_ic", ["a cat"], "needs reference_video")
+    refused("t2av", [{"prompt": "a cat", "video": clip}], "no condition of task.video uses it")
+    refused("video_inpainting", [{"prompt": "a cat", "video": clip}], "no `mask`")
+    refused("i2v", [{"prompt": "a cat", "image": str(tmp_path / "nope.png")}], "does not exist")
+    refused("t2a", ["a cat"], "nothing to sample", audio=False)
+    refused({"video": {"conditions": [{"type": "reference", "downscale": 3}]}, "audio": {"role": "off"}},
+            [{"prompt": "a cat", "reference_video": clip}], "downscale 3", "multiple of 32")
