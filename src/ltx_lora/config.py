@@ -184,8 +184,8 @@ class ValidationSample(Section):
     applied, with the task's settings (prefix length, box, reference downscale), clean for the whole sampling."""
 
     prompt: str = Field(..., description="The prompt (`[trigger]` is replaced by data.trigger_word).")
-    image: str | None = Field(None, description="First frame (an image, or a video's first frame): tasks with a "
-                              "first_frame condition; overrides validation.reference_image for this prompt.")
+    image: str | None = Field(None, description="First frame (an image, or a video's first frame) of a task that "
+                              "generates video; overrides validation.reference_image for this prompt.")
     video: str | None = Field(None, description="The given video, resized and centre-cropped to the validation "
                               "size: v2a (the whole video is given), video extension (its first "
                               "frames are kept: the task's prefix), suffix (its last frames end the sample), "

@@ -12,7 +12,7 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from ltx_lora.config import Config, parse_config
+from ltx_lora.config import Config, ValidationSample, parse_config
 from ltx_lora.errors import UserError
 from ltx_lora.files.atomic import atomic_write
 
@@ -132,8 +132,8 @@ def render_reference() -> str:
              "Generated from `ltx_lora.config` by `python -m ltx_lora.config_template > docs/configuration.md`;",
              "a test fails when this file and the schema differ. `ltx-lora init` writes a commented config.", "",
              "Relative paths in a config file (`model.checkpoint`, `model.text_encoder`, `data.dataset`, "
-             "`data.cache_dir`, `output_dir`, `validation.reference_image`, `validation.preview_distilled_lora`) "
-             "start at the config file's folder, whatever the working directory; media paths in a dataset file "
+             "`data.cache_dir`, `output_dir`, `validation.reference_image`, `validation.preview_distilled_lora`, "
+             "the inputs of `validation.prompts`) start at the config file's folder, whatever the working directory; media paths in a dataset file "
              "start at the dataset file's folder.", ""]
     defaults = Config().model_dump(mode="json")
     for name, field in Config.model_fields.items():
@@ -148,6 +148,10 @@ def render_reference() -> str:
                                      f"{f.description or ''} |")
                     continue
                 lines.append(f"| `{name}.{key}` | `{_scalar(defaults[name][key])}` | {sub.description or ''} |")
+                if (name, key) == ("validation", "prompts"):  # a prompt written as a mapping: its keys
+                    lines += [f"| `validation.prompts[].{k}` | "
+                              f"{'required' if f.is_required() else '`' + _scalar(f.default) + '`'} | "
+                              f"{f.description or ''} |" for k, f in ValidationSample.model_fields.items()]
             lines.append("")
         else:
             lines += [f"## `{name}`", "", f"Default `{_scalar(defaults[name])}`. {field.description or ''}", ""]

@@ -11,6 +11,8 @@ from typing import Any
 
 from rich.console import Console
 
+from ltx_lora.task import TASK_PRESETS, TaskConfig
+
 _console = Console(stderr=True)
 
 # Sections only the official trainer has; ours are model/data/lora/train/memory/checkpoints/validation/logging.
@@ -41,6 +43,89 @@ def _condition(cond: Any, where: str, dropped: list[str]) -> dict | None:
         dropped.append(f"{where}.latents_dir (references come from the dataset's reference_video / "
                        "reference_audio columns)")
     return ours
+
+
+# An official validation condition's media key -> our prompt input (the condition's type decides for `video` /
+# `audio`, which are a reference for `reference` and the given media for every other type).
+_MEDIA_INPUT = {"image_or_video": "image", "mask": "mask"}
+
+
+def _samples(samples: list, task: dict | str, dropped: list[str]) -> list:
+    """Official `validation.samples` as our validation prompts: a sample without conditions is its prompt text; one
+    with conditions is a mapping of the inputs they name. The extent of a prefix / suffix, a crop box and a
+    reference's scale come from our task (samples are conditioned as the LoRA was trained), so where a sample's
+    own value differs it is named in the note."""
+    try:
+        resolved = TaskConfig.model_validate(task) if isinstance(task, dict) else TASK_PRESETS[task][2]
+    except (ValueError, KeyError):
+        resolved = None
+    out: list = []
+    for i, sample in enumerate(samples):
+        where = f"validation.samples[{i}]"
+        if not isinstance(sample, dict) or "prompt" not in sample:
+            dropped.append(f"{where} (no prompt)")
+            continue
+        for key in sample:
+            if key in ("seed", "video_dims"):
+                dropped.append(f"{where}.{key} (one for every validation prompt: validation.seed / "
+                               "validation.resolution)")
+            elif key not in ("prompt", "conditions"):
+                dropped.append(f"{where}.{key}")
+        inputs: dict[str, Any] = {}
+        for j, cond in enumerate(sample.get("conditions") or []):
+            _sample_condition(cond, f"{where}.conditions[{j}]", inputs, resolved, dropped)
+        out.append({"prompt": sample["prompt"], **inputs} if inputs else sample["prompt"])
+    return out
+
+
+def _sample_condition(cond: Any, where: str, inputs: dict, task: TaskConfig | None, dropped: list[str]) -> None:
+    """One condition of an official validation sample into the prompt's inputs (what differs from the task: noted)."""
+    if not isinstance(cond, dict) or "type" not in cond:
+        dropped.append(f"{where} (not a condition mapping)")
+        return
+    kind = cond["type"]
+    for key, value in cond.items():
+        if key == "type" or value is None:
+            continue
+        if key in ("video", "audio"):
+            inputs[f"reference_{key}" if kind == "reference" else key] = value
+        elif key in _MEDIA_INPUT:
+            if kind == "mask" and str(value).endswith(".pt"):
+                dropped.append(f"{where}.mask (a .pt file is pickle, which ltx-lora never reads: give an image or "
+                               "video mask, or for audio a sound whose loud parts mark what is kept)")
+                continue
+            inputs[_MEDIA_INPUT[key]] = value
+        elif key == "include_in_output":
+            dropped.append(f"{where}.include_in_output (the report shows each reference beside its samples)")
+        else:
+            note = _differs(kind, key, value, cond, task)
+            if note:
+                dropped.append(f"{where}.{key}={value} ({note})")
+
+
+def _differs(kind: str, key: str, value: Any, cond: dict, task: TaskConfig | None) -> str | None:
+    """Why an official sample's condition setting is not carried (None when our task's setting is the same)."""
+    modality = "audio" if cond.get("audio") is not None else "video"
+    mine = task.video if task is not None and modality == "video" else task.audio if task is not None else None
+    found = mine.find(kind) if mine is not None else []
+    ours = found[0] if found else None
+    if kind in ("prefix", "suffix") and key in ("num_frames", "duration"):
+        if key == "num_frames":  # pixel frames: a prefix 1 + 8(n - 1), a suffix 8n
+            latent = (int(value) - 1) // 8 + 1 if kind == "prefix" else int(value) // 8
+        else:  # seconds of sound: 25 audio latent steps a second
+            latent = round(float(value) * 25)
+        if ours is not None and ours.frames == latent:
+            return None
+        have = f"{ours.frames} {'latent frames' if modality == 'video' else 'audio steps'}" if ours else "none"
+        return f"samples keep the task's {kind}: {have}"
+    if kind == "spatial_crop" and key == "spatial_region":
+        if ours is not None and list(ours.box) == list(value):
+            return None
+        return f"samples keep the task's box {list(ours.box) if ours else 'none'}"
+    if kind == "reference" and key in ("downscale_factor", "temporal_scale_factor"):
+        have = (ours.downscale if key == "downscale_factor" else ours.temporal_scale) if ours else 1
+        return None if int(value) == have else f"samples use the task's reference {key.split('_')[0]} {have}"
+    return "not an ltx-lora setting"
 
 
 def _task(strategy: dict, dropped: list[str]) -> dict | str:
@@ -118,7 +203,7 @@ def translate_official(data: dict, source: str = "config") -> dict:
         dropped.append("data.preprocessed_data_root (its .pt cache is pickle; run `ltx-lora preprocess` once)")
 
     val = data.get("validation") or {}
-    prompts = list(val.get("prompts") or []) + [s["prompt"] for s in val.get("samples") or [] if "prompt" in s]
+    prompts = list(val.get("prompts") or []) + _samples(val.get("samples") or [], ours["task"], dropped)
     if prompts:
         ours["validation"]["prompts"] = prompts
     if val.get("negative_prompt"):
