@@ -229,92 +229,13 @@ def test_lora_variants_not_trained_are_refused_with_the_reason(variant, reason):
     assert cfg.lora.scale == 8 / 4 and parse_config({"lora": {"rank": 16, "alpha": 8}}).lora.scale == 0.5
 
 
-# The validation samples of the shipped official configs (ltx-trainer 1.2.0 `configs/`), rebuilt: the training
-# strategy's conditions and each sample's conditions as those files have them.
-_FLEX = {
-    "i2v": ({"video": {"conditions": [{"type": "first_frame", "probability": 0.5}]}, "audio": {}},
-            [{"type": "first_frame", "image_or_video": "first.png"}]),
-    "video_extend": ({"video": {"conditions": [{"type": "prefix", "temporal_boundary": 8}]}, "audio": {}},
-                     [{"type": "prefix", "video": "prefix.mp4", "num_frames": 57}]),
-    "video_suffix": ({"video": {"conditions": [{"type": "suffix", "temporal_boundary": 8}]}, "audio": {}},
-                     [{"type": "suffix", "video": "suffix.mp4", "num_frames": 64}]),
-    "video_inpainting": ({"video": {"conditions": [{"type": "mask", "mask_dir": "video_masks"}]}},
-                         [{"type": "mask", "video": "clip.mp4", "mask": "mask.mp4"}]),
-    "video_outpainting": ({"video": {"conditions": [{"type": "spatial_crop", "spatial_region": [0, 0, 288, 576]}]}},
-                          [{"type": "spatial_crop", "video": "clip.mp4", "spatial_region": [0, 0, 288, 576]}]),
-    "audio_extend": ({"audio": {"conditions": [{"type": "prefix", "temporal_boundary": 8}]}},
-                     [{"type": "prefix", "audio": "prefix.wav", "duration": 1.0}]),
-    "audio_suffix": ({"audio": {"conditions": [{"type": "suffix", "temporal_boundary": 8}]}},
-                     [{"type": "suffix", "audio": "suffix.wav", "duration": 1.0}]),
-    "audio_inpainting": ({"audio": {"conditions": [{"type": "mask", "mask_dir": "audio_masks"}]}},
-                         [{"type": "mask", "audio": "sound.wav", "mask": "mask.pt"}]),
-    "a2v": ({"video": {}, "audio": {"is_generated": False}}, [{"type": "audio_to_video", "audio": "sound.wav"}]),
-    "v2a": ({"video": {"is_generated": False}, "audio": {}}, [{"type": "video_to_audio", "video": "clip.mp4"}]),
-    "v2v_ic": ({"video": {"conditions": [{"type": "reference", "latents_dir": "reference_latents"},
-                                         {"type": "first_frame", "probability": 0.2}]}},
-               [{"type": "reference", "video": "ref.mp4", "downscale_factor": 1, "temporal_scale_factor": 1,
-                 "include_in_output": True}]),
-    "a2a_ic": ({"audio": {"conditions": [{"type": "reference", "latents_dir": "reference_audio_latents"}]}},
-               [{"type": "reference", "audio": "ref.wav"}]),
-    "av2av_ic": ({"video": {"conditions": [{"type": "reference", "latents_dir": "reference_latents"}]},
-                  "audio": {"conditions": [{"type": "reference", "latents_dir": "reference_audio_latents"}]}},
-                 [{"type": "reference", "video": "ref.mp4", "downscale_factor": 1, "temporal_scale_factor": 1,
-                   "include_in_output": True}, {"type": "reference", "audio": "ref.wav"}]),
-    "t2a": ({"audio": {}}, []),
-}
-_INPUTS = {  # what each translated sample gives, and what the note must name (nothing else of the sample)
-    "i2v": ({"image": "first.png"}, []), "video_extend": ({"video": "prefix.mp4"}, []),
-    "video_suffix": ({"video": "suffix.mp4"}, []),
-    "video_inpainting": ({"video": "clip.mp4", "mask": "mask.mp4"}, []),
-    "video_outpainting": ({"video": "clip.mp4"}, []),
-    "audio_extend": ({"audio": "prefix.wav"}, ["conditions[0].duration=1.0 (samples keep the task's prefix: 8 "
-                                                "audio steps)"]),
-    "audio_suffix": ({"audio": "suffix.wav"}, ["conditions[0].duration=1.0 (samples keep the task's suffix"]),
-    "audio_inpainting": ({"audio": "sound.wav"}, ["conditions[0].mask (a .pt file is pickle"]),
-    "a2v": ({"audio": "sound.wav"}, []), "v2a": ({"video": "clip.mp4"}, []),
-    "v2v_ic": ({"reference_video": "ref.mp4"}, ["conditions[0].include_in_output (the report shows"]),
-    "a2a_ic": ({"reference_audio": "ref.wav"}, []),
-    "av2av_ic": ({"reference_video": "ref.mp4", "reference_audio": "ref.wav"}, ["include_in_output"]),
-    "t2a": ({}, []),
-}
+def test_task_docs_match_the_presets():
+    from ltx_lora.config_template import render_tasks, task_table
 
-
-@pytest.mark.parametrize("preset", sorted(_FLEX))
-def test_official_validation_samples_become_prompts_with_their_inputs(preset, tmp_path, capsys):
-    """Each shipped config's `validation.samples[].conditions` become the prompt's inputs (paths from the config's
-    folder), fit the translated task (the same check validation runs before loading anything), and what is not
-    carried (a prefix length other than the task's, pickle masks, include_in_output) is named in the note."""
-    from ltx_lora.runtime.run import resolve_sampling
-    from ltx_lora.sample.conditions import check_inputs
-
-    strategy, conditions = _FLEX[preset]
-    blocks = {k: {"is_generated": True, **v} for k, v in strategy.items()}
-    needs_inputs = preset in ("a2v", "v2a", "v2v_ic", "a2a_ic", "av2av_ic")  # every prompt has them there
-    samples = [{"prompt": "a first prompt", "conditions": conditions},
-               {"prompt": "a second", **({"conditions": conditions} if needs_inputs else {})}]
-    data = {"training_strategy": {"name": "flexible", **blocks},
-            "validation": {"samples": samples, "video_dims": [960, 544, 89], "frame_rate": 24.0}}
-    (tmp_path / "official.yaml").write_text(yaml.safe_dump(data))
-    given, noted = _INPUTS[preset]
-    for name in given.values():
-        (tmp_path / name).write_bytes(b"")
-    cfg = load_config(tmp_path / "official.yaml")
-    note = " ".join(capsys.readouterr().err.split())
-    assert task_name(cfg.task) == preset
-    first, second = cfg.validation.prompts
-    assert second == "a second" if not needs_inputs else second.inputs() == first.inputs()
-    if not given:
-        assert first == "a first prompt"
-    else:
-        assert first.prompt == "a first prompt"
-        assert first.inputs() == {k: str(tmp_path / v) for k, v in given.items()}
-    for words in noted:
-        assert words in note, note
-    carried = "validation.samples[0]" in note
-    assert carried == bool(noted), note
-    check = (cfg.validation_samples(), resolve_task(cfg.task), resolve_sampling(cfg.validation), None)
-    if preset == "audio_inpainting":  # the pickle mask is not carried: validation says what to give instead
-        with pytest.raises(UserError, match="no `mask`"):
-            check_inputs(*check)
-    else:
-        check_inputs(*check)
+    root = Path(__file__).resolve().parents[1]
+    assert (root / "docs" / "tasks.md").read_text() == render_tasks(), \
+        "run: python -m ltx_lora.config_template tasks > docs/tasks.md"
+    readme = (root / "README.md").read_text()
+    start = readme.index("<!-- tasks: generated by ltx_lora.config_template.task_table -->\n")
+    end = readme.index("<!-- /tasks -->")
+    assert readme[start:end].split("\n", 1)[1] == task_table()

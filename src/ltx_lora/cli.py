@@ -13,6 +13,7 @@ from rich.markup import escape
 from typer.core import TyperOption
 
 from ltx_lora.errors import UserError
+from ltx_lora.task_catalog import DEFAULT_TASK, TASK_LINES
 
 console = Console(stderr=True)
 console.soft_wrap = not console.is_terminal  # a log (not a terminal) gets whole lines: never wrapped mid-path
@@ -46,19 +47,25 @@ def version() -> None:
     print(__version__)
 
 
-@app.command()
+_TASKS_EPILOG = "Tasks (--task); docs/tasks.md says which official ltx-trainer config each one matches:\n\n" + "\n\n".join(
+    f"[bold]{name}[/]: {escape(line)}" for name, (line, _) in TASK_LINES.items())
+
+
+@app.command(epilog=_TASKS_EPILOG)
 def init(
     config: Path = typer.Argument(..., help="Where to write the new config, e.g. my-lora.yaml."),
+    task: str = typer.Option(DEFAULT_TASK, help="What the LoRA learns (listed below); the config writes its video "
+                             "and audio roles and conditions out, with the official recipe's settings."),
     profile: str = typer.Option("auto", help="Memory profile: auto, 80gb, 48gb, 32gb or 24gb (the guide's GPU tiers)."),
     checkpoint: str = typer.Option("", help="Local path of the LTX-2.3 Dev checkpoint, written into model.checkpoint."),
     text_encoder: str = typer.Option("", help="Local Gemma 3 folder, written into model.text_encoder."),
     force: bool = typer.Option(False, "--force", help="Overwrite an existing file."),
 ) -> None:
-    """Write a commented training config with the guide's recommended settings for your GPU tier."""
+    """Write a commented training config for a task with the recommended settings for your GPU tier."""
     from ltx_lora.config_template import write_config
 
-    path = write_config(config, profile, checkpoint, text_encoder, force)
-    print(f"wrote {path} (profile {profile}); edit the paths, then run: ltx-lora doctor --config {path}")
+    path = write_config(config, profile, checkpoint, text_encoder, force, task=task)
+    print(f"wrote {path} (task {task}, profile {profile}); edit the paths, then run: ltx-lora doctor --config {path}")
 
 
 @app.command()

@@ -292,7 +292,8 @@ class Validator:
             width=s.width, height=s.height, frames=s.frames, fps=s.fps, seed=s.seed,
             sigmas=sigma_schedule(s.steps, distilled=s.preview),
             video_guidance=Guidance(s.cfg, s.stg_scale, s.stg_blocks, s.guidance_rescale, s.modality_scale),
-            audio_guidance=Guidance(s.audio_cfg, s.stg_scale, s.stg_blocks, s.guidance_rescale, s.modality_scale),
+            audio_guidance=Guidance(s.audio_cfg, s.audio_stg_scale, s.stg_blocks, s.guidance_rescale,
+                                    s.audio_modality_scale),
             with_video=task.video.generated, with_audio=task.audio.generated and s.audio and prompt.audio is not None,
             first_frame=given.first_frame, video_given=given.video_given, audio_given=given.audio_given,
             video_conditions=given.video_conditions, audio_conditions=given.audio_conditions)
