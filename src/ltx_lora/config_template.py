@@ -293,10 +293,10 @@ def render_tasks() -> str:
     from ltx_lora.sample import conditions
 
     doc = (conditions.__doc__ or "").strip().splitlines()
-    lines += ["", "## Validation prompts with inputs", "",
-              "A `validation.prompts` entry is a string (text only) or a mapping {prompt, image, video, audio, mask, "
-              "reference_video, reference_audio} (see docs/configuration.md); the report shows each prompt's inputs "
-              "beside its samples.", "", *doc[3:]]
+    intro = ("A `validation.prompts` entry is a string (text only) or a mapping {prompt, image, video, audio, mask, "
+             "reference_video, reference_audio} (see docs/configuration.md); the report shows each prompt's inputs "
+             "beside its samples.")
+    lines += ["", "## Validation prompts with inputs", "", intro, "", *doc[3:]]
     lines += ["", "## A task of your own", "", "```yaml", "task:", "  video:", "    role: generated",
               "    conditions:", "      - {type: prefix, frames: 4, probability: 0.5}",
               "      - {type: first_frame, probability: 0.2}", "  audio:", '    role: "off"   # quoted: YAML reads a bare off '
