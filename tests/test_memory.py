@@ -69,6 +69,23 @@ def test_plan_picks_the_fastest_fitting_format_per_gpu_size(size22b, work960):
     assert peaks == sorted(peaks, reverse=True)
 
 
+def test_plan_prefers_a_bf16_base_and_keeps_blocks_with_the_room_left(size22b, work960):
+    """bf16 wherever it fits: the text connectors go to host memory before the base is quantized (measured to train
+    under a 48 GiB cap on an H200: 42.9 GiB allocated). Room left under the budget keeps whole blocks' activations
+    (those blocks are not recomputed), without leaving the budget; a swapped or unknown budget keeps none."""
+    p48 = choose_plan(48, "t", size22b, work960)
+    assert (p48.quantization, p48.text_connectors_on_host, p48.swapped_blocks) == ("none", True, ())
+    p80, p141 = choose_plan(80, "t", size22b, work960), choose_plan(141, "t", size22b, work960)
+    assert 0 < p80.kept_blocks < 48 and p141.kept_blocks == 48
+    assert f"gradient checkpointing on {48 - p80.kept_blocks} of 48 blocks" in p80.describe()
+    assert "no recompute" in p141.describe()
+    for plan in (p80, p141):
+        assert plan.expected_peak_gib * FRAGMENTATION <= plan.budget_gib
+        assert plan.parts_gib["activations"] > choose_plan(48, "t", size22b, work960).parts_gib["activations"]
+    assert choose_plan(24, "t", size22b, work960).kept_blocks == 0  # swapped blocks are reloaded to recompute
+    assert choose_plan(None, "cpu", size22b, work960).kept_blocks == 0
+
+
 def test_plan_keeps_what_the_config_fixes(size22b, work960):
     assert choose_plan(24, "t", size22b, work960, fp8_checkpoint=True).quantization == "fp8"  # the file, as stored
     # An FP8 file that keeps some linears in bf16 weighs more: more blocks are swapped.

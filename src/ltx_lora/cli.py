@@ -390,6 +390,10 @@ def dataset_scan(
         help="A video too short for every multi-frame bucket gets a shortened one (a listed size, the longest 8k+1 "
         "frame count it fills) by default; with --skip-shorter it goes to a 1-frame bucket if one is listed, else "
         "it is skipped."),
+    task: Optional[str] = typer.Option(
+        None, "--task", help="Judge the clips as this task (a preset of `ltx-lora init --task`) trains: the "
+        "references and masks it needs must be in each row and fit the clip, a task without video takes sound "
+        "files too. Default: check whatever files the rows name."),
 ) -> None:
     """Check every clip and still, assign buckets, and write a dataset file plus an HTML report.
 
@@ -403,7 +407,11 @@ def dataset_scan(
     from ltx_lora.data.dataset_file import check_format, write_dataset
     from ltx_lora.data.report import report_path_for, write_report
     from ltx_lora.data.scan import dataset_entries, scan, summary_lines
+    from ltx_lora.task import TASK_PRESETS, resolve_task
 
+    if task is not None and task not in TASK_PRESETS:
+        raise UserError(f"--task {task} is not a task; use one of {', '.join(TASK_PRESETS)}.")
+    task_config = resolve_task(task) if task else None
     bucket_list = parse_buckets(buckets)
     check_format(output)
     report_path = report_path_for(output)
@@ -412,7 +420,7 @@ def dataset_scan(
     with Progress(*columns, console=console, transient=True) as progress:
         task = progress.add_task("probing", total=None)
         result = scan(source, bucket_list, target_fps=target_fps, allow_shorter=allow_shorter,
-                      on_probe=lambda done, total, path: progress.update(task, completed=done, total=total))
+                      task=task_config, on_probe=lambda done, total, path: progress.update(task, completed=done, total=total))
         thumbs = progress.add_task("report", total=len(result.items))
         rows = result.placed  # used, or waiting for a caption
         if rows:

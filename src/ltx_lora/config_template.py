@@ -33,7 +33,7 @@ PROFILES: dict[str, dict[str, dict[str, Any]]] = {
 PROFILE_NOTES = {
     "auto": "Memory plan chosen at start from the GPU's free memory (shown by `ltx-lora doctor`).",
     "80gb": "H100 80 GB: the plan for 80 GB (bf16 base, no block swap).",
-    "48gb": "48 GB (RTX 6000 Ada/Pro, A6000): the plan for 48 GB (a 1-byte base: bf16 leaves no margin).",
+    "48gb": "48 GB (RTX 6000 Ada/Pro, A6000): the plan for 48 GB (bf16 base, text connectors in host memory).",
     "32gb": "32 GB (RTX 5090): the plan for 32 GB (INT8, or FP8 from the FP8 checkpoint; no block swap).",
     "24gb": "24 GB (RTX 4090, experimental): the plan for 24 GB (1-byte base, blocks streamed from host memory).",
 }

@@ -3,14 +3,18 @@
 `choose_plan` is a pure function of the memory budget, the transformer's sizes, the largest batch the buckets
 make, the LoRA rank and optimizer, and what the config fixes; it returns the fastest plan whose expected peak fits:
 
-  1. bf16 base, no block swap;
+  1. bf16 base, no block swap; then the same with the text connectors kept in host memory (a bf16 base is
+     preferred wherever it fits: quantizing the base costs quality; measured at a 48 GiB cap on an H200, bf16 with
+     the connectors on host trains at 0.87 s/step against 0.81 s for INT8, bench/README.md);
   2. 1-byte base (FP8 for an FP8 checkpoint, as stored; INT8 per-channel from a bf16 checkpoint), no swap;
   3. the same with the fewest blocks swapped to host memory (evenly spread);
   4. the text connectors (2 B parameters, run once per step without gradients) kept in host memory and copied
      to the GPU for that call, again with as few blocks swapped as needed;
   5. the LoRA rank lowered (to 16, then 8), likewise.
 Explicit `memory.quantization` / `memory.block_swap` values are kept as given. Gradient checkpointing is whatever
-the config says (block swap requires it). `plan_for_config` measures the budget (or takes the forced tier) and is
+the config says (block swap requires it). With checkpointing on and no block swap, the room left under the budget
+keeps whole blocks' activations (`kept_blocks`: those blocks are not recomputed in backward; each saves about 1/48
+of the recompute, 4.9 ms a block at 960x544x49 on an H200, for ~1.1 GiB). `plan_for_config` measures the budget (or takes the forced tier) and is
 what both `ltx-lora train` and `ltx-lora doctor` call, so both show the same plan.
 
 The peak estimate counts weights, LoRA parameters + gradients + optimizer state, and activations with whole-block
@@ -39,6 +43,10 @@ from ltx_lora.task import resolve_task
 
 GIB = 2**30
 WORKING_SET_ROWS = 38.0  # one block's recompute + backward, in units of one block-input row (calibrated, see above)
+# a block whose activations are kept, in block-input rows: measured 1.07 GiB a block at 3,570 + 51 tokens (39 rows;
+# H200, bench/results/2026-12-04_h200_graphs_selective_960x544x49.jsonl), with a margin
+KEPT_BLOCK_ROWS = 42.0
+KEPT_MARGIN_GIB = 2.0  # blocks are kept only with the room beyond this (allocator slack under a tight cap)
 FRAGMENTATION = 1.08  # the caching allocator reserves more than it hands out (conservative: a plan must train)
 TIER_GIB = {"80gb": 80, "48gb": 48, "32gb": 32, "24gb": 24}
 TIER_RESERVE_GIB = 1.0  # CUDA context and a display on a forced tier's nominal size
@@ -74,11 +82,15 @@ class Plan:
     parts_gib: dict[str, float] = field(default_factory=dict)
     fits: bool = True
     notes: tuple[str, ...] = ()
+    kept_blocks: int = 0  # blocks whose activations are kept (not recomputed), within gradient checkpointing
 
     def describe(self) -> str:
         weights = {"none": "bf16", "fp8": "FP8", "int8": "INT8"}[self.quantization]
         swap = f"{len(self.swapped_blocks)} of {self.blocks} blocks swapped to host" if self.swapped_blocks else "no block swap"
         ckpt = "gradient checkpointing" if self.gradient_checkpointing else "no gradient checkpointing"
+        if self.gradient_checkpointing and self.kept_blocks:
+            ckpt = (f"gradient checkpointing on {self.blocks - self.kept_blocks} of {self.blocks} blocks" if
+                    self.kept_blocks < self.blocks else "no recompute (every block's activations kept)")
         budget = f"{self.budget_gib:.1f} GiB ({self.budget_from})" if self.budget_gib is not None else self.budget_from
         parts = ", ".join(f"{k} {v:.1f}" for k, v in self.parts_gib.items())
         text = ", text connectors streamed from host" if self.text_connectors_on_host else ""
@@ -155,13 +167,14 @@ def choose_plan(budget_gib: float | None, budget_from: str, size: TransformerSiz
 
     if budget_gib is None:  # no limit known: the config's choices, bf16 where it left the choice
         return make("none" if quantization == "auto" else quantization, swaps[0], False, work.rank, True)
-    # bf16 only unswapped when the choice is ours: a 1-byte base is faster than streaming bf16 blocks.
-    candidates = [(q, s, host) for host in (False, True) for q in quants for s in swaps
+    # bf16 first, with the connectors on host before a 1-byte base; bf16 only unswapped when the choice is ours: a
+    # 1-byte base is faster than streaming bf16 blocks.
+    candidates = [(q, s, host) for q in quants for host in (False, True) for s in swaps
                   if not (q == "none" and s and len(quants) > 1)]
     for rank in ranks:
         for q, s, host in candidates:
             if ok(q, s, host, rank):
-                plan = make(q, s, host, rank, True)
+                plan = _keep_blocks(make(q, s, host, rank, True), size, work)
                 if rank != work.rank:
                     plan = replace(plan, notes=(f"LoRA rank lowered from {work.rank} to {rank} to fit; use "
                                                 "smaller buckets or a bigger GPU to keep it.",))
@@ -169,6 +182,20 @@ def choose_plan(budget_gib: float | None, budget_from: str, size: TransformerSiz
     smallest = make(quants[-1], swaps[-1], True, ranks[-1], False)
     return replace(smallest, notes=("even this plan is expected to exceed the budget: use smaller buckets "
                                     "(data.buckets), batch size 1, or a GPU with more memory.",))
+
+
+def _keep_blocks(plan: Plan, size: TransformerSize, work: Workload) -> Plan:
+    """Spend the room the plan leaves under its budget on blocks that keep their activations (no recompute)."""
+    if plan.budget_gib is None or not plan.gradient_checkpointing or plan.swapped_blocks:
+        return plan
+    row = (work.video_tokens * size.video_dim + work.audio_tokens * size.audio_dim) * 2
+    per_block = row * KEPT_BLOCK_ROWS / GIB
+    room = plan.budget_gib / FRAGMENTATION - plan.expected_peak_gib - KEPT_MARGIN_GIB
+    kept = min(size.blocks, int(room // per_block)) if per_block > 0 and room > 0 else 0
+    if kept <= 0:
+        return plan
+    parts = {**plan.parts_gib, "activations": round(plan.parts_gib["activations"] + kept * per_block, 2)}
+    return replace(plan, kept_blocks=kept, parts_gib=parts, expected_peak_gib=round(sum(parts.values()), 2))
 
 
 # ---------------------------------------------------------------------------------------------------------------

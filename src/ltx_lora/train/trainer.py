@@ -25,7 +25,14 @@ from ltx_lora.errors import UserError
 from ltx_lora.files.atomic import atomic_write
 from ltx_lora.files.lora_file import write_lora_tensors
 from ltx_lora.files.model_files import check_training_base
-from ltx_lora.ltx.fast import attention_mask_or_none, can_compile, compile_blocks, uncompile_blocks, use_sdpa_attention
+from ltx_lora.ltx.fast import (
+    attention_mask_or_none,
+    can_compile,
+    compile_blocks,
+    set_recomputed_blocks,
+    uncompile_blocks,
+    use_sdpa_attention,
+)
 from ltx_lora.ltx.text import run_text_connectors
 from ltx_lora.runtime.models import Models, load_models
 from ltx_lora.runtime.placement import HostOffload, attach_block_swap
@@ -40,13 +47,13 @@ from ltx_lora.train.checkpointer import (
     save_training_checkpoint,
 )
 from ltx_lora.train.ema import LoraEma
+from ltx_lora.train.graphed import StepGraphs, can_graph
 from ltx_lora.train.lora import export_comfy, inject_lora, lora_parameters
 from ltx_lora.train.metrics import MetricsLogger, require_logging_packages
 from ltx_lora.train.objective import LatentBatch
 from ltx_lora.train.optim import build_optimizer, set_lr
 from ltx_lora.train.step import NonFiniteLoss, forward_backward
 from ltx_lora.train.timesteps import SigmaSampler
-
 
 # Fingerprint keys added later: what a training checkpoint written before them was trained with.
 _FINGERPRINT_DEFAULTS = {"variant": "lora", "rslora": False}
@@ -182,6 +189,8 @@ class Trainer:
         self.block_swap = attach_block_swap(transformer, list(plan.swapped_blocks), self.device)
         self.connectors_host = HostOffload(models.text_connectors, self.device) if plan.text_connectors_on_host else None
         transformer.set_gradient_checkpointing(cfg.train.gradient_checkpointing)
+        # blocks the plan keeps activations of (no recompute): the first blocks - kept recompute, as ltx-core would
+        set_recomputed_blocks(transformer, plan.blocks - plan.kept_blocks if plan.kept_blocks else None)
         use_sdpa_attention(transformer)
         self.compiled = self._compile(transformer)
         transformer.train()
@@ -191,6 +200,7 @@ class Trainer:
                                            some_lora_may_idle=not audio_always)
         params = lora_parameters(transformer)
         trainable = list(params.values())
+        self.graphs = self._step_graphs(transformer, trainable, plan)
         optimizer = build_optimizer(trainable, cfg.train)
         order = BatchOrder(manifest.items, cfg.train.batch_size, cfg.train.seed, cfg.data.token_budget,
                            world_size=self.dist.world_size)
@@ -215,6 +225,8 @@ class Trainer:
         def validate_at(done: int) -> None:
             # validation.use_ema: the samples use the EMA weights, swapped in and back (bit for bit) around them
             swap = ema.swapped_in() if ema is not None and cfg.validation.use_ema else contextlib.nullcontext()
+            if self.graphs is not None:  # the graphs' memory goes to sampling; the next step captures again
+                self.graphs.release()
             with metrics.paused() if metrics else contextlib.nullcontext(), swap:
                 records = validate(transformer, done, optimizer)
             if metrics:
@@ -297,6 +309,23 @@ class Trainer:
         compile_blocks(transformer)
         return True
 
+    def _step_graphs(self, transformer, trainable, plan) -> StepGraphs | None:
+        """The step as CUDA graphs (train.cuda_graphs: auto) where one process trains on a GPU without block swap."""
+        if self.cfg.train.cuda_graphs == "off":
+            return None
+        why = can_graph(transformer, self.device, distributed=self.dist.active,
+                        swapped_blocks=len(plan.swapped_blocks))
+        if why:
+            if self.device.type == "cuda":
+                self.console.print(f"note: the step runs without CUDA graphs: {why}.")
+            return None
+
+        def fallback(reason: str) -> None:
+            self.console.print(f"note: capturing the training step as a CUDA graph failed ({reason}); training "
+                               "continues without graphs (slower). Set train.cuda_graphs: off to skip the attempt.")
+
+        return StepGraphs(transformer, trainable, self.dtype, on_fallback=fallback)
+
     def _first_compiled_step(self, models: Models, manifest: Manifest, order: BatchOrder, sampler: SigmaSampler,
                              gen: torch.Generator, optimizer, trainable, step: int) -> tuple[float, float | None]:
         """The first step compiles the blocks; if that fails, undo the step's draws and run it eager."""
@@ -338,7 +367,7 @@ class Trainer:
             # drawn for the whole global batch (the generator advances alike on every rank), this rank's rows kept
             dropped = caption_dropout_draw(len(batch_ids), cfg.train.caption_dropout, gen)
             dropped = dropped[share] or dropped[:1]
-            raw = load_batch(self.cache, items, self.device, self.dtype, with_audio=self.train_audio,
+            raw = load_batch(self.cache, items, self.device, self.dtype, task=self.run.task,
                              texts=text_files(items, dropped, self.empty_prompt))
             on_device = self.connectors_host.on_device() if self.connectors_host else contextlib.nullcontext()
             with torch.no_grad(), on_device:  # the text connectors are frozen: run them, keep no graph
@@ -353,7 +382,7 @@ class Trainer:
                                             first_frame_p=self.first_frame_p, dtype=self.dtype,
                                             audio_loss_weight=cfg.train.audio_loss_weight, loss_scale=weight / accum,
                                             rows=(share.start if weight else 0, len(batch_ids)),
-                                            all_finite=self.dist.all_agree)
+                                            all_finite=self.dist.all_agree, graphs=self.graphs)
             except NonFiniteLoss as e:
                 last = latest_training_checkpoint(self.run_dir)
                 raise TrainingFailed(f"the loss became {e.value} at step {step + 1}; training stopped. "
