@@ -786,3 +786,52 @@ def test_prompt_inputs_that_do_not_fit_the_task_are_refused_before_anything_load
     refused("t2a", ["a cat"], "nothing to sample", audio=False)
     refused({"video": {"conditions": [{"type": "reference", "downscale": 3}]}, "audio": {"role": "off"}},
             [{"prompt": "a cat", "reference_video": clip}], "downscale 3", "multiple of 32")
+
+
+def test_prompt_inputs_become_the_conditions_the_task_trains_with(tiny_checkpoint, synthetic_clips, tmp_path):
+    """The inputs' wiring, with the tiny VAE encoders: an inpainting mask (white top half) keeps the top row of
+    latent cells, as training reduces a video_mask; the task's crop box keeps its cells; a prefix keeps the first
+    latent frames; a sound mask (loud first half) keeps the first audio steps; v2a gives the whole video."""
+    from ltx_lora.config import ValidationSample
+    from ltx_lora.ltx.loader import load_audio_encoder, load_video_encoder
+    from ltx_lora.ltx.sampling import LatentAt, Masked
+    from ltx_lora.runtime.run import SampleSettings
+    from ltx_lora.sample.conditions import InputEncoder
+    from ltx_lora.sample.media import write_wav
+    from ltx_lora.task import TASK_PRESETS, TaskConfig
+
+    settings = SampleSettings(width=64, height=64, frames=17, fps=24.0, steps=2, seed=42, cfg=1.0, audio_cfg=1.0,
+                              stg_scale=0.0, audio_stg_scale=0.0, stg_blocks=[], guidance_rescale=0.0,
+                              modality_scale=1.0, audio_modality_scale=1.0, audio=True, negative_prompt="")
+    ckpt = tiny_checkpoint("dev")
+    video_enc = load_video_encoder(ckpt, dtype=torch.float32)
+    audio_enc = load_audio_encoder(ckpt, dtype=torch.float32)
+    clip = str(synthetic_clips / "walk_96x64_24fps.mp4")
+    mask = np.zeros((64, 64), dtype=np.uint8)
+    mask[:32] = 255
+    Image.fromarray(mask).save(tmp_path / "mask.png")
+    loud = torch.zeros(1, 16000)
+    loud[:, :8000] = 0.9
+    write_wav(tmp_path / "mask.wav", loud, 16000)
+
+    def encode(task: TaskConfig, **inputs):
+        enc = InputEncoder(task, settings, video_enc, audio_enc, tmp_path / "inputs")
+        return enc.encode(0, ValidationSample(prompt="p", **inputs), None)
+
+    inpaint = encode(TASK_PRESETS["video_inpainting"][2], video=clip, mask=str(tmp_path / "mask.png"))
+    (item,) = inpaint.video_conditions
+    assert isinstance(item, Masked) and item.latent.shape == (1, 128, 3, 2, 2)
+    assert item.mask[:, 0].eq(1).all() and item.mask[:, 1].eq(0).all()
+    assert [s["name"] for s in inpaint.shown] == ["video", "mask"]
+    crop = TaskConfig.model_validate({"video": {"conditions": [{"type": "spatial_crop", "box": [0, 32, 64, 64]}]},
+                                      "audio": {"role": "off"}})
+    (item,) = encode(crop, video=clip).video_conditions
+    assert item.mask[:, :, 1].eq(1).all() and item.mask[:, :, 0].eq(0).all()  # the right column of cells
+    (prefix,) = encode(TASK_PRESETS["video_extend"][2], video=clip).video_conditions
+    assert isinstance(prefix, LatentAt) and prefix.index == 0 and prefix.latent.shape[2] == 3  # 8 > 3: all of it
+    sound = encode(TASK_PRESETS["audio_inpainting"][2], audio=clip, mask=str(tmp_path / "mask.wav"))
+    (item,) = sound.audio_conditions
+    steps = item.mask.shape[0]
+    assert item.latent.shape[2] == steps and item.mask[: steps // 2 - 1].eq(1).all() and item.mask[-2:].eq(0).all()
+    v2a = encode(TASK_PRESETS["v2a"][2], video=clip)
+    assert v2a.video_given.shape == (1, 128, 3, 2, 2) and not v2a.video_conditions

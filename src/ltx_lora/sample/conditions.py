@@ -10,10 +10,10 @@ sample is conditioned the way the LoRA was trained:
 | `video` | video `condition` (v2a) | the whole video, clean at sigma 0 throughout |
 | `video` | video `prefix` / `suffix` | its first / last N latent frames kept at the start / end |
 | `video` | video `spatial_crop` | the task's pixel box kept on every frame |
-| `video` + `mask` | video `mask` | white (> 0.5 on the latent grid) kept, black generated |
+| `video` + `mask` | video `mask` | white (> 0.5 on the latent grid, reduced as training reduces a `video_mask`) kept |
 | `reference_video` | video `reference` | encoded at 1/downscale size (and 1/temporal_scale frame groups), appended |
 | `audio` | audio `condition` (a2v) | the whole sound, clean at sigma 0 throughout |
-| `audio` | audio `prefix` / `suffix` / `mask` | as for video, on the 25-per-second audio steps |
+| `audio` (+ `mask`) | audio `prefix` / `suffix` / `mask` | as for video, on the 25-per-second audio steps |
 | `reference_audio` | audio `reference` | appended on its own audio grid |
 
 A video input spans the sample from its start: its first F frames at the validation size and rate (F of the
@@ -26,9 +26,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 
 from ltx_lora.config import ValidationSample
+from ltx_lora.data.condition_mask import audio_mask_to_latent, video_mask_to_latent
 from ltx_lora.data.decode import AUDIO_RATE, read_audio, read_clip, read_image
 from ltx_lora.data.probe import IMAGE_EXTENSIONS
 from ltx_lora.errors import UserError
@@ -148,25 +148,6 @@ def _sound(path: str, s: SampleSettings, what: str) -> torch.Tensor:
     return wave
 
 
-def reduce_video_mask(pixels: torch.Tensor) -> torch.Tensor:
-    """A pixel mask [F, H, W] in [0, 1] -> [F', H/32, W/32] of 0/1 on the latent grid, as the official trainer's
-    validation does: the mean of each 32x32 cell, the maximum over each group of 8 frames, then > 0.5."""
-    f, h, w = pixels.shape
-    cells = F.avg_pool2d(pixels.unsqueeze(1).float(), SPATIAL).squeeze(1)
-    latent_frames = (f - 1) // TEMPORAL + 1
-    pad = (-f) % TEMPORAL
-    cells = F.pad(cells, (0, 0, 0, 0, 0, pad))
-    grouped = cells.reshape(-1, TEMPORAL, h // SPATIAL, w // SPATIAL).amax(dim=1)[:latent_frames]
-    return (grouped > 0.5).float()
-
-
-def reduce_audio_mask(wave: torch.Tensor, steps: int) -> torch.Tensor:
-    """An audio mask (loud = kept) [C, N] -> [steps] of 0/1: its mono amplitude envelope, nearest-resampled to the
-    audio latent steps, > 0.5 (the official trainer's reading of a .wav mask)."""
-    env = wave.abs().mean(dim=0)
-    return (F.interpolate(env[None, None], size=steps, mode="nearest")[0, 0] > 0.5).float()
-
-
 def box_mask(box: tuple[int, int, int, int], latent_frames: int, height: int, width: int) -> torch.Tensor:
     """The pixel box (top, left, bottom, right) on the latent grid [F', H', W'], 1 inside (cells by floor division,
     as the official trainer maps it)."""
@@ -223,7 +204,7 @@ class InputEncoder:
                     out.video_conditions.append(Masked(latent, mask))
                 if v.find("mask") and sample.mask:
                     pixels = (_video_frames(sample.mask, s, s.frames, s.width, s.height, "mask") + 1).mean(0) / 2
-                    out.video_conditions.append(Masked(latent, reduce_video_mask(pixels)))
+                    out.video_conditions.append(Masked(latent, video_mask_to_latent(pixels, latent_frames)))
                     self._show_video(out, index, "mask", sample.mask, pixels.unsqueeze(0).expand(3, -1, -1, -1) * 2 - 1)
         if sample.reference_video:
             ref = task.video.find("reference")[0]
@@ -247,7 +228,7 @@ class InputEncoder:
                     k = min(suffix[0].frames, latent.shape[2])
                     out.audio_conditions.append(LatentAt(latent[:, :, -k:], latent.shape[2] - k))
                 if a.find("mask") and sample.mask and not task.video.find("mask"):
-                    mask = reduce_audio_mask(_sound(sample.mask, s, "mask"), latent.shape[2])
+                    mask = audio_mask_to_latent(_sound(sample.mask, s, "mask"), latent.shape[2])
                     out.audio_conditions.append(Masked(latent, mask))
         if sample.reference_audio:
             wave = _sound(sample.reference_audio, s, "reference_audio")
