@@ -14,7 +14,7 @@ import difflib
 import os
 from enum import Enum
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, ClassVar, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -210,10 +210,40 @@ class CheckpointConfig(Section):
                                   "kept); null keeps every one (the official keep_last_n: -1).")
 
 
+class ValidationSample(Section):
+    """One validation prompt with the inputs it is conditioned on (paths start at the config file's folder). Which
+    inputs a sample needs follows from the task: every condition of the task whose input the sample gives is
+    applied, with the task's settings (prefix length, box, reference downscale), clean for the whole sampling."""
+
+    prompt: str = Field(..., description="The prompt (`[trigger]` is replaced by data.trigger_word).")
+    image: str | None = Field(None, description="First frame (an image, or a video's first frame) of a task that "
+                              "generates video; overrides validation.reference_image for this prompt.")
+    video: str | None = Field(None, description="The given video, resized and centre-cropped to the validation "
+                              "size: v2a (the whole video is given), video extension (its first "
+                              "frames are kept: the task's prefix), suffix (its last frames end the sample), "
+                              "inpainting (with `mask`) and outpainting (the task's box is kept).")
+    audio: str | None = Field(None, description="The given sound (an audio file or a video's track): a2v (the "
+                              "whole sound is given), audio extension / suffix (its first / last steps are kept), "
+                              "audio inpainting (with `mask`).")
+    mask: str | None = Field(None, description="Inpainting: white (> 0.5) is kept from `video` / `audio`, black is "
+                             "generated; an image or video for video, an audio file (its loudness) for audio.")
+    reference_video: str | None = Field(None, description="IC-LoRA: the reference clip, encoded at the task's "
+                                        "reference downscale and joined to the sequence.")
+    reference_audio: str | None = Field(None, description="IC-LoRA: the reference sound (or a video's track).")
+
+    INPUTS: ClassVar[tuple[str, ...]] = ("image", "video", "audio", "mask", "reference_video", "reference_audio")
+
+    def inputs(self) -> dict[str, str]:
+        """The conditioning inputs given, by name."""
+        return {k: getattr(self, k) for k in self.INPUTS if getattr(self, k)}
+
+
 class ValidationConfig(Section):
-    prompts: list[str] = Field(default_factory=list, description="2-3 fixed prompts, the same for every checkpoint. "
-                               "`[trigger]` is replaced by data.trigger_word; a prompt without it is used as written "
-                               "(the trigger is not prepended as it is to captions).")
+    prompts: list[str | ValidationSample] = Field(
+        default_factory=list, description="2-3 fixed prompts, the same for every checkpoint. `[trigger]` is replaced "
+        "by data.trigger_word; a prompt without it is used as written (the trigger is not prepended as it is to "
+        "captions). A prompt with conditioning inputs is a mapping {prompt, image, video, audio, mask, "
+        "reference_video, reference_audio} (which ones follow from the task: see docs/tasks.md).")
     negative_prompt: str = Field("worst quality, inconsistent motion, blurry, jittery, distorted",
                                  description="Negative prompt for classifier-free guidance (cached by preprocess).")
     every: int | None = Field(250, ge=1, description="Validate every N steps (and at step 0 and the end); null disables.")
@@ -290,12 +320,17 @@ class Config(Section):
         default_factory=DistributedConfig, description="Several GPUs: how the model is spread (global batch = "
         "train.batch_size x GPUs x train.gradient_accumulation).")
 
+    def validation_samples(self) -> list[ValidationSample]:
+        """validation.prompts as samples (a plain string is a sample without inputs), prompts as written."""
+        return [ValidationSample(prompt=p) if isinstance(p, str) else p for p in self.validation.prompts]
+
     def validation_prompts(self) -> list[str]:
-        """validation.prompts as encoded by preprocess and looked up by validation: `[trigger]` expanded."""
-        if not self.data.trigger_word.strip() and any(TRIGGER in p for p in self.validation.prompts):
+        """validation.prompts' texts as encoded by preprocess and looked up by validation: `[trigger]` expanded."""
+        texts = [s.prompt for s in self.validation_samples()]
+        if not self.data.trigger_word.strip() and any(TRIGGER in p for p in texts):
             raise UserError(f"validation.prompts uses {TRIGGER} but data.trigger_word is empty; set the trigger word "
                             "or write it into the prompt.")
-        return [expand_trigger(p, self.data.trigger_word) for p in self.validation.prompts]
+        return [expand_trigger(p, self.data.trigger_word) for p in texts]
 
     @field_validator("output_dir")
     @classmethod
@@ -325,6 +360,20 @@ def _did_you_mean(model: type[BaseModel], loc: tuple[Any, ...]) -> str:
         cls = field.annotation
     close = difflib.get_close_matches(str(loc[-1]), list(cls.model_fields), n=1, cutoff=0.5)
     return f" (did you mean '{close[0]}'?)" if close else f" (valid keys: {', '.join(cls.model_fields)})"
+
+
+# pydantic names the branch of a union in an error's location; a validation prompt is a string or a mapping.
+_UNION_TAGS = ("str", "ValidationSample")
+
+
+def _first_error(e: ValidationError) -> dict:
+    """The error to report: for a validation prompt written as a mapping, the mapping's error, not that it is not
+    a string."""
+    errors = e.errors()
+    for err in errors:
+        if "ValidationSample" in err["loc"]:
+            return err
+    return errors[0]
 
 
 def parse_config(data: Any, source: str = "config") -> Config:
@@ -362,11 +411,13 @@ def _check_task(task: Any, source: str) -> None:
 def _raise_first(e: ValidationError, source: str, model: type[BaseModel], prefix: tuple = ()) -> None:
     """The first problem of a validation as one UserError sentence naming the key (`prefix`: where `model` sits
     in the config)."""
-    err = e.errors()[0]
-    loc = tuple(err["loc"])
+    err = _first_error(e)
+    loc = tuple(p for p in err["loc"] if p not in _UNION_TAGS)
     key = ".".join(str(p) for p in prefix + loc) or "(top level)"
     if err["type"] == "extra_forbidden":
-        raise UserError(f"{source}: unknown key '{key}'{_did_you_mean(model, loc)}.") from None
+        hint = (_did_you_mean(ValidationSample, loc[-1:]) if "ValidationSample" in err["loc"]
+                else _did_you_mean(model, loc))
+        raise UserError(f"{source}: unknown key '{key}'{hint}.") from None
     msg = err["msg"].rstrip(".")
     raise UserError(f"{source}: '{key}' is invalid: {msg}; got {err.get('input')!r}.") from None
 
@@ -397,8 +448,8 @@ PATH_KEYS: tuple[tuple[str | None, str], ...] = (
 
 
 def resolve_paths(cfg: Config, folder: Path) -> Config:
-    """Make each relative path of `cfg` (see PATH_KEYS) start at `folder`, the config file's: that is what a
-    relative path in a config file means. Absolute paths, `~` paths and unset ones ("" or null) stay as written."""
+    """Make each relative path of `cfg` (see PATH_KEYS, and the inputs of validation prompts) start at `folder`, the
+    config file's: that is what a relative path in a config file means. Absolute paths, `~` paths and unset ones ("" or null) stay as written."""
     folder = Path(os.path.abspath(folder))
     for section, key in PATH_KEYS:
         owner = getattr(cfg, section) if section else cfg
@@ -407,7 +458,15 @@ def resolve_paths(cfg: Config, folder: Path) -> Config:
             continue
         owner = owner.model_copy(update={key: os.path.normpath(folder / value)})  # str for str: nothing to check
         cfg = cfg.model_copy(update={section: owner}) if section else owner
+    prompts = [p if isinstance(p, str) else p.model_copy(update={k: _under(folder, v) for k, v in p.inputs().items()})
+               for p in cfg.validation.prompts]
+    if prompts != cfg.validation.prompts:
+        cfg = cfg.model_copy(update={"validation": cfg.validation.model_copy(update={"prompts": prompts})})
     return cfg
+
+
+def _under(folder: Path, value: str) -> str:
+    return value if Path(value).expanduser().is_absolute() else os.path.normpath(folder / value)
 
 
 def load_config(path: str | Path) -> Config:

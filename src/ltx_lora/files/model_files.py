@@ -311,11 +311,17 @@ def _identify_lora(path: Path, header: SafetensorsHeader) -> Identification:
         fam_text = f"LTX-{family}" if family else "LTX (version not stated)"
         tip = [_OLD_LORA] if family == "2.0" else []
         ref = details["reference_downscale_factor"]
+        temporal = meta.get("reference_temporal_scale_factor")
+        details["reference_temporal_scale_factor"] = int(temporal) if temporal and temporal.isdigit() else None
+        kinds = [k for k in (meta.get("reference_modalities") or "video").split(",") if k]
+        what = " and ".join(f"a reference {k}" for k in kinds)
         return Identification(
             str(path), IC_LORA, family, None, False,
-            f"An {fam_text} IC-LoRA (in-context control from a reference video, rank {rank}"
-            + (f", reference at 1/{ref} size" if ref else "") + ").", tip + ["Use it for inference with a reference/control video; it is not a training base."] + advice,
-            details)
+            f"An {fam_text} IC-LoRA (in-context control from {what}, rank {rank}"
+            + (f", reference at 1/{ref} size" if ref else "")
+            + (f", 1/{details['reference_temporal_scale_factor']} of the frames"
+               if (details["reference_temporal_scale_factor"] or 1) > 1 else "") + ").",
+            tip + [f"Use it for inference with {what}; it is not a training base."] + advice, details)
     fam_text = f"LTX-{family}" if family else "LTX-2.x"
     kind_text = "".join(f" ({k.replace('lokr', 'LoKr').replace('loha', 'LoHa')})" for k in kinds if k != "lora")
     rank_text = f"rank {rank}" if rank is not None else "unsplit Kronecker factors"

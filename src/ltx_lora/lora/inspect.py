@@ -46,6 +46,7 @@ class LoraReport:
     stray_keys: list[str] = field(default_factory=list)
     kinds: dict[str, int] = field(default_factory=dict)  # lora / lokr / loha -> modules
     mixed_formats: dict[str, int] | None = None
+    reference: dict[str, str] = field(default_factory=dict)  # IC-LoRA: the reference_* metadata loaders read
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -80,7 +81,8 @@ def inspect_lora(path: str | Path) -> LoraReport:
         folded_alpha=lora.folded_alpha, groups=ordered, blocks=len(blocks), family=ident.family,
         family_from=str(ident.details.get("family_from", "")), kind=ident.kind, summary=ident.summary,
         advice=advice, metadata=meta, stray_keys=list(lora.stray_keys), kinds=dict(lora.kinds),
-        mixed_formats=lora.format_counts if len(lora.format_counts) > 1 else None)
+        mixed_formats=lora.format_counts if len(lora.format_counts) > 1 else None,
+        reference={k: v for k, v in lora.metadata.items() if k.startswith("reference_")})
 
 
 def report_lines(r: LoraReport) -> list[str]:
@@ -100,6 +102,8 @@ def report_lines(r: LoraReport) -> list[str]:
     if r.folded_alpha is not None:
         into = "lora_B" if set(r.kinds) <= {lora_file.LORA} else "lokr_w1 / hada_w1_b"
         lines.append(f"              trained with alpha {r.folded_alpha:g}, already folded into {into} (metadata)")
+    if r.reference:
+        lines.append(f"IC-LoRA       {_reference_line(r.reference)}")
     lines.append("targets")
     for group, g in r.groups.items():
         lines.append(f"  {group:<22} {g['modules']:>4}  {', '.join(g['targets'][:8])}"
@@ -114,3 +118,17 @@ def report_lines(r: LoraReport) -> list[str]:
     if r.advice:
         lines += ["", "What to do"] + [f"- {a}" for a in r.advice]
     return lines
+
+
+def _reference_line(ref: dict[str, str]) -> str:
+    """The reference settings an IC-LoRA pipeline applies, in words (from the reference_* metadata)."""
+    kinds = [k for k in ref.get("reference_modalities", "video").split(",") if k]
+    parts = []
+    if "video" in kinds:
+        d = ref.get("reference_downscale_factor") or ref.get("reference_spatial_scale_factor") or "1"
+        t = ref.get("reference_temporal_scale_factor") or "1"
+        parts.append(f"reference video at 1/{d} of the output's width and height (reference_downscale_factor {d})"
+                     + (f", 1/{t} of its frame groups (reference_temporal_scale_factor {t})" if t != "1" else ""))
+    if "audio" in kinds:
+        parts.append("reference audio")
+    return "; ".join(parts)
