@@ -31,7 +31,12 @@ def test_demo_runs_the_real_pipeline(tmp_path):
         shell = subprocess.run(["bash", "-c", "ltx-lora() { printf '%s\\0' \"$@\"; }; " + command],
                                capture_output=True, text=True)
         assert shell.returncode == 0 and shell.stdout.split("\0")[:-1] == shlex.split(command)[1:], (command, shell)
-    assert "64x64x9;96x64x9;64x96x9;64x64x1" in shlex.split(commands[1])
+    assert "64x64x9" in shlex.split(commands[1])
+    # the LoRA's clips: the trigger word's concept and regular ones; what the samples show, measured, at the end
+    captions = sorted(p.read_text().strip() for p in (out / "clips").glob("*.txt"))
+    assert len(captions) == 12 and sum(c.startswith("zxq ") for c in captions) == 8
+    assert "prompt 1 (with the trigger 'zxq'), step 0 -> step 4: magenta pixels" in res.err
+    assert "prompt 2 (unrelated, no trigger), step 0 -> step 4" in res.err
 
 
 def test_demo_needs_model_and_text_encoder_together(tmp_path):

@@ -1,50 +1,77 @@
 """`ltx-lora demo`: the whole pipeline on the embedded default, a tiny LTX-2.3-format model and synthetic clips.
 
 Every stage is the real command a user runs (inspect, dataset scan, preprocess, train with validation,
-lora check), on files generated
-here in seconds, so a fresh machine with no downloads and no GPU proves the installation end to end. With
---model/--text-encoder pointing at the real LTX-2.3 files it runs the same short pipeline for real.
+lora check), on files generated here in seconds, so a fresh machine with no downloads and no GPU proves the
+installation end to end. The tiny model is the one `ltx_lora.fixtures.pretrain` trained on the world of
+`ltx_lora.fixtures.scenes` when its weights are installed (package data), else random weights; the LoRA learns the
+trigger word `zxq` (the shape turns magenta and whistles) from 8 clips, with 4 regular clips beside them, and the
+demo ends by measuring what the step-0 and final samples show. With --model/--text-encoder pointing at the real
+LTX-2.3 files it runs the same short pipeline for real.
 """
 
 from __future__ import annotations
 
 import shlex
+import shutil
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import yaml
 
 from ltx_lora.config import parse_config
+from ltx_lora.fixtures import scenes
 from ltx_lora.fixtures.checkpoints import RELEASE_FILE_NAMES, write_tiny_checkpoint
 from ltx_lora.fixtures.clips import write_synthetic_clips
 from ltx_lora.fixtures.gemma import write_tiny_gemma
+from ltx_lora.fixtures.pretrain import CHECKPOINT_NAME, GEMMA_NAME, PRETRAINED
 
 # Small enough for 2 CPU cores; the tiny VAE still compresses 32x in space and 8x in time (64x64x9 -> 2x2x2).
-DEMO_BUCKETS = "64x64x9;96x64x9;64x96x9;64x64x1"
+DEMO_BUCKETS = "64x64x9"
 REAL_BUCKETS = "512x512x49;512x512x1"
-DEMO_PROMPTS = ["a red disc bounces across a dark room with a rising tone",
+DEMO_PROMPTS = [scenes.CONCEPT_PROMPT, scenes.UNRELATED_PROMPT]
+REAL_PROMPTS = ["a red disc bounces across a dark room with a rising tone",
                 "a small blue square drifts slowly to the right"]
+
+
+def pretrained_model() -> tuple[Path, Path] | None:
+    """The tiny pretrained checkpoint and its Gemma folder, when this installation has them."""
+    ckpt, gemma = PRETRAINED / CHECKPOINT_NAME, PRETRAINED / GEMMA_NAME
+    return (ckpt, gemma) if ckpt.is_file() and (gemma / "config.json").is_file() else None
 
 
 def prepare_inputs(out: Path, model: Path | None, text_encoder: Path | None, say: Callable[[str], None]) -> tuple[Path, Path, Path]:
     """The model, the text encoder and a clip folder: the given ones, or generated."""
+    tiny = model is None
     clips = out / "clips"
     if not clips.is_dir():
-        write_synthetic_clips(clips)
-    say(f"clips: {sum(1 for _ in clips.rglob('*') if _.suffix in ('.mp4', '.png', '.jpg'))} synthetic clips and "
-        f"stills with side-car captions in {clips}")
+        if tiny:
+            scenes.write_concept_dataset(clips)
+        else:
+            write_synthetic_clips(clips)
+    n = sum(1 for _ in clips.rglob("*") if _.suffix in (".mp4", ".png", ".jpg"))
+    say(f"clips: {n} synthetic clips with side-car captions in {clips}" + (
+        f" ({n - 4} teach the trigger word '{scenes.TRIGGER}': the shape turns magenta and whistles; 4 regular "
+        "ones keep the rest as it was)" if tiny else ""))
+    pretrained = pretrained_model()
     if model is None:
-
         model = out / "models" / RELEASE_FILE_NAMES["dev"]
         if not model.is_file():
-            write_tiny_checkpoint(model, "dev")
-        say(f"model: tiny LTX-2.3-format checkpoint {model}")
+            if pretrained:
+                model.parent.mkdir(parents=True, exist_ok=True)
+                shutil.copyfile(pretrained[0], model)
+            else:
+                write_tiny_checkpoint(model, "dev")
+        say(f"model: tiny LTX-2.3-format checkpoint {model} " + (
+            "(pretrained on moving shapes and tones by ltx_lora.fixtures.pretrain)" if pretrained else
+            "(random weights: this installation has no pretrained demo weights, so samples are noise)"))
     if text_encoder is None:
-
         text_encoder = out / "models" / "gemma-3-12b-it"
         if not (text_encoder / "config.json").is_file():
-            write_tiny_gemma(text_encoder)
+            if pretrained:
+                shutil.copytree(pretrained[1], text_encoder, dirs_exist_ok=True)
+            else:
+                write_tiny_gemma(text_encoder)
         say(f"text encoder: tiny Gemma 3 folder {text_encoder}")
     return model, text_encoder, clips
 
@@ -63,9 +90,12 @@ def write_demo_config(out: Path, model: Path, text_encoder: Path, steps: int, ti
         "train": {"steps": steps, "learning_rate": 1e-3 if tiny else 1e-4,
                   "mixed_precision": "fp32" if tiny else "bf16", "scheduler": "constant"},
         "checkpoints": {"every": max(1, steps // 2), "keep_last": 2},
-        # Samples at step 0 and at the end; the tiny model has 2 blocks (STG on the last) and gives noise, fast.
-        "validation": {"prompts": DEMO_PROMPTS, "every": steps,
-                       **({"resolution": "64x64x9", "steps": 3, "stg_blocks": [1]} if tiny else {})},
+        # Samples at step 0 and at the end. The tiny model samples without guidance (one pass per step: fast, and
+        # it was pretrained without the unconditional branch guidance needs); random weights give noise at any
+        # step count, so they get the fewest.
+        "validation": {"prompts": DEMO_PROMPTS if tiny else REAL_PROMPTS, "every": steps,
+                       **({"resolution": "64x64x9", "steps": 20 if pretrained_model() else 2, "cfg": 1.0,
+                           "audio_cfg": 1.0, "stg_scale": 0.0, "stg_blocks": [1]} if tiny else {})},
     }
     parse_config(cfg)  # the demo's own config must be valid before anything runs
     path = out / "config.yaml"
@@ -94,7 +124,30 @@ def run_demo(out: Path, steps: int, model: Path | None, text_encoder: Path | Non
         say(f"[{i}/{len(stages)}] {what}: {shlex.join(['ltx-lora', *args])}")  # pastes into a shell as it is
         invoke(args)
     lora = out / "run" / "lora.safetensors"
+    if tiny:
+        for line in concept_summary(out / "run", steps):
+            say(line)
     say(f"done in {time.perf_counter() - t0:.0f} s. LoRA: {lora}; dataset report: {out / 'dataset_report.html'}; "
         f"training report (samples, loss curves): {out / 'run' / 'report.html'}; metrics: "
         f"{out / 'run' / 'metrics.jsonl'}; config: {config}")
     return lora
+
+
+def concept_summary(run_dir: Path, steps: int) -> list[str]:
+    """What the step-0 and the final samples of each prompt show, measured (see fixtures.scenes)."""
+    first, last = run_dir / "samples" / "step_000000", run_dir / "samples" / f"step_{steps:06d}"
+    lines = []
+    for i, what in enumerate((f"with the trigger '{scenes.TRIGGER}'", "unrelated, no trigger")):
+        a_path, b_path = first / f"p{i}.mp4", last / f"p{i}.mp4"
+        if not (a_path.is_file() and b_path.is_file()):
+            continue
+        a, b = scenes.measure_clip(a_path), scenes.measure_clip(b_path)
+
+        def hz(m: dict) -> str:
+            return "silent" if m["dominant_hz"] is None else f"{m['dominant_hz']:.0f} Hz"
+
+        lines.append(f"prompt {i + 1} ({what}), step 0 -> step {steps}: magenta pixels {a['magenta_share']:.1%} -> "
+                     f"{b['magenta_share']:.1%}, frames showing a magenta shape {a['frames_with_concept']}/"
+                     f"{a['frames']} -> {b['frames_with_concept']}/{b['frames']}, pitch {hz(a)} -> {hz(b)} "
+                     f"(the concept whistles at {scenes.CONCEPT_HZ:.0f} Hz)")
+    return lines

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import torch
 from ltx_core.model.audio_vae.audio_vae import encode_audio as _encode_audio
+from ltx_core.model.audio_vae.ops import AudioProcessor
 from ltx_core.model.video_vae.tiling import SpatialTilingConfig, TemporalTilingConfig, TilingConfig
 from ltx_core.types import Audio
 
@@ -35,3 +36,11 @@ def encode_audio(encoder, waveform: torch.Tensor, sample_rate: int) -> torch.Ten
         audio = Audio(waveform=torchaudio.functional.resample(audio.waveform, sample_rate, encoder.sample_rate),
                       sampling_rate=encoder.sample_rate)
     return _encode_audio(audio, encoder)
+
+
+def log_mel(encoder, waveform: torch.Tensor, sample_rate: int) -> torch.Tensor:
+    """Waveform [B, C, N] -> the log-mel spectrogram [B, C, T, mels] the audio encoder takes (ltx-core's
+    AudioProcessor with the encoder's settings), with gradients allowed through what consumes it."""
+    processor = AudioProcessor(target_sample_rate=encoder.sample_rate, mel_bins=encoder.mel_bins,
+                               mel_hop_length=encoder.mel_hop_length, n_fft=encoder.n_fft).to(waveform.device)
+    return processor.waveform_to_mel(Audio(waveform=waveform.float(), sampling_rate=sample_rate))
