@@ -44,10 +44,11 @@ from ltx_lora.data.usable import (
 from ltx_lora.distributed import env as dist_env
 from ltx_lora.errors import UserError
 from ltx_lora.ltx.loader import load_audio_encoder, load_video_encoder
-from ltx_lora.ltx.text import check_8bit, load_prompt_encoder
+from ltx_lora.files.atomic import stale_temp_files
+from ltx_lora.ltx.text import check_8bit, gemma_weight_files, load_prompt_encoder
 from ltx_lora.ltx.vae import encode_audio, encode_video
-from ltx_lora.paths import check_model_path
 from ltx_lora.runtime.device import pick_device
+from ltx_lora.runtime.inputs import check_text_encoder, read_base
 
 
 @dataclass
@@ -77,6 +78,9 @@ class PreprocessResult:
     moved: list[tuple[str, str, str]] = field(default_factory=list)  # (media, bucket scanned, bucket now)
     texts_encoded: int = 0
     seconds: float = 0.0
+    unused: list[str] = field(default_factory=list)  # cache entries this config does not use (kept unless pruned)
+    pruned: bool = False  # --prune: `unused` were removed
+    stale_temps: list[str] = field(default_factory=list)  # temp files of killed writers, removed
 
 
 def _caption(text: str, trigger: str) -> str:
@@ -195,21 +199,44 @@ def _progress(console):
                     TextColumn("ETA"), TimeRemainingColumn(), console=console, transient=False)
 
 
-def preprocess(cfg: Config, console) -> PreprocessResult:
-    check_model_path(cfg.model.checkpoint, "checkpoint")
+def preprocess(cfg: Config, console, *, prune: bool = False) -> PreprocessResult:
+    """Encode what the cache lacks for this config and write its manifest. Entries other configs (datasets, models,
+    settings) made stay: one cache serves them all (every entry's name is a hash of what it was made from); only
+    `prune` removes the entries this config does not use, and the result lists them either way."""
     t0 = time.perf_counter()
     dist = dist_env.current()
     console = dist_env.rank_console(console)
     cache = Path(cfg.data.cache_dir)
-    identity = store.model_identity(cfg.model.checkpoint)
+    # The model files, checked as doctor --config and train check them, before anything is encoded.
+    base = read_base(cfg.model.checkpoint)
+    if not cfg.model.text_encoder:
+        raise UserError("model.text_encoder is not set; point it at the local Gemma 3 folder to encode captions.")
+    gemma = check_text_encoder(cfg.model.text_encoder, base.path)
+    identity = store.model_identity(base.path)
+    encoder = store.text_encoder_key(identity, gemma / "config.json", gemma_weight_files(gemma),
+                                     cfg.memory.text_encoder_8bit)
     with_audio = cfg.train.mode != TrainingMode.text_to_video
     device = pick_device()
-    dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
     if cfg.memory.text_encoder_8bit:  # refuse now, not after every clip has been encoded
-
         check_8bit(device)
-    result = PreprocessResult()
     plan = plan_clips(cfg)
+    with dist_env.locked(dist, cache, "preprocess", "cache", say=console.print):  # one writer per cache
+        result = _preprocess_locked(cfg, console, plan, cache, identity, encoder, with_audio, device, prune)
+    result.seconds = time.perf_counter() - t0
+    return result
+
+
+def _preprocess_locked(cfg: Config, console, plan: ClipPlan, cache: Path, identity: dict, encoder: str,
+                       with_audio: bool, device: torch.device, prune: bool) -> PreprocessResult:
+    dist = dist_env.current()
+    dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
+    result = PreprocessResult()
+    if dist.is_main:  # under the lock no other preprocess writes here, and this run's ranks have not started
+        stale = [p for sub in ("", *store.ENTRY_FOLDERS) for p in stale_temp_files(cache / sub)]
+        for p in stale:
+            p.unlink(missing_ok=True)
+        result.stale_temps = [str(p.relative_to(cache)) for p in stale]
+    dist.barrier()
     planned, result.skipped, result.moved = plan.planned, plan.skipped, plan.moved
     for line in moved_lines(plan, cfg.data.buckets):
         console.print(line, highlight=False, markup=False, soft_wrap=True)
@@ -236,6 +263,7 @@ def preprocess(cfg: Config, console) -> PreprocessResult:
                 if with_audio and not clip.is_still:
                     wave = decoded.audio if decoded.audio is not None else silence(clip.frames / decoded.fps)
                     audio = encode_audio(audio_enc, wave.unsqueeze(0).to(device), decoded.audio_rate)[0]
+                _require_finite(video, audio, cfg.model.checkpoint)
                 store.write_latents(cache, key, video.float(), None if audio is None else audio.float(),
                                     {"media": str(clip.media), "bucket": clip.bucket, "fps": clip.fps,
                                      "silent_audio": with_audio and decoded.audio is None and not clip.is_still},
@@ -260,30 +288,38 @@ def preprocess(cfg: Config, console) -> PreprocessResult:
     # The empty prompt is always cached (a few rows): train.caption_dropout can be turned on without a re-run.
     texts = list(dict.fromkeys([i.caption for i in items] + cfg.validation_prompts()
                                + [cfg.validation.negative_prompt, EMPTY_PROMPT]))
-    text_files = _encode_texts(cfg, cache, texts, device, console, result)
+    text_files = _encode_texts(cfg, cache, texts, device, console, result, encoder)
     for item in items:
         item.text = text_files[item.caption]
     manifest = store.Manifest(settings={"checkpoint": cfg.model.checkpoint, "model_identity": identity,
+                                        "text_encoder": encoder, "dataset": str(plan.dataset),
                                         "buckets": cfg.data.buckets, "target_fps": cfg.data.target_fps,
                                         "with_audio": with_audio},
                               items=items, prompts={p: text_files[p] for p in texts})
+    result.unused, result.pruned = store.unused_entries(cache, manifest), prune
     if dist.is_main:  # written last, once, after every share is done
         store.write_manifest(cache, manifest)
-        _prune(cache, manifest)
+        if prune:  # asked for: what this config does not use (the caller lists it)
+            for rel in result.unused:
+                (cache / rel).unlink(missing_ok=True)
     dist.barrier()
-    result.seconds = time.perf_counter() - t0
     return result
 
 
-def _encode_texts(cfg: Config, cache: Path, texts: list[str], device, console, result: PreprocessResult) -> dict[str, str]:
-    files = {t: store.text_file(t) for t in texts}
+def _require_finite(video: torch.Tensor, audio: torch.Tensor | None, checkpoint: str) -> None:
+    """Latents with NaN/inf come from the model, not the clip (the VAE's weights): stop, no cache of noise."""
+    if not bool(torch.isfinite(video).all()) or (audio is not None and not bool(torch.isfinite(audio).all())):
+        raise UserError(f"the VAE of {checkpoint} encodes clips to NaN/inf values, so its weights are damaged: "
+                        "download the checkpoint again (nothing was written to the cache).")
+
+
+def _encode_texts(cfg: Config, cache: Path, texts: list[str], device, console, result: PreprocessResult,
+                  encoder_key: str) -> dict[str, str]:
+    files = {t: store.text_file(t, encoder_key) for t in texts}
     todo = [t for t in texts if not (cache / files[t]).is_file()]
     if not todo:
         return files
 
-    if not cfg.model.text_encoder:
-        raise UserError("model.text_encoder is not set; point it at the local Gemma 3 folder to encode captions.")
-    check_model_path(cfg.model.text_encoder, "text_encoder")
     dist = dist_env.current()
     mine = todo[dist.rank::dist.world_size]
     if mine:
@@ -293,17 +329,15 @@ def _encode_texts(cfg: Config, cache: Path, texts: list[str], device, console, r
         with _progress(console) as bar:
             task = bar.add_task("encoding captions", total=len(mine))
             for text in mine:
-                store.write_text(cache, text, encoder.encode_prompts([text])[0])
+                features = encoder.encode_prompts([text])[0]
+                parts = [t for t in (features.video, features.audio, features.video_pad, features.audio_pad)
+                         if t is not None]
+                if not all(bool(torch.isfinite(t).all()) for t in parts):
+                    raise UserError(f"the text encoder ({cfg.model.text_encoder} with the projection of "
+                                    f"{cfg.model.checkpoint}) gives NaN/inf features, so its weights are damaged: "
+                                    "download them again.")
+                store.write_text(cache, text, features, encoder_key)
                 bar.advance(task)
     dist.barrier()  # every text is on disk
     result.texts_encoded = len(todo)
     return files
-
-
-def _prune(cache: Path, manifest: store.Manifest) -> None:
-    """Remove entries no longer referenced (settings changed): the cache holds exactly what the manifest lists."""
-    keep = {i.latents for i in manifest.items} | {i.text for i in manifest.items} | set(manifest.prompts.values())
-    for sub in ("latents", "text"):
-        for f in (cache / sub).glob("*.safetensors") if (cache / sub).is_dir() else []:
-            if f"{sub}/{f.name}" not in keep:
-                f.unlink()
