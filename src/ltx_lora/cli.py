@@ -157,11 +157,15 @@ def train(
             try:
                 out = trainer.train()
             except (TrainingFailed, TrainingInterrupted) as e:
+                stopped = isinstance(e, TrainingInterrupted)
                 if dist.is_main:
                     write_training_report(run)  # the loss curves up to where it stopped
-                    head = "interrupted" if isinstance(e, TrainingInterrupted) else "[bold red]training stopped:[/]"
-                    console.print(f"{head} {escape(str(e))}", highlight=False)
-                raise typer.Exit(130 if isinstance(e, TrainingInterrupted) else 1)
+                    if stopped:
+                        console.print(f"interrupted {escape(str(e))}; continue with `ltx-lora train "
+                                      f"{escape(str(config))} --resume`.", highlight=False)
+                    else:
+                        console.print(f"[bold red]training stopped:[/] {escape(str(e))}", highlight=False)
+                raise typer.Exit(130 if stopped else 1)
             if dist.is_main:
                 if trainer.trained:  # validation or not: report.html with the loss curves (and samples, if any)
                     console.print(f"report: {write_training_report(run)}", highlight=False)

@@ -47,6 +47,7 @@ from ltx_lora.ltx.loader import load_audio_encoder, load_video_encoder
 from ltx_lora.files.atomic import stale_temp_files
 from ltx_lora.ltx.text import check_8bit, gemma_weight_files, load_prompt_encoder
 from ltx_lora.ltx.vae import encode_audio, encode_video
+from ltx_lora.paths import check_model_path
 from ltx_lora.runtime.device import pick_device
 from ltx_lora.runtime.inputs import check_text_encoder, read_base
 
@@ -103,6 +104,9 @@ def plan_clips(cfg: Config) -> ClipPlan:
     """Probe every dataset entry and judge it by the rule `dataset scan` reports (`usable.judge_clips`): each used
     clip gets a bucket, the rest are skipped with a reason. None usable raises a UserError saying why."""
     dataset = read_dataset(cfg.data.dataset)
+    if not dataset.entries:
+        raise UserError(f"{dataset.path} lists no clips (no rows); write it with `ltx-lora dataset scan CLIPS/ -o "
+                        f"{dataset.path}`.")
     buckets = parse_buckets(cfg.data.buckets)
     clips = []
     for entry in dataset.entries:
@@ -209,12 +213,12 @@ def preprocess(cfg: Config, console, *, prune: bool = False) -> PreprocessResult
     cache = Path(cfg.data.cache_dir)
     # The model files, checked as doctor --config and train check them, before anything is encoded.
     base = read_base(cfg.model.checkpoint)
-    if not cfg.model.text_encoder:
-        raise UserError("model.text_encoder is not set; point it at the local Gemma 3 folder to encode captions.")
-    gemma = check_text_encoder(cfg.model.text_encoder, base.path)
     identity = store.model_identity(base.path)
-    encoder = store.text_encoder_key(identity, gemma / "config.json", gemma_weight_files(gemma),
-                                     cfg.memory.text_encoder_8bit)
+    encoder: str | None = None  # the text encoder's identity: None without the Gemma folder (see _encode_texts)
+    if cfg.model.text_encoder and Path(cfg.model.text_encoder).expanduser().exists():
+        gemma = check_text_encoder(cfg.model.text_encoder, base.path)
+        encoder = store.text_encoder_key(identity, gemma / "config.json", gemma_weight_files(gemma),
+                                         cfg.memory.text_encoder_8bit)
     with_audio = cfg.train.mode != TrainingMode.text_to_video
     device = pick_device()
     if cfg.memory.text_encoder_8bit:  # refuse now, not after every clip has been encoded
@@ -226,7 +230,7 @@ def preprocess(cfg: Config, console, *, prune: bool = False) -> PreprocessResult
     return result
 
 
-def _preprocess_locked(cfg: Config, console, plan: ClipPlan, cache: Path, identity: dict, encoder: str,
+def _preprocess_locked(cfg: Config, console, plan: ClipPlan, cache: Path, identity: dict, encoder: str | None,
                        with_audio: bool, device: torch.device, prune: bool) -> PreprocessResult:
     dist = dist_env.current()
     dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
@@ -288,7 +292,11 @@ def _preprocess_locked(cfg: Config, console, plan: ClipPlan, cache: Path, identi
     # The empty prompt is always cached (a few rows): train.caption_dropout can be turned on without a re-run.
     texts = list(dict.fromkeys([i.caption for i in items] + cfg.validation_prompts()
                                + [cfg.validation.negative_prompt, EMPTY_PROMPT]))
-    text_files = _encode_texts(cfg, cache, texts, device, console, result, encoder)
+    if encoder is None:  # no Gemma folder here: the texts the cache already holds for this model can still serve
+        encoder, known = _known_texts(cache, cfg.model.checkpoint)
+    else:
+        known = {}
+    text_files = _encode_texts(cfg, cache, texts, device, console, result, encoder, known)
     for item in items:
         item.text = text_files[item.caption]
     manifest = store.Manifest(settings={"checkpoint": cfg.model.checkpoint, "model_identity": identity,
@@ -313,13 +321,31 @@ def _require_finite(video: torch.Tensor, audio: torch.Tensor | None, checkpoint:
                         "download the checkpoint again (nothing was written to the cache).")
 
 
+def _known_texts(cache: Path, checkpoint: str) -> tuple[str | None, dict[str, str]]:
+    """The text encoder identity and text -> features file of the cache's manifest, if it was made with this
+    model (by content): what a run without the Gemma folder may reuse."""
+    try:
+        old = store.read_manifest(cache)
+    except (UserError, ValueError, KeyError, TypeError):
+        return None, {}
+    if store.made_for_another_model(old, checkpoint) or not old.settings.get("text_encoder"):
+        return None, {}
+    return old.settings["text_encoder"], {**{i.caption: i.text for i in old.items}, **old.prompts}
+
+
 def _encode_texts(cfg: Config, cache: Path, texts: list[str], device, console, result: PreprocessResult,
-                  encoder_key: str) -> dict[str, str]:
-    files = {t: store.text_file(t, encoder_key) for t in texts}
-    todo = [t for t in texts if not (cache / files[t]).is_file()]
+                  encoder_key: str | None, known: dict[str, str]) -> dict[str, str]:
+    """Features of every text, encoded where the cache lacks them (`known`: files to use without a Gemma folder)."""
+    if encoder_key is not None and not known:
+        files = {t: store.text_file(t, encoder_key) for t in texts}
+    else:
+        files = {t: known[t] for t in texts if t in known}
+    todo = [t for t in texts if t not in files or not (cache / files[t]).is_file()]
     if not todo:
         return files
-
+    if not cfg.model.text_encoder:
+        raise UserError("model.text_encoder is not set; point it at the local Gemma 3 folder to encode captions.")
+    check_model_path(cfg.model.text_encoder, "text_encoder")  # without the folder: the sentence on how to get it
     dist = dist_env.current()
     mine = todo[dist.rank::dist.world_size]
     if mine:
