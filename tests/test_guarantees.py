@@ -112,7 +112,9 @@ def test_a_wrong_or_damaged_model_is_refused_by_doctor_and_preprocess_alike(prep
     shard.write_bytes(shard.read_bytes()[:-64])
     bad_config = tmp_path / "gemma-config"
     shutil.copytree(tiny_gemma, bad_config)
-    (bad_config / "config.json").write_text(json.dumps({"model_type": "gemma3", "text_config": "none"}))
+    config = json.loads((tiny_gemma / "config.json").read_text())
+    config["text_config"]["hidden_size"] = "wide"
+    (bad_config / "config.json").write_text(json.dumps(config))
     cases = [  # (model section, the key doctor fails, what both say)
         ({"checkpoint": str(tiny_checkpoint("distilled"))}, "model.checkpoint", "Distilled"),
         ({"checkpoint": str(truncated)}, "model.checkpoint", "1,000 bytes shorter than its header says"),
@@ -127,7 +129,7 @@ def test_a_wrong_or_damaged_model_is_refused_by_doctor_and_preprocess_alike(prep
         path.write_text(yaml.safe_dump(cfg))
         doctor = run_cli("doctor", "--config", path)
         line = next((ln for ln in doctor.out.splitlines() if key in ln), "")
-        assert doctor.code == 1 and "FAIL" in line and needle in doctor.out, (needle, doctor.out)
+        assert doctor.code == 1 and "FAIL" in line and needle in " ".join(doctor.out.split()), (needle, doctor.out)
         assert_user_error(run_cli("preprocess", path), needle)
         assert _files(cache) == snapshot, needle  # refused before anything was encoded or written
 
@@ -179,12 +181,9 @@ def test_two_trains_on_one_run_folder_the_second_is_refused_naming_the_first(pre
     first = _background("train", cfg)
     try:
         _wait_for(first, lambda: bool(_steps_logged(run)))
-        files = _files(run)
-        for extra in ((), ("--resume",)):
-            second = run_cli("train", cfg, *extra)
-            assert_user_error(second, f"PID {first.pid}", "ltx-lora train", "in use")
-        assert {k: v for k, v in _files(run).items() if k.startswith("checkpoints")} == {}  # the second wrote nothing
-        assert set(files) <= set(_files(run))
+        second = run_cli("train", cfg, "--resume")
+        assert_user_error(second, f"PID {first.pid}", "ltx-lora train", "in use")
+        assert not (run / "checkpoints").exists()  # the second wrote nothing
     finally:
         first.send_signal(signal.SIGKILL)
         first.wait()
@@ -201,7 +200,7 @@ def test_preprocess_on_a_cache_in_use_is_refused(prepared, tmp_path):
     snapshot = _files(cache)
     with folder_lock(cache, "preprocess", "cache"):  # held by this (test) process
         assert_user_error(run_cli("preprocess", cfg), f"PID {os.getpid()}", "in use")
-    assert {k: v for k, v in _files(cache).items() if k != LOCK_NAME} == snapshot
+    assert {k: v for k, v in _files(cache).items() if k != LOCK_NAME} == snapshot  # (the lock is the test's)
     assert run_cli("preprocess", cfg).code == 0  # released
 
 
@@ -243,9 +242,10 @@ def test_ctrl_c_saves_the_step_and_says_how_to_resume_and_a_second_stops_at_once
     proc = _background("train", write_config(prepared, tmp_path, name="twice", steps=500, mode="t2v"))
     _wait_for(proc, lambda: bool(_steps_logged(tmp_path / "twice")))
     proc.send_signal(signal.SIGINT)
+    time.sleep(0.2)  # two signals sent at once may arrive as one
     proc.send_signal(signal.SIGINT)
     out, err = proc.communicate(timeout=60)
-    assert proc.returncode == 130 and "Traceback" not in err, err[-3000:]
+    assert proc.returncode == 130 and "interrupted" in err and "Traceback" not in err, err[-3000:]
 
 
 def test_resume_refuses_to_go_back_and_accepts_the_same_files_spelled_otherwise(prepared, tmp_path):
@@ -275,7 +275,7 @@ def test_a_cache_missing_text_features_is_refused(prepared, tmp_path):
     data["data"]["cache_dir"] = str(cache)
     cfg.write_text(yaml.safe_dump(data))
     assert_user_error(run_cli("train", cfg), "lacks 1 file(s)", "text features", "ltx-lora preprocess")
-    assert not (tmp_path / "notext" / "checkpoints").exists()
+    assert not (tmp_path / "notext").exists()  # refused before writing: not even the run folder (or its lock)
 
 
 # --- lora merge ----------------------------------------------------------------------------------------------------

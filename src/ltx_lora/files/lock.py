@@ -8,12 +8,14 @@ construction and taken over with a note; no PID guessing. Where the file system 
 FUSE mounts) the PID is checked instead: a holder on this host whose PID is gone (or now names a process started at
 another time) is stale; one on another host cannot be checked and is refused, naming the file to delete.
 
-The file is never deleted (deleting a flocked file lets two processes lock two different files): a released lock
-is an empty file. Stdlib only.
+The file is not deleted (deleting a flocked file lets two processes lock two different files): a released lock
+is an empty file; only a folder the lock itself made, left empty (a command refused before it wrote anything),
+is removed again. Stdlib only.
 """
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import fcntl
 import json
@@ -73,6 +75,7 @@ def folder_lock(folder: str | Path, command: str, what: str,
     `what`: the folder's role in the refusal, e.g. "run folder"). A live holder: UserError naming it. A stale lock
     (its holder is gone): taken over, `say` gets one line."""
     folder = Path(folder)
+    made_folder = not folder.exists()
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / LOCK_NAME
     fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
@@ -108,6 +111,10 @@ def folder_lock(folder: str | Path, command: str, what: str,
         try:
             yield path
         finally:
-            os.ftruncate(fd, 0)  # released: an empty lock file (never deleted, see the module docstring)
+            os.ftruncate(fd, 0)  # released: an empty lock file (never deleted, see the module docstring) ...
+            if made_folder and [p.name for p in folder.iterdir()] == [LOCK_NAME]:
+                with contextlib.suppress(OSError):  # ... unless the folder was made for it and nothing else was
+                    path.unlink()  # written there: a command refused before writing leaves no trace
+                    folder.rmdir()
     finally:
         os.close(fd)  # drops the flock

@@ -192,11 +192,14 @@ def check_gemma_fits(gemma_dir: Path, checkpoint: Path) -> None:
     what `load_prompt_encoder` needs before any weight is read (paths and files checked already)."""
     try:
         text_cfg = _gemma_config(gemma_dir).text_config
+        hidden, layers = text_cfg.hidden_size, text_cfg.num_hidden_layers
+        if not all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in (hidden, layers)):
+            raise ValueError(f"hidden_size {hidden!r} and num_hidden_layers {layers!r} must be positive integers")
     except Exception as e:  # noqa: BLE001 - transformers raises many kinds for one damaged config.json
-        raise UserError(f"the Gemma config in {gemma_dir} cannot be read ({type(e).__name__}: "
-                        f"{str(e).strip().splitlines()[0][:200] if str(e).strip() else 'no detail'}): download "
-                        "config.json again from google/gemma-3-12b-it.") from None
-    _check_projection_width(checkpoint, gemma_dir, text_cfg.hidden_size * (text_cfg.num_hidden_layers + 1))
+        detail = str(e).strip().splitlines()[0][:200] if str(e).strip() else type(e).__name__
+        raise UserError(f"the Gemma config in {gemma_dir} cannot be used ({detail}): download config.json again "
+                        "from google/gemma-3-12b-it.") from None
+    _check_projection_width(checkpoint, gemma_dir, hidden * (layers + 1))
 
 
 def check_8bit(device: torch.device | str) -> None:
