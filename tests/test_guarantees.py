@@ -173,14 +173,15 @@ def test_stale_temp_files_of_ours_are_removed_and_others_kept(prepared, tmp_path
 
 
 def test_two_trains_on_one_run_folder_the_second_is_refused_naming_the_first(prepared, tmp_path):
-    cfg = write_config(prepared, tmp_path, name="race", steps=500)
+    cfg = write_config(prepared, tmp_path, name="race", steps=500, mode="t2v")
     data = yaml.safe_load(cfg.read_text())
     data["checkpoints"] = {"every": 1000, "keep_last": 1}
     cfg.write_text(yaml.safe_dump(data))
     run = tmp_path / "race"
     first = _background("train", cfg)
     try:
-        _wait_for(first, lambda: bool(_steps_logged(run)))
+        lock = run / LOCK_NAME
+        _wait_for(first, lambda: lock.is_file() and bool(lock.read_text()))  # taken before the model loads
         second = run_cli("train", cfg, "--resume")
         assert_user_error(second, f"PID {first.pid}", "ltx-lora train", "in use")
         assert not (run / "checkpoints").exists()  # the second wrote nothing
@@ -249,7 +250,7 @@ def test_ctrl_c_saves_the_step_and_says_how_to_resume_and_a_second_stops_at_once
 
 
 def test_resume_refuses_to_go_back_and_accepts_the_same_files_spelled_otherwise(prepared, tmp_path):
-    cfg = write_config(prepared, tmp_path, name="done", steps=2)
+    cfg = write_config(prepared, tmp_path, name="done", steps=2, mode="t2v")
     assert run_cli("train", cfg).code == 0
     run = tmp_path / "done"
     files = _files(run)
