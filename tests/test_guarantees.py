@@ -173,7 +173,7 @@ def test_stale_temp_files_of_ours_are_removed_and_others_kept(prepared, tmp_path
 
 
 def test_two_trains_on_one_run_folder_the_second_is_refused_naming_the_first(prepared, tmp_path):
-    cfg = write_config(prepared, tmp_path, name="race", steps=500, mode="t2v")
+    cfg = write_config(prepared, tmp_path, name="race", steps=500, task="t2v")
     data = yaml.safe_load(cfg.read_text())
     data["checkpoints"] = {"every": 1000, "keep_last": 1}
     cfg.write_text(yaml.safe_dump(data))
@@ -211,7 +211,7 @@ def test_preprocess_on_a_cache_in_use_is_refused(prepared, tmp_path):
 def test_same_seed_with_lora_dropout_gives_the_same_lora(prepared, tmp_path):
     tensors = []
     for name in ("a", "b"):
-        cfg = write_config(prepared, tmp_path, name=name, steps=2, mode="t2v")
+        cfg = write_config(prepared, tmp_path, name=name, steps=2, task="t2v")
         data = yaml.safe_load(cfg.read_text())
         data["lora"] = {"dropout": 0.1}
         cfg.write_text(yaml.safe_dump(data))
@@ -223,7 +223,7 @@ def test_same_seed_with_lora_dropout_gives_the_same_lora(prepared, tmp_path):
 
 
 def test_ctrl_c_saves_the_step_and_says_how_to_resume_and_a_second_stops_at_once(prepared, tmp_path):
-    cfg = write_config(prepared, tmp_path, name="ctrlc", steps=500, mode="t2v")
+    cfg = write_config(prepared, tmp_path, name="ctrlc", steps=500, task="t2v")
     data = yaml.safe_load(cfg.read_text())
     data["checkpoints"] = {"every": 1000, "keep_last": 1}
     cfg.write_text(yaml.safe_dump(data))
@@ -240,7 +240,7 @@ def test_ctrl_c_saves_the_step_and_says_how_to_resume_and_a_second_stops_at_once
     res = run_cli("train", cfg, "--resume", "--max-steps", str(step + 1))
     assert res.code == 0 and f"resumed from {saved} at step {step}" in res.err, res.err
     # twice: stops at once, without saving
-    proc = _background("train", write_config(prepared, tmp_path, name="twice", steps=500, mode="t2v"))
+    proc = _background("train", write_config(prepared, tmp_path, name="twice", steps=500, task="t2v"))
     _wait_for(proc, lambda: bool(_steps_logged(tmp_path / "twice")))
     proc.send_signal(signal.SIGINT)
     time.sleep(0.2)  # two signals sent at once may arrive as one
@@ -250,7 +250,7 @@ def test_ctrl_c_saves_the_step_and_says_how_to_resume_and_a_second_stops_at_once
 
 
 def test_resume_refuses_to_go_back_and_accepts_the_same_files_spelled_otherwise(prepared, tmp_path):
-    cfg = write_config(prepared, tmp_path, name="done", steps=2, mode="t2v")
+    cfg = write_config(prepared, tmp_path, name="done", steps=2, task="t2v")
     assert run_cli("train", cfg).code == 0
     run = tmp_path / "done"
     files = _files(run)

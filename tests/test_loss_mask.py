@@ -150,7 +150,7 @@ def test_mask_image_goes_through_scan_preprocess_and_training(tmp_path, tiny_che
            "model": {"checkpoint": str(tiny_checkpoint("dev")), "text_encoder": str(tiny_gemma)},
            "data": {"dataset": str(tmp_path / "dataset.jsonl"), "buckets": BUCKETS,
                     "cache_dir": str(tmp_path / "cache")},
-           "train": {"mode": "av", "steps": 1, "mixed_precision": "fp32"},
+           "train": {"steps": 1, "mixed_precision": "fp32"},
            "validation": {"prompts": [], "every": None}, "logging": {"tensorboard": False}}
     (tmp_path / "c.yaml").write_text(yaml.safe_dump(cfg))
     res = run_cli("preprocess", tmp_path / "c.yaml")

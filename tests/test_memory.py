@@ -254,7 +254,7 @@ def test_adamw8bit_refuses_cleanly_without_bitsandbytes():
 
 
 def test_train_with_int8_base_and_block_swap(prepared, tmp_path):  # noqa: F811 - pytest fixture
-    cfg = write_config(prepared, tmp_path, mode="av", steps=2)
+    cfg = write_config(prepared, tmp_path, task="t2av", steps=2)
     data = yaml.safe_load(cfg.read_text())
     data["memory"] = {"quantization": "int8", "block_swap": 1}
     cfg.write_text(yaml.safe_dump(data))

@@ -21,7 +21,7 @@ def _config(tmp_path, tiny_checkpoint, tiny_gemma, dataset, buckets=BUCKETS, cac
     cfg = {"output_dir": str(tmp_path / "run"),
            "model": {"checkpoint": str(tiny_checkpoint("dev")), "text_encoder": str(tiny_gemma)},
            "data": {"dataset": str(dataset), "buckets": buckets, "cache_dir": str(tmp_path / cache)},
-           "train": {"mode": "av"}, "validation": {"prompts": ["a ball"]}}
+           "train": {}, "validation": {"prompts": ["a ball"]}}
     path = tmp_path / "cfg.yaml"
     path.write_text(yaml.safe_dump(cfg))
     return path
@@ -138,7 +138,7 @@ def test_config_paths_start_at_its_folder_from_any_working_directory(tmp_path, t
            "model": {"checkpoint": os.path.relpath(tiny_checkpoint("dev"), project),
                      "text_encoder": os.path.relpath(tiny_gemma, project)},
            "data": {"dataset": "data/ds.jsonl", "buckets": BUCKETS, "cache_dir": "cache"},
-           "train": {"mode": "av"}, "validation": {"prompts": ["a ball"]}}
+           "train": {}, "validation": {"prompts": ["a ball"]}}
     (project / "cfg.yaml").write_text(yaml.safe_dump(cfg))
     res = run_cli("preprocess", "../project/cfg.yaml", cwd=elsewhere)
     assert res.code == 0 and "used 5 clips" in res.out, res.out + res.err

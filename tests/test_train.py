@@ -33,7 +33,7 @@ def prepared(tmp_path_factory, tiny_checkpoint, tiny_gemma, synthetic_clips):
     cfg = {"output_dir": str(root / "unused"),
            "model": {"checkpoint": str(tiny_checkpoint("dev")), "text_encoder": str(tiny_gemma)},
            "data": {"dataset": str(root / "dataset.jsonl"), "buckets": BUCKETS, "cache_dir": str(root / "cache")},
-           "train": {"mode": "av", "steps": 6, "learning_rate": 1e-3, "mixed_precision": "fp32"},
+           "train": {"steps": 6, "learning_rate": 1e-3, "mixed_precision": "fp32"},
            "checkpoints": {"every": 1, "keep_last": 3}, "validation": {"prompts": ["a red ball bouncing"], "every": None},
            "logging": {"tensorboard": False}}
     (root / "base.yaml").write_text(yaml.safe_dump(cfg))
@@ -43,9 +43,11 @@ def prepared(tmp_path_factory, tiny_checkpoint, tiny_gemma, synthetic_clips):
     return root, cfg
 
 
-def write_config(prepared, tmp_path: Path, name: str = "run", **train) -> Path:
+def write_config(prepared, tmp_path: Path, name: str = "run", task: str | None = None, **train) -> Path:
     _, base = prepared
     cfg = {**base, "output_dir": str(tmp_path / name), "train": {**base["train"], **train}}
+    if task:
+        cfg["task"] = task
     path = tmp_path / f"{name}.yaml"
     path.write_text(yaml.safe_dump(cfg))
     return path
@@ -55,9 +57,9 @@ def lora_tensors(run: Path) -> dict[str, torch.Tensor]:
     return load_file(str(run / "lora.safetensors"))
 
 
-@pytest.mark.parametrize("mode", ["t2v", "av", "i2v"])
-def test_every_mode_trains_and_exports_a_comfy_lora(prepared, tmp_path, mode):
-    cfg = write_config(prepared, tmp_path, mode=mode, steps=3)
+@pytest.mark.parametrize("task", ["t2v", "t2av", "i2v"])
+def test_every_mode_trains_and_exports_a_comfy_lora(prepared, tmp_path, task):
+    cfg = write_config(prepared, tmp_path, task=task, steps=3)
     res = run_cli("train", cfg)
     assert res.code == 0, res.err
     assert "step 3/3" in res.err
@@ -65,14 +67,15 @@ def test_every_mode_trains_and_exports_a_comfy_lora(prepared, tmp_path, mode):
     assert all(k.startswith("diffusion_model.") for k in t)
     assert any(".audio_attn1.to_q.lora_A.weight" in k for k in t)  # short patterns reach the audio branch too
     moved_audio = any(v.abs().sum() > 0 for k, v in t.items() if "audio_attn1" in k and "lora_B" in k)
-    assert moved_audio == (mode != "t2v")  # t2v never runs the audio branch
+    assert moved_audio == (task != "t2v")  # t2v never runs the audio branch
     with safe_open(str(tmp_path / "run" / "lora.safetensors"), "pt") as f:
         meta = f.metadata()
-    assert meta["mode"] == mode and meta["rank"] == "32" and meta["step"] == "3"
+    assert meta["task"] == task and meta["rank"] == "32" and meta["step"] == "3"
+    assert (meta["model_version"], meta["base_model"]) == ("2.3.0", "LTX-2.3 22B Dev")  # lora check reads both
 
 
 def test_loss_decreases_when_overfitting(prepared, tmp_path):
-    cfg = write_config(prepared, tmp_path, mode="t2v", steps=40, learning_rate=3e-3, scheduler="constant",
+    cfg = write_config(prepared, tmp_path, task="t2v", steps=40, learning_rate=3e-3, scheduler="constant",
                        timestep_sampling="uniform")
     res = run_cli("train", cfg)
     assert res.code == 0, res.err
@@ -184,7 +187,7 @@ def test_doctor_checks_the_configs_checkpoint_kind(prepared, tmp_path, tiny_chec
 
 
 def test_prodigy_and_gradient_accumulation_train(prepared, tmp_path):
-    cfg = write_config(prepared, tmp_path, mode="t2v", steps=2, optimizer="prodigy", learning_rate=1.0,
+    cfg = write_config(prepared, tmp_path, task="t2v", steps=2, optimizer="prodigy", learning_rate=1.0,
                        gradient_accumulation=2, scheduler="cosine", warmup_steps=1)
     res = run_cli("train", cfg)
     assert res.code == 0, res.err
@@ -200,7 +203,7 @@ def test_non_finite_loss_stops_naming_the_step_and_keeps_the_checkpoint(prepared
     root, base = prepared
     cache = tmp_path / "cache"
     shutil.copytree(base["data"]["cache_dir"], cache)
-    cfg = write_config(prepared, tmp_path, mode="t2v", steps=4)
+    cfg = write_config(prepared, tmp_path, task="t2v", steps=4)
     data = yaml.safe_load(cfg.read_text())
     data["data"]["cache_dir"] = str(cache)
     data["checkpoints"] = {"every": 2, "keep_last": 2}
@@ -218,9 +221,9 @@ def test_non_finite_loss_stops_naming_the_step_and_keeps_the_checkpoint(prepared
 def test_a_failing_compiler_falls_back_to_eager_with_one_line(prepared, tmp_path):
     """train.compile: on with a C++ compiler that fails (inductor needs one on CPU): one note, then the same
     training as eager, bit for bit (the failed step's data and random draws are replayed)."""
-    eager = write_config(prepared, tmp_path, name="eager", mode="t2v", steps=2, compile="off")
+    eager = write_config(prepared, tmp_path, name="eager", task="t2v", steps=2, compile="off")
     assert run_cli("train", eager).code == 0
-    broken = write_config(prepared, tmp_path, name="broken", mode="t2v", steps=2, compile="on")
+    broken = write_config(prepared, tmp_path, name="broken", task="t2v", steps=2, compile="on")
     res = run_cli("train", broken, env={"CXX": "/bin/false", "TORCHINDUCTOR_CACHE_DIR": str(tmp_path / "ind")})
     assert res.code == 0, res.err
     assert res.err.count("compiling the transformer blocks failed") == 1, res.err
@@ -245,7 +248,7 @@ def test_a_rank_lowered_by_the_memory_plan_resumes_with_the_same_config(prepared
     from ltx_lora.runtime.run import resolve_run
     from ltx_lora.train.trainer import Trainer
 
-    cfg = parse_config(yaml.safe_load(write_config(prepared, tmp_path, mode="t2v", steps=2).read_text()))
+    cfg = parse_config(yaml.safe_load(write_config(prepared, tmp_path, task="t2v", steps=2).read_text()))
     # A budget between the smallest plans at rank 16 and at rank 32: only a lowered rank fits.
     size = transformer_size(BaseFile.read(cfg.model.checkpoint).architecture)
     work = workload_for_config(cfg, size)
@@ -276,7 +279,7 @@ def test_log_lines_are_whole_one_per_step(prepared, tmp_path):
     """Not a terminal (a log): no bar, one line per step, and no line wrapped at the width (a long path is whole)."""
     deep = tmp_path / ("a_rather_long_folder_name_for_the_runs_of_this_experiment_" * 2)
     deep.mkdir()
-    cfg = write_config(prepared, deep, steps=3, mode="t2v")
+    cfg = write_config(prepared, deep, steps=3, task="t2v")
     res = run_cli("train", cfg, env={"COLUMNS": "80"})
     assert res.code == 0, res.err
     lines = res.err.splitlines()

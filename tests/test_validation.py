@@ -31,7 +31,7 @@ def prepared(tmp_path_factory, tiny_checkpoint, tiny_gemma, synthetic_clips):
     cfg = {"output_dir": str(root / "run"),
            "model": {"checkpoint": str(tiny_checkpoint("dev")), "text_encoder": str(tiny_gemma)},
            "data": {"dataset": str(root / "dataset.jsonl"), "buckets": BUCKETS, "cache_dir": str(root / "cache")},
-           "train": {"mode": "av", "steps": 2, "learning_rate": 1e-3, "mixed_precision": "fp32"},
+           "train": {"steps": 2, "learning_rate": 1e-3, "mixed_precision": "fp32"},
            "checkpoints": {"every": 2}, "validation": VALIDATION, "logging": {"tensorboard": False}}
     path = root / "run.yaml"
     path.write_text(yaml.safe_dump(cfg))
@@ -484,7 +484,8 @@ def fabricate_samples(root: Path, steps: list[int], prompts: list[str]) -> list[
     from ltx_lora.sample.validate import step_label
 
     settings = SampleSettings(width=96, height=64, frames=9, fps=24.0, steps=2, seed=42, cfg=4.0, audio_cfg=7.0,
-                              stg_scale=1.0, stg_blocks=[1], guidance_rescale=0.0, modality_scale=1.0, audio=True,
+                              stg_scale=1.0, stg_blocks=[1], guidance_rescale=0.0, modality_scale=1.0, audio_stg_scale=1.0,
+                              audio_modality_scale=1.0, audio=True,
                               negative_prompt="")
     ramp = torch.linspace(0, 255, 96).round().to(torch.uint8)
     records = []
@@ -586,7 +587,7 @@ def test_trigger_in_validation_prompts_is_encoded_and_sampled_expanded(tmp_path,
            "model": {"checkpoint": str(tiny_checkpoint("dev")), "text_encoder": str(tiny_gemma)},
            "data": {"dataset": str(tmp_path / "ds.jsonl"), "buckets": "64x64x9", "cache_dir": str(tmp_path / "cache"),
                     "trigger_word": "zxq_style"},
-           "train": {"mode": "av"}, "logging": {"tensorboard": False},
+           "train": {}, "logging": {"tensorboard": False},
            "validation": {"prompts": ["a [trigger] ball bouncing"], "resolution": "64x64x9", "steps": 2,
                           "stg_blocks": [1]}}
     path = tmp_path / "cfg.yaml"
@@ -600,7 +601,7 @@ def test_trigger_in_validation_prompts_is_encoded_and_sampled_expanded(tmp_path,
     rec = json.loads((tmp_path / "out/samples/base/p0.json").read_text())
     assert rec["prompt"] == "a zxq_style ball bouncing"
     assert "i2v" not in res.out + res.err
-    cfg["train"]["mode"] = "i2v"  # i2v without a reference image: one note says the samples are text-to-video
+    cfg["task"] = "i2v"  # a first-frame task without a reference image: one note says the samples are text-to-video
     path.write_text(yaml.safe_dump(cfg))
     res = run_cli("validate", path, "--out", tmp_path / "out-i2v")
     assert res.code == 0, res.out + res.err

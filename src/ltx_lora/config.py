@@ -21,6 +21,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationIn
 
 from ltx_lora.errors import UserError
 from ltx_lora.official_config import looks_official, translate_official
+from ltx_lora.task import DEFAULT_TASK, TASK_PRESETS, TaskConfig, TaskSetting
 
 
 class Section(BaseModel):
@@ -44,14 +45,6 @@ def _takes_bool(annotation: Any) -> bool:
     if isinstance(annotation, type) and issubclass(annotation, BaseModel):
         return True  # a section: its own fields say
     return any(arg is True or arg is False or _takes_bool(arg) for arg in get_args(annotation))
-
-
-class TrainingMode(str, Enum):
-    """What the LoRA learns to generate."""
-
-    text_to_video = "t2v"  # video only (audio branch not trained, no audio latents needed)
-    audio_video = "av"  # joint audio + video generation
-    image_to_video = "i2v"  # video conditioned on its first frame (always), audio optional
 
 
 class ModelConfig(Section):
@@ -153,7 +146,6 @@ class EmaConfig(Section):
 
 
 class TrainConfig(Section):
-    mode: TrainingMode = Field(TrainingMode.audio_video, description="t2v (video only), av (joint audio-video), i2v (image-to-video).")
     steps: int = Field(2000, ge=1, description="Optimizer steps in total.")
     batch_size: int = Field(1, ge=1, description="Clips per step per GPU.")
     gradient_accumulation: int = Field(1, ge=1, description="Micro-batches summed into one optimizer step.")
@@ -176,9 +168,8 @@ class TrainConfig(Section):
         "auto", description="torch.compile each transformer block: auto = on a GPU with triton; falls back to eager "
                             "with one log line if compiling fails.")
     timestep_sampling: Literal["shifted_logit_normal", "uniform"] = "shifted_logit_normal"
-    first_frame_conditioning_p: float = Field(
-        0.1, ge=0, le=1, description="Probability that a clip's first frame is given as clean conditioning (default 0.1; 0.5 in i2v mode, as the official i2v config).")
-    audio_loss_weight: float = Field(1.0, ge=0, description="Weight of the audio loss in joint audio-video training.")
+    audio_loss_weight: float = Field(1.0, ge=0, description="Weight of the audio loss when video and audio are both "
+                                     "generated (1.0 = the official recipe's plain sum).")
     caption_dropout: float = Field(
         0.0, ge=0, le=1, description="Probability that a sample trains on the empty prompt instead of its caption "
                                      "(0 = never; 0.05-0.1 is usual). The empty prompt's features are cached by "
@@ -203,7 +194,8 @@ class MemoryConfig(Section):
 
 class CheckpointConfig(Section):
     every: int = Field(250, ge=1, description="Save the LoRA and the training state every N steps.")
-    keep_last: int = Field(3, ge=1, description="How many checkpoints to keep (the final LoRA is always kept).")
+    keep_last: int | None = Field(3, ge=1, description="How many checkpoints to keep (the final LoRA is always "
+                                  "kept); null keeps every one (the official keep_last_n: -1).")
 
 
 class ValidationConfig(Section):
@@ -220,12 +212,17 @@ class ValidationConfig(Section):
                                              "starts at sigma 0.1 with one).")
     cfg: float = Field(4.0, ge=0, description="Classifier-free guidance scale of the video.")
     audio_cfg: float = Field(7.0, ge=0, description="Classifier-free guidance scale of the audio (Lightricks' inference default).")
-    stg_scale: float = Field(1.0, ge=0, description="Spatio-temporal guidance scale.")
+    stg_scale: float = Field(1.0, ge=0, description="Spatio-temporal guidance scale of the video.")
+    audio_stg_scale: float | None = Field(None, ge=0, description="Spatio-temporal guidance scale of the audio; null = "
+                                                                 "stg_scale.")
     stg_blocks: list[int] = Field(default_factory=lambda: [29], description="Blocks perturbed by STG.")
     guidance_rescale: float = Field(
         0.7, ge=0, le=1, description="Rescale the guided prediction toward the prompt's std (Lightricks' default 0.7; 0 = off).")
     modality_scale: float = Field(
-        3.0, ge=0, description="Audio-video cross-modal guidance scale (Lightricks' default 3.0; 1.0 = off, saves one pass per step).")
+        3.0, ge=0, description="Audio-video cross-modal guidance scale of the video (Lightricks' default 3.0; 1.0 = off; "
+                               "with audio_modality_scale also 1.0 it saves one pass per step).")
+    audio_modality_scale: float | None = Field(None, ge=0, description="Cross-modal guidance scale of the audio; "
+                                                                       "null = modality_scale.")
     audio: bool = Field(True, description="Generate and decode audio with the video (LTX-2.3 is an audio-video model).")
     reference_image: str | None = Field(None, description="First frame for image-to-video validation.")
     use_ema: bool = Field(False, description="In-loop samples use the EMA weights (train.ema.decay must be set); "
@@ -265,6 +262,10 @@ class Config(Section):
     """A whole training run."""
 
     output_dir: str = Field("runs/my-lora", description="Run folder: checkpoints, samples, logs and report.")
+    task: TaskSetting = Field(
+        DEFAULT_TASK, description="What the LoRA learns: a preset name (" + ", ".join(TASK_PRESETS) + "; "
+        "`ltx-lora init --task NAME` writes it out) or a mapping of video/audio roles and conditions (see "
+        "docs/tasks.md).")
     model: ModelConfig = Field(default_factory=ModelConfig, description="The base model files (local paths only).")
     data: DataConfig = Field(default_factory=DataConfig, description="The dataset, its buckets and the preprocessing cache.")
     lora: LoraConfig = Field(default_factory=LoraConfig, description="The LoRA adapter that is trained.")
@@ -290,17 +291,6 @@ class Config(Section):
         if not v.strip():
             raise ValueError("must not be empty")
         return v
-
-    @model_validator(mode="before")
-    @classmethod
-    def _mode_defaults(cls, data: Any) -> Any:
-        # Image-to-video conditions on the first frame half of the time unless told otherwise (as the official
-        # i2v config does); the other modes keep the 0.1 default.
-        if isinstance(data, dict):
-            train = data.get("train")
-            if isinstance(train, dict) and train.get("mode") == "i2v" and "first_frame_conditioning_p" not in train:
-                data = {**data, "train": {**train, "first_frame_conditioning_p": 0.5}}
-        return data
 
     @model_validator(mode="after")
     def _ema_for_validation(self) -> "Config":
@@ -331,16 +321,60 @@ def parse_config(data: Any, source: str = "config") -> Config:
         data = {}
     if not isinstance(data, dict):
         raise UserError(f"{source} must be a YAML mapping of sections (model:, data:, lora:, train:, ...).")
+    _refuse_legacy_mode(data, source)
+    _check_task(data.get("task", DEFAULT_TASK), source)
     try:
         return Config.model_validate(data)
     except ValidationError as e:
-        err = e.errors()[0]
-        loc = tuple(err["loc"])
-        key = ".".join(str(p) for p in loc) or "(top level)"
-        if err["type"] == "extra_forbidden":
-            raise UserError(f"{source}: unknown key '{key}'{_did_you_mean(Config, loc)}.") from None
-        msg = err["msg"].rstrip(".")
-        raise UserError(f"{source}: '{key}' is invalid: {msg}; got {err.get('input')!r}.") from None
+        _raise_first(e, source, Config)
+
+
+def _check_task(task: Any, source: str) -> None:
+    """`task:` is a preset name or a mapping: say which one went wrong (pydantic would report both branches)."""
+    if isinstance(task, str):
+        if task not in TASK_PRESETS:
+            close = difflib.get_close_matches(task, list(TASK_PRESETS), n=1, cutoff=0.5)
+            hint = f" (did you mean '{close[0]}'?)" if close else ""
+            raise UserError(f"{source}: unknown task '{task}'{hint}; use one of {', '.join(TASK_PRESETS)} or a "
+                            "mapping of video/audio roles and conditions (docs/tasks.md).")
+    elif isinstance(task, dict):
+        try:
+            TaskConfig.model_validate(task)
+        except ValidationError as e:
+            _raise_first(e, source, TaskConfig, prefix=("task",))
+    else:
+        raise UserError(f"{source}: 'task' must be a task name (e.g. t2av) or a mapping of video/audio roles and "
+                        f"conditions; got {task!r}.")
+
+
+def _raise_first(e: ValidationError, source: str, model: type[BaseModel], prefix: tuple = ()) -> None:
+    """The first problem of a validation as one UserError sentence naming the key (`prefix`: where `model` sits
+    in the config)."""
+    err = e.errors()[0]
+    loc = tuple(err["loc"])
+    key = ".".join(str(p) for p in prefix + loc) or "(top level)"
+    if err["type"] == "extra_forbidden":
+        raise UserError(f"{source}: unknown key '{key}'{_did_you_mean(model, loc)}.") from None
+    msg = err["msg"].rstrip(".")
+    raise UserError(f"{source}: '{key}' is invalid: {msg}; got {err.get('input')!r}.") from None
+
+
+# train.mode (before tasks) -> the task preset that trains the same thing.
+_LEGACY_MODES = {"t2v": "t2v", "av": "t2av", "i2v": "i2v"}
+
+
+def _refuse_legacy_mode(data: dict, source: str) -> None:
+    """`train.mode` / `train.first_frame_conditioning_p` were replaced by `task:`; say exactly what to write rather
+    than guess (the old modes also drew a first frame with p 0.1, which no official preset does)."""
+    train = data.get("train")
+    if not isinstance(train, dict) or not ({"mode", "first_frame_conditioning_p"} & set(train)):
+        return
+    mode = train.get("mode", "av")
+    preset = _LEGACY_MODES.get(str(mode), "t2av")
+    raise UserError(f"{source}: train.mode and train.first_frame_conditioning_p were replaced by the top-level "
+                    f"`task:`; write `task: {preset}` instead of train.mode {mode}, and for a first-frame "
+                    "condition add `{type: first_frame, probability: P}` to task.video.conditions (see "
+                    "docs/tasks.md).")
 
 
 # Every path a config holds, as (section or None for the top level, key).

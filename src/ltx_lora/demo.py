@@ -60,7 +60,7 @@ def write_demo_config(out: Path, model: Path, text_encoder: Path, steps: int, ti
         "output_dir": "run",
         "model": {"checkpoint": rel(model), "text_encoder": rel(text_encoder)},
         "data": {"dataset": "dataset.jsonl", "buckets": DEMO_BUCKETS if tiny else REAL_BUCKETS, "cache_dir": "cache"},
-        "train": {"mode": "av", "steps": steps, "learning_rate": 1e-3 if tiny else 1e-4,
+        "train": {"steps": steps, "learning_rate": 1e-3 if tiny else 1e-4,
                   "mixed_precision": "fp32" if tiny else "bf16", "scheduler": "constant"},
         "checkpoints": {"every": max(1, steps // 2), "keep_last": 2},
         # Samples at step 0 and at the end; the tiny model has 2 blocks (STG on the last) and gives noise, fast.

@@ -28,13 +28,14 @@ from pathlib import Path
 import torch
 
 from ltx_lora.bucket_spec import batch_size_for, parse_buckets
-from ltx_lora.config import Config, TrainingMode
+from ltx_lora.config import Config
 from ltx_lora.distributed.env import DistEnv
 from ltx_lora.errors import UserError
 from ltx_lora.ltx.sizes import TransformerSize, ltx23_22b_config, transformer_size
 from ltx_lora.runtime.base_file import BaseFile
 from ltx_lora.runtime.device import pick_device
 from ltx_lora.runtime.placement import spread_blocks
+from ltx_lora.task import resolve_task
 
 GIB = 2**30
 WORKING_SET_ROWS = 38.0  # one block's recompute + backward, in units of one block-input row (calibrated, see above)
@@ -178,7 +179,7 @@ def choose_plan(budget_gib: float | None, budget_from: str, size: TransformerSiz
 def workload_for_config(cfg: Config, size: TransformerSize) -> Workload:
     """The largest batch of the config's buckets and the LoRA it trains."""
 
-    audio = cfg.train.mode in (TrainingMode.audio_video, TrainingMode.image_to_video)
+    audio = resolve_task(cfg.task).audio.present  # a given (condition) audio is in the sequence too
     video_tokens = audio_tokens = 0
     for b in parse_buckets(cfg.data.buckets):
         n = batch_size_for(b, batch_size=cfg.train.batch_size, token_budget=cfg.data.token_budget)

@@ -18,13 +18,14 @@ from pathlib import Path
 import torch
 
 from ltx_lora.bucket_spec import parse_buckets
-from ltx_lora.config import Config, LoraConfig, TrainingMode, ValidationConfig
+from ltx_lora.config import Config, LoraConfig, ValidationConfig
 from ltx_lora.distributed.env import DistEnv
 from ltx_lora.errors import UserError
 from ltx_lora.files.atomic import atomic_write
 from ltx_lora.runtime.base_file import BaseFile
 from ltx_lora.runtime.device import compute_dtype, pick_device
 from ltx_lora.runtime.memory import Plan, plan_for_config, plan_for_processes
+from ltx_lora.task import TaskConfig, resolve_task, task_name
 
 # The validation hook between the `train` command and the trainer (train/ never imports sample/): the factory
 # gets the frozen text connectors once and returns a function that samples every validation prompt with the
@@ -52,6 +53,8 @@ class SampleSettings:
     stg_blocks: list[int]
     guidance_rescale: float
     modality_scale: float
+    audio_stg_scale: float
+    audio_modality_scale: float
     audio: bool
     negative_prompt: str
     reference_image: str | None = None
@@ -78,11 +81,15 @@ def resolve_sampling(v: ValidationConfig, *, steps: int | None = None, preview_l
                   negative_prompt=v.negative_prompt, reference_image=v.reference_image)
     if preview_lora:  # the distilled LoRA turns Dev into an 8-step, guidance-free sampler
         return SampleSettings(**common, steps=PREVIEW_STEPS, cfg=1.0, audio_cfg=1.0, stg_scale=0.0, stg_blocks=[],
-                              guidance_rescale=0.0, modality_scale=1.0, preview=True, preview_lora=preview_lora,
+                              guidance_rescale=0.0, modality_scale=1.0, audio_stg_scale=0.0,
+                              audio_modality_scale=1.0, preview=True, preview_lora=preview_lora,
                               preview_strength=v.preview_strength)
     return SampleSettings(**common, steps=steps or v.steps, cfg=v.cfg, audio_cfg=v.audio_cfg, stg_scale=v.stg_scale,
                           stg_blocks=list(v.stg_blocks), guidance_rescale=v.guidance_rescale,
-                          modality_scale=v.modality_scale)
+                          modality_scale=v.modality_scale,
+                          audio_stg_scale=v.stg_scale if v.audio_stg_scale is None else v.audio_stg_scale,
+                          audio_modality_scale=(v.modality_scale if v.audio_modality_scale is None
+                                                else v.audio_modality_scale))
 
 
 @dataclass(frozen=True)
@@ -106,14 +113,19 @@ class Run:
         return Path(self.config.data.cache_dir)
 
     @property
+    def task(self) -> TaskConfig:
+        """The task as trained: the config's preset expanded, or its mapping."""
+        return resolve_task(self.config.task)
+
+    @property
     def train_audio(self) -> bool:
-        return self.config.train.mode in (TrainingMode.audio_video, TrainingMode.image_to_video)
+        return self.task.audio.generated
 
     def resume_fingerprint(self) -> dict:
         """Settings a resumed run must share with the run that wrote the training checkpoint (the batch is
         checked apart: another GPU count may resume when the global batch agrees)."""
         cfg = self.config
-        return {"checkpoint": cfg.model.checkpoint, "mode": cfg.train.mode.value, "rank": self.lora.rank,
+        return {"checkpoint": cfg.model.checkpoint, "task": self.task.model_dump(mode="json"), "rank": self.lora.rank,
                 "alpha": self.lora.effective_alpha, "targets": self.lora.targets, "seed": cfg.train.seed,
                 "variant": self.lora.variant.value, "rslora": self.lora.rslora,
                 "gradient_accumulation": cfg.train.gradient_accumulation, "token_budget": cfg.data.token_budget,
@@ -125,9 +137,10 @@ class Run:
         return {
             "format": "pt", "ltx_lora.version": "1", "base_model": "LTX-2.3 22B Dev",
             "base_checkpoint": Path(cfg.model.checkpoint).name, "base_identity": json.dumps(base_identity),
+            **({"model_version": self.base.model_version} if self.base.model_version else {}),
             "rank": str(self.lora.rank), "alpha": str(self.lora.effective_alpha), "alpha_folded_into_lora_B": "true",
             "lora_variant": self.lora.variant.value, "rslora": str(self.lora.rslora).lower(),
-            "target_modules": json.dumps(self.lora.targets), "mode": cfg.train.mode.value,
+            "target_modules": json.dumps(self.lora.targets), "task": task_name(cfg.task),
             "trigger_word": cfg.data.trigger_word, "step": str(step),
         }
 

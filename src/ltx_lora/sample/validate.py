@@ -21,7 +21,7 @@ from pathlib import Path
 import torch
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
-from ltx_lora.config import Config, TrainingMode
+from ltx_lora.config import Config
 from ltx_lora.data.cache import made_for_another_model, read_manifest, read_text
 from ltx_lora.data.decode import read_image
 from ltx_lora.errors import UserError
@@ -172,9 +172,9 @@ class Validator:
         if settings.reference_image and not Path(settings.reference_image).is_file():
             raise UserError(f"validation.reference_image {settings.reference_image} does not exist; give a local "
                             "image file, or null for text-to-video samples.")
-        if self.cfg.train.mode == TrainingMode.image_to_video and not settings.reference_image:
-            console.print("note: train.mode is i2v but validation.reference_image is not set: the validation samples "
-                          "are text-to-video.", highlight=False, markup=False)
+        if run.task.video.find("first_frame") and not settings.reference_image:
+            console.print("note: the task trains with a first-frame condition but validation.reference_image is not "
+                          "set: the validation samples are text-to-video.", highlight=False, markup=False)
         if settings.preview:
             check_preview_lora(run.base, settings.preview_lora)
 
@@ -280,7 +280,8 @@ class Validator:
             width=s.width, height=s.height, frames=s.frames, fps=s.fps, seed=s.seed,
             sigmas=sigma_schedule(s.steps, distilled=s.preview),
             video_guidance=Guidance(s.cfg, s.stg_scale, s.stg_blocks, s.guidance_rescale, s.modality_scale),
-            audio_guidance=Guidance(s.audio_cfg, s.stg_scale, s.stg_blocks, s.guidance_rescale, s.modality_scale),
+            audio_guidance=Guidance(s.audio_cfg, s.audio_stg_scale, s.stg_blocks, s.guidance_rescale,
+                                    s.audio_modality_scale),
             with_audio=s.audio and prompt.audio is not None, first_frame=self.first_frame)
         autocast = torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.dtype == torch.bfloat16)
         t0 = time.perf_counter()

@@ -33,6 +33,7 @@ from ltx_lora.runtime.inputs import check_base
 from ltx_lora.runtime.models import Models, load_models
 from ltx_lora.runtime.placement import HostOffload, attach_block_swap
 from ltx_lora.runtime.run import Run, Validate, ValidationFactory
+from ltx_lora.task import task_name
 from ltx_lora.train.checkpointer import (
     TrainingState,
     checkpoint_ema_lora_name,
@@ -101,6 +102,16 @@ def seed_global_rngs(seed: int) -> None:
     random.seed(seed)
 
 
+def _first_frame_p(run: Run) -> float:
+    """The first-frame probability of the tasks the objective trains so far (video generated, audio generated or
+    off, audio sharing the video's sigma); other tasks are refused until the objective learns them."""
+    task = run.task
+    kinds = {c.type for c in task.video.conditions + task.audio.conditions}
+    if not task.video.generated or task.audio.role == "condition" or kinds - {"first_frame"}:
+        raise UserError("this task is not trained yet: use task t2av, t2v or i2v.")
+    first = task.video.find("first_frame")
+    return first[0].probability if first else 0.0
+
 class Trainer:
     def __init__(self, run: Run, *, resume: bool = False, validation: ValidationFactory | None = None,
                  console=None):
@@ -117,6 +128,7 @@ class Trainer:
         self.device = run.device
         self.dtype = run.dtype
         self.train_audio = run.train_audio
+        self.first_frame_p = _first_frame_p(run)
         self.block_swap = None  # set by train() from the memory plan
         self.connectors_host: HostOffload | None = None
         self.empty_prompt: str | None = None  # the cached empty prompt's features, with caption dropout on
@@ -145,8 +157,8 @@ class Trainer:
             raise UserError(f"the cache in {self.cache} lacks {len(missing)} file(s) its manifest lists (e.g. "
                             f"{missing[0]}); run `ltx-lora preprocess` with this config to encode them again.")
         if self.train_audio and not any(i.has_audio for i in manifest.items):
-            raise UserError(f"train.mode {self.cfg.train.mode.value} trains audio but no cached clip has audio; "
-                            "use mode t2v or preprocess clips with audio.")
+            raise UserError(f"the task generates audio but no cached clip in {self.cache} has audio; use `task: t2v` "
+                            "(video only) or preprocess clips with audio.")
 
     def _resume_state(self) -> tuple[Path, TrainingState] | None:
         """The latest checkpoint, checked against this run's settings before any model is loaded."""
@@ -255,7 +267,7 @@ class Trainer:
         n_params = sum(p.numel() for p in trainable)
         self.console.print(f"training {n_params / 1e6:.2f} M LoRA parameters ({len(trainable) // 2} layers, rank "
                            f"{run.lora.rank}) on {self.device} for steps {start + 1}..{self.total_steps}, "
-                           f"mode {cfg.train.mode.value}, {len(manifest.items)} cached clips")
+                           f"task {task_name(cfg.task)}, {len(manifest.items)} cached clips")
         if self.dist.active:
             self.console.print(f"{self.dist.world_size} processes, {cfg.distributed.strategy}: global batch "
                                f"{cfg.train.batch_size} x {self.dist.world_size} x {cfg.train.gradient_accumulation}")
@@ -400,7 +412,7 @@ class Trainer:
             # drawn for the whole global batch (the generator advances alike on every rank), this rank's rows kept
             dropped = caption_dropout_draw(len(batch_ids), cfg.train.caption_dropout, gen)
             dropped = dropped[share] or dropped[:1]
-            raw = load_batch(self.cache, items, self.device, self.dtype, with_audio=self.train_audio,
+            raw = load_batch(self.cache, items, self.device, self.dtype, task=self.run.task,
                              texts=text_files(items, dropped, self.empty_prompt))
             on_device = self.connectors_host.on_device() if self.connectors_host else contextlib.nullcontext()
             with torch.no_grad(), on_device:  # the text connectors are frozen: run them, keep no graph
@@ -412,7 +424,7 @@ class Trainer:
             try:
                 with parallel.gradient_sync(models.transformer, enabled=micro == accum - 1):
                     loss = forward_backward(models.transformer, batch, sampler, gen, train_audio=self.train_audio,
-                                            first_frame_p=cfg.train.first_frame_conditioning_p, dtype=self.dtype,
+                                            first_frame_p=self.first_frame_p, dtype=self.dtype,
                                             audio_loss_weight=cfg.train.audio_loss_weight, loss_scale=weight / accum,
                                             rows=(share.start if weight else 0, len(batch_ids)),
                                             all_finite=self.dist.all_agree)
