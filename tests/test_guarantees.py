@@ -236,7 +236,7 @@ def test_ctrl_c_saves_the_step_and_says_how_to_resume_and_a_second_stops_at_once
     step = _steps_logged(run)[-1]
     saved = run / "checkpoints" / f"step_{step:06d}"
     assert saved.is_dir() and f"interrupted after step {step}" in err and "--resume" in err, err[-2000:]
-    assert "Traceback" not in err and (run / LOCK_NAME).read_text() == ""
+    assert "Traceback" not in err and "was locked by" not in err and (run / LOCK_NAME).read_text() == ""
     res = run_cli("train", cfg, "--resume", "--max-steps", str(step + 1))
     assert res.code == 0 and f"resumed from {saved} at step {step}" in res.err, res.err
     # twice: stops at once, without saving
@@ -246,7 +246,9 @@ def test_ctrl_c_saves_the_step_and_says_how_to_resume_and_a_second_stops_at_once
     time.sleep(0.2)  # two signals sent at once may arrive as one
     proc.send_signal(signal.SIGINT)
     out, err = proc.communicate(timeout=60)
-    assert proc.returncode == 130 and "interrupted" in err and "Traceback" not in err, err[-3000:]
+    # 130, or killed by the SIGINT itself (-2) when the second one lands while Python is already exiting
+    assert proc.returncode in (130, -signal.SIGINT) and "Traceback" not in err, err[-3000:]
+    assert "was locked by" not in err  # a fresh run folder: no stale lock to speak of
 
 
 def test_resume_refuses_to_go_back_and_accepts_the_same_files_spelled_otherwise(prepared, tmp_path):

@@ -61,8 +61,10 @@ def _read(fd: int) -> dict | None:
     raw = b""
     while chunk := os.read(fd, 65536):
         raw += chunk
+    if not raw.strip():
+        return None  # released (or never held)
     try:
-        holder = json.loads(raw) if raw.strip() else None
+        holder = json.loads(raw)
     except (ValueError, UnicodeDecodeError):
         return {}  # damaged: no holder to name
     return holder if isinstance(holder, dict) else {}
