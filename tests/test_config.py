@@ -105,6 +105,21 @@ def test_bad_value_is_one_sentence_naming_the_key():
         parse_config({"train": {"learning_rate": -1}})
 
 
+@pytest.mark.parametrize("section,key,value", [
+    ("lora", "alpha", 0), ("lora", "alpha", -1), ("train", "max_grad_norm", -1), ("data", "token_budget", 0),
+    ("data", "target_fps", 0), ("data", "target_fps", -1), ("train", "learning_rate", True),
+    ("train", "steps", True), ("train", "seed", False), ("validation", "stg_blocks", [True]),
+])
+def test_values_that_would_train_silently_wrong_are_refused_naming_the_key(section, key, value):
+    with pytest.raises(UserError, match=rf"'{section}.{key}' is invalid"):
+        parse_config({section: {key: value}})
+
+
+def test_null_and_true_stay_where_they_mean_something():
+    cfg = parse_config({"train": {"max_grad_norm": None, "gradient_checkpointing": True}, "lora": {"alpha": 0.5}})
+    assert cfg.train.max_grad_norm is None and cfg.lora.alpha == 0.5
+
+
 def test_task_is_a_preset_or_a_mapping_and_the_old_mode_key_says_what_to_write():
     assert resolve_task(parse_config({"task": "i2v"}).task).video.find("first_frame")[0].probability == 0.5
     assert resolve_task(parse_config({}).task) == TASK_PRESETS["t2av"][2]  # default: the official t2v_lora.yaml
@@ -200,6 +215,8 @@ def test_cli_bad_config_is_exit_2(tmp_path):
     p.write_text("train: [1, 2\n")
     assert_user_error(run_cli("doctor", "--config", p), "not valid YAML")
     assert_user_error(run_cli("doctor", "--config", tmp_path / "none.yaml"), "does not exist")
+    p.write_text("train:\n  learning_rate: true\n")  # a number slip: named, not read as 1.0
+    assert_user_error(run_cli("doctor", "--config", p), "'train.learning_rate' is invalid", "not true/false")
 
 
 def test_cli_doctor_reports_each_check():

@@ -59,8 +59,13 @@ def test_rerun_skips_and_changed_settings_redo_and_prune(tmp_path, tiny_checkpoi
     assert "moved" not in again.err  # same buckets as the scan: nothing to say
     after = {i["latents"] for i in _manifest(tmp_path)["items"]}
     assert len(before & after) == 2 and len(after - before) == 3
-    on_disk = {f"latents/{p.name}" for p in (tmp_path / "cache" / "latents").glob("*.safetensors")}
-    assert on_disk == after  # stale entries pruned
+    on_disk = lambda: {f"latents/{p.name}" for p in (tmp_path / "cache" / "latents").glob("*.safetensors")}  # noqa: E731
+    assert on_disk() == before | after  # nothing this run did not make is deleted unasked ...
+    assert "kept 3 cache entries this config does not use" in changed.out and "--prune" in changed.out, changed.out
+    pruned = run_cli("preprocess", cfg, "--prune")  # ... only when asked, listing each
+    assert pruned.code == 0 and "pruned 3 cache entries" in pruned.out, pruned.out
+    assert sorted(line.split()[-1] for line in pruned.out.splitlines() if "  removed " in line) == sorted(before - after)
+    assert on_disk() == after
 
 
 def test_killed_preprocess_resumes(tmp_path, tiny_checkpoint, tiny_gemma, synthetic_clips):

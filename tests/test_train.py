@@ -19,6 +19,8 @@ from conftest import SRC, assert_user_error, run_cli
 from safetensors import safe_open
 from safetensors.torch import load_file
 
+from ltx_lora.files.lock import LOCK_NAME
+
 BUCKETS = "64x64x9;96x64x9;64x96x9;64x64x1"
 
 
@@ -131,11 +133,12 @@ def test_resume_after_sigkill_is_bit_exact(prepared, tmp_path):
     assert (ckpts / "step_000006" / "killed_step_000006_ema.safetensors").is_file()
     assert _steps_logged(run) == [1, 2, 3, 4, 5, 6]  # steps 4.. of the killed run are dropped, not logged twice
     # resuming the finished run: one line, exit 0, nothing rewritten
-    files = {p: p.stat().st_mtime_ns for p in run.rglob("*") if p.is_file()}
+    files = lambda: {p: p.stat().st_mtime_ns for p in run.rglob("*") if p.is_file() and p.name != LOCK_NAME}  # noqa: E731
+    before = files()
     res = run_cli("train", killed, "--resume")
     assert res.code == 0, res.err
     assert "already complete at step 6" in res.err and "steps 7..6" not in res.err, res.err
-    assert files == {p: p.stat().st_mtime_ns for p in run.rglob("*") if p.is_file()}
+    assert before == files()  # (the run folder's lock, .ltx-lora.lock, was taken and released)
     # ... unless --max-steps asks for more
     res = run_cli("train", killed, "--resume", "--max-steps", "7")
     assert res.code == 0, res.err

@@ -96,10 +96,14 @@ GPUS_HELP = ("Run on N GPUs of this machine (starts torchrun for you). Several m
 def preprocess(
     config: Path = typer.Argument(..., help="Training config (YAML): its data, model and validation sections are used."),
     gpus: int = typer.Option(1, "--gpus", min=1, help=GPUS_HELP + " Each GPU encodes its share of the clips."),
+    prune: bool = typer.Option(False, "--prune", help="Also remove the cache entries this config does not use "
+                               "(made for other datasets, models or settings), listing each. Without it nothing is "
+                               "ever removed: one cache serves several datasets and models."),
 ) -> None:
     """Encode clips into cached video/audio latents and captions + validation prompts into text features.
 
     Re-runs skip what is cached, redo what changed, and resume after a kill. Bad clips are skipped with a reason.
+    Entries of other datasets, models or settings in the same cache are kept (--prune removes them).
     """
     from ltx_lora.config import load_config
     from ltx_lora.data.preprocess import preprocess as run
@@ -109,9 +113,10 @@ def preprocess(
     if gpus > 1:
         from ltx_lora.distributed.launch import run_on_gpus
 
-        raise typer.Exit(run_on_gpus(gpus, ["preprocess", str(config)], say=console.print))
+        raise typer.Exit(run_on_gpus(gpus, ["preprocess", str(config), *(["--prune"] if prune else [])],
+                                     say=console.print))
     with process_group() as dist:
-        result = run(cfg, console)
+        result = run(cfg, console, prune=prune)
     if not dist.is_main:
         return
     rate = (result.used - result.reused) / max(result.seconds, 1e-9)
@@ -119,6 +124,16 @@ def preprocess(
           f"{result.texts_encoded} texts encoded, {rate:.2f} clips/s")
     for media, reason in result.skipped:
         print(f"  skipped {media}: {reason}")
+    if result.stale_temps:
+        print(f"removed {len(result.stale_temps)} temp file(s) a killed preprocess left in {cfg.data.cache_dir}")
+    if result.pruned:
+        print(f"pruned {len(result.unused)} cache entries this config does not use from {cfg.data.cache_dir}"
+              + (":" if result.unused else ""))
+        for rel in result.unused:
+            print(f"  removed {rel}")
+    elif result.unused:
+        print(f"kept {len(result.unused)} cache entries this config does not use (other datasets, models or "
+              f"settings); `ltx-lora preprocess {config} --prune` lists and removes them")
 
 
 @app.command()
@@ -130,10 +145,10 @@ def train(
 ) -> None:
     """Train a LoRA on the LTX-2.3 transformer from the preprocessed cache (run `ltx-lora preprocess` first)."""
     from ltx_lora.config import load_config
-    from ltx_lora.distributed.env import process_group
+    from ltx_lora.distributed.env import locked, process_group
     from ltx_lora.runtime.run import resolve_run
     from ltx_lora.sample.validate import training_validation, write_training_report
-    from ltx_lora.train.trainer import Trainer, TrainingFailed
+    from ltx_lora.train.trainer import Trainer, TrainingFailed, TrainingInterrupted
 
     cfg = load_config(config)
     if gpus > 1:
@@ -144,18 +159,24 @@ def train(
         raise typer.Exit(run_on_gpus(gpus, command, say=console.print))
     with process_group() as dist:
         run = resolve_run(cfg, max_steps=max_steps, dist=dist)
-        trainer = Trainer(run, resume=resume, validation=training_validation(run, console), console=console)
-        try:
-            out = trainer.train()
-        except TrainingFailed as e:
+        with locked(dist, run.run_dir, "train", "run folder", say=console.print):  # one writer per run folder
+            trainer = Trainer(run, resume=resume, validation=training_validation(run, console), console=console)
+            try:
+                out = trainer.train()
+            except (TrainingFailed, TrainingInterrupted) as e:
+                stopped = isinstance(e, TrainingInterrupted)
+                if dist.is_main:
+                    write_training_report(run)  # the loss curves up to where it stopped
+                    if stopped:
+                        console.print(f"interrupted {escape(str(e))}; continue with `ltx-lora train "
+                                      f"{escape(str(config))} --resume`.", highlight=False)
+                    else:
+                        console.print(f"[bold red]training stopped:[/] {escape(str(e))}", highlight=False)
+                raise typer.Exit(130 if stopped else 1)
             if dist.is_main:
-                write_training_report(run)  # the loss curves up to where it stopped
-                console.print(f"[bold red]training stopped:[/] {e}", highlight=False)
-            raise typer.Exit(1)
-    if dist.is_main:
-        if trainer.trained:  # validation or not: report.html with the loss curves (and samples, when there are any)
-            console.print(f"report: {write_training_report(run)}", highlight=False)
-        print(out)
+                if trainer.trained:  # validation or not: report.html with the loss curves (and samples, if any)
+                    console.print(f"report: {write_training_report(run)}", highlight=False)
+                print(out)
 
 
 # --- validate --------------------------------------------------------------------------------------------------

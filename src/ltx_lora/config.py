@@ -14,10 +14,10 @@ import difflib
 import os
 from enum import Enum
 from pathlib import Path
-from typing import Annotated, Any, ClassVar, Literal
+from typing import Annotated, Any, ClassVar, Literal, get_args
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
 
 from ltx_lora.errors import UserError
 from ltx_lora.official_config import looks_official, translate_official
@@ -26,6 +26,25 @@ from ltx_lora.task import DEFAULT_TASK, TASK_PRESETS, TaskConfig, TaskSetting
 
 class Section(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True, use_enum_values=False)
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _no_bool_for_numbers(cls, value: Any, info: ValidationInfo) -> Any:
+        # YAML's true/false would pass as 1/0 for a number (pydantic's lax mode): `learning_rate: true` is a slip.
+        annotation = cls.model_fields[info.field_name].annotation
+        items = value if isinstance(value, list) else [value]
+        if any(isinstance(v, bool) for v in items) and not _takes_bool(annotation):
+            raise ValueError("must be a number or text, not true/false")
+        return value
+
+
+def _takes_bool(annotation: Any) -> bool:
+    """Whether a field's type admits a bool anywhere (bool itself, Optional[bool], Literal[True], ...)."""
+    if annotation is bool:
+        return True
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return True  # a section: its own fields say
+    return any(arg is True or arg is False or _takes_bool(arg) for arg in get_args(annotation))
 
 
 class ModelConfig(Section):
@@ -37,13 +56,13 @@ class DataConfig(Section):
     dataset: str = Field("dataset.jsonl", description="Dataset file (jsonl/json/csv) written by `ltx-lora dataset scan`. Masked loss: a row's optional `loss_mask` (grayscale video or image, white = trained, black = ignored) and `audio_loss_ranges` ([[start_s, end_s], ...] whose audio counts) weight its loss; see the README. The task's conditions read the official columns `reference_video` (legacy `ref_media_path`), `reference_audio`, `video_mask`, `audio_mask`, and `audio` (a sound file; a row with `audio` and no `video` is sound-only).")
     buckets: str = Field("960x544x49", description="Resolution buckets WxHxF separated by ';' (F = 8k+1, W and H multiples of 32).")
     cache_dir: str = Field(".ltx-lora-cache", description="Where preprocessing writes latents and text features.")
-    target_fps: float | None = Field(None, description="Resample clips to this frame rate (audio stays in sync); null keeps each clip's rate.")
+    target_fps: float | None = Field(None, gt=0, description="Resample clips to this frame rate (audio stays in sync); null keeps each clip's rate.")
     missing_audio: Literal["silence", "skip"] = Field(
         "silence", description="Clips without an audio track when audio is trained: use silence, or skip them.")
     trigger_word: str = Field("", description="Prepended to every caption (e.g. a rare token naming your subject); "
                               "`[trigger]` in validation.prompts stands for it.")
     token_budget: int | None = Field(
-        None, description="Per-bucket batch size from a token budget (video tokens per batch); null = batch_size everywhere.")
+        None, ge=1, description="Per-bucket batch size from a token budget (video tokens per batch); null = batch_size everywhere.")
 
 
 FEED_FORWARD_TARGETS = ["ff.net.0.proj", "ff.net.2", "audio_ff.net.0.proj", "audio_ff.net.2"]
@@ -77,7 +96,7 @@ class LoraConfig(Section):
                                             "(peft's use_rslora; variant lora only); the export folds the scale in "
                                             "as always.")
     rank: int = Field(32, ge=1, le=1024, description="LoRA rank. 32 to start, 64+ for multi-concept LoRAs.")
-    alpha: float | None = Field(None, description="LoRA alpha; null means equal to rank (scale 1.0).")
+    alpha: float | None = Field(None, gt=0, description="LoRA alpha; null means equal to rank (scale 1.0).")
     dropout: float = Field(0.0, ge=0.0, lt=1.0, description="Dropout on the LoRA path (lokr / loha: rank dropout, "
                            "rows of the weight change dropped while training).")
     target_modules: list[str] = Field(
@@ -168,7 +187,7 @@ class TrainConfig(Section):
                                                    "peak, step warmup_steps at the peak; 0 = none.")
     min_lr_ratio: float = Field(0.0, ge=0, le=1, description="Floor of linear and cosine as a fraction of "
                                                              "learning_rate (0 = decay to zero).")
-    max_grad_norm: float | None = Field(1.0, description="Clip the gradient norm; null disables clipping.")
+    max_grad_norm: float | None = Field(1.0, gt=0, description="Clip the gradient norm; null disables clipping.")
     seed: int = 42
     mixed_precision: Literal["bf16", "fp32"] = "bf16"
     gradient_checkpointing: bool = Field(True, description="Recompute activations in backward (needed below 80 GB).")

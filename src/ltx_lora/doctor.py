@@ -12,8 +12,6 @@ from typing import Callable, Literal
 
 from ltx_lora.config import Config, load_config
 from ltx_lora.errors import UserError
-from ltx_lora.files.model_files import require_training_base
-from ltx_lora.paths import check_model_path
 
 Status = Literal["OK", "WARN", "FAIL"]
 
@@ -163,18 +161,23 @@ def run_checks(config_path: Path | None) -> list[Check]:
 
 
 def check_config_paths(cfg) -> list[Check]:
-    """Every model path of the config, checked without loading a model."""
+    """Every model file of the config, by the checks `preprocess` and `train` run before they start
+    (ltx_lora.runtime.inputs: one set of checks, headers only), so an OK here is an OK there."""
+    # Imported here: the checks need torch, whose import the checks above report on instead of crashing.
+    from ltx_lora.runtime.inputs import check_text_encoder, read_base
+
     out: list[Check] = []
+    base = None
     for role, value in (("checkpoint", cfg.model.checkpoint), ("text_encoder", cfg.model.text_encoder)):
         if not value:
             out.append(Check(f"model.{role}", "FAIL", "not set", f"set model.{role} in the config to a local path"))
             continue
         try:
-            check_model_path(value, role)
             if role == "checkpoint":
-                ident = require_training_base(value)
-                out.append(Check(f"model.{role}", "OK", f"{value}: {ident.summary}"))
+                base = read_base(value)
+                out.append(Check(f"model.{role}", "OK", f"{value}: {base.identity.summary}"))
             else:
+                check_text_encoder(value, base.path if base is not None else None)
                 out.append(Check(f"model.{role}", "OK", value))
         except UserError as e:
             out.append(Check(f"model.{role}", "FAIL", value, str(e)))

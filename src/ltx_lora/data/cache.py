@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -35,8 +36,9 @@ VIDEO_CONDITION_MASK, AUDIO_CONDITION_MASK = "video_condition_mask", "audio_cond
 FORMAT = "ltx-lora-cache-1"
 
 
-def text_key(text: str) -> str:
-    return hashlib.sha256(text.encode("utf-8")).hexdigest()[:32]
+def text_key(text: str, encoder: str = "") -> str:
+    """`encoder`: the text encoder's identity (`text_encoder_key`); features of one text by two models differ."""
+    return hashlib.sha256(f"{encoder}\0{text}".encode() if encoder else text.encode("utf-8")).hexdigest()[:32]
 
 
 MODEL_CONTENT = ("size", "header_sha")  # what a model identity compares: the file's content, not its name
@@ -55,6 +57,25 @@ def model_identity(checkpoint: str | Path) -> dict:
 
 def model_content(identity: dict) -> dict:
     return {k: identity.get(k) for k in MODEL_CONTENT}
+
+
+def text_encoder_key(checkpoint_identity: dict, gemma_config: Path, gemma_weights: list[Path], in_8bit: bool) -> str:
+    """What cached text features depend on, by content: Gemma (its config and each weight shard's size and header),
+    the checkpoint's text projection (the checkpoint's content) and 8-bit loading. One cache can then hold the
+    features of several models side by side, and a text is never served with another model's features."""
+    spec = {"checkpoint": model_content(checkpoint_identity),
+            "gemma_config": hashlib.sha256(gemma_config.read_bytes()).hexdigest()[:16],
+            "gemma_weights": [model_content(model_identity(w)) for w in gemma_weights], "in_8bit": in_8bit}
+    return hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def same_path(a: str | Path, b: str | Path) -> bool:
+    """Whether two spellings name one file or folder (`./x` and `x`, a symlink and its target, a `~` path)."""
+    a, b = Path(a).expanduser(), Path(b).expanduser()
+    try:
+        return os.path.samefile(a, b)
+    except OSError:  # one of them is gone: compare what they resolve to
+        return os.path.realpath(a) == os.path.realpath(b)
 
 
 def made_for_another_model(manifest: "Manifest", checkpoint: str | Path) -> bool:
@@ -97,14 +118,14 @@ class Manifest:
     format: str = FORMAT
 
 
-def text_file(text: str) -> str:
-    return f"text/{text_key(text)}.safetensors"
+def text_file(text: str, encoder: str = "") -> str:
+    return f"text/{text_key(text, encoder)}.safetensors"
 
 
-def write_text(cache: Path, text: str, features: TextFeatures) -> str:
+def write_text(cache: Path, text: str, features: TextFeatures, encoder: str = "") -> str:
     """Store one text's trimmed features (see ltx_lora.files.text_features); return the relative path."""
-    rel = text_file(text)
-    save_text_features(features, cache / rel, extra={"text": text})
+    rel = text_file(text, encoder)
+    save_text_features(features, cache / rel, extra={"text": text, "text_encoder": encoder})
     return rel
 
 
@@ -146,6 +167,25 @@ def read_loss_weights(cache: Path, rel: str) -> tuple[torch.Tensor | None, torch
     with safe_open(str(cache / rel), framework="pt") as f:
         keys = set(f.keys())
         return tuple(f.get_tensor(k) if k in keys else None for k in (VIDEO_LOSS_WEIGHT, AUDIO_LOSS_WEIGHT))
+
+
+def missing_files(manifest: Manifest, cache: Path) -> list[str]:
+    """The files the manifest lists that are not in the cache (relative paths), each with what it holds."""
+    listed = {i.latents: f"the latents of {i.media}" for i in manifest.items}
+    listed |= {i.text: f"the text features of {i.media}'s caption" for i in manifest.items}
+    listed |= {rel: f"the text features of the prompt {text!r}" for text, rel in manifest.prompts.items()}
+    return [f"{rel}: {what}" for rel, what in listed.items() if not (cache / rel).is_file()]
+
+
+ENTRY_FOLDERS = ("latents", "text")  # what a cache holds besides its manifest (and its lock)
+
+
+def unused_entries(cache: Path, manifest: Manifest) -> list[str]:
+    """Entries on disk (relative paths) that `manifest` does not use: made for other datasets, models or settings.
+    Only `--prune` removes them (preprocess never deletes what another config may need)."""
+    used = {i.latents for i in manifest.items} | {i.text for i in manifest.items} | set(manifest.prompts.values())
+    return [f"{sub}/{f.name}" for sub in ENTRY_FOLDERS if (cache / sub).is_dir()
+            for f in sorted((cache / sub).glob("*.safetensors")) if f"{sub}/{f.name}" not in used]
 
 
 def write_manifest(cache: Path, manifest: Manifest) -> None:

@@ -46,10 +46,12 @@ from ltx_lora.data.usable import (
 from ltx_lora.distributed import env as dist_env
 from ltx_lora.errors import UserError
 from ltx_lora.ltx.loader import load_audio_encoder, load_video_encoder
-from ltx_lora.ltx.text import check_8bit, load_prompt_encoder
+from ltx_lora.files.atomic import stale_temp_files
+from ltx_lora.ltx.text import check_8bit, gemma_weight_files, load_prompt_encoder
 from ltx_lora.ltx.vae import encode_audio, encode_video
 from ltx_lora.paths import check_model_path
 from ltx_lora.runtime.device import pick_device
+from ltx_lora.runtime.inputs import check_text_encoder, read_base
 from ltx_lora.task import TaskConfig, resolve_task
 
 
@@ -83,6 +85,9 @@ class PreprocessResult:
     moved: list[tuple[str, str, str]] = field(default_factory=list)  # (media, bucket scanned, bucket now)
     texts_encoded: int = 0
     seconds: float = 0.0
+    unused: list[str] = field(default_factory=list)  # cache entries this config does not use (kept unless pruned)
+    pruned: bool = False  # --prune: `unused` were removed
+    stale_temps: list[str] = field(default_factory=list)  # temp files of killed writers, removed
 
 
 def _caption(text: str, trigger: str) -> str:
@@ -105,6 +110,9 @@ def plan_clips(cfg: Config) -> ClipPlan:
     """Probe every dataset entry and judge it by the rule `dataset scan` reports (`usable.judge_clips`): each used
     clip gets a bucket, the rest are skipped with a reason. None usable raises a UserError saying why."""
     dataset = read_dataset(cfg.data.dataset)
+    if not dataset.entries:
+        raise UserError(f"{dataset.path} lists no clips (no rows); write it with `ltx-lora dataset scan CLIPS/ -o "
+                        f"{dataset.path}`.")
     buckets = parse_buckets(cfg.data.buckets)
     task = resolve_task(cfg.task)
     clips = []
@@ -250,6 +258,7 @@ def _encode_clip(clip: PlannedClip, key: str, cfg: Config, task: TaskConfig, enc
     if audio is not None and "audio_mask" in clip.sources:
         wave, _ = _sound(clip.sources["audio_mask"], seconds)
         extra[store.AUDIO_CONDITION_MASK] = audio_mask_to_latent(wave, audio.shape[1])
+    _require_finite([video, audio, *extra.values()], cfg.model.checkpoint)
     store.write_latents(cache, key, video, audio,
                         {"media": str(clip.media), "bucket": clip.bucket, "fps": clip.fps, "silent_audio": silent,
                          **{c: str(p) for c, p in clip.sources.items()}}, weights=extra)
@@ -269,21 +278,45 @@ def _progress(console):
                     TextColumn("ETA"), TimeRemainingColumn(), console=console, transient=False)
 
 
-def preprocess(cfg: Config, console) -> PreprocessResult:
-    check_model_path(cfg.model.checkpoint, "checkpoint")
+def preprocess(cfg: Config, console, *, prune: bool = False) -> PreprocessResult:
+    """Encode what the cache lacks for this config and write its manifest. Entries other configs (datasets, models,
+    settings) made stay: one cache serves them all (every entry's name is a hash of what it was made from); only
+    `prune` removes the entries this config does not use, and the result lists them either way."""
     t0 = time.perf_counter()
     dist = dist_env.current()
     console = dist_env.rank_console(console)
     cache = Path(cfg.data.cache_dir)
-    identity = store.model_identity(cfg.model.checkpoint)
+    # The model files, checked as doctor --config and train check them, before anything is encoded.
+    base = read_base(cfg.model.checkpoint)
+    identity = store.model_identity(base.path)
+    encoder: str | None = None  # the text encoder's identity: None without the Gemma folder (see _encode_texts)
+    if cfg.model.text_encoder and Path(cfg.model.text_encoder).expanduser().exists():
+        gemma = check_text_encoder(cfg.model.text_encoder, base.path)
+        encoder = store.text_encoder_key(identity, gemma / "config.json", gemma_weight_files(gemma),
+                                         cfg.memory.text_encoder_8bit)
     task = resolve_task(cfg.task)
     with_audio = task.audio.present
     device = pick_device()
-    dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
     if cfg.memory.text_encoder_8bit:  # refuse now, not after every clip has been encoded
         check_8bit(device)
-    result = PreprocessResult()
     plan = plan_clips(cfg)
+    with dist_env.locked(dist, cache, "preprocess", "cache", say=console.print):  # one writer per cache
+        result = _preprocess_locked(cfg, console, plan, cache, identity, encoder, task, with_audio, device, prune)
+    result.seconds = time.perf_counter() - t0
+    return result
+
+
+def _preprocess_locked(cfg: Config, console, plan: ClipPlan, cache: Path, identity: dict, encoder: str | None,
+                       task: TaskConfig, with_audio: bool, device: torch.device, prune: bool) -> PreprocessResult:
+    dist = dist_env.current()
+    dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
+    result = PreprocessResult()
+    if dist.is_main:  # under the lock no other preprocess writes here, and this run's ranks have not started
+        stale = [p for sub in ("", *store.ENTRY_FOLDERS) for p in stale_temp_files(cache / sub)]
+        for p in stale:
+            p.unlink(missing_ok=True)
+        result.stale_temps = [str(p.relative_to(cache)) for p in stale]
+    dist.barrier()
     planned, result.skipped, result.moved = plan.planned, plan.skipped, plan.moved
     for line in moved_lines(plan, cfg.data.buckets):
         console.print(line, highlight=False, markup=False, soft_wrap=True)
@@ -331,30 +364,60 @@ def preprocess(cfg: Config, console) -> PreprocessResult:
     # The empty prompt is always cached (a few rows): train.caption_dropout can be turned on without a re-run.
     texts = list(dict.fromkeys([i.caption for i in items] + cfg.validation_prompts()
                                + [cfg.validation.negative_prompt, EMPTY_PROMPT]))
-    text_files = _encode_texts(cfg, cache, texts, device, console, result)
+    if encoder is None:  # no Gemma folder here: the texts the cache already holds for this model can still serve
+        encoder, known = _known_texts(cache, cfg.model.checkpoint)
+    else:
+        known = {}
+    text_files = _encode_texts(cfg, cache, texts, device, console, result, encoder, known)
     for item in items:
         item.text = text_files[item.caption]
     manifest = store.Manifest(settings={"checkpoint": cfg.model.checkpoint, "model_identity": identity,
+                                        "text_encoder": encoder, "dataset": str(plan.dataset),
                                         "buckets": cfg.data.buckets, "target_fps": cfg.data.target_fps,
                                         "with_audio": with_audio, "with_video": task.video.present},
                               items=items, prompts={p: text_files[p] for p in texts})
+    result.unused, result.pruned = store.unused_entries(cache, manifest), prune
     if dist.is_main:  # written last, once, after every share is done
         store.write_manifest(cache, manifest)
-        _prune(cache, manifest)
+        if prune:  # asked for: what this config does not use (the caller lists it)
+            for rel in result.unused:
+                (cache / rel).unlink(missing_ok=True)
     dist.barrier()
-    result.seconds = time.perf_counter() - t0
     return result
 
 
-def _encode_texts(cfg: Config, cache: Path, texts: list[str], device, console, result: PreprocessResult) -> dict[str, str]:
-    files = {t: store.text_file(t) for t in texts}
-    todo = [t for t in texts if not (cache / files[t]).is_file()]
+def _require_finite(latents: list[torch.Tensor | None], checkpoint: str) -> None:
+    """Latents with NaN/inf come from the model, not the clip (the VAE's weights): stop, no cache of noise."""
+    if not all(bool(torch.isfinite(t).all()) for t in latents if t is not None):
+        raise UserError(f"the VAE of {checkpoint} encodes clips to NaN/inf values, so its weights are damaged: "
+                        "download the checkpoint again (nothing was written to the cache).")
+
+
+def _known_texts(cache: Path, checkpoint: str) -> tuple[str | None, dict[str, str]]:
+    """The text encoder identity and text -> features file of the cache's manifest, if it was made with this
+    model (by content): what a run without the Gemma folder may reuse."""
+    try:
+        old = store.read_manifest(cache)
+    except (UserError, ValueError, KeyError, TypeError):
+        return None, {}
+    if store.made_for_another_model(old, checkpoint) or not old.settings.get("text_encoder"):
+        return None, {}
+    return old.settings["text_encoder"], {**{i.caption: i.text for i in old.items}, **old.prompts}
+
+
+def _encode_texts(cfg: Config, cache: Path, texts: list[str], device, console, result: PreprocessResult,
+                  encoder_key: str | None, known: dict[str, str]) -> dict[str, str]:
+    """Features of every text, encoded where the cache lacks them (`known`: files to use without a Gemma folder)."""
+    if encoder_key is not None and not known:
+        files = {t: store.text_file(t, encoder_key) for t in texts}
+    else:
+        files = {t: known[t] for t in texts if t in known}
+    todo = [t for t in texts if t not in files or not (cache / files[t]).is_file()]
     if not todo:
         return files
-
     if not cfg.model.text_encoder:
         raise UserError("model.text_encoder is not set; point it at the local Gemma 3 folder to encode captions.")
-    check_model_path(cfg.model.text_encoder, "text_encoder")
+    check_model_path(cfg.model.text_encoder, "text_encoder")  # without the folder: the sentence on how to get it
     dist = dist_env.current()
     mine = todo[dist.rank::dist.world_size]
     if mine:
@@ -364,17 +427,15 @@ def _encode_texts(cfg: Config, cache: Path, texts: list[str], device, console, r
         with _progress(console) as bar:
             task = bar.add_task("encoding captions", total=len(mine))
             for text in mine:
-                store.write_text(cache, text, encoder.encode_prompts([text])[0])
+                features = encoder.encode_prompts([text])[0]
+                parts = [t for t in (features.video, features.audio, features.video_pad, features.audio_pad)
+                         if t is not None]
+                if not all(bool(torch.isfinite(t).all()) for t in parts):
+                    raise UserError(f"the text encoder ({cfg.model.text_encoder} with the projection of "
+                                    f"{cfg.model.checkpoint}) gives NaN/inf features, so its weights are damaged: "
+                                    "download them again.")
+                store.write_text(cache, text, features, encoder_key)
                 bar.advance(task)
     dist.barrier()  # every text is on disk
     result.texts_encoded = len(todo)
     return files
-
-
-def _prune(cache: Path, manifest: store.Manifest) -> None:
-    """Remove entries no longer referenced (settings changed): the cache holds exactly what the manifest lists."""
-    keep = {i.latents for i in manifest.items} | {i.text for i in manifest.items} | set(manifest.prompts.values())
-    for sub in ("latents", "text"):
-        for f in (cache / sub).glob("*.safetensors") if (cache / sub).is_dir() else []:
-            if f"{sub}/{f.name}" not in keep:
-                f.unlink()

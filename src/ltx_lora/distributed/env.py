@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import json
 import os
-from contextlib import contextmanager
+from collections.abc import Callable, Iterator
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from datetime import timedelta
 
@@ -17,6 +18,7 @@ import torch
 import torch.distributed as dist
 
 from ltx_lora.errors import UserError
+from ltx_lora.files.lock import folder_lock
 
 # Ranks wait for each other at barriers (rank 0 writing a checkpoint, a slow preprocessing share): allow long waits.
 TIMEOUT = timedelta(minutes=60)
@@ -116,6 +118,22 @@ def process_group():
         yield env
     finally:
         dist.destroy_process_group()
+
+
+@contextmanager
+def locked(env: DistEnv, folder, command: str, what: str, say: Callable[[str], None] | None = None) -> Iterator[None]:
+    """Hold `folder`'s lock (ltx_lora.files.lock) for the block: rank 0 takes it for every process of the run, and
+    every rank stops together when another process holds it (rank 0 says which)."""
+    with ExitStack() as stack:
+        error: UserError | None = None
+        if env.is_main:
+            try:
+                stack.enter_context(folder_lock(folder, command, what, say))
+            except UserError as e:
+                error = e
+        if not env.all_agree(error is None):
+            raise error or UserError(f"{folder} is in use by another process.")
+        yield
 
 
 def rank_console(console):

@@ -9,6 +9,7 @@ temp file is removed and the old file is untouched.
 - `with atomic_path(path) as tmp:`: for writers that want a path (safetensors' `save_file`, mp4 muxers).
 - `atomic_save_safetensors(tensors, path, metadata)`: torch tensors to a safetensors file.
 - `fsync_file`, `fsync_dir`: for protocols of their own (train/checkpointer.py renames whole folders).
+- `stale_temp_files(folder)`: the temp files a killed writer left behind (ours only), for a cleaner to remove.
 
 Bottom layer: stdlib only at import time (safetensors and torch are imported inside the function that needs them).
 """
@@ -16,7 +17,9 @@ Bottom layer: stdlib only at import time (safetensors and torch are imported ins
 from __future__ import annotations
 
 import os
+import re
 import secrets
+import time
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
@@ -51,6 +54,35 @@ def _create_temp(path: Path, suffix: str) -> tuple[int, Path]:
             return os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666), tmp
         except FileExistsError:
             continue
+
+
+# `_create_temp`'s names: .<final name>.<pid>.<8 hex>.tmp<suffix>
+_TEMP_NAME = re.compile(r"^\..+\.(?P<pid>\d+)\.[0-9a-f]{8}\.tmp[^/]*$")
+
+
+def _running(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        pass
+    return True
+
+
+def stale_temp_files(folder: str | Path, older_than_s: float = 24 * 3600) -> list[Path]:
+    """Temp files of ours (the names `_create_temp` gives) in `folder` left by a writer that was killed: its PID
+    no longer runs, or the file is older than `older_than_s` (a PID since reused). Other files are never listed.
+    Callers remove them only where no other process can be writing (under the folder's lock, files/lock.py)."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        return []
+    now, out = time.time(), []
+    for p in folder.iterdir():
+        m = _TEMP_NAME.match(p.name)
+        if m and p.is_file() and (not _running(int(m["pid"])) or now - p.stat().st_mtime > older_than_s):
+            out.append(p)
+    return sorted(out)
 
 
 def _commit(tmp: Path, path: Path) -> None:

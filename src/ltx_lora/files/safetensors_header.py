@@ -83,3 +83,18 @@ def read_header(path: str | Path) -> SafetensorsHeader:
             raise NotSafetensors(f"tensor entry {name!r} has no dtype/shape")
         header.tensors[name] = TensorInfo(str(info["dtype"]), tuple(int(d) for d in info["shape"]))
     return header
+
+
+def missing_bytes(path: str | Path) -> int:
+    """How many bytes `path` lacks for the tensor data its header places (0 when complete): a truncated download or
+    copy reads fine until the first tensor past the end. Raises NotSafetensors like `read_header`."""
+    path = Path(path)
+    size = path.stat().st_size
+    read_header(path)  # the same checks first
+    with path.open("rb") as f:
+        (n,) = struct.unpack("<Q", f.read(8))
+        doc = json.loads(f.read(n))
+    ends = [info["data_offsets"][1] for name, info in doc.items()
+            if name != "__metadata__" and isinstance(info, dict) and isinstance(info.get("data_offsets"), list)
+            and len(info["data_offsets"]) == 2 and isinstance(info["data_offsets"][1], int)]
+    return max(0, 8 + n + max(ends, default=0) - size)

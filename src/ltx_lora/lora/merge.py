@@ -15,6 +15,7 @@ are refused: re-casting W' to FP8 without a scale would round most of the LoRA a
 from __future__ import annotations
 
 import json
+import math
 import struct
 from dataclasses import dataclass
 from pathlib import Path
@@ -68,7 +69,13 @@ def merge(lora_path: str | Path, base_path: str | Path, out: str | Path, strengt
           overwrite: bool = False, on_progress=None) -> MergeResult:
     from safetensors import safe_open
 
+    if not math.isfinite(strength):
+        raise UserError(f"--strength {strength} is not a finite number; give one such as 1.0 (ComfyUI's meaning).")
     lora = lora_file.read_lora(lora_path)
+    bad_alpha = [m.alpha_key for m in lora.modules.values() if m.alpha is not None and not math.isfinite(m.alpha)]
+    if bad_alpha:
+        raise UserError(f"{lora.path.name} stores a NaN/inf alpha ({bad_alpha[0]}{' and more' if len(bad_alpha) > 1 else ''}): "
+                        "the merged weights would all be NaN/inf; nothing written (retrain or re-export the LoRA).")
     base_ident, base = _require_base(Path(base_path).expanduser())
     lora_ident = identify(lora.path)
     if lora_ident.family and base_ident.family and lora_ident.family != base_ident.family:
@@ -105,7 +112,11 @@ def merge(lora_path: str | Path, base_path: str | Path, out: str | Path, strengt
     replaced: dict[str, torch.Tensor] = {}
     with safe_open(str(base.path), framework="pt") as f:
         for i, (key, m) in enumerate(targets.items()):
-            replaced.update(_fused(f, key, base.tensors[key], pairs[m.stem].delta(strength)))
+            delta = pairs[m.stem].delta(strength)
+            if not bool(torch.isfinite(delta).all()):  # checked before the output file is opened
+                raise UserError(f"{lora.path.name} holds NaN/inf values ({m.down_key} / {m.up_key}): the merged "
+                                "weights would be NaN/inf; nothing written (retrain or re-export the LoRA).")
+            replaced.update(_fused(f, key, base.tensors[key], delta))
             if on_progress:
                 on_progress(i + 1, len(targets))
 

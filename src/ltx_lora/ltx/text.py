@@ -38,6 +38,7 @@ __all__ = [
     "PromptEncoder",
     "TextFeatures",
     "check_8bit",
+    "check_gemma_fits",
     "gemma_weight_files",
     "load_prompt_encoder",
     "load_text_connectors",
@@ -184,6 +185,21 @@ def _check_projection_width(checkpoint: Path, gemma_dir: Path, width: int) -> No
     if expected != width:
         raise UserError(f"The text projection in {checkpoint.name} takes Gemma features of width {expected}, but the "
                         f"Gemma in {gemma_dir} gives {width}: use the Gemma 3 12B folder (google/gemma-3-12b-it).")
+
+
+def check_gemma_fits(gemma_dir: Path, checkpoint: Path) -> None:
+    """The Gemma folder's config loads and its features are as wide as the checkpoint's text projection takes:
+    what `load_prompt_encoder` needs before any weight is read (paths and files checked already)."""
+    try:
+        text_cfg = _gemma_config(gemma_dir).text_config
+        hidden, layers = text_cfg.hidden_size, text_cfg.num_hidden_layers
+        if not all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in (hidden, layers)):
+            raise ValueError(f"hidden_size {hidden!r} and num_hidden_layers {layers!r} must be positive integers")
+    except Exception as e:  # noqa: BLE001 - transformers raises many kinds for one damaged config.json
+        detail = str(e).strip().splitlines()[0][:200] if str(e).strip() else type(e).__name__
+        raise UserError(f"the Gemma config in {gemma_dir} cannot be used ({detail}): download config.json again "
+                        "from google/gemma-3-12b-it.") from None
+    _check_projection_width(checkpoint, gemma_dir, hidden * (layers + 1))
 
 
 def check_8bit(device: torch.device | str) -> None:

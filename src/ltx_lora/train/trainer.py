@@ -10,13 +10,16 @@ from __future__ import annotations
 import contextlib
 import gc
 import json
+import random
+import signal
+import threading
 import time
 from pathlib import Path
 
 import torch
 from rich.console import Console
 
-from ltx_lora.data.cache import Manifest, made_for_another_model, read_manifest
+from ltx_lora.data.cache import Manifest, made_for_another_model, missing_files, read_manifest, same_path
 from ltx_lora.data.loader import BatchOrder, caption_dropout_draw, empty_prompt_file, load_batch, text_files
 from ltx_lora.data.report import report_path_for
 from ltx_lora.distributed import env as dist_env
@@ -24,7 +27,6 @@ from ltx_lora.distributed import parallel
 from ltx_lora.errors import UserError
 from ltx_lora.files.atomic import atomic_write
 from ltx_lora.files.lora_file import write_lora_tensors
-from ltx_lora.files.model_files import check_training_base
 from ltx_lora.ltx.fast import (
     attention_mask_or_none,
     can_compile,
@@ -34,6 +36,7 @@ from ltx_lora.ltx.fast import (
     use_sdpa_attention,
 )
 from ltx_lora.ltx.text import run_text_connectors
+from ltx_lora.runtime.inputs import check_base
 from ltx_lora.runtime.models import Models, load_models
 from ltx_lora.runtime.placement import HostOffload, attach_block_swap
 from ltx_lora.runtime.run import Run, Validate, ValidationFactory
@@ -57,10 +60,54 @@ from ltx_lora.train.timesteps import SigmaSampler
 
 # Fingerprint keys added later: what a training checkpoint written before them was trained with.
 _FINGERPRINT_DEFAULTS = {"variant": "lora", "rslora": False, "lokr_factor": -1}
+PATH_FINGERPRINTS = ("checkpoint", "cache_dir")  # compared as files, not as spellings
+
 
 class TrainingFailed(RuntimeError):
     """Training cannot go on (e.g. a non-finite loss); the last good checkpoint is kept."""
 
+
+class TrainingInterrupted(RuntimeError):
+    """Ctrl-C: the step under way was finished and saved as a training checkpoint (`checkpoint`)."""
+
+    def __init__(self, step: int, checkpoint: Path):
+        super().__init__(f"after step {step}: saved the training checkpoint {checkpoint}")
+        self.step, self.checkpoint = step, checkpoint
+
+
+class StopOnCtrlC:
+    """While training: the first SIGINT (Ctrl-C) asks the loop to stop after the step under way (which is then
+    saved); a second one stops at once (KeyboardInterrupt), as Ctrl-C does elsewhere. Only the main thread can
+    handle signals: elsewhere (a caller's worker thread) Ctrl-C keeps its usual meaning."""
+
+    def __init__(self, say):
+        self.say, self.requested, self._previous = say, False, None
+
+    def __enter__(self) -> StopOnCtrlC:
+        if threading.current_thread() is threading.main_thread():
+            self._previous = signal.signal(signal.SIGINT, self._handle)
+        return self
+
+    def _handle(self, signum, frame) -> None:
+        if self.requested:
+            signal.signal(signal.SIGINT, signal.default_int_handler)
+            raise KeyboardInterrupt
+        self.requested = True
+        self.say("Ctrl-C: finishing the step under way and saving a checkpoint (Ctrl-C again stops at once)")
+
+    def __exit__(self, *exc) -> None:
+        if self._previous is not None:
+            signal.signal(signal.SIGINT, self._previous)
+
+
+def seed_global_rngs(seed: int) -> None:
+    """Seed the generators a step draws from besides its own (`gen`): LoRA dropout draws from torch's global CPU
+    and CUDA generators; Python's `random` is seeded too for anything that may use it. Without this two runs with
+    the same train.seed and lora.dropout differed in every tensor. Their states are saved in each checkpoint and
+    restored on resume, so resume stays exact. Every rank gets the same seed: the states then stay equal across
+    ranks, which is what restoring rank 0's saved state on every rank assumes."""
+    torch.manual_seed(seed)  # the CPU generator and every CUDA device's
+    random.seed(seed)
 
 
 def _first_frame_p(run: Run) -> float:
@@ -102,12 +149,21 @@ class Trainer:
                             f"`ltx-lora preprocess` lists each skipped clip with its reason (so does {report}, "
                             "from `ltx-lora dataset scan`), fix or add clips, and run `ltx-lora preprocess` again.")
         made_for = manifest.settings.get("checkpoint")
+        dataset = manifest.settings.get("dataset")
+        if dataset and not same_path(dataset, self.cfg.data.dataset):
+            raise UserError(f"the cache in {self.cache} was last preprocessed for another dataset ({dataset}), not "
+                            f"{self.cfg.data.dataset}; run `ltx-lora preprocess` with this config (clips and texts "
+                            "already encoded are reused) or set data.cache_dir to another folder.")
         if made_for_another_model(manifest, self.cfg.model.checkpoint):
             raise UserError(f"the cache in {self.cache} was made with another model file ({made_for}) than "
                             f"{self.cfg.model.checkpoint}; "
                             "run `ltx-lora preprocess` with this config, or set data.cache_dir to another folder.")
         self.empty_prompt = (empty_prompt_file(manifest, self.cache) if self.cfg.train.caption_dropout > 0
                              else None)
+        missing = missing_files(manifest, self.cache)
+        if missing:
+            raise UserError(f"the cache in {self.cache} lacks {len(missing)} file(s) its manifest lists (e.g. "
+                            f"{missing[0]}); run `ltx-lora preprocess` with this config to encode them again.")
         if self.train_audio and not any(i.has_audio for i in manifest.items):
             raise UserError(f"the task generates audio but no cached clip in {self.cache} has audio; use `task: t2v` "
                             "(video only) or preprocess clips with audio.")
@@ -121,7 +177,10 @@ class Trainer:
         state = load_training_state(saved)
         expected = self.run.resume_fingerprint()
         for key, value in expected.items():
-            if state.meta.get(key, _FINGERPRINT_DEFAULTS.get(key)) != value:
+            saved_value = state.meta.get(key, _FINGERPRINT_DEFAULTS.get(key))
+            if key in PATH_FINGERPRINTS and saved_value and value and same_path(saved_value, value):
+                continue  # one file or folder, spelled another way (./x and x, a symlink)
+            if saved_value != value:
                 raise UserError(f"{saved} was trained with {key}={state.meta.get(key)!r} but the config says "
                                 f"{value!r}; restore that setting or train into a new output_dir.")
         # The data order is planned in global batches (batch_size x processes; with a token budget the budget's
@@ -166,7 +225,7 @@ class Trainer:
     def train(self) -> Path:
         """Train from the cache to `run.steps`, resuming when asked; returns the final LoRA file."""
         cfg, run = self.cfg, self.run
-        check_training_base(run.base.identity)
+        check_base(run.base)  # a training base, complete on disk (what doctor --config and preprocess check too)
         require_logging_packages(cfg.logging)
         manifest = read_manifest(self.cache)
         self._check_cache(manifest)
@@ -174,7 +233,12 @@ class Trainer:
             raise UserError(f"{self.run_dir} already holds checkpoints; pass --resume to continue that run, or set "
                             "output_dir to a new folder.")
         resume = self._resume_state() if self.resume else None
-        if resume is not None and resume[1].step >= self.total_steps:
+        if resume is not None and resume[1].step > self.total_steps:
+            saved, state = resume
+            raise UserError(f"{saved} is at step {state.step}, past the {self.total_steps} steps asked for; "
+                            f"nothing was changed: resume with --max-steps above {state.step} to train on (the "
+                            f"LoRA of step {state.step} is in that folder), or train into a new output_dir.")
+        if resume is not None and resume[1].step == self.total_steps:
             return self._already_complete(*resume)
         plan = run.plan
         self.console.print(plan.describe())
@@ -208,6 +272,7 @@ class Trainer:
         sampler = SigmaSampler(cfg.train.timestep_sampling)
         ema = (LoraEma(params, cfg.train.ema.decay, on_host=cfg.train.ema.on_host, start_step=cfg.train.ema.start_step)
                if cfg.train.ema.enabled else None)
+        seed_global_rngs(cfg.train.seed)  # then a resume restores the saved states over these
         start = self._restore(resume, params, optimizer, order, gen, ema)
 
         n_params = sum(p.numel() for p in trainable)
@@ -233,10 +298,12 @@ class Trainer:
             if metrics:
                 metrics.log_validation(done, records)
 
-        if validate and start == 0:
-            validate_at(0)  # the base model: the baseline every later sample is judged against
+        ctrl_c = StopOnCtrlC(self.console.print)
         step = start
         try:
+            ctrl_c.__enter__()
+            if validate and start == 0:
+                validate_at(0)  # the base model: the baseline every later sample is judged against
             for step in range(start, self.total_steps):
                 t0 = time.perf_counter()
                 lr = set_lr(optimizer, step, cfg.train)
@@ -251,11 +318,16 @@ class Trainer:
                 self.trained = True
                 if metrics:
                     metrics.log_step(done, video_loss, audio_loss, lr, time.perf_counter() - t0)
+                saved = None
                 if done % cfg.checkpoints.every == 0 or done == self.total_steps:
-                    self._save(done, transformer, params, optimizer, order, gen, manifest, ema)
+                    saved = self._save(done, transformer, params, optimizer, order, gen, manifest, ema)
+                if done < self.total_steps and not self.dist.all_agree(not ctrl_c.requested):  # any rank's Ctrl-C
+                    saved = saved or self._save(done, transformer, params, optimizer, order, gen, manifest, ema)
+                    raise TrainingInterrupted(done, saved)
                 if validate and (done % cfg.validation.every == 0 or done == self.total_steps):
                     validate_at(done)
         finally:
+            ctrl_c.__exit__()
             if metrics:
                 metrics.close()
         return self._export_final(transformer, manifest, self.total_steps, ema)
@@ -332,6 +404,7 @@ class Trainer:
         """The first step compiles the blocks; if that fails, undo the step's draws and run it eager."""
         position, gen_state = order.position(), gen.get_state()
         cpu_rng = torch.get_rng_state()
+        cuda_rng = torch.cuda.get_rng_state() if torch.cuda.is_available() else None
         try:
             return self._optimizer_step(models, manifest, order, sampler, gen, optimizer, trainable, step)
         except (TrainingFailed, torch.OutOfMemoryError):
@@ -350,6 +423,8 @@ class Trainer:
         order.restore(position)
         gen.set_state(gen_state)
         torch.set_rng_state(cpu_rng)
+        if cuda_rng is not None:
+            torch.cuda.set_rng_state(cuda_rng)
         return self._optimizer_step(models, manifest, order, sampler, gen, optimizer, trainable, step)
 
     def _optimizer_step(self, models: Models, manifest: Manifest, order: BatchOrder, sampler: SigmaSampler,
