@@ -11,7 +11,9 @@ from typing import Any
 
 from rich.console import Console
 
-_console = Console(stderr=True)
+from ltx_lora.errors import UserError
+
+_console = Console(stderr=True, markup=False)  # the note names the user's file: never markup
 
 # Sections only the official trainer has; ours are model/data/lora/train/memory/checkpoints/validation/logging.
 _OFFICIAL_MARKERS = ("optimization", "acceleration", "training_strategy", "flow_matching", "hub")
@@ -37,12 +39,33 @@ def _mode(strategy: dict) -> tuple[str, float | None]:
     return ("av" if strategy.get("with_audio") else "t2v"), (None if p is None else float(p))
 
 
+def _section(data: dict, key: str, source: str) -> dict:
+    """An official section as a mapping ({} when absent); anything else is one sentence naming it."""
+    value = data.get(key)
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise UserError(f"{source}: '{key}' of the official trainer config must be a mapping of its keys, not "
+                        f"{type(value).__name__} {str(value)[:40]!r}; compare with the official configs in "
+                        "packages/ltx-trainer/configs.")
+    return value
+
+
 def translate_official(data: dict, source: str = "config") -> dict:
-    """Map an official trainer config onto our schema; print one note listing what changed."""
+    """Map an official trainer config onto our schema; print one note listing what changed. A value of the wrong
+    type (a list where a number belongs) is one UserError naming the file, never a crash."""
+    try:
+        return _translate(data, source)
+    except (TypeError, ValueError, AttributeError, KeyError) as e:
+        raise UserError(f"{source}: a value of the official trainer config has the wrong type ({e}); compare with "
+                        "the official configs in packages/ltx-trainer/configs, or start from `ltx-lora init`.") from None
+
+
+def _translate(data: dict, source: str) -> dict:
     ours: dict[str, Any] = {"model": {}, "data": {}, "lora": {}, "train": {}, "memory": {}, "checkpoints": {},
                             "validation": {}, "logging": {}}
     dropped: list[str] = []
-    model = data.get("model") or {}
+    model = _section(data, "model", source)
     if model.get("model_path"):
         ours["model"]["checkpoint"] = model["model_path"]
     if model.get("text_encoder_path"):
@@ -50,17 +73,17 @@ def translate_official(data: dict, source: str = "config") -> dict:
     if model.get("training_mode", "lora") != "lora":
         dropped.append("model.training_mode (only LoRA training is supported)")
 
-    lora = data.get("lora") or {}
+    lora = _section(data, "lora", source)
     for key in ("rank", "alpha", "dropout", "target_modules"):
         if key in lora:
             ours["lora"][key] = lora[key]
 
-    mode, p = _mode(data.get("training_strategy") or {})
+    mode, p = _mode(_section(data, "training_strategy", source))
     ours["train"]["mode"] = mode
     if p is not None:
         ours["train"]["first_frame_conditioning_p"] = p
 
-    opt = data.get("optimization") or {}
+    opt = _section(data, "optimization", source)
     mapping = {"learning_rate": "learning_rate", "steps": "steps", "batch_size": "batch_size",
                "gradient_accumulation_steps": "gradient_accumulation", "max_grad_norm": "max_grad_norm",
                "enable_gradient_checkpointing": "gradient_checkpointing"}
@@ -76,7 +99,7 @@ def translate_official(data: dict, source: str = "config") -> dict:
         ours["train"]["scheduler"] = "cosine"
         dropped.append(f"optimization.scheduler_type={sched} (became cosine)")
 
-    acc = data.get("acceleration") or {}
+    acc = _section(data, "acceleration", source)
     if acc.get("mixed_precision_mode") in ("bf16", "no"):
         ours["train"]["mixed_precision"] = "bf16" if acc["mixed_precision_mode"] == "bf16" else "fp32"
     quant = acc.get("quantization")
@@ -87,11 +110,11 @@ def translate_official(data: dict, source: str = "config") -> dict:
     if "load_text_encoder_in_8bit" in acc:
         ours["memory"]["text_encoder_8bit"] = bool(acc["load_text_encoder_in_8bit"])
 
-    d = data.get("data") or {}
+    d = _section(data, "data", source)
     if d.get("preprocessed_data_root"):
         dropped.append("data.preprocessed_data_root (its .pt cache is pickle; run `ltx-lora preprocess` once)")
 
-    val = data.get("validation") or {}
+    val = _section(data, "validation", source)
     prompts = list(val.get("prompts") or []) + [s["prompt"] for s in val.get("samples") or [] if "prompt" in s]
     if prompts:
         ours["validation"]["prompts"] = prompts
@@ -113,19 +136,20 @@ def translate_official(data: dict, source: str = "config") -> dict:
         if theirs in val:
             ours["validation"]["stg_scale"] = val[theirs]
 
-    ck = data.get("checkpoints") or {}
+    ck = _section(data, "checkpoints", source)
     if ck.get("interval"):
         ours["checkpoints"]["every"] = ck["interval"]
     if isinstance(ck.get("keep_last_n"), int) and ck["keep_last_n"] > 0:
         ours["checkpoints"]["keep_last"] = ck["keep_last_n"]
 
-    fm = data.get("flow_matching") or {}
+    fm = _section(data, "flow_matching", source)
     if fm.get("timestep_sampling_mode") in ("shifted_logit_normal", "uniform"):
         ours["train"]["timestep_sampling"] = fm["timestep_sampling_mode"]
-    if (data.get("wandb") or {}).get("enabled"):
+    wandb = _section(data, "wandb", source)
+    if wandb.get("enabled"):
         ours["logging"]["wandb"] = True
-        ours["logging"]["wandb_project"] = data["wandb"].get("project", "ltx-lora")
-    if (data.get("hub") or {}).get("push_to_hub"):
+        ours["logging"]["wandb_project"] = wandb.get("project", "ltx-lora")
+    if _section(data, "hub", source).get("push_to_hub"):
         dropped.append("hub.push_to_hub (no network at run time)")
     if "seed" in data:
         ours["train"]["seed"] = data["seed"]

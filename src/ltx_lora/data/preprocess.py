@@ -191,7 +191,7 @@ def _progress(console):
         TimeRemainingColumn,
     )
 
-    return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+    return Progress(TextColumn("{task.description}", markup=False), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                     TextColumn("ETA"), TimeRemainingColumn(), console=console, transient=False)
 
 
@@ -215,7 +215,7 @@ def preprocess(cfg: Config, console) -> PreprocessResult:
         console.print(line, highlight=False, markup=False, soft_wrap=True)
     items: list[store.CacheItem] = []
     todo = [(c, _entry_key(c, identity, with_audio)) for c in planned]
-    missing = [(c, k) for c, k in todo if not (cache / f"latents/{k}.safetensors").is_file()]
+    missing = [(c, k) for c, k in todo if not store.intact(cache / f"latents/{k}.safetensors")]
     result.reused = len(todo) - len(missing)
     mine = list(enumerate(missing))[dist.rank::dist.world_size]  # this process's share (all of it with one)
     video_enc = load_video_encoder(cfg.model.checkpoint, device=device, dtype=dtype) if mine else None
@@ -247,7 +247,7 @@ def preprocess(cfg: Config, console) -> PreprocessResult:
     dist.barrier()  # every share is on disk; the reasons of every rank's failures, in the single-process order
     result.skipped += [(m, why) for _, m, why in sorted(f for part in dist.gather_json(failed) for f in part)]
     for clip, key in todo:
-        if (cache / f"latents/{key}.safetensors").is_file():
+        if store.intact(cache / f"latents/{key}.safetensors"):
             items.append(store.CacheItem(latents=f"latents/{key}.safetensors", text="", bucket=clip.bucket,
                                          fps=clip.fps, has_audio=with_audio and not clip.is_still,
                                          media=str(clip.media), caption=clip.caption,
@@ -277,7 +277,7 @@ def preprocess(cfg: Config, console) -> PreprocessResult:
 
 def _encode_texts(cfg: Config, cache: Path, texts: list[str], device, console, result: PreprocessResult) -> dict[str, str]:
     files = {t: store.text_file(t) for t in texts}
-    todo = [t for t in texts if not (cache / files[t]).is_file()]
+    todo = [t for t in texts if not store.intact(cache / files[t])]
     if not todo:
         return files
 

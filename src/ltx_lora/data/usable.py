@@ -85,8 +85,8 @@ def judge_clips(clips: Sequence[Candidate], buckets: Sequence[Bucket], *, target
             continue
         seen_paths.add(clip.path)
         if not info.usable:
-            v.skip_group = {"audio": "no video stream"}.get(info.kind or "", "empty" if info.size_bytes == 0
-                                                             else "unreadable")
+            empty = info.size_bytes == 0 and (info.error or "").startswith("empty")  # not a pipe, not a bad name
+            v.skip_group = {"audio": "no video stream"}.get(info.kind or "", "empty" if empty else "unreadable")
             v.skip_reason = info.error or f"a {info.kind} file, not a video or still"
             continue
         original = first_by_hash.setdefault(info.content_hash, clip)

@@ -33,7 +33,7 @@ from typing import TYPE_CHECKING
 
 from ltx_lora.errors import UserError
 from ltx_lora.files.atomic import atomic_save_safetensors
-from ltx_lora.files.safetensors_header import NotSafetensors, SafetensorsHeader, read_header
+from ltx_lora.files.safetensors_header import NotSafetensors, SafetensorsHeader, open_safetensors, read_header
 
 if TYPE_CHECKING:  # torch is imported lazily: `ltx-lora inspect` reads headers only
     import torch
@@ -308,6 +308,9 @@ def parse_module_name(raw: str) -> tuple[str | None, str | None]:
     return None, None
 
 
+_DAMAGED_LORA = "download or export it again"
+
+
 def read_lora(path: str | Path) -> LoraFile:
     """Parse a LoRA file from its header (and its `.alpha` scalars). Raises UserError for anything else."""
     path = Path(path).expanduser()
@@ -357,10 +360,12 @@ def read_lora(path: str | Path) -> LoraFile:
             alpha_keys.append(slot["alpha"])
     if not lora.modules:
         raise UserError(f"{path.name} has LoRA tensors but no complete down/up pair; the file is damaged.")
+    bad_alpha = next((k for k in alpha_keys if header.tensors[k].numel != 1), None)
+    if bad_alpha is not None:
+        raise UserError(f"{path.name}: {bad_alpha} has the shape {list(header.tensors[bad_alpha].shape)}, but an "
+                        "alpha is one number; the file is damaged or not a LoRA.")
     if alpha_keys:
-        from safetensors import safe_open
-
-        with safe_open(str(path), framework="pt") as f:
+        with open_safetensors(path, "LoRA file", _DAMAGED_LORA) as f:
             for m in lora.modules.values():
                 if m.alpha_key:
                     m.alpha = float(f.get_tensor(m.alpha_key).float().item())
@@ -369,10 +374,8 @@ def read_lora(path: str | Path) -> LoraFile:
 
 def load_pairs(lora: LoraFile, device: str = "cpu") -> dict[str, tuple]:
     """{stem: (down, up)} tensors as stored (no scale applied)."""
-    from safetensors import safe_open
-
     out = {}
-    with safe_open(str(lora.path), framework="pt", device=device) as f:
+    with open_safetensors(lora.path, "LoRA file", _DAMAGED_LORA, device=device) as f:
         for m in lora.modules.values():
             out[m.stem] = (f.get_tensor(m.down_key), f.get_tensor(m.up_key))
     return out
@@ -400,11 +403,9 @@ def down_modules(header: SafetensorsHeader) -> dict[str, str]:
 def first_alpha(path: str | Path, header: SafetensorsHeader) -> float | None:
     """The value of the first `.alpha` tensor in the header (a scalar: reading it loads 2-4 bytes), or None."""
     key = next((k for k in header.tensors if split_key(k)[1] == "alpha"), None)
-    if key is None:
+    if key is None or header.tensors[key].numel != 1:  # an alpha that is not one number is no alpha
         return None
-    from safetensors import safe_open
-
-    with safe_open(str(path), framework="pt") as f:
+    with open_safetensors(path, "LoRA file", _DAMAGED_LORA) as f:
         return float(f.get_tensor(key).float().item())
 
 

@@ -20,6 +20,7 @@ from pathlib import Path
 
 import torch
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.text import Text
 
 from ltx_lora.config import Config, TrainingMode
 from ltx_lora.data.cache import made_for_another_model, read_manifest, read_text
@@ -121,7 +122,7 @@ def _on(module: torch.nn.Module | None, device: torch.device):
 
 
 def _progress(console):
-    return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+    return Progress(TextColumn("{task.description}", markup=False), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                     TextColumn("ETA"), TimeRemainingColumn(), console=console, transient=True)
 
 
@@ -267,8 +268,8 @@ class Validator:
         bad = [r for r in records if r["health"]["status"] != "ok"]
         for r in bad:
             colour = "yellow" if r["health"]["status"] == "explained" else "red"
-            self.console.print(f"[{colour}]validation {label} prompt {r['prompt_index']}:[/] "
-                               + " ".join(r["health"]["problems"] + r["health"]["notes"]), highlight=False)
+            self.console.print(Text.assemble((f"validation {label} prompt {r['prompt_index']}:", colour), " ",
+                                             " ".join(r["health"]["problems"] + r["health"]["notes"])), highlight=False)
         total = sum(r["seconds"] for r in records)
         self.console.print(f"validation {label}: {len(records)} samples in {total:.1f} s "
                            f"({len(records) - len(bad)} healthy) -> {self.root / 'report.html'}", highlight=False)
