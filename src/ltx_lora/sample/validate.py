@@ -44,6 +44,7 @@ from ltx_lora.ltx.sampling import (
     sigma_schedule,
 )
 from ltx_lora.ltx.text import run_text_connectors
+from ltx_lora.paths import require_regular_file
 from ltx_lora.runtime.base_file import BaseFile
 from ltx_lora.runtime.models import load_models
 from ltx_lora.runtime.placement import HostOffload, attach_block_swap
@@ -170,9 +171,9 @@ class Validator:
             raise UserError("validation.prompts is empty; add 2-3 fixed prompts to the config, run `ltx-lora "
                             "preprocess` (it caches their text features), then validate.")
         _check_stg_blocks(run.base, settings.stg_blocks)
-        if settings.reference_image and not Path(settings.reference_image).is_file():
-            raise UserError(f"validation.reference_image {settings.reference_image} does not exist; give a local "
-                            "image file, or null for text-to-video samples.")
+        if settings.reference_image:
+            require_regular_file(settings.reference_image, "validation.reference_image",
+                                 "give a local image file, or null for text-to-video samples")
         if self.cfg.train.mode == TrainingMode.image_to_video and not settings.reference_image:
             console.print("note: train.mode is i2v but validation.reference_image is not set: the validation samples "
                           "are text-to-video.", highlight=False, markup=False)
@@ -218,9 +219,8 @@ class Validator:
             self.decoders["vocoder"] = load_vocoder(ckpt, device=park, dtype=torch.float32).requires_grad_(False)
 
     def _encode_reference(self) -> None:
-        path = Path(self.settings.reference_image)
-        if not path.is_file():
-            raise UserError(f"validation.reference_image {path} does not exist; give a local image file or null.")
+        path = require_regular_file(self.settings.reference_image, "validation.reference_image",
+                                    "give a local image file or null")
         try:
             image = read_image(path, self.settings.width, self.settings.height).frames
         except OSError as e:
