@@ -529,8 +529,8 @@ def demo(
 
 def _say_error(label: str, message: str, every_rank: bool = False) -> None:
     # Under torchrun every rank meets the same bad input: rank 0 says it. A crash may be one rank's own: all say it.
-    if every_rank or os.environ.get("RANK", "0") == "0":
-        console.print(_styled(label, "bold red", message), highlight=False)
+    if every_rank or os.environ.get("RANK", "0") == "0":  # one line: a newline in a quoted value stays inside it
+        console.print(_styled(label, "bold red", " ".join(message.splitlines())), highlight=False)
 
 
 def main() -> None:

@@ -80,13 +80,13 @@ def _tensor(name: str, info: object) -> TensorInfo:
     if not isinstance(info, dict) or not {"dtype", "shape", "data_offsets"} <= info.keys():
         raise NotSafetensors(f"tensor entry {name[:80]!r} has no dtype, shape and data_offsets")
     dtype, shape, offsets = info["dtype"], info["shape"], info["data_offsets"]
-    if dtype not in DTYPE_BITS:
-        raise NotSafetensors(f"tensor {name[:80]!r} has the unknown dtype {str(dtype)[:20]!r}")
+    if not isinstance(dtype, str) or dtype not in DTYPE_BITS:
+        raise NotSafetensors(f"tensor {name[:80]!r} has the unknown dtype {repr(dtype)[:20]}")
     if not isinstance(shape, list) or not all(_is_int(d) and d >= 0 for d in shape):
-        raise NotSafetensors(f"tensor {name[:80]!r} has the shape {str(shape)[:40]}, not a list of sizes >= 0")
+        raise NotSafetensors(f"tensor {name[:80]!r} has the shape {repr(shape)[:40]}, not a list of sizes >= 0")
     if not (isinstance(offsets, list) and len(offsets) == 2 and all(_is_int(o) and o >= 0 for o in offsets)
             and offsets[0] <= offsets[1]):
-        raise NotSafetensors(f"tensor {name[:80]!r} has the data_offsets {str(offsets)[:40]}, not [begin, end]")
+        raise NotSafetensors(f"tensor {name[:80]!r} has the data_offsets {repr(offsets)[:40]}, not [begin, end]")
     bits = math.prod(shape) * DTYPE_BITS[dtype]
     if bits % 8 or offsets[1] - offsets[0] != bits // 8:
         raise NotSafetensors(f"tensor {name[:80]!r} ({dtype} {shape}) has {offsets[1] - offsets[0]} bytes of data "
@@ -117,6 +117,10 @@ def read_header(path: str | Path) -> SafetensorsHeader:
         raise NotSafetensors("header nests lists too deeply to be a safetensors header") from None
     if not isinstance(doc, dict):
         raise NotSafetensors("header is not a JSON object")
+    try:  # Python's JSON reader takes escaped lone surrogates ("\ud800"), which are no text (the library refuses)
+        json.dumps(doc, ensure_ascii=False).encode("utf-8")
+    except UnicodeEncodeError:
+        raise NotSafetensors("header holds a name that is not valid Unicode") from None
     header = SafetensorsHeader(path=path, data_start=8 + n)
     meta = doc.pop("__metadata__", None)
     if meta is not None and not (isinstance(meta, dict) and all(isinstance(v, str) for v in meta.values())):
