@@ -40,6 +40,7 @@ from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 from test_train import BUCKETS, prepared  # noqa: F401 - the session's preprocessed tiny dataset
 
+from ltx_lora.data.probe import MEDIA_EXTENSIONS
 from ltx_lora.errors import UserError
 from ltx_lora.files.safetensors_header import DTYPE_BITS, NotSafetensors, open_safetensors, read_header
 
@@ -578,7 +579,7 @@ def test_hostile_media_folders_end_well_in_scan(examples, tmp_path, synthetic_cl
             out = Path(d) / "out.jsonl"
             res = run_here("dataset", "scan", folder, "-o", out, "--buckets", BUCKETS)
             assert_ended_well(res)
-            media = [p for p in folder.iterdir() if not p.name.startswith(".")]
+            media = [p for p in folder.iterdir() if not p.name.startswith(".") and p.suffix.lower() in MEDIA_EXTENSIONS]
             if res.code == 0:  # every media file is accounted for: used, waiting for a caption, or skipped
                 assert f"Scanned {len(media)} media file" in res.out, res.out
             assert_kept(before, snapshot(folder))
