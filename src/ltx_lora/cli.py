@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 import sys
 from pathlib import Path
@@ -10,18 +11,33 @@ from typing import Optional
 import typer
 from rich.console import Console
 from rich.markup import escape
+from rich.text import Text
 from typer.core import TyperOption
 
-from ltx_lora.errors import UserError
+from ltx_lora.errors import UserError, environment_sentence
 from ltx_lora.task_catalog import DEFAULT_TASK, TASK_LINES
 
-console = Console(stderr=True)
+# Markup off: paths, captions and config values the user wrote are printed as written (a `[/]` in them is text,
+# not a rich tag). Styled words are Text pieces (`_styled`).
+console = Console(stderr=True, markup=False)
 console.soft_wrap = not console.is_terminal  # a log (not a terminal) gets whole lines: never wrapped mid-path
 
 # typer 0.29 shows a `<bool>` type beside every on/off flag (`--resume <bool>`), which reads as if the flag took a
 # value, yet `--resume true` is an error. A flag shows no type.
 _option_type = TyperOption.display_type_rich
 TyperOption.display_type_rich = lambda self, ctx: None if self.is_flag and not self.count else _option_type(self, ctx)
+
+def _styled(label: str, style: str, rest: str) -> Text:
+    """`label` in `style`, then `rest` as plain text (never parsed as markup)."""
+    return Text.assemble((label, style), " ", rest)
+
+
+def _finite(value: Optional[float]) -> Optional[float]:
+    """Callback of every number option: `nan` and `inf` parse as floats, but no option means anything with them."""
+    if value is not None and not math.isfinite(value):
+        raise UserError(f"{value} is not a usable number for this option; give a finite number such as 1.0.")
+    return value
+
 
 app = typer.Typer(
     name="ltx-lora",
@@ -47,6 +63,7 @@ def version() -> None:
     print(__version__)
 
 
+# typer's help is rich markup (rich_markup_mode): the task names are bold, their lines escaped.
 _TASKS_EPILOG = "Tasks (--task); docs/tasks.md says which official ltx-trainer config each one matches:\n\n" + "\n\n".join(
     f"[bold]{name}[/]: {escape(line)}" for name, (line, _) in TASK_LINES.items())
 
@@ -80,9 +97,9 @@ def doctor(
     checks = run_checks(config)
     table = Table(show_header=False, box=None, pad_edge=False)
     colour = {"OK": "green", "WARN": "yellow", "FAIL": "red"}
-    for c in checks:
+    for c in checks:  # Text cells: paths in the details are not markup
         line = c.detail + (f"  -> {c.fix}" if c.fix else "")
-        table.add_row(f"[{colour[c.status]}]{c.status}[/]", c.name, line)
+        table.add_row(Text(c.status, style=colour[c.status]), Text(c.name), Text(line))
     Console().print(table)
     if any(c.status == "FAIL" for c in checks):
         raise typer.Exit(1)
@@ -168,10 +185,10 @@ def train(
                 if dist.is_main:
                     write_training_report(run)  # the loss curves up to where it stopped
                     if stopped:
-                        console.print(f"interrupted {escape(str(e))}; continue with `ltx-lora train "
-                                      f"{escape(str(config))} --resume`.", highlight=False)
+                        console.print(f"interrupted {e}; continue with `ltx-lora train {config} --resume`.",
+                                      highlight=False)
                     else:
-                        console.print(f"[bold red]training stopped:[/] {escape(str(e))}", highlight=False)
+                        console.print(_styled("training stopped:", "bold red", str(e)), highlight=False)
                 raise typer.Exit(130 if stopped else 1)
             if dist.is_main:
                 if trainer.trained:  # validation or not: report.html with the loss curves (and samples, if any)
@@ -250,17 +267,17 @@ def inspect(
             value = ", ".join(map(str, value[:12])) + (", ..." if len(value) > 12 else "")
         elif isinstance(value, int) and value >= 10_000:
             value = f"{value:,}"
-        facts.add_row(key.replace("_", " "), str(value))
+        facts.add_row(key.replace("_", " "), Text(str(value)))
     advice = "\n".join(f"- {a}" for a in ident.advice)
-    body = Table.grid()
-    body.add_row(f"[bold]{ident.summary}[/]")
+    body = Table.grid()  # Text cells: names from the file and the path are not markup
+    body.add_row(Text(ident.summary, style="bold"))
     body.add_row("")
     body.add_row(facts)
     if advice:
         body.add_row("")
-        body.add_row("[bold]What to do[/]")
-        body.add_row(advice)
-    RichConsole().print(Panel(body, title=str(path), expand=False), highlight=False)
+        body.add_row(Text("What to do", style="bold"))
+        body.add_row(Text(advice))
+    RichConsole().print(Panel(body, title=Text(str(path)), expand=False), highlight=False)
 
 
 # --- lora tools ---------------------------------------------------------------------------------------------------
@@ -342,7 +359,8 @@ def lora_convert(
 def lora_verify(
     file: Path = typer.Argument(..., help="The LoRA .safetensors file."),
     base: Path = typer.Option(..., "--base", help="The base checkpoint (bf16 or FP8) to apply it to."),
-    strength: float = typer.Option(1.0, "--strength", help="LoRA strength, as in ComfyUI's LoRA loader."),
+    strength: float = typer.Option(1.0, "--strength", callback=_finite,
+                                   help="LoRA strength, as in ComfyUI's LoRA loader."),
     device: str = typer.Option("auto", "--device", help="auto (the GPU when there is one), cuda or cpu (small "
                                "bases only: the 22B model needs a GPU with ~48 GB)."),
     as_json: bool = typer.Option(False, "--json", help="Print the result as JSON."),
@@ -356,7 +374,7 @@ def lora_verify(
 
     from ltx_lora.lora.verify import report_lines, verify
 
-    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), console=console,
+    with Progress(TextColumn("{task.description}", markup=False), BarColumn(), MofNCompleteColumn(), console=console,
                   transient=True) as progress:
         task = progress.add_task("forward passes", total=None)
         report = verify(file, base, strength, device,
@@ -371,7 +389,8 @@ def lora_merge(
     file: Path = typer.Argument(..., help="The LoRA .safetensors file (any layout)."),
     base: Path = typer.Option(..., "--base", help="The unified base checkpoint, e.g. ltx-2.3-22b-dev.safetensors."),
     output: Path = typer.Option(..., "-o", "--output", help="The merged checkpoint to write."),
-    strength: float = typer.Option(1.0, "--strength", help="LoRA strength to bake in (ComfyUI's meaning)."),
+    strength: float = typer.Option(1.0, "--strength", callback=_finite,
+                                   help="LoRA strength to bake in (ComfyUI's meaning)."),
     force: bool = typer.Option(False, "--force", help="Overwrite the output file."),
 ) -> None:
     """Write a copy of the base checkpoint with the LoRA fused into its weights: same layout, config and metadata,
@@ -404,7 +423,7 @@ def dataset_scan(
         help='Resolution buckets WIDTHxHEIGHTxFRAMES separated by ";" (width and height multiples of 32, frames '
         '8k+1: 1, 9, 17, ... 49). Add a 1-frame bucket such as 960x544x1 for stills.'),
     target_fps: Optional[float] = typer.Option(
-        None, "--target-fps", help="Frame rate clips will be resampled to; it changes how many frames a clip "
+        None, "--target-fps", callback=_finite, help="Frame rate clips will be resampled to; it changes how many frames a clip "
         "gives. Default: each clip's own rate."),
     allow_shorter: bool = typer.Option(
         True, "--allow-shorter/--skip-shorter",
@@ -445,7 +464,7 @@ def dataset_scan(
     bucket_list = parse_buckets(buckets)
     check_format(output)
     report_path = report_path_for(output)
-    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("eta"),
+    columns = (TextColumn("{task.description}", markup=False), BarColumn(), MofNCompleteColumn(), TextColumn("eta"),
                TimeRemainingColumn())
     with Progress(*columns, console=console, transient=True) as progress:
         task = progress.add_task("probing", total=None)
@@ -516,7 +535,7 @@ def caption(
         captioner = load_captioner(model=model, endpoint=endpoint, api_model=api_model, api_key_env=api_key_env,
                                    device=device, max_new_tokens=max_tokens)
     columns = (TextColumn("captioning"), BarColumn(), MofNCompleteColumn(), TextColumn("eta"), TimeRemainingColumn(),
-               TextColumn("{task.fields[current]}"))
+               TextColumn("{task.fields[current]}", markup=False))
     with Progress(*columns, console=console, transient=True) as progress:
         task = progress.add_task("captioning", total=None, current="")
         result = caption_source(source, captioner, style=style, instruction=instruction, trigger=trigger,
@@ -541,8 +560,6 @@ def demo(
 
     Stages: inspect, dataset scan, preprocess, train. Each is the same command you would run by hand.
     """
-    from rich.markup import escape
-
     from ltx_lora.demo import run_demo
 
     if (model is None) != (text_encoder is None):
@@ -554,18 +571,24 @@ def demo(
             raise typer.Exit(code)
 
     run_demo(out, steps, model, text_encoder, invoke=invoke,
-             say=lambda msg: console.print(f"[bold cyan]demo[/] {escape(msg)}", highlight=False))
+             say=lambda msg: console.print(_styled("demo", "bold cyan", msg), highlight=False))
+
+
+def _say_error(label: str, message: str, every_rank: bool = False) -> None:
+    # Under torchrun every rank meets the same bad input: rank 0 says it. A crash may be one rank's own: all say it.
+    if every_rank or os.environ.get("RANK", "0") == "0":  # one line: a newline in a quoted value stays inside it
+        console.print(_styled(label, "bold red", " ".join(message.splitlines())), highlight=False)
 
 
 def main() -> None:
-    """Entry point: bad input ends with one sentence and exit 2, our own failures with exit 1."""
+    """Entry point, and the CLI's one error boundary: bad input, and faults of the machine the user can fix (full
+    disk, an output path that is a folder), end with one sentence and exit 2; our own failures with exit 1."""
     try:
         # Without standalone mode click returns (not raises) the code of a typer.Exit: pass it on.
         code = app(prog_name="ltx-lora", standalone_mode=False)
         sys.exit(code if isinstance(code, int) else 0)
     except UserError as e:
-        if os.environ.get("RANK", "0") == "0":  # under torchrun every rank meets the same error: rank 0 says it
-            console.print(f"[bold red]error:[/] {escape(str(e))}", highlight=False)
+        _say_error("error:", str(e))
         sys.exit(2)
     except typer.Exit as e:
         sys.exit(e.exit_code)
@@ -574,12 +597,16 @@ def main() -> None:
         sys.exit(130)
     except SystemExit:
         raise
-    except Exception as e:  # noqa: BLE001 - the last line of defence for a CLI
+    except Exception as e:
         if hasattr(e, "exit_code") and hasattr(e, "show"):  # a usage error of typer's (vendored) click
             e.show()
             sys.exit(e.exit_code)
+        sentence = environment_sentence(e)
+        if sentence is not None:
+            _say_error("error:", sentence)
+            sys.exit(2)
         if os.environ.get("LTX_LORA_DEBUG"):
             raise
-        console.print(f"[bold red]failed:[/] {type(e).__name__}: {e}", highlight=False)
+        _say_error("failed:", f"{type(e).__name__}: {e}", every_rank=True)
         console.print("(set LTX_LORA_DEBUG=1 to see the traceback)")
         sys.exit(1)

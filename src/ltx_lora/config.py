@@ -21,11 +21,13 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationIn
 
 from ltx_lora.errors import UserError
 from ltx_lora.official_config import looks_official, translate_official
+from ltx_lora.paths import read_user_text
 from ltx_lora.task import DEFAULT_TASK, TASK_PRESETS, TaskConfig, TaskSetting
 
 
 class Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", validate_assignment=True, use_enum_values=False)
+    # allow_inf_nan=False: YAML spells NaN and infinity (.nan, .inf), and no number of ours means anything with them.
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, use_enum_values=False, allow_inf_nan=False)
 
     @field_validator("*", mode="before")
     @classmethod
@@ -45,6 +47,11 @@ def _takes_bool(annotation: Any) -> bool:
     if isinstance(annotation, type) and issubclass(annotation, BaseModel):
         return True  # a section: its own fields say
     return any(arg is True or arg is False or _takes_bool(arg) for arg in get_args(annotation))
+
+
+# Seeds reach torch.Generator.manual_seed (at most 2**64 - 1) after mixing (the data order adds the epoch to
+# seed x 1,000,003): 32 bits keep every use in range and are more seeds than any run needs.
+MAX_SEED = 2**32 - 1
 
 
 class ModelConfig(Section):
@@ -188,7 +195,7 @@ class TrainConfig(Section):
     min_lr_ratio: float = Field(0.0, ge=0, le=1, description="Floor of linear and cosine as a fraction of "
                                                              "learning_rate (0 = decay to zero).")
     max_grad_norm: float | None = Field(1.0, gt=0, description="Clip the gradient norm; null disables clipping.")
-    seed: int = 42
+    seed: int = Field(42, ge=0, le=MAX_SEED)
     mixed_precision: Literal["bf16", "fp32"] = "bf16"
     gradient_checkpointing: bool = Field(True, description="Recompute activations in backward (needed below 80 GB).")
     compile: Literal["auto", "on", "off"] = Field(
@@ -266,7 +273,7 @@ class ValidationConfig(Section):
     negative_prompt: str = Field("worst quality, inconsistent motion, blurry, jittery, distorted",
                                  description="Negative prompt for classifier-free guidance (cached by preprocess).")
     every: int | None = Field(250, ge=1, description="Validate every N steps (and at step 0 and the end); null disables.")
-    seed: int = Field(42, description="Noise seed of every sample (the same at every checkpoint).")
+    seed: int = Field(42, ge=0, le=MAX_SEED, description="Noise seed of every sample (the same at every checkpoint).")
     resolution: str = Field("960x544x49", description="WxHxF of validation samples.")
     fps: float = Field(24.0, gt=0, description="Frame rate of the samples (positions, audio length and the mp4).")
     steps: int = Field(30, ge=2, description="Denoising steps (50 for a final check; at least 2: LTX-2's schedule "
@@ -492,14 +499,18 @@ def load_config(path: str | Path) -> Config:
     """Read a YAML config (ours, or the official LTX trainer's, translated with a note); relative paths in it start
     at its folder (`resolve_paths`), wherever the command runs."""
     path = Path(path)
-    if not path.is_file():
+    if not path.exists():
         raise UserError(f"config file {path} does not exist; create one with `ltx-lora init {path}`.")
+    text = read_user_text(path, "config file", fix="a config is UTF-8 YAML text (`ltx-lora init` writes one)")
     try:
-        data = yaml.safe_load(path.read_text())
+        data = yaml.safe_load(text)
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         where = f" at line {mark.line + 1}" if mark else ""
         raise UserError(f"{path} is not valid YAML{where}: {getattr(e, 'problem', e)}.") from None
+    except RecursionError:
+        raise UserError(f"{path} nests lists or mappings too deeply to be a config; a config is a mapping of "
+                        "sections (model:, data:, lora:, train:, ...), see `ltx-lora init`.") from None
     if looks_official(data):
         data = translate_official(data, source=str(path))
     return resolve_paths(parse_config(data, source=str(path)), path.parent)

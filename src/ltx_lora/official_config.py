@@ -17,11 +17,11 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from rich.console import Console
-from rich.markup import escape
 
+from ltx_lora.errors import UserError
 from ltx_lora.task import TASK_PRESETS, TaskConfig
 
-_console = Console(stderr=True)
+_console = Console(stderr=True, markup=False)  # the note names the user's file: never markup
 
 # Sections only the official trainer has; ours are model/data/lora/train/memory/checkpoints/validation/logging.
 _OFFICIAL_MARKERS = ("optimization", "acceleration", "training_strategy", "flow_matching", "hub")
@@ -78,9 +78,18 @@ def official_keys(data: Any, prefix: str = "") -> set[str]:
     return {prefix}
 
 
+class _NotAMapping(ValueError):
+    """An official section that is not a mapping of its keys (`translate_official` names the file)."""
+
+
 def _section(data: dict, name: str) -> dict:
+    """An official section as a mapping ({} when absent); anything else is an error that names it."""
     value = data.get(name)
-    return value if isinstance(value, dict) else {}
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise _NotAMapping(f"'{name}' must be a mapping of its keys, not {type(value).__name__} {str(value)[:40]!r}")
+    return value
 
 
 def _model(data: dict, t: Translation) -> None:
@@ -110,8 +119,8 @@ def _condition(cond: Any, where: str, t: Translation) -> dict | None:
     ours: dict[str, Any] = {"type": cond["type"]}
     t.mapped[f"{where}.type"] = "task.*.conditions[].type"
     for theirs, mine in (("probability", "probability"), ("temporal_boundary", "frames"), ("spatial_region", "box")):
-        if theirs in cond:
-            ours[mine] = cond[theirs]
+        if theirs in cond:  # a probability is a number (float() names a wrong one); frames and box pydantic checks
+            ours[mine] = float(cond[theirs]) if theirs == "probability" else cond[theirs]
             t.mapped[f"{where}.{theirs}"] = f"task.*.conditions[].{mine}"
     if "mask_dir" in cond:
         t.unneeded[f"{where}.mask_dir"] = "masks come from the dataset's video_mask / audio_mask columns"
@@ -427,7 +436,16 @@ def translate(data: dict) -> Translation:
 
 
 def translate_official(data: dict, source: str = "config") -> dict:
-    """Map an official trainer config onto our schema; print one note saying what did not carry over."""
-    t = translate(data)
-    _console.print(escape(t.note(source)), highlight=False)
+    """Map an official trainer config onto our schema; print one note saying what did not carry over. A value of
+    the wrong type (a list where a number belongs, a section that is no mapping) is one UserError naming the file,
+    never a crash."""
+    try:
+        t = translate(data)
+    except _NotAMapping as e:
+        raise UserError(f"{source}: {e} of the official trainer config; compare with the official configs in "
+                        "packages/ltx-trainer/configs.") from None
+    except (TypeError, ValueError, AttributeError, KeyError) as e:
+        raise UserError(f"{source}: a value of the official trainer config has the wrong type ({e}); compare with "
+                        "the official configs in packages/ltx-trainer/configs, or start from `ltx-lora init`.") from None
+    _console.print(t.note(source), highlight=False)
     return t.config

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import re
+import stat
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -54,6 +55,43 @@ class PathCheck:
     status: Status
     detail: str
     fix: str = ""
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Reading a file the user named
+
+
+def require_regular_file(path: str | Path, label: str, fix: str = "point it at a file") -> Path:
+    """`path` when it is a regular file (symlinks followed), else UserError naming `label`. Every user path is
+    checked with this before it is opened: a FIFO, socket or device named as a model or config would block the
+    command forever on its first read (`open()` of a FIFO waits for a writer)."""
+    p = Path(path).expanduser()
+    try:
+        mode = p.stat().st_mode
+    except FileNotFoundError:
+        raise UserError(f"{label} {p} does not exist: check the path.") from None
+    except OSError as e:
+        raise UserError(f"{label} {p} cannot be read ({e.strerror or e}): {fix}.") from None
+    if stat.S_ISDIR(mode):
+        raise UserError(f"{label} {p} is a folder, not a file: {fix}.")
+    if not stat.S_ISREG(mode):
+        raise UserError(f"{label} {p} is not a regular file (a pipe, socket or device, which could be waited on "
+                        f"forever): {fix}.")
+    return p
+
+
+def read_user_text(path: str | Path, label: str, fix: str = "save it as UTF-8 text") -> str:
+    """The text of a file the user wrote (config, dataset file): a regular file, UTF-8 (a leading byte-order mark
+    is dropped: spreadsheets write one), no NUL bytes; anything else is one UserError naming `label`."""
+    p = require_regular_file(path, label)
+    data = p.read_bytes()
+    try:
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError as e:
+        raise UserError(f"{label} {p} is not UTF-8 text ({e.reason} at byte {e.start}): {fix}.") from None
+    if "\x00" in text:
+        raise UserError(f"{label} {p} holds NUL bytes, so it is a binary file, not text: {fix}.")
+    return text
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -176,7 +214,7 @@ def check_model_path(value: str | Path, role: Role, key: str | None = None) -> P
     if path.suffix != ".safetensors":
         raise UserError(f"{label} must be a .safetensors file, but {path.name} is not (ltx-lora never unpickles "
                         f".ckpt/.pt/.bin files): use the .safetensors release of {spec['what']}.")
-    return path
+    return require_regular_file(path, label, f"set it to the .safetensors file of {spec['what']}")
 
 
 def _find_nested_gemma(root: Path) -> Path | None:

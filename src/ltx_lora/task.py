@@ -29,7 +29,8 @@ from ltx_lora.task_catalog import TASK_LINES
 
 
 class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+    # allow_inf_nan=False: as config.Section, YAML .nan and .inf mean nothing in any number of ours.
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, allow_inf_nan=False)
 
 
 _PROBABILITY = Field(1.0, ge=0.0, le=1.0, description="Probability that a sample trains with this condition.")

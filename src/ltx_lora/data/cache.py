@@ -17,16 +17,18 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import torch
-from safetensors import safe_open
 
 from ltx_lora.errors import UserError
 from ltx_lora.files.atomic import atomic_save_safetensors, atomic_write
+from ltx_lora.files.safetensors_header import NotSafetensors, open_safetensors, read_header
 from ltx_lora.files.text_features import TextFeatures, load_text_features, save_text_features
+from ltx_lora.paths import read_user_text
 
 MANIFEST = "manifest.json"
 VIDEO, AUDIO = "video", "audio"
@@ -78,7 +80,7 @@ def same_path(a: str | Path, b: str | Path) -> bool:
         return os.path.realpath(a) == os.path.realpath(b)
 
 
-def made_for_another_model(manifest: "Manifest", checkpoint: str | Path) -> bool:
+def made_for_another_model(manifest: Manifest, checkpoint: str | Path) -> bool:
     """Whether the cache was encoded with another model file than `checkpoint` (by content; a cache from before
     identities were recorded is judged by the file name)."""
     identity = manifest.settings.get("model_identity")
@@ -129,8 +131,22 @@ def write_text(cache: Path, text: str, features: TextFeatures, encoder: str = ""
     return rel
 
 
+def intact(path: Path) -> bool:
+    """Whether a cache file exists and its safetensors header is whole (costs one header read). Preprocess reuses
+    only intact files, so a damaged one (a disk error, a copy cut short) is encoded again, not trusted."""
+    try:
+        read_header(path)
+    except (NotSafetensors, UserError, OSError):
+        return False
+    return True
+
+
+# What a damaged cache file asks of the user: preprocess re-encodes an entry whose file it cannot read.
+REENCODE = "run `ltx-lora preprocess` with this config again (it re-encodes what is damaged)"
+
+
 def read_text(cache: Path, rel: str) -> TextFeatures:
-    return load_text_features(cache / rel)
+    return load_text_features(cache / rel, fix=REENCODE)
 
 
 def write_latents(cache: Path, key: str, video: torch.Tensor | None, audio: torch.Tensor | None, facts: dict,
@@ -145,16 +161,34 @@ def write_latents(cache: Path, key: str, video: torch.Tensor | None, audio: torc
     return rel
 
 
+# Dimensions of each tensor an entry may hold: a file that loads but holds other shapes is damaged too.
+_ENTRY_DIMS = {VIDEO: 4, AUDIO: 3, REFERENCE_VIDEO: 4, REFERENCE_AUDIO: 3, VIDEO_CONDITION_MASK: 3,
+               AUDIO_CONDITION_MASK: 1, VIDEO_LOSS_WEIGHT: 3, AUDIO_LOSS_WEIGHT: 1}
+
+
 def read_entry(cache: Path, rel: str) -> dict[str, torch.Tensor]:
-    """Every tensor of one cache entry by name (see the module docstring)."""
-    with safe_open(str(cache / rel), framework="pt") as f:
-        return {k: f.get_tensor(k) for k in f.keys()}
+    """Every tensor of one cache entry by name (see the module docstring), checked: a damaged file (a disk error,
+    a copy cut short, tensors of other shapes) is one UserError asking for preprocess again."""
+    path = cache / rel
+    with open_safetensors(path, "cached latents file", REENCODE) as f:
+        out = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118 - safe_open is no dict
+    if VIDEO not in out and AUDIO not in out:
+        raise UserError(f"cached latents file {path} holds neither video nor audio latents: {REENCODE}.")
+    for k, t in out.items():
+        if k in _ENTRY_DIMS and (t.dim() != _ENTRY_DIMS[k] or not t.is_floating_point()):
+            raise UserError(f"cached latents file {path} holds {k} of shape {list(t.shape)} ({t.dtype}), not "
+                            f"{_ENTRY_DIMS[k]}-D float values: {REENCODE}.")
+    return out
 
 
 def entry_shapes(cache: Path, rel: str) -> dict[str, tuple[int, ...]]:
     """The shape of every tensor of an entry, from its header only (no tensor is read)."""
-    with safe_open(str(cache / rel), framework="pt") as f:
-        return {k: tuple(f.get_slice(k).get_shape()) for k in f.keys()}
+    path = cache / rel
+    try:
+        header = read_header(path)
+    except NotSafetensors as e:
+        raise UserError(f"cached latents file {path} is damaged ({e}): {REENCODE}.") from None
+    return {k: t.shape for k, t in header.tensors.items()}
 
 
 def read_latents(cache: Path, rel: str) -> tuple[torch.Tensor | None, torch.Tensor | None]:
@@ -164,9 +198,8 @@ def read_latents(cache: Path, rel: str) -> tuple[torch.Tensor | None, torch.Tens
 
 def read_loss_weights(cache: Path, rel: str) -> tuple[torch.Tensor | None, torch.Tensor | None]:
     """(video [F', H', W'], audio [T]) masked-loss weights of an entry; None where the clip has none."""
-    with safe_open(str(cache / rel), framework="pt") as f:
-        keys = set(f.keys())
-        return tuple(f.get_tensor(k) if k in keys else None for k in (VIDEO_LOSS_WEIGHT, AUDIO_LOSS_WEIGHT))
+    entry = read_entry(cache, rel)
+    return entry.get(VIDEO_LOSS_WEIGHT), entry.get(AUDIO_LOSS_WEIGHT)
 
 
 def missing_files(manifest: Manifest, cache: Path) -> list[str]:
@@ -196,8 +229,35 @@ def read_manifest(cache: Path) -> Manifest:
     path = cache / MANIFEST
     if not path.is_file():
         raise UserError(f"no preprocessed data in {cache} (no {MANIFEST}); run `ltx-lora preprocess CONFIG` first.")
-    data = json.loads(path.read_text())
+    damaged = f"the cache manifest {path} is damaged"
+    try:
+        data = json.loads(read_user_text(path, "cache manifest", fix=REENCODE))
+    except (ValueError, RecursionError):
+        raise UserError(f"{damaged} (not JSON): {REENCODE}.") from None
+    if not isinstance(data, dict):
+        raise UserError(f"{damaged} (not a JSON object): {REENCODE}.")
     if data.get("format") != FORMAT:
         raise UserError(f"{path} was written by another ltx-lora version; run `ltx-lora preprocess CONFIG` again.")
-    return Manifest(settings=data["settings"], items=[CacheItem(**i) for i in data["items"]],
-                    prompts=data.get("prompts", {}), format=data["format"])
+    try:
+        items = [CacheItem(**i) for i in data["items"]]
+        manifest = Manifest(settings=data["settings"], items=items, prompts=data.get("prompts", {}),
+                            format=data["format"])
+    except (KeyError, TypeError) as e:
+        raise UserError(f"{damaged} ({type(e).__name__}: {e}): {REENCODE}.") from None
+    ok = (isinstance(manifest.settings, dict) and isinstance(manifest.prompts, dict)
+          and all(isinstance(v, str) for v in manifest.prompts.values())
+          and all(_item_ok(i) for i in manifest.items))
+    if not ok:
+        raise UserError(f"{damaged} (a value of the wrong type): {REENCODE}.")
+    return manifest
+
+
+def _item_ok(item: CacheItem) -> bool:
+    """Whether a manifest entry holds what preprocess writes: relative paths inside the cache, a bucket, numbers."""
+    paths_ok = all(isinstance(p, str) and p and not Path(p).is_absolute() and ".." not in Path(p).parts
+                   for p in (item.latents, item.text))
+    number = (int, float)
+    return (paths_ok and isinstance(item.bucket, str) and isinstance(item.fps, number) and math.isfinite(item.fps)
+            and item.fps > 0 and isinstance(item.has_audio, bool) and isinstance(item.loss_weight, number)
+            and math.isfinite(item.loss_weight) and item.loss_weight >= 0
+            and isinstance(item.media, str) and isinstance(item.caption, str))

@@ -25,6 +25,7 @@ from pathlib import Path
 from ltx_lora.data.caption import Captioner, MediaSample
 from ltx_lora.errors import UserError
 from ltx_lora.ltx.text import quiet_slow_processor_notice
+from ltx_lora.runtime.device import parse_device
 
 QWEN_SYSTEM_PROMPT = ("You are Qwen, a virtual human developed by the Qwen Team, Alibaba Group, capable of "
                       "perceiving auditory and visual inputs, as well as generating text and speech.")
@@ -34,14 +35,7 @@ _REPO_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 
 
 def resolve_device(device: str):
-    import torch
-
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    dev = torch.device(device)
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise UserError(f"--device {device} asks for a GPU, but torch sees no CUDA device here; use --device cpu.")
-    return dev
+    return parse_device(device)
 
 
 def model_kind(folder: Path | str) -> str:

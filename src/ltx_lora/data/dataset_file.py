@@ -24,6 +24,7 @@ from typing import Any
 
 from ltx_lora.errors import UserError
 from ltx_lora.files.atomic import atomic_write
+from ltx_lora.paths import read_user_text
 
 CAPTION = "caption"
 VIDEO = "video"
@@ -96,13 +97,9 @@ def read_dataset(path: Path | str) -> Dataset:
     """Read a dataset file; a missing file, bad syntax or a missing column raises a one-sentence UserError."""
     path = Path(path)
     suffix = check_format(path)
-    if not path.is_file():
+    if not path.exists():
         raise UserError(f"Dataset file {path} does not exist; make one with `ltx-lora dataset scan FOLDER -o {path}`.")
-    try:
-        text = path.read_text(encoding="utf-8-sig")  # -sig: spreadsheets often start CSVs with a BOM
-    except UnicodeDecodeError as e:
-        raise UserError(f"Dataset file {path} is not UTF-8 text ({e.reason} at byte {e.start}); "
-                        "save it as UTF-8.") from None
+    text = read_user_text(path, "Dataset file")  # a regular file, UTF-8 (a spreadsheet's BOM dropped), not binary
     rows, columns = {".csv": _read_csv, ".json": _read_json, ".jsonl": _read_jsonl}[suffix](path, text)
     columns = _apply_aliases(rows, columns)
     for required, has_it in ((VIDEO, VIDEO in columns or AUDIO in columns), (CAPTION, CAPTION in columns)):
@@ -126,6 +123,10 @@ def read_dataset(path: Path | str) -> Dataset:
         if video is None:
             raise UserError(f'Dataset file {path}, row {n}, has no "video" path (nor an "audio" one); give every '
                             "row a media file.")
+        for column, value in row.items():  # NaN / inf parse in JSON and CSV, but mean nothing in any column
+            if isinstance(value, float) and not math.isfinite(value):
+                raise UserError(f'Dataset file {path}, row {n}, has "{column}" {value}; give a finite number or '
+                                "leave the cell empty.")
         caption = row.pop(CAPTION, None)
         if caption is not None and not isinstance(caption, str):
             raise UserError(f'Dataset file {path}, row {n}, has a caption that is not text ({caption!r}).')
@@ -177,7 +178,7 @@ def parse_audio_ranges(value: Any) -> list[list[float]] | None:
     if isinstance(value, str):
         try:
             value = json.loads(value)
-        except json.JSONDecodeError:
+        except (json.JSONDecodeError, RecursionError):
             raise ValueError(f"is not a JSON list like [[0, 1.5], [3, 4]] ({value!r})") from None
     if not isinstance(value, list) or not all(isinstance(r, (list, tuple)) and len(r) == 2 for r in value):
         raise ValueError(f"must be a list of [start_s, end_s] pairs like [[0, 1.5], [3, 4]], not {value!r}")
@@ -220,9 +221,12 @@ def _from_csv(key: str, value: str | None) -> Any:
     if kind is list:
         return value.split(_CSV_LIST_SEP)
     try:
-        return kind(float(value)) if kind is int else kind(value)
+        number = float(value)
     except ValueError:
         return value  # not ours after all: keep the text
+    if not math.isfinite(number):
+        return number  # read_dataset names the cell
+    return int(number) if kind is int else kind(number)
 
 
 def _read_json(path: Path, text: str) -> tuple[list[dict], list[str]]:
@@ -231,6 +235,9 @@ def _read_json(path: Path, text: str) -> tuple[list[dict], list[str]]:
     except json.JSONDecodeError as e:
         raise UserError(f"Dataset file {path} is not valid JSON "
                         f"(line {e.lineno}, column {e.colno}: {e.msg}).") from None
+    except RecursionError:
+        raise UserError(f"Dataset file {path} nests lists or objects too deeply to be a dataset file; write a "
+                        'JSON list of objects like [{"caption": "...", "video": "clip.mp4"}].') from None
     if not isinstance(data, list) or not all(isinstance(r, dict) for r in data):
         raise UserError(f"Dataset file {path} must hold a JSON list of objects like "
                         '[{"caption": "...", "video": "clip.mp4"}].')
@@ -246,6 +253,9 @@ def _read_jsonl(path: Path, text: str) -> tuple[list[dict], list[str]]:
             row = json.loads(line)
         except json.JSONDecodeError as e:
             raise UserError(f"Dataset file {path}, line {n}, is not valid JSON ({e.msg}, column {e.colno}).") from None
+        except RecursionError:
+            raise UserError(f"Dataset file {path}, line {n}, nests lists or objects too deeply; write one JSON "
+                            'object per line like {"caption": "...", "video": "clip.mp4"}.') from None
         if not isinstance(row, dict):
             raise UserError(f'Dataset file {path}, line {n}, must be a JSON object like '
                             '{"caption": "...", "video": "clip.mp4"}.')

@@ -274,7 +274,7 @@ def _progress(console):
         TimeRemainingColumn,
     )
 
-    return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+    return Progress(TextColumn("{task.description}", markup=False), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                     TextColumn("ETA"), TimeRemainingColumn(), console=console, transient=False)
 
 
@@ -322,7 +322,7 @@ def _preprocess_locked(cfg: Config, console, plan: ClipPlan, cache: Path, identi
         console.print(line, highlight=False, markup=False, soft_wrap=True)
     items: list[store.CacheItem] = []
     todo = [(c, _entry_key(c, identity, with_audio, task)) for c in planned]
-    missing = [(c, k) for c, k in todo if not (cache / f"latents/{k}.safetensors").is_file()]
+    missing = [(c, k) for c, k in todo if not store.intact(cache / f"latents/{k}.safetensors")]
     result.reused = len(todo) - len(missing)
     mine = list(enumerate(missing))[dist.rank::dist.world_size]  # this process's share (all of it with one)
     needs_video = task.video.present or bool(task.video.find("reference"))
@@ -344,7 +344,7 @@ def _preprocess_locked(cfg: Config, console, plan: ClipPlan, cache: Path, identi
     dist.barrier()  # every share is on disk; the reasons of every rank's failures, in the single-process order
     result.skipped += [(m, why) for _, m, why in sorted(f for part in dist.gather_json(failed) for f in part)]
     for clip, key in todo:
-        if (cache / f"latents/{key}.safetensors").is_file():
+        if store.intact(cache / f"latents/{key}.safetensors"):
             rel = f"latents/{key}.safetensors"
             shapes = store.entry_shapes(cache, rel)
             items.append(store.CacheItem(latents=rel, text="", bucket=clip.bucket,
@@ -412,7 +412,7 @@ def _encode_texts(cfg: Config, cache: Path, texts: list[str], device, console, r
         files = {t: store.text_file(t, encoder_key) for t in texts}
     else:
         files = {t: known[t] for t in texts if t in known}
-    todo = [t for t in texts if t not in files or not (cache / files[t]).is_file()]
+    todo = [t for t in texts if t not in files or not store.intact(cache / files[t])]
     if not todo:
         return files
     if not cfg.model.text_encoder:

@@ -98,13 +98,33 @@ def content_hash(path: Path | str, size: int | None = None) -> str:
     return h.hexdigest()
 
 
+def readable_name(path: Path | str) -> bool:
+    """Whether a path is valid UTF-8 text: Linux allows any bytes in a file name (Python keeps the others as
+    surrogates), but JSON, CSV and HTML hold only text."""
+    try:
+        str(path).encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def printable(path: Path | str) -> str:
+    """A path as text to show, with any bytes that are not UTF-8 shown as U+FFFD."""
+    return str(path).encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+
+
 def probe(path: Path | str) -> MediaInfo:
     """Probe one still or video file. Never raises: unreadable media comes back with `error` set."""
     path = Path(path)
     info = MediaInfo(path=str(path))
     try:
+        if not readable_name(path):
+            info.error = ("its file name is not valid UTF-8, so no dataset file or report can name it; rename it "
+                          "(e.g. with `convmv -f latin1 -t utf8`)")
+            return info
         if not path.is_file():
-            info.error = "file not found"
+            info.error = ("not a regular file (a pipe, socket or device), so it is not read" if path.exists()
+                          else "file not found")
             return info
         info.size_bytes = path.stat().st_size
         if info.size_bytes == 0:

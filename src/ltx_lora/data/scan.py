@@ -8,6 +8,7 @@ the dataset file (the clips with a bucket: used ones and those that still need a
 
 from __future__ import annotations
 
+import math
 from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -27,7 +28,7 @@ from ltx_lora.data.dataset_file import (
     read_dataset,
     relative_media_path,
 )
-from ltx_lora.data.probe import AUDIO_EXTENSIONS, MEDIA_EXTENSIONS, MediaInfo, probe
+from ltx_lora.data.probe import AUDIO_EXTENSIONS, MEDIA_EXTENSIONS, MediaInfo, printable, probe
 from ltx_lora.data.usable import (
     CAPTION_FIX,
     NEEDS_CAPTION,
@@ -119,9 +120,9 @@ class ScanResult:
 def _display(source: Path, path: Path) -> str:
     root = source if source.is_dir() else source.parent
     try:
-        return path.relative_to(root.resolve()).as_posix()
+        return printable(path.relative_to(root.resolve()).as_posix())
     except ValueError:
-        return path.as_posix()
+        return printable(path.as_posix())
 
 
 def find_media(folder: Path, extensions: frozenset[str] = MEDIA_EXTENSIONS) -> list[Path]:
@@ -177,7 +178,7 @@ def scan(source: Path | str, buckets: Sequence[Bucket], *, target_fps: float | N
     `on_probe(done, total, path)` is called after each file, for progress display.
     """
     source = Path(source)
-    if target_fps is not None and target_fps <= 0:
+    if target_fps is not None and not (math.isfinite(target_fps) and target_fps > 0):
         raise UserError(f"--target-fps must be a positive frame rate such as 24, not {target_fps:g}.")
     sound_only = task is not None and not task.video.present
     todo = collect(source, MEDIA_EXTENSIONS | AUDIO_EXTENSIONS if sound_only else MEDIA_EXTENSIONS)

@@ -103,14 +103,14 @@ def judge_clips(clips: Sequence[Candidate], buckets: Sequence[Bucket], *, target
             v.skip_group, v.skip_reason = "listed twice", "listed twice in the dataset file"
             continue
         seen_paths.add(clip.path)
+        empty = info.size_bytes == 0 and (info.error or "").startswith("empty")  # not a pipe, not a bad name
         if sound_only:
             if not (info.usable or (info.kind == "audio" and info.audio is not None)):
-                v.skip_group = "empty" if info.size_bytes == 0 else "unreadable"
+                v.skip_group = "empty" if empty else "unreadable"
                 v.skip_reason = info.error or f"a {info.kind} file, not a sound or a video"
                 continue
         elif not info.usable:
-            v.skip_group = {"audio": "no video stream"}.get(info.kind or "", "empty" if info.size_bytes == 0
-                                                             else "unreadable")
+            v.skip_group = {"audio": "no video stream"}.get(info.kind or "", "empty" if empty else "unreadable")
             v.skip_reason = info.error or f"a {info.kind} file, not a video or still"
             continue
         original = first_by_hash.setdefault(info.content_hash, clip)

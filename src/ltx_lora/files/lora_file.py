@@ -40,7 +40,7 @@ from typing import TYPE_CHECKING
 
 from ltx_lora.errors import UserError
 from ltx_lora.files.atomic import atomic_save_safetensors
-from ltx_lora.files.safetensors_header import NotSafetensors, SafetensorsHeader, read_header
+from ltx_lora.files.safetensors_header import NotSafetensors, SafetensorsHeader, open_safetensors, read_header
 
 if TYPE_CHECKING:  # torch is imported lazily: `ltx-lora inspect` reads headers only
     import torch
@@ -384,6 +384,7 @@ def _lycoris_module(path: Path, header: SafetensorsHeader, stem: str, slot: dict
     rank = r2 if r2 is not None else r1  # ComfyUI: the split w2's rank, else the split w1's
     return LoraModule(stem, keys.get("lokr_w1", keys.get("lokr_w1_a")), keys.get("lokr_w2", keys.get("lokr_w2_a")),
                       rank, i1 * i2, o1 * o2, kind=LOKR, keys=keys, parameters=sum(a * b for a, b in shape.values()))
+_DAMAGED_LORA = "download or export it again"
 
 
 def read_lora(path: str | Path) -> LoraFile:
@@ -444,10 +445,12 @@ def read_lora(path: str | Path) -> LoraFile:
             alpha_keys.append(slot["alpha"])
     if not lora.modules:
         raise UserError(f"{path.name} has LoRA tensors but no complete down/up pair; the file is damaged.")
+    bad_alpha = next((k for k in alpha_keys if header.tensors[k].numel != 1), None)
+    if bad_alpha is not None:
+        raise UserError(f"{path.name}: {bad_alpha} has the shape {list(header.tensors[bad_alpha].shape)}, but an "
+                        "alpha is one number; the file is damaged or not a LoRA.")
     if alpha_keys:
-        from safetensors import safe_open
-
-        with safe_open(str(path), framework="pt") as f:
+        with open_safetensors(path, "LoRA file", _DAMAGED_LORA) as f:
             for m in lora.modules.values():
                 if m.alpha_key:
                     m.alpha = float(f.get_tensor(m.alpha_key).float().item())
@@ -457,10 +460,8 @@ def read_lora(path: str | Path) -> LoraFile:
 def load_pairs(lora: LoraFile, device: str = "cpu") -> dict[str, tuple | dict]:
     """{stem: (down, up)} tensors as stored (no scale applied); a LoKr / LoHa module's value is {tensor name:
     tensor} instead."""
-    from safetensors import safe_open
-
     out: dict[str, tuple | dict] = {}
-    with safe_open(str(lora.path), framework="pt", device=device) as f:
+    with open_safetensors(lora.path, "LoRA file", _DAMAGED_LORA, device=device) as f:
         for m in lora.modules.values():
             out[m.stem] = ({n: f.get_tensor(k) for n, k in m.keys.items()} if m.kind != LORA
                            else (f.get_tensor(m.down_key), f.get_tensor(m.up_key)))
@@ -508,11 +509,9 @@ def marker_dims(header: SafetensorsHeader, key: str) -> tuple[str, int | None, i
 def first_alpha(path: str | Path, header: SafetensorsHeader) -> float | None:
     """The value of the first `.alpha` tensor in the header (a scalar: reading it loads 2-4 bytes), or None."""
     key = next((k for k in header.tensors if split_key(k)[1] == "alpha"), None)
-    if key is None:
+    if key is None or header.tensors[key].numel != 1:  # an alpha that is not one number is no alpha
         return None
-    from safetensors import safe_open
-
-    with safe_open(str(path), framework="pt") as f:
+    with open_safetensors(path, "LoRA file", _DAMAGED_LORA) as f:
         return float(f.get_tensor(key).float().item())
 
 

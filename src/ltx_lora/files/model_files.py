@@ -243,6 +243,13 @@ def _layout_label(module: str) -> str:
 def _identify_lora(path: Path, header: SafetensorsHeader) -> Identification:
     down_modules = lora_file.down_modules(header)  # every down matrix, also of layouts formats cannot map
     downs = {k: header.tensors[k] for k in down_modules}
+    flat = next((k for k in header.tensors if (lora_file.split_key(k)[1] in {"down", "up", *lora_file._LYCORIS_KIND})
+                 and len(header.tensors[k].shape) != 2), None)
+    if flat is not None:  # LoRA and LyCORIS tensors of a linear layer are matrices: a vector or scalar is damage
+        return Identification(str(path), OTHER_FILE, None, None, False,
+                              f"LoRA-like keys, but {flat} has the shape {list(header.tensors[flat].shape)} where a "
+                              "LoRA holds a matrix: a damaged file or not a LoRA.",
+                              ["Export or download the LoRA again."], {})
     dims = {k: lora_file.marker_dims(header, k) for k in down_modules}  # (kind, rank, in) per module
     kinds = Counter(d[0] for d in dims.values())
     ranks = Counter(d[1] for d in dims.values() if d[1] is not None) or Counter({None: len(dims)})
@@ -412,7 +419,8 @@ def _identify_folder(path: Path) -> Identification:
                           ["LTX-2.3 needs its .safetensors checkpoint and a Gemma 3 12B folder."], details)
 
 
-def _sniff_other(path: Path) -> Identification:
+def _sniff_other(path: Path, why: str = "") -> Identification:
+    """What a file without a valid safetensors header is; `why`: what `read_header` found wrong."""
     with path.open("rb") as f:
         head = f.read(8)
     suffix = path.suffix.lower()
@@ -426,8 +434,8 @@ def _sniff_other(path: Path) -> Identification:
                               "A GGUF quantised model (ComfyUI-GGUF / llama.cpp format).",
                               ["GGUF models are for inference only; train on the LTX-2.3 Dev .safetensors."],
                               {"size_bytes": path.stat().st_size})
-    what = ("Not a model file: named .safetensors but it has no safetensors header (a damaged or partial download, "
-            "or another file renamed)." if suffix == ".safetensors" else
+    what = (f"Not a model file: named .safetensors but it has no safetensors header ({why + '; ' if why else ''}a "
+            "damaged or partial download, or another file renamed)." if suffix == ".safetensors" else
             f"Not a model file ({suffix or 'no extension'}, not safetensors).")
     return Identification(str(path), OTHER_FILE, None, None, False, what,
                           ["Pass an LTX-2.3 .safetensors checkpoint."], {"size_bytes": path.stat().st_size})
@@ -442,8 +450,8 @@ def identify(path: str | Path) -> Identification:
         return _identify_folder(path)
     try:
         header = read_header(path)
-    except NotSafetensors:
-        return _sniff_other(path)
+    except NotSafetensors as e:
+        return _sniff_other(path, str(e))
     except OSError as e:
         raise UserError(f"cannot read {path}: {e.strerror or e}.") from None
     return _identify_safetensors(path, header)

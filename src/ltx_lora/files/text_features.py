@@ -22,7 +22,9 @@ from typing import Literal
 
 import torch
 
+from ltx_lora.errors import UserError
 from ltx_lora.files.atomic import atomic_save_safetensors
+from ltx_lora.files.safetensors_header import open_safetensors
 
 PaddingSide = Literal["left", "right"]
 FORMAT = "ltx-lora.text-features.v1"
@@ -109,15 +111,21 @@ def save_text_features(feat: TextFeatures, path: str | Path, extra: dict[str, st
     return atomic_save_safetensors(tensors, path, meta)
 
 
-def load_text_features(path: str | Path) -> TextFeatures:
-    """Read a file written by `save_text_features`."""
-    from safetensors import safe_open
-
-    with safe_open(str(path), framework="pt") as f:
+def load_text_features(path: str | Path, fix: str = "encode the text again") -> TextFeatures:
+    """Read a file written by `save_text_features`; a damaged one is one UserError naming it and `fix`."""
+    with open_safetensors(path, "text-features file", fix) as f:
         meta = f.metadata() or {}
         if meta.get("format") != FORMAT:
-            raise ValueError(f"{path} is not a text-features file ({FORMAT})")
+            raise UserError(f"{path} is not a text-features file ({FORMAT}): {fix}.")
         t = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118 - safe_open is no dict
-    return TextFeatures(video=t["video"], audio=t.get("audio"), video_pad=t["video_pad"], audio_pad=t.get("audio_pad"),
-                        padded_length=int(meta["padded_length"]), padding_side=meta["padding_side"],
-                        truncated=json.loads(meta.get("truncated", "false")))
+    try:
+        feat = TextFeatures(video=t["video"], audio=t.get("audio"), video_pad=t["video_pad"],
+                            audio_pad=t.get("audio_pad"), padded_length=int(meta["padded_length"]),
+                            padding_side=meta["padding_side"], truncated=json.loads(meta.get("truncated", "false")))
+    except (KeyError, ValueError) as e:
+        raise UserError(f"text-features file {path} is damaged ({type(e).__name__}: {e}): {fix}.") from None
+    if feat.video.dim() != 2 or (feat.audio is not None and feat.audio.dim() != 2) or feat.padding_side not in (
+            "left", "right"):
+        raise UserError(f"text-features file {path} holds features of another shape than "
+                        f"[tokens, width]: {fix}.")
+    return feat

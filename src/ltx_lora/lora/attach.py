@@ -20,6 +20,7 @@ import torch.nn.functional as F
 from ltx_lora.errors import UserError
 from ltx_lora.files import lora_file
 from ltx_lora.files.lora_file import LoraPair, LycorisWeights
+from ltx_lora.paths import require_regular_file
 
 
 def read_lora_file(path: str | Path) -> dict[str, LoraPair | LycorisWeights]:
@@ -28,9 +29,7 @@ def read_lora_file(path: str | Path) -> dict[str, LoraPair | LycorisWeights]:
     Transformer modules are keyed by their ltx-core path (`transformer_blocks.0.attn1.to_q`); text-side modules
     (connectors, Gemma projection) keep their name without `diffusion_model.`: no transformer layer has it, so
     `attach_lora` counts them as missing, as it always has."""
-    path = Path(path)
-    if not path.is_file():
-        raise UserError(f"LoRA file {path} does not exist; pass the path of a .safetensors LoRA.")
+    path = require_regular_file(path, "LoRA file", "pass the path of a .safetensors LoRA")
     lora = lora_file.read_lora(path)
     return {lora_file.ltx_core_path(stem) or stem.removeprefix(lora_file.DIFFUSION): pair
             for stem, pair in lora_file.load_weights(lora).items()}

@@ -33,7 +33,7 @@ from ltx_lora.files.model_files import (
     TRANSFORMER_PREFIX,
     identify,
 )
-from ltx_lora.files.safetensors_header import SafetensorsHeader, read_header
+from ltx_lora.files.safetensors_header import NotSafetensors, SafetensorsHeader, read_header
 
 APPLIED, IGNORED, MISMATCH = "applied", "ignored", "shape mismatch"
 
@@ -142,7 +142,10 @@ def _require_base(base_path: Path):
     if ident.kind in (LORA, IC_LORA, LTX23_DISTILLED_LORA):
         raise UserError(f"{base_path.name} is a LoRA, not a base model: pass the checkpoint the LoRA is meant for "
                         "(e.g. ltx-2.3-22b-dev.safetensors) as --base.")
-    header = read_header(base_path) if base_path.is_file() else None
+    try:  # identify() has said what the file is; a pickle or a damaged file has no header to read
+        header = read_header(base_path) if base_path.is_file() else None
+    except NotSafetensors:
+        header = None
     if header is None or not any(k.startswith(TRANSFORMER_PREFIX) for k in header.tensors):
         raise UserError(f"{base_path.name} is not an LTX-2.x checkpoint ({ident.summary.rstrip('.')}); pass the "
                         "unified checkpoint, e.g. ltx-2.3-22b-dev.safetensors, as --base.")

@@ -26,7 +26,7 @@ from ltx_lora.errors import UserError
 from ltx_lora.files import lora_file
 from ltx_lora.files.atomic import atomic_path
 from ltx_lora.files.model_files import identify
-from ltx_lora.files.safetensors_header import DTYPE_BYTES
+from ltx_lora.files.safetensors_header import open_safetensors
 from ltx_lora.lora.check import _require_base
 
 _FP8_MAX = 448.0
@@ -47,12 +47,6 @@ def _tensor_bytes(t: torch.Tensor) -> bytes:
     return t.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes()
 
 
-def _data_start(path: Path) -> int:
-    with path.open("rb") as f:
-        (n,) = struct.unpack("<Q", f.read(8))
-    return 8 + n
-
-
 def _fused(base_file, key: str, info, delta: torch.Tensor) -> dict[str, torch.Tensor]:
     w = base_file.get_tensor(key)
     if info.dtype in _FP8:
@@ -67,8 +61,6 @@ def _fused(base_file, key: str, info, delta: torch.Tensor) -> dict[str, torch.Te
 
 def merge(lora_path: str | Path, base_path: str | Path, out: str | Path, strength: float = 1.0,
           overwrite: bool = False, on_progress=None) -> MergeResult:
-    from safetensors import safe_open
-
     if not math.isfinite(strength):
         raise UserError(f"--strength {strength} is not a finite number; give one such as 1.0 (ComfyUI's meaning).")
     lora = lora_file.read_lora(lora_path)
@@ -110,7 +102,7 @@ def merge(lora_path: str | Path, base_path: str | Path, out: str | Path, strengt
 
     pairs = lora_file.load_weights(lora)
     replaced: dict[str, torch.Tensor] = {}
-    with safe_open(str(base.path), framework="pt") as f:
+    with open_safetensors(base.path, "--base", "download it again") as f:
         for i, (key, m) in enumerate(targets.items()):
             delta = pairs[m.stem].delta(strength)
             if not bool(torch.isfinite(delta).all()):  # checked before the output file is opened
@@ -127,33 +119,23 @@ def merge(lora_path: str | Path, base_path: str | Path, out: str | Path, strengt
     header: dict = {"__metadata__": metadata}
     offset = 0
     for key, info in base.tensors.items():
-        n = len(_tensor_bytes(replaced[key])) if key in replaced else info.numel * DTYPE_BYTES[info.dtype]
+        n = len(_tensor_bytes(replaced[key])) if key in replaced else info.offsets[1] - info.offsets[0]
         header[key] = {"dtype": info.dtype, "shape": list(info.shape), "data_offsets": [offset, offset + n]}
         offset += n
     raw = json.dumps(header, separators=(",", ":")).encode()
     raw += b" " * (-len(raw) % 8)
-    with open(base.path, "rb") as src_file:
-        src_offsets = _source_offsets(base.path)
-        data_start = _data_start(base.path)
-        with atomic_path(out) as tmp, tmp.open("wb") as dst:
-            dst.write(struct.pack("<Q", len(raw)))
-            dst.write(raw)
-            for key in base.tensors:
-                if key in replaced:
-                    dst.write(_tensor_bytes(replaced[key]))
-                    continue
-                begin, end = src_offsets[key]
-                src_file.seek(data_start + begin)
-                remaining = end - begin
-                while remaining:
-                    chunk = src_file.read(min(remaining, 64 << 20))
-                    dst.write(chunk)
-                    remaining -= len(chunk)
+    with open(base.path, "rb") as src_file, atomic_path(out) as tmp, tmp.open("wb") as dst:
+        dst.write(struct.pack("<Q", len(raw)))
+        dst.write(raw)
+        for key in base.tensors:
+            if key in replaced:
+                dst.write(_tensor_bytes(replaced[key]))
+                continue
+            begin, end = base.tensors[key].offsets  # checked by read_header: inside the file
+            src_file.seek(base.data_start + begin)
+            remaining = end - begin
+            while remaining:
+                chunk = src_file.read(min(remaining, 64 << 20))
+                dst.write(chunk)
+                remaining -= len(chunk)
     return MergeResult(out, len(targets), len(fp8), strength)
-
-
-def _source_offsets(path: Path) -> dict[str, tuple[int, int]]:
-    with path.open("rb") as f:
-        (n,) = struct.unpack("<Q", f.read(8))
-        doc = json.loads(f.read(n))
-    return {k: tuple(v["data_offsets"]) for k, v in doc.items() if k != "__metadata__"}

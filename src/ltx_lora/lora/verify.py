@@ -22,6 +22,7 @@ from ltx_lora.errors import UserError
 from ltx_lora.files import lora_file
 from ltx_lora.lora.check import APPLIED, IGNORED, _require_base, check
 from ltx_lora.ltx import loader, probe
+from ltx_lora.runtime.device import parse_device
 
 # Relative output change below this is numerical noise, not an effect.
 NO_EFFECT = 1e-6
@@ -80,15 +81,11 @@ class VerifyReport:
 
 
 def _pick_device(device: str, base_bytes: int) -> torch.device:
-    if device == "auto":
-        # Full-size bases need the GPU; tiny ones run anywhere.
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise UserError("--device cuda was asked for but torch sees no CUDA GPU; use --device cpu (small bases only).")
-    if device == "cpu" and base_bytes > 8e9:
+    dev = parse_device(device)  # auto: the GPU when there is one (full-size bases need it; tiny ones run anywhere)
+    if device != "auto" and dev.type == "cpu" and base_bytes > 8e9:
         raise UserError(f"the base has {base_bytes / 1e9:.0f} GB of weights: verifying it on the CPU would take hours "
                         "and that much RAM; run on a GPU (--device cuda).")
-    return torch.device(device)
+    return dev
 
 
 def _rel(x: torch.Tensor, ref: torch.Tensor) -> float:

@@ -19,7 +19,6 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import safetensors
 import torch
 
 # ltx-core's loader and model modules add ~0.1 s to `import torch`, so they are imported here; only its text-encoder
@@ -51,7 +50,7 @@ from torch import nn
 
 from ltx_lora.errors import UserError
 from ltx_lora.files.model_files import scaled_fp8_modules
-from ltx_lora.files.safetensors_header import NotSafetensors, read_header
+from ltx_lora.files.safetensors_header import NotSafetensors, open_safetensors, read_header
 from ltx_lora.ltx.quantize import quantize_linears_, replace_with_empty_fp8_
 
 _FP8_DTYPES = (torch.float8_e4m3fn, torch.float8_e5m2)
@@ -107,7 +106,7 @@ class _ScaledFp8Loader(SafetensorsModelStateDictLoader):
         dtypes: set[torch.dtype] = set()
         size = 0
         for shard in path if isinstance(path, list) else [path]:
-            with safetensors.safe_open(shard, framework="pt", device="cpu") as f:
+            with open_safetensors(shard, "model file", "download it again") as f:
                 names = set(f.keys())
                 kept = {n.removesuffix(".weight") for n in names if keep_fp8 and n.endswith(".weight")
                         and n.removesuffix(".weight") + ".weight_scale" in names

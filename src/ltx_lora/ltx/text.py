@@ -29,6 +29,7 @@ from pathlib import Path
 import torch
 
 from ltx_lora.errors import UserError
+from ltx_lora.files.safetensors_header import open_safetensors
 from ltx_lora.files.text_features import PaddedText, TextFeatures, pad_batch, pad_features
 from ltx_lora.ltx.loader import build
 
@@ -173,9 +174,7 @@ def _connector_key_ops():
 
 def _check_projection_width(checkpoint: Path, gemma_dir: Path, width: int) -> None:
     """The projection's input width is hidden_size x (layers + 1) of the Gemma it was trained with."""
-    from safetensors import safe_open
-
-    with safe_open(str(checkpoint), framework="pt") as f:
+    with open_safetensors(checkpoint, "model.checkpoint", "download it again") as f:
         names = f.keys()  # safe_open is no dict: keys() is its only listing
         keys = [k for k in names if k.startswith(_PROJECTION_PREFIX) and k.endswith("aggregate_embed.weight")]
         if not keys:

@@ -13,7 +13,7 @@ from typing import Any
 
 from ltx_lora.errors import UserError
 from ltx_lora.files.model_files import Identification, identify_header, scaled_fp8_modules
-from ltx_lora.files.safetensors_header import SafetensorsHeader, read_header
+from ltx_lora.files.safetensors_header import NotSafetensors, SafetensorsHeader, read_header
 from ltx_lora.ltx.quantize import is_quantizable
 from ltx_lora.paths import check_model_path
 
@@ -31,6 +31,9 @@ class BaseFile:
         path = check_model_path(value, "checkpoint")
         try:
             header = read_header(path)
+        except NotSafetensors as e:
+            raise UserError(f"model.checkpoint {path} is not a readable safetensors file ({e}): download it again "
+                            f"(run `ltx-lora inspect {path}` to see what it is).") from None
         except OSError as e:
             raise UserError(f"cannot read {path}: {e.strerror or e}.") from None
         return cls(path, header, identify_header(path, header), frozenset(scaled_fp8_modules(header)))

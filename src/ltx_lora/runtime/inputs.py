@@ -13,22 +13,20 @@ from pathlib import Path
 
 from ltx_lora.errors import UserError
 from ltx_lora.files.model_files import check_training_base
-from ltx_lora.files.safetensors_header import NotSafetensors, missing_bytes
+from ltx_lora.files.safetensors_header import NotSafetensors, read_header
 from ltx_lora.ltx.text import check_gemma_fits, gemma_weight_files
 from ltx_lora.paths import check_model_path
 from ltx_lora.runtime.base_file import BaseFile
 
 
 def _complete(path: Path, what: str) -> None:
+    """`path` holds every byte its header places (read_header checks the length, among the rest)."""
     try:
-        short = missing_bytes(path)
+        read_header(path)
     except NotSafetensors as e:
         raise UserError(f"{path} is not a readable safetensors file ({e}): download {what} again.") from None
     except OSError as e:
         raise UserError(f"cannot read {path}: {e.strerror or e}.") from None
-    if short:
-        raise UserError(f"{path} is {short:,} bytes shorter than its header says (an interrupted download or "
-                        f"copy?): download {what} again.")
 
 
 def check_base(base: BaseFile) -> BaseFile:
@@ -43,8 +41,8 @@ def read_base(value: str | Path) -> BaseFile:
     try:
         base = BaseFile.read(value)
     except NotSafetensors as e:
-        raise UserError(f"model.checkpoint {value} is not a readable safetensors file ({e}): point it at "
-                        "ltx-2.3-22b-dev.safetensors.") from None
+        raise UserError(f"model.checkpoint {value} is not a readable safetensors file ({e}): download it again "
+                        "or point it at ltx-2.3-22b-dev.safetensors.") from None
     return check_base(base)
 
 

@@ -34,6 +34,7 @@ from ltx_lora.data.probe import IMAGE_EXTENSIONS
 from ltx_lora.errors import UserError
 from ltx_lora.ltx.sampling import LatentAt, Masked, Reference, audio_steps
 from ltx_lora.ltx.vae import encode_audio, encode_video
+from ltx_lora.paths import require_regular_file
 from ltx_lora.runtime.run import SampleSettings
 from ltx_lora.sample.media import write_audio_sheet, write_mp4, write_poster, write_wav
 from ltx_lora.task import TaskConfig
@@ -70,8 +71,7 @@ def check_inputs(samples: list[ValidationSample], task: TaskConfig, settings: Sa
         where = _where(i)
         given = s.inputs()
         for name, path in given.items():
-            if not Path(path).expanduser().is_file():
-                raise UserError(f"{where}: {name} {path} does not exist; give a local file.")
+            require_regular_file(path, f"{where}: {name}", "give a local file")
         if not video.present:
             extra = [k for k in ("image", "video", "reference_video") if k in given]
             if extra:

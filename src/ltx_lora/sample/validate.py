@@ -20,6 +20,7 @@ from pathlib import Path
 
 import torch
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.text import Text
 
 from ltx_lora.config import Config
 from ltx_lora.data.cache import made_for_another_model, read_manifest, read_text
@@ -47,6 +48,7 @@ from ltx_lora.ltx.sampling import (
     sigma_schedule,
 )
 from ltx_lora.ltx.text import run_text_connectors
+from ltx_lora.paths import require_regular_file
 from ltx_lora.runtime.base_file import BaseFile
 from ltx_lora.runtime.models import load_models
 from ltx_lora.runtime.placement import HostOffload, attach_block_swap
@@ -126,7 +128,7 @@ def _on(module: torch.nn.Module | None, device: torch.device):
 
 
 def _progress(console):
-    return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+    return Progress(TextColumn("{task.description}", markup=False), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                     TextColumn("ETA"), TimeRemainingColumn(), console=console, transient=True)
 
 
@@ -278,8 +280,8 @@ class Validator:
         bad = [r for r in records if r["health"]["status"] != "ok"]
         for r in bad:
             colour = "yellow" if r["health"]["status"] == "explained" else "red"
-            self.console.print(f"[{colour}]validation {label} prompt {r['prompt_index']}:[/] "
-                               + " ".join(r["health"]["problems"] + r["health"]["notes"]), highlight=False)
+            self.console.print(Text.assemble((f"validation {label} prompt {r['prompt_index']}:", colour), " ",
+                                             " ".join(r["health"]["problems"] + r["health"]["notes"])), highlight=False)
         total = sum(r["seconds"] for r in records)
         self.console.print(f"validation {label}: {len(records)} samples in {total:.1f} s "
                            f"({len(records) - len(bad)} healthy) -> {self.root / 'report.html'}", highlight=False)
@@ -389,9 +391,9 @@ def check_validation(run: Run) -> None:
     """Refuse validation settings that cannot sample, before any model loads."""
     settings = run.sampling
     _check_stg_blocks(run.base, settings.stg_blocks)
-    if settings.reference_image and not Path(settings.reference_image).is_file():
-        raise UserError(f"validation.reference_image {settings.reference_image} does not exist; give a local "
-                        "image file, or null for text-to-video samples.")
+    if settings.reference_image:
+        require_regular_file(settings.reference_image, "validation.reference_image",
+                             "give a local image file, or null for text-to-video samples")
     task = run.task
     if not task.video.generated and task.audio.generated and not settings.audio:
         raise UserError("validation.audio is false but the task generates only sound: there would be nothing to "

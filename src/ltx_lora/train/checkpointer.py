@@ -15,19 +15,21 @@ safetensors header, so nothing is ever unpickled.
 from __future__ import annotations
 
 import json
+import re
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
-from safetensors import safe_open
 from safetensors.torch import save_file
 
 from ltx_lora.errors import UserError
 from ltx_lora.files import lora_file
 from ltx_lora.files.atomic import fsync_dir, fsync_file
+from ltx_lora.files.safetensors_header import NotSafetensors, open_safetensors, read_header
 
 STEP_PREFIX = "step_"
+_STEP_FOLDER = re.compile(re.escape(STEP_PREFIX) + r"(\d+)")
 LEGACY_LORA_NAME = "lora.safetensors"  # the checkpoint LoRA's name before it carried run and step
 EMA_SUFFIX = "_ema"  # the EMA LoRA beside a checkpoint's LoRA: <run>_step_000250_ema.safetensors
 
@@ -147,12 +149,25 @@ def save_training_checkpoint(run_dir: Path, state: TrainingState, lora_tensors: 
     return final
 
 
+def checkpoint_step(folder: Path) -> int | None:
+    """The step a checkpoint folder is named for (`step_000250` -> 250); None for any other name (a stray
+    `step_abc/` or `step_final/` of the user's is not a checkpoint and is left alone)."""
+    m = _STEP_FOLDER.fullmatch(folder.name)
+    return int(m.group(1)) if m else None
+
+
 def _complete_checkpoints(root: Path) -> list[Path]:
     if not root.is_dir():
         return []
-    found = [p for p in root.iterdir() if p.is_dir() and p.name.startswith(STEP_PREFIX)
+    found = [p for p in root.iterdir() if p.is_dir() and checkpoint_step(p) is not None
              and (p / "state.safetensors").is_file() and checkpoint_lora(p) is not None]
-    return sorted(found, key=lambda p: int(p.name[len(STEP_PREFIX):]))
+    return sorted(found, key=checkpoint_step)
+
+
+def training_checkpoints(run_dir: Path) -> list[Path]:
+    """The complete checkpoint folders of a run, oldest first (complete: both files are there; whether they read
+    is for `load_training_state` to say)."""
+    return _complete_checkpoints(run_dir / "checkpoints")
 
 
 def _prune(root: Path, keep_last: int | None) -> None:
@@ -168,21 +183,45 @@ def latest_training_checkpoint(run_dir: Path) -> Path | None:
     return found[-1] if found else None
 
 
+class DamagedCheckpoint(UserError):
+    """A training checkpoint whose state cannot be read or is not what ltx-lora writes. `reason`: what is wrong,
+    without the advice (the trainer words its own note when it skips the checkpoint)."""
+
+    def __init__(self, path: Path, reason: str):
+        super().__init__(f"training state {path} is damaged ({reason}): delete that checkpoint folder to resume from "
+                         "the one before it.")
+        self.reason = reason
+
+
 def load_training_state(checkpoint: Path) -> TrainingState:
     path = checkpoint / "state.safetensors"
     try:
-        with safe_open(str(path), framework="pt") as f:
+        read_header(path)
+        with open_safetensors(path, "training state", "delete that checkpoint folder") as f:
             header = f.metadata() or {}
-            tensors = {k: f.get_tensor(k) for k in f.keys()}
-    except Exception as e:  # noqa: BLE001 - a damaged file is the user's to know about, in one sentence
-        raise UserError(f"training state {path} cannot be read ({e}); delete that checkpoint folder to resume "
-                        "from the one before it.") from None
+            tensors = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118 - safe_open is no dict
+    except NotSafetensors as e:
+        raise DamagedCheckpoint(path, str(e)) from None
+    except UserError:  # the header is sound but a tensor is not (e.g. a dtype torch cannot hold)
+        raise DamagedCheckpoint(path, "its tensors cannot be read") from None
     if header.get("format") != "ltx-lora-training-state-1":
-        raise UserError(f"{path} is not an ltx-lora training state; point --resume at an ltx-lora run folder.")
+        raise DamagedCheckpoint(path, "it is not an ltx-lora training state")
     lora = {k[5:]: v for k, v in tensors.items() if k.startswith("lora.")}
     rng = {k[4:]: v for k, v in tensors.items() if k.startswith("rng.")}
     ema = {k[4:]: v for k, v in tensors.items() if k.startswith("ema.")}
-    opt = _unflatten_optimizer({k: v for k, v in tensors.items() if k.startswith("optim.")},
-                               json.loads(header["optimizer"]))
-    return TrainingState(step=int(header["step"]), lora=lora, optimizer=opt, rng=rng,
-                         data_position=json.loads(header["data_position"]), meta=json.loads(header["meta"]), ema=ema)
+    try:  # every non-tensor part is JSON we wrote: anything else is a damaged (or edited) file
+        opt = _unflatten_optimizer({k: v for k, v in tensors.items() if k.startswith("optim.")},
+                                   json.loads(header["optimizer"]))
+        state = TrainingState(step=int(header["step"]), lora=lora, optimizer=opt, rng=rng,
+                              data_position=json.loads(header["data_position"]), meta=json.loads(header["meta"]),
+                              ema=ema)
+        sound = (state.step >= 0 and isinstance(state.meta, dict) and isinstance(state.data_position, dict)
+                 and isinstance(state.meta.get("batch_size"), int) and isinstance(state.meta.get("world_size", 1), int)
+                 and isinstance(opt["param_groups"], list) and bool(lora)
+                 and all(rng.get(k) is not None and rng[k].dtype == torch.uint8 for k in ("sampler", "torch_cpu")))
+    except (KeyError, ValueError, TypeError, AttributeError, RecursionError) as e:
+        raise DamagedCheckpoint(path, f"{type(e).__name__}: {str(e)[:120]}") from None
+    if not sound:
+        raise DamagedCheckpoint(path, "its step, settings, data position, LoRA or random-generator states are not "
+                                "what ltx-lora writes")
+    return state

@@ -75,7 +75,7 @@ class MetricsLogger:
         self.bar: Progress | None = None
         self.keep_every = max(1, (total_steps - start) // 10)
         if getattr(console, "is_terminal", False) and not getattr(console, "quiet", False):
-            self.bar = Progress(TextColumn("step"), MofNCompleteColumn(), BarColumn(), TextColumn("{task.description}"),
+            self.bar = Progress(TextColumn("step"), MofNCompleteColumn(), BarColumn(), TextColumn("{task.description}", markup=False),
                                 console=console, transient=True)
             self.task = self.bar.add_task("", total=total_steps, completed=start)
             self.bar.start()

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import torch
 from rich.console import Console
+from safetensors import SafetensorError
 
 from ltx_lora.data.cache import Manifest, made_for_another_model, missing_files, read_manifest, same_path
 from ltx_lora.data.loader import BatchOrder, caption_dropout_draw, empty_prompt_file, load_batch, text_files
@@ -42,12 +43,14 @@ from ltx_lora.runtime.placement import HostOffload, attach_block_swap
 from ltx_lora.runtime.run import Run, Validate, ValidationFactory
 from ltx_lora.task import task_name
 from ltx_lora.train.checkpointer import (
+    DamagedCheckpoint,
     TrainingState,
     checkpoint_ema_lora_name,
     checkpoint_lora,
     latest_training_checkpoint,
     load_training_state,
     save_training_checkpoint,
+    training_checkpoints,
 )
 from ltx_lora.train.ema import LoraEma
 from ltx_lora.train.graphed import StepGraphs, can_graph
@@ -130,7 +133,7 @@ class Trainer:
         self.validation = validation
         self.total_steps = run.steps
         self.dist = run.dist
-        self.console = dist_env.rank_console(console or Console(stderr=True))  # rank 0 speaks for all
+        self.console = dist_env.rank_console(console or Console(stderr=True, markup=False))  # rank 0 speaks for all
         self.run_dir = run.run_dir
         self.cache = run.cache_dir
         self.device = run.device
@@ -169,12 +172,23 @@ class Trainer:
                             "(video only) or preprocess clips with audio.")
 
     def _resume_state(self) -> tuple[Path, TrainingState] | None:
-        """The latest checkpoint, checked against this run's settings before any model is loaded."""
-        saved = latest_training_checkpoint(self.run_dir)
-        if saved is None:
+        """The latest checkpoint that reads, checked against this run's settings before any model is loaded. A
+        damaged one (a disk error, an edited file) is skipped with a note naming it; none readable is a UserError."""
+        found = training_checkpoints(self.run_dir)
+        if not found:
             self.console.print(f"no checkpoint in {self.run_dir}/checkpoints yet: starting from step 0")
             return None
-        state = load_training_state(saved)
+        for saved in reversed(found):
+            try:
+                state = load_training_state(saved)
+                break
+            except DamagedCheckpoint as e:
+                self.console.print(f"note: skipped the damaged checkpoint {saved} ({e.reason}); resuming from the "
+                                   "one before it (training that step again replaces it)")
+        else:
+            raise UserError(f"none of the {len(found)} checkpoints in {self.run_dir / 'checkpoints'} can be read (the "
+                            f"latest: {found[-1].name}); train into a new output_dir, or delete the checkpoints "
+                            "folder to start this run over.")
         expected = self.run.resume_fingerprint()
         for key, value in expected.items():
             saved_value = state.meta.get(key, _FINGERPRINT_DEFAULTS.get(key))
@@ -205,19 +219,23 @@ class Trainer:
         if missing:
             raise UserError(f"{saved} holds other LoRA layers than this model has ({sorted(missing)[0]} ...); "
                             "resume with the same base checkpoint and LoRA targets.")
-        parallel.load_full_lora_(params, state.lora)  # each rank keeps its shard (FSDP) or the whole (DDP)
-        parallel.load_full_optimizer_state(optimizer, list(params.values()), state.optimizer)
-        if ema is not None and state.ema:
-            ema.load_full(state.ema)
-        elif ema is not None:  # train.ema turned on for a run saved without it: the average starts here
-            ema.reset()
-            self.console.print(f"note: {saved} holds no EMA of the LoRA; the EMA starts from its weights at step "
-                               f"{state.step}")
-        order.restore(state.data_position)
-        gen.set_state(state.rng["sampler"])
-        torch.set_rng_state(state.rng["torch_cpu"])
-        if "torch_cuda" in state.rng and torch.cuda.is_available():
-            torch.cuda.set_rng_state(state.rng["torch_cuda"])
+        try:  # the state read, but its tensors or positions may still not fit (a damaged or edited file)
+            parallel.load_full_lora_(params, state.lora)  # each rank keeps its shard (FSDP) or the whole (DDP)
+            parallel.load_full_optimizer_state(optimizer, list(params.values()), state.optimizer)
+            if ema is not None and state.ema:
+                ema.load_full(state.ema)
+            elif ema is not None:  # train.ema turned on for a run saved without it: the average starts here
+                ema.reset()
+                self.console.print(f"note: {saved} holds no EMA of the LoRA; the EMA starts from its weights at step "
+                                   f"{state.step}")
+            order.restore(state.data_position)
+            gen.set_state(state.rng["sampler"])
+            torch.set_rng_state(state.rng["torch_cpu"])
+            if "torch_cuda" in state.rng and torch.cuda.is_available():
+                torch.cuda.set_rng_state(state.rng["torch_cuda"])
+        except (RuntimeError, KeyError, ValueError, TypeError, IndexError) as e:
+            raise UserError(f"the checkpoint {saved} does not fit this run ({type(e).__name__}: {str(e)[:160]}); "
+                            "it is damaged: delete that checkpoint folder to resume from the one before it.") from None
         self.console.print(f"resumed from {saved} at step {state.step}")
         return state.step
 
@@ -497,8 +515,8 @@ class Trainer:
             try:
                 path = save_training_checkpoint(self.run_dir, state, lora, self._lora_metadata(step, manifest),
                                                 self.cfg.checkpoints.keep_last, ema_lora=ema_lora)
-            except OSError as e:
-                error = e.strerror
+            except (OSError, SafetensorError) as e:  # safetensors' writer wraps a full disk in its own error
+                error = getattr(e, "strerror", None) or str(e)
         if not self.dist.all_agree(error is None):  # every rank stops if rank 0 could not write
             raise TrainingFailed(f"could not write the checkpoint of step {step} into {self.run_dir} ({error}); "
                                  "free disk space, then resume with --resume (earlier checkpoints are intact).")
