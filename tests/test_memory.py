@@ -23,6 +23,7 @@ from ltx_lora.ltx.quantize import QuantizedLinear, dequantize, quantize_weight
 from ltx_lora.ltx.sizes import ltx23_22b_config, transformer_size
 from ltx_lora.runtime.memory import FRAGMENTATION, Workload, choose_plan, plan_for_config, workload_for_config
 from ltx_lora.runtime.placement import BlockSwap, attach_block_swap, spread_blocks
+from ltx_lora.task import TaskConfig
 from ltx_lora.train.lora import inject_lora
 from ltx_lora.train.objective import LatentBatch, compute_loss, prepare_inputs
 from ltx_lora.train.timesteps import SigmaSampler
@@ -157,8 +158,8 @@ def _loss_and_grads(model: torch.nn.Module, cfg: dict, swap: list[int] = (), che
     swapper = attach_block_swap(model, list(swap), torch.device("cpu"))
     model.set_gradient_checkpointing(checkpointing)
     model.train()
-    inputs = prepare_inputs(_batch(cfg), SigmaSampler("uniform"), torch.Generator().manual_seed(1), train_audio=True,
-                            first_frame_p=0.0, dtype=torch.float32)
+    inputs = prepare_inputs(_batch(cfg), SigmaSampler("uniform"), torch.Generator().manual_seed(1), task=TaskConfig(),
+                            dtype=torch.float32)
     loss = compute_loss(*predict_velocity(model, inputs.video, inputs.audio), inputs).total
     loss.backward()
     return loss.item(), torch.cat([p.grad.flatten() for p in params]), swapper
@@ -210,7 +211,7 @@ def test_a_block_used_while_not_resident_is_noticed(four_block_cfg):
     swapper.remove()
     model.train()
     inputs = prepare_inputs(_batch(four_block_cfg), SigmaSampler("uniform"), torch.Generator().manual_seed(1),
-                            train_audio=True, first_frame_p=0.0, dtype=torch.float32)
+                            task=TaskConfig(), dtype=torch.float32)
     video, _ = predict_velocity(model, inputs.video, inputs.audio)
     assert torch.isnan(video).all()
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import torch
 
 from ltx_lora.ltx.modality import predict_velocity
+from ltx_lora.task import TaskConfig
 from ltx_lora.train.objective import LatentBatch, LossParts, compute_loss, prepare_inputs
 from ltx_lora.train.timesteps import SigmaSampler
 
@@ -19,18 +20,17 @@ class NonFiniteLoss(RuntimeError):
 
 
 def forward_backward(transformer: torch.nn.Module, batch: LatentBatch, sampler: SigmaSampler,
-                     generator: torch.Generator, *, train_audio: bool, first_frame_p: float, dtype: torch.dtype,
+                     generator: torch.Generator, *, task: TaskConfig, dtype: torch.dtype,
                      audio_loss_weight: float = 1.0, loss_scale: float = 1.0, rows: tuple[int, int] | None = None,
                      all_finite=lambda finite: finite) -> LossParts:
     """Accumulate this micro-batch's LoRA gradients (scaled by `loss_scale`, e.g. 1/accumulation).
 
     Several processes: `rows` places this batch in the global batch (see prepare_inputs), and `all_finite` makes
     every rank agree before backward, so that all stop together when any loss is not finite."""
-    inputs = prepare_inputs(batch, sampler, generator, train_audio=train_audio, first_frame_p=first_frame_p,
-                            dtype=dtype, rows=rows)
+    inputs = prepare_inputs(batch, sampler, generator, task=task, dtype=dtype, rows=rows)
     # bf16 autocast: the frozen base is bf16 already; it keeps the fp32 LoRA matmuls in bf16 too (peft would
     # otherwise cast every activation to the LoRA weights' fp32), as the official trainer runs them.
-    device_type = batch.video.device.type
+    device_type = batch.video_context.device.type
     with torch.autocast(device_type, dtype=torch.bfloat16, enabled=dtype == torch.bfloat16):
         video_pred, audio_pred = predict_velocity(transformer, inputs.video, inputs.audio)
     loss = compute_loss(video_pred, audio_pred, inputs, audio_loss_weight, batch.loss_weight)

@@ -56,16 +56,6 @@ class TrainingFailed(RuntimeError):
 
 
 
-def _first_frame_p(run: Run) -> float:
-    """The first-frame probability of the tasks the objective trains so far (video generated, audio generated or
-    off, audio sharing the video's sigma); other tasks are refused until the objective learns them."""
-    task = run.task
-    kinds = {c.type for c in task.video.conditions + task.audio.conditions}
-    if not task.video.generated or task.audio.role == "condition" or kinds - {"first_frame"}:
-        raise UserError("this task is not trained yet: use task t2av, t2v or i2v.")
-    first = task.video.find("first_frame")
-    return first[0].probability if first else 0.0
-
 class Trainer:
     def __init__(self, run: Run, *, resume: bool = False, validation: ValidationFactory | None = None,
                  console=None):
@@ -81,8 +71,7 @@ class Trainer:
         self.cache = run.cache_dir
         self.device = run.device
         self.dtype = run.dtype
-        self.train_audio = run.train_audio
-        self.first_frame_p = _first_frame_p(run)
+        self.task = run.task
         self.block_swap = None  # set by train() from the memory plan
         self.connectors_host: HostOffload | None = None
         self.empty_prompt: str | None = None  # the cached empty prompt's features, with caption dropout on
@@ -101,9 +90,17 @@ class Trainer:
                             "run `ltx-lora preprocess` with this config, or set data.cache_dir to another folder.")
         self.empty_prompt = (empty_prompt_file(manifest, self.cache) if self.cfg.train.caption_dropout > 0
                              else None)
-        if self.train_audio and not any(i.has_audio for i in manifest.items):
+        task = self.task
+        silent = [i for i in manifest.items if not i.has_audio]
+        if task.audio.generated and len(silent) == len(manifest.items):
             raise UserError(f"the task generates audio but no cached clip in {self.cache} has audio; use `task: t2v` "
                             "(video only) or preprocess clips with audio.")
+        # Only a task that generates video as well as audio trains a clip without sound (its video alone).
+        if task.audio.present and not (task.video.generated and task.audio.generated) and silent:
+            role = "gives the audio as a condition" if task.audio.role == "condition" else "trains on audio alone"
+            raise UserError(f"the task {role} but {len(silent)} cached clip(s) in {self.cache} have no audio (e.g. "
+                            f"{silent[0].latents}); remove them from the dataset file or give them sound, and run "
+                            "`ltx-lora preprocess` again.")
 
     def _resume_state(self) -> tuple[Path, TrainingState] | None:
         """The latest checkpoint, checked against this run's settings before any model is loaded."""
@@ -186,9 +183,13 @@ class Trainer:
         self.compiled = self._compile(transformer)
         transformer.train()
         # DDP / FSDP2 with several processes; FSDP2 replaces the parameters by shards, so collect them after.
-        audio_always = self.train_audio and all(i.has_audio for i in manifest.items)  # else the audio LoRA idles
+        # Both modalities in every step, both generated: every LoRA layer gets a gradient. Otherwise some idle (the
+        # audio branch in a batch without sound, the video branch of t2a, the last block's layers that only feed
+        # a condition modality's output).
+        every_layer = (self.task.video.generated and self.task.audio.generated
+                       and all(i.has_audio for i in manifest.items))
         models.transformer = parallel.wrap(transformer, cfg.distributed.strategy, self.dist, self.dtype,
-                                           some_lora_may_idle=not audio_always)
+                                           some_lora_may_idle=not every_layer)
         params = lora_parameters(transformer)
         trainable = list(params.values())
         optimizer = build_optimizer(trainable, cfg.train)
@@ -298,7 +299,7 @@ class Trainer:
         return True
 
     def _first_compiled_step(self, models: Models, manifest: Manifest, order: BatchOrder, sampler: SigmaSampler,
-                             gen: torch.Generator, optimizer, trainable, step: int) -> tuple[float, float | None]:
+                             gen: torch.Generator, optimizer, trainable, step: int) -> tuple[float | None, float | None]:
         """The first step compiles the blocks; if that fails, undo the step's draws and run it eager."""
         position, gen_state = order.position(), gen.get_state()
         cpu_rng = torch.get_rng_state()
@@ -323,10 +324,10 @@ class Trainer:
         return self._optimizer_step(models, manifest, order, sampler, gen, optimizer, trainable, step)
 
     def _optimizer_step(self, models: Models, manifest: Manifest, order: BatchOrder, sampler: SigmaSampler,
-                        gen: torch.Generator, optimizer, trainable, step: int) -> tuple[float, float | None]:
+                        gen: torch.Generator, optimizer, trainable, step: int) -> tuple[float | None, float | None]:
         cfg = self.cfg
         accum = cfg.train.gradient_accumulation
-        video_sum, audio_sum = 0.0, None
+        video_sum, audio_sum = None, None
         for micro in range(accum):
             batch_ids = order.next()  # the global batch, the same on every rank
             share = self.dist.share(len(batch_ids))
@@ -338,19 +339,23 @@ class Trainer:
             # drawn for the whole global batch (the generator advances alike on every rank), this rank's rows kept
             dropped = caption_dropout_draw(len(batch_ids), cfg.train.caption_dropout, gen)
             dropped = dropped[share] or dropped[:1]
-            raw = load_batch(self.cache, items, self.device, self.dtype, with_audio=self.train_audio,
+            raw = load_batch(self.cache, items, self.device, self.dtype, with_audio=self.task.audio.present,
                              texts=text_files(items, dropped, self.empty_prompt))
             on_device = self.connectors_host.on_device() if self.connectors_host else contextlib.nullcontext()
             with torch.no_grad(), on_device:  # the text connectors are frozen: run them, keep no graph
                 vctx, actx, mask = run_text_connectors(models.text_connectors, raw.text)
             mask = attention_mask_or_none(mask)
-            batch = LatentBatch(video=raw.video, audio=raw.audio, video_context=vctx, audio_context=actx,
-                                context_mask=mask, fps=raw.fps, loss_weight=raw.loss_weight,
-                                video_loss_weight=raw.video_weight, audio_loss_weight=raw.audio_weight)
+            batch = LatentBatch(video=raw.video if self.task.video.present else None, audio=raw.audio,
+                                video_context=vctx, audio_context=actx, context_mask=mask, fps=raw.fps,
+                                loss_weight=raw.loss_weight, video_loss_weight=raw.video_weight,
+                                audio_loss_weight=raw.audio_weight,
+                                reference_video=getattr(raw, "reference_video", None),
+                                reference_audio=getattr(raw, "reference_audio", None),
+                                video_condition_mask=getattr(raw, "video_condition_mask", None),
+                                audio_condition_mask=getattr(raw, "audio_condition_mask", None))
             try:
                 with parallel.gradient_sync(models.transformer, enabled=micro == accum - 1):
-                    loss = forward_backward(models.transformer, batch, sampler, gen, train_audio=self.train_audio,
-                                            first_frame_p=self.first_frame_p, dtype=self.dtype,
+                    loss = forward_backward(models.transformer, batch, sampler, gen, task=self.task, dtype=self.dtype,
                                             audio_loss_weight=cfg.train.audio_loss_weight, loss_scale=weight / accum,
                                             rows=(share.start if weight else 0, len(batch_ids)),
                                             all_finite=self.dist.all_agree)
@@ -360,10 +365,13 @@ class Trainer:
                                      f"The last good checkpoint is {last or 'none (none was saved yet)'}. Lower "
                                      "train.learning_rate or check the cached data, then resume with --resume.") from None
             # Logged: the global batch's mean losses (sums over every rank's real samples).
-            audio = loss.audio.sum() if loss.audio is not None else loss.video.new_zeros(())
-            video_total, audio_total = self.dist.all_reduce_sum(torch.stack([loss.video.sum(), audio]).float()
+            zero = loss.total.detach().new_zeros(())
+            video = loss.video.sum() if loss.video is not None else zero
+            audio = loss.audio.sum() if loss.audio is not None else zero
+            video_total, audio_total = self.dist.all_reduce_sum(torch.stack([video, audio]).float()
                                                                 * (weight > 0)).tolist()
-            video_sum += video_total / len(batch_ids) / accum
+            if loss.video is not None:
+                video_sum = (video_sum or 0.0) + video_total / len(batch_ids) / accum
             if loss.audio is not None:
                 audio_sum = (audio_sum or 0.0) + audio_total / len(batch_ids) / accum
         if cfg.train.max_grad_norm:
