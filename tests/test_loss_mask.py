@@ -17,8 +17,8 @@ from test_objective import _batch, model  # noqa: F401  (the fixture: tiny trans
 from ltx_lora.data.dataset_file import read_dataset
 from ltx_lora.data.loss_mask import audio_weights, pixel_to_latent
 from ltx_lora.errors import UserError
-from ltx_lora.task import FirstFrameCondition, ModalityTask, TaskConfig
 from ltx_lora.ltx.modality import predict_velocity
+from ltx_lora.task import FirstFrameCondition, ModalityTask, TaskConfig
 from ltx_lora.train.objective import compute_loss, prepare_inputs
 from ltx_lora.train.timesteps import SigmaSampler
 
