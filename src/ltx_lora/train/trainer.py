@@ -11,6 +11,7 @@ import contextlib
 import gc
 import json
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import torch
@@ -95,12 +96,38 @@ class Trainer:
         if task.audio.generated and len(silent) == len(manifest.items):
             raise UserError(f"the task generates audio but no cached clip in {self.cache} has audio; use `task: t2v` "
                             "(video only) or preprocess clips with audio.")
-        # Only a task that generates video as well as audio trains a clip without sound (its video alone).
-        if task.audio.present and not (task.video.generated and task.audio.generated) and silent:
-            role = "gives the audio as a condition" if task.audio.role == "condition" else "trains on audio alone"
-            raise UserError(f"the task {role} but {len(silent)} cached clip(s) in {self.cache} have no audio (e.g. "
-                            f"{silent[0].latents}); remove them from the dataset file or give them sound, and run "
-                            "`ltx-lora preprocess` again.")
+        if task.audio.role == "condition" and len(silent) == len(manifest.items):
+            raise UserError(f"the task gives the audio as a condition but no cached clip in {self.cache} has audio; "
+                            "preprocess clips with sound, or use another task (e.g. t2v).")
+
+    def _usable_items(self, manifest: Manifest) -> Manifest:
+        """The clips this task can train on. A task that needs every clip's sound (audio given as a condition, or
+        audio without generated video) leaves the silent ones out, and says so; one that generates both trains a
+        silent clip's video alone."""
+        task = self.task
+        if not task.audio.present or (task.video.generated and task.audio.generated):
+            return manifest
+        silent = [i for i in manifest.items if not i.has_audio]
+        if silent:
+            why = "gives the audio as a condition" if task.audio.role == "condition" else "trains the audio alone"
+            self.console.print(f"note: {len(silent)} of {len(manifest.items)} cached clips have no audio and are left "
+                               f"out (the task {why}), e.g. {silent[0].media or silent[0].latents}", highlight=False)
+        return replace(manifest, items=[i for i in manifest.items if i.has_audio])
+
+    def _note_whole_clip_conditions(self, manifest: Manifest) -> None:
+        """A note when a video condition gives every latent frame of a bucket's clips (e.g. video_extend's 8-frame
+        prefix on 9-frame clips, first_frame on stills): those samples train the video on nothing, as in the
+        official trainer."""
+        video = self.task.video
+        for bucket in sorted({i.bucket for i in manifest.items}):
+            frames = (int(bucket.split("x")[2]) - 1) // 8 + 1  # latent frames
+            for cond in video.conditions:
+                n = 1 if cond.type == "first_frame" else getattr(cond, "frames", None)
+                if video.generated and n is not None and n >= frames:
+                    self.console.print(f"note: the {cond.type} condition ({n} latent frame(s)) covers every frame of "
+                                       f"bucket {bucket} ({frames} latent frame(s)): when drawn, those clips give the "
+                                       "whole video and train it on nothing; use longer clips or fewer frames.",
+                                       highlight=False)
 
     def _resume_state(self) -> tuple[Path, TrainingState] | None:
         """The latest checkpoint, checked against this run's settings before any model is loaded."""
@@ -160,6 +187,8 @@ class Trainer:
         require_logging_packages(cfg.logging)
         manifest = read_manifest(self.cache)
         self._check_cache(manifest)
+        manifest = self._usable_items(manifest)
+        self._note_whole_clip_conditions(manifest)
         if not self.resume and latest_training_checkpoint(self.run_dir) is not None:
             raise UserError(f"{self.run_dir} already holds checkpoints; pass --resume to continue that run, or set "
                             "output_dir to a new folder.")
