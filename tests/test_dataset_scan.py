@@ -14,6 +14,7 @@ from conftest import assert_user_error, run_cli
 
 from ltx_lora.data.dataset_file import DatasetEntry, read_dataset, write_dataset
 from ltx_lora.errors import UserError
+from ltx_lora.fixtures.clips import write_sound
 
 BUCKETS = "96x64x25;64x96x25;128x128x25;96x64x1"
 
@@ -201,6 +202,7 @@ def test_report_opens_in_real_chromium(tmp_path, problem_clips):
 def test_scan_existing_dataset_file(tmp_path, synthetic_clips):
     src = tmp_path / "in.jsonl"
     walk, still = synthetic_clips / "walk_96x64_24fps.mp4", synthetic_clips / "still_96x64.png"
+    write_sound(tmp_path / "walk.wav", 2.0)  # a file a row names must exist (scan checks it)
     src.write_text(
         json.dumps({"caption": "my own caption", "media_path": str(walk), "audio": "walk.wav", "width": 1,
                     "loss_weight": 0.5}) + "\n"

@@ -404,3 +404,24 @@ def test_verify_says_per_consumer_what_the_file_does(variants, tiny_checkpoint, 
     by = {c.consumer: c for c in report.consumers}
     assert by["ComfyUI"].effect.video_change == pytest.approx(report.total.video_change)
     assert by["ltx-core"].effect.video_change == pytest.approx(report.total.video_change / 2, rel=0.2)
+
+
+def test_our_lora_names_its_version_and_check_and_merge_hold_it_to_it(variants, tiny_checkpoint, tmp_path):
+    """Our exports carry base_model and model_version (runtime/run.py::lora_metadata): inspect reads either, check
+    fails the file against an LTX-2.0 base, and merge refuses to fuse it there."""
+    from ltx_lora.files.model_files import identify
+
+    tensors = load_file(variants["user"])
+    ours = tmp_path / "my_run_lora.safetensors"  # nothing in the name says the version
+    save_file(tensors, ours, metadata={"base_model": "LTX-2.3 22B Dev", "model_version": "2.3.0"})
+    named_only = tmp_path / "older_export.safetensors"
+    save_file(tensors, named_only, metadata={"base_model": "LTX-2.3 22B Dev"})
+    assert (identify(ours).family, identify(ours).details["family_from"]) == ("2.3", "model_version metadata")
+    assert (identify(named_only).family, identify(named_only).details["family_from"]) == ("2.3", "base_model metadata")
+    old_base = tiny_checkpoint("ltx2-19b")
+    report = check(ours, old_base)
+    assert not report.clean and any("LTX-2.3" in f and "LTX-2.0" in f for f in report.findings), report.findings
+    out = tmp_path / "merged.safetensors"
+    assert_user_error(run_cli("lora", "merge", ours, "--base", old_base, "-o", out), "LTX-2.3", "LTX-2.0")
+    assert not out.exists()
+    assert check(ours, tiny_checkpoint("dev")).clean

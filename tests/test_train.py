@@ -69,6 +69,7 @@ def test_every_mode_trains_and_exports_a_comfy_lora(prepared, tmp_path, task):
     with safe_open(str(tmp_path / "run" / "lora.safetensors"), "pt") as f:
         meta = f.metadata()
     assert meta["task"] == task and meta["rank"] == "32" and meta["step"] == "3"
+    assert (meta["model_version"], meta["base_model"]) == ("2.3.0", "LTX-2.3 22B Dev")  # lora check reads both
 
 
 OUTPAINTING_64 = {"audio": {"role": "off"},  # video_outpainting with a box inside the fixture's 64x64 frames

@@ -484,7 +484,8 @@ def fabricate_samples(root: Path, steps: list[int], prompts: list[str]) -> list[
     from ltx_lora.sample.validate import step_label
 
     settings = SampleSettings(width=96, height=64, frames=9, fps=24.0, steps=2, seed=42, cfg=4.0, audio_cfg=7.0,
-                              stg_scale=1.0, stg_blocks=[1], guidance_rescale=0.0, modality_scale=1.0, audio=True,
+                              stg_scale=1.0, stg_blocks=[1], guidance_rescale=0.0, modality_scale=1.0, audio_stg_scale=1.0,
+                              audio_modality_scale=1.0, audio=True,
                               negative_prompt="")
     ramp = torch.linspace(0, 255, 96).round().to(torch.uint8)
     records = []

@@ -13,6 +13,7 @@ from rich.markup import escape
 from typer.core import TyperOption
 
 from ltx_lora.errors import UserError
+from ltx_lora.task_catalog import DEFAULT_TASK, TASK_LINES
 
 console = Console(stderr=True)
 console.soft_wrap = not console.is_terminal  # a log (not a terminal) gets whole lines: never wrapped mid-path
@@ -46,19 +47,25 @@ def version() -> None:
     print(__version__)
 
 
-@app.command()
+_TASKS_EPILOG = "Tasks (--task); docs/tasks.md says which official ltx-trainer config each one matches:\n\n" + "\n\n".join(
+    f"[bold]{name}[/]: {escape(line)}" for name, (line, _) in TASK_LINES.items())
+
+
+@app.command(epilog=_TASKS_EPILOG)
 def init(
     config: Path = typer.Argument(..., help="Where to write the new config, e.g. my-lora.yaml."),
+    task: str = typer.Option(DEFAULT_TASK, help="What the LoRA learns (listed below); the config writes its video "
+                             "and audio roles and conditions out, with the official recipe's settings."),
     profile: str = typer.Option("auto", help="Memory profile: auto, 80gb, 48gb, 32gb or 24gb (the guide's GPU tiers)."),
     checkpoint: str = typer.Option("", help="Local path of the LTX-2.3 Dev checkpoint, written into model.checkpoint."),
     text_encoder: str = typer.Option("", help="Local Gemma 3 folder, written into model.text_encoder."),
     force: bool = typer.Option(False, "--force", help="Overwrite an existing file."),
 ) -> None:
-    """Write a commented training config with the guide's recommended settings for your GPU tier."""
+    """Write a commented training config for a task with the recommended settings for your GPU tier."""
     from ltx_lora.config_template import write_config
 
-    path = write_config(config, profile, checkpoint, text_encoder, force)
-    print(f"wrote {path} (profile {profile}); edit the paths, then run: ltx-lora doctor --config {path}")
+    path = write_config(config, profile, checkpoint, text_encoder, force, task=task)
+    print(f"wrote {path} (task {task}, profile {profile}); edit the paths, then run: ltx-lora doctor --config {path}")
 
 
 @app.command()
@@ -383,6 +390,10 @@ def dataset_scan(
         help="A video too short for every multi-frame bucket gets a shortened one (a listed size, the longest 8k+1 "
         "frame count it fills) by default; with --skip-shorter it goes to a 1-frame bucket if one is listed, else "
         "it is skipped."),
+    task: Optional[str] = typer.Option(
+        None, "--task", help="Judge the clips as this task (a preset of `ltx-lora init --task`) trains: the "
+        "references and masks it needs must be in each row and fit the clip, a task without video takes sound "
+        "files too. Default: check whatever files the rows name."),
 ) -> None:
     """Check every clip and still, assign buckets, and write a dataset file plus an HTML report.
 
@@ -396,7 +407,11 @@ def dataset_scan(
     from ltx_lora.data.dataset_file import check_format, write_dataset
     from ltx_lora.data.report import report_path_for, write_report
     from ltx_lora.data.scan import dataset_entries, scan, summary_lines
+    from ltx_lora.task import TASK_PRESETS, resolve_task
 
+    if task is not None and task not in TASK_PRESETS:
+        raise UserError(f"--task {task} is not a task; use one of {', '.join(TASK_PRESETS)}.")
+    task_config = resolve_task(task) if task else None
     bucket_list = parse_buckets(buckets)
     check_format(output)
     report_path = report_path_for(output)
@@ -405,7 +420,7 @@ def dataset_scan(
     with Progress(*columns, console=console, transient=True) as progress:
         task = progress.add_task("probing", total=None)
         result = scan(source, bucket_list, target_fps=target_fps, allow_shorter=allow_shorter,
-                      on_probe=lambda done, total, path: progress.update(task, completed=done, total=total))
+                      task=task_config, on_probe=lambda done, total, path: progress.update(task, completed=done, total=total))
         thumbs = progress.add_task("report", total=len(result.items))
         rows = result.placed  # used, or waiting for a caption
         if rows:

@@ -21,7 +21,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from ltx_lora.errors import UserError
 from ltx_lora.official_config import looks_official, translate_official
-from ltx_lora.task import DEFAULT_TASK, TASK_PRESETS, TaskSetting
+from ltx_lora.task import DEFAULT_TASK, TASK_PRESETS, TaskConfig, TaskSetting
 
 
 class Section(BaseModel):
@@ -175,7 +175,8 @@ class MemoryConfig(Section):
 
 class CheckpointConfig(Section):
     every: int = Field(250, ge=1, description="Save the LoRA and the training state every N steps.")
-    keep_last: int = Field(3, ge=1, description="How many checkpoints to keep (the final LoRA is always kept).")
+    keep_last: int | None = Field(3, ge=1, description="How many checkpoints to keep (the final LoRA is always "
+                                  "kept); null keeps every one (the official keep_last_n: -1).")
 
 
 class ValidationConfig(Section):
@@ -192,12 +193,17 @@ class ValidationConfig(Section):
                                              "starts at sigma 0.1 with one).")
     cfg: float = Field(4.0, ge=0, description="Classifier-free guidance scale of the video.")
     audio_cfg: float = Field(7.0, ge=0, description="Classifier-free guidance scale of the audio (Lightricks' inference default).")
-    stg_scale: float = Field(1.0, ge=0, description="Spatio-temporal guidance scale.")
+    stg_scale: float = Field(1.0, ge=0, description="Spatio-temporal guidance scale of the video.")
+    audio_stg_scale: float | None = Field(None, ge=0, description="Spatio-temporal guidance scale of the audio; null = "
+                                                                 "stg_scale.")
     stg_blocks: list[int] = Field(default_factory=lambda: [29], description="Blocks perturbed by STG.")
     guidance_rescale: float = Field(
         0.7, ge=0, le=1, description="Rescale the guided prediction toward the prompt's std (Lightricks' default 0.7; 0 = off).")
     modality_scale: float = Field(
-        3.0, ge=0, description="Audio-video cross-modal guidance scale (Lightricks' default 3.0; 1.0 = off, saves one pass per step).")
+        3.0, ge=0, description="Audio-video cross-modal guidance scale of the video (Lightricks' default 3.0; 1.0 = off; "
+                               "with audio_modality_scale also 1.0 it saves one pass per step).")
+    audio_modality_scale: float | None = Field(None, ge=0, description="Cross-modal guidance scale of the audio; "
+                                                                       "null = modality_scale.")
     audio: bool = Field(True, description="Generate and decode audio with the video (LTX-2.3 is an audio-video model).")
     reference_image: str | None = Field(None, description="First frame for image-to-video validation.")
     use_ema: bool = Field(False, description="In-loop samples use the EMA weights (train.ema.decay must be set); "
@@ -297,16 +303,41 @@ def parse_config(data: Any, source: str = "config") -> Config:
     if not isinstance(data, dict):
         raise UserError(f"{source} must be a YAML mapping of sections (model:, data:, lora:, train:, ...).")
     _refuse_legacy_mode(data, source)
+    _check_task(data.get("task", DEFAULT_TASK), source)
     try:
         return Config.model_validate(data)
     except ValidationError as e:
-        err = e.errors()[0]
-        loc = tuple(err["loc"])
-        key = ".".join(str(p) for p in loc) or "(top level)"
-        if err["type"] == "extra_forbidden":
-            raise UserError(f"{source}: unknown key '{key}'{_did_you_mean(Config, loc)}.") from None
-        msg = err["msg"].rstrip(".")
-        raise UserError(f"{source}: '{key}' is invalid: {msg}; got {err.get('input')!r}.") from None
+        _raise_first(e, source, Config)
+
+
+def _check_task(task: Any, source: str) -> None:
+    """`task:` is a preset name or a mapping: say which one went wrong (pydantic would report both branches)."""
+    if isinstance(task, str):
+        if task not in TASK_PRESETS:
+            close = difflib.get_close_matches(task, list(TASK_PRESETS), n=1, cutoff=0.5)
+            hint = f" (did you mean '{close[0]}'?)" if close else ""
+            raise UserError(f"{source}: unknown task '{task}'{hint}; use one of {', '.join(TASK_PRESETS)} or a "
+                            "mapping of video/audio roles and conditions (docs/tasks.md).")
+    elif isinstance(task, dict):
+        try:
+            TaskConfig.model_validate(task)
+        except ValidationError as e:
+            _raise_first(e, source, TaskConfig, prefix=("task",))
+    else:
+        raise UserError(f"{source}: 'task' must be a task name (e.g. t2av) or a mapping of video/audio roles and "
+                        f"conditions; got {task!r}.")
+
+
+def _raise_first(e: ValidationError, source: str, model: type[BaseModel], prefix: tuple = ()) -> None:
+    """The first problem of a validation as one UserError sentence naming the key (`prefix`: where `model` sits
+    in the config)."""
+    err = e.errors()[0]
+    loc = tuple(err["loc"])
+    key = ".".join(str(p) for p in prefix + loc) or "(top level)"
+    if err["type"] == "extra_forbidden":
+        raise UserError(f"{source}: unknown key '{key}'{_did_you_mean(model, loc)}.") from None
+    msg = err["msg"].rstrip(".")
+    raise UserError(f"{source}: '{key}' is invalid: {msg}; got {err.get('input')!r}.") from None
 
 
 # train.mode (before tasks) -> the task preset that trains the same thing.

@@ -1,165 +1,351 @@
 """Accept the official LTX trainer's YAML (Lightricks/LTX-2, packages/ltx-trainer/configs/) by translating it.
 
-Users switch in one step: the same file works, and a note says which of its keys became which of ours and which
-were dropped. Both the 1.2 layout (`training_strategy.name: text_to_video`) and the later `flexible` layout with
-per-modality blocks are read.
+Users switch in one step: the same file works, and one note says what did not carry over. Nothing changes
+silently: every key of the official file is accounted for (`Translation`): it maps onto one of ours, or the note
+names it with the reason (`changed`: carried with a difference; `dropped`: not carried; `unneeded`: ltx-lora has
+no use for it, e.g. the folders of the official .pt cache). `tests/test_official_configs.py` rebuilds the 16 configs
+ltx-trainer 1.2.0 ships and checks that each resolves to the same task, conditions, guidance and checkpoint
+settings, and that no key is left unaccounted.
+
+Both layouts are read: the 1.2 `training_strategy.name: text_to_video` (audio shares the video's sigma there) and
+the `flexible` strategy, whose video/audio blocks map one to one onto our `task:` (ltx_lora.task).
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from typing import Any
 
 from rich.console import Console
+from rich.markup import escape
 
 _console = Console(stderr=True)
 
 # Sections only the official trainer has; ours are model/data/lora/train/memory/checkpoints/validation/logging.
 _OFFICIAL_MARKERS = ("optimization", "acceleration", "training_strategy", "flow_matching", "hub")
 
+_SCHEDULERS = ("constant", "linear", "cosine")
+
 
 def looks_official(data: Any) -> bool:
     return isinstance(data, dict) and any(k in data for k in _OFFICIAL_MARKERS)
 
 
-def _condition(cond: Any, where: str, dropped: list[str]) -> dict | None:
-    """One official flexible condition as ours (their directory keys name preprocessed folders; ours come from
-    the dataset file's columns, so they are dropped with a note)."""
+@dataclass
+class Translation:
+    """Our config (as a mapping) and where every official key went (keys as dotted paths, `[]` for list items)."""
+
+    config: dict[str, Any] = field(default_factory=dict)
+    mapped: dict[str, str] = field(default_factory=dict)  # official key -> our key (or what it means here)
+    changed: dict[str, str] = field(default_factory=dict)  # carried over with a difference: why
+    dropped: dict[str, str] = field(default_factory=dict)  # not carried over: why
+    unneeded: dict[str, str] = field(default_factory=dict)  # no use in ltx-lora: why
+
+    def set(self, official: str, ours: str, value: Any) -> None:
+        """Map `official` onto our dotted key `ours` with `value`."""
+        node = self.config
+        *parents, leaf = ours.split(".")
+        for p in parents:
+            node = node.setdefault(p, {})
+        node[leaf] = value
+        self.mapped[official] = ours
+
+    def accounted(self) -> set[str]:
+        return set(self.mapped) | set(self.changed) | set(self.dropped) | set(self.unneeded)
+
+    def note(self, source: str) -> str:
+        parts = [f"note: {source} is an official LTX trainer config; translated to ltx-lora's schema"]
+        if self.changed:
+            parts.append("changed: " + "; ".join(f"{k} ({v})" for k, v in self.changed.items()))
+        if self.dropped:
+            parts.append("not carried over: " + "; ".join(f"{k} ({v})" for k, v in self.dropped.items()))
+        if self.unneeded:
+            parts.append("not needed by ltx-lora: " + ", ".join(self.unneeded))
+        return "; ".join(parts) + ". `ltx-lora init --task NAME` writes a native config."
+
+
+def official_keys(data: Any, prefix: str = "") -> set[str]:
+    """Every leaf key path of an official config, as `Translation` names them."""
+    if isinstance(data, dict):
+        out: set[str] = set()
+        for k, v in data.items():
+            out |= official_keys(v, f"{prefix}.{k}" if prefix else str(k))
+        return out or ({prefix} if prefix else set())
+    if isinstance(data, list) and data and all(isinstance(x, dict) for x in data):
+        return set().union(*(official_keys(x, f"{prefix}[]") for x in data))
+    return {prefix}
+
+
+def _section(data: dict, name: str) -> dict:
+    value = data.get(name)
+    return value if isinstance(value, dict) else {}
+
+
+def _model(data: dict, t: Translation) -> None:
+    model = _section(data, "model")
+    if model.get("model_path"):
+        t.set("model.model_path", "model.checkpoint", model["model_path"])
+    if model.get("text_encoder_path"):
+        t.set("model.text_encoder_path", "model.text_encoder", model["text_encoder_path"])
+    if "training_mode" in model:
+        if model["training_mode"] == "lora":
+            t.mapped["model.training_mode"] = "(ltx-lora trains LoRAs)"
+        else:
+            t.dropped["model.training_mode"] = f"{model['training_mode']}: only LoRA training is supported"
+    if "load_checkpoint" in model:
+        if model["load_checkpoint"]:
+            t.dropped["model.load_checkpoint"] = "continue a run with `ltx-lora train CONFIG --resume`"
+        else:
+            t.mapped["model.load_checkpoint"] = "(null: start from the base)"
+
+
+def _condition(cond: Any, where: str, t: Translation) -> dict | None:
+    """One flexible condition as ours. Their directory keys name folders of their .pt cache; ours come from the
+    dataset file's columns."""
     if not isinstance(cond, dict) or "type" not in cond:
-        dropped.append(f"{where} (not a condition mapping)")
+        t.dropped[where] = "not a condition mapping"
         return None
-    kind = cond["type"]
-    ours: dict[str, Any] = {"type": kind}
-    if "probability" in cond:
-        ours["probability"] = cond["probability"]
-    if kind in ("prefix", "suffix") and "temporal_boundary" in cond:
-        ours["frames"] = cond["temporal_boundary"]
-    elif kind == "spatial_crop" and "spatial_region" in cond:
-        ours["box"] = cond["spatial_region"]
-    elif kind == "mask" and cond.get("mask_dir"):
-        dropped.append(f"{where}.mask_dir (masks come from the dataset's video_mask / audio_mask columns)")
-    elif kind == "reference" and cond.get("latents_dir"):
-        dropped.append(f"{where}.latents_dir (references come from the dataset's reference_video / "
-                       "reference_audio columns)")
+    ours: dict[str, Any] = {"type": cond["type"]}
+    t.mapped[f"{where}.type"] = "task.*.conditions[].type"
+    for theirs, mine in (("probability", "probability"), ("temporal_boundary", "frames"), ("spatial_region", "box")):
+        if theirs in cond:
+            ours[mine] = cond[theirs]
+            t.mapped[f"{where}.{theirs}"] = f"task.*.conditions[].{mine}"
+    if "mask_dir" in cond:
+        t.unneeded[f"{where}.mask_dir"] = "masks come from the dataset's video_mask / audio_mask columns"
+    if "latents_dir" in cond:
+        t.unneeded[f"{where}.latents_dir"] = ("references come from the dataset's reference_video / reference_audio "
+                                              "columns")
     return ours
 
 
-def _task(strategy: dict, dropped: list[str]) -> dict | str:
-    """Our `task:` from either official strategy layout: flexible's video/audio blocks map one to one; the older
-    text_to_video strategy is t2av or t2v (audio shares the video's sigma there) plus its first-frame draw."""
-    if strategy.get("name") == "flexible":
+def _task(data: dict, t: Translation) -> None:
+    strategy = _section(data, "training_strategy")
+    name = strategy.get("name")
+    if "name" in strategy:
+        t.mapped["training_strategy.name"] = "task"
+    if name == "flexible":
         task: dict[str, Any] = {}
-        for name in ("video", "audio"):
-            block = strategy.get(name)
+        for modality in ("video", "audio"):
+            block = strategy.get(modality)
+            where = f"training_strategy.{modality}"
             if not isinstance(block, dict):
-                task[name] = {"role": "off"}
+                task[modality] = {"role": "off"}
                 continue
-            role = "generated" if block.get("is_generated", True) else "condition"
-            conds = [_condition(c, f"training_strategy.{name}.conditions[{i}]", dropped)
-                     for i, c in enumerate(block.get("conditions") or [])]
-            task[name] = {"role": role, "conditions": [c for c in conds if c is not None]}
-        return task
-    p = strategy.get("first_frame_conditioning_p")
+            task[modality] = {"role": "generated" if block.get("is_generated", True) else "condition"}
+            if "is_generated" in block:
+                t.mapped[f"{where}.is_generated"] = f"task.{modality}.role"
+            if "latents_dir" in block:
+                t.unneeded[f"{where}.latents_dir"] = "the cache holds every modality"
+            conds = [_condition(c, f"{where}.conditions[]", t) for c in block.get("conditions") or []]
+            task[modality]["conditions"] = [c for c in conds if c is not None]
+        t.config["task"] = task
+        return
+    # The 1.2 text_to_video strategy: audio shares the video's sigma; first frame drawn with its probability.
     video: dict[str, Any] = {"role": "generated"}
-    if p:
-        video["conditions"] = [{"type": "first_frame", "probability": float(p)}]
-    return {"video": video, "audio": {"role": "generated" if strategy.get("with_audio") else "off"},
-            "sigma": "shared"}
+    p = strategy.get("first_frame_conditioning_p")
+    if p is not None:
+        t.mapped["training_strategy.first_frame_conditioning_p"] = "task.video.conditions[first_frame].probability"
+        if p:
+            video["conditions"] = [{"type": "first_frame", "probability": float(p)}]
+    if "with_audio" in strategy:
+        t.mapped["training_strategy.with_audio"] = "task.audio.role"
+    t.config["task"] = {"video": video, "audio": {"role": "generated" if strategy.get("with_audio") else "off"},
+                        "sigma": "shared"}
+    for key in strategy:
+        if key not in ("name", "first_frame_conditioning_p", "with_audio"):
+            t.dropped[f"training_strategy.{key}"] = "not a setting of the text_to_video strategy ltx-lora knows"
+
+
+def _optimization(data: dict, t: Translation) -> None:
+    opt = _section(data, "optimization")
+    for theirs, mine in {"learning_rate": "learning_rate", "steps": "steps", "batch_size": "batch_size",
+                         "gradient_accumulation_steps": "gradient_accumulation", "max_grad_norm": "max_grad_norm",
+                         "enable_gradient_checkpointing": "gradient_checkpointing",
+                         "optimizer_type": "optimizer"}.items():
+        if theirs in opt:
+            value = opt[theirs]
+            if theirs == "learning_rate" and isinstance(value, str):
+                try:  # YAML reads 2e-4 (no dot) as a string
+                    value = float(value)
+                except ValueError:
+                    pass
+            t.set(f"optimization.{theirs}", f"train.{mine}", value)
+    sched = opt.get("scheduler_type")
+    if sched in _SCHEDULERS:
+        t.set("optimization.scheduler_type", "train.scheduler", sched)
+    elif sched:
+        t.set("optimization.scheduler_type", "train.scheduler", "cosine")
+        t.changed["optimization.scheduler_type"] = f"{sched} became cosine"
+    if "scheduler_params" in opt:
+        if opt["scheduler_params"]:
+            t.dropped["optimization.scheduler_params"] = "use train.warmup_steps / train.min_lr_ratio"
+        else:
+            t.mapped["optimization.scheduler_params"] = "(empty: the schedule's defaults)"
+    for key in opt:
+        if f"optimization.{key}" not in t.accounted():
+            t.dropped[f"optimization.{key}"] = "no such setting in ltx-lora"
+
+
+def _acceleration(data: dict, t: Translation) -> None:
+    acc = _section(data, "acceleration")
+    if "mixed_precision_mode" in acc:
+        mode = acc["mixed_precision_mode"]
+        t.set("acceleration.mixed_precision_mode", "train.mixed_precision", "fp32" if mode == "no" else "bf16")
+        if mode not in ("bf16", "no"):
+            t.changed["acceleration.mixed_precision_mode"] = f"{mode} became bf16"
+    if "quantization" in acc:
+        quant = acc["quantization"]
+        if not quant:
+            t.set("acceleration.quantization", "memory.quantization", "auto")
+            t.changed["acceleration.quantization"] = ("null became auto: bf16 whenever the memory plan fits it, "
+                                                     "which it prints before training")
+        else:
+            ours = "fp8" if str(quant).startswith("fp8") else "int8"
+            t.set("acceleration.quantization", "memory.quantization", ours)
+            if not str(quant).startswith(("int8", "fp8")):
+                t.changed["acceleration.quantization"] = f"{quant} became int8"
+    if "load_text_encoder_in_8bit" in acc:
+        t.set("acceleration.load_text_encoder_in_8bit", "memory.text_encoder_8bit",
+              bool(acc["load_text_encoder_in_8bit"]))
+    if "offload_optimizer_during_validation" in acc:
+        t.unneeded["acceleration.offload_optimizer_during_validation"] = "the memory plan places everything"
+    for key in acc:
+        if f"acceleration.{key}" not in t.accounted():
+            t.dropped[f"acceleration.{key}"] = "no such setting in ltx-lora"
+
+
+def _data(data: dict, t: Translation) -> None:
+    d = _section(data, "data")
+    if "preprocessed_data_root" in d:
+        t.dropped["data.preprocessed_data_root"] = "its .pt cache is pickle; run `ltx-lora preprocess` once"
+    if "num_dataloader_workers" in d:
+        t.unneeded["data.num_dataloader_workers"] = "the cache is read in the training process"
+    for key in d:
+        if f"data.{key}" not in t.accounted():
+            t.dropped[f"data.{key}"] = "no such setting in ltx-lora"
+
+
+_VALIDATION_KEYS = {
+    "seed": "seed", "inference_steps": "steps", "interval": "every", "stg_blocks": "stg_blocks",
+    "audio_cfg_scale": "audio_cfg", "frame_rate": "fps", "guidance_rescale": "guidance_rescale",
+    "generate_audio": "audio", "video_cfg_scale": "cfg", "guidance_scale": "cfg", "video_stg_scale": "stg_scale",
+    "stg_scale": "stg_scale", "audio_stg_scale": "audio_stg_scale",
+    "video_modality_guidance_scale": "modality_scale", "audio_modality_guidance_scale": "audio_modality_scale",
+}
+
+
+def _validation(data: dict, t: Translation) -> None:
+    val = _section(data, "validation")
+    prompts = list(val.get("prompts") or [])
+    if prompts:
+        t.mapped["validation.prompts"] = "validation.prompts"
+    for sample in val.get("samples") or []:
+        if isinstance(sample, dict) and "prompt" in sample:
+            prompts.append(sample["prompt"])
+            t.mapped["validation.samples[].prompt"] = "validation.prompts"
+        for key in sample if isinstance(sample, dict) else ():
+            if key == "conditions":
+                for cond in sample["conditions"] or []:
+                    for ckey in cond if isinstance(cond, dict) else ():
+                        t.dropped[f"validation.samples[].conditions[].{ckey}"] = (
+                            "per-prompt conditioning inputs are not translated yet")
+            elif key != "prompt":
+                t.dropped[f"validation.samples[].{key}"] = "no such per-prompt setting in ltx-lora"
+    if prompts:
+        t.config.setdefault("validation", {})["prompts"] = prompts
+    if val.get("negative_prompt"):
+        t.set("validation.negative_prompt", "validation.negative_prompt", " ".join(str(val["negative_prompt"]).split()))
+    dims = val.get("video_dims")
+    if isinstance(dims, (list, tuple)) and len(dims) == 3:
+        t.set("validation.video_dims", "validation.resolution", "x".join(str(int(x)) for x in dims))
+    for theirs, mine in _VALIDATION_KEYS.items():
+        if theirs in val:
+            t.set(f"validation.{theirs}", f"validation.{mine}", val[theirs])
+    if "generate_video" in val:
+        t.mapped["validation.generate_video"] = "(samples have video exactly when the task has video)"
+    if "skip_initial_validation" in val:
+        if val["skip_initial_validation"]:
+            t.dropped["validation.skip_initial_validation"] = "ltx-lora always samples step 0: the report's baseline"
+        else:
+            t.mapped["validation.skip_initial_validation"] = "(ltx-lora samples step 0)"
+    for key in val:
+        path = f"validation.{key}"
+        if key not in ("samples",) and path not in t.accounted():
+            t.dropped[path] = "no such setting in ltx-lora"
+
+
+def _checkpoints(data: dict, t: Translation) -> None:
+    ck = _section(data, "checkpoints")
+    if ck.get("interval"):
+        t.set("checkpoints.interval", "checkpoints.every", ck["interval"])
+    if "keep_last_n" in ck:
+        n = ck["keep_last_n"]
+        t.set("checkpoints.keep_last_n", "checkpoints.keep_last", n if isinstance(n, int) and n > 0 else None)
+    if "precision" in ck:
+        if str(ck["precision"]) in ("bfloat16", "bf16"):
+            t.mapped["checkpoints.precision"] = "(LoRA files are written in bf16)"
+        else:
+            t.changed["checkpoints.precision"] = f"{ck['precision']}: LoRA files are written in bf16"
+    for key in ck:
+        if f"checkpoints.{key}" not in t.accounted():
+            t.dropped[f"checkpoints.{key}"] = "no such setting in ltx-lora"
+
+
+def _rest(data: dict, t: Translation) -> None:
+    lora = _section(data, "lora")
+    for key in lora:
+        if key in ("rank", "alpha", "dropout", "target_modules"):
+            t.set(f"lora.{key}", f"lora.{key}", lora[key])
+        else:
+            t.dropped[f"lora.{key}"] = "no such LoRA setting in ltx-lora"
+    fm = _section(data, "flow_matching")
+    if "timestep_sampling_mode" in fm:
+        mode = fm["timestep_sampling_mode"]
+        if mode in ("shifted_logit_normal", "uniform"):
+            t.set("flow_matching.timestep_sampling_mode", "train.timestep_sampling", mode)
+        else:
+            t.dropped["flow_matching.timestep_sampling_mode"] = f"{mode} is not offered (shifted_logit_normal, uniform)"
+    if "timestep_sampling_params" in fm:
+        if fm["timestep_sampling_params"]:
+            t.dropped["flow_matching.timestep_sampling_params"] = "the sampler's parameters are the official defaults"
+        else:
+            t.mapped["flow_matching.timestep_sampling_params"] = "(empty: the official defaults, as ours)"
+    wandb = _section(data, "wandb")
+    if "enabled" in wandb:
+        t.set("wandb.enabled", "logging.wandb", bool(wandb["enabled"]))
+    if "project" in wandb:
+        t.set("wandb.project", "logging.wandb_project", wandb["project"])
+    for key in ("entity", "tags", "log_validation_videos"):
+        if key in wandb:
+            if wandb.get("enabled") and wandb[key] and key != "log_validation_videos":
+                t.dropped[f"wandb.{key}"] = "set it in your W&B environment (WANDB_ENTITY, ...)"
+            else:
+                t.unneeded[f"wandb.{key}"] = "W&B is off, or samples are always logged"
+    hub = _section(data, "hub")
+    for key in hub:
+        if key == "push_to_hub" and hub[key]:
+            t.dropped["hub.push_to_hub"] = "no network at run time"
+        else:
+            t.unneeded[f"hub.{key}"] = "no network at run time"
+    if "seed" in data:
+        t.set("seed", "train.seed", data["seed"])
+    if data.get("output_dir"):
+        t.set("output_dir", "output_dir", data["output_dir"])
+
+
+def translate(data: dict) -> Translation:
+    """An official trainer config as ours, with every key accounted for (pure: prints nothing)."""
+    t = Translation()
+    for part in (_model, _task, _optimization, _acceleration, _data, _validation, _checkpoints, _rest):
+        part(data, t)
+    for key in sorted(official_keys(data) - t.accounted()):
+        t.dropped[key] = "not a key ltx-lora knows"
+    return t
 
 
 def translate_official(data: dict, source: str = "config") -> dict:
-    """Map an official trainer config onto our schema; print one note listing what changed."""
-    ours: dict[str, Any] = {"task": {}, "model": {}, "data": {}, "lora": {}, "train": {}, "memory": {}, "checkpoints": {},
-                            "validation": {}, "logging": {}}
-    dropped: list[str] = []
-    model = data.get("model") or {}
-    if model.get("model_path"):
-        ours["model"]["checkpoint"] = model["model_path"]
-    if model.get("text_encoder_path"):
-        ours["model"]["text_encoder"] = model["text_encoder_path"]
-    if model.get("training_mode", "lora") != "lora":
-        dropped.append("model.training_mode (only LoRA training is supported)")
-
-    lora = data.get("lora") or {}
-    for key in ("rank", "alpha", "dropout", "target_modules"):
-        if key in lora:
-            ours["lora"][key] = lora[key]
-
-    ours["task"] = _task(data.get("training_strategy") or {}, dropped)
-
-    opt = data.get("optimization") or {}
-    mapping = {"learning_rate": "learning_rate", "steps": "steps", "batch_size": "batch_size",
-               "gradient_accumulation_steps": "gradient_accumulation", "max_grad_norm": "max_grad_norm",
-               "enable_gradient_checkpointing": "gradient_checkpointing"}
-    for theirs, mine in mapping.items():
-        if theirs in opt:
-            ours["train"][mine] = opt[theirs]
-    if "optimizer_type" in opt:
-        ours["train"]["optimizer"] = opt["optimizer_type"]
-    sched = opt.get("scheduler_type")
-    if sched in ("constant", "linear", "cosine"):
-        ours["train"]["scheduler"] = sched
-    elif sched:
-        ours["train"]["scheduler"] = "cosine"
-        dropped.append(f"optimization.scheduler_type={sched} (became cosine)")
-
-    acc = data.get("acceleration") or {}
-    if acc.get("mixed_precision_mode") in ("bf16", "no"):
-        ours["train"]["mixed_precision"] = "bf16" if acc["mixed_precision_mode"] == "bf16" else "fp32"
-    quant = acc.get("quantization")
-    if quant:
-        ours["memory"]["quantization"] = "fp8" if str(quant).startswith("fp8") else "int8"
-        if not str(quant).startswith(("int8", "fp8")):
-            dropped.append(f"acceleration.quantization={quant} (became int8)")
-    if "load_text_encoder_in_8bit" in acc:
-        ours["memory"]["text_encoder_8bit"] = bool(acc["load_text_encoder_in_8bit"])
-
-    d = data.get("data") or {}
-    if d.get("preprocessed_data_root"):
-        dropped.append("data.preprocessed_data_root (its .pt cache is pickle; run `ltx-lora preprocess` once)")
-
-    val = data.get("validation") or {}
-    prompts = list(val.get("prompts") or []) + [s["prompt"] for s in val.get("samples") or [] if "prompt" in s]
-    if prompts:
-        ours["validation"]["prompts"] = prompts
-    if val.get("negative_prompt"):
-        ours["validation"]["negative_prompt"] = " ".join(str(val["negative_prompt"]).split())
-    dims = val.get("video_dims")
-    if dims and len(dims) == 3:
-        ours["validation"]["resolution"] = "x".join(str(int(x)) for x in dims)
-    for theirs, mine in {"seed": "seed", "inference_steps": "steps", "interval": "every",
-                         "stg_blocks": "stg_blocks", "audio_cfg_scale": "audio_cfg", "frame_rate": "fps",
-                         "guidance_rescale": "guidance_rescale", "generate_audio": "audio",
-                         "video_modality_guidance_scale": "modality_scale"}.items():
-        if theirs in val:
-            ours["validation"][mine] = val[theirs]
-    for theirs in ("video_cfg_scale", "guidance_scale"):
-        if theirs in val:
-            ours["validation"]["cfg"] = val[theirs]
-    for theirs in ("video_stg_scale", "stg_scale"):
-        if theirs in val:
-            ours["validation"]["stg_scale"] = val[theirs]
-
-    ck = data.get("checkpoints") or {}
-    if ck.get("interval"):
-        ours["checkpoints"]["every"] = ck["interval"]
-    if isinstance(ck.get("keep_last_n"), int) and ck["keep_last_n"] > 0:
-        ours["checkpoints"]["keep_last"] = ck["keep_last_n"]
-
-    fm = data.get("flow_matching") or {}
-    if fm.get("timestep_sampling_mode") in ("shifted_logit_normal", "uniform"):
-        ours["train"]["timestep_sampling"] = fm["timestep_sampling_mode"]
-    if (data.get("wandb") or {}).get("enabled"):
-        ours["logging"]["wandb"] = True
-        ours["logging"]["wandb_project"] = data["wandb"].get("project", "ltx-lora")
-    if (data.get("hub") or {}).get("push_to_hub"):
-        dropped.append("hub.push_to_hub (no network at run time)")
-    if "seed" in data:
-        ours["train"]["seed"] = data["seed"]
-    if data.get("output_dir"):
-        ours["output_dir"] = data["output_dir"]
-
-    note = f"note: {source} is an official LTX trainer config; translated to ltx-lora's schema"
-    if dropped:
-        note += "; not carried over: " + "; ".join(dropped)
-    _console.print(note + ". `ltx-lora init` writes a native config.", highlight=False)
-    return {k: v for k, v in ours.items() if v}
+    """Map an official trainer config onto our schema; print one note saying what did not carry over."""
+    t = translate(data)
+    _console.print(escape(t.note(source)), highlight=False)
+    return t.config

@@ -22,7 +22,10 @@ from __future__ import annotations
 
 from typing import Annotated, Literal, Union
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from ltx_lora.task_catalog import DEFAULT_TASK as DEFAULT_TASK  # re-exported: config and init read it here
+from ltx_lora.task_catalog import TASK_LINES
 
 
 class _Section(BaseModel):
@@ -111,6 +114,12 @@ class ModalityTask(_Section):
         default_factory=list, description="Conditions of a generated modality: first_frame, prefix, suffix, "
         "spatial_crop, mask, reference; each with a probability.")
 
+    @field_validator("role", mode="before")
+    @classmethod
+    def _yaml_off(cls, v):
+        # YAML 1.1 reads a bare `off` as false: that is what the user meant.
+        return "off" if v is False else v
+
     @property
     def generated(self) -> bool:
         return self.role == "generated"
@@ -157,42 +166,29 @@ def _task(video: str = "generated", audio: str = "generated", v: list | None = N
                       audio=ModalityTask(role=audio, conditions=a or []))
 
 
-# name -> (one line for `--help` and `init`, the official config it matches or "", the task).
-TASK_PRESETS: dict[str, tuple[str, str, TaskConfig]] = {
-    "t2av": ("text to video with its sound (the default: video and audio generated together)", "t2v_lora.yaml",
-             _task()),
-    "t2v": ("text to video, no audio (video-only clips; the audio branch is not trained)", "", _task(audio="off")),
-    "i2v": ("image to video with sound: half the samples start from their clean first frame", "i2v_lora.yaml",
-            _task(v=[FirstFrameCondition(probability=0.5)])),
-    "t2a": ("text to audio: sound only, no video tokens", "t2a_lora.yaml", _task(video="off")),
-    "a2v": ("audio to video: the clip's sound is given, the video is generated", "a2v_lora.yaml",
-            _task(audio="condition")),
-    "v2a": ("video to audio (Foley): the clip's video is given, its sound is generated", "v2a_lora.yaml",
-            _task(video="condition")),
-    "video_extend": ("continue a video (and its sound): the first 8 latent frames are given", "video_extend_lora.yaml",
-                     _task(v=[PrefixCondition(frames=8)])),
-    "video_suffix": ("lead up to a given ending: the last 8 latent frames are given", "video_suffix_lora.yaml",
-                     _task(v=[SuffixCondition(frames=8)])),
-    "video_inpainting": ("fill the masked part of each clip (per-clip video_mask, white = kept)",
-                         "video_inpainting_lora.yaml", _task(audio="off", v=[MaskCondition()])),
-    "video_outpainting": ("extend the picture beyond a given box (top-left 288x576 pixels kept)",
-                          "video_outpainting_lora.yaml",
-                          _task(audio="off", v=[SpatialCropCondition(box=(0, 0, 288, 576))])),
-    "audio_extend": ("continue a sound: its first 8 audio latent steps are given", "audio_extend_lora.yaml",
-                     _task(video="off", a=[PrefixCondition(frames=8)])),
-    "audio_suffix": ("lead up to a given sound ending: the last 8 audio steps are given", "audio_suffix_lora.yaml",
-                     _task(video="off", a=[SuffixCondition(frames=8)])),
-    "audio_inpainting": ("fill the masked part of a sound (per-clip audio_mask)", "audio_inpainting_lora.yaml",
-                         _task(video="off", a=[MaskCondition()])),
-    "v2v_ic": ("video-to-video IC-LoRA (control, style): reference_video joined to the sequence",
-               "v2v_ic_lora.yaml", _task(audio="off", v=[ReferenceCondition(), FirstFrameCondition(probability=0.2)])),
-    "a2a_ic": ("audio-to-audio IC-LoRA: reference_audio joined to the sequence", "a2a_ic_lora.yaml",
-               _task(video="off", a=[ReferenceCondition()])),
-    "av2av_ic": ("audio-video IC-LoRA: reference_video and reference_audio joined", "av2av_ic_lora.yaml",
-                 _task(v=[ReferenceCondition()], a=[ReferenceCondition()])),
+# name -> the task; its one-line description and official config are in ltx_lora.task_catalog.
+_TASKS: dict[str, TaskConfig] = {
+    "t2av": _task(),
+    "t2v": _task(audio="off"),
+    "i2v": _task(v=[FirstFrameCondition(probability=0.5)]),
+    "t2a": _task(video="off"),
+    "a2v": _task(audio="condition"),
+    "v2a": _task(video="condition"),
+    "video_extend": _task(v=[PrefixCondition(frames=8)]),
+    "video_suffix": _task(v=[SuffixCondition(frames=8)]),
+    "video_inpainting": _task(audio="off", v=[MaskCondition()]),
+    "video_outpainting": _task(audio="off", v=[SpatialCropCondition(box=(0, 0, 288, 576))]),
+    "audio_extend": _task(video="off", a=[PrefixCondition(frames=8)]),
+    "audio_suffix": _task(video="off", a=[SuffixCondition(frames=8)]),
+    "audio_inpainting": _task(video="off", a=[MaskCondition()]),
+    "v2v_ic": _task(audio="off", v=[ReferenceCondition(), FirstFrameCondition(probability=0.2)]),
+    "a2a_ic": _task(video="off", a=[ReferenceCondition()]),
+    "av2av_ic": _task(v=[ReferenceCondition()], a=[ReferenceCondition()]),
 }
 
-DEFAULT_TASK = "t2av"
+# name -> (one line for `--help` and `init`, the official config it matches or "", the task).
+TASK_PRESETS: dict[str, tuple[str, str, TaskConfig]] = {
+    name: (*TASK_LINES[name], task) for name, task in _TASKS.items()}
 
 TaskSetting = Union[Literal[tuple(TASK_PRESETS)], TaskConfig]  # type: ignore[valid-type]
 

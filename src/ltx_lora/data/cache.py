@@ -1,7 +1,11 @@
 """The preprocessing cache: what `ltx-lora preprocess` writes and training reads.
 
-    CACHE/latents/<key>.safetensors   video [128, F', H', W'] (+ audio [8, T, 16]) (+ masked-loss weights:
-                                      video_loss_weight [F', H', W'], audio_loss_weight [T]); header: item facts
+    CACHE/latents/<key>.safetensors   one clip's tensors, each present only when the task and the clip have it:
+                                      video [128, F', H', W'] (absent when the task has no video), audio [8, T, 16],
+                                      reference_video [128, Fr, Hr, Wr], reference_audio [8, Tr, 16] (IC-LoRA),
+                                      video_condition_mask [F', H', W'], audio_condition_mask [T] (mask condition),
+                                      video_loss_weight [F', H', W'], audio_loss_weight [T] (masked loss);
+                                      header: item facts
     CACHE/text/<sha256 of text>.safetensors
                                       pre-connector features trimmed to the real tokens (ltx_lora.files.text_features)
     CACHE/manifest.json               settings + model identity + the list of items (written last, atomically)
@@ -24,7 +28,10 @@ from ltx_lora.files.atomic import atomic_save_safetensors, atomic_write
 from ltx_lora.files.text_features import TextFeatures, load_text_features, save_text_features
 
 MANIFEST = "manifest.json"
+VIDEO, AUDIO = "video", "audio"
 VIDEO_LOSS_WEIGHT, AUDIO_LOSS_WEIGHT = "video_loss_weight", "audio_loss_weight"
+REFERENCE_VIDEO, REFERENCE_AUDIO = "reference_video", "reference_audio"
+VIDEO_CONDITION_MASK, AUDIO_CONDITION_MASK = "video_condition_mask", "audio_condition_mask"
 FORMAT = "ltx-lora-cache-1"
 
 
@@ -70,6 +77,16 @@ class CacheItem:
     media: str = ""
     caption: str = ""
     loss_weight: float = 1.0  # the dataset file's loss_weight column (scales this clip's loss)
+    has_video: bool = True  # False for tasks without video (video role off): the entry holds no video latents
+    audio_steps: int = 0  # audio latent steps T (0: no audio); video-off items batch by it
+    has_reference: bool = False  # the entry holds the reference latents the task's reference condition reads
+    has_mask: bool = False  # the entry holds the condition masks the task's mask condition reads
+
+    @property
+    def group(self) -> tuple:
+        """Items of one group share every tensor shape (and positions): a batch never mixes groups. Video-off
+        items share a shape when their audio length is the same, whatever bucket their source was placed in."""
+        return (self.bucket, self.fps) if self.has_video else ("audio", self.audio_steps)
 
 
 @dataclass
@@ -95,22 +112,33 @@ def read_text(cache: Path, rel: str) -> TextFeatures:
     return load_text_features(cache / rel)
 
 
-def write_latents(cache: Path, key: str, video: torch.Tensor, audio: torch.Tensor | None, facts: dict,
+def write_latents(cache: Path, key: str, video: torch.Tensor | None, audio: torch.Tensor | None, facts: dict,
                   weights: dict[str, torch.Tensor] | None = None) -> str:
-    """`weights`: the masked-loss weights ({VIDEO_LOSS_WEIGHT: [F', H', W'], AUDIO_LOSS_WEIGHT: [T]}), if any."""
+    """`weights`: the other tensors of the entry by name (masked-loss weights, references, condition masks)."""
     rel = f"latents/{key}.safetensors"
-    tensors = {"video": video, **{k: w.float().contiguous() for k, w in (weights or {}).items()}}
-    if audio is not None:
-        tensors["audio"] = audio
+    tensors = {k: w.float().contiguous() for k, w in (weights or {}).items()}
+    for name, t in ((VIDEO, video), (AUDIO, audio)):
+        if t is not None:
+            tensors[name] = t
     atomic_save_safetensors(tensors, cache / rel, {"facts": json.dumps(facts)})
     return rel
 
 
-def read_latents(cache: Path, rel: str) -> tuple[torch.Tensor, torch.Tensor | None]:
+def read_entry(cache: Path, rel: str) -> dict[str, torch.Tensor]:
+    """Every tensor of one cache entry by name (see the module docstring)."""
     with safe_open(str(cache / rel), framework="pt") as f:
-        video = f.get_tensor("video")
-        audio = f.get_tensor("audio") if "audio" in f.keys() else None
-    return video, audio
+        return {k: f.get_tensor(k) for k in f.keys()}
+
+
+def entry_shapes(cache: Path, rel: str) -> dict[str, tuple[int, ...]]:
+    """The shape of every tensor of an entry, from its header only (no tensor is read)."""
+    with safe_open(str(cache / rel), framework="pt") as f:
+        return {k: tuple(f.get_slice(k).get_shape()) for k in f.keys()}
+
+
+def read_latents(cache: Path, rel: str) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+    entry = read_entry(cache, rel)
+    return entry.get(VIDEO), entry.get(AUDIO)
 
 
 def read_loss_weights(cache: Path, rel: str) -> tuple[torch.Tensor | None, torch.Tensor | None]:

@@ -3,6 +3,7 @@
 The official layout has one row per sample with a `caption` column and a `video` column (legacy name
 `media_path`), plus optional `audio`, `reference_video` (legacy `ref_media_path`), `reference_audio`,
 `video_mask` and `audio_mask`. Media paths are relative to the dataset file's folder (absolute paths work too).
+A row without a video (audio-only datasets, as the official trainer takes them) names its sound in `audio`.
 
 An optional `loss_weight` column (a number >= 0, default 1) scales each clip's loss in training: 2 counts a clip
 twice, 0 leaves it out of the gradient. `dataset scan` keeps it, `preprocess` carries it into the cache.
@@ -26,6 +27,7 @@ from ltx_lora.files.atomic import atomic_write
 
 CAPTION = "caption"
 VIDEO = "video"
+AUDIO = "audio"
 LOSS_WEIGHT = "loss_weight"
 MEDIA_COLUMNS = ("video", "audio", "reference_video", "reference_audio", "video_mask", "audio_mask")
 LEGACY_ALIASES = {"media_path": "video", "ref_media_path": "reference_video"}
@@ -33,6 +35,8 @@ FORMATS = (".jsonl", ".json", ".csv")
 # Masked loss (ltx_lora.data.loss_mask): a weight video/image per clip, and the seconds whose audio counts.
 LOSS_MASK = "loss_mask"
 AUDIO_LOSS_RANGES = "audio_loss_ranges"
+# Columns holding a path besides the main media: resolved against the dataset's folder, rewritten relative to it.
+PATH_COLUMNS = (*MEDIA_COLUMNS[1:], LOSS_MASK)
 
 # Our probe columns and their types: CSV stores text, so reading converts these back.
 PROBE_COLUMNS: dict[str, type] = {
@@ -48,15 +52,21 @@ class DatasetEntry:
     """One sample. `video` is the path as written in the file; `fields` holds every other column."""
 
     caption: str
-    video: str
+    video: str  # the main media: the row's video, or its `audio` file in an audio-only row
     fields: dict[str, Any] = field(default_factory=dict)
+    media_column: str = VIDEO  # AUDIO for an audio-only row (no video column): written back as it was
 
     @property
     def loss_weight(self) -> float:
         return float(self.fields.get(LOSS_WEIGHT, 1.0))
 
     def to_row(self) -> dict[str, Any]:
-        return {CAPTION: self.caption, VIDEO: self.video, **self.fields}
+        return {CAPTION: self.caption, self.media_column: self.video, **self.fields}
+
+    def paths(self, dataset: Dataset) -> dict[str, Path]:
+        """The row's other media (PATH_COLUMNS) that are set, as absolute paths."""
+        return {c: dataset.resolve(v) for c in PATH_COLUMNS
+                if c in self.fields and isinstance(v := self.fields[c], str) and v.strip()}
 
 
 @dataclass
@@ -95,25 +105,34 @@ def read_dataset(path: Path | str) -> Dataset:
                         "save it as UTF-8.") from None
     rows, columns = {".csv": _read_csv, ".json": _read_json, ".jsonl": _read_jsonl}[suffix](path, text)
     columns = _apply_aliases(rows, columns)
-    for required in (VIDEO, CAPTION):
-        if required not in columns:
-            legacy = ' (or legacy "media_path")' if required == VIDEO else ""
+    for required, has_it in ((VIDEO, VIDEO in columns or AUDIO in columns), (CAPTION, CAPTION in columns)):
+        if not has_it:  # audio-only datasets name their sound in "audio" and have no video column
+            legacy = ' (or legacy "media_path", or "audio" for sound only)' if required == VIDEO else ""
             has = ", ".join(f'"{c}"' for c in columns) or "no columns at all"
             raise UserError(f'Dataset file {path} has no "{required}" column{legacy}; it has {has}.')
     entries = []
     for n, row in enumerate(rows, start=1):
-        video = row.pop(VIDEO, None)
-        if not isinstance(video, str) or not video.strip():
-            raise UserError(f'Dataset file {path}, row {n}, has no "video" path; give every row a media file.')
+        for column in (VIDEO, *PATH_COLUMNS[:-1]):  # an empty cell (CSV) or null is no file
+            value = row.get(column)
+            if value is None or (isinstance(value, str) and not value.strip()):
+                row.pop(column, None)
+            elif not isinstance(value, str):
+                raise UserError(f'Dataset file {path}, row {n}, has a "{column}" that is not a path ({value!r}); '
+                                "give a media file path, relative to the dataset file.")
+            else:
+                row[column] = value.strip()
+        main = VIDEO if VIDEO in row or AUDIO not in row else AUDIO
+        video = row.pop(main, None)
+        if video is None:
+            raise UserError(f'Dataset file {path}, row {n}, has no "video" path (nor an "audio" one); give every '
+                            "row a media file.")
         caption = row.pop(CAPTION, None)
         if caption is not None and not isinstance(caption, str):
             raise UserError(f'Dataset file {path}, row {n}, has a caption that is not text ({caption!r}).')
         if LOSS_WEIGHT in row:
             row[LOSS_WEIGHT] = _loss_weight(path, n, row[LOSS_WEIGHT])
-
-
         _check_loss_columns(path, n, row)
-        entries.append(DatasetEntry(caption or "", video.strip(), row))
+        entries.append(DatasetEntry(caption or "", video.strip(), row, main))
     return Dataset(path, entries, columns)
 
 

@@ -24,12 +24,12 @@ import torch
 from ltx_lora.bucket_spec import parse_buckets
 from ltx_lora.config import Config
 from ltx_lora.data import cache as store
-from ltx_lora.data.buckets import ClipShape
+from ltx_lora.data.condition_mask import audio_mask_to_latent, video_mask_to_latent
 from ltx_lora.data.dataset_file import AUDIO_LOSS_RANGES, LOSS_MASK, read_dataset
-from ltx_lora.data.decode import read_clip, read_image, silence
+from ltx_lora.data.decode import AUDIO_RATE, read_audio, read_clip, read_image, silence
 from ltx_lora.data.loader import EMPTY_PROMPT
 from ltx_lora.data.loss_mask import audio_weights, pixel_to_latent, read_pixel_mask
-from ltx_lora.data.probe import probe
+from ltx_lora.data.probe import IMAGE_EXTENSIONS, probe
 from ltx_lora.data.report import report_path_for
 from ltx_lora.data.usable import (
     CAPTION_FIX,
@@ -39,6 +39,8 @@ from ltx_lora.data.usable import (
     Candidate,
     Verdict,
     judge_clips,
+    reference_bucket,
+    reference_frame_indices,
     row_caption,
 )
 from ltx_lora.distributed import env as dist_env
@@ -48,7 +50,7 @@ from ltx_lora.ltx.text import check_8bit, load_prompt_encoder
 from ltx_lora.ltx.vae import encode_audio, encode_video
 from ltx_lora.paths import check_model_path
 from ltx_lora.runtime.device import pick_device
-from ltx_lora.task import resolve_task
+from ltx_lora.task import TaskConfig, resolve_task
 
 
 @dataclass
@@ -68,6 +70,9 @@ class PlannedClip:
     loss_mask: Path | None = None
     loss_mask_hash: str = ""
     audio_ranges: list[list[float]] | None = None
+    has_video: bool = True  # False for tasks without video: nothing of the picture is decoded or encoded
+    sources: dict[str, Path] = field(default_factory=dict)  # the paired files the task reads, by column
+    source_hashes: dict[str, str] = field(default_factory=dict)  # their content, for the entry's key
 
 
 @dataclass
@@ -101,13 +106,16 @@ def plan_clips(cfg: Config) -> ClipPlan:
     clip gets a bucket, the rest are skipped with a reason. None usable raises a UserError saying why."""
     dataset = read_dataset(cfg.data.dataset)
     buckets = parse_buckets(cfg.data.buckets)
+    task = resolve_task(cfg.task)
     clips = []
     for entry in dataset.entries:
         media = dataset.resolve(entry.video)
-        mask = dataset.resolve(entry.fields[LOSS_MASK]) if entry.fields.get(LOSS_MASK) else None
-        clips.append(Candidate(media, probe(media), row_caption(entry.caption, media)[0], mask))
-    skip_silent = resolve_task(cfg.task).audio.present and cfg.data.missing_audio == "skip"
-    verdicts = judge_clips(clips, buckets, target_fps=cfg.data.target_fps, skip_without_audio=skip_silent)
+        paths = entry.paths(dataset)
+        mask = paths.pop(LOSS_MASK, None)
+        clips.append(Candidate(media, probe(media), row_caption(entry.caption, media)[0], mask, paths))
+    skip_silent = task.audio.present and cfg.data.missing_audio == "skip"
+    verdicts = judge_clips(clips, buckets, target_fps=cfg.data.target_fps, skip_without_audio=skip_silent,
+                           task=task, audio_fps=cfg.train.fps)
     plan = ClipPlan([], [], dataset=dataset.path)
     for entry, clip, v in zip(dataset.entries, clips, verdicts):
         scanned = entry.fields.get("bucket")
@@ -119,17 +127,20 @@ def plan_clips(cfg: Config) -> ClipPlan:
         if v.status != USED:
             plan.skipped.append((str(clip.path), v.skip_reason))
             continue
-        shape = ClipShape.from_info(clip.info)
         b = v.bucket
-        fps = 1.0 if shape.is_still else float(cfg.data.target_fps or shape.fps or cfg.train.fps)
+        still = clip.info.kind == "image"
+        width, height = (clip.info.width or b.width, clip.info.height or b.height)
         plan.planned.append(PlannedClip(media=clip.path, caption=_caption(clip.caption, cfg.data.trigger_word),
-                                        bucket=str(b), width=b.width, height=b.height, frames=b.frames, fps=fps,
-                                        content_hash=clip.info.content_hash, is_still=shape.is_still,
-                                        loss_weight=entry.loss_weight,
-                                        source_width=shape.width, source_height=shape.height,
-                                        loss_mask=clip.loss_mask,
-                                        loss_mask_hash=probe(clip.loss_mask).content_hash if clip.loss_mask else "",
-                                        audio_ranges=entry.fields.get(AUDIO_LOSS_RANGES)))
+                                        bucket=str(b), width=b.width, height=b.height, frames=b.frames,
+                                        fps=float(v.fps or cfg.train.fps), content_hash=clip.info.content_hash,
+                                        is_still=still, loss_weight=entry.loss_weight,
+                                        source_width=width, source_height=height,
+                                        loss_mask=clip.loss_mask if task.video.present else None,
+                                        loss_mask_hash=(probe(clip.loss_mask).content_hash
+                                                        if clip.loss_mask and task.video.present else ""),
+                                        audio_ranges=entry.fields.get(AUDIO_LOSS_RANGES),
+                                        has_video=task.video.present, sources=v.sources,
+                                        source_hashes={c: probe(f).content_hash for c, f in v.sources.items()}))
     if not plan.planned:
         raise UserError(nothing_usable(dataset.path, verdicts))
     return plan
@@ -159,18 +170,21 @@ def moved_lines(plan: ClipPlan, buckets: str, max_listed: int = 20) -> list[str]
     return lines
 
 
-def _entry_key(clip: PlannedClip, identity: dict, with_audio: bool) -> str:
+def _entry_key(clip: PlannedClip, identity: dict, with_audio: bool, task: TaskConfig) -> str:
     parts = [clip.content_hash, clip.bucket, clip.fps, with_audio, store.model_content(identity), store.FORMAT]
     if clip.loss_mask or clip.audio_ranges:  # only then: caches made before masked loss stay valid
         parts.append({"loss_mask": clip.loss_mask_hash, "audio_ranges": clip.audio_ranges})
+    if clip.sources or not clip.has_video:  # only then: caches made before conditions stay valid
+        parts.append({"sources": clip.source_hashes, "video": clip.has_video,
+                      "reference": [(c.downscale, c.temporal_scale) for c in task.video.find("reference")]})
     spec = json.dumps(parts, sort_keys=True)
     return hashlib.sha256(spec.encode()).hexdigest()[:32]
 
 
-def _loss_weights(clip: PlannedClip, fps: float, grid: torch.Size, audio: torch.Tensor | None) -> dict:
+def _loss_weights(clip: PlannedClip, fps: float, grid: torch.Size | None, audio: torch.Tensor | None) -> dict:
     """The clip's masked-loss weights on the latent grid (see ltx_lora.data.loss_mask); {} without any."""
     out = {}
-    if clip.loss_mask is not None:
+    if clip.loss_mask is not None and grid is not None:
         bucket = parse_buckets(clip.bucket)[0]
         pixels = read_pixel_mask(clip.loss_mask, clip.source_width, clip.source_height, bucket, fps)
         latent = pixel_to_latent(pixels)
@@ -180,6 +194,65 @@ def _loss_weights(clip: PlannedClip, fps: float, grid: torch.Size, audio: torch.
     if clip.audio_ranges and audio is not None:
         out[store.AUDIO_LOSS_WEIGHT] = audio_weights(clip.audio_ranges, audio.shape[1])
     return out
+
+
+def _sound(path: Path, seconds: float) -> tuple[torch.Tensor, bool]:
+    """(waveform at AUDIO_RATE covering `seconds` from the start, whether it is silence for want of sound)."""
+    wave = read_audio(path, 0.0, seconds)
+    return (silence(seconds), True) if wave is None else (wave, False)
+
+
+def _read_frames(path: Path, width: int, height: int, frames: int, target_fps: float | None,
+                 still: bool) -> torch.Tensor:
+    """[3, F, H, W] in [-1, 1]: a still (or a video's first frame for a still's reference), else F frames."""
+    if still and path.suffix.lower() in IMAGE_EXTENSIONS:
+        return read_image(path, width, height).frames
+    return read_clip(path, width, height, frames, target_fps, with_audio=False).frames
+
+
+def _encode_clip(clip: PlannedClip, key: str, cfg: Config, task: TaskConfig, enc: dict, device) -> None:
+    """Decode and encode one clip and what the task pairs with it; written as one cache entry."""
+    cache = Path(cfg.data.cache_dir)
+    with_audio = task.audio.present and not clip.is_still
+    own_sound = with_audio and clip.has_video and "audio" not in clip.sources
+    video = decoded = None
+    rate = clip.fps
+    if clip.has_video:
+        if clip.is_still:
+            decoded = read_image(clip.media, clip.width, clip.height)
+        else:
+            decoded = read_clip(clip.media, clip.width, clip.height, clip.frames, cfg.data.target_fps,
+                                with_audio=own_sound)
+            rate = decoded.fps
+        video = encode_video(enc["video"], decoded.frames.unsqueeze(0).to(device))[0].float()
+    seconds = clip.frames / rate
+    audio, silent = None, False
+    if with_audio:
+        if own_sound:
+            wave, silent = (decoded.audio, False) if decoded.audio is not None else (silence(seconds), True)
+        else:
+            wave, silent = _sound(clip.sources.get("audio", clip.media), seconds)
+        audio = encode_audio(enc["audio"], wave.unsqueeze(0).to(device), AUDIO_RATE)[0].float()
+    extra = _loss_weights(clip, rate, None if video is None else video.shape[1:], audio)
+    bucket = parse_buckets(clip.bucket)[0]
+    for cond in task.video.find("reference") if task.video.generated else []:
+        ref = reference_bucket(bucket, cond)
+        frames = _read_frames(clip.sources["reference_video"], ref.width, ref.height, bucket.frames,
+                              cfg.data.target_fps, clip.is_still)
+        frames = frames[:, reference_frame_indices(bucket.frames, cond.temporal_scale)]
+        extra[store.REFERENCE_VIDEO] = encode_video(enc["video"], frames.unsqueeze(0).to(device))[0]
+    if task.audio.generated and task.audio.find("reference") and not clip.is_still:
+        wave, _ = _sound(clip.sources["reference_audio"], seconds)
+        extra[store.REFERENCE_AUDIO] = encode_audio(enc["audio"], wave.unsqueeze(0).to(device), AUDIO_RATE)[0]
+    if video is not None and "video_mask" in clip.sources:
+        pixels = read_pixel_mask(clip.sources["video_mask"], clip.source_width, clip.source_height, bucket, rate)
+        extra[store.VIDEO_CONDITION_MASK] = video_mask_to_latent(pixels, video.shape[1])
+    if audio is not None and "audio_mask" in clip.sources:
+        wave, _ = _sound(clip.sources["audio_mask"], seconds)
+        extra[store.AUDIO_CONDITION_MASK] = audio_mask_to_latent(wave, audio.shape[1])
+    store.write_latents(cache, key, video, audio,
+                        {"media": str(clip.media), "bucket": clip.bucket, "fps": clip.fps, "silent_audio": silent,
+                         **{c: str(p) for c, p in clip.sources.items()}}, weights=extra)
 
 
 def _progress(console):
@@ -203,11 +276,11 @@ def preprocess(cfg: Config, console) -> PreprocessResult:
     console = dist_env.rank_console(console)
     cache = Path(cfg.data.cache_dir)
     identity = store.model_identity(cfg.model.checkpoint)
-    with_audio = resolve_task(cfg.task).audio.present
+    task = resolve_task(cfg.task)
+    with_audio = task.audio.present
     device = pick_device()
     dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
     if cfg.memory.text_encoder_8bit:  # refuse now, not after every clip has been encoded
-
         check_8bit(device)
     result = PreprocessResult()
     plan = plan_clips(cfg)
@@ -215,44 +288,41 @@ def preprocess(cfg: Config, console) -> PreprocessResult:
     for line in moved_lines(plan, cfg.data.buckets):
         console.print(line, highlight=False, markup=False, soft_wrap=True)
     items: list[store.CacheItem] = []
-    todo = [(c, _entry_key(c, identity, with_audio)) for c in planned]
+    todo = [(c, _entry_key(c, identity, with_audio, task)) for c in planned]
     missing = [(c, k) for c, k in todo if not (cache / f"latents/{k}.safetensors").is_file()]
     result.reused = len(todo) - len(missing)
     mine = list(enumerate(missing))[dist.rank::dist.world_size]  # this process's share (all of it with one)
-    video_enc = load_video_encoder(cfg.model.checkpoint, device=device, dtype=dtype) if mine else None
-    audio_enc = load_audio_encoder(cfg.model.checkpoint, device=device, dtype=torch.float32) if mine and with_audio else None
+    needs_video = task.video.present or bool(task.video.find("reference"))
+    enc = {"video": load_video_encoder(cfg.model.checkpoint, device=device, dtype=dtype)
+           if mine and needs_video else None,
+           "audio": load_audio_encoder(cfg.model.checkpoint, device=device, dtype=torch.float32)
+           if mine and with_audio else None}
     failed: list[tuple[int, str, str]] = []  # (position in `missing`, media, reason)
     with _progress(console) as bar:
         share = f" (GPU 1 of {dist.world_size}; each encodes its share)" if dist.active else ""
-        task = bar.add_task(f"encoding clips{share}", total=len(mine))
+        progress = bar.add_task(f"encoding clips{share}", total=len(mine))
         for n, (clip, key) in mine:
             try:
-                if clip.is_still:
-                    decoded = read_image(clip.media, clip.width, clip.height)
-                else:
-                    decoded = read_clip(clip.media, clip.width, clip.height, clip.frames, cfg.data.target_fps,
-                                        with_audio=with_audio)
-                video = encode_video(video_enc, decoded.frames.unsqueeze(0).to(device))[0]
-                audio = None
-                if with_audio and not clip.is_still:
-                    wave = decoded.audio if decoded.audio is not None else silence(clip.frames / decoded.fps)
-                    audio = encode_audio(audio_enc, wave.unsqueeze(0).to(device), decoded.audio_rate)[0]
-                store.write_latents(cache, key, video.float(), None if audio is None else audio.float(),
-                                    {"media": str(clip.media), "bucket": clip.bucket, "fps": clip.fps,
-                                     "silent_audio": with_audio and decoded.audio is None and not clip.is_still},
-                                    weights=_loss_weights(clip, decoded.fps, video.shape[1:], audio))
+                _encode_clip(clip, key, cfg, task, enc, device)
             except (ValueError, OSError, RuntimeError) as e:
                 failed.append((n, str(clip.media), f"could not be encoded: {e}"))
-            bar.advance(task)
-    del video_enc, audio_enc
+            bar.advance(progress)
+    del enc
     dist.barrier()  # every share is on disk; the reasons of every rank's failures, in the single-process order
     result.skipped += [(m, why) for _, m, why in sorted(f for part in dist.gather_json(failed) for f in part)]
     for clip, key in todo:
         if (cache / f"latents/{key}.safetensors").is_file():
-            items.append(store.CacheItem(latents=f"latents/{key}.safetensors", text="", bucket=clip.bucket,
-                                         fps=clip.fps, has_audio=with_audio and not clip.is_still,
+            rel = f"latents/{key}.safetensors"
+            shapes = store.entry_shapes(cache, rel)
+            items.append(store.CacheItem(latents=rel, text="", bucket=clip.bucket,
+                                         fps=clip.fps, has_audio=store.AUDIO in shapes,
                                          media=str(clip.media), caption=clip.caption,
-                                         loss_weight=clip.loss_weight))
+                                         loss_weight=clip.loss_weight, has_video=store.VIDEO in shapes,
+                                         audio_steps=shapes.get(store.AUDIO, (0, 0))[1],
+                                         has_reference=(store.REFERENCE_VIDEO in shapes
+                                                        or store.REFERENCE_AUDIO in shapes),
+                                         has_mask=(store.VIDEO_CONDITION_MASK in shapes
+                                                   or store.AUDIO_CONDITION_MASK in shapes)))
     result.used = len(items)
     if not items:  # every usable clip failed to encode: no empty cache for training to trip over
         why = "; ".join(f"{Path(m).name}: {r}" for m, r in result.skipped[-3:])
@@ -266,7 +336,7 @@ def preprocess(cfg: Config, console) -> PreprocessResult:
         item.text = text_files[item.caption]
     manifest = store.Manifest(settings={"checkpoint": cfg.model.checkpoint, "model_identity": identity,
                                         "buckets": cfg.data.buckets, "target_fps": cfg.data.target_fps,
-                                        "with_audio": with_audio},
+                                        "with_audio": with_audio, "with_video": task.video.present},
                               items=items, prompts={p: text_files[p] for p in texts})
     if dist.is_main:  # written last, once, after every share is done
         store.write_manifest(cache, manifest)

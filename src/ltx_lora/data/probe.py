@@ -21,6 +21,8 @@ IMAGE_EXTENSIONS = frozenset({".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", 
 VIDEO_EXTENSIONS = frozenset({".mp4", ".mov", ".m4v", ".mkv", ".webm", ".avi", ".mpg", ".mpeg", ".wmv", ".flv",
                               ".ts", ".mts", ".3gp", ".gif"})
 MEDIA_EXTENSIONS = IMAGE_EXTENSIONS | VIDEO_EXTENSIONS
+# Sound files: the media of tasks without video (text-to-audio, audio IC-LoRA), and audio / reference_audio columns.
+AUDIO_EXTENSIONS = frozenset({".wav", ".flac", ".mp3", ".ogg", ".m4a", ".aac", ".opus"})
 
 # Above this many pixels a frame is "large": slow to decode, and most of it is thrown away by the resize.
 LARGE_PIXELS = 2560 * 1440
@@ -163,7 +165,8 @@ def _probe_video(path: Path, info: MediaInfo) -> None:
         if not vstreams:
             if astreams:
                 info.kind = "audio"
-                info.audio = _audio_info(astreams[0], None)
+                info.audio = _audio_info(astreams[0], _audio_span(container, astreams[0]))
+                info.duration = info.audio.duration
                 info.error = "no video stream (audio only): it cannot be a video clip"
             else:
                 info.error = "no video or audio stream"
@@ -265,6 +268,22 @@ def _timing(info: MediaInfo, vs, pts: list[int]) -> None:
         lo, hi = min(gaps) * tb * 1000, max(gaps) * tb * 1000
         info.problems.append(f"variable frame rate (frames {float(lo):.0f} to {float(hi):.0f} ms apart, "
                              f"{info.fps:.1f} fps on average)")
+
+
+def _audio_span(container, stream) -> float | None:
+    """Seconds of readable sound in an audio-only file, from its packet timestamps (headers of cut files lie)."""
+    import av
+
+    span: list[int] = []
+    try:
+        for packet in container.demux(stream):
+            if packet.pts is None:
+                continue
+            end = packet.pts + (packet.duration or 0)
+            span = [min(span[0], packet.pts), max(span[1], end)] if span else [packet.pts, end]
+    except av.FFmpegError:
+        pass  # a damaged tail: what was read counts
+    return float((span[1] - span[0]) * stream.time_base) if span and stream.time_base else None
 
 
 def _flush_first_frame(vs):

@@ -15,6 +15,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from ltx_lora import __version__
+from ltx_lora.data.dataset_file import PATH_COLUMNS
 from ltx_lora.data.scan import ScanItem, ScanResult, skip_summary
 from ltx_lora.data.usable import CAPTION_FIX, NEEDS_CAPTION, SKIPPED, USED
 from ltx_lora.files.atomic import atomic_write
@@ -155,8 +156,10 @@ def _row(result: ScanResult, item: ScanItem, thumb: bytes | None) -> str:
     if item.caption_source:
         caption += f"<br><span class='muted'>from {_e(item.caption_source)}</span>"
     hash_title = f" title='content hash {_e(item.info.content_hash)}'" if item.info.content_hash else ""
+    paired = "".join(f"<br><span class='muted'>{_e(c)}:</span> <code>{_e(Path(item.extra[c]).name)}</code>"
+                     for c in PATH_COLUMNS if item.extra.get(c))  # the row's reference, masks, sound
     return (f"<tr><td class='thumb'>{img}</td><td class='file'{hash_title}><code>{_e(result.display_path(item))}"
-            f"</code><br>{status}</td><td>{_facts(item)}</td><td>{_bucket_cell(item)}</td>"
+            f"</code><br>{status}{paired}</td><td>{_facts(item)}</td><td>{_bucket_cell(item)}</td>"
             f"<td class='caption'>{caption}</td><td>{problems_html}</td></tr>")
 
 

@@ -17,14 +17,17 @@ from typing import Any
 from ltx_lora.bucket_spec import Bucket
 from ltx_lora.data.buckets import Placement
 from ltx_lora.data.dataset_file import (
+    AUDIO,
     FORMATS,
     LOSS_MASK,
+    PATH_COLUMNS,
     PROBE_COLUMNS,
+    VIDEO,
     DatasetEntry,
     read_dataset,
     relative_media_path,
 )
-from ltx_lora.data.probe import MEDIA_EXTENSIONS, MediaInfo, probe
+from ltx_lora.data.probe import AUDIO_EXTENSIONS, MEDIA_EXTENSIONS, MediaInfo, probe
 from ltx_lora.data.usable import (
     CAPTION_FIX,
     NEEDS_CAPTION,
@@ -37,6 +40,7 @@ from ltx_lora.data.usable import (
     sidecar_caption,
 )
 from ltx_lora.errors import UserError
+from ltx_lora.task import TaskConfig
 
 # A crop that keeps less of the picture than this is worth a warning (e.g. a 16:9 clip in a 9:16 bucket).
 HEAVY_CROP = 0.6
@@ -119,25 +123,27 @@ def _display(source: Path, path: Path) -> str:
         return path.as_posix()
 
 
-def find_media(folder: Path) -> list[Path]:
+def find_media(folder: Path, extensions: frozenset[str] = MEDIA_EXTENSIONS) -> list[Path]:
     """Media files under `folder`, recursively, sorted; hidden files and folders (".name") are left out."""
     found = []
     for p in folder.rglob("*"):
         rel = p.relative_to(folder).parts
         if any(part.startswith(".") for part in rel):
             continue
-        if p.is_file() and p.suffix.lower() in MEDIA_EXTENSIONS:
+        if p.is_file() and p.suffix.lower() in extensions:
             found.append(p.resolve())
     return sorted(found)
 
 
-def collect(source: Path) -> list[tuple[Path, str | None, str | None, dict]]:
-    """(media path, caption, caption source, other columns) for a folder or a dataset file."""
+def collect(source: Path, extensions: frozenset[str] = MEDIA_EXTENSIONS
+            ) -> list[tuple[Path, str | None, str | None, dict]]:
+    """(media path, caption, caption source, other columns) for a folder or a dataset file. Paths in the other
+    columns are made absolute while scanning (written back relative to the output file)."""
     source = Path(source)
     if source.is_dir():
-        media = find_media(source)
+        media = find_media(source, extensions)
         if not media:
-            exts = ", ".join(sorted(e.lstrip(".") for e in MEDIA_EXTENSIONS))
+            exts = ", ".join(sorted(e.lstrip(".") for e in extensions))
             raise UserError(f"Found no media files in {source}; put clips or stills there ({exts}).")
         out = []
         for p in media:
@@ -151,8 +157,7 @@ def collect(source: Path) -> list[tuple[Path, str | None, str | None, dict]]:
             p = dataset.resolve(e.video)
             # Our own probe columns are recomputed; the official ones (audio, reference_video, ...) are kept.
             extra = {k: v for k, v in e.fields.items() if k not in PROBE_COLUMNS}
-            if LOSS_MASK in extra:  # absolute while scanning; written relative to the output file
-                extra[LOSS_MASK] = str(dataset.resolve(extra[LOSS_MASK]))
+            extra.update({c: str(path) for c, path in e.paths(dataset).items()})
             cap, src = row_caption(e.caption, p)
             out.append((p, cap, src, extra))
         if not out:
@@ -162,15 +167,19 @@ def collect(source: Path) -> list[tuple[Path, str | None, str | None, dict]]:
 
 
 def scan(source: Path | str, buckets: Sequence[Bucket], *, target_fps: float | None = None,
-         allow_shorter: bool = True, on_probe: Callable[[int, int, Path], None] | None = None) -> ScanResult:
+         allow_shorter: bool = True, on_probe: Callable[[int, int, Path], None] | None = None,
+         task: TaskConfig | None = None, audio_fps: float = 24.0) -> ScanResult:
     """Probe and classify every media file of a folder (recursively) or of a dataset file.
 
+    `task`: judge as this task trains (its references and masks are required, a task without video takes sound
+    files too, counted at `audio_fps` unless `target_fps`); None checks whatever the rows name.
     `on_probe(done, total, path)` is called after each file, for progress display.
     """
     source = Path(source)
     if target_fps is not None and target_fps <= 0:
         raise UserError(f"--target-fps must be a positive frame rate such as 24, not {target_fps:g}.")
-    todo = collect(source)
+    sound_only = task is not None and not task.video.present
+    todo = collect(source, MEDIA_EXTENSIONS | AUDIO_EXTENSIONS if sound_only else MEDIA_EXTENSIONS)
     items = []
     for n, (path, caption, cap_src, extra) in enumerate(todo, start=1):
         items.append(ScanItem(path, probe(path), caption, cap_src, extra))
@@ -178,8 +187,9 @@ def scan(source: Path | str, buckets: Sequence[Bucket], *, target_fps: float | N
             on_probe(n, len(todo), path)
 
     result = ScanResult(source, items, list(buckets), target_fps, allow_shorter)
-    verdicts = judge_clips([Candidate(i.path, i.info, i.caption, _mask(i.extra)) for i in items], buckets, target_fps=target_fps,
-                           allow_shorter=allow_shorter, name=lambda p: _display(source, p))
+    verdicts = judge_clips([Candidate(i.path, i.info, i.caption, _mask(i.extra), _paths(i.extra)) for i in items],
+                           buckets, target_fps=target_fps, allow_shorter=allow_shorter,
+                           name=lambda p: _display(source, p), task=task, audio_fps=audio_fps)
     for item, v in zip(items, verdicts):
         if v.skip_reason is not None:
             item.skip(v.skip_group, v.skip_reason)
@@ -193,6 +203,10 @@ def scan(source: Path | str, buckets: Sequence[Bucket], *, target_fps: float | N
 
 def _mask(extra: dict) -> Path | None:
     return Path(extra[LOSS_MASK]) if extra.get(LOSS_MASK) else None
+
+
+def _paths(extra: dict) -> dict[str, Path]:
+    return {c: Path(extra[c]) for c in PATH_COLUMNS if c != LOSS_MASK and extra.get(c)}
 
 
 def _placement_notes(info: MediaInfo, p: Placement, target_fps: float | None) -> list[str]:
@@ -220,7 +234,7 @@ def dataset_entries(result: ScanResult, dataset_path: Path) -> list[DatasetEntry
         info, b = item.info, item.placement.bucket
         fields: dict[str, Any] = {
             **item.extra,
-            **({LOSS_MASK: relative_media_path(_mask(item.extra), dataset_path)} if _mask(item.extra) else {}),
+            **{c: relative_media_path(Path(item.extra[c]), dataset_path) for c in PATH_COLUMNS if item.extra.get(c)},
             "kind": info.kind, "width": info.width, "height": info.height, "frames": info.frame_count,
             "fps": round(info.fps, 4) if info.fps else None, "fps_mode": info.fps_mode,
             "duration": round(info.duration, 4) if info.duration else None, "rotation": info.rotation,
@@ -229,7 +243,9 @@ def dataset_entries(result: ScanResult, dataset_path: Path) -> list[DatasetEntry
             "audio_duration": round(info.audio.duration, 4) if info.audio and info.audio.duration else None,
             "content_hash": info.content_hash, "bucket": str(b), "problems": item.problems,
         }
-        entries.append(DatasetEntry(item.caption or "", relative_media_path(item.path, dataset_path), fields))
+        column = AUDIO if info.kind == "audio" and AUDIO not in fields else VIDEO  # a sound file: the audio column
+        entries.append(DatasetEntry(item.caption or "", relative_media_path(item.path, dataset_path), fields,
+                                    column))
     return entries
 
 

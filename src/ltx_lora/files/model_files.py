@@ -271,6 +271,8 @@ def _identify_lora(path: Path, header: SafetensorsHeader) -> Identification:
         family, source = "2.0", "it adapts modules only LTX-2.0 has"
     elif _version_family(meta.get("model_version")):
         family, source = _version_family(meta.get("model_version")), "model_version metadata"
+    elif (family := _family_from_name(str(meta.get("base_model") or ""))) is not None:
+        source = "base_model metadata"
     elif (family := _family_from_name(path.name)) is not None:
         source = "file name only (LTX-2.0 and 2.3 blocks have the same names and widths)"
     else:

@@ -22,6 +22,7 @@ import torch
 from ltx_lora.errors import UserError
 from ltx_lora.files import lora_file
 from ltx_lora.files.atomic import atomic_path
+from ltx_lora.files.model_files import identify
 from ltx_lora.files.safetensors_header import DTYPE_BYTES
 from ltx_lora.lora.check import _require_base
 
@@ -66,7 +67,13 @@ def merge(lora_path: str | Path, base_path: str | Path, out: str | Path, strengt
     from safetensors import safe_open
 
     lora = lora_file.read_lora(lora_path)
-    _, base = _require_base(Path(base_path).expanduser())
+    base_ident, base = _require_base(Path(base_path).expanduser())
+    lora_ident = identify(lora.path)
+    if lora_ident.family and base_ident.family and lora_ident.family != base_ident.family:
+        raise UserError(f"{lora.path.name} was made for LTX-{lora_ident.family} (from "
+                        f"{lora_ident.details.get('family_from', 'its file')}) but {base.path.name} is "
+                        f"LTX-{base_ident.family}: LoRAs do not carry over between versions, so nothing was written; "
+                        "merge it into a base of its own version.")
     out = Path(out).expanduser()
     if out.resolve() in (base.path.resolve(), lora.path.resolve()):
         raise UserError("the output file would overwrite an input; choose another -o path.")

@@ -42,6 +42,15 @@ class BaseFile:
         return bool(self.fp8_modules)
 
     @property
+    def model_version(self) -> str | None:
+        """The LTX version a LoRA trained on this base is for: the file's `model_version` metadata (the 2.3
+        releases carry "2.3.0"), else its identified family as "X.Y.0", else None."""
+        version = self.header.metadata.get("model_version")
+        if version:
+            return str(version)
+        return f"{self.identity.family}.0" if self.identity.family else None
+
+    @property
     def architecture(self) -> dict[str, Any]:
         """The model config JSON a unified LTX checkpoint carries in its metadata."""
         config = self.header.config()

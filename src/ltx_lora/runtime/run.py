@@ -53,6 +53,8 @@ class SampleSettings:
     stg_blocks: list[int]
     guidance_rescale: float
     modality_scale: float
+    audio_stg_scale: float
+    audio_modality_scale: float
     audio: bool
     negative_prompt: str
     reference_image: str | None = None
@@ -79,11 +81,15 @@ def resolve_sampling(v: ValidationConfig, *, steps: int | None = None, preview_l
                   negative_prompt=v.negative_prompt, reference_image=v.reference_image)
     if preview_lora:  # the distilled LoRA turns Dev into an 8-step, guidance-free sampler
         return SampleSettings(**common, steps=PREVIEW_STEPS, cfg=1.0, audio_cfg=1.0, stg_scale=0.0, stg_blocks=[],
-                              guidance_rescale=0.0, modality_scale=1.0, preview=True, preview_lora=preview_lora,
+                              guidance_rescale=0.0, modality_scale=1.0, audio_stg_scale=0.0,
+                              audio_modality_scale=1.0, preview=True, preview_lora=preview_lora,
                               preview_strength=v.preview_strength)
     return SampleSettings(**common, steps=steps or v.steps, cfg=v.cfg, audio_cfg=v.audio_cfg, stg_scale=v.stg_scale,
                           stg_blocks=list(v.stg_blocks), guidance_rescale=v.guidance_rescale,
-                          modality_scale=v.modality_scale)
+                          modality_scale=v.modality_scale,
+                          audio_stg_scale=v.stg_scale if v.audio_stg_scale is None else v.audio_stg_scale,
+                          audio_modality_scale=(v.modality_scale if v.audio_modality_scale is None
+                                                else v.audio_modality_scale))
 
 
 @dataclass(frozen=True)
@@ -131,6 +137,7 @@ class Run:
         return {
             "format": "pt", "ltx_lora.version": "1", "base_model": "LTX-2.3 22B Dev",
             "base_checkpoint": Path(cfg.model.checkpoint).name, "base_identity": json.dumps(base_identity),
+            **({"model_version": self.base.model_version} if self.base.model_version else {}),
             "rank": str(self.lora.rank), "alpha": str(self.lora.effective_alpha), "alpha_folded_into_lora_B": "true",
             "lora_variant": self.lora.variant.value, "rslora": str(self.lora.rslora).lower(),
             "target_modules": json.dumps(self.lora.targets), "task": task_name(cfg.task),

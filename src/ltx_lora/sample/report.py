@@ -260,7 +260,8 @@ def build_report(root: Path, *, title: str, config_text: str, metrics: Path | No
     if settings:
         s = settings
         body.append(f"<div class='meta'>{s['width']}x{s['height']}x{s['frames']} at {s['fps']:g} fps, {s['steps']} steps, "
-                    f"CFG {s['cfg']:g} (audio {s['audio_cfg']:g}), STG {s['stg_scale']:g} on blocks {s['stg_blocks']}, "
+                    f"CFG {s['cfg']:g} (audio {s['audio_cfg']:g}), STG {s['stg_scale']:g} "
+                    f"(audio {s.get('audio_stg_scale', s['stg_scale']):g}) on blocks {s['stg_blocks']}, "
                     f"seed {s['seed']}{', fast preview (distilled LoRA)' if s.get('preview') else ''}</div>")
     body.append("<h2>Samples</h2>")
     if records:

@@ -280,7 +280,8 @@ class Validator:
             width=s.width, height=s.height, frames=s.frames, fps=s.fps, seed=s.seed,
             sigmas=sigma_schedule(s.steps, distilled=s.preview),
             video_guidance=Guidance(s.cfg, s.stg_scale, s.stg_blocks, s.guidance_rescale, s.modality_scale),
-            audio_guidance=Guidance(s.audio_cfg, s.stg_scale, s.stg_blocks, s.guidance_rescale, s.modality_scale),
+            audio_guidance=Guidance(s.audio_cfg, s.audio_stg_scale, s.stg_blocks, s.guidance_rescale,
+                                    s.audio_modality_scale),
             with_audio=s.audio and prompt.audio is not None, first_frame=self.first_frame)
         autocast = torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.dtype == torch.bfloat16)
         t0 = time.perf_counter()

@@ -92,7 +92,7 @@ def _unflatten_optimizer(tensors: dict[str, torch.Tensor], info: dict) -> dict:
 
 
 def save_training_checkpoint(run_dir: Path, state: TrainingState, lora_tensors: dict[str, torch.Tensor],
-                             lora_meta: dict[str, str], keep_last: int,
+                             lora_meta: dict[str, str], keep_last: int | None,
                              ema_lora: tuple[dict[str, torch.Tensor], dict[str, str]] | None = None) -> Path:
     """Write checkpoint `state.step`; `ema_lora`: the EMA LoRA's tensors and metadata, written beside the LoRA."""
     root = run_dir / "checkpoints"
@@ -129,8 +129,9 @@ def _complete_checkpoints(root: Path) -> list[Path]:
     return sorted(found, key=lambda p: int(p.name[len(STEP_PREFIX):]))
 
 
-def _prune(root: Path, keep_last: int) -> None:
-    for old in _complete_checkpoints(root)[:-keep_last]:
+def _prune(root: Path, keep_last: int | None) -> None:
+    """Remove all but the newest `keep_last` complete checkpoints (None keeps every one) and stale temp folders."""
+    for old in _complete_checkpoints(root)[:-keep_last] if keep_last else []:
         shutil.rmtree(old, ignore_errors=True)
     for stale in root.glob(".*.tmp"):  # left by a killed writer
         shutil.rmtree(stale, ignore_errors=True)

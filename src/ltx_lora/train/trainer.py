@@ -18,7 +18,14 @@ import torch
 from rich.console import Console
 
 from ltx_lora.data.cache import Manifest, made_for_another_model, read_manifest
-from ltx_lora.data.loader import BatchOrder, caption_dropout_draw, empty_prompt_file, load_batch, text_files
+from ltx_lora.data.loader import (
+    BatchOrder,
+    caption_dropout_draw,
+    check_cache_for_task,
+    empty_prompt_file,
+    load_batch,
+    text_files,
+)
 from ltx_lora.data.report import report_path_for
 from ltx_lora.distributed import env as dist_env
 from ltx_lora.distributed import parallel
@@ -119,7 +126,7 @@ class Trainer:
         prefix on 9-frame clips, first_frame on stills): those samples train the video on nothing, as in the
         official trainer."""
         video = self.task.video
-        for bucket in sorted({i.bucket for i in manifest.items}):
+        for bucket in sorted({i.bucket for i in manifest.items if i.has_video}):
             frames = (int(bucket.split("x")[2]) - 1) // 8 + 1  # latent frames
             for cond in video.conditions:
                 n = 1 if cond.type == "first_frame" else getattr(cond, "frames", None)
@@ -188,6 +195,7 @@ class Trainer:
         manifest = read_manifest(self.cache)
         self._check_cache(manifest)
         manifest = self._usable_items(manifest)
+        check_cache_for_task(self.cache, manifest, self.task)
         self._note_whole_clip_conditions(manifest)
         if not self.resume and latest_training_checkpoint(self.run_dir) is not None:
             raise UserError(f"{self.run_dir} already holds checkpoints; pass --resume to continue that run, or set "
@@ -368,20 +376,19 @@ class Trainer:
             # drawn for the whole global batch (the generator advances alike on every rank), this rank's rows kept
             dropped = caption_dropout_draw(len(batch_ids), cfg.train.caption_dropout, gen)
             dropped = dropped[share] or dropped[:1]
-            raw = load_batch(self.cache, items, self.device, self.dtype, with_audio=self.task.audio.present,
+            raw = load_batch(self.cache, items, self.device, self.dtype, task=self.task,
                              texts=text_files(items, dropped, self.empty_prompt))
             on_device = self.connectors_host.on_device() if self.connectors_host else contextlib.nullcontext()
             with torch.no_grad(), on_device:  # the text connectors are frozen: run them, keep no graph
                 vctx, actx, mask = run_text_connectors(models.text_connectors, raw.text)
             mask = attention_mask_or_none(mask)
-            batch = LatentBatch(video=raw.video if self.task.video.present else None, audio=raw.audio,
+            batch = LatentBatch(video=raw.video, audio=raw.audio,
                                 video_context=vctx, audio_context=actx, context_mask=mask, fps=raw.fps,
                                 loss_weight=raw.loss_weight, video_loss_weight=raw.video_weight,
                                 audio_loss_weight=raw.audio_weight,
-                                reference_video=getattr(raw, "reference_video", None),
-                                reference_audio=getattr(raw, "reference_audio", None),
-                                video_condition_mask=getattr(raw, "video_condition_mask", None),
-                                audio_condition_mask=getattr(raw, "audio_condition_mask", None))
+                                reference_video=raw.reference_video, reference_audio=raw.reference_audio,
+                                video_condition_mask=raw.video_condition_mask,
+                                audio_condition_mask=raw.audio_condition_mask)
             try:
                 with parallel.gradient_sync(models.transformer, enabled=micro == accum - 1):
                     loss = forward_backward(models.transformer, batch, sampler, gen, task=self.task, dtype=self.dtype,
