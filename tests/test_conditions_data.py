@@ -214,6 +214,14 @@ def test_audio_only_task_takes_sound_files_and_clips_sound_without_any_video(
     assert batch.video is None and batch.audio.shape == (2, 8, steps["rain.wav"], 16)
     _trains(cfg, "t2a")  # text to audio from sound files, no video anywhere
 
+    write_sound(folder / "echo.wav", 1.0, seed=3)  # audio-to-audio IC-LoRA: a reference sound per clip
+    a2a = _rows(tmp_path / "a2a.jsonl", [{"caption": "steady rain on a roof", "audio": str(folder / "rain.wav"),
+                                          "reference_audio": str(folder / "echo.wav")}])
+    cfg = _config(tmp_path, tiny_checkpoint, tiny_gemma, a2a, buckets, "a2a_ic", "a2a")
+    res = run_cli("preprocess", cfg)
+    assert res.code == 0 and "used 1 clips" in res.out, res.out
+    _trains(cfg, "a2a")
+
 
 def _judge(rows: list[tuple[Path, dict[str, Path]]], task: str | None, buckets: str = "96x64x17"):
     from ltx_lora.bucket_spec import parse_buckets
