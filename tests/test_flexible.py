@@ -135,7 +135,9 @@ def official_modality(spec: ModalityTask, name: str, batch: LatentBatch, streams
         elif cond.type == "spatial_crop":
             y1, x1, y2, x2 = cond.box
             spatial = torch.zeros(h, w)
-            spatial[max(0, min(y1 // 32, h)):max(0, min(y2 // 32, h)), max(0, min(x1 // 32, w)):max(0, min(x2 // 32, w))] = 1
+            ly1, ly2 = (max(0, min(v // 32, h)) for v in (y1, y2))
+            lx1, lx2 = (max(0, min(v // 32, w)) for v in (x1, x2))
+            spatial[ly1:ly2, lx1:lx2] = 1.0
             mask = spatial.flatten().repeat(seq_len // (h * w)).unsqueeze(0).expand(b, -1)
         else:
             given = batch.video_condition_mask if name == "video" else batch.audio_condition_mask
@@ -172,7 +174,8 @@ def official_modality(spec: ModalityTask, name: str, batch: LatentBatch, streams
         noisy = torch.cat([ref, noisy], dim=1)
         positions = torch.cat([ref_positions, positions], dim=2)
         timesteps = torch.cat([torch.zeros(b, n), timesteps], dim=1)
-        loss_mask = torch.cat([torch.zeros(b, n, dtype=torch.bool), loss_mask], dim=1) if loss_mask is not None else None
+        if loss_mask is not None:
+            loss_mask = torch.cat([torch.zeros(b, n, dtype=torch.bool), loss_mask], dim=1)
     context = batch.video_context if name == "video" else batch.audio_context
     modality = Modality(latent=noisy, sigma=sigmas, timesteps=timesteps, positions=positions, context=context,
                         context_mask=batch.context_mask)

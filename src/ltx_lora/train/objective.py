@@ -259,8 +259,7 @@ def prepare_inputs(batch: LatentBatch, sampler: SigmaSampler, generator: torch.G
     every rank).
     """
     streams = random_streams(generator)
-    present = batch.video if batch.video is not None else batch.audio
-    rows = rows or (0, present.shape[0])
+    rows = rows or (0, batch.video_context.shape[0])
     laid: dict[str, _Tokens | None] = {"video": None, "audio": None}
     for name, spec in (("video", task.video), ("audio", task.audio)):
         clean = batch.video if name == "video" else batch.audio
@@ -269,9 +268,9 @@ def prepare_inputs(batch: LatentBatch, sampler: SigmaSampler, generator: torch.G
                 raise UserError("the task has video but this batch has no video latents; run `ltx-lora preprocess` "
                                 "with this config.")
             continue  # audio absent from this batch (clips without sound): video alone, as the task allows
-        video = laid["video"]
-        shared = (video.sigma if name == "audio" and task.sigma == "shared" and task.video.generated
-                  and video is not None else None)
+        shared = None  # sigma: shared gives audio the generated video's sigma
+        if name == "audio" and task.sigma == "shared" and task.video.generated and laid["video"] is not None:
+            shared = laid["video"].sigma
         laid[name] = _modality_tokens(spec, batch, name, sampler, streams, rows, shared)
     if not any(t is not None and t.target is not None for t in laid.values()):
         raise UserError("this batch has nothing to train: the task generates audio but its clips have no audio; "

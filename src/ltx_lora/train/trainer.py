@@ -336,7 +336,8 @@ class Trainer:
         return True
 
     def _first_compiled_step(self, models: Models, manifest: Manifest, order: BatchOrder, sampler: SigmaSampler,
-                             gen: torch.Generator, optimizer, trainable, step: int) -> tuple[float | None, float | None]:
+                             gen: torch.Generator, optimizer, trainable,
+                             step: int) -> tuple[float | None, float | None]:
         """The first step compiles the blocks; if that fails, undo the step's draws and run it eager."""
         position, gen_state = order.position(), gen.get_state()
         cpu_rng = torch.get_rng_state()
