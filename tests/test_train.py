@@ -101,7 +101,7 @@ def test_every_task_without_new_data_columns_trains(prepared, tmp_path, task):
     if task in ("a2v", "v2a", "t2a") or task.startswith("audio_"):  # the fixture's silent clips and stills
         assert "have no audio and are left out" in res.err
     if task in ("video_extend", "video_suffix"):  # 8 latent frames given: all of the fixture's 2-frame clips
-        assert "covers every frame of bucket 64x64x9" in res.err
+        assert "8 latent frame(s) cover every frame (2) of bucket 64x64x9" in res.err
     with safe_open(str(tmp_path / "run" / "lora.safetensors"), "pt") as f:
         assert f.metadata()["task"] == ("custom" if task == "video_outpainting" else task)
 

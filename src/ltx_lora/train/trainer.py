@@ -38,7 +38,7 @@ from ltx_lora.ltx.text import run_text_connectors
 from ltx_lora.runtime.models import Models, load_models
 from ltx_lora.runtime.placement import HostOffload, attach_block_swap
 from ltx_lora.runtime.run import Run, Validate, ValidationFactory
-from ltx_lora.task import task_name
+from ltx_lora.task import SpatialCropCondition, task_name
 from ltx_lora.train.checkpointer import (
     TrainingState,
     checkpoint_ema_lora_name,
@@ -122,19 +122,32 @@ class Trainer:
         return replace(manifest, items=[i for i in manifest.items if i.has_audio])
 
     def _note_whole_clip_conditions(self, manifest: Manifest) -> None:
-        """A note when a video condition gives every latent frame of a bucket's clips (e.g. video_extend's 8-frame
-        prefix on 9-frame clips, first_frame on stills): those samples train the video on nothing, as in the
-        official trainer."""
+        """A note when a video condition gives the whole of a bucket's clips (e.g. video_extend's 8-frame prefix on
+        9-frame clips, first_frame on stills, outpainting's box on a small bucket): when drawn, those samples train
+        the video on nothing, as in the official trainer."""
         video = self.task.video
+        if not video.generated:
+            return
         for bucket in sorted({i.bucket for i in manifest.items if i.has_video}):
-            frames = (int(bucket.split("x")[2]) - 1) // 8 + 1  # latent frames
+            width, height, frames = (int(n) for n in bucket.split("x"))
+            latent_frames = (frames - 1) // 8 + 1
             for cond in video.conditions:
-                n = 1 if cond.type == "first_frame" else getattr(cond, "frames", None)
-                if video.generated and n is not None and n >= frames:
-                    self.console.print(f"note: the {cond.type} condition ({n} latent frame(s)) covers every frame of "
-                                       f"bucket {bucket} ({frames} latent frame(s)): when drawn, those clips give the "
-                                       "whole video and train it on nothing; use longer clips or fewer frames.",
-                                       highlight=False)
+                if cond.type in ("first_frame", "prefix", "suffix"):
+                    n = 1 if cond.type == "first_frame" else cond.frames
+                    if n >= latent_frames:
+                        what = f"{n} latent frame(s) cover every frame ({latent_frames})"
+                    else:
+                        continue
+                elif isinstance(cond, SpatialCropCondition):
+                    top, left, bottom, right = (v // 32 for v in cond.box)
+                    if top <= 0 and left <= 0 and bottom >= height // 32 and right >= width // 32:
+                        what = f"box {list(cond.box)} covers the whole {width}x{height} frame"
+                    else:
+                        continue
+                else:
+                    continue
+                self.console.print(f"note: the {cond.type} condition's {what} of bucket {bucket}: when drawn, those "
+                                   "clips give the whole video and train it on nothing.", highlight=False)
 
     def _resume_state(self) -> tuple[Path, TrainingState] | None:
         """The latest checkpoint, checked against this run's settings before any model is loaded."""
