@@ -17,10 +17,10 @@ install() {
   if [ -f "$stamp" ] && [ "$stamp" -nt pyproject.toml ]; then return; fi
   echo "Installing ltx-lora and its dependencies into $VENV (the first time downloads torch: several minutes)..."
   if command -v uv >/dev/null 2>&1; then
-    uv pip install -q -p "$VENV/bin/python" -e ".[test]"
+    uv pip install -q -p "$VENV/bin/python" -e ".[test,lowvram]"
   else
     "$VENV/bin/python" -m pip install -q --upgrade pip
-    "$VENV/bin/python" -m pip install -q -e ".[test]"
+    "$VENV/bin/python" -m pip install -q -e ".[test,lowvram]"
   fi
   touch "$stamp"
 }

@@ -61,6 +61,7 @@ def _child(args: argparse.Namespace) -> dict:
         attention_mask_or_none,
         can_compile,
         compile_blocks,
+        set_recomputed_blocks,
         uncompile_blocks,
         use_sdpa_attention,
     )
@@ -69,6 +70,7 @@ def _child(args: argparse.Namespace) -> dict:
     from ltx_lora.runtime.memory import Workload, choose_plan, device_budget
     from ltx_lora.runtime.placement import HostOffload, attach_block_swap
     from ltx_lora.task import TaskConfig
+    from ltx_lora.train.graphed import StepGraphs, can_graph
     from ltx_lora.train.lora import inject_lora
     from ltx_lora.train.objective import LatentBatch
     from ltx_lora.train.optim import build_optimizer
@@ -93,6 +95,8 @@ def _child(args: argparse.Namespace) -> dict:
     quant, swap = "auto", "auto"
     if backend in ("ours", "torchao", "quanto"):
         quant, swap = "int8", 0
+    elif backend == "bf16":  # the bf16 base forced at this cap: does it fit where the plan chose otherwise?
+        quant, swap = "none", 0
     elif backend == "fp8":
         quant, swap = "fp8", 0
     if args.tiny and tier in TINY_FORCED and backend == "plan":
@@ -122,12 +126,19 @@ def _child(args: argparse.Namespace) -> dict:
     offload = HostOffload(connectors, device) if plan.text_connectors_on_host else None
     opt = build_optimizer(params, TrainConfig())
     model.set_gradient_checkpointing(True)
+    set_recomputed_blocks(model, plan.blocks - plan.kept_blocks if plan.kept_blocks else None)
+    row["kept_blocks"] = plan.kept_blocks
     use_sdpa_attention(model)
     compiled = args.compile == "on" or (args.compile == "auto" and can_compile(device)[0])
     if compiled:
         compile_blocks(model)
     model.train()
     row["build_s"] = round(time.perf_counter() - t_build, 1)
+    graphs = None
+    if args.graphs == "auto" and cuda:  # as `ltx-lora train` (train.cuda_graphs): one process, no block swap
+        why = can_graph(model, device, distributed=False, swapped_blocks=len(plan.swapped_blocks))
+        graphs = StepGraphs(model, params, dtype) if not why else None
+        row["graphs_off"] = why
 
     g = torch.Generator(device).manual_seed(0)
     lf, lh, lw = (f - 1) // 8 + 1, h // 32, w // 32
@@ -153,7 +164,8 @@ def _child(args: argparse.Namespace) -> dict:
                             context_mask=attention_mask_or_none(mask), fps=24.0)
         state = g.get_state()
         try:
-            loss = forward_backward(model, batch, sampler, g, task=TaskConfig(), dtype=dtype).total
+            loss = forward_backward(model, batch, sampler, g, task=TaskConfig(), dtype=dtype,
+                                    graphs=graphs).total
         except torch.OutOfMemoryError:
             raise
         except Exception as e:  # noqa: BLE001 - as the trainer: a compile failure falls back to eager
@@ -177,6 +189,8 @@ def _child(args: argparse.Namespace) -> dict:
     row.update(compiled=compiled, median_s=round(times[len(times) // 2], 4), min_s=round(times[0], 4),
                steps_timed=len(times),
                loss=loss.item(), block_loads_per_step=max(loads) if loads else 0)
+    if graphs is not None:
+        row.update(graph_captures=graphs.captures, graph_replays=graphs.replays, graphs_failed=graphs.failed)
     if cuda:
         row.update(peak_allocated_gib=round(torch.cuda.max_memory_allocated() / GIB, 2),
                    peak_reserved_gib=round(torch.cuda.max_memory_reserved() / GIB, 2))
@@ -215,6 +229,7 @@ def _run_child(tier: str, backend: str, args: argparse.Namespace) -> dict:
     cmd = [sys.executable, __file__, "--child", tier, "--backend", backend, "--res", args.res, "--rank",
            str(args.rank), "--steps", str(args.steps), "--warmup", str(args.warmup), "--compile", args.compile]
     cmd += ["--tiny"] if args.tiny else []
+    cmd += ["--graphs", args.graphs]
     t0 = time.perf_counter()
     try:
         res = subprocess.run(cmd, capture_output=True, text=True, timeout=args.timeout)
@@ -242,6 +257,9 @@ def main() -> None:
     ap.add_argument("--timeout", type=int, default=280, help="seconds per variant")
     ap.add_argument("--compile", default="auto", choices=["auto", "on", "off"],
                     help="torch.compile the blocks as `ltx-lora train` does (auto: on a GPU)")
+    ap.add_argument("--graphs", default="auto", choices=["auto", "off"],
+                    help="the step as CUDA graphs where `ltx-lora train` uses them (auto), or never")
+    ap.add_argument("--bf16-tiers", default="", help="extra runs at these caps with the bf16 base forced, e.g. 48")
     ap.add_argument("--tiny", action="store_true", help="tiny model on CPU (checks the code paths, no timings)")
     ap.add_argument("--out", default="")
     ap.add_argument("--child", default="", help=argparse.SUPPRESS)
@@ -269,6 +287,7 @@ def main() -> None:
     rows = [header]
     runs = [(t, "plan") for t in args.tiers.split(",") if t]
     runs += [("32", b) for b in args.int8_backends.split(",") if b]
+    runs += [(t, "bf16") for t in args.bf16_tiers.split(",") if t]
     for tier, backend in runs:
         row = _run_child(tier, backend, args)
         rows.append(row)

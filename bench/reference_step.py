@@ -20,6 +20,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 from ltx_lora.config import LoraConfig  # noqa: E402
 from ltx_lora.ltx.fast import attention_mask_or_none, compile_blocks, use_sdpa_attention  # noqa: E402
 from ltx_lora.task import TaskConfig  # noqa: E402
+from ltx_lora.train.graphed import StepGraphs  # noqa: E402
 from ltx_lora.train.lora import inject_lora  # noqa: E402
 from ltx_lora.train.objective import LatentBatch  # noqa: E402
 from ltx_lora.train.step import forward_backward  # noqa: E402
@@ -65,7 +66,8 @@ def set_lora_values_(model: torch.nn.Module, seed: int = 0) -> None:
 
 def lora_gradients(variant: str, model: torch.nn.Module, batch: LatentBatch, rank: int, *, seed: int = 0,
                    compiled: bool | str = False) -> tuple[float, dict[str, torch.Tensor]]:
-    """Loss and {module-path param name: gradient on CPU, fp32} of one step of `variant` ('ref' or 'ours')."""
+    """Loss and {module-path param name: gradient on CPU, fp32} of one step of `variant` ('ref', 'ours' or
+    'ours_graphed': the step captured as a CUDA graph and replayed, GPU only)."""
     gen = torch.Generator(batch.video.device).manual_seed(seed)
     if variant == "ref":
         wrapped, _ = reference_model(model, rank)
@@ -73,11 +75,20 @@ def lora_gradients(variant: str, model: torch.nn.Module, batch: LatentBatch, ran
         loss = forward_backward(wrapped, batch, SigmaSampler(), gen, task=TaskConfig(),
                                 dtype=torch.bfloat16)
     else:
-        our_model(model, rank, compiled)
+        params = our_model(model, rank, compiled)
         set_lora_values_(model)
         batch = LatentBatch(**{**batch.__dict__, "context_mask": attention_mask_or_none(batch.context_mask)})
+        graphs = StepGraphs(model, params, torch.bfloat16) if variant == "ours_graphed" else None
         loss = forward_backward(model, batch, SigmaSampler(), gen, task=TaskConfig(),
-                                dtype=torch.bfloat16)
+                                dtype=torch.bfloat16, graphs=graphs)
+        if graphs is not None:  # the first call ran eager and captured; the same step again, replayed
+            assert not graphs.failed, graphs.failed
+            for p in params:
+                p.grad = None
+            gen = torch.Generator(batch.video.device).manual_seed(seed)
+            loss = forward_backward(model, batch, SigmaSampler(), gen, task=TaskConfig(),
+                                    dtype=torch.bfloat16, graphs=graphs)
+            assert graphs.replays == 1
     grads = {n.removeprefix("base_model.model."): p.grad.float().cpu()
              for n, p in model.named_parameters() if ".lora_" in n and p.grad is not None}
     return float(loss.total.detach()), grads

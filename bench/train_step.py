@@ -43,11 +43,12 @@ from reference_step import lora_gradients, our_model, reference_model, relative_
 
 from ltx_lora.config import TrainConfig  # noqa: E402
 from ltx_lora.fixtures.models import build_transformer_from_config  # noqa: E402
-from ltx_lora.ltx.fast import attention_mask_or_none  # noqa: E402
+from ltx_lora.ltx.fast import attention_mask_or_none, set_recomputed_blocks  # noqa: E402
 from ltx_lora.ltx.sizes import ltx23_22b_config  # noqa: E402
 from ltx_lora.task import TaskConfig  # noqa: E402
 from ltx_lora.train.objective import LatentBatch  # noqa: E402
 from ltx_lora.train.optim import build_optimizer  # noqa: E402
+from ltx_lora.train.graphed import StepGraphs  # noqa: E402
 from ltx_lora.train.step import forward_backward  # noqa: E402
 from ltx_lora.train.timesteps import SigmaSampler  # noqa: E402
 
@@ -72,38 +73,48 @@ def model_flops(tcfg: dict, video_tokens: int, audio_tokens: int, text: int, rec
     return fwd * (3 + (1 if recompute else 0))
 
 
-def make_batch(res: tuple[int, int, int], device, dtype, tcfg: dict) -> tuple[LatentBatch, int]:
+def make_batch(res: tuple[int, int, int], device, dtype, tcfg: dict, batch: int = 1) -> tuple[LatentBatch, int]:
     w, h, f = res
     lf, lh, lw = (f - 1) // 8 + 1, h // 32, w // 32
     ta = round(f / 24.0 * 25)
     g = torch.Generator(device).manual_seed(0)
-    video = torch.randn(1, 128, lf, lh, lw, generator=g, device=device, dtype=dtype)
-    audio = torch.randn(1, 8, ta, 16, generator=g, device=device, dtype=dtype)
-    vctx = torch.randn(1, TEXT_LEN, tcfg["cross_attention_dim"], generator=g, device=device, dtype=dtype)
-    actx = torch.randn(1, TEXT_LEN, tcfg["audio_cross_attention_dim"], generator=g, device=device, dtype=dtype)
-    mask = torch.ones(1, TEXT_LEN, device=device, dtype=torch.int64)
+    video = torch.randn(batch, 128, lf, lh, lw, generator=g, device=device, dtype=dtype)
+    audio = torch.randn(batch, 8, ta, 16, generator=g, device=device, dtype=dtype)
+    vctx = torch.randn(batch, TEXT_LEN, tcfg["cross_attention_dim"], generator=g, device=device, dtype=dtype)
+    actx = torch.randn(batch, TEXT_LEN, tcfg["audio_cross_attention_dim"], generator=g, device=device, dtype=dtype)
+    mask = torch.ones(batch, TEXT_LEN, device=device, dtype=torch.int64)
     return LatentBatch(video=video, audio=audio, video_context=vctx, audio_context=actx, context_mask=mask,
                        fps=24.0), ta
 
 
 def build_variant(variant: str, model: torch.nn.Module, rank: int):
-    """(module to call, its LoRA parameters, optimizer, clip?) for a variant, on `model` in place."""
+    """(module to call, its LoRA parameters, optimizer, clip?, step graphs or None) for a variant, on `model` in place.
+
+    ours: compiled blocks + the step as CUDA graphs (what `ltx-lora train` runs on one GPU); ours_nograph: the same
+    without graphs; ours_rN: ours with only the first N of 48 blocks recomputed in backward (selective
+    checkpointing); ours_nockpt: no recompute at all."""
     if variant.startswith("ref"):
         wrapped, base = reference_model(model, rank)
         if variant == "ref_compiled":
             for block in base.transformer_blocks:
                 block.compile()
         params = [p for p in wrapped.parameters() if p.requires_grad]
-        return wrapped, params, torch.optim.AdamW(params, lr=1e-4), False
-    params = our_model(model, rank, compiled=variant in ("ours", "ours_nockpt"))
+        return wrapped, params, torch.optim.AdamW(params, lr=1e-4), False, None
+    compiled = variant != "ours_eager"
+    params = our_model(model, rank, compiled=compiled)
     if variant == "ours_nockpt":  # what recomputation costs (and whether the memory allows skipping it)
         model.set_gradient_checkpointing(False)
-    return model, params, build_optimizer(params, TrainConfig()), True
+    if variant.startswith("ours_r"):
+        set_recomputed_blocks(model, int(variant.removeprefix("ours_r")))
+    graphs = None
+    if DEVICE.type == "cuda" and variant not in ("ours_nograph", "ours_eager"):
+        graphs = StepGraphs(model, params, torch.bfloat16, on_fallback=lambda why: print("graphs off:", why))
+    return model, params, build_optimizer(params, TrainConfig()), True, graphs
 
 
-def one_step(module, params, opt, clip: bool, batch: LatentBatch, gen: torch.Generator) -> torch.Tensor:
+def one_step(module, params, opt, clip: bool, batch: LatentBatch, gen: torch.Generator, graphs=None) -> torch.Tensor:
     loss = forward_backward(module, batch, SigmaSampler(), gen, task=TaskConfig(),
-                            dtype=torch.bfloat16)
+                            dtype=torch.bfloat16, graphs=graphs)
     if clip:
         torch.nn.utils.clip_grad_norm_(params, 1.0)
     opt.step()
@@ -111,7 +122,7 @@ def one_step(module, params, opt, clip: bool, batch: LatentBatch, gen: torch.Gen
     return loss.total
 
 
-def gpu_busy_share(module, params, opt, clip, batch, gen) -> dict:
+def gpu_busy_share(module, params, opt, clip, batch, gen, graphs=None) -> dict:
     """Kernel time / wall time of one step, the top kernels, and the top host-side ops (where idle time comes from)."""
     from torch.autograd import DeviceType
     from torch.profiler import ProfilerActivity, profile
@@ -119,7 +130,7 @@ def gpu_busy_share(module, params, opt, clip, batch, gen) -> dict:
     sync()
     with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
         t0 = time.perf_counter()
-        one_step(module, params, opt, clip, batch, gen)
+        one_step(module, params, opt, clip, batch, gen, graphs)
         sync()
         wall = time.perf_counter() - t0
     events = prof.key_averages()
@@ -128,8 +139,18 @@ def gpu_busy_share(module, params, opt, clip, batch, gen) -> dict:
     kernel_s = sum(e.self_device_time_total for e in kernels) / 1e6
     top = sorted(kernels, key=lambda e: e.self_device_time_total, reverse=True)[:15]
     top_host = sorted(host, key=lambda e: e.self_cpu_time_total, reverse=True)[:12]
+    cats: dict[str, list[float]] = {}
+    for e in kernels:  # where the GPU time goes: [ms, launches] per kind of kernel
+        k = e.key.lower()
+        kind = ("gemm" if any(x in k for x in ("nvjet", "gemm", "cutlass", "xmma")) else
+                "attention" if any(x in k for x in ("sdpa", "flash", "fmha", "attention")) else
+                "triton (fused)" if k.startswith("triton_") else "other")
+        c = cats.setdefault(kind, [0.0, 0])
+        c[0] += e.self_device_time_total / 1e3
+        c[1] += e.count
     return {"wall_s": round(wall, 4), "gpu_kernel_s": round(kernel_s, 4), "gpu_busy_share": round(kernel_s / wall, 3),
             "kernel_launches": sum(e.count for e in kernels),
+            "gpu_ms_by_kind": {k: [round(v[0], 1), v[1]] for k, v in sorted(cats.items())},
             "top_kernels_ms": [[e.key[:70], round(e.self_device_time_total / 1e3, 1), e.count] for e in top],
             "top_host_ops_ms": [[e.key[:70], round(e.self_cpu_time_total / 1e3, 1), e.count] for e in top_host]}
 
@@ -170,17 +191,19 @@ def run_variant(variant: str, res, args, cfg: dict, matmul_tflops: float) -> dic
         torch.cuda.reset_peak_memory_stats()
     model = build_transformer_from_config(cfg, device=device, dtype=torch.bfloat16)
     tcfg = cfg["transformer"]
-    batch, ta = make_batch(res, device, torch.bfloat16, tcfg)
+    clips = int(variant.split("_b")[1]) if "_b" in variant else 1  # ours_b2: batch of 2 clips
+    variant_model = variant.split("_b")[0]
+    batch, ta = make_batch(res, device, torch.bfloat16, tcfg, clips)
     if not variant.startswith("ref"):  # the trainer drops the all-ones mask the connectors produce
         batch = LatentBatch(**{**batch.__dict__, "context_mask": attention_mask_or_none(batch.context_mask)})
-    module, params, opt, clip = build_variant(variant, model, args.rank)
+    module, params, opt, clip, graphs = build_variant(variant_model, model, args.rank)
     gen = torch.Generator(device).manual_seed(1)
     times, loss = [], None
     t_first = time.perf_counter()
     for step in range(args.warmup + args.steps):
         sync()
         t0 = time.perf_counter()
-        loss = one_step(module, params, opt, clip, batch, gen)
+        loss = one_step(module, params, opt, clip, batch, gen, graphs)
         sync()
         if step >= args.warmup:
             times.append(time.perf_counter() - t0)
@@ -189,17 +212,25 @@ def run_variant(variant: str, res, args, cfg: dict, matmul_tflops: float) -> dic
     times.sort()
     med = times[len(times) // 2]
     vt = ((res[2] - 1) // 8 + 1) * (res[1] // 32) * (res[0] // 32)
-    flops = model_flops(tcfg, vt, ta, TEXT_LEN, recompute=True)
+    recomputed = 48 if variant_model in ("ref", "ours", "ours_nograph", "ours_eager", "ref_compiled") else \
+        0 if variant_model == "ours_nockpt" else int(variant_model.removeprefix("ours_r"))
+    flops = clips * (model_flops(tcfg, vt, ta, TEXT_LEN, recompute=False) * (1 + recomputed / 48 / 3))
     out = {"variant": variant, "res": "x".join(map(str, res)), "audio_tokens": ta, "video_tokens": vt,
-           "median_s": round(med, 4), "min_s": round(times[0], 4), "steps_timed": len(times),
+           "clips_per_step": clips, "recomputed_blocks": recomputed,
+           "median_s": round(med, 4), "clips_per_s": round(clips / med, 3), "min_s": round(times[0], 4), "steps_timed": len(times),
            "first_step_s": round(first_step_s, 1),
            "peak_gib": round(torch.cuda.max_memory_allocated() / 2**30, 2) if DEVICE.type == "cuda" else None,
            "model_tflop_per_step": round(flops / 1e12, 1), "achieved_tflops": round(flops / med / 1e12, 1),
            "mfu_vs_matmul_ceiling": round(flops / med / 1e12 / matmul_tflops, 3), "loss": float(loss)}
+    if graphs is not None:
+        out["graphs"] = {"captures": graphs.captures, "replays": graphs.replays, "failed": graphs.failed}
+    if DEVICE.type == "cuda":
+        out["reserved_gib"] = round(torch.cuda.max_memory_reserved() / 2**30, 2)
     if args.profile:
-        out["phases"] = phase_times(module, params, opt, clip, batch, gen)
-        out["profile"] = gpu_busy_share(module, params, opt, clip, batch, gen)
-    del model, module, opt, params
+        if graphs is None:
+            out["phases"] = phase_times(module, params, opt, clip, batch, gen)
+        out["profile"] = gpu_busy_share(module, params, opt, clip, batch, gen, graphs)
+    del model, module, opt, params, graphs
     gc.collect()
     torch.cuda.empty_cache()
     return out
@@ -210,17 +241,24 @@ def check_numerics(res, args, cfg: dict) -> dict:
     device = DEVICE
     batch, _ = make_batch(res, device, torch.bfloat16, cfg["transformer"])
     results = {}
-    for variant in ("ref", "ours"):
+    variants = ("ref", "ours", "ours_graphed") if DEVICE.type == "cuda" else ("ref", "ours")
+    for variant in variants:
         model = build_transformer_from_config(cfg, device=device, dtype=torch.bfloat16)
         results[variant] = lora_gradients(variant, model, batch, args.rank,
-                                          compiled=variant == "ours" and DEVICE.type == "cuda")
+                                          compiled=variant != "ref" and DEVICE.type == "cuda")
         del model
         gc.collect()
         torch.cuda.empty_cache()
     (ref_loss, ref_grads), (loss, grads) = results["ref"], results["ours"]
     err = relative_error(grads, ref_grads)
-    return {"check": "numerics", "res": "x".join(map(str, res)), "ref_loss": ref_loss, "ours_loss": loss,
-            "loss_rel_diff": abs(loss - ref_loss) / abs(ref_loss), "grad_rel_error": err, "passed": err < 2e-2}
+    row = {"check": "numerics", "res": "x".join(map(str, res)), "ref_loss": ref_loss, "ours_loss": loss,
+           "loss_rel_diff": abs(loss - ref_loss) / abs(ref_loss), "grad_rel_error": err, "passed": err < 2e-2}
+    if "ours_graphed" in results:  # the replayed graph against the reference and against our eager-launched step
+        g_loss, g_grads = results["ours_graphed"]
+        g_err = relative_error(g_grads, ref_grads)
+        row.update(graphed_loss=g_loss, graphed_grad_rel_error=g_err,
+                   graphed_vs_ours_grad_rel_error=relative_error(g_grads, grads), passed=row["passed"] and g_err < 2e-2)
+    return row
 
 
 def matmul_ceiling() -> float:

@@ -154,10 +154,12 @@ def test_condition_masks_are_cached_on_the_latent_grid_as_the_official_preproces
     src = _rows(folder / "in.jsonl", rows)
     task = {"video": {"conditions": [{"type": "mask"}]}, "audio": {"conditions": [{"type": "mask"}]}}
     cfg = _config(tmp_path, tiny_checkpoint, tiny_gemma, src, "96x64x17", task)
-    res = run_cli("preprocess", cfg)
+    why = ["mask.png is 96x64, not the clip's aspect ratio", "no video_mask in its row"]
+    res = run_cli("dataset", "scan", src, "-o", tmp_path / "dataset.jsonl", "--buckets", "96x64x17", "--task", cfg)
+    assert res.code == 0 and "2 used, 2 skipped" in res.out and all(w in res.out for w in why), res.out
+    res = run_cli("preprocess", cfg)  # the same verdicts as the scan with the config's task
     assert res.code == 0, res.err
-    assert "used 2 clips" in res.out and "mask.png is 96x64, not the clip's aspect ratio" in res.out, res.out
-    assert "no video_mask in its row" in res.out, res.out
+    assert "used 2 clips" in res.out and all(w in res.out for w in why), res.out
 
     entries = _entries(tmp_path / "cache")
     image_mask = entries["walk_96x64_24fps.mp4"]["video_condition_mask"]
@@ -223,13 +225,13 @@ def test_audio_only_task_takes_sound_files_and_clips_sound_without_any_video(
     _trains(cfg, "a2a")
 
 
-def _judge(rows: list[tuple[Path, dict[str, Path]]], task: str | None, buckets: str = "96x64x17"):
+def _judge(rows: list[tuple[Path, dict[str, Path]]], task: str | None, buckets: str = "96x64x17", **kw):
     from ltx_lora.bucket_spec import parse_buckets
     from ltx_lora.data.probe import probe
     from ltx_lora.data.usable import Candidate, judge_clips
 
     clips = [Candidate(media, probe(media), "a caption", None, paths) for media, paths in rows]
-    return judge_clips(clips, parse_buckets(buckets), task=resolve_task(task) if task else None)
+    return judge_clips(clips, parse_buckets(buckets), task=resolve_task(task) if task else None, **kw)
 
 
 def test_sound_pairs_are_found_and_checked_by_the_one_judge(tmp_path, synthetic_clips):
@@ -256,6 +258,13 @@ def test_sound_pairs_are_found_and_checked_by_the_one_judge(tmp_path, synthetic_
     # without a task every file a row names is checked
     [missing] = _judge([(drift, {"video_mask": tmp_path / "gone.png"})], None)
     assert "its video_mask" in missing.skip_reason and "gone.png does not exist" in missing.skip_reason
+    # an explicit audio file replaces the clip's sound: a silent clip with one trains even with missing_audio skip
+    bounce = synthetic_clips / "bounce_128x128_30fps.mp4"
+    silent, dubbed, short_dub = _judge(
+        [(bounce, {}), (bounce.with_name("orbit_64x96_25fps.mp4"), {"audio": long}), (walk, {"audio": short})],
+        "t2av", skip_without_audio=True)
+    assert silent.skip_group == "no audio" and dubbed.status == "used" and dubbed.sources == {"audio": long}
+    assert "short.wav is 0.30 s long" in short_dub.skip_reason
     # a reference the bucket cannot halve is refused with what to do
     task = resolve_task("v2v_ic")
     task.video.conditions[0].downscale = 2
@@ -281,3 +290,20 @@ def test_a_cache_made_for_another_task_is_refused_in_one_sentence(tmp_path):
             check_cache_for_task(tmp_path, Manifest({}, [item]), resolve_task(task))
         with pytest.raises(UserError, match="has no (reference|video masks|audio latents)"):
             load_batch(tmp_path, [item], CPU, torch.float32, task=resolve_task(task))
+
+
+def test_a_folder_of_official_reference_pairs_scans_without_a_dataset_file(tmp_path, synthetic_clips):
+    folder = tmp_path / "clips"
+    for name in ("walk_96x64_24fps", "orbit_64x96_25fps"):
+        (folder / f"{name}.mp4").parent.mkdir(exist_ok=True)
+        (folder / f"{name}.mp4").write_bytes((synthetic_clips / f"{name}.mp4").read_bytes())
+        (folder / f"{name}.txt").write_text((synthetic_clips / f"{name}.txt").read_text())
+    # compute_reference.py's naming: clip_reference.mp4 beside clip.mp4
+    write_clip(folder / "walk_96x64_24fps_reference.mp4", ClipSpec("", 96, 64, 24, 2.0, None, None), random.Random(7))
+    res = run_cli("dataset", "scan", folder, "-o", tmp_path / "d.jsonl", "--buckets", "96x64x17", "--task", "v2v_ic")
+    assert res.code == 0, res.err
+    assert "Scanned 2 media files" in res.out and "1 used, 1 skipped" in res.out, res.out
+    assert "orbit_64x96_25fps.mp4: no reference_video in its row" in res.out, res.out
+    [row] = read_dataset(tmp_path / "d.jsonl").entries
+    assert row.video == "clips/walk_96x64_24fps.mp4"
+    assert row.fields["reference_video"] == "clips/walk_96x64_24fps_reference.mp4"

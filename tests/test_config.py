@@ -1,5 +1,6 @@
 """Config schema, init templates, the official-config translation and their one-sentence errors."""
 
+import sys
 from pathlib import Path
 
 import pytest
@@ -55,13 +56,11 @@ def test_a_profile_is_the_tiers_plan(tier):
 
 
 @pytest.mark.parametrize("profile", list(PROFILES))
-def test_profiles_write_nothing_that_needs_a_missing_package(profile, tmp_path):
-    """doctor --config on a fresh profile (no bitsandbytes here): only the unset model paths FAIL."""
-    import importlib.util
-
+def test_profiles_write_nothing_that_needs_a_missing_package(profile, tmp_path, monkeypatch):
+    """doctor --config on a fresh profile without bitsandbytes: only the unset model paths FAIL."""
     from ltx_lora.doctor import run_checks
 
-    assert importlib.util.find_spec("bitsandbytes") is None  # what this machine is
+    monkeypatch.setitem(sys.modules, "bitsandbytes", None)  # as on a machine without it: importing it fails
     p = tmp_path / "c.yaml"
     p.write_text(render_config(profile))
     failed = {c.name for c in run_checks(p) if c.status == "FAIL"}
@@ -73,14 +72,25 @@ def test_profiles_write_nothing_that_needs_a_missing_package(profile, tmp_path):
     ("memory.text_encoder_8bit", True, "pip install bitsandbytes"),
     ("logging.wandb", True, "pip install wandb"),
 ])
-def test_doctor_fails_a_setting_whose_package_is_missing(key, value, needs, tmp_path):
+def test_doctor_fails_a_setting_whose_package_is_missing(key, value, needs, tmp_path, monkeypatch):
     from ltx_lora.doctor import check_config_packages
 
     section, name = key.split(".")
     cfg = parse_config({section: {name: value}})
+    module = needs.split()[-1]
+    monkeypatch.setitem(sys.modules, module, None)  # as on a machine without it
     fails = [c for c in check_config_packages(cfg) if c.status == "FAIL"]
     assert len(fails) == 1 and key in fails[0].detail and needs in fails[0].fix, fails
     assert check_config_packages(Config()) == []
+
+
+def test_doctor_says_bitsandbytes_imports_for_adamw8bit():
+    """The lowvram extra installed (as the test environment has it): doctor says it imports, with its version."""
+    bnb = pytest.importorskip("bitsandbytes")
+    from ltx_lora.doctor import check_config_packages
+
+    (check,) = check_config_packages(parse_config({"train": {"optimizer": "adamw8bit"}}))
+    assert check.status == "OK" and f"bitsandbytes {bnb.__version__} imports" in check.detail, check
 
 
 def test_unknown_key_names_the_closest_valid_one():
@@ -220,11 +230,12 @@ def test_bare_command_and_groups_show_help():
         assert "Usage: ltx-lora" in res.out + res.err and "Traceback" not in res.err + res.out
 
 
-@pytest.mark.parametrize("variant, reason", [("dora", "weight_decompose"), ("lokr", "not supported yet"),
-                                             ("loha", "not supported yet")])
-def test_lora_variants_not_trained_are_refused_with_the_reason(variant, reason):
-    with pytest.raises(UserError, match=reason):
-        parse_config({"lora": {"variant": variant}})
+def test_lora_variants_dora_is_refused_with_the_reason_rslora_is_for_lora_only():
+    with pytest.raises(UserError, match="ComfyUI applies a DoRA file"):
+        parse_config({"lora": {"variant": "dora"}})
+    with pytest.raises(UserError, match="rslora applies to variant lora only"):
+        parse_config({"lora": {"variant": "lokr", "rslora": True}})
+    assert parse_config({"lora": {"variant": "loha"}}).lora.variant.value == "loha"
     cfg = parse_config({"lora": {"variant": "lora", "rslora": True, "rank": 16, "alpha": 8}})
     assert cfg.lora.scale == 8 / 4 and parse_config({"lora": {"rank": 16, "alpha": 8}}).lora.scale == 0.5
 

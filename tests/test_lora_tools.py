@@ -425,3 +425,67 @@ def test_our_lora_names_its_version_and_check_and_merge_hold_it_to_it(variants, 
     assert_user_error(run_cli("lora", "merge", ours, "--base", old_base, "-o", out), "LTX-2.3", "LTX-2.0")
     assert not out.exists()
     assert check(ours, tiny_checkpoint("dev")).clean
+
+
+# --- IC-LoRA export metadata ---------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("task, expected", [
+    ({"video": {"conditions": [{"type": "reference", "downscale": 2, "temporal_scale": 2}]},
+      "audio": {"role": "off"}}, (2, 2, "video")),
+    ("v2v_ic", (1, 1, "video")),
+    ("av2av_ic", (1, 1, "video,audio")),
+    ("a2a_ic", (None, None, "audio")),
+    ("t2av", None),
+])
+def test_ic_lora_metadata_is_what_ic_lora_loaders_read(task, expected, tiny_checkpoint, tmp_path):
+    """An exported IC-LoRA carries the reference settings in the header keys and spellings that ltx-pipelines'
+    IC-LoRA pipeline and ComfyUI's IC-LoRA nodes read (their reading re-expressed below); `lora inspect` shows
+    them; a LoRA without a reference has none of them."""
+    from ltx_lora.config import parse_config
+    from ltx_lora.lora.inspect import report_lines
+    from ltx_lora.runtime.run import resolve_run
+
+    run = resolve_run(parse_config({"model": {"checkpoint": str(tiny_checkpoint("dev"))}, "task": task}))
+    meta = run.lora_metadata(250, {})
+    path = tmp_path / "lora.safetensors"
+    save_file(load_file(str(tiny_checkpoint("user-lora"))), str(path), metadata=meta)
+    with safe_open(str(path), framework="pt") as f:
+        header = f.metadata()
+
+    def pipelines(key: str) -> int:  # ltx_pipelines.iclora_utils: int(metadata.get(key, 1))
+        return int(header.get(key, 1))
+
+    def comfyui_core() -> int:  # comfy_extras/nodes_lt.py GetICLoRAParameters
+        return max(1, round(float(header.get("reference_downscale_factor", 1))))
+
+    def comfyui_ltxvideo() -> float:  # ComfyUI-LTXVideo LTXICLoRALoaderModelOnly (1.0 when missing)
+        try:
+            return float(header["reference_downscale_factor"])
+        except (KeyError, ValueError, TypeError):
+            return 1.0
+
+    report = inspect_lora(path)
+    if expected is None:
+        assert not [k for k in header if k.startswith("reference_")] and report.kind != "ic-lora"
+        assert "IC-LoRA" not in "\n".join(report_lines(report))
+        return
+    down, temporal, modalities = expected
+    assert header["reference_modalities"] == modalities and report.kind == "ic-lora"
+    if down is None:  # an audio reference: nothing for the video readers, who default to 1
+        assert "reference_downscale_factor" not in header and pipelines("reference_downscale_factor") == 1
+    else:
+        assert pipelines("reference_downscale_factor") == down == comfyui_core() == comfyui_ltxvideo()
+        assert pipelines("reference_temporal_scale_factor") == temporal
+        assert header["reference_spatial_scale_factor"] == str(down)  # the official trainer's second spelling
+    if isinstance(task, dict):  # the command, once
+        res = run_cli("lora", "inspect", path)
+        assert res.code == 0, res.err
+        text = res.out
+    else:
+        text = "\n".join(report_lines(report))
+    line = next(ln for ln in text.splitlines() if ln.startswith("IC-LoRA"))
+    if down is not None:
+        assert f"reference_downscale_factor {down}" in line
+    assert ("reference audio" in line) == ("audio" in modalities)
+    assert ("1/2 of its frame groups (reference_temporal_scale_factor 2)" in line) == (temporal == 2)

@@ -243,3 +243,49 @@ def test_init_cli_writes_a_task_and_its_help_lists_every_task(tmp_path):
     assert "# Needs in the dataset: each row's reference_audio." in (tmp_path / "a.yaml").read_text()
     assert_user_error(run_cli("init", tmp_path / "b.yaml", "--task", "v2v"), "unknown task 'v2v'", "v2v_ic")
     assert not (tmp_path / "b.yaml").exists()
+
+
+# What each shipped config's validation samples give as our prompt inputs, and the sample keys the note names.
+SAMPLE_INPUTS: dict[str, tuple[set[str], set[str]]] = {
+    "t2v_lora": (set(), set()), "t2v_lora_low_vram": (set(), set()), "t2a_lora": (set(), set()),
+    "i2v_lora": ({"image"}, set()), "a2v_lora": ({"audio"}, set()), "v2a_lora": ({"video"}, set()),
+    "video_extend_lora": ({"video"}, set()), "video_suffix_lora": ({"video"}, set()),
+    "video_inpainting_lora": ({"video", "mask"}, set()), "video_outpainting_lora": ({"video"}, set()),
+    "audio_extend_lora": ({"audio"}, {"duration"}), "audio_suffix_lora": ({"audio"}, {"duration"}),
+    "audio_inpainting_lora": ({"audio"}, {"mask"}),
+    "v2v_ic_lora": ({"reference_video"}, {"include_in_output"}),
+    "a2a_ic_lora": ({"reference_audio"}, set()),
+    "av2av_ic_lora": ({"reference_video", "reference_audio"}, {"include_in_output"}),
+}
+
+
+@pytest.mark.parametrize("name", list(SHIPPED))
+def test_shipped_validation_samples_keep_their_conditioning_inputs(name, tmp_path):
+    """`validation.samples[].conditions` become each prompt's inputs; they fit the translated task (the check
+    validation runs before loading anything), so the samples are conditioned as the official trainer conditions
+    them; what differs (audio prefix 1 s where the task keeps 8 steps, a pickle mask, include_in_output) is named."""
+    from ltx_lora.errors import UserError
+    from ltx_lora.sample.conditions import check_inputs
+
+    data = shipped(name)
+    t = translate(data)
+    cfg = parse_config(t.config, source=name)
+    given, named = SAMPLE_INPUTS[name]
+    samples = cfg.validation_samples()
+    assert [s.prompt for s in samples] == [s["prompt"] for s in data["validation"]["samples"]]
+    conditioned = [s for s in samples if s.inputs()]
+    assert all(set(s.inputs()) == given for s in conditioned) and (len(conditioned) > 0) == bool(given)
+    said = {k.rsplit(".", 1)[1] for k in [*t.changed, *t.dropped] if k.startswith("validation.samples[]")}
+    assert said == named, (said, t.changed, t.dropped)
+    local = []  # the files where the config says they are (here: empty files in tmp_path)
+    for s in samples:
+        paths = {k: tmp_path / v.lstrip("/") for k, v in s.inputs().items()}
+        for p in paths.values():
+            p.touch()
+        local.append(s.model_copy(update={k: str(p) for k, p in paths.items()}))
+    check = (local, resolve_task(cfg.task), resolve_sampling(cfg.validation), None)
+    if name == "audio_inpainting_lora":  # the .pt mask is not read: validation asks for a mask file ltx-lora reads
+        with pytest.raises(UserError, match="no `mask`"):
+            check_inputs(*check)
+    else:
+        check_inputs(*check)

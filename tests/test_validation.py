@@ -609,3 +609,229 @@ def test_trigger_in_validation_prompts_is_encoded_and_sampled_expanded(tmp_path,
     cfg["data"]["trigger_word"] = ""
     path.write_text(yaml.safe_dump(cfg))
     assert_user_error(run_cli("preprocess", path), "[trigger]", "trigger_word")
+
+
+# --- conditioning inputs of validation prompts -------------------------------------------------------------------
+
+
+def test_sampler_keeps_every_kind_of_condition_and_a_given_modality(tiny_checkpoint):
+    """Through ltx-core's parts: a prefix, a suffix and a masked box come out exactly as given; a reference changes
+    the sample but not its shape; a given sound (a2v) or video (v2a) comes back as given, the other modality
+    sampled; a sound-only sample has no video; audio prefix and reference likewise."""
+    from ltx_lora.ltx.loader import load_transformer
+    from ltx_lora.ltx.sampling import (
+        Guidance,
+        LatentAt,
+        Masked,
+        Prompt,
+        Reference,
+        SampleRequest,
+        sample_latents,
+        sigma_schedule,
+    )
+
+    t = load_transformer(tiny_checkpoint("dev"), dtype=torch.float32)
+    g = torch.Generator().manual_seed(0)
+    pos = Prompt(torch.randn(1, 256, 32, generator=g), torch.randn(1, 256, 16, generator=g),
+                 torch.ones(1, 256, dtype=torch.int64))
+    neg = Prompt(torch.randn(1, 256, 32, generator=g), torch.randn(1, 256, 16, generator=g),
+                 torch.ones(1, 256, dtype=torch.int64))
+    guide = Guidance(cfg=2.0)  # one guidance pass keeps it quick; every pass runs in the test above
+    cpu = torch.device("cpu")
+
+    def run(**kw):
+        req = SampleRequest(width=64, height=64, frames=17, fps=24.0, seed=3, sigmas=sigma_schedule(2),
+                            video_guidance=guide, audio_guidance=guide, **kw)
+        return sample_latents(t, req, pos, neg, device=cpu, dtype=torch.float32)
+
+    video = torch.randn(1, 128, 3, 2, 2, generator=g)  # 17 frames -> 3 latent frames of 2x2
+    top = torch.zeros(3, 2, 2)
+    top[:, 0, :] = 1  # the top row of cells is given
+    v, a = run(video_conditions=[LatentAt(video[:, :, :1], 0), LatentAt(video[:, :, -1:], 2), Masked(video, top)])
+    assert torch.equal(v[:, :, 0], video[:, :, 0]) and torch.equal(v[:, :, 2], video[:, :, 2])  # prefix, suffix
+    assert torch.equal(v[:, :, 1, 0], video[:, :, 1, 0]) and not torch.equal(v[:, :, 1, 1], video[:, :, 1, 1])
+    assert a.shape == (1, 8, 18, 16)
+    plain, _ = run()
+    ref = torch.randn(1, 128, 2, 1, 1, generator=g)  # downscale 2, temporal scale 2: 9 frames of 32x32
+    v, _ = run(video_conditions=[Reference(ref, downscale=2, temporal_scale=2)])
+    assert v.shape == plain.shape and not torch.equal(v, plain)  # the reference is seen, not returned
+
+    sound = torch.randn(1, 8, 18, 16, generator=g)
+    v, a = run(audio_given=sound)  # a2v: the sound is clean throughout and comes back as given
+    assert torch.equal(a, sound) and v.shape == plain.shape and not torch.equal(v, plain)
+    v, a = run(video_given=video, with_video=False)  # v2a
+    assert torch.equal(v, video) and a.shape == (1, 8, 18, 16)
+    v, a = run(with_video=False, audio_conditions=[LatentAt(sound[:, :, :5], 0), Reference(sound[:, :, :10])])
+    assert v is None and torch.equal(a[:, :, :5], sound[:, :, :5]) and not torch.equal(a[:, :, 5:], sound[:, :, 5:])
+
+
+IC_TASK = {"video": {"conditions": [{"type": "reference", "downscale": 2}, {"type": "first_frame", "probability": 0.2}]},
+           "audio": {"conditions": [{"type": "reference"}]}}
+
+
+@pytest.fixture(scope="module")
+def conditioned(prepared, synthetic_clips, tmp_path_factory):
+    """`validate` (base model, 2 steps) of two tasks whose prompts carry inputs: an audio-video IC-LoRA task (a
+    first image, a reference clip at half size, a reference sound) and audio extension (a sound to continue, and a
+    text-only prompt beside it): sound-only samples."""
+    _, cfg = prepared
+    root = tmp_path_factory.mktemp("conditioned")
+    quick = {"stg_scale": 0.0, "modality_scale": 1.0}
+    clip = str(synthetic_clips / "walk_96x64_24fps.mp4")
+    ic = {**cfg, "task": IC_TASK}
+    ic_path = write(root, "ic", ic, **quick, prompts=[{"prompt": PROMPTS[0], "image": "still_96x64.png",
+                                                        "reference_video": clip, "reference_audio": clip}])
+    text = ic_path.read_text().replace("image: still_96x64.png", f"image: {synthetic_clips / 'still_96x64.png'}")
+    ic_path.write_text(text)
+    res_ic = run_cli("validate", ic_path, "--out", root / "ic-out")
+    extend = write(root, "extend", {**cfg, "task": "audio_extend"}, **quick,
+                   prompts=[{"prompt": PROMPTS[0], "audio": clip}, PROMPTS[1]])
+    res_extend = run_cli("validate", extend, "--out", root / "extend-out")
+    return root, res_ic, res_extend
+
+
+def test_validation_prompts_carry_their_inputs_into_samples_and_records(conditioned, synthetic_clips):
+    root, res_ic, res_extend = conditioned
+    assert res_ic.code == 0, res_ic.err
+    assert res_extend.code == 0, res_extend.err
+    rec = json.loads((root / "ic-out/samples/base/p0.json").read_text())
+    shown = {i["name"]: i for i in rec["inputs"]}
+    assert set(shown) == {"image", "reference_video", "reference_audio"}
+    assert shown["reference_video"]["source"] == str(synthetic_clips / "walk_96x64_24fps.mp4")
+    with av.open(str(root / "ic-out" / shown["reference_video"]["file"])) as c:  # the clip as the model got it
+        s = c.streams.video[0]
+        assert (s.codec_context.width, s.codec_context.height, s.frames) == (32, 32, 9)  # half size (downscale 2)
+    assert Image.open(root / "ic-out" / shown["image"]["file"]).size == (64, 64)
+    assert (root / "ic-out" / shown["reference_audio"]["file"]).suffix == ".wav"
+    media = decode(root / "ic-out/samples/base/p0.mp4")
+    assert media["frames"].shape == (9, 64, 64, 3) and media["rate"] == 48000
+    # audio extension: sound-only samples, a WAV and its picture; the text-only prompt has no inputs
+    for i in (0, 1):
+        rec = json.loads((root / f"extend-out/samples/base/p{i}.json").read_text())
+        assert set(rec["files"]) == {"audio", "contact_sheet", "record"} and "video" not in rec["health"]["metrics"]
+        with av.open(str(root / "extend-out" / rec["files"]["audio"])) as c:
+            a = c.streams.audio[0]
+            assert a.codec_context.sample_rate == 48000 and 0.3 < float(c.duration / 1e6) < 0.45
+        assert [x["name"] for x in rec["inputs"]] == (["audio"] if i == 0 else [])
+    assert not list((root / "extend-out/samples/base").glob("*.mp4"))
+
+
+# Every <audio> once its metadata loaded or failed, and where each prompt's inputs sit.
+_INPUTS_PROBE = {
+    "audios": """Promise.all(Array.from(document.querySelectorAll('audio')).map(a => new Promise(done => {
+        const out = () => done({src: a.getAttribute('src'), readyState: a.readyState, error: a.error && a.error.code,
+                                duration: a.duration});
+        if (a.readyState >= 1 || a.error) return out();
+        a.addEventListener('loadedmetadata', out, {once: true}); a.addEventListener('error', out, {once: true});
+        setTimeout(out, 20000); })))""",
+    "inputs": """Array.from(document.querySelectorAll('td.prompt .input')).map(d => ({
+        label: d.querySelector('.meta').textContent, inPromptCell: !!d.closest('td.prompt'),
+        right: d.getBoundingClientRect().right,
+        sample: (c => c ? c.getBoundingClientRect().left : null)(d.closest('tr').querySelector('td:not(.prompt)'))}))""",
+}
+
+
+def test_report_shows_each_prompts_inputs_beside_its_samples_in_chromium(conditioned):
+    """In a real browser: the first image, the reference clip and the reference sound sit in the prompt's row,
+    left of its samples, and load; a sound-only sample plays as audio with its waveform and spectrogram."""
+    from browser import APT_HINT, find_chromium, load_page
+
+    if find_chromium() is None:
+        pytest.skip(f"no Chromium: {APT_HINT}")
+    root = conditioned[0]
+    page = load_page(root / "ic-out/report.html", width=1280, evaluate=_INPUTS_PROBE)
+    assert page.errors == []
+    inputs = page.values["inputs"]
+    assert [i["label"].split(":")[0] for i in inputs] == ["first frame", "reference video", "reference sound"]
+    assert all(i["inPromptCell"] and i["right"] <= i["sample"] for i in inputs), inputs  # beside, to the left
+    assert len(page.videos) == 2 and all(v["error"] is None and v["readyState"] >= 1 for v in page.videos)
+    assert {v["width"] for v in page.videos} == {64, 32}  # the sample and the half-size reference
+    assert all(i["naturalWidth"] > 0 for i in page.images) and len(page.images) >= 3, page.images
+    audios = page.values["audios"]
+    assert len(audios) == 1 and audios[0]["error"] is None and audios[0]["duration"] > 0.3, audios
+    page = load_page(root / "extend-out/report.html", width=1280, evaluate=_INPUTS_PROBE)
+    assert page.errors == [] and page.videos == []
+    audios = page.values["audios"]  # the given sound and the two sound-only samples
+    assert len(audios) == 3 and all(a["error"] is None and 0.3 < a["duration"] < 0.45 for a in audios), audios
+    sheets = [i for i in page.images if i["alt"].startswith("waveform and spectrogram")]
+    assert len(sheets) == 2 and all(i["naturalWidth"] == 480 for i in sheets), page.images
+
+
+def test_prompt_inputs_that_do_not_fit_the_task_are_refused_before_anything_loads(prepared, synthetic_clips,
+                                                                                   tmp_path):
+    from ltx_lora.config import parse_config
+    from ltx_lora.errors import UserError
+    from ltx_lora.runtime.run import resolve_run
+    from ltx_lora.sample.validate import check_validation
+
+    _, cfg = prepared
+    clip = str(synthetic_clips / "walk_96x64_24fps.mp4")
+
+    def refused(task, prompts, *needles: str, **validation) -> None:
+        c = parse_config({**cfg, "task": task, "validation": {**cfg["validation"], "prompts": prompts, **validation}})
+        with pytest.raises(UserError) as e:
+            check_validation(resolve_run(c))
+        assert all(n in str(e.value) for n in needles), str(e.value)
+
+    refused("a2v", ["a cat"], "validation prompt 1 needs `audio`", "a2v")
+    refused("v2a", [{"prompt": "a cat", "audio": clip}], "needs `video`", "v2a")
+    refused("t2v", [{"prompt": "a cat", "audio": clip}], "gives audio", "no audio")
+    refused("t2a", [{"prompt": "a cat", "image": clip}], "gives image", "no video")
+    refused("t2av", ["a dog", {"prompt": "a cat", "reference_video": clip}], "validation prompt 2",
+            "no reference condition")
+    refused("v2v_ic", ["a cat"], "needs reference_video")
+    refused("t2av", [{"prompt": "a cat", "video": clip}], "no condition of task.video uses it")
+    refused("video_inpainting", [{"prompt": "a cat", "video": clip}], "no `mask`")
+    refused("i2v", [{"prompt": "a cat", "image": str(tmp_path / "nope.png")}], "does not exist")
+    refused("t2a", ["a cat"], "nothing to sample", audio=False)
+    refused({"video": {"conditions": [{"type": "reference", "downscale": 3}]}, "audio": {"role": "off"}},
+            [{"prompt": "a cat", "reference_video": clip}], "downscale 3", "multiple of 32")
+
+
+def test_prompt_inputs_become_the_conditions_the_task_trains_with(tiny_checkpoint, synthetic_clips, tmp_path):
+    """The inputs' wiring, with the tiny VAE encoders: an inpainting mask (white top half) keeps the top row of
+    latent cells, as training reduces a video_mask; the task's crop box keeps its cells; a prefix keeps the first
+    latent frames; a sound mask (loud first half) keeps the first audio steps; v2a gives the whole video."""
+    from ltx_lora.config import ValidationSample
+    from ltx_lora.ltx.loader import load_audio_encoder, load_video_encoder
+    from ltx_lora.ltx.sampling import LatentAt, Masked
+    from ltx_lora.runtime.run import SampleSettings
+    from ltx_lora.sample.conditions import InputEncoder
+    from ltx_lora.sample.media import write_wav
+    from ltx_lora.task import TASK_PRESETS, TaskConfig
+
+    settings = SampleSettings(width=64, height=64, frames=17, fps=24.0, steps=2, seed=42, cfg=1.0, audio_cfg=1.0,
+                              stg_scale=0.0, audio_stg_scale=0.0, stg_blocks=[], guidance_rescale=0.0,
+                              modality_scale=1.0, audio_modality_scale=1.0, audio=True, negative_prompt="")
+    ckpt = tiny_checkpoint("dev")
+    video_enc = load_video_encoder(ckpt, dtype=torch.float32)
+    audio_enc = load_audio_encoder(ckpt, dtype=torch.float32)
+    clip = str(synthetic_clips / "walk_96x64_24fps.mp4")
+    mask = np.zeros((64, 64), dtype=np.uint8)
+    mask[:32] = 255
+    Image.fromarray(mask).save(tmp_path / "mask.png")
+    loud = torch.zeros(1, 16000)
+    loud[:, :8000] = 0.9
+    write_wav(tmp_path / "mask.wav", loud, 16000)
+
+    def encode(task: TaskConfig, **inputs):
+        enc = InputEncoder(task, settings, video_enc, audio_enc, tmp_path / "inputs")
+        return enc.encode(0, ValidationSample(prompt="p", **inputs), None)
+
+    inpaint = encode(TASK_PRESETS["video_inpainting"][2], video=clip, mask=str(tmp_path / "mask.png"))
+    (item,) = inpaint.video_conditions
+    assert isinstance(item, Masked) and item.latent.shape == (1, 128, 3, 2, 2)
+    assert item.mask[:, 0].eq(1).all() and item.mask[:, 1].eq(0).all()
+    assert [s["name"] for s in inpaint.shown] == ["video", "mask"]
+    crop = TaskConfig.model_validate({"video": {"conditions": [{"type": "spatial_crop", "box": [0, 32, 64, 64]}]},
+                                      "audio": {"role": "off"}})
+    (item,) = encode(crop, video=clip).video_conditions
+    assert item.mask[:, :, 1].eq(1).all() and item.mask[:, :, 0].eq(0).all()  # the right column of cells
+    (prefix,) = encode(TASK_PRESETS["video_extend"][2], video=clip).video_conditions
+    assert isinstance(prefix, LatentAt) and prefix.index == 0 and prefix.latent.shape[2] == 3  # 8 > 3: all of it
+    sound = encode(TASK_PRESETS["audio_inpainting"][2], audio=clip, mask=str(tmp_path / "mask.wav"))
+    (item,) = sound.audio_conditions
+    steps = item.mask.shape[0]
+    assert item.latent.shape[2] == steps and item.mask[: steps // 2 - 1].eq(1).all() and item.mask[-2:].eq(0).all()
+    v2a = encode(TASK_PRESETS["v2a"][2], video=clip)
+    assert v2a.video_given.shape == (1, 128, 3, 2, 2) and not v2a.video_conditions

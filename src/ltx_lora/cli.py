@@ -391,9 +391,10 @@ def dataset_scan(
         "frame count it fills) by default; with --skip-shorter it goes to a 1-frame bucket if one is listed, else "
         "it is skipped."),
     task: Optional[str] = typer.Option(
-        None, "--task", help="Judge the clips as this task (a preset of `ltx-lora init --task`) trains: the "
-        "references and masks it needs must be in each row and fit the clip, a task without video takes sound "
-        "files too. Default: check whatever files the rows name."),
+        None, "--task", help="Judge the clips as this task trains (a preset of `ltx-lora init --task`, or a "
+        "config .yaml: its task and train.fps, as preprocess judges them): the references and masks it needs must "
+        "be in each row and fit the clip, a task without video takes sound files too. Default: check whatever "
+        "files the rows name."),
 ) -> None:
     """Check every clip and still, assign buckets, and write a dataset file plus an HTML report.
 
@@ -409,9 +410,17 @@ def dataset_scan(
     from ltx_lora.data.scan import dataset_entries, scan, summary_lines
     from ltx_lora.task import TASK_PRESETS, resolve_task
 
-    if task is not None and task not in TASK_PRESETS:
-        raise UserError(f"--task {task} is not a task; use one of {', '.join(TASK_PRESETS)}.")
-    task_config = resolve_task(task) if task else None
+    task_config, audio_fps = None, 24.0
+    if task is not None and Path(task).suffix.lower() in (".yaml", ".yml"):
+        from ltx_lora.config import load_config
+
+        cfg = load_config(task)
+        task_config, audio_fps = resolve_task(cfg.task), cfg.train.fps
+    elif task is not None:
+        if task not in TASK_PRESETS:
+            raise UserError(f"--task {task} is neither a task nor a config .yaml; use one of "
+                            f"{', '.join(TASK_PRESETS)}, or the training config.")
+        task_config = resolve_task(task)
     bucket_list = parse_buckets(buckets)
     check_format(output)
     report_path = report_path_for(output)
@@ -420,7 +429,7 @@ def dataset_scan(
     with Progress(*columns, console=console, transient=True) as progress:
         task = progress.add_task("probing", total=None)
         result = scan(source, bucket_list, target_fps=target_fps, allow_shorter=allow_shorter,
-                      task=task_config, on_probe=lambda done, total, path: progress.update(task, completed=done, total=total))
+                      task=task_config, audio_fps=audio_fps, on_probe=lambda done, total, path: progress.update(task, completed=done, total=total))
         thumbs = progress.add_task("report", total=len(result.items))
         rows = result.placed  # used, or waiting for a caption
         if rows:

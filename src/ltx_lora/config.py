@@ -14,7 +14,7 @@ import difflib
 import os
 from enum import Enum
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, ClassVar, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -34,7 +34,7 @@ class ModelConfig(Section):
 
 
 class DataConfig(Section):
-    dataset: str = Field("dataset.jsonl", description="Dataset file (jsonl/json/csv) written by `ltx-lora dataset scan`. Masked loss: a row's optional `loss_mask` (grayscale video or image, white = trained, black = ignored) and `audio_loss_ranges` ([[start_s, end_s], ...] whose audio counts) weight its loss; see the README.")
+    dataset: str = Field("dataset.jsonl", description="Dataset file (jsonl/json/csv) written by `ltx-lora dataset scan`. Masked loss: a row's optional `loss_mask` (grayscale video or image, white = trained, black = ignored) and `audio_loss_ranges` ([[start_s, end_s], ...] whose audio counts) weight its loss; see the README. The task's conditions read the official columns `reference_video` (legacy `ref_media_path`), `reference_audio`, `video_mask`, `audio_mask`, and `audio` (a sound file; a row with `audio` and no `video` is sound-only).")
     buckets: str = Field("960x544x49", description="Resolution buckets WxHxF separated by ';' (F = 8k+1, W and H multiples of 32).")
     cache_dir: str = Field(".ltx-lora-cache", description="Where preprocessing writes latents and text features.")
     target_fps: float | None = Field(None, description="Resample clips to this frame rate (audio stays in sync); null keeps each clip's rate.")
@@ -56,27 +56,38 @@ class LoraVariant(str, Enum):
     loha = "loha"
 
 
-# Variants named in the config but not trained yet: why, in one sentence each (see train/lora.py).
+# Variants named in the config but not trained: why, in one sentence each (see train/lora.py). DoRA: peft's
+# DoRA scales each output row of W + s*B@A to its trained magnitude; ComfyUI's `weight_decompose` (comfy/weight_adapter/
+# base.py) normalises each input column for a (1, in) `dora_scale`, and for an (out, 1) one divides each row by the
+# *base* weight's norm (an open ComfyUI pull request, #15458, would change that to the adapted weight's): no file
+# applies in ComfyUI as trained, today and after that change alike.
 UNSUPPORTED_VARIANTS = {
-    "dora": "lora.variant dora is not supported: peft's DoRA normalises each output row of the weight, ComfyUI's "
-            "weight_decompose each input column, so no file ComfyUI applies reproduces what was trained; use lora.",
-    "lokr": "lora.variant lokr is not supported yet (its export and the LoRA tools are not done); use lora.",
-    "loha": "lora.variant loha is not supported yet (its export and the LoRA tools are not done); use lora.",
+    "dora": "lora.variant dora is not supported: ComfyUI applies a DoRA file's magnitudes per input column, or per "
+            "output row divided by the base weight's norm instead of the adapted one's, so no file it loads "
+            "reproduces what peft's DoRA trains; use lora, lokr or loha.",
 }
 
 
 class LoraConfig(Section):
-    variant: LoraVariant = Field(LoraVariant.lora, description="Adapter kind: lora (plain low-rank). dora, lokr "
-                                 "and loha are refused for now (each with the reason).")
+    variant: LoraVariant = Field(LoraVariant.lora, description="Adapter kind: lora (plain low-rank B @ A), lokr "
+                                 "(Kronecker product kron(w1, w2), LyCORIS LoKr) or loha (Hadamard product of two "
+                                 "low-rank pairs, LyCORIS LoHa); all export in the layout ComfyUI applies. dora is "
+                                 "refused with the reason (ComfyUI does not apply it as trained).")
     rslora: bool = Field(False, description="Rank-stabilised LoRA: scale alpha / sqrt(rank) instead of alpha / rank "
-                                            "(peft's use_rslora); the export folds the scale in as always.")
+                                            "(peft's use_rslora; variant lora only); the export folds the scale in "
+                                            "as always.")
     rank: int = Field(32, ge=1, le=1024, description="LoRA rank. 32 to start, 64+ for multi-concept LoRAs.")
     alpha: float | None = Field(None, description="LoRA alpha; null means equal to rank (scale 1.0).")
-    dropout: float = Field(0.0, ge=0.0, lt=1.0, description="Dropout on the LoRA path.")
+    dropout: float = Field(0.0, ge=0.0, lt=1.0, description="Dropout on the LoRA path (lokr / loha: rank dropout, "
+                           "rows of the weight change dropped while training).")
     target_modules: list[str] = Field(
         default_factory=lambda: ["to_k", "to_q", "to_v", "to_out.0"],
         description="Module name patterns; short names match every branch (video, audio, cross-modal attention).")
     feed_forward: bool = Field(False, description="Also adapt the feed-forward layers (more capacity, more memory).")
+    lokr_factor: int = Field(-1, ge=-1, description="lokr only: the width of the smaller Kronecker factor (peft's "
+                             "decompose_factor; e.g. 16 gives 16x16 and 256x256 factors on a 4096 layer); -1 splits "
+                             "each width near its square root (64x64 and 64x64), where rank >= 32 keeps both factors "
+                             "whole and a lower rank splits the second into two rank-r matrices.")
 
     @field_validator("variant")
     @classmethod
@@ -84,6 +95,20 @@ class LoraConfig(Section):
         if v.value in UNSUPPORTED_VARIANTS:
             raise ValueError(UNSUPPORTED_VARIANTS[v.value])
         return v
+
+    @field_validator("lokr_factor")
+    @classmethod
+    def _factor(cls, v: int) -> int:
+        if v == 0:
+            raise ValueError("lora.lokr_factor must be -1 (near the square root) or a width >= 1.")
+        return v
+
+    @model_validator(mode="after")
+    def _rslora_is_for_lora(self) -> LoraConfig:
+        if self.rslora and self.variant != LoraVariant.lora:
+            raise ValueError(f"lora.rslora applies to variant lora only (peft's {self.variant.value} scales by "
+                             "alpha / rank); set lora.rslora: false or lora.variant: lora.")
+        return self
 
     @property
     def effective_alpha(self) -> float:
@@ -131,7 +156,9 @@ class TrainConfig(Section):
     batch_size: int = Field(1, ge=1, description="Clips per step per GPU.")
     gradient_accumulation: int = Field(1, ge=1, description="Micro-batches summed into one optimizer step.")
     learning_rate: float = Field(1e-4, gt=0, description="Peak learning rate (1.0 is usual for prodigy).")
-    optimizer: Optimizer = Field(Optimizer.adamw, description="adamw (fused), adamw8bit (bitsandbytes) or prodigy.")
+    optimizer: Optimizer = Field(Optimizer.adamw, description="adamw (fused), adamw8bit (bitsandbytes' 8-bit "
+                                 "AdamW: 2 bytes of state per LoRA parameter instead of 8; pip install "
+                                 "'ltx-lora[lowvram]') or prodigy.")
     weight_decay: float = Field(0.0, ge=0)
     scheduler: Scheduler = Field(
         Scheduler.linear, description="Learning-rate schedule after warm-up: linear (default; straight "
@@ -148,6 +175,10 @@ class TrainConfig(Section):
     compile: Literal["auto", "on", "off"] = Field(
         "auto", description="torch.compile each transformer block: auto = on a GPU with triton; falls back to eager "
                             "with one log line if compiling fails.")
+    cuda_graphs: Literal["auto", "off"] = Field(
+        "auto", description="Replay each step's forward and backward as a CUDA graph (captured once per bucket "
+                            "shape): auto = with one process on a GPU and no block swap; a capture failure falls back "
+                            "to the plain step with one log line. Removes the host's launch overhead (bench/README.md).")
     timestep_sampling: Literal["shifted_logit_normal", "uniform"] = "shifted_logit_normal"
     audio_loss_weight: float = Field(1.0, ge=0, description="Weight of the audio loss when video and audio are both "
                                      "generated (1.0 = the official recipe's plain sum).")
@@ -179,10 +210,40 @@ class CheckpointConfig(Section):
                                   "kept); null keeps every one (the official keep_last_n: -1).")
 
 
+class ValidationSample(Section):
+    """One validation prompt with the inputs it is conditioned on (paths start at the config file's folder). Which
+    inputs a sample needs follows from the task: every condition of the task whose input the sample gives is
+    applied, with the task's settings (prefix length, box, reference downscale), clean for the whole sampling."""
+
+    prompt: str = Field(..., description="The prompt (`[trigger]` is replaced by data.trigger_word).")
+    image: str | None = Field(None, description="First frame (an image, or a video's first frame) of a task that "
+                              "generates video; overrides validation.reference_image for this prompt.")
+    video: str | None = Field(None, description="The given video, resized and centre-cropped to the validation "
+                              "size: v2a (the whole video is given), video extension (its first "
+                              "frames are kept: the task's prefix), suffix (its last frames end the sample), "
+                              "inpainting (with `mask`) and outpainting (the task's box is kept).")
+    audio: str | None = Field(None, description="The given sound (an audio file or a video's track): a2v (the "
+                              "whole sound is given), audio extension / suffix (its first / last steps are kept), "
+                              "audio inpainting (with `mask`).")
+    mask: str | None = Field(None, description="Inpainting: white (> 0.5) is kept from `video` / `audio`, black is "
+                             "generated; an image or video for video, an audio file (its loudness) for audio.")
+    reference_video: str | None = Field(None, description="IC-LoRA: the reference clip, encoded at the task's "
+                                        "reference downscale and joined to the sequence.")
+    reference_audio: str | None = Field(None, description="IC-LoRA: the reference sound (or a video's track).")
+
+    INPUTS: ClassVar[tuple[str, ...]] = ("image", "video", "audio", "mask", "reference_video", "reference_audio")
+
+    def inputs(self) -> dict[str, str]:
+        """The conditioning inputs given, by name."""
+        return {k: getattr(self, k) for k in self.INPUTS if getattr(self, k)}
+
+
 class ValidationConfig(Section):
-    prompts: list[str] = Field(default_factory=list, description="2-3 fixed prompts, the same for every checkpoint. "
-                               "`[trigger]` is replaced by data.trigger_word; a prompt without it is used as written "
-                               "(the trigger is not prepended as it is to captions).")
+    prompts: list[str | ValidationSample] = Field(
+        default_factory=list, description="2-3 fixed prompts, the same for every checkpoint. `[trigger]` is replaced "
+        "by data.trigger_word; a prompt without it is used as written (the trigger is not prepended as it is to "
+        "captions). A prompt with conditioning inputs is a mapping {prompt, image, video, audio, mask, "
+        "reference_video, reference_audio} (which ones follow from the task: see docs/tasks.md).")
     negative_prompt: str = Field("worst quality, inconsistent motion, blurry, jittery, distorted",
                                  description="Negative prompt for classifier-free guidance (cached by preprocess).")
     every: int | None = Field(250, ge=1, description="Validate every N steps (and at step 0 and the end); null disables.")
@@ -259,12 +320,17 @@ class Config(Section):
         default_factory=DistributedConfig, description="Several GPUs: how the model is spread (global batch = "
         "train.batch_size x GPUs x train.gradient_accumulation).")
 
+    def validation_samples(self) -> list[ValidationSample]:
+        """validation.prompts as samples (a plain string is a sample without inputs), prompts as written."""
+        return [ValidationSample(prompt=p) if isinstance(p, str) else p for p in self.validation.prompts]
+
     def validation_prompts(self) -> list[str]:
-        """validation.prompts as encoded by preprocess and looked up by validation: `[trigger]` expanded."""
-        if not self.data.trigger_word.strip() and any(TRIGGER in p for p in self.validation.prompts):
+        """validation.prompts' texts as encoded by preprocess and looked up by validation: `[trigger]` expanded."""
+        texts = [s.prompt for s in self.validation_samples()]
+        if not self.data.trigger_word.strip() and any(TRIGGER in p for p in texts):
             raise UserError(f"validation.prompts uses {TRIGGER} but data.trigger_word is empty; set the trigger word "
                             "or write it into the prompt.")
-        return [expand_trigger(p, self.data.trigger_word) for p in self.validation.prompts]
+        return [expand_trigger(p, self.data.trigger_word) for p in texts]
 
     @field_validator("output_dir")
     @classmethod
@@ -294,6 +360,20 @@ def _did_you_mean(model: type[BaseModel], loc: tuple[Any, ...]) -> str:
         cls = field.annotation
     close = difflib.get_close_matches(str(loc[-1]), list(cls.model_fields), n=1, cutoff=0.5)
     return f" (did you mean '{close[0]}'?)" if close else f" (valid keys: {', '.join(cls.model_fields)})"
+
+
+# pydantic names the branch of a union in an error's location; a validation prompt is a string or a mapping.
+_UNION_TAGS = ("str", "ValidationSample")
+
+
+def _first_error(e: ValidationError) -> dict:
+    """The error to report: for a validation prompt written as a mapping, the mapping's error, not that it is not
+    a string."""
+    errors = e.errors()
+    for err in errors:
+        if "ValidationSample" in err["loc"]:
+            return err
+    return errors[0]
 
 
 def parse_config(data: Any, source: str = "config") -> Config:
@@ -331,11 +411,13 @@ def _check_task(task: Any, source: str) -> None:
 def _raise_first(e: ValidationError, source: str, model: type[BaseModel], prefix: tuple = ()) -> None:
     """The first problem of a validation as one UserError sentence naming the key (`prefix`: where `model` sits
     in the config)."""
-    err = e.errors()[0]
-    loc = tuple(err["loc"])
+    err = _first_error(e)
+    loc = tuple(p for p in err["loc"] if p not in _UNION_TAGS)
     key = ".".join(str(p) for p in prefix + loc) or "(top level)"
     if err["type"] == "extra_forbidden":
-        raise UserError(f"{source}: unknown key '{key}'{_did_you_mean(model, loc)}.") from None
+        hint = (_did_you_mean(ValidationSample, loc[-1:]) if "ValidationSample" in err["loc"]
+                else _did_you_mean(model, loc))
+        raise UserError(f"{source}: unknown key '{key}'{hint}.") from None
     msg = err["msg"].rstrip(".")
     raise UserError(f"{source}: '{key}' is invalid: {msg}; got {err.get('input')!r}.") from None
 
@@ -366,8 +448,8 @@ PATH_KEYS: tuple[tuple[str | None, str], ...] = (
 
 
 def resolve_paths(cfg: Config, folder: Path) -> Config:
-    """Make each relative path of `cfg` (see PATH_KEYS) start at `folder`, the config file's: that is what a
-    relative path in a config file means. Absolute paths, `~` paths and unset ones ("" or null) stay as written."""
+    """Make each relative path of `cfg` (see PATH_KEYS, and the inputs of validation prompts) start at `folder`, the
+    config file's: that is what a relative path in a config file means. Absolute paths, `~` paths and unset ones ("" or null) stay as written."""
     folder = Path(os.path.abspath(folder))
     for section, key in PATH_KEYS:
         owner = getattr(cfg, section) if section else cfg
@@ -376,7 +458,15 @@ def resolve_paths(cfg: Config, folder: Path) -> Config:
             continue
         owner = owner.model_copy(update={key: os.path.normpath(folder / value)})  # str for str: nothing to check
         cfg = cfg.model_copy(update={section: owner}) if section else owner
+    prompts = [p if isinstance(p, str) else p.model_copy(update={k: _under(folder, v) for k, v in p.inputs().items()})
+               for p in cfg.validation.prompts]
+    if prompts != cfg.validation.prompts:
+        cfg = cfg.model_copy(update={"validation": cfg.validation.model_copy(update={"prompts": prompts})})
     return cfg
+
+
+def _under(folder: Path, value: str) -> str:
+    return value if Path(value).expanduser().is_absolute() else os.path.normpath(folder / value)
 
 
 def load_config(path: str | Path) -> Config:

@@ -14,7 +14,7 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from ltx_lora.config import Config, parse_config
+from ltx_lora.config import Config, ValidationSample, parse_config
 from ltx_lora.errors import UserError
 from ltx_lora.files.atomic import atomic_write
 from ltx_lora.task import DEFAULT_TASK, TASK_PRESETS, ModalityTask, TaskConfig
@@ -33,7 +33,7 @@ PROFILES: dict[str, dict[str, dict[str, Any]]] = {
 PROFILE_NOTES = {
     "auto": "Memory plan chosen at start from the GPU's free memory (shown by `ltx-lora doctor`).",
     "80gb": "H100 80 GB: the plan for 80 GB (bf16 base, no block swap).",
-    "48gb": "48 GB (RTX 6000 Ada/Pro, A6000): the plan for 48 GB (a 1-byte base: bf16 leaves no margin).",
+    "48gb": "48 GB (RTX 6000 Ada/Pro, A6000): the plan for 48 GB (bf16 base, text connectors in host memory).",
     "32gb": "32 GB (RTX 5090): the plan for 32 GB (INT8, or FP8 from the FP8 checkpoint; no block swap).",
     "24gb": "24 GB (RTX 4090, experimental): the plan for 24 GB (1-byte base, blocks streamed from host memory).",
 }
@@ -217,8 +217,8 @@ def render_reference() -> str:
              "Generated from `ltx_lora.config` by `python -m ltx_lora.config_template > docs/configuration.md`;",
              "a test fails when this file and the schema differ. `ltx-lora init` writes a commented config.", "",
              "Relative paths in a config file (`model.checkpoint`, `model.text_encoder`, `data.dataset`, "
-             "`data.cache_dir`, `output_dir`, `validation.reference_image`, `validation.preview_distilled_lora`) "
-             "start at the config file's folder, whatever the working directory; media paths in a dataset file "
+             "`data.cache_dir`, `output_dir`, `validation.reference_image`, `validation.preview_distilled_lora`, "
+             "the inputs of `validation.prompts`) start at the config file's folder, whatever the working directory; media paths in a dataset file "
              "start at the dataset file's folder.", ""]
     defaults = Config().model_dump(mode="json")
     for name, field in Config.model_fields.items():
@@ -233,6 +233,10 @@ def render_reference() -> str:
                                      f"{f.description or ''} |")
                     continue
                 lines.append(f"| `{name}.{key}` | `{_scalar(defaults[name][key])}` | {sub.description or ''} |")
+                if (name, key) == ("validation", "prompts"):  # a prompt written as a mapping: its keys
+                    lines += [f"| `validation.prompts[].{k}` | "
+                              f"{'required' if f.is_required() else '`' + _scalar(f.default) + '`'} | "
+                              f"{f.description or ''} |" for k, f in ValidationSample.model_fields.items()]
             lines.append("")
         else:
             lines += [f"## `{name}`", "", f"Default `{_scalar(defaults[name])}`. {field.description or ''}", ""]
@@ -286,6 +290,13 @@ def render_tasks() -> str:
         fields = "; ".join(f"`{k}`: {f.description}" for k, f in cls.model_fields.items() if k != "type")
         doc = " ".join((cls.__doc__ or "").split())
         lines.append(f"| `{cls.model_fields['type'].default}` | {fields} | {doc} |")
+    from ltx_lora.sample import conditions
+
+    doc = (conditions.__doc__ or "").strip().splitlines()
+    intro = ("A `validation.prompts` entry is a string (text only) or a mapping {prompt, image, video, audio, mask, "
+             "reference_video, reference_audio} (see docs/configuration.md); the report shows each prompt's inputs "
+             "beside its samples.")
+    lines += ["", "## Validation prompts with inputs", "", intro, "", *doc[3:]]
     lines += ["", "## A task of your own", "", "```yaml", "task:", "  video:", "    role: generated",
               "    conditions:", "      - {type: prefix, frames: 4, probability: 0.5}",
               "      - {type: first_frame, probability: 0.2}", "  audio:", '    role: "off"   # quoted: YAML reads a bare off '

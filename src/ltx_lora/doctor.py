@@ -193,12 +193,22 @@ OPTIONAL_PACKAGES = [
 
 
 def check_config_packages(cfg: Config) -> list[Check]:
-    """A FAIL for each setting of the config whose package is not installed (none when all are, or none is used)."""
+    """For each setting of the config that needs an optional package: OK with its version when it imports, else a
+    FAIL saying how to install it (none when no such setting is used). The package is really imported: an installed
+    bitsandbytes whose native library does not load is no use either."""
     out: list[Check] = []
     for key, used, module, install, off in OPTIONAL_PACKAGES:
-        if used(cfg) and importlib.util.find_spec(module) is None:
-            out.append(Check(key, "FAIL", f"{key} needs {module}, which is not installed",
-                             f"{install}, or set {off}"))
+        if not used(cfg):
+            continue
+        try:
+            mod = importlib.import_module(module)
+        except ModuleNotFoundError:
+            out.append(Check(key, "FAIL", f"{key} needs {module}, which is not installed", f"{install}, or set {off}"))
+        except Exception as e:  # noqa: BLE001 - an installed package that fails to import: say how
+            out.append(Check(key, "FAIL", f"{key} needs {module}, which is installed but cannot be imported "
+                             f"({type(e).__name__}: {e})", f"reinstall it ({install}), or set {off}"))
+        else:
+            out.append(Check(key, "OK", f"{module} {getattr(mod, '__version__', '')} imports".replace("  ", " ")))
     return out
 
 

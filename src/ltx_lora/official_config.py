@@ -19,6 +19,8 @@ from typing import Any
 from rich.console import Console
 from rich.markup import escape
 
+from ltx_lora.task import TASK_PRESETS, TaskConfig
+
 _console = Console(stderr=True)
 
 # Sections only the official trainer has; ours are model/data/lora/train/memory/checkpoints/validation/logging.
@@ -235,23 +237,103 @@ _VALIDATION_KEYS = {
 }
 
 
+# An official validation condition's media key -> our prompt input (`video` / `audio` are a reference's for a
+# `reference` condition, the given media for every other type).
+_MEDIA_INPUT = {"image_or_video": "image", "mask": "mask"}
+_SAMPLE = "validation.samples[]"
+_COND = "validation.samples[].conditions[]"
+
+
+def _samples(samples: list, t: Translation) -> list:
+    """Official `validation.samples` as our validation prompts: a sample without conditions is its prompt text; one
+    with conditions is a mapping {prompt, image, video, audio, mask, reference_video, reference_audio} of the
+    inputs they name. How a condition uses its input (a prefix's length, a crop box, a reference's scale) is our
+    task's, as trained; where a sample's own value differs, the note says so."""
+    try:
+        task = t.config.get("task")
+        resolved = TaskConfig.model_validate(task) if isinstance(task, dict) else TASK_PRESETS[task][2]
+    except (ValueError, KeyError, TypeError):
+        resolved = None
+    out: list = []
+    for sample in samples:
+        if not isinstance(sample, dict) or "prompt" not in sample:
+            t.dropped[_SAMPLE] = "a sample without a prompt"
+            continue
+        t.mapped[f"{_SAMPLE}.prompt"] = "validation.prompts[].prompt"
+        for key in sample:
+            if key in ("seed", "video_dims"):
+                t.dropped[f"{_SAMPLE}.{key}"] = "one for every prompt: validation.seed / validation.resolution"
+            elif key not in ("prompt", "conditions"):
+                t.dropped[f"{_SAMPLE}.{key}"] = "no such per-prompt setting in ltx-lora"
+        inputs: dict[str, Any] = {}
+        for cond in sample.get("conditions") or []:
+            _sample_condition(cond, inputs, resolved, t)
+        out.append({"prompt": sample["prompt"], **inputs} if inputs else sample["prompt"])
+    return out
+
+
+def _sample_condition(cond: Any, inputs: dict, task: TaskConfig | None, t: Translation) -> None:
+    if not isinstance(cond, dict) or "type" not in cond:
+        t.dropped[_COND] = "not a condition mapping"
+        return
+    kind = cond["type"]
+    t.mapped[f"{_COND}.type"] = "(which input of validation.prompts[] it gives)"
+    for key, value in cond.items():
+        path = f"{_COND}.{key}"
+        if key == "type" or value is None:
+            continue
+        if key in ("video", "audio"):
+            mine = f"reference_{key}" if kind == "reference" else key
+            inputs[mine] = value
+            t.mapped[path] = f"validation.prompts[].{mine}"
+        elif key in _MEDIA_INPUT:
+            if kind == "mask" and str(value).endswith(".pt"):
+                t.dropped[path] = ("a .pt mask is pickle, which ltx-lora never reads: give an image or video mask, "
+                                   "or for audio a sound whose loud parts mark what is kept")
+                continue
+            inputs[_MEDIA_INPUT[key]] = value
+            t.mapped[path] = f"validation.prompts[].{_MEDIA_INPUT[key]}"
+        elif key == "include_in_output":
+            t.changed[path] = "the report shows each reference beside its samples, not inside the video"
+        else:
+            differs = _differs(kind, key, value, cond, task)
+            if differs:
+                t.changed[path] = f"{value}: {differs}"
+            else:
+                t.mapped[path] = f"(the task's {kind} setting, the same)"
+
+
+def _differs(kind: str, key: str, value: Any, cond: dict, task: TaskConfig | None) -> str | None:
+    """Why a sample's condition setting is not carried as written (None when our task's setting is the same)."""
+    modality = "audio" if cond.get("audio") is not None else "video"
+    mine = None if task is None else task.audio if modality == "audio" else task.video
+    found = mine.find(kind) if mine is not None else []
+    ours = found[0] if found else None
+    if kind in ("prefix", "suffix") and key in ("num_frames", "duration"):
+        if key == "num_frames":  # pixel frames: a prefix 1 + 8(n - 1), a suffix 8n
+            latent = (int(value) - 1) // 8 + 1 if kind == "prefix" else int(value) // 8
+        else:  # seconds of sound: 25 audio latent steps a second
+            latent = round(float(value) * 25)
+        if ours is not None and ours.frames == latent:
+            return None
+        have = f"{ours.frames} {'latent frames' if modality == 'video' else 'audio steps'}" if ours else "none"
+        return f"samples keep the task's {kind}, {have}"
+    if kind == "spatial_crop" and key == "spatial_region":
+        if ours is not None and list(ours.box) == list(value):
+            return None
+        return f"samples keep the task's box {list(ours.box) if ours else 'none'}"
+    if kind == "reference" and key in ("downscale_factor", "temporal_scale_factor"):
+        have = (ours.downscale if key == "downscale_factor" else ours.temporal_scale) if ours else 1
+        return None if int(value) == have else f"samples use the task's reference {key.split('_')[0]} {have}"
+    return "not an ltx-lora setting"
+
+
 def _validation(data: dict, t: Translation) -> None:
     val = _section(data, "validation")
     prompts = list(val.get("prompts") or [])
     if prompts:
         t.mapped["validation.prompts"] = "validation.prompts"
-    for sample in val.get("samples") or []:
-        if isinstance(sample, dict) and "prompt" in sample:
-            prompts.append(sample["prompt"])
-            t.mapped["validation.samples[].prompt"] = "validation.prompts"
-        for key in sample if isinstance(sample, dict) else ():
-            if key == "conditions":
-                for cond in sample["conditions"] or []:
-                    for ckey in cond if isinstance(cond, dict) else ():
-                        t.dropped[f"validation.samples[].conditions[].{ckey}"] = (
-                            "per-prompt conditioning inputs are not translated yet")
-            elif key != "prompt":
-                t.dropped[f"validation.samples[].{key}"] = "no such per-prompt setting in ltx-lora"
+    prompts += _samples(val.get("samples") or [], t)
     if prompts:
         t.config.setdefault("validation", {})["prompts"] = prompts
     if val.get("negative_prompt"):

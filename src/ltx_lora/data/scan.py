@@ -36,6 +36,7 @@ from ltx_lora.data.usable import (
     USED,
     Candidate,
     judge_clips,
+    reference_sibling,
     row_caption,
     sidecar_caption,
 )
@@ -180,6 +181,10 @@ def scan(source: Path | str, buckets: Sequence[Bucket], *, target_fps: float | N
         raise UserError(f"--target-fps must be a positive frame rate such as 24, not {target_fps:g}.")
     sound_only = task is not None and not task.video.present
     todo = collect(source, MEDIA_EXTENSIONS | AUDIO_EXTENSIONS if sound_only else MEDIA_EXTENSIONS)
+    if source.is_dir() and task is not None and task.video.find("reference"):
+        # `clip_reference.mp4` beside `clip.mp4` is the clip's reference (the official naming), not a clip
+        siblings = {reference_sibling(path) for path, *_ in todo}
+        todo = [t for t in todo if t[0] not in siblings]
     items = []
     for n, (path, caption, cap_src, extra) in enumerate(todo, start=1):
         items.append(ScanItem(path, probe(path), caption, cap_src, extra))
@@ -195,6 +200,8 @@ def scan(source: Path | str, buckets: Sequence[Bucket], *, target_fps: float | N
             item.skip(v.skip_group, v.skip_reason)
             continue
         item.placement = v.placement
+        if "reference_video" in v.sources and not item.extra.get("reference_video"):  # found by its name
+            item.extra["reference_video"] = str(v.sources["reference_video"])
         item.notes.extend(_placement_notes(item.info, v.placement, target_fps))
         if not item.caption:
             item.notes.append(NO_CAPTION)

@@ -8,9 +8,10 @@ but is not trained on. Everything else is *skipped* with a reason in plain words
 A clip is paired with the files its row names (the official columns `audio`, `reference_video`,
 `reference_audio`, `video_mask`, `audio_mask`): the ones the task reads must exist and fit the clip (aspect
 ratio, frame rate, enough frames or seconds), and a task whose condition needs one (IC-LoRA references,
-inpainting masks) skips a clip whose row has none. The official trainer pairs by these columns only (its
-docs/dataset-preparation.md names no file-naming convention), and so do we. Without a task (`dataset scan`
-without `--task`) every file a row names is checked.
+inpainting masks) skips a clip whose row has none. A reference video the task needs but the row does not name
+is found by the official trainer's naming (its scripts/compute_reference.py writes `clip_reference.mp4` beside
+`clip.mp4`), so a folder of such pairs scans without a dataset file. Without a task (`dataset scan` without
+`--task`) every file a row names is checked.
 
 Tasks without video (`task.video.role: off`) take sound: an audio file (wav, flac, mp3, ...) or a video
 clip's sound; its length in frames at the clip's rate (audio files: `audio_fps`) picks a bucket's frame count,
@@ -165,6 +166,11 @@ def _place_sound(clip: Candidate, buckets: Sequence[Bucket], target_fps: float |
     return Placement(bucket, (bucket.width, bucket.height), (0, 0), 1.0, available, shortened)
 
 
+def reference_sibling(media: Path) -> Path:
+    """Where the official trainer's compute_reference.py puts a clip's reference: `clip_reference.mp4` beside it."""
+    return media.with_name(f"{media.stem}_reference{media.suffix}")
+
+
 def reference_bucket(bucket: Bucket, cond: ReferenceCondition) -> Bucket:
     """The size and frame count a video reference is encoded at: the bucket's width and height / downscale, its
     frames (F - 1) / temporal_scale + 1 (the first frame, then every temporal_scale-th), as the official
@@ -208,6 +214,8 @@ def _pair(clip: Candidate, placed: Placement, v: Verdict, task: TaskConfig | Non
         given = paths.get(column)
         if wanted is False:
             continue
+        if given is None and wanted and column == "reference_video" and reference_sibling(clip.path).is_file():
+            given = reference_sibling(clip.path)
         if given is None and wanted and column == "reference_audio":
             given = paths.get("reference_video")  # without a reference sound: the reference video's sound
         if given is None:
@@ -215,8 +223,10 @@ def _pair(clip: Candidate, placed: Placement, v: Verdict, task: TaskConfig | Non
             if wanted and column != "audio" and not (column == "audio_mask" and not span):
                 what = {"reference_video": "a reference video", "reference_audio": "a reference sound",
                         "video_mask": "a video mask", "audio_mask": "an audio mask"}[column]
-                return "no " + column.replace("_", " "), (f"no {column} in its row: the task needs {what} per clip "
-                                                          f"(the {column} column)")
+                beside = (f", nor {reference_sibling(clip.path).name} beside it" if column == "reference_video"
+                          else "")
+                return "no " + column.replace("_", " "), (f"no {column} in its row{beside}: the task needs {what} "
+                                                          f"per clip (the {column} column)")
             continue
         if not given.is_file():
             return f"missing {column.replace('_', ' ')}", f"its {column} {given} does not exist"

@@ -16,6 +16,13 @@ Layouts (docs/lora-formats.md has the sources):
 | peft | `base_model.model.<ltx path>.lora_A.weight` (peft's own state-dict names) |
 
 Any layout may name the matrices `lora_A/lora_B` or kohya's `lora_down/lora_up`; ComfyUI and ltx-lora read both.
+LyCORIS adapters (ComfyUI's `comfy/weight_adapter/lokr.py` and `loha.py`) sit under the same module names:
+- LoKr: `<module>.lokr_w1` (or `lokr_w1_a` @ `lokr_w1_b`) and `<module>.lokr_w2` (or `lokr_w2_a` @ `lokr_w2_b`);
+  the layer gains kron(w1, w2), times alpha / rank where `.alpha` is stored AND a factor is split in two (rank =
+  `lokr_w2_b.shape[0]`, else `lokr_w1_b.shape[0]`); a file of unsplit factors is applied at x1 whatever its alpha.
+- LoHa: `<module>.hada_w1_a/b`, `hada_w2_a/b`; the layer gains (w1_a @ w1_b) * (w2_a @ w2_b) (element-wise), times
+  alpha / `hada_w1_b.shape[0]` where `.alpha` is stored.
+Only ComfyUI-style loaders apply them: ltx-core's fusion and diffusers' LTX-2 loader read lora_A/lora_B only.
 
 This module owns the file format: `read_lora` / `load_pairs` / `load_weights` read every layout, `lora_keys` names
 the keys of each layout and `write_lora` writes every LoRA file ltx-lora produces. It sits at the bottom layer
@@ -40,6 +47,14 @@ if TYPE_CHECKING:  # torch is imported lazily: `ltx-lora inspect` reads headers 
 
 COMFYUI, BARE, KOHYA, DIFFUSERS, PEFT = "comfyui", "bare", "kohya", "diffusers", "peft"
 FORMATS = (COMFYUI, BARE, KOHYA, DIFFUSERS, PEFT)
+LORA, LOKR, LOHA = "lora", "lokr", "loha"  # adapter kinds (a module's `kind`)
+# LyCORIS tensor names by kind, as ComfyUI loads them (`<module>.<name>`); Tucker cores (`lokr_t2`, `hada_t1/t2`)
+# exist only for convolutions, which LTX's transformer has none of: such keys stay stray.
+LYCORIS_TENSORS = {LOKR: ("lokr_w1", "lokr_w1_a", "lokr_w1_b", "lokr_w2", "lokr_w2_a", "lokr_w2_b"),
+                   LOHA: ("hada_w1_a", "hada_w1_b", "hada_w2_a", "hada_w2_b")}
+_LYCORIS_KIND = {name: kind for kind, names in LYCORIS_TENSORS.items() for name in names}
+# One tensor every module of that kind has exactly once: what marks the module (like a LoRA's down matrix).
+_MARKERS = {"down", "lokr_w1", "lokr_w1_a", "hada_w1_b"}
 DIFFUSION = "diffusion_model."
 TEXT_PROJECTION = "text_embedding_projection."
 
@@ -229,19 +244,31 @@ def target_name(stem: str) -> str:
 
 @dataclass
 class LoraModule:
+    """One adapted layer of a file. For LoKr / LoHa, `down_key` / `up_key` are its first and second factor's
+    first tensor (`lokr_w1[_a]` / `lokr_w2[_a]`, `hada_w1_a` / `hada_w2_a`) and `keys` names all of them."""
+
     stem: str
     down_key: str
     up_key: str
-    rank: int
+    rank: int | None  # None: a LoKr module of unsplit factors (no rank)
     in_features: int
     out_features: int
     alpha_key: str | None = None
     alpha: float | None = None
+    kind: str = LORA
+    keys: dict[str, str] = field(default_factory=dict)  # LyCORIS tensor name -> key
+    parameters: int = 0
 
     @property
     def scale(self) -> float:
-        """The strength the file asks for: alpha / rank where an alpha is stored, else 1 (ComfyUI's rule)."""
-        return self.alpha / self.rank if self.alpha is not None else 1.0
+        """The strength the file asks for, by ComfyUI's rule: alpha / rank where an alpha is stored (and, for LoKr,
+        a factor is split, which is what gives it a rank), else 1."""
+        return self.alpha / self.rank if self.alpha is not None and self.rank else 1.0
+
+    @property
+    def all_keys(self) -> list[str]:
+        keys = list(self.keys.values()) if self.kind != LORA else [self.down_key, self.up_key]
+        return keys + ([self.alpha_key] if self.alpha_key else [])
 
 
 @dataclass
@@ -276,19 +303,28 @@ class LoraFile:
                 return None
         return None
 
+    @property
+    def kinds(self) -> Counter:
+        return Counter(m.kind for m in self.modules.values())
+
     def key_of(self, key: str) -> str | None:
         """The stem a raw key belongs to."""
         for m in self.modules.values():
-            if key in (m.down_key, m.up_key, m.alpha_key):
+            if key in m.all_keys:
                 return m.stem
         return None
 
 
 def split_key(key: str) -> tuple[str, str | None, str | None]:
-    """(module name as written, role "down"/"up"/"alpha" or None, matrix naming) of one tensor key."""
+    """(module name as written, role, matrix naming) of one tensor key. Role: "down"/"up"/"alpha" for LoRA
+    matrices and `.alpha`, the tensor name (`lokr_w1`, `hada_w1_a`, ...) for LyCORIS ones (naming: the kind),
+    None for anything else."""
     for suffix, role, naming in _SUFFIXES:
         if key.endswith(suffix):
             return key[: -len(suffix)], role, naming
+    raw, _, last = key.rpartition(".")
+    if raw and last in _LYCORIS_KIND:
+        return raw, last, _LYCORIS_KIND[last]
     return key, None, None
 
 
@@ -306,6 +342,48 @@ def parse_module_name(raw: str) -> tuple[str | None, str | None]:
     if raw.split(".", 1)[0] in _TOP_LEVEL_LTX:
         return BARE, DIFFUSION + raw
     return None, None
+
+
+def _lycoris_module(path: Path, header: SafetensorsHeader, stem: str, slot: dict[str, str],
+                    kinds: set[str]) -> LoraModule | None:
+    """A LoKr / LoHa module from its keys (None when it has none, or not all a linear layer needs); shapes that do
+    not multiply out are a damaged file (UserError), as for LoRA pairs."""
+    if len(kinds) != 1 or "down" in slot or "up" in slot:
+        return None
+    kind = kinds.pop()
+    keys = {r: k for r, k in slot.items() if r in _LYCORIS_KIND}
+    shape = {r: tuple(header.tensors[k].shape) for r, k in keys.items()}
+    if any(len(v) != 2 for v in shape.values()):
+        return None
+
+    def damaged() -> UserError:
+        shapes = ", ".join(f"{r} {list(v)}" for r, v in shape.items())
+        return UserError(f"{path.name}: the {kind} tensors of {stem} ({shapes}) do not multiply out; the file is "
+                         "damaged or not a LoRA.")
+
+    if kind == LOHA:
+        if set(keys) != set(LYCORIS_TENSORS[LOHA]):
+            return None
+        w1a, w1b, w2a, w2b = (shape[n] for n in LYCORIS_TENSORS[LOHA])
+        if w1a[1] != w1b[0] or w2a[1] != w2b[0] or (w1a[0], w1b[1]) != (w2a[0], w2b[1]):
+            raise damaged()
+        return LoraModule(stem, keys["hada_w1_a"], keys["hada_w2_a"], w1b[0], w1b[1], w1a[0], kind=LOHA, keys=keys,
+                          parameters=sum(a * b for a, b in shape.values()))
+    factors = []  # (out, in, rank or None) of w1 and w2
+    for i in ("1", "2"):
+        whole, a, b = f"lokr_w{i}", f"lokr_w{i}_a", f"lokr_w{i}_b"
+        if whole in keys and a not in keys and b not in keys:
+            factors.append((*shape[whole], None))
+        elif a in keys and b in keys and whole not in keys:
+            if shape[a][1] != shape[b][0]:
+                raise damaged()
+            factors.append((shape[a][0], shape[b][1], shape[b][0]))
+        else:
+            return None
+    (o1, i1, r1), (o2, i2, r2) = factors
+    rank = r2 if r2 is not None else r1  # ComfyUI: the split w2's rank, else the split w1's
+    return LoraModule(stem, keys.get("lokr_w1", keys.get("lokr_w1_a")), keys.get("lokr_w2", keys.get("lokr_w2_a")),
+                      rank, i1 * i2, o1 * o2, kind=LOKR, keys=keys, parameters=sum(a * b for a, b in shape.values()))
 
 
 def read_lora(path: str | Path) -> LoraFile:
@@ -343,17 +421,26 @@ def read_lora(path: str | Path) -> LoraFile:
                     format_counts=dict(formats), stray_keys=stray)
     alpha_keys = []
     for stem, slot in entries.items():
-        if "down" not in slot or "up" not in slot:
+        kinds = {_LYCORIS_KIND[r] for r in slot if r in _LYCORIS_KIND}
+        if kinds or ("down" not in slot and "up" not in slot):
+            module = _lycoris_module(path, header, stem, slot, kinds)
+            if module is None:
+                stray.extend(slot.values())
+                continue
+            lora.modules[stem] = module
+        elif "down" not in slot or "up" not in slot:
             stray.extend(slot.values())
             continue
-        down, up = header.tensors[slot["down"]], header.tensors[slot["up"]]
-        if len(down.shape) != 2 or len(up.shape) != 2 or down.shape[0] != up.shape[1]:
-            raise UserError(f"{path.name}: {slot['down']} {list(down.shape)} and {slot['up']} {list(up.shape)} are "
-                            "not a LoRA pair (down is rank x in, up is out x rank); the file is damaged or not a "
-                            "LoRA.")
-        lora.modules[stem] = LoraModule(stem, slot["down"], slot["up"], down.shape[0], down.shape[1], up.shape[0],
-                                        alpha_key=slot.get("alpha"))
+        else:
+            down, up = header.tensors[slot["down"]], header.tensors[slot["up"]]
+            if len(down.shape) != 2 or len(up.shape) != 2 or down.shape[0] != up.shape[1]:
+                raise UserError(f"{path.name}: {slot['down']} {list(down.shape)} and {slot['up']} {list(up.shape)} "
+                                "are not a LoRA pair (down is rank x in, up is out x rank); the file is damaged or "
+                                "not a LoRA.")
+            lora.modules[stem] = LoraModule(stem, slot["down"], slot["up"], down.shape[0], down.shape[1], up.shape[0],
+                                            alpha_key=slot.get("alpha"), parameters=down.numel + up.numel)
         if "alpha" in slot:
+            lora.modules[stem].alpha_key = slot["alpha"]
             alpha_keys.append(slot["alpha"])
     if not lora.modules:
         raise UserError(f"{path.name} has LoRA tensors but no complete down/up pair; the file is damaged.")
@@ -367,14 +454,16 @@ def read_lora(path: str | Path) -> LoraFile:
     return lora
 
 
-def load_pairs(lora: LoraFile, device: str = "cpu") -> dict[str, tuple]:
-    """{stem: (down, up)} tensors as stored (no scale applied)."""
+def load_pairs(lora: LoraFile, device: str = "cpu") -> dict[str, tuple | dict]:
+    """{stem: (down, up)} tensors as stored (no scale applied); a LoKr / LoHa module's value is {tensor name:
+    tensor} instead."""
     from safetensors import safe_open
 
-    out = {}
+    out: dict[str, tuple | dict] = {}
     with safe_open(str(lora.path), framework="pt", device=device) as f:
         for m in lora.modules.values():
-            out[m.stem] = (f.get_tensor(m.down_key), f.get_tensor(m.up_key))
+            out[m.stem] = ({n: f.get_tensor(k) for n, k in m.keys.items()} if m.kind != LORA
+                           else (f.get_tensor(m.down_key), f.get_tensor(m.up_key)))
     return out
 
 
@@ -382,19 +471,38 @@ _split_key = split_key  # older spelling, still used by tests/test_lora_tools.py
 
 
 def is_lora(header: SafetensorsHeader) -> bool:
-    """Whether any tensor of the file is a LoRA down matrix (in any layout, even one we cannot map)."""
-    return any(split_key(k)[1] == "down" for k in header.tensors)
+    """Whether any tensor of the file is a LoRA down matrix or marks a LoKr / LoHa module (in any layout, even one
+    we cannot map)."""
+    return any(split_key(k)[1] in _MARKERS for k in header.tensors)
 
 
 def down_modules(header: SafetensorsHeader) -> dict[str, str]:
     """{down key: module name as written} for every LoRA down matrix in the header, whatever its layout (also names
-    no layout here maps, e.g. another model's LoRA): what `ltx-lora inspect` describes before any mapping."""
+    no layout here maps, e.g. another model's LoRA): what `ltx-lora inspect` describes before any mapping. LoKr and
+    LoHa modules are named by their marker (`lokr_w1[_a]`, `hada_w1_b`: the latter is rank x in like a down)."""
     out = {}
     for key in header.tensors:
         raw, role, _ = split_key(key)
-        if role == "down":
+        if role in _MARKERS:
             out[key] = raw
     return out
+
+
+def marker_dims(header: SafetensorsHeader, key: str) -> tuple[str, int | None, int]:
+    """(kind, rank or None, in_features) of the module a `down_modules` key marks: a LoRA down (and LoHa's
+    hada_w1_b) is rank x in; a LoKr module's width is the product of its factors' (rank: its split factor's)."""
+    raw, role, _ = split_key(key)
+    shape = tuple(header.tensors[key].shape)
+    if role == "down" or role == "hada_w1_b":
+        return (LOHA if role == "hada_w1_b" else LORA), shape[0], shape[-1]
+    dims = {n: tuple(header.tensors[f"{raw}.{n}"].shape) for n in LYCORIS_TENSORS[LOKR]
+            if f"{raw}.{n}" in header.tensors}
+    width, rank = 1, None
+    for i in ("1", "2"):
+        whole, b = dims.get(f"lokr_w{i}"), dims.get(f"lokr_w{i}_b")
+        width *= whole[-1] if whole else (b[-1] if b else 0)
+        rank = b[0] if b else rank
+    return LOKR, rank, width
 
 
 def first_alpha(path: str | Path, header: SafetensorsHeader) -> float | None:
@@ -427,35 +535,89 @@ class LoraPair:
         return (up * (strength * self.scale)) @ self.down.to(device=device, dtype=torch.float32)
 
 
-def load_weights(lora: LoraFile, device: str = "cpu") -> dict[str, LoraPair]:
-    """{stem: LoraPair} of a parsed file: the one way attach, merge and verify get (down, up, scale)."""
-    return {stem: LoraPair(down, up, lora.modules[stem].scale) for stem, (down, up) in load_pairs(lora, device).items()}
+@dataclass
+class LycorisWeights:
+    """A LoKr or LoHa module's tensors (names as in `LYCORIS_TENSORS`) and the strength its file asks for (ComfyUI's
+    rule, `LoraModule.scale`). The layer gains `scale * ` kron(w1, w2) (LoKr; w = w_a @ w_b where split) or
+    (w1_a @ w1_b) * (w2_a @ w2_b) (LoHa)."""
+
+    kind: str
+    tensors: dict[str, torch.Tensor]
+    scale: float = 1.0
+
+    def product(self, device=None) -> torch.Tensor:
+        """The weight change before any scale (out x in), in float32."""
+        import torch
+
+        t = {n: v.to(device=device, dtype=torch.float32) for n, v in self.tensors.items()}
+        if self.kind == LOHA:
+            return (t["hada_w1_a"] @ t["hada_w1_b"]) * (t["hada_w2_a"] @ t["hada_w2_b"])
+        w1, w2 = (t[f"lokr_w{i}"] if f"lokr_w{i}" in t else t[f"lokr_w{i}_a"] @ t[f"lokr_w{i}_b"] for i in "12")
+        return torch.kron(w1, w2)
+
+    def delta(self, strength: float = 1.0, device=None) -> torch.Tensor:
+        """The weight change `strength * scale * product` (out x in), in float32."""
+        return self.product(device) * (strength * self.scale)
+
+    def folded(self) -> LycorisWeights:
+        """The same change at scale 1: the scale multiplied into one factor (`lokr_w1` or `lokr_w1_b`,
+        `hada_w1_b`), so a file without `.alpha` applies it."""
+        name = {LOHA: "hada_w1_b"}.get(self.kind, "lokr_w1" if "lokr_w1" in self.tensors else "lokr_w1_b")
+        t = dict(self.tensors)
+        t[name] = (t[name].float() * self.scale).to(t[name].dtype)
+        return LycorisWeights(self.kind, t, 1.0)
+
+
+def load_weights(lora: LoraFile, device: str = "cpu") -> dict[str, LoraPair | LycorisWeights]:
+    """{stem: LoraPair or LycorisWeights} of a parsed file: the one way attach, merge and verify get a module's
+    tensors and scale; `.delta()` is its weight change either way."""
+    out: dict[str, LoraPair | LycorisWeights] = {}
+    for stem, value in load_pairs(lora, device).items():
+        m = lora.modules[stem]
+        out[stem] = LycorisWeights(m.kind, value, m.scale) if m.kind != LORA else LoraPair(*value, m.scale)
+    return out
 
 
 # --- writing ------------------------------------------------------------------------------------------------------
 
 
-def lora_tensors(modules: dict[str, tuple[torch.Tensor, torch.Tensor]], *, layout: str = COMFYUI,
+LYCORIS_LAYOUTS = (COMFYUI, BARE, KOHYA)  # where ComfyUI finds LoKr / LoHa keys; diffusers and peft have none
+
+
+def lora_tensors(modules: dict[str, tuple[torch.Tensor, torch.Tensor] | LycorisWeights], *, layout: str = COMFYUI,
                  alphas: dict[str, float] | None = None) -> dict[str, torch.Tensor]:
-    """The state dict of `{stem: (down, up)}` in `layout`, with a `.alpha` scalar (in up's dtype) for every stem in
-    `alphas`. Raises UserError when a module has no name in that layout (kohya has none for the text side)."""
+    """The state dict of `{stem: (down, up)}` (or `{stem: LycorisWeights}`: its tensors under `<module>.<name>`) in
+    `layout`, with a `.alpha` scalar for every stem in `alphas`. Raises UserError when a module has no name in that
+    layout (kohya has none for the text side, diffusers and peft none for LoKr / LoHa)."""
     import torch
 
     out: dict[str, torch.Tensor] = {}
-    for stem, (down, up) in modules.items():
+    for stem, value in modules.items():
+        lycoris = isinstance(value, LycorisWeights)
+        if lycoris and layout not in LYCORIS_LAYOUTS:
+            raise UserError(f"{value.kind} modules have no {layout} layout (its loaders read lora_A/lora_B only); "
+                            "write this file as comfyui or kohya.")
         try:
             key_down, key_up, key_alpha = lora_keys(stem, layout)
         except ValueError:
             raise UserError(f"{stem} has no name in the {layout} layout; write this LoRA as comfyui or diffusers "
                             "instead.") from None
-        out[key_down], out[key_up] = down.contiguous(), up.contiguous()
+        if lycoris:
+            name = module_key(stem, layout)
+            for tensor_name, t in value.tensors.items():
+                out[f"{name}.{tensor_name}"] = t.contiguous()
+            dtype = next(iter(value.tensors.values())).dtype
+        else:
+            down, up = value
+            out[key_down], out[key_up] = down.contiguous(), up.contiguous()
+            dtype = up.dtype
         if alphas and alphas.get(stem) is not None:
-            out[key_alpha] = torch.tensor(alphas[stem], dtype=up.dtype)
+            out[key_alpha] = torch.tensor(alphas[stem], dtype=dtype)
     return out
 
 
-def write_lora(path: str | Path, modules: dict[str, tuple[torch.Tensor, torch.Tensor]], *, layout: str = COMFYUI,
-               alphas: dict[str, float] | None = None, metadata: dict[str, str] | None = None) -> Path:
+def write_lora(path: str | Path, modules: dict[str, tuple[torch.Tensor, torch.Tensor] | LycorisWeights], *,
+               layout: str = COMFYUI, alphas: dict[str, float] | None = None, metadata: dict[str, str] | None = None) -> Path:
     """Write `{stem: (down, up)}` as a LoRA file in `layout` (see `lora_tensors`), atomically."""
     return write_lora_tensors(path, lora_tensors(modules, layout=layout, alphas=alphas), metadata)
 

@@ -243,7 +243,9 @@ def _layout_label(module: str) -> str:
 def _identify_lora(path: Path, header: SafetensorsHeader) -> Identification:
     down_modules = lora_file.down_modules(header)  # every down matrix, also of layouts formats cannot map
     downs = {k: header.tensors[k] for k in down_modules}
-    ranks = Counter(v.shape[0] for v in downs.values())
+    dims = {k: lora_file.marker_dims(header, k) for k in down_modules}  # (kind, rank, in) per module
+    kinds = Counter(d[0] for d in dims.values())
+    ranks = Counter(d[1] for d in dims.values() if d[1] is not None) or Counter({None: len(dims)})
     rank = ranks.most_common(1)[0][0]
     modules = list(down_modules.values())
     layout = _layout_label(modules[0])
@@ -253,15 +255,14 @@ def _identify_lora(path: Path, header: SafetensorsHeader) -> Identification:
     blocks = {int(m.group(1)) for mod in modules if (m := pattern.search(mod))}
     alpha = lora_file.first_alpha(path, header)
     meta = header.metadata
-    dims = {}
-    for k, v in downs.items():  # in_features of the targets, to say which model width it fits
-        dims.setdefault("in_features", set()).add(v.shape[1])
+    in_features = {d[2] for d in dims.values()}  # of the targets, to say which model width it fits
     details: dict[str, Any] = {
         "rank": rank, "ranks": dict(ranks) if len(ranks) > 1 else None, "alpha": alpha,
-        "scale": (alpha / rank) if alpha else 1.0,
+        "adapter": "+".join(sorted(kinds)),
+        "scale": (alpha / rank) if alpha and rank else 1.0,
         "modules": len(modules), "blocks_covered": len(blocks), "min_layers": (max(blocks) + 1) if blocks else None,
         "targets": targets, "layout": layout, "parameters": _params(header),
-        "in_features": sorted(dims.get("in_features", [])),
+        "in_features": sorted(in_features),
         "metadata_keys": sorted(meta),
     }
     names = " ".join(modules)
@@ -279,7 +280,7 @@ def _identify_lora(path: Path, header: SafetensorsHeader) -> Identification:
         source = "unknown: nothing in the file or its name says which LTX version it was trained on"
     details["family_from"] = source
     # The video width is what the video self-attention query reads (4096 on the 22B/19B releases).
-    q_in = [v.shape[1] for k, v in downs.items() if re.search(r"[._]attn1[._]to_q[._]", k)]
+    q_in = [dims[k][2] for k in downs if re.search(r"[._]attn1[._]to_q[._]", k)]
     width = q_in[0] if q_in else (max(details["in_features"]) if details["in_features"] else 0)
     details["fits"] = (f"LTX-2.x transformer blocks (video width {width}, at least {details['min_layers']} blocks)"
                        if blocks else "no transformer blocks")
@@ -310,13 +311,21 @@ def _identify_lora(path: Path, header: SafetensorsHeader) -> Identification:
         fam_text = f"LTX-{family}" if family else "LTX (version not stated)"
         tip = [_OLD_LORA] if family == "2.0" else []
         ref = details["reference_downscale_factor"]
+        temporal = meta.get("reference_temporal_scale_factor")
+        details["reference_temporal_scale_factor"] = int(temporal) if temporal and temporal.isdigit() else None
+        kinds = [k for k in (meta.get("reference_modalities") or "video").split(",") if k]
+        what = " and ".join(f"a reference {k}" for k in kinds)
         return Identification(
             str(path), IC_LORA, family, None, False,
-            f"An {fam_text} IC-LoRA (in-context control from a reference video, rank {rank}"
-            + (f", reference at 1/{ref} size" if ref else "") + ").", tip + ["Use it for inference with a reference/control video; it is not a training base."] + advice,
-            details)
+            f"An {fam_text} IC-LoRA (in-context control from {what}, rank {rank}"
+            + (f", reference at 1/{ref} size" if ref else "")
+            + (f", 1/{details['reference_temporal_scale_factor']} of the frames"
+               if (details["reference_temporal_scale_factor"] or 1) > 1 else "") + ").",
+            tip + [f"Use it for inference with {what}; it is not a training base."] + advice, details)
     fam_text = f"LTX-{family}" if family else "LTX-2.x"
-    summary = (f"An {fam_text} LoRA: rank {rank}" + (f", alpha {alpha:g}" if alpha is not None else "")
+    kind_text = "".join(f" ({k.replace('lokr', 'LoKr').replace('loha', 'LoHa')})" for k in kinds if k != "lora")
+    rank_text = f"rank {rank}" if rank is not None else "unsplit Kronecker factors"
+    summary = (f"An {fam_text} LoRA{kind_text}: {rank_text}" + (f", alpha {alpha:g}" if alpha is not None else "")
                + f", {len(modules)} modules ({', '.join(targets[:6])}{', ...' if len(targets) > 6 else ''}).")
     if family == "2.0":
         advice.insert(0, _OLD_LORA)
@@ -326,7 +335,7 @@ def _identify_lora(path: Path, header: SafetensorsHeader) -> Identification:
     else:
         advice.insert(0, "Load it on top of the matching base model; it is a LoRA, not a training base "
                          "(to continue training it, use the Dev checkpoint as base).")
-    if alpha is not None and alpha != rank:
+    if alpha is not None and rank is not None and alpha != rank:
         advice.append(f"alpha {alpha:g} != rank {rank}: ComfyUI applies it at alpha/rank = {alpha / rank:g}, while "
                       "ltx-core and diffusers ignore alpha (scale 1.0).")
     return Identification(str(path), LORA, family, None, False, summary, advice, details)

@@ -2,7 +2,7 @@
 
 Used for the distilled-LoRA preview (on top of the LoRA being trained) and for `ltx-lora validate --lora FILE`
 (several files, one after the other, on one loaded base). Each adapted linear gets a forward hook that adds
-`strength * scale * B(A(x))`; removing the hooks restores the model exactly (bf16 weights are never rewritten,
+`strength * scale * B(A(x))` (LoKr / LoHa: their weight change, computed once, times x); removing the hooks restores the model exactly (bf16 weights are never rewritten,
 so nothing drifts by rounding). `scale` is alpha / rank where the file has `.alpha` tensors (as ComfyUI applies
 them), else 1.0. Files are read through `files.lora_file`, so every layout `ltx-lora lora check` accepts (comfyui,
 bare, kohya, diffusers, peft; lora_A/B or lora_down/up) attaches the same way.
@@ -19,10 +19,10 @@ import torch.nn.functional as F
 
 from ltx_lora.errors import UserError
 from ltx_lora.files import lora_file
-from ltx_lora.files.lora_file import LoraPair
+from ltx_lora.files.lora_file import LoraPair, LycorisWeights
 
 
-def read_lora_file(path: str | Path) -> dict[str, LoraPair]:
+def read_lora_file(path: str | Path) -> dict[str, LoraPair | LycorisWeights]:
     """Module path -> LoraPair (down, up, alpha/rank) for every module of a LoRA file in any layout.
 
     Transformer modules are keyed by their ltx-core path (`transformer_blocks.0.attn1.to_q`); text-side modules
@@ -59,7 +59,7 @@ def _module_path(name: str) -> str:
     return re.sub(r"\.base_layer$", "", name)
 
 
-def attach_lora(transformer: torch.nn.Module, pairs: dict[str, LoraPair], strength: float,
+def attach_lora(transformer: torch.nn.Module, pairs: dict[str, LoraPair | LycorisWeights], strength: float,
                 source: str = "the LoRA") -> AttachedLora:
     """Add the LoRA's output to every matching linear (by hooks); refuse a file that matches no layer."""
     modules = {}
@@ -86,6 +86,14 @@ def attach_lora(transformer: torch.nn.Module, pairs: dict[str, LoraPair], streng
     attached = AttachedLora()
     for path, module in modules.items():
         pair = pairs[path]
+        if isinstance(pair, LycorisWeights):  # LoKr / LoHa: their whole weight change, computed once
+            delta = pair.delta(strength, device=device).to(dtype)
+
+            def hook(mod, inputs, output, delta=delta):
+                return output + F.linear(inputs[0].to(delta.dtype), delta).to(output.dtype)
+
+            attached.handles.append(module.register_forward_hook(hook))
+            continue
         down = pair.down.to(device=device, dtype=dtype)
         up = (pair.up.float() * (pair.scale * strength)).to(device=device, dtype=dtype)
 

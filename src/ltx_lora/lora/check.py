@@ -17,6 +17,7 @@ docs/lora-formats.md.
 
 from __future__ import annotations
 
+from collections import Counter
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -211,8 +212,13 @@ def _findings(report: CheckReport, lora: LoraFile, refused_by_diffusers: bool) -
                                f"but the base is LTX-{report.base_family}: LoRAs do not carry over between versions; "
                                "use or train one for this base.")
     # Notes: true, but no reason to fail the check.
-    scales = {m.scale for m in lora.modules.values()}
-    if scales != {1.0}:
+    lycoris = lora.kinds - Counter({lora_file.LORA: lora.kinds[lora_file.LORA]})
+    if lycoris:
+        kinds = ", ".join(f"{n} {k}" for k, n in lycoris.items())
+        report.notes.append(f"{kinds} modules (LyCORIS): ComfyUI applies them; ltx-core's fusion and diffusers' LTX-2 "
+                            "loader read lora_A/lora_B only and ignore them.")
+    scales = {m.scale for m in lora.modules.values() if m.kind == lora_file.LORA}
+    if scales - {1.0}:
         s = ", ".join(f"{x:g}" for x in sorted(scales))
         report.notes.append(f"Its .alpha tensors ask for strength x{s} (alpha/rank); ComfyUI applies that, ltx-core "
                             "and diffusers apply x1. `ltx-lora lora convert FILE --to comfyui --fold-alpha` bakes it "

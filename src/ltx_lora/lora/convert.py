@@ -6,6 +6,8 @@ LTX-2 loader ignore alpha, and diffusers refuses a file with `.alpha` tensors ou
   lora_B by alpha / rank and drop them: a comfyui file then has the same strength in ComfyUI, ltx-core and
   diffusers);
 - diffusers and peft always fold alpha / rank into lora_B.
+LoKr / LoHa modules (`lokr_*`, `hada_*`) have only the comfyui and kohya layouts (ComfyUI reads them under any
+module name it maps); `--fold-alpha` multiplies their scale into `lokr_w1` (`lokr_w1_b`) / `hada_w1_b`.
 Key names come from `lora_file.lora_keys`; the file is written by `lora_file.write_lora`.
 The trained alpha and rank stay in the metadata (`alpha`, `rank`, `alpha_folded_into_lora_B`), as our trainer
 writes them.
@@ -45,14 +47,23 @@ def converted_modules(lora: LoraFile, target: str, fold_alpha: bool = False
     """({stem: (down, up)}, {stem: alpha} to store, metadata, alpha folded?) of `lora` for the `target` layout."""
     _check_target(target)
     fold = fold_alpha or target not in _KEEPS_ALPHA
+    lycoris = sorted(set(lora.kinds) - {lora_file.LORA})
+    if lycoris and target not in lora_file.LYCORIS_LAYOUTS:
+        raise UserError(f"{lora.path.name} holds {' and '.join(lycoris)} modules, which have no {target} layout (its "
+                        "loaders read lora_A/lora_B only); convert it to comfyui or kohya.")
     modules, kept_alphas = {}, {}
-    for stem, (down, up) in lora_file.load_pairs(lora).items():
+    for stem, weights in lora_file.load_weights(lora).items():
         module = lora.modules[stem]
-        if fold and module.alpha is not None:
-            up = (up.float() * module.scale).to(up.dtype)
-        elif module.alpha is not None:
+        if isinstance(weights, lora_file.LycorisWeights):
+            # LoKr: a file of unsplit factors has scale 1 whatever its alpha; folding drops such an alpha too.
+            value = weights.folded() if fold else lora_file.LycorisWeights(weights.kind, weights.tensors)
+        elif fold and module.alpha is not None:
+            value = (weights.down, (weights.up.float() * module.scale).to(weights.up.dtype))
+        else:
+            value = (weights.down, weights.up)
+        if not fold and module.alpha is not None:
             kept_alphas[stem] = module.alpha
-        modules[stem] = (down, up)
+        modules[stem] = value
     meta = dict(lora.metadata)
     meta["ltx_lora_converted_from"] = lora.format
     alphas = {m.alpha for m in lora.modules.values()}

@@ -5,6 +5,8 @@ it like the base. It is written tensor by tensor (untouched tensors are copied b
 one weight at a time even for a 46 GB base, then renamed into place.
 
 Fusion: W' = W + strength * alpha/rank * (lora_B @ lora_A), computed in float32 (alpha/rank = 1 without `.alpha`).
+LoKr / LoHa modules fuse their weight change the same way (`lora_file.LycorisWeights.delta`: ComfyUI's formula
+and strength rule).
 FP8 bases with per-tensor `weight_scale` are dequantised (w8 * scale), fused, and re-quantised with a new scale
 (max |W'| / 448, the format of the official FP8 file); `input_scale` is kept. FP8 weights without scale tensors
 are refused: re-casting W' to FP8 without a scale would round most of the LoRA away.

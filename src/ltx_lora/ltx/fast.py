@@ -84,3 +84,59 @@ def can_compile(device: torch.device, asked: bool = False) -> tuple[bool, str]:
     if not has_triton():
         return False, "triton is not installed"
     return True, ""
+
+
+def prepare_transformer_args(transformer: torch.nn.Module, video, audio):
+    """The first half of ltx-core's LTXModel.forward: modalities -> per-block arguments (TransformerArgs).
+
+    Nothing here is trained (patchify projections, AdaLN timestep embeddings, rope tables): with the LoRA on the
+    blocks' attention layers, its outputs need no gradient, so it can run outside a captured CUDA graph (its rope
+    tables copy a host array to the GPU, which a capture forbids)."""
+    video_args = transformer.video_args_preprocessor.prepare(video, audio) if video is not None else None
+    audio_args = transformer.audio_args_preprocessor.prepare(audio, video) if audio is not None else None
+    return video_args, audio_args
+
+
+def transformer_from_args(transformer: torch.nn.Module, video_args, audio_args):
+    """The second half of LTXModel.forward: the blocks and the output projections -> (video, audio) velocity."""
+    video_out, audio_out = transformer._process_transformer_blocks(video=video_args, audio=audio_args,
+                                                                   perturbations=None)
+    vx = (transformer._process_output(transformer.scale_shift_table, transformer.norm_out, transformer.proj_out,
+                                      video_out.x, video_out.embedded_timestep) if video_out is not None else None)
+    ax = (transformer._process_output(transformer.audio_scale_shift_table, transformer.audio_norm_out,
+                                      transformer.audio_proj_out, audio_out.x, audio_out.embedded_timestep)
+          if audio_out is not None else None)
+    return vx, ax
+
+
+def trained_outside_blocks(transformer: torch.nn.Module) -> bool:
+    """Whether any trained parameter lives outside the transformer blocks (then the argument preparation needs
+    gradients and cannot run apart from the graph)."""
+    inside = {id(p) for p in transformer.transformer_blocks.parameters()}
+    return any(p.requires_grad and id(p) not in inside for p in transformer.parameters())
+
+
+def set_recomputed_blocks(transformer: torch.nn.Module, recompute: int | None) -> None:
+    """Gradient checkpointing per block: the first `recompute` blocks recompute their activations in backward,
+    the others keep them (None: every block recomputes, ltx-core's behaviour). Applies while ltx-core's own
+    switch (`set_gradient_checkpointing`) is on and the model is training.
+
+    Replaces ltx-core's block loop on this instance with the same calls. The RNG state is saved and restored around
+    a recompute as ltx-core's loop does (it matters with LoRA dropout), except while a CUDA graph is captured."""
+    from torch.utils.checkpoint import checkpoint
+
+    transformer._recomputed_blocks = recompute
+
+    def process_blocks(self, video, audio, perturbations):
+        on = self._enable_gradient_checkpointing and self.training and torch.is_grad_enabled()
+        n = len(self.transformer_blocks) if self._recomputed_blocks is None else self._recomputed_blocks
+        preserve = not (torch.cuda.is_available() and torch.cuda.is_current_stream_capturing())
+        for i, block in enumerate(self.transformer_blocks):
+            if on and i < n:
+                video, audio = checkpoint(block, video, audio, perturbations, use_reentrant=False,
+                                          preserve_rng_state=preserve)
+            else:
+                video, audio = block(video=video, audio=audio, perturbations=perturbations)
+        return video, audio
+
+    transformer._process_transformer_blocks = process_blocks.__get__(transformer)

@@ -5,8 +5,12 @@ The loop (ltx-pipelines' one-stage pipeline and the official trainer's validatio
 - sigmas from `LTX2Scheduler().execute(steps)` (shifted for 4,096 tokens, stretched to end at 0.1, then 0); the
   fast preview uses Lightricks' 8-step distilled schedule instead;
 - the initial video and audio states come from ltx-core's latent tools; Gaussian noise from one generator seeded
-  with the sample's seed, video first, then audio; a reference image replaces the first latent frame and keeps
-  timestep 0 (`VideoConditionByLatentIndex`, strength 1);
+  with the sample's seed, video first, then audio (a given modality is not noised); conditions keep their tokens
+  clean at timestep 0: latent frames at an index (a first frame, a prefix, a suffix: `VideoConditionByLatentIndex`,
+  strength 1), masked tokens (outpainting, inpainting), references appended to the sequence with their own
+  positions (IC-LoRA: `VideoConditionByReferenceLatent`; audio references on the audio grid); a given modality
+  (the audio of a2v, the video of v2a) is clean, at sigma 0, for the whole sampling and never stepped, and its
+  guidance is neutral, as the official trainer's validation samples them;
 - every step runs the transformer as an x0 model (`X0Model`) for: the prompt; the negative prompt (CFG); the
   prompt with self-attention skipped in the STG blocks (STG); the prompt with the audio<->video cross-attention
   skipped (modality guidance); `MultiModalGuider` combines them per modality
@@ -27,6 +31,7 @@ from ltx_core.components.noisers import GaussianNoiser
 from ltx_core.components.patchifiers import AudioPatchifier, VideoLatentPatchifier
 from ltx_core.components.schedulers import LTX2Scheduler
 from ltx_core.conditioning.types.latent_cond import VideoConditionByLatentIndex
+from ltx_core.conditioning.types.reference_video_cond import VideoConditionByReferenceLatent
 from ltx_core.guidance.perturbations import (
     BatchedPerturbationConfig,
     Perturbation,
@@ -74,6 +79,36 @@ class Prompt:
 
 
 @dataclass
+class LatentAt:
+    """Given latents placed at a temporal index, clean: video [1, 128, n, H', W'] at latent frame `index` (a first
+    frame, a prefix at 0, a suffix at F' - n); audio [1, 8, n, 16] at audio step `index`."""
+
+    latent: torch.Tensor
+    index: int = 0
+
+
+@dataclass
+class Masked:
+    """A given latent of the whole sample's shape, kept where `mask` is 1: video mask [F', H', W'], audio [T]."""
+
+    latent: torch.Tensor
+    mask: torch.Tensor
+
+
+@dataclass
+class Reference:
+    """IC-LoRA: latents appended to the sequence, clean, with their own positions; a video reference encoded at
+    1/downscale of the size (positions scaled back up) and 1/temporal_scale of the frame groups."""
+
+    latent: torch.Tensor
+    downscale: int = 1
+    temporal_scale: int = 1
+
+
+Condition = LatentAt | Masked | Reference
+
+
+@dataclass
 class SampleRequest:
     width: int
     height: int
@@ -84,7 +119,22 @@ class SampleRequest:
     video_guidance: Guidance
     audio_guidance: Guidance
     with_audio: bool = True
+    with_video: bool = True
     first_frame: torch.Tensor | None = None  # clean latent [1, 128, 1, H/32, W/32] of a reference image
+    video_given: torch.Tensor | None = None  # v2a: the whole video [1, 128, F', H', W'], clean throughout
+    audio_given: torch.Tensor | None = None  # a2v: the whole sound [1, 8, T, 16], clean throughout
+    video_conditions: list[Condition] = field(default_factory=list)
+    audio_conditions: list[Condition] = field(default_factory=list)
+
+    def video_items(self) -> list[Condition]:
+        first = [LatentAt(self.first_frame, 0)] if self.first_frame is not None else []
+        return first + list(self.video_conditions)
+
+
+def audio_steps(frames: int, fps: float) -> int:
+    """Audio latent steps of a sample of `frames` video frames at `fps` (25 per second, as ltx-core sizes them)."""
+    pixel = VideoPixelShape(batch=1, frames=frames, height=32, width=32, fps=fps)
+    return AudioLatentShape.from_video_pixel_shape(pixel).frames
 
 
 def _perturbation(*kinds: PerturbationType, blocks: list[int] | None) -> BatchedPerturbationConfig:
@@ -102,70 +152,161 @@ def _modality(state: LatentState, prompt: Prompt, context: torch.Tensor, sigma: 
                     positions=state.positions, context=context, context_mask=_mask_or_none(prompt.mask))
 
 
+def _video_state(req: SampleRequest, vtools, device, dtype) -> LatentState:
+    if req.video_given is not None:
+        state = vtools.create_initial_state(device=device, dtype=dtype,
+                                            initial_latent=req.video_given.to(device=device, dtype=dtype))
+        return replace(state, denoise_mask=torch.zeros_like(state.denoise_mask))
+    state = vtools.create_initial_state(device=device, dtype=dtype)
+    for item in req.video_items():
+        latent = item.latent.to(device=device, dtype=dtype)
+        if isinstance(item, LatentAt):
+            state = VideoConditionByLatentIndex(latent=latent, strength=1.0, latent_idx=item.index).apply_to(state,
+                                                                                                            vtools)
+        elif isinstance(item, Masked):
+            state = _keep_masked(state, vtools.patchifier.patchify(latent), item.mask.reshape(1, -1).to(device))
+        else:
+            before = state.positions.shape[2]
+            state = VideoConditionByReferenceLatent(latent=latent, downscale_factor=item.downscale,
+                                                    strength=1.0).apply_to(state, vtools)
+            if item.temporal_scale != 1:
+                state = _stretch_reference_time(state, before, item.temporal_scale, req.fps)
+    return state
+
+
+def _stretch_reference_time(state: LatentState, start: int, scale: int, fps: float) -> LatentState:
+    """A reference with 1/scale of the frame groups sits on its own time spacing (fps / scale), shifted so that
+    its last frame group ends with the target's, never before 0 (ltx-core 1.0.0's reference item predates the
+    temporal scale; the official trainer and later ltx-core place it so)."""
+    positions = state.positions.clone()
+    t = positions[:, 0, start:].float() * scale - (scale - 1) / fps
+    positions[:, 0, start:] = t.clamp(min=0).to(positions.dtype)
+    return replace(state, positions=positions)
+
+
+def _keep_masked(state: LatentState, tokens: torch.Tensor, mask: torch.Tensor) -> LatentState:
+    """Tokens where `mask` [1, N] is 1 take the given tokens [1, N, D], clean and at timestep 0."""
+    keep = (mask > 0.5).unsqueeze(-1)
+    state = state.clone()
+    n = tokens.shape[1]
+    given = tokens.to(state.latent.dtype)
+    state.latent[:, :n] = torch.where(keep, given, state.latent[:, :n])
+    state.clean_latent[:, :n] = torch.where(keep, given, state.clean_latent[:, :n])
+    state.denoise_mask[:, :n] = torch.where(keep, torch.zeros_like(state.denoise_mask[:, :n]),
+                                            state.denoise_mask[:, :n])
+    return state
+
+
+def _audio_state(req: SampleRequest, atools, device, dtype) -> LatentState:
+    if req.audio_given is not None:
+        state = atools.create_initial_state(device=device, dtype=dtype,
+                                            initial_latent=req.audio_given.to(device=device, dtype=dtype))
+        return replace(state, denoise_mask=torch.zeros_like(state.denoise_mask))
+    state = atools.create_initial_state(device=device, dtype=dtype)
+    for item in req.audio_conditions:
+        tokens = atools.patchifier.patchify(item.latent.to(device=device, dtype=dtype))
+        if isinstance(item, LatentAt):
+            tokens = tokens[:, :max(0, state.latent.shape[1] - item.index)]
+            mask = torch.zeros(1, state.latent.shape[1], device=device)
+            mask[:, item.index:item.index + tokens.shape[1]] = 1
+            full = torch.zeros_like(state.latent)
+            full[:, item.index:item.index + tokens.shape[1]] = tokens
+            state = _keep_masked(state, full, mask)
+        elif isinstance(item, Masked):
+            state = _keep_masked(state, tokens, item.mask.reshape(1, -1).to(device))
+        else:  # appended with positions of its own grid, as the official trainer's validation does
+            positions = atools.patchifier.get_patch_grid_bounds(
+                output_shape=AudioLatentShape.from_torch_shape(item.latent.shape), device=device)
+            state = LatentState(
+                latent=torch.cat([state.latent, torch.zeros_like(tokens)], dim=1),
+                denoise_mask=torch.cat([state.denoise_mask, torch.zeros(*tokens.shape[:2], 1, device=device,
+                                                                         dtype=state.denoise_mask.dtype)], dim=1),
+                positions=torch.cat([state.positions, positions.to(state.positions.dtype)], dim=2),
+                clean_latent=torch.cat([state.clean_latent, tokens], dim=1), attention_mask=None)
+    return state
+
+
 @torch.no_grad()
 def sample_latents(transformer, req: SampleRequest, prompt: Prompt, negative: Prompt, *, device: torch.device,
                    dtype: torch.dtype, on_step: Callable[[int], None] | None = None
-                   ) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """Denoise one sample; returns video latents [1, 128, F', H', W'] and audio latents [1, 8, T, 16] (or None)."""
+                   ) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+    """Denoise one sample; returns video latents [1, 128, F', H', W'] and audio latents [1, 8, T, 16] (None for a
+    modality not sampled; a given modality comes back as given)."""
     pixel = VideoPixelShape(batch=1, frames=req.frames, height=req.height, width=req.width, fps=req.fps)
-    vtools = VideoLatentTools(patchifier=VideoLatentPatchifier(patch_size=1),
-                              target_shape=VideoLatentShape.from_pixel_shape(shape=pixel), fps=req.fps)
-    video = vtools.create_initial_state(device=device, dtype=dtype)
-    if req.first_frame is not None:
-        cond = VideoConditionByLatentIndex(latent=req.first_frame.to(device=device, dtype=dtype), strength=1.0,
-                                           latent_idx=0)
-        video = cond.apply_to(video, vtools)
-    video_clean = video.clean_latent
     noiser = GaussianNoiser(generator=torch.Generator(device=device).manual_seed(req.seed))
-    video = noiser(video, noise_scale=1.0)
+    video = vtools = video_clean = None
+    video_frozen = req.video_given is not None
+    if req.with_video or video_frozen:
+        vtools = VideoLatentTools(patchifier=VideoLatentPatchifier(patch_size=1),
+                                  target_shape=VideoLatentShape.from_pixel_shape(shape=pixel), fps=req.fps)
+        video = _video_state(req, vtools, device, dtype)
+        video_clean = video.clean_latent
+        if not video_frozen:
+            video = noiser(video, noise_scale=1.0)
     audio = atools = audio_clean = None
-    if req.with_audio:
-        atools = AudioLatentTools(patchifier=AudioPatchifier(patch_size=1),
-                                  target_shape=AudioLatentShape.from_video_pixel_shape(pixel))
-        audio = noiser(atools.create_initial_state(device=device, dtype=dtype), noise_scale=1.0)
+    audio_frozen = req.audio_given is not None
+    if req.with_audio or audio_frozen:
+        shape = (AudioLatentShape.from_torch_shape(req.audio_given.shape) if audio_frozen
+                 else AudioLatentShape.from_video_pixel_shape(pixel))
+        atools = AudioLatentTools(patchifier=AudioPatchifier(patch_size=1), target_shape=shape)
+        audio = _audio_state(req, atools, device, dtype)
         audio_clean = audio.clean_latent
+        if not audio_frozen:
+            audio = noiser(audio, noise_scale=1.0)
 
-    v_guide = MultiModalGuider(req.video_guidance.params())
-    a_guide = MultiModalGuider(req.audio_guidance.params())
-    any_of = (lambda f: f(v_guide) or (audio is not None and f(a_guide)))
-    need_neg = any_of(MultiModalGuider.do_unconditional_generation)
-    need_stg = any_of(MultiModalGuider.do_perturbed_generation)
-    need_mod = audio is not None and any_of(MultiModalGuider.do_isolated_modality_generation)
-    stg_kinds = [PerturbationType.SKIP_VIDEO_SELF_ATTN] + ([PerturbationType.SKIP_AUDIO_SELF_ATTN] if audio else [])
-    stg = _perturbation(*stg_kinds, blocks=list(req.video_guidance.stg_blocks)) if need_stg else None
+    # A given modality gets neutral guidance; cross-modal guidance needs the other modality present.
+    v_params = Guidance().params() if video_frozen else _alone(req.video_guidance, audio is None).params()
+    a_params = Guidance().params() if audio_frozen else _alone(req.audio_guidance, video is None).params()
+    v_guide, a_guide = MultiModalGuider(v_params), MultiModalGuider(a_params)
+    guides = [g for g, m in ((v_guide, video), (a_guide, audio)) if m is not None]
+    need_neg = any(g.do_unconditional_generation() for g in guides)
+    stg_kinds = ([PerturbationType.SKIP_VIDEO_SELF_ATTN] if video is not None and v_guide.do_perturbed_generation()
+                 else []) + ([PerturbationType.SKIP_AUDIO_SELF_ATTN]
+                             if audio is not None and a_guide.do_perturbed_generation() else [])
+    stg_blocks = list(req.video_guidance.stg_blocks if video is not None and not video_frozen
+                      else req.audio_guidance.stg_blocks)
+    stg = _perturbation(*stg_kinds, blocks=stg_blocks) if stg_kinds else None
+    need_mod = video is not None and audio is not None and any(g.do_isolated_modality_generation() for g in guides)
     isolate = _perturbation(PerturbationType.SKIP_A2V_CROSS_ATTN, PerturbationType.SKIP_V2A_CROSS_ATTN,
                             blocks=None) if need_mod else None
     model = X0Model(transformer)
     sigmas = req.sigmas.to(device=device, dtype=torch.float32)
     stepper = EulerDiffusionStep()
     for i, sigma in enumerate(sigmas[:-1]):
-        v = _modality(video, prompt, prompt.video, sigma)
-        a = _modality(audio, prompt, prompt.audio, sigma) if audio is not None else None
+        v = (_modality(video, prompt, prompt.video, sigma * (0 if video_frozen else 1))
+             if video is not None else None)
+        a = (_modality(audio, prompt, prompt.audio, sigma * (0 if audio_frozen else 1))
+             if audio is not None else None)
         cond_v, cond_a = model(video=v, audio=a, perturbations=None)
         neg_v = neg_a = ptb_v = ptb_a = mod_v = mod_a = 0.0
         if need_neg:
-            nv = replace(v, context=negative.video, context_mask=_mask_or_none(negative.mask))
+            nv = replace(v, context=negative.video, context_mask=_mask_or_none(negative.mask)) if v is not None else None
             na = replace(a, context=negative.audio, context_mask=_mask_or_none(negative.mask)) if a is not None else None
             neg_v, neg_a = model(video=nv, audio=na, perturbations=None)
         if stg is not None:
             ptb_v, ptb_a = model(video=v, audio=a, perturbations=stg)
         if isolate is not None:
             mod_v, mod_a = model(video=v, audio=a, perturbations=isolate)
-        den_v = v_guide.calculate(cond_v, neg_v, ptb_v, mod_v)
-        den_v = _keep_conditioned(den_v, video.denoise_mask, video_clean)
-        video = replace(video, latent=stepper.step(video.latent, den_v, sigmas, i))
-        if audio is not None:
+        if video is not None and not video_frozen:
+            den_v = _keep_conditioned(v_guide.calculate(cond_v, neg_v, ptb_v, mod_v), video.denoise_mask, video_clean)
+            video = replace(video, latent=stepper.step(video.latent, den_v, sigmas, i))
+        if audio is not None and not audio_frozen:
             den_a = _keep_conditioned(a_guide.calculate(cond_a, neg_a, ptb_a, mod_a), audio.denoise_mask, audio_clean)
             audio = replace(audio, latent=stepper.step(audio.latent, den_a, sigmas, i))
         if on_step is not None:
             on_step(i + 1)
-    video_latent = vtools.unpatchify(vtools.clear_conditioning(video)).latent
+    video_latent = vtools.unpatchify(vtools.clear_conditioning(video)).latent if video is not None else None
     audio_latent = atools.unpatchify(atools.clear_conditioning(audio)).latent if audio is not None else None
     return video_latent, audio_latent
 
 
+def _alone(guidance: Guidance, other_absent: bool) -> Guidance:
+    """Without the other modality there is no cross-attention to isolate: modality guidance off."""
+    return replace(guidance, modality=1.0) if other_absent else guidance
+
+
 def _keep_conditioned(denoised: torch.Tensor, mask: torch.Tensor, clean: torch.Tensor) -> torch.Tensor:
-    """Tokens with denoise mask 0 (the reference frame) stay at their clean value."""
+    """Tokens with denoise mask 0 (conditions, references) stay at their clean value."""
     return (denoised * mask + clean.float() * (1 - mask)).to(denoised.dtype)
 
 

@@ -77,9 +77,20 @@ class TransformerSize:
 
     def lora_elements_per_rank(self, targets: list[str]) -> int:
         """LoRA parameters per unit of rank for peft-style target names (a module matches `t` or `*.t`)."""
-        per_block = sum(i + o for name, i, o in self.block_linears
-                        if any(name == t or name.endswith("." + t) for t in targets))
-        return per_block * self.blocks
+        return sum(i + o for i, o in self.target_shapes(targets)) * self.blocks
+
+    def target_shapes(self, targets: list[str]) -> tuple[tuple[int, int], ...]:
+        """(in, out) of the linears of one block that peft-style target names adapt."""
+        return tuple((i, o) for name, i, o in self.block_linears
+                     if any(name == t or name.endswith("." + t) for t in targets))
+
+
+def lokr_factorization(dim: int, factor: int = -1) -> tuple[int, int]:
+    """How peft's LoKr splits a layer width into its two Kronecker factors' widths (its own function; `factor`:
+    lora.lokr_factor, -1 = near the square root)."""
+    from peft.tuners.lokr.layer import factorization
+
+    return factorization(dim, factor)
 
 
 def transformer_size(cfg: dict[str, Any]) -> TransformerSize:

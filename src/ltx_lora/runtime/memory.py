@@ -3,17 +3,22 @@
 `choose_plan` is a pure function of the memory budget, the transformer's sizes, the largest batch the buckets
 make, the LoRA rank and optimizer, and what the config fixes; it returns the fastest plan whose expected peak fits:
 
-  1. bf16 base, no block swap;
+  1. bf16 base, no block swap; then the same with the text connectors kept in host memory (a bf16 base is
+     preferred wherever it fits: quantizing the base costs quality; measured at a 48 GiB cap on an H200, bf16 with
+     the connectors on host trains at 0.87 s/step against 0.81 s for INT8, bench/README.md);
   2. 1-byte base (FP8 for an FP8 checkpoint, as stored; INT8 per-channel from a bf16 checkpoint), no swap;
   3. the same with the fewest blocks swapped to host memory (evenly spread);
   4. the text connectors (2 B parameters, run once per step without gradients) kept in host memory and copied
      to the GPU for that call, again with as few blocks swapped as needed;
   5. the LoRA rank lowered (to 16, then 8), likewise.
 Explicit `memory.quantization` / `memory.block_swap` values are kept as given. Gradient checkpointing is whatever
-the config says (block swap requires it). `plan_for_config` measures the budget (or takes the forced tier) and is
+the config says (block swap requires it). With checkpointing on and no block swap, the room left under the budget
+keeps whole blocks' activations (`kept_blocks`: those blocks are not recomputed in backward; each saves about 1/48
+of the recompute, 4.9 ms a block at 960x544x49 on an H200, for ~1.1 GiB). `plan_for_config` measures the budget (or takes the forced tier) and is
 what both `ltx-lora train` and `ltx-lora doctor` call, so both show the same plan.
 
-The peak estimate counts weights, LoRA parameters + gradients + optimizer state, and activations with whole-block
+The peak estimate counts weights, LoRA parameters + gradients + optimizer state (LoKr / LoHa: their own parameter
+counts, plus the whole fp32 weight change they build per adapted layer), and activations with whole-block
 checkpointing: each block's input is kept (one token row per block) plus one block's working set while it is
 recomputed and back-propagated. The working-set constant is calibrated on the measured bf16 step on an H100
 (960x544x49 + audio, rank 32, AdamW: 40.9 GiB, bench/results/2026-11-25_h100_train_step_960x544x49*.jsonl);
@@ -31,7 +36,7 @@ from ltx_lora.bucket_spec import batch_size_for, latent_tokens, parse_buckets
 from ltx_lora.config import Config
 from ltx_lora.distributed.env import DistEnv
 from ltx_lora.errors import UserError
-from ltx_lora.ltx.sizes import TransformerSize, ltx23_22b_config, transformer_size
+from ltx_lora.ltx.sizes import TransformerSize, lokr_factorization, ltx23_22b_config, transformer_size
 from ltx_lora.runtime.base_file import BaseFile
 from ltx_lora.runtime.device import pick_device
 from ltx_lora.runtime.placement import spread_blocks
@@ -39,11 +44,16 @@ from ltx_lora.task import resolve_task
 
 GIB = 2**30
 WORKING_SET_ROWS = 38.0  # one block's recompute + backward, in units of one block-input row (calibrated, see above)
+# a block whose activations are kept, in block-input rows: measured 1.07 GiB a block at 3,570 + 51 tokens (39 rows;
+# H200, bench/results/2026-12-04_h200_graphs_selective_960x544x49.jsonl), with a margin
+KEPT_BLOCK_ROWS = 42.0
+KEPT_MARGIN_GIB = 2.0  # blocks are kept only with the room beyond this (allocator slack under a tight cap)
 FRAGMENTATION = 1.08  # the caching allocator reserves more than it hands out (conservative: a plan must train)
 TIER_GIB = {"80gb": 80, "48gb": 48, "32gb": 32, "24gb": 24}
 TIER_RESERVE_GIB = 1.0  # CUDA context and a display on a forced tier's nominal size
 FREE_RESERVE_GIB = 0.5  # left free of the measured free memory
 OPTIMIZER_BYTES = {"adamw": 8, "adamw8bit": 2, "prodigy": 16}  # state bytes per LoRA parameter
+WEIGHT_CHANGE_COPIES = {"lokr": 2, "loha": 4}  # fp32 out x in tensors per adapted layer in its backward (estimate)
 RANK_FLOOR = (16, 8)  # ranks the plan may fall back to when nothing else fits
 SWAP_SLOTS = 2
 
@@ -58,6 +68,38 @@ class Workload:
     lora_per_rank: int  # LoRA parameters per unit of rank for the configured targets
     optimizer: str = "adamw"
     gradient_checkpointing: bool = True
+    variant: str = "lora"  # lora.variant: lokr / loha count their own parameters and their weight changes
+    target_shapes: tuple[tuple[int, int], ...] = ()  # (in, out) of the targeted linears of one block (lokr / loha)
+    blocks: int = 0
+    lokr_factor: int = -1
+
+    def adapter_parameters(self, rank: int) -> int:
+        """Trainable parameters at `rank`: LoRA r * (in + out) per layer; LoHa twice that (two pairs); LoKr peft's
+        factors (w1 full, out_l x in_m; w2 full, out_k x in_n, or split at rank r where r < max(out_k, in_n) / 2)."""
+        if self.variant == "lora" or not self.target_shapes:
+            return rank * self.lora_per_rank * (2 if self.variant == "loha" else 1)
+        if self.variant == "loha":
+            per_block = sum(2 * rank * (i + o) for i, o in self.target_shapes)
+        else:
+            per_block = 0
+            for i, o in self.target_shapes:
+                in_m, in_n = lokr_factorization(i, self.lokr_factor)
+                out_l, out_k = lokr_factorization(o, self.lokr_factor)
+                w2 = out_k * in_n if rank >= max(out_k, in_n) / 2 else rank * (out_k + in_n)
+                per_block += out_l * in_m + w2
+        return per_block * self.blocks
+
+    def weight_change_bytes(self) -> float:
+        """LoKr / LoHa build each adapted layer's whole weight change in fp32 (peft multiplies the input by it), and
+        autograd keeps it until the layer's backward; the backward adds its gradient (LoHa: and two products of the
+        same size). Estimated, not yet measured (bench/lora_options.py measures it): with gradient checkpointing one
+        block's changes are alive at a time, without it every block's."""
+        if self.variant == "lora" or not self.target_shapes:
+            return 0.0
+        per_block = sum(i * o for i, o in self.target_shapes) * 4
+        largest = max(i * o for i, o in self.target_shapes) * 4
+        transient = WEIGHT_CHANGE_COPIES[self.variant] - 1
+        return per_block * (1 if self.gradient_checkpointing else self.blocks) + largest * transient
 
 
 @dataclass(frozen=True)
@@ -74,11 +116,15 @@ class Plan:
     parts_gib: dict[str, float] = field(default_factory=dict)
     fits: bool = True
     notes: tuple[str, ...] = ()
+    kept_blocks: int = 0  # blocks whose activations are kept (not recomputed), within gradient checkpointing
 
     def describe(self) -> str:
         weights = {"none": "bf16", "fp8": "FP8", "int8": "INT8"}[self.quantization]
         swap = f"{len(self.swapped_blocks)} of {self.blocks} blocks swapped to host" if self.swapped_blocks else "no block swap"
         ckpt = "gradient checkpointing" if self.gradient_checkpointing else "no gradient checkpointing"
+        if self.gradient_checkpointing and self.kept_blocks:
+            ckpt = (f"gradient checkpointing on {self.blocks - self.kept_blocks} of {self.blocks} blocks" if
+                    self.kept_blocks < self.blocks else "no recompute (every block's activations kept)")
         budget = f"{self.budget_gib:.1f} GiB ({self.budget_from})" if self.budget_gib is not None else self.budget_from
         parts = ", ".join(f"{k} {v:.1f}" for k, v in self.parts_gib.items())
         text = ", text connectors streamed from host" if self.text_connectors_on_host else ""
@@ -108,8 +154,7 @@ def estimate(size: TransformerSize, work: Workload, quantization: str, swapped: 
     block = size.quantizable_per_block * wbytes + size.other_per_block * 2  # what one swapped block takes off
     weights = size.quantizable_per_block * wbytes * size.blocks + size.other_per_block * 2 * size.blocks \
         + size.outside_blocks * 2 - swapped * block + (min(swapped, SWAP_SLOTS) * block if swapped else 0)
-    lora_params = work.rank * work.lora_per_rank
-    lora = lora_params * (4 + 4 + OPTIMIZER_BYTES.get(work.optimizer, 8))
+    lora = work.adapter_parameters(work.rank) * (4 + 4 + OPTIMIZER_BYTES.get(work.optimizer, 8))
     row = (work.video_tokens * size.video_dim + work.audio_tokens * size.audio_dim) * 2
     if work.gradient_checkpointing:
         acts = row * (size.blocks + WORKING_SET_ROWS)
@@ -117,6 +162,7 @@ def estimate(size: TransformerSize, work: Workload, quantization: str, swapped: 
         acts = row * WORKING_SET_ROWS * size.blocks
     if quantization != "none":  # one dequantised weight (fp32 product, bf16 result) at a time
         acts += size.largest_linear * 6
+    acts += work.weight_change_bytes()
     text = size.text_connectors * 2
     if connectors_on_host:
         acts = max(acts, text)
@@ -155,13 +201,14 @@ def choose_plan(budget_gib: float | None, budget_from: str, size: TransformerSiz
 
     if budget_gib is None:  # no limit known: the config's choices, bf16 where it left the choice
         return make("none" if quantization == "auto" else quantization, swaps[0], False, work.rank, True)
-    # bf16 only unswapped when the choice is ours: a 1-byte base is faster than streaming bf16 blocks.
-    candidates = [(q, s, host) for host in (False, True) for q in quants for s in swaps
+    # bf16 first, with the connectors on host before a 1-byte base; bf16 only unswapped when the choice is ours: a
+    # 1-byte base is faster than streaming bf16 blocks.
+    candidates = [(q, s, host) for q in quants for host in (False, True) for s in swaps
                   if not (q == "none" and s and len(quants) > 1)]
     for rank in ranks:
         for q, s, host in candidates:
             if ok(q, s, host, rank):
-                plan = make(q, s, host, rank, True)
+                plan = _keep_blocks(make(q, s, host, rank, True), size, work)
                 if rank != work.rank:
                     plan = replace(plan, notes=(f"LoRA rank lowered from {work.rank} to {rank} to fit; use "
                                                 "smaller buckets or a bigger GPU to keep it.",))
@@ -169,6 +216,20 @@ def choose_plan(budget_gib: float | None, budget_from: str, size: TransformerSiz
     smallest = make(quants[-1], swaps[-1], True, ranks[-1], False)
     return replace(smallest, notes=("even this plan is expected to exceed the budget: use smaller buckets "
                                     "(data.buckets), batch size 1, or a GPU with more memory.",))
+
+
+def _keep_blocks(plan: Plan, size: TransformerSize, work: Workload) -> Plan:
+    """Spend the room the plan leaves under its budget on blocks that keep their activations (no recompute)."""
+    if plan.budget_gib is None or not plan.gradient_checkpointing or plan.swapped_blocks:
+        return plan
+    row = (work.video_tokens * size.video_dim + work.audio_tokens * size.audio_dim) * 2
+    per_block = row * KEPT_BLOCK_ROWS / GIB
+    room = plan.budget_gib / FRAGMENTATION - plan.expected_peak_gib - KEPT_MARGIN_GIB
+    kept = min(size.blocks, int(room // per_block)) if per_block > 0 and room > 0 else 0
+    if kept <= 0:
+        return plan
+    parts = {**plan.parts_gib, "activations": round(plan.parts_gib["activations"] + kept * per_block, 2)}
+    return replace(plan, kept_blocks=kept, parts_gib=parts, expected_peak_gib=round(sum(parts.values()), 2))
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -196,7 +257,9 @@ def workload_for_config(cfg: Config, size: TransformerSize) -> Workload:
             video_tokens, audio_tokens = video * n, audio * n
     return Workload(video_tokens=video_tokens, audio_tokens=audio_tokens, rank=cfg.lora.rank,
                     lora_per_rank=size.lora_elements_per_rank(cfg.lora.targets),
-                    optimizer=cfg.train.optimizer.value, gradient_checkpointing=cfg.train.gradient_checkpointing)
+                    optimizer=cfg.train.optimizer.value, gradient_checkpointing=cfg.train.gradient_checkpointing,
+                    variant=cfg.lora.variant.value, target_shapes=size.target_shapes(cfg.lora.targets),
+                    blocks=size.blocks, lokr_factor=cfg.lora.lokr_factor)
 
 
 def device_budget(device: torch.device) -> tuple[float | None, str]:

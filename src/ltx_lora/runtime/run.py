@@ -127,7 +127,7 @@ class Run:
         cfg = self.config
         return {"checkpoint": cfg.model.checkpoint, "task": self.task.model_dump(mode="json"), "rank": self.lora.rank,
                 "alpha": self.lora.effective_alpha, "targets": self.lora.targets, "seed": cfg.train.seed,
-                "variant": self.lora.variant.value, "rslora": self.lora.rslora,
+                "variant": self.lora.variant.value, "rslora": self.lora.rslora, "lokr_factor": self.lora.lokr_factor,
                 "gradient_accumulation": cfg.train.gradient_accumulation, "token_budget": cfg.data.token_budget,
                 "cache_dir": cfg.data.cache_dir}
 
@@ -141,7 +141,7 @@ class Run:
             "rank": str(self.lora.rank), "alpha": str(self.lora.effective_alpha), "alpha_folded_into_lora_B": "true",
             "lora_variant": self.lora.variant.value, "rslora": str(self.lora.rslora).lower(),
             "target_modules": json.dumps(self.lora.targets), "task": task_name(cfg.task),
-            "trigger_word": cfg.data.trigger_word, "step": str(step),
+            "trigger_word": cfg.data.trigger_word, "step": str(step), **reference_metadata(self.task),
         }
 
     def resolved(self) -> dict:
@@ -153,6 +153,7 @@ class Run:
                             "expected_peak_gib": self.plan.expected_peak_gib, "budget_gib": self.plan.budget_gib,
                             "budget_from": self.plan.budget_from, "notes": list(self.plan.notes)},
             "lora": {"variant": self.lora.variant.value, "rslora": self.lora.rslora, "scale": self.lora.scale,
+                     "lokr_factor": self.lora.lokr_factor,
                      "rank": self.lora.rank, "alpha": self.lora.effective_alpha, "dropout": self.lora.dropout,
                      "targets": self.lora.targets},
             "steps": self.steps, "device": str(self.device), "dtype": str(self.dtype).removeprefix("torch."),
@@ -165,6 +166,31 @@ class Run:
         self.run_dir.mkdir(parents=True, exist_ok=True)
         atomic_write(self.run_dir / "config.yaml", self.config.to_yaml())
         atomic_write(self.run_dir / "run.json", json.dumps(self.resolved(), indent=1) + "\n")
+
+
+def reference_metadata(task: TaskConfig) -> dict[str, str]:
+    """What IC-LoRA loaders read from a LoRA's header, for a task with a reference (nothing otherwise).
+
+    - `reference_downscale_factor`: the reference is encoded at 1/N of the output's width and height. ltx-pipelines'
+      IC-LoRA pipeline reads it with `int(...)` (default 1), ComfyUI's Get IC-LoRA Parameters node with
+      `max(1, round(float(...)))`, ComfyUI-LTXVideo's IC-LoRA loader with `float(...)`: an integer string fits all.
+    - `reference_temporal_scale_factor`: 1/N of the frame groups (ltx-pipelines reads it with `int(...)`).
+    - `reference_spatial_scale_factor`: the official trainer writes it beside the downscale factor (same value).
+    - `reference_modalities`: ours, which modalities take a reference (video, audio); a LoRA with any
+      `reference_*` key is an IC-LoRA to `ltx-lora lora inspect`, an audio-only reference included.
+    The official trainer writes the factors only when they differ from 1; we write them always, so the file says
+    what it was trained with (the readers default to 1 when absent, so "1" reads the same).
+    """
+    out: dict[str, str] = {}
+    video_ref = task.video.find("reference")
+    if video_ref:
+        d, t = video_ref[0].downscale, video_ref[0].temporal_scale
+        out |= {"reference_downscale_factor": str(d), "reference_spatial_scale_factor": str(d),
+                "reference_temporal_scale_factor": str(t)}
+    modalities = [name for name, m in (("video", task.video), ("audio", task.audio)) if m.find("reference")]
+    if modalities:
+        out["reference_modalities"] = ",".join(modalities)
+    return out
 
 
 def resolve_run(cfg: Config, *, max_steps: int | None = None, dist: DistEnv | None = None,

@@ -74,27 +74,16 @@ def audio_metrics(wave: torch.Tensor) -> dict:
     return {"rms_dbfs": round(db, 1), "peak": round(peak, 4), "clipped_share": round(clipped, 5)}
 
 
-def check_sample(frames: torch.Tensor, wave: torch.Tensor | None, *, nonfinite: list[str], step: int | None,
-                 baseline_hf: float | None = None, fp8_base: bool = False) -> Health:
-    """Judge one decoded sample. `nonfinite` names the tensors (latents, waveform) that held NaN/inf;
-    `baseline_hf` is the high-frequency share of the same prompt's step-0 sample, when there is one."""
+def check_sample(frames: torch.Tensor | None, wave: torch.Tensor | None, *, nonfinite: list[str],
+                 step: int | None, baseline_hf: float | None = None, fp8_base: bool = False) -> Health:
+    """Judge one decoded sample (frames None: a sound-only sample). `nonfinite` names the tensors (latents,
+    waveform) that held NaN/inf; `baseline_hf` is the high-frequency share of the same prompt's step-0 sample."""
     problems: list[str] = []
-    vm = video_metrics(frames)
-    metrics: dict = {"video": vm}
+    metrics: dict = {}
     if nonfinite:
-        problems.append(f"NaN/inf values in the {' and '.join(nonfinite)} (shown as garbage in the video).")
-    n = vm["frames"]
-    if vm["black_frames"] * 2 >= n:
-        problems.append(f"{vm['black_frames']} of {n} frames are black.")
-    if vm["flat_frames"] * 2 >= n:
-        problems.append(f"{vm['flat_frames']} of {n} frames are one flat colour.")
-    hf = vm["high_frequency"]
-    if hf > NOISE_ABSOLUTE:
-        problems.append(f"the picture is noise: {hf:.0%} of its energy is pixel-level detail (real footage stays "
-                        f"well below {NOISE_RELATIVE_FLOOR:.0%}).")
-    elif baseline_hf is not None and hf > max(NOISE_RELATIVE_FLOOR, NOISE_RELATIVE * baseline_hf):
-        problems.append(f"the picture turned to noise: pixel-level detail is {hf:.0%} of its energy, "
-                        f"{hf / max(baseline_hf, 1e-6):.1f}x the step-0 sample's {baseline_hf:.0%}.")
+        problems.append(f"NaN/inf values in the {' and '.join(nonfinite)} (shown as garbage in the sample).")
+    if frames is not None:
+        _check_picture(frames, problems, metrics, baseline_hf)
     if wave is not None:
         am = audio_metrics(wave)
         metrics["audio"] = am
@@ -107,3 +96,20 @@ def check_sample(frames: torch.Tensor, wave: torch.Tensor | None, *, nonfinite: 
     if step == 0 and fp8_base:
         return Health("explained", problems, [FP8_STEP0_NOTE], metrics)
     return Health("bad", problems, [], metrics)
+
+
+def _check_picture(frames: torch.Tensor, problems: list[str], metrics: dict, baseline_hf: float | None) -> None:
+    vm = video_metrics(frames)
+    metrics["video"] = vm
+    n = vm["frames"]
+    if vm["black_frames"] * 2 >= n:
+        problems.append(f"{vm['black_frames']} of {n} frames are black.")
+    if vm["flat_frames"] * 2 >= n:
+        problems.append(f"{vm['flat_frames']} of {n} frames are one flat colour.")
+    hf = vm["high_frequency"]
+    if hf > NOISE_ABSOLUTE:
+        problems.append(f"the picture is noise: {hf:.0%} of its energy is pixel-level detail (real footage stays "
+                        f"well below {NOISE_RELATIVE_FLOOR:.0%}).")
+    elif baseline_hf is not None and hf > max(NOISE_RELATIVE_FLOOR, NOISE_RELATIVE * baseline_hf):
+        problems.append(f"the picture turned to noise: pixel-level detail is {hf:.0%} of its energy, "
+                        f"{hf / max(baseline_hf, 1e-6):.1f}x the step-0 sample's {baseline_hf:.0%}.")

@@ -1,9 +1,11 @@
 """What a validation sample becomes on disk: an mp4 with its sound (H.264 + AAC, through PyAV) a contact sheet
-PNG (frames in a grid, the waveform under them) and a poster PNG (the first frame). Files are written atomically (ltx_lora.files.atomic)."""
+PNG (frames in a grid, the waveform under them) and a poster PNG (the first frame); a sound-only sample, a WAV and
+a PNG of its waveform over its spectrogram. Files are written atomically (ltx_lora.files.atomic)."""
 
 from __future__ import annotations
 
 import io
+import wave as wavefile
 from fractions import Fraction
 from pathlib import Path
 
@@ -105,3 +107,41 @@ def write_contact_sheet(path: Path, frames: torch.Tensor, wave: torch.Tensor | N
     png = io.BytesIO()
     sheet.save(png, format="PNG")
     return atomic_write(path, png.getvalue())
+
+
+def write_wav(path: Path, wave: torch.Tensor, sample_rate: int) -> Path:
+    """Float waveform [C, N] in [-1, 1] -> 16-bit PCM WAV (what every browser's <audio> plays)."""
+    pcm = (torch.nan_to_num(wave.float()).clamp(-1, 1) * 32767).round().to(torch.int16)
+    buf = io.BytesIO()
+    with wavefile.open(buf, "wb") as w:
+        w.setnchannels(pcm.shape[0])
+        w.setsampwidth(2)
+        w.setframerate(int(sample_rate))
+        w.writeframes(pcm.T.contiguous().numpy().tobytes())
+    return atomic_write(Path(path), buf.getvalue())
+
+
+def _spectrogram(wave: torch.Tensor, sample_rate: int, width: int, height: int) -> Image.Image:
+    """Log-magnitude STFT of the mono mix (0 Hz at the bottom, up to half the rate), scaled to width x height."""
+    mono = torch.nan_to_num(wave.float()).mean(0)
+    n_fft = 1024 if sample_rate >= 32000 else 512
+    if mono.numel() < n_fft:
+        mono = torch.nn.functional.pad(mono, (0, n_fft - mono.numel()))
+    spec = torch.stft(mono, n_fft, hop_length=n_fft // 4, window=torch.hann_window(n_fft), return_complex=True)
+    db = 20 * torch.log10(spec.abs() + 1e-6)
+    db = (db - (db.max() - 80)).clamp(min=0) / 80  # an 80 dB range below the loudest bin
+    img = (db.flip(0) * 255).round().to(torch.uint8).numpy()
+    return Image.fromarray(img).resize((width, height), Image.Resampling.BILINEAR).convert("RGB")
+
+
+def write_audio_sheet(path: Path, wave: torch.Tensor, sample_rate: int, *, width: int = 480) -> Path:
+    """A sound-only sample's picture: its waveform (peak envelope, clipping in red) over its spectrogram."""
+    strip, spec_h = 64, 160
+    sheet = Image.new("RGB", (width, strip + spec_h), (16, 16, 16))
+    sheet.paste(_waveform_strip(wave, width, strip), (0, 0))
+    sheet.paste(_spectrogram(wave, sample_rate, width, spec_h), (0, strip))
+    ImageDraw.Draw(sheet).text((3, strip + 2), f"{wave.shape[-1] / sample_rate:.2f} s, {sample_rate} Hz",
+                               fill=(255, 255, 0))
+    png = io.BytesIO()
+    sheet.save(png, format="PNG")
+    return atomic_write(Path(path), png.getvalue())

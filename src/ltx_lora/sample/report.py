@@ -2,8 +2,10 @@
 with relative paths, so the run folder can be copied or served as it is.
 
 - a grid: one row per validation prompt, one column per checkpoint (step 0 / the base first), each cell the mp4
-  with its sound (its first frame as poster), its health and its time; with many columns the grid scrolls sideways
-  in its own box, the prompt column staying in view;
+  with its sound (its first frame as poster), its health and its time (a sound-only sample: an audio player and
+  its waveform over its spectrogram); the prompt's conditioning inputs (first image, given or reference clip,
+  mask, given or reference sound) beside it in the prompt column, as the model got them; with many columns the
+  grid scrolls sideways in its own box, the prompt column staying in view;
 - loss curves of video and audio, each on its own plot (raw points and an exponential moving average, axis titles,
   a legend), drawn as inline SVG;
 - a note, in words, when one modality's smoothed loss has flattened while the other's still falls (audio usually
@@ -187,7 +189,9 @@ td.prompt,th.prompt{position:sticky;left:0;z-index:1;background:#111}
 .grid th,.grid td{border:1px solid #333;padding:6px;vertical-align:top}
 .grid th{background:#1c1c1c;font-weight:600}
 td.prompt{max-width:220px;font-size:13px;color:#bbb}
-video{width:320px;display:block;background:#000}img.sheet{width:320px}
+video{width:320px;display:block;background:#000}img.sheet{width:320px}audio{width:320px;display:block}
+.input{margin-top:8px}.input video,.input img,.input audio{width:200px;display:block}
+.input .meta{margin:0 0 2px 0}
 .meta{font-size:12px;color:#999;margin-top:4px}
 .ok{color:#6c6}.bad{color:#f66}.explained{color:#fc6}
 .problem{font-size:12px;color:#f99;max-width:320px}.explain{font-size:12px;color:#fc6;max-width:320px}
@@ -216,19 +220,45 @@ def _cell(rec: dict | None) -> str:
     h = rec["health"]
     badge = {"ok": "healthy", "bad": "problem", "explained": "explained"}[h["status"]]
     sheet = html.escape(files["contact_sheet"])
-    poster = html.escape(files.get("poster") or files["contact_sheet"])  # records from before posters: the sheet
-    out = [f'<td><video controls preload="metadata" poster="{poster}"><source src="{html.escape(files["video"])}" type="video/mp4">'
-           '</video>',
-           f'<div class="meta"><span class="{h["status"]}">{badge}</span> | {rec["seconds"]:.1f} s | '
-           f'<a href="{html.escape(files["record"])}">record</a></div>',
-           f'<details><summary class="meta">frames and waveform</summary><a href="{sheet}">'
-           f'<img class="sheet" src="{sheet}" alt="contact sheet: {html.escape(rec["label"])}, prompt '
-           f'{rec["prompt_index"] + 1}"></a></details>']
+    alt = f'{html.escape(rec["label"])}, prompt {rec["prompt_index"] + 1}'
+    meta = (f'<div class="meta"><span class="{h["status"]}">{badge}</span> | {rec["seconds"]:.1f} s | '
+            f'<a href="{html.escape(files["record"])}">record</a></div>')
+    if "video" in files:
+        poster = html.escape(files.get("poster") or files["contact_sheet"])  # records from before posters: the sheet
+        out = [f'<td><video controls preload="metadata" poster="{poster}"><source src="{html.escape(files["video"])}" '
+               'type="video/mp4"></video>', meta,
+               f'<details><summary class="meta">frames and waveform</summary><a href="{sheet}">'
+               f'<img class="sheet" src="{sheet}" alt="contact sheet: {alt}"></a></details>']
+    else:  # sound only: the player and the waveform over the spectrogram, both in view
+        out = [f'<td><audio controls preload="metadata" src="{html.escape(files["audio"])}"></audio>', meta,
+               f'<a href="{sheet}"><img class="sheet" src="{sheet}" alt="waveform and spectrogram: {alt}"></a>']
     out += [f'<div class="problem">{html.escape(p)}</div>' for p in h["problems"] if h["status"] == "bad"]
     if h["status"] == "explained":
         out += [f'<div class="explain">{html.escape(p)}</div>' for p in h["problems"]]
         out += [f'<div class="explain">{html.escape(n)}</div>' for n in h["notes"]]
     return "".join(out) + "</td>"
+
+
+INPUT_LABELS = {"image": "first frame", "video": "given video", "audio": "given sound", "mask": "mask",
+                "reference_video": "reference video", "reference_audio": "reference sound"}
+
+
+def _inputs(items: list[dict]) -> str:
+    """A prompt's conditioning inputs as the model got them, each under its name."""
+    out = []
+    for item in items:
+        label = html.escape(f"{INPUT_LABELS.get(item['name'], item['name'])}: {Path(item['source']).name}")
+        src = html.escape(item["file"])
+        if item["kind"] == "image":
+            media = f'<img src="{src}" alt="{label}">'
+        elif item["kind"] == "video":
+            media = (f'<video controls muted preload="metadata" poster="{html.escape(item["poster"])}">'
+                     f'<source src="{src}" type="video/mp4"></video>')
+        else:
+            media = (f'<audio controls preload="metadata" src="{src}"></audio>'
+                     f'<img src="{html.escape(item["poster"])}" alt="{label} waveform">')
+        out.append(f'<div class="input"><div class="meta">{label}</div>{media}</div>')
+    return "".join(out)
 
 
 def build_report(root: Path, *, title: str, config_text: str, metrics: Path | None = None,
@@ -238,9 +268,11 @@ def build_report(root: Path, *, title: str, config_text: str, metrics: Path | No
     records = load_records(root) if records is None else records
     columns = _columns(records)
     prompts: dict[int, str] = {}
+    inputs: dict[int, list[dict]] = {}
     cells: dict[tuple[int, str], dict] = {}
     for r in records:
         prompts[r["prompt_index"]] = r["prompt"]
+        inputs[r["prompt_index"]] = r.get("inputs") or []  # the latest record's (the same for every checkpoint)
         cells[(r["prompt_index"], r["label"])] = r
     heads = []
     for label in columns:
@@ -251,8 +283,8 @@ def build_report(root: Path, *, title: str, config_text: str, metrics: Path | No
         else:
             lora = "base model" if any_rec.get("step") == 0 else "LoRA in training"
         heads.append(f"<th>{html.escape(label)}<div class='meta'>{html.escape(sub)} {html.escape(lora)}</div></th>")
-    rows = [f"<tr><td class='prompt'>{html.escape(prompts[i])}</td>{''.join(_cell(cells.get((i, c))) for c in columns)}</tr>"
-            for i in sorted(prompts)]
+    rows = [f"<tr><td class='prompt'>{html.escape(prompts[i])}{_inputs(inputs[i])}</td>"
+            f"{''.join(_cell(cells.get((i, c))) for c in columns)}</tr>" for i in sorted(prompts)]
     settings = records[-1]["settings"] if records else {}
     losses = read_losses(metrics) if metrics is not None else {"video": [], "audio": []}
     note = plateau_note(losses)

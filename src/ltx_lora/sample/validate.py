@@ -23,7 +23,6 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from ltx_lora.config import Config
 from ltx_lora.data.cache import made_for_another_model, read_manifest, read_text
-from ltx_lora.data.decode import read_image
 from ltx_lora.errors import UserError
 from ltx_lora.files.atomic import atomic_write
 from ltx_lora.files.model_files import LTX23_DISTILLED, LTX23_DISTILLED_LORA, identify
@@ -31,14 +30,19 @@ from ltx_lora.files.safetensors_header import read_header
 from ltx_lora.files.text_features import pad_features
 from ltx_lora.lora.attach import attach_lora, read_lora_file
 from ltx_lora.ltx.fast import use_sdpa_attention
-from ltx_lora.ltx.loader import load_audio_decoder, load_video_decoder, load_video_encoder, load_vocoder
+from ltx_lora.ltx.loader import (
+    load_audio_decoder,
+    load_audio_encoder,
+    load_video_decoder,
+    load_video_encoder,
+    load_vocoder,
+)
 from ltx_lora.ltx.sampling import (
     Guidance,
     Prompt,
     SampleRequest,
     decode_audio,
     decode_video,
-    encode_first_frame,
     sample_latents,
     sigma_schedule,
 )
@@ -47,8 +51,9 @@ from ltx_lora.runtime.base_file import BaseFile
 from ltx_lora.runtime.models import load_models
 from ltx_lora.runtime.placement import HostOffload, attach_block_swap
 from ltx_lora.runtime.run import Run, SampleSettings, Validate, ValidationFactory
+from ltx_lora.sample.conditions import InputEncoder, PromptInputs, check_inputs
 from ltx_lora.sample.health import Health, check_sample
-from ltx_lora.sample.media import write_contact_sheet, write_mp4, write_poster
+from ltx_lora.sample.media import write_audio_sheet, write_contact_sheet, write_mp4, write_poster, write_wav
 from ltx_lora.sample.report import build_report
 
 DISTILLED_WITH_LORA = ("the Distilled checkpoint already has the distillation baked in; adding the distilled LoRA "
@@ -137,7 +142,7 @@ class Validator:
     prompts: list = field(default_factory=list)  # ltx_lora.ltx.sampling.Prompt per validation prompt
     negative: object = None
     decoders: dict = field(default_factory=dict)
-    first_frame: torch.Tensor | None = None
+    inputs: list[PromptInputs] = field(default_factory=list)  # each prompt's conditioning inputs, encoded
     preview_pairs: dict | None = None
     baseline_hf: dict[int, float] = field(default_factory=dict)
     # None: the report shows every record under root/samples (a training run). A list (the validate command): the
@@ -168,21 +173,19 @@ class Validator:
         if settings is None:
             raise UserError("validation.prompts is empty; add 2-3 fixed prompts to the config, run `ltx-lora "
                             "preprocess` (it caches their text features), then validate.")
-        _check_stg_blocks(run.base, settings.stg_blocks)
-        if settings.reference_image and not Path(settings.reference_image).is_file():
-            raise UserError(f"validation.reference_image {settings.reference_image} does not exist; give a local "
-                            "image file, or null for text-to-video samples.")
-        if run.task.video.find("first_frame") and not settings.reference_image:
-            console.print("note: the task trains with a first-frame condition but validation.reference_image is not "
-                          "set: the validation samples are text-to-video.", highlight=False, markup=False)
+        check_validation(run)
+        samples = run.config.validation_samples()
+        if run.task.video.find("first_frame") and not settings.reference_image and not any(s.image for s in samples):
+            console.print("note: the task trains with a first-frame condition but neither validation.reference_image "
+                          "nor a prompt's image is set: the validation samples are text-to-video.", highlight=False,
+                          markup=False)
         if settings.preview:
             check_preview_lora(run.base, settings.preview_lora)
 
             self.preview_pairs = read_lora_file(settings.preview_lora)
         self._load_prompts(text_connectors)
         self._load_decoders()
-        if settings.reference_image:
-            self._encode_reference()
+        self._encode_inputs(samples)
         self._load_baselines()
         return self
 
@@ -211,22 +214,30 @@ class Validator:
     def _load_decoders(self) -> None:
         ckpt = self.cfg.model.checkpoint
         park = torch.device("cpu")  # parked in host memory; on the GPU only while decoding
-        self.decoders["video"] = load_video_decoder(ckpt, device=park, dtype=self.dtype).requires_grad_(False)
-        if self.settings.audio:
+        task = self.run.task
+        if task.video.present:
+            self.decoders["video"] = load_video_decoder(ckpt, device=park, dtype=self.dtype).requires_grad_(False)
+        if task.audio.role == "condition" or (task.audio.generated and self.settings.audio):
             self.decoders["audio"] = load_audio_decoder(ckpt, device=park, dtype=torch.float32).requires_grad_(False)
             self.decoders["vocoder"] = load_vocoder(ckpt, device=park, dtype=torch.float32).requires_grad_(False)
 
-    def _encode_reference(self) -> None:
-        path = Path(self.settings.reference_image)
-        if not path.is_file():
-            raise UserError(f"validation.reference_image {path} does not exist; give a local image file or null.")
-        try:
-            image = read_image(path, self.settings.width, self.settings.height).frames
-        except OSError as e:
-            raise UserError(f"validation.reference_image {path} cannot be read as an image ({e}).") from None
-        encoder = load_video_encoder(self.cfg.model.checkpoint, device=self.device, dtype=self.dtype)
-        self.first_frame = encode_first_frame(encoder, image)
-        del encoder
+    def _encode_inputs(self, samples) -> None:
+        """Each prompt's inputs, encoded once (the encoders load only when a prompt has an input, and go again)."""
+        ref_image = self.settings.reference_image
+        wants_video = bool(ref_image) or any(s.image or s.video or s.reference_video for s in samples)
+        wants_audio = any(s.audio or s.reference_audio for s in samples)
+        if not (wants_video or wants_audio):
+            self.inputs = [PromptInputs() for _ in samples]
+            return
+        ckpt = self.cfg.model.checkpoint
+        video_encoder = load_video_encoder(ckpt, device=self.device, dtype=self.dtype) if wants_video else None
+        audio_encoder = load_audio_encoder(ckpt, device=self.device, dtype=torch.float32) if wants_audio else None
+        encoder = InputEncoder(self.run.task, self.settings, video_encoder, audio_encoder, self.root / "inputs")
+        with torch.no_grad():
+            self.inputs = [encoder.encode(i, s, ref_image) for i, s in enumerate(samples)]
+        del video_encoder, audio_encoder, encoder
+        if self.device.type == "cuda":
+            torch.cuda.empty_cache()
 
     def _load_baselines(self) -> None:
         """High-frequency share of each prompt's step-0 sample (this or an earlier session of the run)."""
@@ -237,7 +248,7 @@ class Validator:
                 continue
             same_base = rec.get("base_checkpoint") == Path(self.cfg.model.checkpoint).name
             if (rec.get("step") == 0 and rec["health"]["status"] == "ok" and same_base
-                    and rec["settings"] == self.settings.to_dict()):
+                    and rec["settings"] == self.settings.to_dict() and "video" in rec["health"]["metrics"]):
                 self.baseline_hf[rec["prompt_index"]] = rec["health"]["metrics"]["video"]["high_frequency"]
 
     # -- sampling ------------------------------------------------------------------------------------------------
@@ -275,28 +286,33 @@ class Validator:
         return records
 
     def _one(self, transformer, index: int, prompt, *, step: int | None, label: str, lora_file: str | None) -> dict:
-        s = self.settings
+        s, task = self.settings, self.run.task
+        given = self.inputs[index] if index < len(self.inputs) else PromptInputs()
         req = SampleRequest(
             width=s.width, height=s.height, frames=s.frames, fps=s.fps, seed=s.seed,
             sigmas=sigma_schedule(s.steps, distilled=s.preview),
             video_guidance=Guidance(s.cfg, s.stg_scale, s.stg_blocks, s.guidance_rescale, s.modality_scale),
             audio_guidance=Guidance(s.audio_cfg, s.audio_stg_scale, s.stg_blocks, s.guidance_rescale,
                                     s.audio_modality_scale),
-            with_audio=s.audio and prompt.audio is not None, first_frame=self.first_frame)
+            with_video=task.video.generated, with_audio=task.audio.generated and s.audio and prompt.audio is not None,
+            first_frame=given.first_frame, video_given=given.video_given, audio_given=given.audio_given,
+            video_conditions=given.video_conditions, audio_conditions=given.audio_conditions)
         autocast = torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.dtype == torch.bfloat16)
         t0 = time.perf_counter()
         with _progress(self.console) as bar:
-            task = bar.add_task(f"sampling {label} prompt {index + 1}/{len(self.prompts)}", total=s.steps)
+            progress = bar.add_task(f"sampling {label} prompt {index + 1}/{len(self.prompts)}", total=s.steps)
             with autocast:
                 video_lat, audio_lat = sample_latents(transformer, req, prompt, self.negative, device=self.device,
-                                                      dtype=self.dtype, on_step=lambda n: bar.update(task, completed=n))
+                                                      dtype=self.dtype,
+                                                      on_step=lambda n: bar.update(progress, completed=n))
         self._sync()
         t1 = time.perf_counter()
         nonfinite = [name for name, t in (("video latents", video_lat), ("audio latents", audio_lat))
                      if t is not None and not torch.isfinite(t).all()]
-        with _on(self.decoders["video"], self.device) as dec:
-            frames = decode_video(dec, torch.nan_to_num(video_lat), s.seed)
-        wave = rate = None
+        frames = wave = rate = None
+        if video_lat is not None:
+            with _on(self.decoders["video"], self.device) as dec:
+                frames = decode_video(dec, torch.nan_to_num(video_lat), s.seed)
         if audio_lat is not None:
             with _on(self.decoders["audio"], self.device) as adec, _on(self.decoders["vocoder"], self.device) as voc:
                 wave, rate = decode_audio(adec, voc, torch.nan_to_num(audio_lat))
@@ -306,27 +322,37 @@ class Validator:
         t2 = time.perf_counter()
         health: Health = check_sample(frames, wave, nonfinite=nonfinite, step=step,
                                       baseline_hf=self.baseline_hf.get(index), fp8_base=self.run.base.is_fp8)
-        if step == 0 and health.status == "ok":
+        if step == 0 and health.status == "ok" and "video" in health.metrics:
             self.baseline_hf[index] = health.metrics["video"]["high_frequency"]
         self.console.print(f"validation {label} prompt {index + 1}/{len(self.prompts)}: sampled in {t1 - t0:.1f} s, "
                            f"decoded in {t2 - t1:.1f} s, health {health.status}", highlight=False, markup=False)
         folder = self.root / "samples" / label
         stem = f"p{index}"
         safe_wave = None if wave is None else torch.nan_to_num(wave)
-        write_mp4(folder / f"{stem}.mp4", frames, s.fps, safe_wave, rate)
-        write_contact_sheet(folder / f"{stem}.png", frames, safe_wave, fps=s.fps)
-        write_poster(folder / f"{stem}.poster.png", frames)
-        def rel(name: str) -> str:  # links in records and the report are relative to the run folder
-            return (Path("samples") / label / name).as_posix()
 
+        def rel(path: Path | str) -> str:  # links in records and the report are relative to the run folder
+            return Path(path).relative_to(self.root).as_posix() if Path(path).is_absolute() else \
+                (Path("samples") / label / path).as_posix()
+
+        if frames is not None:
+            write_mp4(folder / f"{stem}.mp4", frames, s.fps, safe_wave, rate)
+            write_contact_sheet(folder / f"{stem}.png", frames, safe_wave, fps=s.fps)
+            write_poster(folder / f"{stem}.poster.png", frames)
+            files = {"video": rel(f"{stem}.mp4"), "contact_sheet": rel(f"{stem}.png"),
+                     "poster": rel(f"{stem}.poster.png")}
+        else:  # sound only: a WAV and its waveform over its spectrogram
+            write_wav(folder / f"{stem}.wav", safe_wave, rate)
+            write_audio_sheet(folder / f"{stem}.png", safe_wave, rate)
+            files = {"audio": rel(f"{stem}.wav"), "contact_sheet": rel(f"{stem}.png")}
+        files["record"] = rel(f"{stem}.json")
+        inputs = [{**item, "file": rel(item["file"]), **({"poster": rel(item["poster"])} if "poster" in item else {})}
+                  for item in given.shown]
         record = {
             "prompt": self.cfg.validation_prompts()[index], "prompt_index": index, "seed": s.seed, "step": step,
             "label": label, "lora_file": lora_file, "base_checkpoint": Path(self.cfg.model.checkpoint).name,
             "settings": s.to_dict(), "seconds": round(t2 - t0, 3), "seconds_sampling": round(t1 - t0, 3),
             "seconds_decoding": round(t2 - t1, 3), "device": _device_name(self.device),
-            "audio_sample_rate": rate, "health": health.to_dict(),
-            "files": {"video": rel(f"{stem}.mp4"), "contact_sheet": rel(f"{stem}.png"),
-                      "poster": rel(f"{stem}.poster.png"), "record": rel(f"{stem}.json")},
+            "audio_sample_rate": rate, "health": health.to_dict(), "files": files, "inputs": inputs,
             "created": datetime.now(UTC).isoformat(timespec="seconds"),
         }
         atomic_write(folder / f"{stem}.json", json.dumps(record, indent=1))
@@ -359,11 +385,26 @@ def _lora_step(path: Path) -> int | None:
     return int(step) if step and step.isdigit() else None
 
 
+def check_validation(run: Run) -> None:
+    """Refuse validation settings that cannot sample, before any model loads."""
+    settings = run.sampling
+    _check_stg_blocks(run.base, settings.stg_blocks)
+    if settings.reference_image and not Path(settings.reference_image).is_file():
+        raise UserError(f"validation.reference_image {settings.reference_image} does not exist; give a local "
+                        "image file, or null for text-to-video samples.")
+    task = run.task
+    if not task.video.generated and task.audio.generated and not settings.audio:
+        raise UserError("validation.audio is false but the task generates only sound: there would be nothing to "
+                        "sample; set validation.audio: true.")
+    check_inputs(run.config.validation_samples(), task, settings, settings.reference_image)
+
+
 def training_validation(run: Run, console) -> ValidationFactory | None:
     """The validation hook `ltx-lora train` hands the trainer: given the frozen text connectors, a function that
     samples every prompt with the transformer as it is at a step (None when the config has no prompts)."""
     if run.sampling is None:
         return None
+    check_validation(run)
 
     def build(text_connectors) -> Validate:
         validator = Validator.build(run, run.run_dir, text_connectors=text_connectors, console=console,
@@ -392,6 +433,7 @@ def validate_loras(run: Run, loras: list[Path], *, out: Path | None, base: bool,
     if run.sampling is None:
         raise UserError("validation.prompts is empty; add 2-3 fixed prompts to the config, run `ltx-lora "
                         "preprocess` (it caches their text features), then validate.")
+    check_validation(run)
     if run.sampling.preview:
         check_preview_lora(run.base, run.sampling.preview_lora)
     elif run.base.identity.kind == LTX23_DISTILLED:

@@ -65,29 +65,55 @@ class TrainingState:
 
 def _save(tensors: dict[str, torch.Tensor], path: Path, metadata: dict[str, str]) -> None:
     # Written in place: the whole .tmp folder is what is renamed atomically, so the files need no temp names.
-    save_file({k: v.detach().cpu().contiguous() for k, v in tensors.items()}, str(path), metadata=metadata)
+    # safetensors refuses tensors that share memory (bitsandbytes gives every parameter the same quantisation
+    # maps): each is stored as its own copy.
+    out, seen = {}, set()
+    for k, v in tensors.items():
+        v = v.detach().cpu().contiguous()
+        if v.numel() and v.untyped_storage().data_ptr() in seen:
+            v = v.clone()
+        seen.add(v.untyped_storage().data_ptr())
+        out[k] = v
+    save_file(out, str(path), metadata=metadata)
     fsync_file(path)
+
+
+NESTED = "/"  # joins the keys of a nested state dict (bitsandbytes keeps its 8-bit state in one per parameter)
 
 
 def _flatten_optimizer(sd: dict) -> tuple[dict[str, torch.Tensor], dict]:
     tensors, scalars = {}, {}
-    for idx, state in sd["state"].items():
+
+    def walk(prefix: str, state: dict) -> None:
         for k, v in state.items():
-            if isinstance(v, torch.Tensor):
-                tensors[f"optim.{idx}.{k}"] = v
+            if isinstance(v, dict):
+                walk(f"{prefix}{k}{NESTED}", v)
+            elif isinstance(v, torch.Tensor):
+                tensors[f"optim.{prefix}{k}"] = v
             else:
-                scalars[f"{idx}.{k}"] = v
+                scalars[f"{prefix}{k}"] = v
+
+    for idx, state in sd["state"].items():
+        walk(f"{idx}.", state)
     return tensors, {"param_groups": sd["param_groups"], "scalars": scalars}
 
 
 def _unflatten_optimizer(tensors: dict[str, torch.Tensor], info: dict) -> dict:
     state: dict[int, dict] = {}
+
+    def put(idx: str, name: str, v) -> None:
+        *parents, leaf = name.split(NESTED)
+        node = state.setdefault(int(idx), {})
+        for part in parents:
+            node = node.setdefault(part, {})
+        node[leaf] = v
+
     for key, v in tensors.items():
         _, idx, name = key.split(".", 2)
-        state.setdefault(int(idx), {})[name] = v
+        put(idx, name, v)
     for key, v in info["scalars"].items():
         idx, name = key.split(".", 1)
-        state.setdefault(int(idx), {})[name] = v
+        put(idx, name, v)
     return {"state": state, "param_groups": info["param_groups"]}
 
 

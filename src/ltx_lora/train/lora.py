@@ -1,10 +1,18 @@
-"""LoRA on the frozen transformer (peft), and its export in ComfyUI's native layout.
+"""LoRA (or LoKr / LoHa: `lora.variant`) on the frozen transformer (peft), and its export in ComfyUI's native layout.
 
 Injection keeps the base module names (no `base_model.model.` wrapper), so exported keys are the ltx-core
 module paths. Export: `diffusion_model.<module>.lora_A.weight` (r x in), `.lora_B.weight` (out x r) with
-the scale (alpha/rank, or alpha/sqrt(rank) with `lora.rslora`) folded into lora_B and no `.alpha` tensors. Every consumer then applies the trained strength: ComfyUI
-(scale 1 without `.alpha`), ltx-core's fusion (ignores alpha) and diffusers' LTX-2 loader (which refuses files
-with `.alpha` tensors). docs/lora-formats.md has the sources; the key names come from `files.lora_file`.
+the scale (alpha/rank, or alpha/sqrt(rank) with `lora.rslora`) folded into lora_B and no `.alpha` tensors. Every
+consumer then applies the trained strength: ComfyUI (scale 1 without `.alpha`), ltx-core's fusion (ignores alpha)
+and diffusers' LTX-2 loader (which refuses files with `.alpha` tensors). docs/lora-formats.md has the sources; the
+key names come from `files.lora_file`.
+
+LoKr and LoHa (peft's LoKrConfig / LoHaConfig, LyCORIS' parametrisations) export as ComfyUI's weight adapters
+read them (`comfy/weight_adapter/lokr.py`, `loha.py`): `<module>.lokr_w1`, `.lokr_w2` (or `.lokr_w2_a/_b` where
+peft splits w2) and `.hada_w1_a/_b`, `.hada_w2_a/_b`. peft scales both by alpha / rank; ComfyUI scales LoHa by
+alpha / rank too, but LoKr by alpha / rank only where a factor is split (x1 otherwise). So, as for LoRA, the scale
+is folded into one factor (`lokr_w1`, `hada_w1_b`) and no `.alpha` is written: ComfyUI applies exactly the trained
+change, kron(w1, w2) or (w1_a @ w1_b) * (w2_a @ w2_b). ltx-core's fusion and diffusers read lora_A/lora_B only.
 """
 
 from __future__ import annotations
@@ -12,10 +20,10 @@ from __future__ import annotations
 import re
 
 import torch
+from peft import LoHaConfig, LoKrConfig, inject_adapter_in_model
 from peft import LoraConfig as PeftLoraConfig
-from peft import inject_adapter_in_model
 
-from ltx_lora.config import LoraConfig
+from ltx_lora.config import LoraConfig, LoraVariant
 from ltx_lora.errors import UserError
 from ltx_lora.files import lora_file
 
@@ -24,13 +32,25 @@ ADAPTER = "default"
 # lokr_w1/lokr_w2(_a/_b), LoHa's hada_w1_a/... A parameter is trainable when one of its path parts starts so.
 TRAINABLE_PREFIXES = ("lora_", "lokr_", "hada_")
 _PARAM = re.compile(rf"^(?P<module>.+)\.lora_(?P<ab>[AB])\.{ADAPTER}\.weight$")
+_LYCORIS_PARAM = re.compile(rf"^(?P<module>.+)\.(?P<name>(?:lokr|hada)_\w+)\.{ADAPTER}$")
+
+
+def peft_config(cfg: LoraConfig):
+    """peft's config of the adapter `cfg` asks for. LoKr / LoHa have no input dropout: `lora.dropout` becomes their
+    rank dropout (rows of the weight change dropped while training)."""
+    common = {"r": cfg.rank, "alpha": cfg.effective_alpha, "rank_dropout": cfg.dropout, "target_modules": cfg.targets}
+    if cfg.variant == LoraVariant.lokr:
+        return LoKrConfig(**common, decompose_factor=cfg.lokr_factor)
+    if cfg.variant == LoraVariant.loha:
+        return LoHaConfig(**common)
+    return PeftLoraConfig(r=cfg.rank, lora_alpha=cfg.effective_alpha, lora_dropout=cfg.dropout,
+                          target_modules=cfg.targets, use_rslora=cfg.rslora)
 
 
 def inject_lora(transformer: torch.nn.Module, cfg: LoraConfig, seed: int) -> list[torch.nn.Parameter]:
-    """Freeze the base, add LoRA adapters in place, return the trainable parameters (fp32)."""
+    """Freeze the base, add LoRA (LoKr, LoHa) adapters in place, return the trainable parameters (fp32)."""
     transformer.requires_grad_(False)
-    peft_cfg = PeftLoraConfig(r=cfg.rank, lora_alpha=cfg.effective_alpha, lora_dropout=cfg.dropout,
-                              target_modules=cfg.targets, use_rslora=cfg.rslora)
+    peft_cfg = peft_config(cfg)
     fork = torch.random.fork_rng(devices=[])
     with fork:  # LoRA A init draws from the global RNG: make it a function of the seed only
         torch.manual_seed(seed)
@@ -77,3 +97,30 @@ def export_comfy(transformer: torch.nn.Module, rank: int, alpha: float,
         halves.setdefault(m["module"], {})[m["ab"]] = w.to(dtype).cpu().contiguous()
     modules = {lora_file.stem_of_ltx_core_path(module): (ab["A"], ab["B"]) for module, ab in halves.items()}
     return lora_file.lora_tensors(modules, layout=lora_file.COMFYUI)
+
+
+def export_lycoris(kind: str, params: dict[str, torch.Tensor], scale: float,
+                   dtype: torch.dtype = torch.bfloat16) -> dict[str, torch.Tensor]:
+    """LoKr / LoHa parameters (full tensors by peft name) as ComfyUI loads them, the peft scale folded into one
+    factor (see the module docstring)."""
+    tensors: dict[str, dict[str, torch.Tensor]] = {}
+    for name, p in params.items():
+        m = _LYCORIS_PARAM.match(name)
+        if m is not None:
+            tensors.setdefault(m["module"], {})[m["name"]] = p.detach().float().cpu()
+    modules = {}
+    for module, t in tensors.items():
+        folded = lora_file.LycorisWeights(kind, t, scale).folded()
+        modules[lora_file.stem_of_ltx_core_path(module)] = lora_file.LycorisWeights(
+            kind, {n: v.to(dtype).contiguous() for n, v in folded.tensors.items()})
+    return lora_file.lora_tensors(modules, layout=lora_file.COMFYUI)
+
+
+def export_adapter(transformer: torch.nn.Module, cfg: LoraConfig, params: dict[str, torch.Tensor] | None = None,
+                   dtype: torch.dtype = torch.bfloat16) -> dict[str, torch.Tensor]:
+    """The exported file's tensors for the variant `cfg` trains (`export_comfy` or `export_lycoris`). `params`: the
+    full adapter tensors by name when the transformer's own are shards (FSDP), or the EMA's."""
+    params = lora_parameters(transformer) if params is None else params
+    if cfg.variant in (LoraVariant.lokr, LoraVariant.loha):
+        return export_lycoris(cfg.variant.value, params, cfg.scale, dtype)
+    return export_comfy(transformer, cfg.rank, cfg.effective_alpha, dtype, params, rslora=cfg.rslora)

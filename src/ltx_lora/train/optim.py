@@ -18,8 +18,11 @@ def build_optimizer(params: list[torch.nn.Parameter], cfg: TrainConfig) -> torch
         try:
             import bitsandbytes as bnb
         except ImportError:
-            raise UserError("train.optimizer adamw8bit needs bitsandbytes: pip install bitsandbytes "
-                            "(CUDA GPUs only), or use adamw.") from None
+            raise UserError("train.optimizer adamw8bit needs bitsandbytes, which is not installed: pip install "
+                            "'ltx-lora[lowvram]' (or pip install bitsandbytes), or set train.optimizer: adamw."
+                            ) from None
+        # Tensors under bitsandbytes' min_8bit_size (4096 elements) keep 32-bit state; LoRA matrices of the 22B
+        # model (rank x 4096 and up) all get 8-bit state.
         return bnb.optim.AdamW8bit(params, lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
     if cfg.optimizer == Optimizer.prodigy:
         try:

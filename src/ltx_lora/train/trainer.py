@@ -33,7 +33,14 @@ from ltx_lora.errors import UserError
 from ltx_lora.files.atomic import atomic_write
 from ltx_lora.files.lora_file import write_lora_tensors
 from ltx_lora.files.model_files import check_training_base
-from ltx_lora.ltx.fast import attention_mask_or_none, can_compile, compile_blocks, uncompile_blocks, use_sdpa_attention
+from ltx_lora.ltx.fast import (
+    attention_mask_or_none,
+    can_compile,
+    compile_blocks,
+    set_recomputed_blocks,
+    uncompile_blocks,
+    use_sdpa_attention,
+)
 from ltx_lora.ltx.text import run_text_connectors
 from ltx_lora.runtime.models import Models, load_models
 from ltx_lora.runtime.placement import HostOffload, attach_block_swap
@@ -48,16 +55,16 @@ from ltx_lora.train.checkpointer import (
     save_training_checkpoint,
 )
 from ltx_lora.train.ema import LoraEma
-from ltx_lora.train.lora import export_comfy, inject_lora, lora_parameters
+from ltx_lora.train.graphed import StepGraphs, can_graph
+from ltx_lora.train.lora import TRAINABLE_PREFIXES, export_adapter, inject_lora, lora_parameters
 from ltx_lora.train.metrics import MetricsLogger, require_logging_packages
 from ltx_lora.train.objective import LatentBatch
 from ltx_lora.train.optim import build_optimizer, set_lr
 from ltx_lora.train.step import NonFiniteLoss, forward_backward
 from ltx_lora.train.timesteps import SigmaSampler
 
-
 # Fingerprint keys added later: what a training checkpoint written before them was trained with.
-_FINGERPRINT_DEFAULTS = {"variant": "lora", "rslora": False}
+_FINGERPRINT_DEFAULTS = {"variant": "lora", "rslora": False, "lokr_factor": -1}
 
 class TrainingFailed(RuntimeError):
     """Training cannot go on (e.g. a non-finite loss); the last good checkpoint is kept."""
@@ -229,6 +236,8 @@ class Trainer:
         self.block_swap = attach_block_swap(transformer, list(plan.swapped_blocks), self.device)
         self.connectors_host = HostOffload(models.text_connectors, self.device) if plan.text_connectors_on_host else None
         transformer.set_gradient_checkpointing(cfg.train.gradient_checkpointing)
+        # blocks the plan keeps activations of (no recompute): the first blocks - kept recompute, as ltx-core would
+        set_recomputed_blocks(transformer, plan.blocks - plan.kept_blocks if plan.kept_blocks else None)
         use_sdpa_attention(transformer)
         self.compiled = self._compile(transformer)
         transformer.train()
@@ -242,6 +251,7 @@ class Trainer:
                                            some_lora_may_idle=not every_layer)
         params = lora_parameters(transformer)
         trainable = list(params.values())
+        self.graphs = self._step_graphs(transformer, trainable, plan)
         optimizer = build_optimizer(trainable, cfg.train)
         order = BatchOrder(manifest.items, cfg.train.batch_size, cfg.train.seed, cfg.data.token_budget,
                            world_size=self.dist.world_size)
@@ -252,8 +262,9 @@ class Trainer:
         start = self._restore(resume, params, optimizer, order, gen, ema)
 
         n_params = sum(p.numel() for p in trainable)
-        self.console.print(f"training {n_params / 1e6:.2f} M LoRA parameters ({len(trainable) // 2} layers, rank "
-                           f"{run.lora.rank}) on {self.device} for steps {start + 1}..{self.total_steps}, "
+        layers = len({n.split(f".{p}")[0] for n in params for p in TRAINABLE_PREFIXES if f".{p}" in n})
+        self.console.print(f"training {n_params / 1e6:.2f} M {run.lora.variant.value} parameters ({layers} layers, "
+                           f"rank {run.lora.rank}) on {self.device} for steps {start + 1}..{self.total_steps}, "
                            f"task {task_name(cfg.task)}, {len(manifest.items)} cached clips")
         if self.dist.active:
             self.console.print(f"{self.dist.world_size} processes, {cfg.distributed.strategy}: global batch "
@@ -266,6 +277,8 @@ class Trainer:
         def validate_at(done: int) -> None:
             # validation.use_ema: the samples use the EMA weights, swapped in and back (bit for bit) around them
             swap = ema.swapped_in() if ema is not None and cfg.validation.use_ema else contextlib.nullcontext()
+            if self.graphs is not None:  # the graphs' memory goes to sampling; the next step captures again
+                self.graphs.release()
             with metrics.paused() if metrics else contextlib.nullcontext(), swap:
                 records = validate(transformer, done, optimizer)
             if metrics:
@@ -348,6 +361,23 @@ class Trainer:
         compile_blocks(transformer)
         return True
 
+    def _step_graphs(self, transformer, trainable, plan) -> StepGraphs | None:
+        """The step as CUDA graphs (train.cuda_graphs: auto) where one process trains on a GPU without block swap."""
+        if self.cfg.train.cuda_graphs == "off":
+            return None
+        why = can_graph(transformer, self.device, distributed=self.dist.active,
+                        swapped_blocks=len(plan.swapped_blocks))
+        if why:
+            if self.device.type == "cuda":
+                self.console.print(f"note: the step runs without CUDA graphs: {why}.")
+            return None
+
+        def fallback(reason: str) -> None:
+            self.console.print(f"note: capturing the training step as a CUDA graph failed ({reason}); training "
+                               "continues without graphs (slower). Set train.cuda_graphs: off to skip the attempt.")
+
+        return StepGraphs(transformer, trainable, self.dtype, on_fallback=fallback)
+
     def _first_compiled_step(self, models: Models, manifest: Manifest, order: BatchOrder, sampler: SigmaSampler,
                              gen: torch.Generator, optimizer, trainable,
                              step: int) -> tuple[float | None, float | None]:
@@ -408,7 +438,7 @@ class Trainer:
                     loss = forward_backward(models.transformer, batch, sampler, gen, task=self.task, dtype=self.dtype,
                                             audio_loss_weight=cfg.train.audio_loss_weight, loss_scale=weight / accum,
                                             rows=(share.start if weight else 0, len(batch_ids)),
-                                            all_finite=self.dist.all_agree)
+                                            all_finite=self.dist.all_agree, graphs=self.graphs)
             except NonFiniteLoss as e:
                 last = latest_training_checkpoint(self.run_dir)
                 raise TrainingFailed(f"the loss became {e.value} at step {step + 1}; training stopped. "
@@ -445,8 +475,7 @@ class Trainer:
                                   data_position=order.position(),
                                   meta={**self.run.resume_fingerprint(), "batch_size": self.cfg.train.batch_size,
                                         "world_size": self.dist.world_size}, ema=ema_full)
-            lora = export_comfy(transformer, self.run.lora.rank, self.run.lora.effective_alpha, params=lora_full,
-                                rslora=self.run.lora.rslora)
+            lora = export_adapter(transformer, self.run.lora, params=lora_full)
             ema_lora = self._ema_lora(transformer, ema_full, step, manifest) if ema is not None else None
             try:
                 path = save_training_checkpoint(self.run_dir, state, lora, self._lora_metadata(step, manifest),
@@ -466,8 +495,7 @@ class Trainer:
                   manifest: Manifest) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
         """The EMA LoRA file's tensors (the same layout and strength as the LoRA's) and metadata (+ ema_decay)."""
         ema_cfg = self.cfg.train.ema
-        tensors = export_comfy(transformer, self.run.lora.rank, self.run.lora.effective_alpha, params=ema_full,
-                               rslora=self.run.lora.rslora)
+        tensors = export_adapter(transformer, self.run.lora, params=ema_full)
         meta = {**self._lora_metadata(step, manifest), "ema_decay": str(ema_cfg.decay),
                 "ema_start_step": str(ema_cfg.start_step)}
         return tensors, meta
@@ -477,8 +505,7 @@ class Trainer:
         full = parallel.full_lora(lora_parameters(transformer))  # a collective under FSDP: every rank gathers
         ema_full = ema.full() if ema is not None else None
         if self.dist.is_main:
-            lora = export_comfy(transformer, self.run.lora.rank, self.run.lora.effective_alpha, params=full,
-                                rslora=self.run.lora.rslora)
+            lora = export_adapter(transformer, self.run.lora, params=full)
             write_lora_tensors(out, lora, self._lora_metadata(step, manifest))
             if ema_full is not None:
                 write_lora_tensors(self.run_dir / "lora_ema.safetensors", *self._ema_lora(transformer, ema_full, step,
