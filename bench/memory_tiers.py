@@ -69,6 +69,7 @@ def _child(args: argparse.Namespace) -> dict:
     from ltx_lora.ltx.text import run_text_connectors
     from ltx_lora.runtime.memory import Workload, choose_plan, device_budget
     from ltx_lora.runtime.placement import HostOffload, attach_block_swap
+    from ltx_lora.task import TaskConfig
     from ltx_lora.train.graphed import StepGraphs, can_graph
     from ltx_lora.train.lora import inject_lora
     from ltx_lora.train.objective import LatentBatch
@@ -163,7 +164,7 @@ def _child(args: argparse.Namespace) -> dict:
                             context_mask=attention_mask_or_none(mask), fps=24.0)
         state = g.get_state()
         try:
-            loss = forward_backward(model, batch, sampler, g, train_audio=True, first_frame_p=0.1, dtype=dtype,
+            loss = forward_backward(model, batch, sampler, g, task=TaskConfig(), dtype=dtype,
                                     graphs=graphs).total
         except torch.OutOfMemoryError:
             raise
@@ -175,7 +176,7 @@ def _child(args: argparse.Namespace) -> dict:
             compiled = False
             opt.zero_grad(set_to_none=True)
             g.set_state(state)
-            loss = forward_backward(model, batch, sampler, g, train_audio=True, first_frame_p=0.1, dtype=dtype).total
+            loss = forward_backward(model, batch, sampler, g, task=TaskConfig(), dtype=dtype).total
         torch.nn.utils.clip_grad_norm_(params, 1.0)
         opt.step()
         opt.zero_grad(set_to_none=True)

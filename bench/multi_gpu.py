@@ -53,6 +53,7 @@ from ltx_lora.distributed.env import DistEnv, process_group
 from ltx_lora.fixtures.models import build_transformer_from_config, tiny_ltx23_config
 from ltx_lora.ltx.fast import attention_mask_or_none
 from ltx_lora.ltx.sizes import ltx23_22b_config
+from ltx_lora.task import TaskConfig
 from ltx_lora.train.lora import lora_parameters
 from ltx_lora.train.optim import build_optimizer
 from ltx_lora.train.step import forward_backward
@@ -92,7 +93,7 @@ def run_variant(variant: str, env: DistEnv, cfg: dict, res, args, device, dtype)
             if device.type == "cuda":
                 torch.cuda.synchronize()
             t0 = time.perf_counter()
-            loss = forward_backward(forward, batch, sampler, gen, train_audio=True, first_frame_p=0.1, dtype=dtype,
+            loss = forward_backward(forward, batch, sampler, gen, task=TaskConfig(), dtype=dtype,
                                     rows=(solo.rank, solo.world_size)).total  # each GPU its own noise
             torch.nn.utils.clip_grad_norm_(params, 1.0)
             opt.step()

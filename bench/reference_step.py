@@ -19,6 +19,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
 from ltx_lora.config import LoraConfig  # noqa: E402
 from ltx_lora.ltx.fast import attention_mask_or_none, compile_blocks, use_sdpa_attention  # noqa: E402
+from ltx_lora.task import TaskConfig  # noqa: E402
 from ltx_lora.train.graphed import StepGraphs  # noqa: E402
 from ltx_lora.train.lora import inject_lora  # noqa: E402
 from ltx_lora.train.objective import LatentBatch  # noqa: E402
@@ -71,21 +72,21 @@ def lora_gradients(variant: str, model: torch.nn.Module, batch: LatentBatch, ran
     if variant == "ref":
         wrapped, _ = reference_model(model, rank)
         set_lora_values_(wrapped)
-        loss = forward_backward(wrapped, batch, SigmaSampler(), gen, train_audio=True, first_frame_p=0.0,
+        loss = forward_backward(wrapped, batch, SigmaSampler(), gen, task=TaskConfig(),
                                 dtype=torch.bfloat16)
     else:
         params = our_model(model, rank, compiled)
         set_lora_values_(model)
         batch = LatentBatch(**{**batch.__dict__, "context_mask": attention_mask_or_none(batch.context_mask)})
         graphs = StepGraphs(model, params, torch.bfloat16) if variant == "ours_graphed" else None
-        loss = forward_backward(model, batch, SigmaSampler(), gen, train_audio=True, first_frame_p=0.0,
+        loss = forward_backward(model, batch, SigmaSampler(), gen, task=TaskConfig(),
                                 dtype=torch.bfloat16, graphs=graphs)
         if graphs is not None:  # the first call ran eager and captured; the same step again, replayed
             assert not graphs.failed, graphs.failed
             for p in params:
                 p.grad = None
             gen = torch.Generator(batch.video.device).manual_seed(seed)
-            loss = forward_backward(model, batch, SigmaSampler(), gen, train_audio=True, first_frame_p=0.0,
+            loss = forward_backward(model, batch, SigmaSampler(), gen, task=TaskConfig(),
                                     dtype=torch.bfloat16, graphs=graphs)
             assert graphs.replays == 1
     grads = {n.removeprefix("base_model.model."): p.grad.float().cpu()

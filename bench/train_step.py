@@ -45,6 +45,7 @@ from ltx_lora.config import TrainConfig  # noqa: E402
 from ltx_lora.fixtures.models import build_transformer_from_config  # noqa: E402
 from ltx_lora.ltx.fast import attention_mask_or_none, set_recomputed_blocks  # noqa: E402
 from ltx_lora.ltx.sizes import ltx23_22b_config  # noqa: E402
+from ltx_lora.task import TaskConfig  # noqa: E402
 from ltx_lora.train.objective import LatentBatch  # noqa: E402
 from ltx_lora.train.optim import build_optimizer  # noqa: E402
 from ltx_lora.train.graphed import StepGraphs  # noqa: E402
@@ -112,7 +113,7 @@ def build_variant(variant: str, model: torch.nn.Module, rank: int):
 
 
 def one_step(module, params, opt, clip: bool, batch: LatentBatch, gen: torch.Generator, graphs=None) -> torch.Tensor:
-    loss = forward_backward(module, batch, SigmaSampler(), gen, train_audio=True, first_frame_p=0.1,
+    loss = forward_backward(module, batch, SigmaSampler(), gen, task=TaskConfig(),
                             dtype=torch.bfloat16, graphs=graphs)
     if clip:
         torch.nn.utils.clip_grad_norm_(params, 1.0)
@@ -163,7 +164,7 @@ def phase_times(module, params, opt, clip, batch, gen, repeats: int = 3) -> dict
     for _ in range(repeats):
         sync()
         t0 = time.perf_counter()
-        inputs = prepare_inputs(batch, SigmaSampler(), gen, train_audio=True, first_frame_p=0.1, dtype=torch.bfloat16)
+        inputs = prepare_inputs(batch, SigmaSampler(), gen, task=TaskConfig(), dtype=torch.bfloat16)
         with torch.autocast(DEVICE.type, dtype=torch.bfloat16):
             vp, ap = predict_velocity(module, inputs.video, inputs.audio)
         loss = compute_loss(vp, ap, inputs).total

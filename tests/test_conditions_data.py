@@ -40,6 +40,18 @@ def _config(tmp_path: Path, tiny_checkpoint, tiny_gemma, dataset: Path, buckets:
     return path
 
 
+def _trains(cfg: Path, name: str) -> str:
+    """One training step of the config's task from the cache just made (its own output folder): the task runs
+    end to end on these data. Returns the train command's stderr."""
+    data = yaml.safe_load(cfg.read_text())
+    data["output_dir"] = str(cfg.parent / f"run_{name}")
+    cfg.write_text(yaml.safe_dump(data))
+    res = run_cli("train", cfg)
+    assert res.code == 0, res.err
+    assert "step 1/1" in res.err and (cfg.parent / f"run_{name}" / "lora.safetensors").is_file(), res.err
+    return res.err
+
+
 def _rows(path: Path, rows: list[dict]) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text("".join(json.dumps(r) + "\n" for r in rows))
@@ -100,6 +112,7 @@ def test_references_pair_cache_downscaled_skip_mismatches_and_rerun_encodes_noth
 
     res = run_cli("preprocess", cfg)  # nothing changed: nothing encoded
     assert res.code == 0 and "used 1 clips (1 already cached)" in res.out, res.out
+    _trains(cfg, "v2v")  # IC-LoRA with a downscaled reference at half the frame groups, end to end
     write_clip(refs / "walk_edges.mp4", ClipSpec("", 96, 64, 24, 2.0, (16000, 2), None), random.Random(9))
     res = run_cli("preprocess", cfg)  # a changed reference file: its clip's entry is encoded again
     assert res.code == 0 and "used 1 clips (0 already cached)" in res.out, res.out
@@ -107,8 +120,10 @@ def test_references_pair_cache_downscaled_skip_mismatches_and_rerun_encodes_noth
                            entry["reference_video"])
 
     # audio-video IC-LoRA: the reference video's sound is the audio reference, over the clip's span
-    res = run_cli("preprocess", _config(tmp_path, tiny_checkpoint, tiny_gemma, src, buckets, "av2av_ic", "av"))
+    av = _config(tmp_path, tiny_checkpoint, tiny_gemma, src, buckets, "av2av_ic", "av")
+    res = run_cli("preprocess", av)
     assert res.code == 0 and "used 1 clips" in res.out, res.out
+    _trains(av, "av2av")
     entry = _entries(tmp_path / "cache")["walk_96x64_24fps.mp4"]
     assert entry["reference_video"].shape == entry["video"].shape == (128, 3, 2, 4)
     assert entry["reference_audio"].shape == entry["audio"].shape and entry["audio"].shape[0] == 8
@@ -162,6 +177,7 @@ def test_condition_masks_are_cached_on_the_latent_grid_as_the_official_preproces
     batch = load_batch(tmp_path / "cache", items, CPU, torch.float32, task=parse_config({"task": task}).task)
     assert batch.video_condition_mask.shape == (2, 3, 2, 3) and batch.audio_condition_mask.shape == (2, steps)
     assert batch.reference_video is None and batch.audio.shape[:2] == (2, 8)
+    _trains(cfg, "inpainting")  # video and audio inpainting, end to end
 
 
 def test_audio_only_task_takes_sound_files_and_clips_sound_without_any_video(
@@ -182,8 +198,8 @@ def test_audio_only_task_takes_sound_files_and_clips_sound_without_any_video(
     assert "video" not in by_media["sounds/rain.wav"] and by_media["sounds/rain.wav"]["bucket"] == "96x64x17"
     assert by_media["sounds/bell.flac"]["bucket"] == "96x64x9" and by_media["sounds/walk.mp4"]["video"]
 
-    res = run_cli("preprocess", _config(tmp_path, tiny_checkpoint, tiny_gemma, tmp_path / "dataset.jsonl", buckets,
-                                        "t2a"))
+    cfg = _config(tmp_path, tiny_checkpoint, tiny_gemma, tmp_path / "dataset.jsonl", buckets, "t2a")
+    res = run_cli("preprocess", cfg)
     assert res.code == 0, res.err
     assert "used 3 clips" in res.out, res.out
     entries = _entries(tmp_path / "cache")
@@ -198,6 +214,15 @@ def test_audio_only_task_takes_sound_files_and_clips_sound_without_any_video(
     pair = [items[i] for b in order.epoch_batches(0) for i in b if len(b) == 2]
     batch = load_batch(tmp_path / "cache", pair, CPU, torch.float32, task=resolve_task("t2a"))
     assert batch.video is None and batch.audio.shape == (2, 8, steps["rain.wav"], 16)
+    _trains(cfg, "t2a")  # text to audio from sound files, no video anywhere
+
+    write_sound(folder / "echo.wav", 1.0, seed=3)  # audio-to-audio IC-LoRA: a reference sound per clip
+    a2a = _rows(tmp_path / "a2a.jsonl", [{"caption": "steady rain on a roof", "audio": str(folder / "rain.wav"),
+                                          "reference_audio": str(folder / "echo.wav")}])
+    cfg = _config(tmp_path, tiny_checkpoint, tiny_gemma, a2a, buckets, "a2a_ic", "a2a")
+    res = run_cli("preprocess", cfg)
+    assert res.code == 0 and "used 1 clips" in res.out, res.out
+    _trains(cfg, "a2a")
 
 
 def _judge(rows: list[tuple[Path, dict[str, Path]]], task: str | None, buckets: str = "96x64x17", **kw):

@@ -79,6 +79,7 @@ def test_recomputing_fewer_blocks_changes_no_gradient(reference):
 def test_step_graph_inputs_round_trip_and_key_on_shape(reference):
     """The CUDA-graph step (GPU only; replay checked against the official step by bench/train_step.py --check):
     its static inputs rebuild the same objects, a new shape is a new graph, and it says why it cannot run here."""
+    from ltx_lora.task import resolve_task
     from ltx_lora.train.graphed import _flatten, _unflatten, can_graph
     from ltx_lora.train.objective import prepare_inputs
     from ltx_lora.train.timesteps import SigmaSampler
@@ -86,8 +87,8 @@ def test_step_graph_inputs_round_trip_and_key_on_shape(reference):
     cfg, batch, _, _ = reference
 
     def inputs_of(b):
-        return prepare_inputs(b, SigmaSampler(), torch.Generator().manual_seed(0), train_audio=True,
-                              first_frame_p=0.5, dtype=torch.bfloat16)
+        return prepare_inputs(b, SigmaSampler(), torch.Generator().manual_seed(0), task=resolve_task("i2v"),
+                              dtype=torch.bfloat16)
 
     inputs = inputs_of(batch)
     flat: list[torch.Tensor] = []

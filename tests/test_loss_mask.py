@@ -18,13 +18,16 @@ from ltx_lora.data.dataset_file import read_dataset
 from ltx_lora.data.loss_mask import audio_weights, pixel_to_latent
 from ltx_lora.errors import UserError
 from ltx_lora.ltx.modality import predict_velocity
+from ltx_lora.task import FirstFrameCondition, ModalityTask, TaskConfig
 from ltx_lora.train.objective import compute_loss, prepare_inputs
 from ltx_lora.train.timesteps import SigmaSampler
 
+I2V_HALF = TaskConfig(video=ModalityTask(conditions=[FirstFrameCondition(probability=0.5)]))
+
 
 def _inputs(batch, seed=0):
-    return prepare_inputs(batch, SigmaSampler(), torch.Generator().manual_seed(seed), train_audio=True,
-                          first_frame_p=0.5, dtype=torch.float32)
+    return prepare_inputs(batch, SigmaSampler(), torch.Generator().manual_seed(seed), task=I2V_HALF,
+                          dtype=torch.float32)
 
 
 def _loss_and_grads(m, inputs):

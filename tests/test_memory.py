@@ -22,8 +22,16 @@ from ltx_lora.ltx.loader import load_transformer, read_checkpoint_config
 from ltx_lora.ltx.modality import predict_velocity
 from ltx_lora.ltx.quantize import QuantizedLinear, dequantize, quantize_weight
 from ltx_lora.ltx.sizes import ltx23_22b_config, transformer_size
-from ltx_lora.runtime.memory import FRAGMENTATION, Workload, choose_plan, plan_for_config, workload_for_config
+from ltx_lora.runtime.memory import (
+    FRAGMENTATION,
+    Workload,
+    choose_plan,
+    estimate,
+    plan_for_config,
+    workload_for_config,
+)
 from ltx_lora.runtime.placement import BlockSwap, attach_block_swap, spread_blocks
+from ltx_lora.task import ModalityTask, ReferenceCondition, TaskConfig
 from ltx_lora.train.lora import inject_lora
 from ltx_lora.train.objective import LatentBatch, compute_loss, prepare_inputs
 from ltx_lora.train.timesteps import SigmaSampler
@@ -49,6 +57,24 @@ def test_workload_of_the_default_bucket(work960, size22b):
     assert (work960.video_tokens, work960.audio_tokens, work960.rank) == (3570, 51, 32)
     assert work960.lora_per_rank * 32 == 213_909_504  # the 22B model's rank-32 attention LoRA (performance anchor)
     assert size22b.blocks == 48 and size22b.quantizable_per_block * 48 > 18e9
+
+
+def test_workload_counts_what_the_task_puts_in_the_sequence(size22b, work960):
+    """960x544x49: 3,570 video tokens, 51 audio steps. A condition stays in the sequence, an off modality leaves it,
+    an IC-LoRA reference adds its own tokens (at 480x272x25: 4 x 8 x 15 = 480)."""
+    def work(task) -> tuple[int, int]:
+        w = workload_for_config(Config(task=task), size22b)
+        return w.video_tokens, w.audio_tokens
+
+    assert work("a2v") == work("v2a") == work("i2v") == (3570, 51)
+    assert work("t2a") == work("audio_extend") == (0, 51)
+    assert work("t2v") == work("video_outpainting") == (3570, 0)
+    assert work("v2v_ic") == (2 * 3570, 0) and work("a2a_ic") == (0, 2 * 51) and work("av2av_ic") == (7140, 102)
+    small = TaskConfig(video=ModalityTask(conditions=[ReferenceCondition(downscale=2, temporal_scale=2)]))
+    assert work(small) == (3570 + 480, 51)
+    # fewer tokens, a smaller plan: audio alone fits where audio-video at the same budget needs more
+    t2a = workload_for_config(Config(task="t2a"), size22b)
+    assert sum(estimate(size22b, t2a, "none", 0).values()) < sum(estimate(size22b, work960, "none", 0).values())
 
 
 def test_plan_picks_the_fastest_fitting_format_per_gpu_size(size22b, work960):
@@ -175,8 +201,8 @@ def _loss_and_grads(model: torch.nn.Module, cfg: dict, swap: list[int] = (), che
     swapper = attach_block_swap(model, list(swap), torch.device("cpu"))
     model.set_gradient_checkpointing(checkpointing)
     model.train()
-    inputs = prepare_inputs(_batch(cfg), SigmaSampler("uniform"), torch.Generator().manual_seed(1), train_audio=True,
-                            first_frame_p=0.0, dtype=torch.float32)
+    inputs = prepare_inputs(_batch(cfg), SigmaSampler("uniform"), torch.Generator().manual_seed(1), task=TaskConfig(),
+                            dtype=torch.float32)
     loss = compute_loss(*predict_velocity(model, inputs.video, inputs.audio), inputs).total
     loss.backward()
     return loss.item(), torch.cat([p.grad.flatten() for p in params]), swapper
@@ -228,7 +254,7 @@ def test_a_block_used_while_not_resident_is_noticed(four_block_cfg):
     swapper.remove()
     model.train()
     inputs = prepare_inputs(_batch(four_block_cfg), SigmaSampler("uniform"), torch.Generator().manual_seed(1),
-                            train_audio=True, first_frame_p=0.0, dtype=torch.float32)
+                            task=TaskConfig(), dtype=torch.float32)
     video, _ = predict_velocity(model, inputs.video, inputs.audio)
     assert torch.isnan(video).all()
 

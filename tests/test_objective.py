@@ -1,5 +1,6 @@
 """Our training step against a step built from ltx-core the way the official trainer builds it (ref_step.py):
-same inputs, same loss to float32 rounding; and only the LoRA weights ever change."""
+same inputs, same loss to float32 rounding; and only the LoRA weights ever change. Every condition type of the
+flexible strategy against its official formulas: tests/test_flexible.py."""
 
 import einops
 import pytest
@@ -11,6 +12,7 @@ from ltx_core.types import AudioLatentShape, VideoLatentShape
 from ltx_lora.config import LoraConfig, TrainConfig
 from ltx_lora.fixtures.models import build_transformer_from_config, tiny_ltx23_config
 from ltx_lora.ltx.modality import predict_velocity
+from ltx_lora.task import FirstFrameCondition, ModalityTask, TaskConfig
 from ltx_lora.train.lora import inject_lora
 from ltx_lora.train.objective import LatentBatch, compute_loss, prepare_inputs
 from ltx_lora.train.optim import build_optimizer
@@ -29,6 +31,10 @@ def model():
     return m, cfg["transformer"]
 
 
+def first_frame_task(p: float, sigma: str = "shared") -> TaskConfig:
+    return TaskConfig(video=ModalityTask(conditions=[FirstFrameCondition(probability=p)] if p else []), sigma=sigma)
+
+
 def _batch(t, b=2, f=3, h=2, w=3, ta=7, fps=25.0):
     g = torch.Generator().manual_seed(11)
     return LatentBatch(video=torch.randn(b, 128, f, h, w, generator=g), audio=torch.randn(b, 8, ta, 16, generator=g),
@@ -38,7 +44,8 @@ def _batch(t, b=2, f=3, h=2, w=3, ta=7, fps=25.0):
 
 
 def reference_loss(model, batch: LatentBatch, noise_v, noise_a, sigma, cond) -> torch.Tensor:
-    """The official text-to-video strategy's formulas, written out against ltx-core directly."""
+    """The official text-to-video strategy's formulas (audio shares the video's sigma), written out against
+    ltx-core directly."""
     b, _, f, h, w = batch.video.shape
     x0 = einops.rearrange(batch.video, "b c f h w -> b (f h w) c")
     s = sigma.view(-1, 1, 1)
@@ -66,12 +73,12 @@ def test_loss_equals_the_official_step_on_identical_inputs(model):
     m, t = model
     batch = _batch(t)
     for seed in range(3):  # some draws condition the first frame, some do not
-        inputs = prepare_inputs(batch, SigmaSampler(), torch.Generator().manual_seed(seed), train_audio=True,
-                                first_frame_p=0.5, dtype=torch.float32)
+        inputs = prepare_inputs(batch, SigmaSampler(), torch.Generator().manual_seed(seed),
+                                task=first_frame_task(0.5), dtype=torch.float32)
         ours = compute_loss(*predict_velocity(m, inputs.video, inputs.audio), inputs).total
         x0 = einops.rearrange(batch.video, "b c f h w -> b (f h w) c")
         a0 = einops.rearrange(batch.audio, "b c t f -> b t (c f)")
-        ref = reference_loss(m, batch, inputs.video_target + x0, inputs.audio_target + a0, inputs.sigma,
+        ref = reference_loss(m, batch, inputs.video_target + x0, inputs.audio_target + a0, inputs.video_sigma,
                              ~inputs.video_loss_mask)
         assert torch.allclose(ours, ref, rtol=1e-5, atol=0), (seed, ours.item(), ref.item())
 
@@ -79,8 +86,8 @@ def test_loss_equals_the_official_step_on_identical_inputs(model):
 def test_first_frame_conditioning_keeps_x0_and_timestep_zero(model):
     _, t = model
     batch = _batch(t)
-    inputs = prepare_inputs(batch, SigmaSampler(), torch.Generator().manual_seed(0), train_audio=True,
-                            first_frame_p=1.0, dtype=torch.float32)
+    inputs = prepare_inputs(batch, SigmaSampler(), torch.Generator().manual_seed(0), task=first_frame_task(1.0),
+                            dtype=torch.float32)
     frame = batch.video.shape[3] * batch.video.shape[4]
     x0 = einops.rearrange(batch.video, "b c f h w -> b (f h w) c")
     assert torch.equal(inputs.video.latent[:, :frame], x0[:, :frame])
@@ -95,8 +102,8 @@ def test_only_lora_weights_change(model):
     params = [p for p in m.parameters() if p.requires_grad]
     assert len(params) == len(lora)
     opt = build_optimizer(params, TrainConfig(learning_rate=1e-2))
-    inputs = prepare_inputs(_batch(t), SigmaSampler(), torch.Generator().manual_seed(0), train_audio=True,
-                            first_frame_p=0.1, dtype=torch.float32)
+    inputs = prepare_inputs(_batch(t), SigmaSampler(), torch.Generator().manual_seed(0),
+                            task=first_frame_task(0.1, "independent"), dtype=torch.float32)
     compute_loss(*predict_velocity(m, inputs.video, inputs.audio), inputs).total.backward()
     opt.step()
     for n, p in m.named_parameters():
@@ -112,8 +119,8 @@ def test_a_weight_zero_clip_adds_no_gradient(model):
 
     def grads(batch, weight=None, only=None):
         m.zero_grad(set_to_none=True)
-        inputs = prepare_inputs(batch, SigmaSampler(), torch.Generator().manual_seed(3), train_audio=True,
-                                first_frame_p=0.0, dtype=torch.float32)
+        inputs = prepare_inputs(batch, SigmaSampler(), torch.Generator().manual_seed(3), task=TaskConfig(),
+                                dtype=torch.float32)
         loss = compute_loss(*predict_velocity(m, inputs.video, inputs.audio), inputs, sample_weight=weight)
         total = loss.total if only is None else (loss_per_sample(m, inputs)[only]) / 2
         total.backward()

@@ -34,7 +34,9 @@ def prepared(tmp_path_factory, tiny_checkpoint, tiny_gemma, synthetic_clips):
            "model": {"checkpoint": str(tiny_checkpoint("dev")), "text_encoder": str(tiny_gemma)},
            "data": {"dataset": str(root / "dataset.jsonl"), "buckets": BUCKETS, "cache_dir": str(root / "cache")},
            "train": {"steps": 6, "learning_rate": 1e-3, "mixed_precision": "fp32"},
-           "checkpoints": {"every": 1, "keep_last": 3}, "validation": {"prompts": ["a red ball bouncing"], "every": None},
+           "checkpoints": {"every": 1, "keep_last": 3},
+           # stg_blocks: the tiny model has blocks 0-1 (29, the default, is a block of the 22B model)
+           "validation": {"prompts": ["a red ball bouncing"], "every": None, "stg_blocks": [1]},
            "logging": {"tensorboard": False}}
     (root / "base.yaml").write_text(yaml.safe_dump(cfg))
     res = run_cli("preprocess", root / "base.yaml")
@@ -43,7 +45,7 @@ def prepared(tmp_path_factory, tiny_checkpoint, tiny_gemma, synthetic_clips):
     return root, cfg
 
 
-def write_config(prepared, tmp_path: Path, name: str = "run", task: str | None = None, **train) -> Path:
+def write_config(prepared, tmp_path: Path, name: str = "run", task: str | dict | None = None, **train) -> Path:
     _, base = prepared
     cfg = {**base, "output_dir": str(tmp_path / name), "train": {**base["train"], **train}}
     if task:
@@ -72,6 +74,43 @@ def test_every_mode_trains_and_exports_a_comfy_lora(prepared, tmp_path, task):
         meta = f.metadata()
     assert meta["task"] == task and meta["rank"] == "32" and meta["step"] == "3"
     assert (meta["model_version"], meta["base_model"]) == ("2.3.0", "LTX-2.3 22B Dev")  # lora check reads both
+
+
+OUTPAINTING_64 = {"audio": {"role": "off"},  # video_outpainting with a box inside the fixture's 64x64 frames
+                  "video": {"conditions": [{"type": "spatial_crop", "box": [0, 0, 32, 64]}]}}
+
+
+@pytest.mark.parametrize("task", ["t2a", "a2v", "v2a", "video_extend", "video_suffix", "audio_extend",
+                                  "audio_suffix", "video_outpainting"])
+def test_every_task_without_new_data_columns_trains(prepared, tmp_path, task):
+    """2 steps of each task the fixture's clips can train (mask and reference tasks need their own columns).
+    Which branch's LoRA moves says which modality was generated or conditioned; a modality that is off never
+    runs (its LoRA stays zero)."""
+    cfg = write_config(prepared, tmp_path, task=OUTPAINTING_64 if task == "video_outpainting" else task, steps=2)
+    data = yaml.safe_load(cfg.read_text())
+    data["validation"]["prompts"] = []  # a conditioned task's prompts need their inputs (tests/test_validation.py)
+    cfg.write_text(yaml.safe_dump(data))
+    res = run_cli("train", cfg)
+    assert res.code == 0, res.err
+    assert "step 2/2" in res.err
+    t = lora_tensors(tmp_path / "run")
+
+    def moved(branch: str) -> bool:
+        return any(v.abs().sum() > 0 for k, v in t.items() if f".{branch}.to_q.lora_B" in k)
+
+    video_off, audio_off = task == "t2a" or task.startswith("audio_"), task == "video_outpainting"
+    assert moved("attn1") != video_off and moved("audio_attn1") != audio_off, (moved("attn1"), moved("audio_attn1"))
+    records = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    video_logged = task not in ("v2a", "t2a") and not task.startswith("audio_")
+    assert [r["loss_video"] is not None for r in records] == [video_logged] * 2
+    audio_logged = [r["loss_audio"] is not None for r in records]  # a step of silent clips trains video alone
+    assert any(audio_logged) if task not in ("a2v", "video_outpainting") else not any(audio_logged)
+    if task in ("a2v", "v2a", "t2a") or task.startswith("audio_"):  # the fixture's silent clips and stills
+        assert "have no audio and are left out" in res.err
+    if task in ("video_extend", "video_suffix"):  # 8 latent frames given: all of the fixture's 2-frame clips
+        assert "8 latent frame(s) cover every frame (2) of bucket 64x64x9" in res.err
+    with safe_open(str(tmp_path / "run" / "lora.safetensors"), "pt") as f:
+        assert f.metadata()["task"] == ("custom" if task == "video_outpainting" else task)
 
 
 def test_loss_decreases_when_overfitting(prepared, tmp_path):

@@ -8,10 +8,11 @@ from ltx_core.model.transformer.modality import Modality
 from ltx_core.types import AudioLatentShape, SpatioTemporalScaleFactors, VideoLatentShape
 
 __all__ = ["Modality", "patchify_video", "patchify_audio", "video_positions", "audio_positions",
-           "predict_velocity", "AUDIO_LATENT_CHANNELS", "AUDIO_MEL_BINS"]
+           "predict_velocity", "AUDIO_LATENT_CHANNELS", "AUDIO_MEL_BINS", "VIDEO_SCALE"]
 
 AUDIO_LATENT_CHANNELS = 8
 AUDIO_MEL_BINS = 16
+VIDEO_SCALE = SpatioTemporalScaleFactors.default()  # pixels per latent cell: time 8, height 32, width 32
 _VIDEO = VideoLatentPatchifier(patch_size=1)
 _AUDIO = AudioPatchifier(patch_size=1)
 
@@ -43,5 +44,6 @@ def audio_positions(frames: int, batch: int, device: torch.device | str) -> torc
 
 
 def predict_velocity(transformer, video: Modality | None, audio: Modality | None):
-    """One transformer forward: the velocity prediction for each modality given."""
+    """One transformer forward: the velocity prediction for each modality given. ltx-core's LTXModel takes either
+    as None (that modality is not in the sequence; its prediction comes back None)."""
     return transformer(video=video, audio=audio, perturbations=None)

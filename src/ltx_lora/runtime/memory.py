@@ -32,7 +32,7 @@ from pathlib import Path
 
 import torch
 
-from ltx_lora.bucket_spec import batch_size_for, parse_buckets
+from ltx_lora.bucket_spec import batch_size_for, latent_tokens, parse_buckets
 from ltx_lora.config import Config
 from ltx_lora.distributed.env import DistEnv
 from ltx_lora.errors import UserError
@@ -238,15 +238,23 @@ def _keep_blocks(plan: Plan, size: TransformerSize, work: Workload) -> Plan:
 
 
 def workload_for_config(cfg: Config, size: TransformerSize) -> Workload:
-    """The largest batch of the config's buckets and the LoRA it trains."""
-
-    audio = resolve_task(cfg.task).audio.present  # a given (condition) audio is in the sequence too
+    """The largest batch of the config's buckets (by activation size) and the LoRA it trains. Every modality the
+    task keeps in the sequence counts, a condition too (it goes through every block); an IC-LoRA reference adds its
+    tokens (a video reference at 1/downscale size and (frames - 1)/temporal_scale + 1 frames, an audio reference as
+    long as the clip's audio); a modality that is off adds none."""
+    task = resolve_task(cfg.task)
     video_tokens = audio_tokens = 0
     for b in parse_buckets(cfg.data.buckets):
         n = batch_size_for(b, batch_size=cfg.train.batch_size, token_budget=cfg.data.token_budget)
-        if b.tokens * n > video_tokens:
-            video_tokens = b.tokens * n
-            audio_tokens = round(b.frames / cfg.train.fps * 25) * n if audio else 0  # 25 audio latents per second
+        video = b.tokens if task.video.present else 0
+        for ref in task.video.find("reference"):
+            video += latent_tokens(b.width // ref.downscale, b.height // ref.downscale,
+                                   (b.frames - 1) // ref.temporal_scale + 1)
+        steps = round(b.frames / cfg.train.fps * 25)  # 25 audio latents per second
+        audio = steps * (1 + len(task.audio.find("reference"))) if task.audio.present else 0
+        row = (video * size.video_dim + audio * size.audio_dim) * n
+        if row > video_tokens * size.video_dim + audio_tokens * size.audio_dim:
+            video_tokens, audio_tokens = video * n, audio * n
     return Workload(video_tokens=video_tokens, audio_tokens=audio_tokens, rank=cfg.lora.rank,
                     lora_per_rank=size.lora_elements_per_rank(cfg.lora.targets),
                     optimizer=cfg.train.optimizer.value, gradient_checkpointing=cfg.train.gradient_checkpointing,

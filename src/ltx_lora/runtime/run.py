@@ -117,10 +117,6 @@ class Run:
         """The task as trained: the config's preset expanded, or its mapping."""
         return resolve_task(self.config.task)
 
-    @property
-    def train_audio(self) -> bool:
-        return self.task.audio.generated
-
     def resume_fingerprint(self) -> dict:
         """Settings a resumed run must share with the run that wrote the training checkpoint (the batch is
         checked apart: another GPU count may resume when the global batch agrees)."""

@@ -129,7 +129,8 @@ class StepGraphs:
             args = prepare_transformer_args(self.transformer, inputs.video, inputs.audio)
         # the loss side: targets and weights (the modalities themselves are consumed above)
         loss_inputs = dataclasses.replace(inputs, video=None, audio=None)
-        scale = torch.full((), loss_scale, dtype=torch.float32, device=inputs.video_target.device)
+        target = inputs.video_target if inputs.video_target is not None else inputs.audio_target
+        scale = torch.full((), loss_scale, dtype=torch.float32, device=target.device)
         flat: list[torch.Tensor] = []
         spec = _flatten((args, (loss_inputs, sample_weight, scale), audio_loss_weight), flat)
         self._attach_grads()
@@ -143,7 +144,8 @@ class StepGraphs:
             static.copy_(new)
         entry.graph.replay()
         self.replays += 1
-        return LossParts(total=entry.loss.total.clone(), video=entry.loss.video.clone(),
+        return LossParts(total=entry.loss.total.clone(),
+                         video=None if entry.loss.video is None else entry.loss.video.clone(),
                          audio=None if entry.loss.audio is None else entry.loss.audio.clone())
 
     def _warm_up(self, flat: list[torch.Tensor], spec) -> LossParts:

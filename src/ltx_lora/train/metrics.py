@@ -92,11 +92,14 @@ class MetricsLogger:
         finally:
             self.bar.start()
 
-    def log_step(self, step: int, video_loss: float, audio_loss: float | None, lr: float, seconds: float) -> None:
+    def log_step(self, step: int, video_loss: float | None, audio_loss: float | None, lr: float,
+                 seconds: float) -> None:
+        """One step's losses (None: that modality is not generated, or no clip of the step had it)."""
         record = {"step": step, "loss_video": video_loss, "loss_audio": audio_loss, "lr": lr, "s_per_step": seconds}
         self.jsonl.write(json.dumps(record) + "\n")
         if self.tb is not None:
-            self.tb.add_scalar("loss/video", video_loss, step)
+            if video_loss is not None:
+                self.tb.add_scalar("loss/video", video_loss, step)
             if audio_loss is not None:
                 self.tb.add_scalar("loss/audio", audio_loss, step)
             self.tb.add_scalar("lr", lr, step)
@@ -106,8 +109,9 @@ class MetricsLogger:
         done = step - self.start
         elapsed = time.perf_counter() - self.t_start
         eta = elapsed / max(done, 1) * (self.total - step)
-        audio = f" audio {audio_loss:.4f}" if audio_loss is not None else ""
-        numbers = (f"loss video {video_loss:.4f}{audio} | lr {lr:.2e} | {seconds:.2f} s/step | ETA {_fmt(eta)}"
+        parts = [f"{name} {value:.4f}" for name, value in (("video", video_loss), ("audio", audio_loss))
+                 if value is not None]
+        numbers = (f"loss {' '.join(parts)} | lr {lr:.2e} | {seconds:.2f} s/step | ETA {_fmt(eta)}"
                    f"{_gpu_memory()}")
         if self.bar is not None:
             self.bar.update(self.task, completed=step, description=numbers)

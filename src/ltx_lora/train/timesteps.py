@@ -8,8 +8,6 @@ token counts). `uniform`: U(0, 1).
 
 from __future__ import annotations
 
-import math
-
 import torch
 
 _Z_999 = 3.0902  # 99.9th percentile of the standard normal
@@ -35,8 +33,9 @@ class SigmaSampler:
             return torch.rand(batch, generator=generator, device=device)
         mu = logit_normal_shift(tokens)
         normal = torch.randn(batch, generator=generator, device=device) * self.std + mu
-        lo = 1 / (1 + math.exp(-(mu + _Z_005 * self.std)))
-        hi = 1 / (1 + math.exp(-(mu + _Z_999 * self.std)))
+        # float32 tensors, as the official sampler computes them: the same sigma to the last bit
+        lo = torch.sigmoid(torch.tensor(mu + _Z_005 * self.std, device=device))
+        hi = torch.sigmoid(torch.tensor(mu + _Z_999 * self.std, device=device))
         stretched = (torch.sigmoid(normal) - lo) / (hi - lo)
         stretched = torch.where(stretched >= self.eps, stretched, 2 * self.eps - stretched).clamp(0, 1)
         uniform = (1 - self.eps) * torch.rand(batch, generator=generator, device=device) + self.eps

@@ -14,6 +14,7 @@ import random
 import signal
 import threading
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import torch
@@ -21,7 +22,14 @@ from rich.console import Console
 from safetensors import SafetensorError
 
 from ltx_lora.data.cache import Manifest, made_for_another_model, missing_files, read_manifest, same_path
-from ltx_lora.data.loader import BatchOrder, caption_dropout_draw, empty_prompt_file, load_batch, text_files
+from ltx_lora.data.loader import (
+    BatchOrder,
+    caption_dropout_draw,
+    check_cache_for_task,
+    empty_prompt_file,
+    load_batch,
+    text_files,
+)
 from ltx_lora.data.report import report_path_for
 from ltx_lora.distributed import env as dist_env
 from ltx_lora.distributed import parallel
@@ -41,7 +49,7 @@ from ltx_lora.runtime.inputs import check_base
 from ltx_lora.runtime.models import Models, load_models
 from ltx_lora.runtime.placement import HostOffload, attach_block_swap
 from ltx_lora.runtime.run import Run, Validate, ValidationFactory
-from ltx_lora.task import task_name
+from ltx_lora.task import SpatialCropCondition, task_name
 from ltx_lora.train.checkpointer import (
     DamagedCheckpoint,
     TrainingState,
@@ -113,16 +121,6 @@ def seed_global_rngs(seed: int) -> None:
     random.seed(seed)
 
 
-def _first_frame_p(run: Run) -> float:
-    """The first-frame probability of the tasks the objective trains so far (video generated, audio generated or
-    off, audio sharing the video's sigma); other tasks are refused until the objective learns them."""
-    task = run.task
-    kinds = {c.type for c in task.video.conditions + task.audio.conditions}
-    if not task.video.generated or task.audio.role == "condition" or kinds - {"first_frame"}:
-        raise UserError("this task is not trained yet: use task t2av, t2v or i2v.")
-    first = task.video.find("first_frame")
-    return first[0].probability if first else 0.0
-
 class Trainer:
     def __init__(self, run: Run, *, resume: bool = False, validation: ValidationFactory | None = None,
                  console=None):
@@ -138,8 +136,7 @@ class Trainer:
         self.cache = run.cache_dir
         self.device = run.device
         self.dtype = run.dtype
-        self.train_audio = run.train_audio
-        self.first_frame_p = _first_frame_p(run)
+        self.task = run.task
         self.block_swap = None  # set by train() from the memory plan
         self.connectors_host: HostOffload | None = None
         self.empty_prompt: str | None = None  # the cached empty prompt's features, with caption dropout on
@@ -167,9 +164,56 @@ class Trainer:
         if missing:
             raise UserError(f"the cache in {self.cache} lacks {len(missing)} file(s) its manifest lists (e.g. "
                             f"{missing[0]}); run `ltx-lora preprocess` with this config to encode them again.")
-        if self.train_audio and not any(i.has_audio for i in manifest.items):
+        task = self.task
+        silent = [i for i in manifest.items if not i.has_audio]
+        if task.audio.generated and len(silent) == len(manifest.items):
             raise UserError(f"the task generates audio but no cached clip in {self.cache} has audio; use `task: t2v` "
                             "(video only) or preprocess clips with audio.")
+        if task.audio.role == "condition" and len(silent) == len(manifest.items):
+            raise UserError(f"the task gives the audio as a condition but no cached clip in {self.cache} has audio; "
+                            "preprocess clips with sound, or use another task (e.g. t2v).")
+
+    def _usable_items(self, manifest: Manifest) -> Manifest:
+        """The clips this task can train on. A task that needs every clip's sound (audio given as a condition, or
+        audio without generated video) leaves the silent ones out, and says so; one that generates both trains a
+        silent clip's video alone."""
+        task = self.task
+        if not task.audio.present or (task.video.generated and task.audio.generated):
+            return manifest
+        silent = [i for i in manifest.items if not i.has_audio]
+        if silent:
+            why = "gives the audio as a condition" if task.audio.role == "condition" else "trains the audio alone"
+            self.console.print(f"note: {len(silent)} of {len(manifest.items)} cached clips have no audio and are left "
+                               f"out (the task {why}), e.g. {silent[0].media or silent[0].latents}", highlight=False)
+        return replace(manifest, items=[i for i in manifest.items if i.has_audio])
+
+    def _note_whole_clip_conditions(self, manifest: Manifest) -> None:
+        """A note when a video condition gives the whole of a bucket's clips (e.g. video_extend's 8-frame prefix on
+        9-frame clips, first_frame on stills, outpainting's box on a small bucket): when drawn, those samples train
+        the video on nothing, as in the official trainer."""
+        video = self.task.video
+        if not video.generated:
+            return
+        for bucket in sorted({i.bucket for i in manifest.items if i.has_video}):
+            width, height, frames = (int(n) for n in bucket.split("x"))
+            latent_frames = (frames - 1) // 8 + 1
+            for cond in video.conditions:
+                if cond.type in ("first_frame", "prefix", "suffix"):
+                    n = 1 if cond.type == "first_frame" else cond.frames
+                    if n >= latent_frames:
+                        what = f"{n} latent frame(s) cover every frame ({latent_frames})"
+                    else:
+                        continue
+                elif isinstance(cond, SpatialCropCondition):
+                    top, left, bottom, right = (v // 32 for v in cond.box)
+                    if top <= 0 and left <= 0 and bottom >= height // 32 and right >= width // 32:
+                        what = f"box {list(cond.box)} covers the whole {width}x{height} frame"
+                    else:
+                        continue
+                else:
+                    continue
+                self.console.print(f"note: the {cond.type} condition's {what} of bucket {bucket}: when drawn, those "
+                                   "clips give the whole video and train it on nothing.", highlight=False)
 
     def _resume_state(self) -> tuple[Path, TrainingState] | None:
         """The latest checkpoint that reads, checked against this run's settings before any model is loaded. A
@@ -247,6 +291,9 @@ class Trainer:
         require_logging_packages(cfg.logging)
         manifest = read_manifest(self.cache)
         self._check_cache(manifest)
+        manifest = self._usable_items(manifest)
+        check_cache_for_task(self.cache, manifest, self.task)
+        self._note_whole_clip_conditions(manifest)
         if not self.resume and latest_training_checkpoint(self.run_dir) is not None:
             raise UserError(f"{self.run_dir} already holds checkpoints; pass --resume to continue that run, or set "
                             "output_dir to a new folder.")
@@ -277,9 +324,13 @@ class Trainer:
         self.compiled = self._compile(transformer)
         transformer.train()
         # DDP / FSDP2 with several processes; FSDP2 replaces the parameters by shards, so collect them after.
-        audio_always = self.train_audio and all(i.has_audio for i in manifest.items)  # else the audio LoRA idles
+        # Both modalities in every step, both generated: every LoRA layer gets a gradient. Otherwise some idle (the
+        # audio branch in a batch without sound, the video branch of t2a, the last block's layers that only feed
+        # a condition modality's output).
+        every_layer = (self.task.video.generated and self.task.audio.generated
+                       and all(i.has_audio for i in manifest.items))
         models.transformer = parallel.wrap(transformer, cfg.distributed.strategy, self.dist, self.dtype,
-                                           some_lora_may_idle=not audio_always)
+                                           some_lora_may_idle=not every_layer)
         params = lora_parameters(transformer)
         trainable = list(params.values())
         self.graphs = self._step_graphs(transformer, trainable, plan)
@@ -418,7 +469,8 @@ class Trainer:
         return StepGraphs(transformer, trainable, self.dtype, on_fallback=fallback)
 
     def _first_compiled_step(self, models: Models, manifest: Manifest, order: BatchOrder, sampler: SigmaSampler,
-                             gen: torch.Generator, optimizer, trainable, step: int) -> tuple[float, float | None]:
+                             gen: torch.Generator, optimizer, trainable,
+                             step: int) -> tuple[float | None, float | None]:
         """The first step compiles the blocks; if that fails, undo the step's draws and run it eager."""
         position, gen_state = order.position(), gen.get_state()
         cpu_rng = torch.get_rng_state()
@@ -446,10 +498,10 @@ class Trainer:
         return self._optimizer_step(models, manifest, order, sampler, gen, optimizer, trainable, step)
 
     def _optimizer_step(self, models: Models, manifest: Manifest, order: BatchOrder, sampler: SigmaSampler,
-                        gen: torch.Generator, optimizer, trainable, step: int) -> tuple[float, float | None]:
+                        gen: torch.Generator, optimizer, trainable, step: int) -> tuple[float | None, float | None]:
         cfg = self.cfg
         accum = cfg.train.gradient_accumulation
-        video_sum, audio_sum = 0.0, None
+        video_sum, audio_sum = None, None
         for micro in range(accum):
             batch_ids = order.next()  # the global batch, the same on every rank
             share = self.dist.share(len(batch_ids))
@@ -461,19 +513,22 @@ class Trainer:
             # drawn for the whole global batch (the generator advances alike on every rank), this rank's rows kept
             dropped = caption_dropout_draw(len(batch_ids), cfg.train.caption_dropout, gen)
             dropped = dropped[share] or dropped[:1]
-            raw = load_batch(self.cache, items, self.device, self.dtype, task=self.run.task,
+            raw = load_batch(self.cache, items, self.device, self.dtype, task=self.task,
                              texts=text_files(items, dropped, self.empty_prompt))
             on_device = self.connectors_host.on_device() if self.connectors_host else contextlib.nullcontext()
             with torch.no_grad(), on_device:  # the text connectors are frozen: run them, keep no graph
                 vctx, actx, mask = run_text_connectors(models.text_connectors, raw.text)
             mask = attention_mask_or_none(mask)
-            batch = LatentBatch(video=raw.video, audio=raw.audio, video_context=vctx, audio_context=actx,
-                                context_mask=mask, fps=raw.fps, loss_weight=raw.loss_weight,
-                                video_loss_weight=raw.video_weight, audio_loss_weight=raw.audio_weight)
+            batch = LatentBatch(video=raw.video, audio=raw.audio,
+                                video_context=vctx, audio_context=actx, context_mask=mask, fps=raw.fps,
+                                loss_weight=raw.loss_weight, video_loss_weight=raw.video_weight,
+                                audio_loss_weight=raw.audio_weight,
+                                reference_video=raw.reference_video, reference_audio=raw.reference_audio,
+                                video_condition_mask=raw.video_condition_mask,
+                                audio_condition_mask=raw.audio_condition_mask)
             try:
                 with parallel.gradient_sync(models.transformer, enabled=micro == accum - 1):
-                    loss = forward_backward(models.transformer, batch, sampler, gen, train_audio=self.train_audio,
-                                            first_frame_p=self.first_frame_p, dtype=self.dtype,
+                    loss = forward_backward(models.transformer, batch, sampler, gen, task=self.task, dtype=self.dtype,
                                             audio_loss_weight=cfg.train.audio_loss_weight, loss_scale=weight / accum,
                                             rows=(share.start if weight else 0, len(batch_ids)),
                                             all_finite=self.dist.all_agree, graphs=self.graphs)
@@ -483,10 +538,13 @@ class Trainer:
                                      f"The last good checkpoint is {last or 'none (none was saved yet)'}. Lower "
                                      "train.learning_rate or check the cached data, then resume with --resume.") from None
             # Logged: the global batch's mean losses (sums over every rank's real samples).
-            audio = loss.audio.sum() if loss.audio is not None else loss.video.new_zeros(())
-            video_total, audio_total = self.dist.all_reduce_sum(torch.stack([loss.video.sum(), audio]).float()
+            zero = loss.total.detach().new_zeros(())
+            video = loss.video.sum() if loss.video is not None else zero
+            audio = loss.audio.sum() if loss.audio is not None else zero
+            video_total, audio_total = self.dist.all_reduce_sum(torch.stack([video, audio]).float()
                                                                 * (weight > 0)).tolist()
-            video_sum += video_total / len(batch_ids) / accum
+            if loss.video is not None:
+                video_sum = (video_sum or 0.0) + video_total / len(batch_ids) / accum
             if loss.audio is not None:
                 audio_sum = (audio_sum or 0.0) + audio_total / len(batch_ids) / accum
         if cfg.train.max_grad_norm:
