@@ -32,10 +32,11 @@ def _styled(label: str, style: str, rest: str) -> Text:
     return Text.assemble((label, style), " ", rest)
 
 
-def _finite(value: Optional[float]) -> Optional[float]:
+def _finite(param: typer.CallbackParam, value: Optional[float]) -> Optional[float]:
     """Callback of every number option: `nan` and `inf` parse as floats, but no option means anything with them."""
     if value is not None and not math.isfinite(value):
-        raise UserError(f"{value} is not a usable number for this option; give a finite number such as 1.0.")
+        raise UserError(f"{param.opts[0] if param.opts else param.name} {value} is not a finite number; give one "
+                        "such as 1.0.")
     return value
 
 

@@ -61,8 +61,6 @@ def _fused(base_file, key: str, info, delta: torch.Tensor) -> dict[str, torch.Te
 
 def merge(lora_path: str | Path, base_path: str | Path, out: str | Path, strength: float = 1.0,
           overwrite: bool = False, on_progress=None) -> MergeResult:
-    if not math.isfinite(strength):
-        raise UserError(f"--strength {strength} is not a finite number; give one such as 1.0 (ComfyUI's meaning).")
     lora = lora_file.read_lora(lora_path)
     bad_alpha = [m.alpha_key for m in lora.modules.values() if m.alpha is not None and not math.isfinite(m.alpha)]
     if bad_alpha:
