@@ -63,7 +63,7 @@ OPTIONS = {  # option -> the config sections it sets
 def option_config(option: str, res: str, rank: int):
     sections = OPTIONS[option]
     return parse_config({"lora": {"rank": rank, **sections.get("lora", {})}, "data": {"buckets": res},
-                         "train": {"mode": "av", **sections.get("train", {})}})
+                         "train": {**sections.get("train", {})}})
 
 
 def run_option(option: str, res: tuple[int, int, int], args, model_cfg: dict) -> dict:

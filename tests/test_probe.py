@@ -107,7 +107,7 @@ def test_duplicate_has_the_same_hash(problem_clips):
 
 def test_never_raises_on_missing_or_odd_paths(tmp_path):
     assert probe(tmp_path / "nope.mp4").error == "file not found"
-    assert probe(tmp_path).error == "file not found"  # a folder is not a media file
+    assert probe(tmp_path).error == "a folder, not a media file"
     fake = tmp_path / "fake.png"
     fake.write_bytes(b"\x89PNG\r\n\x1a\n" + os.urandom(500))
     info = probe(fake)

@@ -150,8 +150,9 @@ def _state(step, params):
         p.grad = torch.ones_like(p)
     opt.step()
     return TrainingState(step=step, lora={"a": params[0].detach()}, optimizer=opt.state_dict(),
-                         rng={"sampler": torch.Generator().manual_seed(1).get_state()},
-                         data_position={"epoch": 1, "index": 2}, meta={"rank": 4})
+                         rng={"sampler": torch.Generator().manual_seed(1).get_state(),
+                              "torch_cpu": torch.get_rng_state()},
+                         data_position={"epoch": 1, "index": 2}, meta={"rank": 4, "batch_size": 1})
 
 
 def test_checkpoint_round_trip_without_pickle(tmp_path):
@@ -159,7 +160,7 @@ def test_checkpoint_round_trip_without_pickle(tmp_path):
     state = _state(7, params)
     path = save_training_checkpoint(tmp_path, state, {"x": torch.zeros(1)}, {"step": "7"}, keep_last=2)
     back = load_training_state(path)
-    assert back.step == 7 and back.meta == {"rank": 4} and back.data_position == {"epoch": 1, "index": 2}
+    assert back.step == 7 and back.meta == {"rank": 4, "batch_size": 1} and back.data_position == {"epoch": 1, "index": 2}
     opt = torch.optim.AdamW([torch.nn.Parameter(torch.randn(3, 2))], lr=1e-3)
     opt.load_state_dict(back.optimizer)
     assert torch.equal(opt.state_dict()["state"][0]["exp_avg"], state.optimizer["state"][0]["exp_avg"])
@@ -196,7 +197,7 @@ def test_damaged_state_is_one_sentence(tmp_path):
     params = [torch.nn.Parameter(torch.randn(2))]
     path = save_training_checkpoint(tmp_path, _state(1, params), {"x": torch.zeros(1)}, {}, keep_last=2)
     (path / "state.safetensors").write_bytes(b"garbage")
-    with pytest.raises(UserError, match="cannot be read"):
+    with pytest.raises(UserError, match="is damaged.*delete that checkpoint folder"):
         load_training_state(path)
 
 
@@ -234,7 +235,8 @@ def test_ema_equals_its_closed_form_and_swaps_back_bit_for_bit(tmp_path):
     other = LoraEma(w, d)
     other.load_full(full)
     assert all(torch.equal(other.averages[n], full[n]) for n in w)
-    state = TrainingState(step=7, lora=raw, optimizer={"state": {}, "param_groups": []}, rng={}, data_position={},
-                          meta={}, ema=full)
+    rng = {"sampler": torch.Generator().get_state(), "torch_cpu": torch.get_rng_state()}  # what the trainer saves
+    state = TrainingState(step=7, lora=raw, optimizer={"state": {}, "param_groups": []}, rng=rng, data_position={},
+                          meta={"batch_size": 1}, ema=full)
     saved = save_training_checkpoint(tmp_path, state, {}, {}, keep_last=1)
     assert all(torch.equal(load_training_state(saved).ema[n], full[n]) for n in w)

@@ -123,7 +123,8 @@ def probe(path: Path | str) -> MediaInfo:
                           "(e.g. with `convmv -f latin1 -t utf8`)")
             return info
         if not path.is_file():
-            info.error = ("not a regular file (a pipe, socket or device), so it is not read" if path.exists()
+            info.error = ("a folder, not a media file" if path.is_dir() else
+                          "not a regular file (a pipe, socket or device), so it is not read" if path.exists()
                           else "file not found")
             return info
         info.size_bytes = path.stat().st_size
