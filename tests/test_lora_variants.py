@@ -213,7 +213,7 @@ def test_alpha_convert_and_validation_hooks_follow_comfyuis_rules(tiny_checkpoin
     assert by["ltx-core"].applied == 0 and by["diffusers"].applied == 0
 
     x = torch.randn(1, 5, 32)
-    stem = next(m for m in modules if m.endswith("attn1.to_q"))
+    stem = next(m for m in sorted(modules) if m.endswith(".attn1.to_q"))  # the video branch (width 32)
     layer = dict(model.named_modules())[stem.removeprefix("diffusion_model.")].base_layer
     plain = layer(x)
     holder = torch.nn.ModuleDict({"q": layer})
