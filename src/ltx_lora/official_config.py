@@ -29,6 +29,9 @@ _OFFICIAL_MARKERS = ("optimization", "acceleration", "training_strategy", "flow_
 _SCHEDULERS = ("constant", "linear", "cosine")
 
 
+UNKNOWN = "no such setting in ltx-lora"
+
+
 def looks_official(data: Any) -> bool:
     return isinstance(data, dict) and any(k in data for k in _OFFICIAL_MARKERS)
 
@@ -193,9 +196,6 @@ def _optimization(data: dict, t: Translation) -> None:
             t.dropped["optimization.scheduler_params"] = "use train.warmup_steps / train.min_lr_ratio"
         else:
             t.mapped["optimization.scheduler_params"] = "(empty: the schedule's defaults)"
-    for key in opt:
-        if f"optimization.{key}" not in t.accounted():
-            t.dropped[f"optimization.{key}"] = "no such setting in ltx-lora"
 
 
 def _acceleration(data: dict, t: Translation) -> None:
@@ -221,9 +221,6 @@ def _acceleration(data: dict, t: Translation) -> None:
               bool(acc["load_text_encoder_in_8bit"]))
     if "offload_optimizer_during_validation" in acc:
         t.unneeded["acceleration.offload_optimizer_during_validation"] = "the memory plan places everything"
-    for key in acc:
-        if f"acceleration.{key}" not in t.accounted():
-            t.dropped[f"acceleration.{key}"] = "no such setting in ltx-lora"
 
 
 def _data(data: dict, t: Translation) -> None:
@@ -232,9 +229,6 @@ def _data(data: dict, t: Translation) -> None:
         t.dropped["data.preprocessed_data_root"] = "its .pt cache is pickle; run `ltx-lora preprocess` once"
     if "num_dataloader_workers" in d:
         t.unneeded["data.num_dataloader_workers"] = "the cache is read in the training process"
-    for key in d:
-        if f"data.{key}" not in t.accounted():
-            t.dropped[f"data.{key}"] = "no such setting in ltx-lora"
 
 
 _VALIDATION_KEYS = {
@@ -360,10 +354,6 @@ def _validation(data: dict, t: Translation) -> None:
             t.dropped["validation.skip_initial_validation"] = "ltx-lora always samples step 0: the report's baseline"
         else:
             t.mapped["validation.skip_initial_validation"] = "(ltx-lora samples step 0)"
-    for key in val:
-        path = f"validation.{key}"
-        if key not in ("samples",) and path not in t.accounted():
-            t.dropped[path] = "no such setting in ltx-lora"
 
 
 def _checkpoints(data: dict, t: Translation) -> None:
@@ -378,18 +368,13 @@ def _checkpoints(data: dict, t: Translation) -> None:
             t.mapped["checkpoints.precision"] = "(LoRA files are written in bf16)"
         else:
             t.changed["checkpoints.precision"] = f"{ck['precision']}: LoRA files are written in bf16"
-    for key in ck:
-        if f"checkpoints.{key}" not in t.accounted():
-            t.dropped[f"checkpoints.{key}"] = "no such setting in ltx-lora"
 
 
 def _rest(data: dict, t: Translation) -> None:
     lora = _section(data, "lora")
-    for key in lora:
-        if key in ("rank", "alpha", "dropout", "target_modules"):
+    for key in ("rank", "alpha", "dropout", "target_modules"):
+        if key in lora:
             t.set(f"lora.{key}", f"lora.{key}", lora[key])
-        else:
-            t.dropped[f"lora.{key}"] = "no such LoRA setting in ltx-lora"
     fm = _section(data, "flow_matching")
     if "timestep_sampling_mode" in fm:
         mode = fm["timestep_sampling_mode"]
@@ -430,8 +415,9 @@ def translate(data: dict) -> Translation:
     t = Translation()
     for part in (_model, _task, _optimization, _acceleration, _data, _validation, _checkpoints, _rest):
         part(data, t)
+    # One sweep names every key no section handled (each section maps only what it knows).
     for key in sorted(official_keys(data) - t.accounted()):
-        t.dropped[key] = "not a key ltx-lora knows"
+        t.dropped[key] = UNKNOWN
     return t
 
 

@@ -152,11 +152,15 @@ def _modality(state: LatentState, prompt: Prompt, context: torch.Tensor, sigma: 
                     positions=state.positions, context=context, context_mask=_mask_or_none(prompt.mask))
 
 
+def _given_state(tools, latent: torch.Tensor, device, dtype) -> LatentState:
+    """A whole modality given (a2v's sound, v2a's video): its clean latent throughout, never denoised."""
+    state = tools.create_initial_state(device=device, dtype=dtype, initial_latent=latent.to(device=device, dtype=dtype))
+    return replace(state, denoise_mask=torch.zeros_like(state.denoise_mask))
+
+
 def _video_state(req: SampleRequest, vtools, device, dtype) -> LatentState:
     if req.video_given is not None:
-        state = vtools.create_initial_state(device=device, dtype=dtype,
-                                            initial_latent=req.video_given.to(device=device, dtype=dtype))
-        return replace(state, denoise_mask=torch.zeros_like(state.denoise_mask))
+        return _given_state(vtools, req.video_given, device, dtype)
     state = vtools.create_initial_state(device=device, dtype=dtype)
     for item in req.video_items():
         latent = item.latent.to(device=device, dtype=dtype)
@@ -199,9 +203,7 @@ def _keep_masked(state: LatentState, tokens: torch.Tensor, mask: torch.Tensor) -
 
 def _audio_state(req: SampleRequest, atools, device, dtype) -> LatentState:
     if req.audio_given is not None:
-        state = atools.create_initial_state(device=device, dtype=dtype,
-                                            initial_latent=req.audio_given.to(device=device, dtype=dtype))
-        return replace(state, denoise_mask=torch.zeros_like(state.denoise_mask))
+        return _given_state(atools, req.audio_given, device, dtype)
     state = atools.create_initial_state(device=device, dtype=dtype)
     for item in req.audio_conditions:
         tokens = atools.patchifier.patchify(item.latent.to(device=device, dtype=dtype))
