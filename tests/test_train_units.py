@@ -1,5 +1,6 @@
 """Training pieces that need no model: sigma sampling, schedules, batch order, checkpoints, cache padding."""
 
+import itertools
 import json
 
 import pytest
@@ -12,6 +13,7 @@ from ltx_lora.data.cache import CacheItem, Manifest
 from ltx_lora.data.loader import BatchOrder, caption_dropout_draw, empty_prompt_file, text_files
 from ltx_lora.errors import UserError
 from ltx_lora.train.checkpointer import (
+    DamagedCheckpoint,
     TrainingState,
     checkpoint_lora,
     latest_training_checkpoint,
@@ -75,7 +77,7 @@ def test_schedule_peaks_at_warmup_ends_at_the_floor_and_resumes_alike(sched, war
         assert lrs[:warmup] == pytest.approx([(s + 1) / warmup for s in range(warmup)])  # peak exactly at step 4
     assert lrs[warmup] == pytest.approx(1.0) and max(lrs) == pytest.approx(1.0)
     after = lrs[warmup:]
-    assert all(a >= b for a, b in zip(after, after[1:]))  # never rises after warm-up
+    assert all(a >= b for a, b in itertools.pairwise(after))  # never rises after warm-up
     floor = 1.0 if sched == "constant" else 0.1
     assert lr_factor(cfg.steps, cfg) == pytest.approx(floor) and min(after) >= floor - 1e-12
     # The sequence a resumed run sets (fresh optimizer, config read again) is the uninterrupted one, bit for bit.
@@ -199,6 +201,16 @@ def test_damaged_state_is_one_sentence(tmp_path):
     (path / "state.safetensors").write_bytes(b"garbage")
     with pytest.raises(UserError, match="is damaged.*delete that checkpoint folder"):
         load_training_state(path)
+
+
+def test_a_checkpoint_folder_renamed_to_another_step_is_not_resumed_as_that_step(tmp_path):
+    params = [torch.nn.Parameter(torch.randn(2))]
+    path = save_training_checkpoint(tmp_path, _state(100, params), {"x": torch.zeros(1)}, {}, keep_last=2)
+    moved = path.rename(path.with_name("step_000300"))
+    with pytest.raises(DamagedCheckpoint, match="named for step 300 but it holds step 100.*rename it back to "
+                                                "step_000100"):
+        load_training_state(moved)
+    assert load_training_state(moved.rename(path)).step == 100
 
 
 def test_metrics_drop_the_steps_past_the_resume_point(tmp_path):

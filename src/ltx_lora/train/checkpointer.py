@@ -224,4 +224,8 @@ def load_training_state(checkpoint: Path) -> TrainingState:
     if not sound:
         raise DamagedCheckpoint(path, "its step, settings, data position, LoRA or random-generator states are not "
                                 "what ltx-lora writes")
+    named = checkpoint_step(checkpoint)
+    if named is not None and named != state.step:  # a renamed folder: resuming would count steps it never ran
+        raise DamagedCheckpoint(path, f"its folder is named for step {named} but it holds step {state.step}; "
+                                f"rename it back to {STEP_PREFIX}{state.step:06d}")
     return state
