@@ -20,7 +20,7 @@ from ltx_lora.errors import UserError
 from ltx_lora.fixtures.models import TINY_LTX23_CONFIG, build_transformer_from_config
 from ltx_lora.ltx.loader import load_transformer, read_checkpoint_config
 from ltx_lora.ltx.modality import predict_velocity
-from ltx_lora.ltx.quantize import QuantizedLinear, dequantize, quantize_weight
+from ltx_lora.ltx.quantize import QuantizedLinear, dequantize, fp8_matmul_support, quantize_weight
 from ltx_lora.ltx.sizes import ltx23_22b_config, transformer_size
 from ltx_lora.runtime.memory import (
     FRAGMENTATION,
@@ -131,6 +131,34 @@ def test_plan_keeps_what_the_config_fixes(size22b, work960):
     with pytest.raises(UserError, match="gradient_checkpointing"):
         choose_plan(24, "t", size22b, nockpt, block_swap=4)
     assert choose_plan(None, "cpu", size22b, work960).quantization == "none"  # no limit known: nothing forced
+
+
+def test_fp8_matmuls_plan_an_fp8_base_and_refuse_what_they_cannot_run_on(size22b, work960, tiny_checkpoint):
+    """memory.fp8_matmuls on: an FP8 base in every candidate (a bf16 file quantized per tensor), its transient
+    memory counted (one transposed FP8 weight and an FP8 activation copy instead of a dequantised fp32 + bf16
+    weight); auto: only where the plan keeps an FP8 base anyway and the device has FP8 matmuls."""
+    on = choose_plan(80, "t", size22b, work960, fp8_matmuls=True)
+    assert (on.quantization, on.fp8_matmuls, on.swapped_blocks) == ("fp8", True, ()) and "FP8 matmuls" in on.describe()
+    dequant = estimate(size22b, work960, "fp8", 0)
+    fp8 = estimate(size22b, work960, "fp8", 0, fp8_matmuls=True)
+    row = (3570 * size22b.video_dim + 51 * size22b.audio_dim) * 2
+    assert fp8["weights"] == dequant["weights"] < estimate(size22b, work960, "none", 0)["weights"]
+    assert (fp8["activations"] - dequant["activations"]) * 2**30 == pytest.approx(
+        2 * row - 5 * size22b.largest_linear)
+    assert choose_plan(None, "cpu", size22b, work960, fp8_matmuls=True).quantization == "fp8"
+    assert choose_plan(24, "t", size22b, work960, fp8_matmuls=True).quantization == "fp8"  # with blocks swapped
+    with pytest.raises(UserError, match="memory.quantization is int8"):
+        choose_plan(80, "t", size22b, work960, quantization="int8", fp8_matmuls=True)
+    with pytest.raises(UserError, match="memory.quantization is none; set memory.quantization to auto or fp8"):
+        parse_config({"memory": {"fp8_matmuls": "on", "quantization": "none"}})
+    cpu = torch.device("cpu")
+    config = {"model": {"checkpoint": str(tiny_checkpoint("dev-fp8"))}, "memory": {"plan": "24gb"}}
+    plan = plan_for_config(parse_config({**config, "memory": {"plan": "24gb", "fp8_matmuls": "on"}}), cpu)
+    assert plan.quantization == "fp8" and plan.fp8_matmuls
+    auto = plan_for_config(parse_config({**config, "memory": {"quantization": "fp8", "fp8_matmuls": "auto"}}), cpu)
+    assert auto.quantization == "fp8" and not auto.fp8_matmuls and "FP8 matmuls off (not on a GPU)" in auto.describe()
+    assert not plan_for_config(parse_config(config), cpu).fp8_matmuls  # off by default
+    assert fp8_matmul_support(cpu) == "" and "CUDA GPUs only" in fp8_matmul_support(torch.device("meta"))
 
 
 def test_forced_tier_sets_the_budget(tiny_checkpoint):
