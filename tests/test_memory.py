@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import copy
 import re
+import shutil
 import sys
 
 import pytest
@@ -356,3 +357,35 @@ def test_cpu_plan_claims_no_peak(tmp_path):
     data = {"model": {"checkpoint": str(tmp_path / "ltx-2.3-22b-dev.safetensors")}}
     text = plan_for_config(parse_config(data), torch.device("cpu")).describe()
     assert "expected peak" not in text and "GiB" not in text and "CPU: no device memory limit" in text, text
+
+
+def test_fp8_matmuls_train_and_resume_exactly(prepared, tmp_path):  # noqa: F811 - the fixture imported above
+    """memory.fp8_matmuls: on trains the real loop (here on the CPU: per-tensor scales) and resumes bit for bit: a
+    copy of a 2-step run cut back to its step-1 checkpoint (as a kill after it leaves it) resumes to the same LoRA."""
+    from rich.console import Console
+
+    from ltx_lora.runtime.run import resolve_run
+    from ltx_lora.train.trainer import Trainer
+
+    def config(name: str) -> Config:
+        data = yaml.safe_load(write_config(prepared, tmp_path, name=name, task="t2v", steps=2).read_text())
+        return parse_config({**data, "memory": {"fp8_matmuls": "on"}})
+
+    log = Console(record=True, width=200)
+    Trainer(resolve_run(config("straight")), console=log).train()
+    text = log.export_text()
+    assert "memory plan: FP8 (FP8 matmuls) base" in text
+    assert "FP8 matmuls: 56 linears of the base compute in FP8 (activation scales per tensor)" in text
+    plan = yaml.safe_load((tmp_path / "straight" / "run.json").read_text())["memory_plan"]
+    assert (plan["quantization"], plan["fp8_matmuls"]) == ("fp8", True)
+    straight, cut = tmp_path / "straight", tmp_path / "cut"
+    shutil.copytree(straight, cut)
+    shutil.rmtree(cut / "checkpoints" / "step_000002")
+    (cut / "lora.safetensors").unlink()
+    Trainer(resolve_run(config("cut")), resume=True, console=log).train()
+    assert "resumed from" in log.export_text()
+    with safe_open(str(straight / "lora.safetensors"), "pt") as a, safe_open(str(cut / "lora.safetensors"), "pt") as b:
+        assert a.keys() == b.keys() and len(a.keys()) > 0
+        for k in a.keys():  # noqa: SIM118 - safe_open is not a mapping
+            assert torch.equal(a.get_tensor(k), b.get_tensor(k)), k
+        assert b.metadata()["step"] == "2"
