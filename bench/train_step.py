@@ -13,6 +13,7 @@ values) and times, per resolution:
                 activation / gradient scales per token row (per tensor on the CPU), as `ltx-lora train` runs it
   ours_fp8_tensor  the same with per-tensor activation scales on the GPU too (speed vs numerics of the scales)
   ours_fp8w     the FP8 base dequantised per matmul (memory.quantization: fp8 alone: saves memory, not time)
+  ..._rN        (any ours variant) only the first N of 48 blocks recomputed in backward, e.g. ours_r36, ours_fp8_r32
 Each variant builds its own model in turn (the GPU holds one 22B model at a time); peak memory is counted from the
 end of the build (an FP8 variant builds its bf16 random weights first and quantizes them in place).
 
@@ -40,6 +41,7 @@ import datetime
 import gc
 import json
 import platform
+import re
 import sys
 import time
 from pathlib import Path
@@ -100,6 +102,12 @@ def make_batch(res: tuple[int, int, int], device, dtype, tcfg: dict, batch: int 
                        fps=24.0), ta
 
 
+def recomputed_blocks(variant: str) -> int | None:
+    """N of a variant ending in _rN (blocks recomputed in backward), else None."""
+    m = re.search(r"_r(\d+)$", variant)
+    return int(m.group(1)) if m else None
+
+
 def build_variant(variant: str, model: torch.nn.Module, rank: int):
     """(module to call, its LoRA parameters, optimizer, clip?, step graphs or None) for a variant, on `model` in place.
 
@@ -114,6 +122,8 @@ def build_variant(variant: str, model: torch.nn.Module, rank: int):
                 block.compile()
         params = [p for p in wrapped.parameters() if p.requires_grad]
         return wrapped, params, torch.optim.AdamW(params, lr=1e-4), False, None
+    recompute = recomputed_blocks(variant)
+    variant = re.sub(r"_r\d+$", "", variant)
     compiled = variant != "ours_eager" and ("inductor" if DEVICE.type == "cuda" else "aot_eager")
     if variant == "ours_fp8w":
         quantize_linears_(model, "fp8", device=DEVICE)
@@ -121,8 +131,8 @@ def build_variant(variant: str, model: torch.nn.Module, rank: int):
     params = our_model(model, rank, compiled=compiled, fp8=fp8)
     if variant == "ours_nockpt":  # what recomputation costs (and whether the memory allows skipping it)
         model.set_gradient_checkpointing(False)
-    if variant.startswith("ours_r"):
-        set_recomputed_blocks(model, int(variant.removeprefix("ours_r")))
+    if recompute is not None:
+        set_recomputed_blocks(model, recompute)
     graphs = None
     if DEVICE.type == "cuda" and variant not in ("ours_nograph", "ours_eager"):
         graphs = StepGraphs(model, params, torch.bfloat16, on_fallback=lambda why: print("graphs off:", why))
@@ -234,8 +244,8 @@ def run_variant(variant: str, res, args, cfg: dict, matmul_tflops: float) -> dic
     times.sort()
     med = times[len(times) // 2]
     vt = ((res[2] - 1) // 8 + 1) * (res[1] // 32) * (res[0] // 32)
-    recomputed = 0 if variant_model == "ours_nockpt" else \
-        int(variant_model.removeprefix("ours_r")) if variant_model.startswith("ours_r") else 48
+    recomputed = 0 if variant_model == "ours_nockpt" else recomputed_blocks(variant_model)
+    recomputed = 48 if recomputed is None else recomputed
     flops = clips * (model_flops(tcfg, vt, ta, TEXT_LEN, recompute=False) * (1 + recomputed / 48 / 3))
     out = {"variant": variant, "res": "x".join(map(str, res)), "audio_tokens": ta, "video_tokens": vt,
            "clips_per_step": clips, "recomputed_blocks": recomputed,
@@ -266,7 +276,7 @@ def check_numerics(res, args, cfg: dict) -> dict:
     results = {}
     gpu = DEVICE.type == "cuda"
     variants = ["ref", "ours", "ours_graphed"] if gpu else ["ref", "ours"]
-    if any(v.startswith("ours_fp8") and v != "ours_fp8w" for v in args.variants.split(",")):
+    if any(re.sub(r"_r\d+$", "", v.split("_b")[0]) in ("ours_fp8", "ours_fp8_tensor") for v in args.variants.split(",")):
         variants.append("ours_fp8_graphed" if gpu else "ours_fp8")  # on a GPU: the compiled step, replayed
     for variant in variants:
         model = build_transformer_from_config(cfg, device=device, dtype=torch.bfloat16)

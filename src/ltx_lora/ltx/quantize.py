@@ -17,9 +17,9 @@ e4m3 per call (scale from their amax, computed on the device: no host sync, so i
 CUDA graphs). Backward, input gradient only (the base is frozen): dx = (g8 * sg) @ (W8 * sw), the output gradient
 in e4m3 with its own amax scale. `_scaled_mm` wants its second operand column-major, which W8 [out, in] is for the
 forward (W8^T) but not for the backward (W8 itself): each backward call transposes its 1-byte weight (a read and
-a write of the layer's bytes: ~38 GB of traffic a step for the 22B base, ~10 ms on an H200, estimated) instead of keeping a transposed copy of the whole base (+1
-byte per weight, ~19 GB for the 22B model) or dequantizing to bf16 (6 bytes per weight of traffic and a bf16
-matmul at half the FP8 rate). Scales are per tensor on the CPU (all torch's CPU kernel supports) and per token row
+a write of the layer's bytes: ~37 GB of traffic a step for the 22B base, ~10 ms on an H200, estimated) instead of
+keeping a transposed copy of the whole base (+1 byte per weight, 18.5 GB for the 22B model) or dequantizing to
+bf16 (6 bytes per weight of traffic and a bf16 matmul at half the FP8 rate). Scales are per tensor on the CPU (all torch's CPU kernel supports) and per token row
 on the GPU by default (`granularity="row"`; the weight's per-tensor scale broadcast over its columns), one code
 path either way. e4m3 for the gradient too: the per-row amax scale covers its range, and e4m3 keeps one mantissa
 bit more than e5m2.
