@@ -19,10 +19,10 @@ in e4m3 with its own amax scale. `_scaled_mm` wants its second operand column-ma
 forward (W8^T) but not for the backward (W8 itself): each backward call transposes its 1-byte weight (a read and
 a write of the layer's bytes: ~37 GB of traffic a step for the 22B base, ~10 ms on an H200, estimated) instead of
 keeping a transposed copy of the whole base (+1 byte per weight, 18.5 GB for the 22B model) or dequantizing to
-bf16 (6 bytes per weight of traffic and a bf16 matmul at half the FP8 rate). Scales are per tensor on the CPU (all torch's CPU kernel supports) and per token row
-on the GPU by default (`granularity="row"`; the weight's per-tensor scale broadcast over its columns), one code
-path either way. e4m3 for the gradient too: the per-row amax scale covers its range, and e4m3 keeps one mantissa
-bit more than e5m2.
+bf16 (6 bytes per weight of traffic and a bf16 matmul at half the FP8 rate). Scales are per tensor on the CPU (all
+torch's CPU kernel supports) and per token row on the GPU (`granularity="row"`; the weight's per-tensor scale
+broadcast over its columns), one code path either way. e4m3 for the gradient too: the per-row amax scale covers
+its range, and e4m3 keeps one mantissa bit more than e5m2.
 """
 
 from __future__ import annotations

@@ -157,7 +157,8 @@ def _weight_bytes(quantization: str, fp8_coverage: float) -> float:
 
 
 def estimate(size: TransformerSize, work: Workload, quantization: str, swapped: int,
-             connectors_on_host: bool = False, fp8_coverage: float = 1.0, fp8_matmuls: bool = False) -> dict[str, float]:
+             connectors_on_host: bool = False, fp8_coverage: float = 1.0,
+             fp8_matmuls: bool = False) -> dict[str, float]:
     """Expected peak device memory in GiB by part. Connectors on host: they visit the GPU at the start of a step,
     when no activations are held, so the peak is the larger of that moment and the backward pass."""
     wbytes = _weight_bytes(quantization, fp8_coverage)

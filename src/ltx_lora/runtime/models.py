@@ -22,7 +22,8 @@ class Models:
 def load_models(base_file: str, device: torch.device, dtype: torch.dtype, plan: Plan | None = None,
                 transformer_device: torch.device | None = None) -> Models:
     """The transformer (weights format, FP8 matmuls and host blocks from `plan`) and the text connectors (on the host
-    when the plan streams them). `transformer_device`: where the transformer is built, when not `device` (FSDP: the host)."""
+    when the plan streams them). `transformer_device`: where the transformer is built, when not `device` (FSDP: the
+    host)."""
     transformer = load_transformer(base_file, device=transformer_device or device, dtype=dtype,
                                    quantization=plan.quantization if plan else "none",
                                    host_blocks=frozenset(plan.swapped_blocks) if plan else frozenset())
