@@ -19,6 +19,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
 from ltx_lora.config import LoraConfig  # noqa: E402
 from ltx_lora.ltx.fast import attention_mask_or_none, compile_blocks, use_sdpa_attention  # noqa: E402
+from ltx_lora.ltx.quantize import fp8_granularity, quantize_linears_, set_fp8_matmuls  # noqa: E402
 from ltx_lora.task import TaskConfig  # noqa: E402
 from ltx_lora.train.graphed import StepGraphs  # noqa: E402
 from ltx_lora.train.lora import inject_lora  # noqa: E402
@@ -42,8 +43,15 @@ def reference_model(model: torch.nn.Module, rank: int) -> tuple[torch.nn.Module,
     return wrapped, base
 
 
-def our_model(model: torch.nn.Module, rank: int, compiled: bool | str, seed: int = 0) -> list[torch.nn.Parameter]:
-    """Our fast path on the same model: LoRA in place, flash-capable attention, optionally compiled blocks."""
+def our_model(model: torch.nn.Module, rank: int, compiled: bool | str, seed: int = 0,
+              fp8: str | None = None) -> list[torch.nn.Parameter]:
+    """Our fast path on the same model: LoRA in place, flash-capable attention, optionally compiled blocks.
+    `fp8` ("row" / "tensor"): the base's 28 linears per block quantized to FP8 (per tensor, in place, layer by
+    layer) and computing in FP8 with that granularity of activation scales (memory.fp8_matmuls)."""
+    if fp8:
+        device = next(model.parameters()).device
+        quantize_linears_(model, "fp8", device=device)
+        set_fp8_matmuls(model, fp8)
     params = inject_lora(model, LoraConfig(rank=rank), seed=seed)
     use_sdpa_attention(model)
     if compiled:
@@ -67,7 +75,8 @@ def set_lora_values_(model: torch.nn.Module, seed: int = 0) -> None:
 def lora_gradients(variant: str, model: torch.nn.Module, batch: LatentBatch, rank: int, *, seed: int = 0,
                    compiled: bool | str = False) -> tuple[float, dict[str, torch.Tensor]]:
     """Loss and {module-path param name: gradient on CPU, fp32} of one step of `variant` ('ref', 'ours' or
-    'ours_graphed': the step captured as a CUDA graph and replayed, GPU only)."""
+    'ours_graphed': the step captured as a CUDA graph and replayed, GPU only; 'ours_fp8' / 'ours_fp8_graphed':
+    the same with FP8 matmuls for the frozen base, as `ltx-lora train` sets them up on this device)."""
     gen = torch.Generator(batch.video.device).manual_seed(seed)
     if variant == "ref":
         wrapped, _ = reference_model(model, rank)
@@ -75,10 +84,11 @@ def lora_gradients(variant: str, model: torch.nn.Module, batch: LatentBatch, ran
         loss = forward_backward(wrapped, batch, SigmaSampler(), gen, task=TaskConfig(),
                                 dtype=torch.bfloat16)
     else:
-        params = our_model(model, rank, compiled)
+        fp8 = fp8_granularity(batch.video.device) if "_fp8" in variant else None
+        params = our_model(model, rank, compiled, fp8=fp8)
         set_lora_values_(model)
         batch = LatentBatch(**{**batch.__dict__, "context_mask": attention_mask_or_none(batch.context_mask)})
-        graphs = StepGraphs(model, params, torch.bfloat16) if variant == "ours_graphed" else None
+        graphs = StepGraphs(model, params, torch.bfloat16) if variant.endswith("_graphed") else None
         loss = forward_backward(model, batch, SigmaSampler(), gen, task=TaskConfig(),
                                 dtype=torch.bfloat16, graphs=graphs)
         if graphs is not None:  # the first call ran eager and captured; the same step again, replayed

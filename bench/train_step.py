@@ -8,10 +8,21 @@ values) and times, per resolution:
   ours_eager    our step (train/step.py: what `ltx-lora train` runs) without compiling
   ours          our default GPU path: blocks compiled as one graph each (ltx/fast.py), fused AdamW, clipping
   ours_nockpt   ours without activation checkpointing (memory permitting)
-Each variant builds its own model in turn (the GPU holds one 22B model at a time).
+  ours_fp8      ours with FP8 matmuls for the frozen base (memory.fp8_matmuls: on): its 28 linears per block
+                quantized to FP8 per tensor at load, forward and input gradient through torch._scaled_mm with
+                activation / gradient scales per token row (per tensor on the CPU), as `ltx-lora train` runs it
+  ours_fp8_tensor  the same with per-tensor activation scales on the GPU too (speed vs numerics of the scales)
+  ours_fp8w     the FP8 base dequantised per matmul (memory.quantization: fp8 alone: saves memory, not time)
+  ..._rN        (any ours variant) only the first N of 48 blocks recomputed in backward, e.g. ours_r36, ours_fp8_r32
+Each variant builds its own model in turn (the GPU holds one 22B model at a time); peak memory is counted from the
+end of the build (an FP8 variant builds its bf16 random weights first and quantizes them in place).
 
 --check compares, on identical weights, LoRA values and inputs, the loss and LoRA gradients of ref and ours
-(relative error of all gradients together; the target is < 2e-2, bf16 tolerance).
+(relative error of all gradients together; the target is < 2e-2, bf16 tolerance), and with an FP8 variant asked
+for, of ref and ours_fp8 (on a GPU its replayed CUDA graph; target < FP8_GRAD_TOLERANCE: e4m3 keeps 3 mantissa
+bits, so each operand carries up to 2^-4 relative rounding error; 7.3% on the tiny model, per-tensor scales).
+--tiny runs every variant on the CPU at tiny size (blocks traced by aot_eager instead of inductor, which takes
+minutes to compile on a CPU), as a smoke test.
 --profile adds phase times (forward / backward / optimizer), the GPU-busy share of one step, its top kernels
 and host-side ops.
 
@@ -30,6 +41,7 @@ import datetime
 import gc
 import json
 import platform
+import re
 import sys
 import time
 from pathlib import Path
@@ -40,6 +52,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
 from reference_step import lora_gradients, our_model, reference_model, relative_error  # noqa: E402
+
+from ltx_lora.ltx.quantize import fp8_granularity, quantize_linears_  # noqa: E402
 
 from ltx_lora.config import TrainConfig  # noqa: E402
 from ltx_lora.fixtures.models import build_transformer_from_config  # noqa: E402
@@ -53,6 +67,7 @@ from ltx_lora.train.step import forward_backward  # noqa: E402
 from ltx_lora.train.timesteps import SigmaSampler  # noqa: E402
 
 TEXT_LEN = 1024
+FP8_GRAD_TOLERANCE = 0.1  # LoRA-gradient relative error of the FP8 step vs the bf16 reference (see the docstring)
 DEVICE = torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
@@ -87,12 +102,19 @@ def make_batch(res: tuple[int, int, int], device, dtype, tcfg: dict, batch: int 
                        fps=24.0), ta
 
 
+def recomputed_blocks(variant: str) -> int | None:
+    """N of a variant ending in _rN (blocks recomputed in backward), else None."""
+    m = re.search(r"_r(\d+)$", variant)
+    return int(m.group(1)) if m else None
+
+
 def build_variant(variant: str, model: torch.nn.Module, rank: int):
     """(module to call, its LoRA parameters, optimizer, clip?, step graphs or None) for a variant, on `model` in place.
 
     ours: compiled blocks + the step as CUDA graphs (what `ltx-lora train` runs on one GPU); ours_nograph: the same
     without graphs; ours_rN: ours with only the first N of 48 blocks recomputed in backward (selective
-    checkpointing); ours_nockpt: no recompute at all."""
+    checkpointing); ours_nockpt: no recompute at all; ours_fp8 / ours_fp8_tensor: FP8 matmuls (row / tensor
+    scales); ours_fp8w: FP8 weights dequantised per matmul."""
     if variant.startswith("ref"):
         wrapped, base = reference_model(model, rank)
         if variant == "ref_compiled":
@@ -100,12 +122,17 @@ def build_variant(variant: str, model: torch.nn.Module, rank: int):
                 block.compile()
         params = [p for p in wrapped.parameters() if p.requires_grad]
         return wrapped, params, torch.optim.AdamW(params, lr=1e-4), False, None
-    compiled = variant != "ours_eager"
-    params = our_model(model, rank, compiled=compiled)
+    recompute = recomputed_blocks(variant)
+    variant = re.sub(r"_r\d+$", "", variant)
+    compiled = variant != "ours_eager" and ("inductor" if DEVICE.type == "cuda" else "aot_eager")
+    if variant == "ours_fp8w":
+        quantize_linears_(model, "fp8", device=DEVICE)
+    fp8 = {"ours_fp8": fp8_granularity(DEVICE), "ours_fp8_tensor": "tensor"}.get(variant)
+    params = our_model(model, rank, compiled=compiled, fp8=fp8)
     if variant == "ours_nockpt":  # what recomputation costs (and whether the memory allows skipping it)
         model.set_gradient_checkpointing(False)
-    if variant.startswith("ours_r"):
-        set_recomputed_blocks(model, int(variant.removeprefix("ours_r")))
+    if recompute is not None:
+        set_recomputed_blocks(model, recompute)
     graphs = None
     if DEVICE.type == "cuda" and variant not in ("ours_nograph", "ours_eager"):
         graphs = StepGraphs(model, params, torch.bfloat16, on_fallback=lambda why: print("graphs off:", why))
@@ -197,8 +224,13 @@ def run_variant(variant: str, res, args, cfg: dict, matmul_tflops: float) -> dic
     if not variant.startswith("ref"):  # the trainer drops the all-ones mask the connectors produce
         batch = LatentBatch(**{**batch.__dict__, "context_mask": attention_mask_or_none(batch.context_mask)})
     module, params, opt, clip, graphs = build_variant(variant_model, model, args.rank)
+    if DEVICE.type == "cuda":  # the training peak, not the build's (an FP8 variant builds bf16 weights first)
+        torch.cuda.reset_peak_memory_stats()
+    from torch._dynamo.utils import counters
+
+    counters.clear()
     gen = torch.Generator(device).manual_seed(1)
-    times, loss = [], None
+    times, loss, first_step_s = [], None, 0.0
     t_first = time.perf_counter()
     for step in range(args.warmup + args.steps):
         sync()
@@ -207,13 +239,13 @@ def run_variant(variant: str, res, args, cfg: dict, matmul_tflops: float) -> dic
         sync()
         if step >= args.warmup:
             times.append(time.perf_counter() - t0)
-        elif step == 0:
+        if step == 0:
             first_step_s = time.perf_counter() - t_first
     times.sort()
     med = times[len(times) // 2]
     vt = ((res[2] - 1) // 8 + 1) * (res[1] // 32) * (res[0] // 32)
-    recomputed = 48 if variant_model in ("ref", "ours", "ours_nograph", "ours_eager", "ref_compiled") else \
-        0 if variant_model == "ours_nockpt" else int(variant_model.removeprefix("ours_r"))
+    recomputed = 0 if variant_model == "ours_nockpt" else recomputed_blocks(variant_model)
+    recomputed = 48 if recomputed is None else recomputed
     flops = clips * (model_flops(tcfg, vt, ta, TEXT_LEN, recompute=False) * (1 + recomputed / 48 / 3))
     out = {"variant": variant, "res": "x".join(map(str, res)), "audio_tokens": ta, "video_tokens": vt,
            "clips_per_step": clips, "recomputed_blocks": recomputed,
@@ -221,7 +253,8 @@ def run_variant(variant: str, res, args, cfg: dict, matmul_tflops: float) -> dic
            "first_step_s": round(first_step_s, 1),
            "peak_gib": round(torch.cuda.max_memory_allocated() / 2**30, 2) if DEVICE.type == "cuda" else None,
            "model_tflop_per_step": round(flops / 1e12, 1), "achieved_tflops": round(flops / med / 1e12, 1),
-           "mfu_vs_matmul_ceiling": round(flops / med / 1e12 / matmul_tflops, 3), "loss": float(loss)}
+           "mfu_vs_matmul_ceiling": round(flops / med / 1e12 / matmul_tflops, 3), "loss": float(loss),
+           "graph_breaks": sum(counters["graph_break"].values())}
     if graphs is not None:
         out["graphs"] = {"captures": graphs.captures, "replays": graphs.replays, "failed": graphs.failed}
     if DEVICE.type == "cuda":
@@ -241,11 +274,14 @@ def check_numerics(res, args, cfg: dict) -> dict:
     device = DEVICE
     batch, _ = make_batch(res, device, torch.bfloat16, cfg["transformer"])
     results = {}
-    variants = ("ref", "ours", "ours_graphed") if DEVICE.type == "cuda" else ("ref", "ours")
+    gpu = DEVICE.type == "cuda"
+    variants = ["ref", "ours", "ours_graphed"] if gpu else ["ref", "ours"]
+    asked = {re.sub(r"_r\d+$", "", v.split("_b")[0]) for v in args.variants.split(",")}
+    if asked & {"ours_fp8", "ours_fp8_tensor"}:
+        variants.append("ours_fp8_graphed" if gpu else "ours_fp8")  # on a GPU: the compiled step, replayed
     for variant in variants:
         model = build_transformer_from_config(cfg, device=device, dtype=torch.bfloat16)
-        results[variant] = lora_gradients(variant, model, batch, args.rank,
-                                          compiled=variant != "ref" and DEVICE.type == "cuda")
+        results[variant] = lora_gradients(variant, model, batch, args.rank, compiled=variant != "ref" and gpu)
         del model
         gc.collect()
         torch.cuda.empty_cache()
@@ -258,18 +294,33 @@ def check_numerics(res, args, cfg: dict) -> dict:
         g_err = relative_error(g_grads, ref_grads)
         row.update(graphed_loss=g_loss, graphed_grad_rel_error=g_err,
                    graphed_vs_ours_grad_rel_error=relative_error(g_grads, grads), passed=row["passed"] and g_err < 2e-2)
+    fp8 = results.get("ours_fp8_graphed") or results.get("ours_fp8")
+    if fp8 is not None:  # the FP8 step against the bf16 reference (and against our bf16 step)
+        f_loss, f_grads = fp8
+        f_err = relative_error(f_grads, ref_grads)
+        row.update(fp8_variant=next(v for v in results if "fp8" in v), fp8_granularity=fp8_granularity(DEVICE),
+                   fp8_loss=f_loss, fp8_loss_rel_diff=abs(f_loss - ref_loss) / abs(ref_loss), fp8_grad_rel_error=f_err,
+                   fp8_vs_ours_grad_rel_error=relative_error(f_grads, grads), fp8_tolerance=FP8_GRAD_TOLERANCE,
+                   fp8_passed=f_err < FP8_GRAD_TOLERANCE)
     return row
 
 
-def matmul_ceiling() -> float:
+def matmul_ceiling(fp8: bool = False) -> float:
+    """TFLOP/s of an 8192^3 matmul: bf16 torch.mm, or (fp8) e4m3 torch._scaled_mm with per-tensor scales."""
     x = torch.randn(8192, 8192, device="cuda", dtype=torch.bfloat16)
     y = torch.randn(8192, 8192, device="cuda", dtype=torch.bfloat16)
+    if fp8:
+        x8, one = x.to(torch.float8_e4m3fn), torch.ones((), device="cuda")
+        y8 = y.to(torch.float8_e4m3fn).t().contiguous().t()  # column-major, as _scaled_mm wants
+        mm = lambda: torch._scaled_mm(x8, y8, scale_a=one, scale_b=one, out_dtype=torch.bfloat16)  # noqa: E731
+    else:
+        mm = lambda: x @ y  # noqa: E731
     for _ in range(3):
-        x @ y
+        mm()
     sync()
     t0 = time.perf_counter()
     for _ in range(30):
-        x @ y
+        mm()
     sync()
     return 30 * 2 * 8192**3 / (time.perf_counter() - t0) / 1e12
 
@@ -302,6 +353,8 @@ def main() -> None:
               "device": torch.cuda.get_device_name() if DEVICE.type == "cuda" else "cpu", "torch": torch.__version__, "python": platform.python_version(),
               "ltx_core": version("ltx-core"), "peft": version("peft"),
               "bf16_matmul_tflops": round(ceiling, 1), "rank": args.rank, "text_len": TEXT_LEN}
+    if DEVICE.type == "cuda" and "fp8" in args.variants:
+        header["fp8_matmul_tflops"] = round(matmul_ceiling(fp8=True), 1)
     print(json.dumps(header), flush=True)
     rows = [header]
     for res_s in args.res.split(","):
@@ -321,10 +374,12 @@ def main() -> None:
             got[v] = row
             rows.append(row)
             print(json.dumps(row), flush=True)
-        if "median_s" in got.get("ref", {}) and "median_s" in got.get("ours", {}):
-            ratio = {"res": res_s, "ratio_ref_over_ours": round(got["ref"]["median_s"] / got["ours"]["median_s"], 3)}
-            rows.append(ratio)
-            print(json.dumps(ratio), flush=True)
+        if "median_s" in got.get("ref", {}):
+            ratio = {"res": res_s, **{f"ratio_ref_over_{v}": round(got["ref"]["median_s"] / got[v]["median_s"], 3)
+                                      for v in got if v != "ref" and "median_s" in got[v]}}
+            if len(ratio) > 1:
+                rows.append(ratio)
+                print(json.dumps(ratio), flush=True)
     if args.out:
         Path(args.out).write_text("\n".join(json.dumps(r) for r in rows) + "\n")
 

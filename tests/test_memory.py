@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import copy
 import re
+import shutil
 import sys
 
 import pytest
@@ -20,7 +21,7 @@ from ltx_lora.errors import UserError
 from ltx_lora.fixtures.models import TINY_LTX23_CONFIG, build_transformer_from_config
 from ltx_lora.ltx.loader import load_transformer, read_checkpoint_config
 from ltx_lora.ltx.modality import predict_velocity
-from ltx_lora.ltx.quantize import QuantizedLinear, dequantize, quantize_weight
+from ltx_lora.ltx.quantize import QuantizedLinear, dequantize, fp8_matmul_support, quantize_weight
 from ltx_lora.ltx.sizes import ltx23_22b_config, transformer_size
 from ltx_lora.runtime.memory import (
     FRAGMENTATION,
@@ -131,6 +132,34 @@ def test_plan_keeps_what_the_config_fixes(size22b, work960):
     with pytest.raises(UserError, match="gradient_checkpointing"):
         choose_plan(24, "t", size22b, nockpt, block_swap=4)
     assert choose_plan(None, "cpu", size22b, work960).quantization == "none"  # no limit known: nothing forced
+
+
+def test_fp8_matmuls_plan_an_fp8_base_and_refuse_what_they_cannot_run_on(size22b, work960, tiny_checkpoint):
+    """memory.fp8_matmuls on: an FP8 base in every candidate (a bf16 file quantized per tensor), its transient
+    memory counted (one transposed FP8 weight and an FP8 activation copy instead of a dequantised fp32 + bf16
+    weight); auto: only where the plan keeps an FP8 base anyway and the device has FP8 matmuls."""
+    on = choose_plan(80, "t", size22b, work960, fp8_matmuls=True)
+    assert (on.quantization, on.fp8_matmuls, on.swapped_blocks) == ("fp8", True, ()) and "FP8 matmuls" in on.describe()
+    dequant = estimate(size22b, work960, "fp8", 0)
+    fp8 = estimate(size22b, work960, "fp8", 0, fp8_matmuls=True)
+    row = (3570 * size22b.video_dim + 51 * size22b.audio_dim) * 2
+    assert fp8["weights"] == dequant["weights"] < estimate(size22b, work960, "none", 0)["weights"]
+    assert (fp8["activations"] - dequant["activations"]) * 2**30 == pytest.approx(
+        2 * row - 5 * size22b.largest_linear)
+    assert choose_plan(None, "cpu", size22b, work960, fp8_matmuls=True).quantization == "fp8"
+    assert choose_plan(24, "t", size22b, work960, fp8_matmuls=True).quantization == "fp8"  # with blocks swapped
+    with pytest.raises(UserError, match="memory.quantization is int8"):
+        choose_plan(80, "t", size22b, work960, quantization="int8", fp8_matmuls=True)
+    with pytest.raises(UserError, match="memory.quantization is none; set memory.quantization to auto or fp8"):
+        parse_config({"memory": {"fp8_matmuls": "on", "quantization": "none"}})
+    cpu = torch.device("cpu")
+    config = {"model": {"checkpoint": str(tiny_checkpoint("dev-fp8"))}, "memory": {"plan": "24gb"}}
+    plan = plan_for_config(parse_config({**config, "memory": {"plan": "24gb", "fp8_matmuls": "on"}}), cpu)
+    assert plan.quantization == "fp8" and plan.fp8_matmuls
+    auto = plan_for_config(parse_config({**config, "memory": {"quantization": "fp8", "fp8_matmuls": "auto"}}), cpu)
+    assert auto.quantization == "fp8" and not auto.fp8_matmuls and "FP8 matmuls off (not on a GPU)" in auto.describe()
+    assert not plan_for_config(parse_config(config), cpu).fp8_matmuls  # off by default
+    assert fp8_matmul_support(cpu) == "" and "CUDA GPUs only" in fp8_matmul_support(torch.device("meta"))
 
 
 def test_forced_tier_sets_the_budget(tiny_checkpoint):
@@ -328,3 +357,35 @@ def test_cpu_plan_claims_no_peak(tmp_path):
     data = {"model": {"checkpoint": str(tmp_path / "ltx-2.3-22b-dev.safetensors")}}
     text = plan_for_config(parse_config(data), torch.device("cpu")).describe()
     assert "expected peak" not in text and "GiB" not in text and "CPU: no device memory limit" in text, text
+
+
+def test_fp8_matmuls_train_and_resume_exactly(prepared, tmp_path):  # noqa: F811 - the fixture imported above
+    """memory.fp8_matmuls: on trains the real loop (here on the CPU: per-tensor scales) and resumes bit for bit: a
+    copy of a 2-step run cut back to its step-1 checkpoint (as a kill after it leaves it) resumes to the same LoRA."""
+    from rich.console import Console
+
+    from ltx_lora.runtime.run import resolve_run
+    from ltx_lora.train.trainer import Trainer
+
+    def config(name: str) -> Config:
+        data = yaml.safe_load(write_config(prepared, tmp_path, name=name, task="t2v", steps=2).read_text())
+        return parse_config({**data, "memory": {"fp8_matmuls": "on"}})
+
+    log = Console(record=True, width=200)
+    Trainer(resolve_run(config("straight")), console=log).train()
+    text = log.export_text()
+    assert "memory plan: FP8 (FP8 matmuls) base" in text
+    assert "FP8 matmuls: 56 linears of the base compute in FP8 (activation scales per tensor)" in text
+    plan = yaml.safe_load((tmp_path / "straight" / "run.json").read_text())["memory_plan"]
+    assert (plan["quantization"], plan["fp8_matmuls"]) == ("fp8", True)
+    straight, cut = tmp_path / "straight", tmp_path / "cut"
+    shutil.copytree(straight, cut)
+    shutil.rmtree(cut / "checkpoints" / "step_000002")
+    (cut / "lora.safetensors").unlink()
+    Trainer(resolve_run(config("cut")), resume=True, console=log).train()
+    assert "resumed from" in log.export_text()
+    with safe_open(str(straight / "lora.safetensors"), "pt") as a, safe_open(str(cut / "lora.safetensors"), "pt") as b:
+        assert a.keys() == b.keys() and len(a.keys()) > 0
+        for k in a.keys():  # noqa: SIM118 - safe_open is not a mapping
+            assert torch.equal(a.get_tensor(k), b.get_tensor(k)), k
+        assert b.metadata()["step"] == "2"

@@ -224,10 +224,27 @@ class MemoryConfig(Section):
         "auto", description="Weights format of the frozen base: auto (the plan picks: bf16 when it fits, else FP8 for "
                             "an FP8 checkpoint, else INT8), none (bf16), int8 or fp8 (1 byte per weight; the LoRA "
                             "stays fp32).")
+    fp8_matmuls: Literal["off", "auto", "on"] = Field(
+        "off", description="Matmuls of the frozen base in FP8 (torch._scaled_mm, ~1.9x the bf16 matmul rate on "
+                           "Hopper): the base is kept in FP8 (an FP8 checkpoint as stored, a bf16 one quantized per "
+                           "tensor at load) and its 28 linears per block compute the forward and the input gradient "
+                           "from FP8 activations and gradients scaled per token row (per tensor on the CPU); the "
+                           "LoRA is unchanged. "
+                           "Faster, slightly less exact (loss and LoRA-gradient error in bench/README.md). on: needs a "
+                           "GPU of compute capability 8.9+ (Ada, Hopper, Blackwell) and memory.quantization auto or "
+                           "fp8; auto: on where the plan keeps an FP8 base anyway and the GPU has FP8; off: bf16 "
+                           "matmuls.")
     text_encoder_8bit: bool = Field(False, description="Load Gemma in 8-bit for preprocessing (bitsandbytes).")
     block_swap: Annotated[int, Field(ge=0)] | Literal["auto"] = Field(
         "auto", description="Transformer blocks kept in pinned host memory and streamed to the GPU before use "
                             "(needs gradient checkpointing); auto = as few as the plan needs, 0 = none.")
+
+    @model_validator(mode="after")
+    def _fp8_matmuls_need_fp8_weights(self) -> MemoryConfig:
+        if self.fp8_matmuls == "on" and self.quantization in ("none", "int8"):
+            raise ValueError(f"memory.fp8_matmuls: on computes with an FP8 base, but memory.quantization is "
+                             f"{self.quantization}; set memory.quantization to auto or fp8, or fp8_matmuls to off.")
+        return self
 
 
 class CheckpointConfig(Section):

@@ -9,6 +9,20 @@ scale). The weights stay 1 byte each in memory and are dequantised to the comput
 The 1-byte weights are stored as raw bytes (uint8 / int8 tensors): peft casts its LoRA layers to the base weight's
 dtype when that dtype is floating point, which would round the LoRA init to FP8. A custom autograd function keeps
 only the 1-byte weight for backward (autograd would otherwise hold a bf16 copy of every dequantised weight).
+
+FP8 matmuls (`memory.fp8_matmuls`, `set_fp8_matmuls`): an FP8 QuantizedLinear can instead compute with FP8
+operands on the tensor cores (`torch._scaled_mm`: 1,441 vs 758 TFLOP/s for bf16 on an H100,
+../shared/notes/performance-anchor.md). Forward: y = (x8 * sx) @ (W8 * sw)^T with the activations quantized to
+e4m3 per call (scale from their amax, computed on the device: no host sync, so it runs inside compiled blocks and
+CUDA graphs). Backward, input gradient only (the base is frozen): dx = (g8 * sg) @ (W8 * sw), the output gradient
+in e4m3 with its own amax scale. `_scaled_mm` wants its second operand column-major, which W8 [out, in] is for the
+forward (W8^T) but not for the backward (W8 itself): each backward call transposes its 1-byte weight (a read and
+a write of the layer's bytes: ~37 GB of traffic a step for the 22B base, ~10 ms on an H200, estimated) instead of
+keeping a transposed copy of the whole base (+1 byte per weight, 18.5 GB for the 22B model) or dequantizing to
+bf16 (6 bytes per weight of traffic and a bf16 matmul at half the FP8 rate). Scales are per tensor on the CPU (all
+torch's CPU kernel supports) and per token row on the GPU (`granularity="row"`; the weight's per-tensor scale
+broadcast over its columns), one code path either way. e4m3 for the gradient too: the per-row amax scale covers
+its range, and e4m3 keeps one mantissa bit more than e5m2.
 """
 
 from __future__ import annotations
@@ -20,7 +34,9 @@ import torch.nn.functional as F
 from torch import nn
 
 Format = Literal["fp8", "int8"]
+Granularity = Literal["tensor", "row"]  # scales of the activations / gradients in an FP8 matmul
 FP8_MAX = 448.0  # largest float8_e4m3fn value
+FP8_MIN_CAPABILITY = (8, 9)  # FP8 tensor cores: Ada (8.9), Hopper (9.0), Blackwell
 
 # The linears quantized in every transformer block: q/k/v/out of the six attentions and both feed-forward layers
 # (28 per block, the set the official FP8 file stores as FP8). Gates, norms, biases and AdaLN tables stay bf16.
@@ -71,9 +87,86 @@ class _DequantLinear(torch.autograd.Function):
         return grad_x, None, None, None
 
 
+def fp8_matmul_support(device: torch.device) -> str:
+    """Why FP8 matmuls cannot run on `device` ('' if they can). The CPU runs them (torch's per-tensor CPU kernel:
+    slow, for tests and tiny runs)."""
+    if device.type == "cpu":
+        return ""
+    if device.type != "cuda":
+        return f"FP8 matmuls run on CUDA GPUs only, not on {device.type}"
+    cc = torch.cuda.get_device_capability(device)
+    if cc < FP8_MIN_CAPABILITY:
+        return (f"{torch.cuda.get_device_name(device)} has compute capability {cc[0]}.{cc[1]}; FP8 matmuls need 8.9 "
+                "or newer (Ada, Hopper, Blackwell)")
+    return ""
+
+
+def fp8_granularity(device: torch.device) -> Granularity:
+    """The activation scales FP8 matmuls use on `device`: per token row on a GPU (each token's own range, a
+    rowwise kernel), per tensor on the CPU (the only scaling torch's CPU kernel supports)."""
+    return "row" if device.type == "cuda" else "tensor"
+
+
+def _to_fp8(t: torch.Tensor, granularity: Granularity) -> tuple[torch.Tensor, torch.Tensor]:
+    """(e4m3 values, float32 scale) of a 2-D tensor, real = values * scale: one scale per tensor ([] ) or per row
+    ([rows, 1]), from the amax on the device."""
+    a = t.abs()
+    amax = a.amax(dim=1, keepdim=True) if granularity == "row" else a.amax()
+    scale = amax.float().clamp(min=1e-12) / FP8_MAX
+    q = (t.float() / scale).clamp(-FP8_MAX, FP8_MAX).to(torch.float8_e4m3fn)
+    return q, scale
+
+
+def _fp8_mm(a8: torch.Tensor, a_scale: torch.Tensor, b8: torch.Tensor, b_scale: torch.Tensor,
+            granularity: Granularity, out_dtype: torch.dtype, fast_accum: bool) -> torch.Tensor:
+    """(a8 * a_scale) @ (b8 * b_scale) for a8 [M, K] row-major and b8 [K, N] column-major, b_scale per tensor."""
+    if granularity == "row":  # rowwise kernels: a scale per row of a, per column of b; bf16 out only
+        b_scale = b_scale.reshape(1, 1).expand(1, b8.shape[1]).contiguous()
+        out = torch._scaled_mm(a8, b8, scale_a=a_scale, scale_b=b_scale, out_dtype=torch.bfloat16,
+                               use_fast_accum=fast_accum)
+        return out.to(out_dtype)
+    return torch._scaled_mm(a8, b8, scale_a=a_scale, scale_b=b_scale, out_dtype=out_dtype, use_fast_accum=fast_accum)
+
+
+class _Fp8Linear(torch.autograd.Function):
+    """y = x @ W^T + b with FP8 operands for a frozen FP8 W (raw e4m3 bytes, per-tensor scale); the gradient of x
+    only, also as an FP8 matmul. Saves nothing but the 1-byte weight (see the module docstring)."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, raw: torch.Tensor, scale: torch.Tensor, bias: torch.Tensor | None,
+                granularity: Granularity):
+        ctx.save_for_backward(raw, scale)
+        ctx.granularity = granularity
+        x2 = x.reshape(-1, x.shape[-1])
+        x8, x_scale = _to_fp8(x2, granularity)
+        # W8 [out, in] row-major is W8^T [in, out] column-major: the layout _scaled_mm wants, no copy.
+        # Fast accumulation in forward only (as torchao's float8 training does): the backward keeps full precision.
+        y = _fp8_mm(x8, x_scale, raw.view(torch.float8_e4m3fn).t(), scale, granularity, x.dtype, fast_accum=True)
+        if bias is not None:
+            y = y + bias.to(y.dtype)
+        return y.reshape(*x.shape[:-1], y.shape[-1])
+
+    @staticmethod
+    def backward(ctx, grad_out: torch.Tensor):
+        if not ctx.needs_input_grad[0]:
+            return None, None, None, None, None
+        raw, scale = ctx.saved_tensors
+        g2 = grad_out.reshape(-1, grad_out.shape[-1])
+        g8, g_scale = _to_fp8(g2, ctx.granularity)
+        # dx = g @ W: W8 [out, in] must be column-major, so this call transposes the layer's bytes once.
+        w_col = raw.t().contiguous().t().view(torch.float8_e4m3fn)
+        dx = _fp8_mm(g8, g_scale, w_col, scale, ctx.granularity, grad_out.dtype, fast_accum=False)
+        return dx.reshape(*grad_out.shape[:-1], dx.shape[-1]), None, None, None, None
+
+
 class QuantizedLinear(nn.Linear):
     """A frozen nn.Linear whose weight is FP8 or INT8 (see the module docstring). An nn.Linear subclass, so peft
-    wraps it like any linear and the module paths (and LoRA key names) stay those of ltx-core."""
+    wraps it like any linear and the module paths (and LoRA key names) stay those of ltx-core.
+
+    `fp8_matmul` (FP8 only; set by `set_fp8_matmuls`): None dequantises per matmul (memory only), "tensor" / "row"
+    computes with FP8 operands at that granularity of activation scales."""
+
+    fp8_matmul: Granularity | None = None
 
     def __init__(self, in_features: int, out_features: int, fmt: Format, bias: bool = True,
                  device: torch.device | str | None = None, bias_dtype: torch.dtype = torch.bfloat16):
@@ -105,10 +198,13 @@ class QuantizedLinear(nn.Linear):
         if torch.is_autocast_enabled(x.device.type):  # match what autocast would give an nn.Linear
             x = x.to(torch.get_autocast_dtype(x.device.type))
         with torch.autocast(x.device.type, enabled=False):
+            if self.fp8_matmul is not None:
+                return _Fp8Linear.apply(x, self.weight, self.weight_scale, self.bias, self.fp8_matmul)
             return _DequantLinear.apply(x, self.weight, self.weight_scale, self.bias)
 
     def extra_repr(self) -> str:
-        return f"in_features={self.in_features}, out_features={self.out_features}, fmt={self.fmt}"
+        matmul = f", fp8_matmul={self.fp8_matmul}" if self.fp8_matmul else ""
+        return f"in_features={self.in_features}, out_features={self.out_features}, fmt={self.fmt}{matmul}"
 
 
 def _set_module(root: nn.Module, name: str, module: nn.Module) -> None:
@@ -127,6 +223,19 @@ def quantize_linears_(model: nn.Module, fmt: Format, device: torch.device | str 
         if type(module) is nn.Linear and is_quantizable(prefix + name):
             _set_module(model, name, QuantizedLinear.from_linear(module, fmt, device))
             n += 1
+    return n
+
+
+def set_fp8_matmuls(model: nn.Module, granularity: Granularity | None) -> int:
+    """Make every FP8 QuantizedLinear of `model` compute with FP8 operands at `granularity` (None: dequantise per
+    matmul again). Returns how many layers were set. Layers whose widths are not multiples of 16 (cuBLAS' and
+    CUTLASS' FP8 alignment; every linear of LTX-2.3 is) keep dequantising."""
+    n = 0
+    for module in model.modules():
+        if isinstance(module, QuantizedLinear) and module.fmt == "fp8":
+            fits = module.in_features % 16 == 0 and module.out_features % 16 == 0
+            module.fp8_matmul = granularity if fits else None
+            n += granularity is not None and fits
     return n
 
 

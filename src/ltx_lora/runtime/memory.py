@@ -11,7 +11,9 @@ make, the LoRA rank and optimizer, and what the config fixes; it returns the fas
   4. the text connectors (2 B parameters, run once per step without gradients) kept in host memory and copied
      to the GPU for that call, again with as few blocks swapped as needed;
   5. the LoRA rank lowered (to 16, then 8), likewise.
-Explicit `memory.quantization` / `memory.block_swap` values are kept as given. Gradient checkpointing is whatever
+Explicit `memory.quantization` / `memory.block_swap` values are kept as given. `memory.fp8_matmuls` on makes the
+base FP8 in every candidate (an FP8 file as stored, a bf16 one quantized per tensor): its matmuls need FP8 weights.
+auto turns them on where the plan picked an FP8 base anyway and the GPU has FP8 matmuls. Gradient checkpointing is whatever
 the config says (block swap requires it). With checkpointing on and no block swap, the room left under the budget
 keeps whole blocks' activations (`kept_blocks`: those blocks are not recomputed in backward; each saves about 1/48
 of the recompute, 4.9 ms a block at 960x544x49 on an H200, for ~1.1 GiB). `plan_for_config` measures the budget (or takes the forced tier) and is
@@ -22,7 +24,10 @@ counts, plus the whole fp32 weight change they build per adapted layer), and act
 checkpointing: each block's input is kept (one token row per block) plus one block's working set while it is
 recomputed and back-propagated. The working-set constant is calibrated on the measured bf16 step on an H100
 (960x544x49 + audio, rank 32, AdamW: 40.9 GiB, bench/results/2026-11-25_h100_train_step_960x544x49*.jsonl);
-bench/memory_tiers.py prints the estimate beside the measured peak of every tier.
+bench/memory_tiers.py prints the estimate beside the measured peak of every tier. A 1-byte base dequantised per
+matmul adds one layer's dequantised weight (fp32 product, bf16 result); FP8 matmuls instead add one layer's
+transposed FP8 weight (the backward's, `ltx/quantize.py`) and the FP8 copy of the widest activation or gradient
+(the feed-forward's 4x-wide hidden layer: two block-input rows), estimated, not yet measured.
 """
 
 from __future__ import annotations
@@ -36,6 +41,7 @@ from ltx_lora.bucket_spec import batch_size_for, latent_tokens, parse_buckets
 from ltx_lora.config import Config
 from ltx_lora.distributed.env import DistEnv
 from ltx_lora.errors import UserError
+from ltx_lora.ltx.quantize import fp8_matmul_support
 from ltx_lora.ltx.sizes import TransformerSize, lokr_factorization, ltx23_22b_config, transformer_size
 from ltx_lora.runtime.base_file import BaseFile
 from ltx_lora.runtime.device import pick_device
@@ -56,6 +62,7 @@ OPTIMIZER_BYTES = {"adamw": 8, "adamw8bit": 2, "prodigy": 16}  # state bytes per
 WEIGHT_CHANGE_COPIES = {"lokr": 2, "loha": 4}  # fp32 out x in tensors per adapted layer in its backward (estimate)
 RANK_FLOOR = (16, 8)  # ranks the plan may fall back to when nothing else fits
 SWAP_SLOTS = 2
+FP8_MATMUL_ROWS = 2.0  # FP8 copy of the feed-forward's hidden activation (4x wide, 1 byte), in block-input rows
 
 
 @dataclass(frozen=True)
@@ -117,9 +124,12 @@ class Plan:
     fits: bool = True
     notes: tuple[str, ...] = ()
     kept_blocks: int = 0  # blocks whose activations are kept (not recomputed), within gradient checkpointing
+    fp8_matmuls: bool = False  # the FP8 base computes its matmuls in FP8 (memory.fp8_matmuls)
 
     def describe(self) -> str:
         weights = {"none": "bf16", "fp8": "FP8", "int8": "INT8"}[self.quantization]
+        if self.fp8_matmuls:
+            weights += " (FP8 matmuls)"
         swap = f"{len(self.swapped_blocks)} of {self.blocks} blocks swapped to host" if self.swapped_blocks else "no block swap"
         ckpt = "gradient checkpointing" if self.gradient_checkpointing else "no gradient checkpointing"
         if self.gradient_checkpointing and self.kept_blocks:
@@ -147,7 +157,8 @@ def _weight_bytes(quantization: str, fp8_coverage: float) -> float:
 
 
 def estimate(size: TransformerSize, work: Workload, quantization: str, swapped: int,
-             connectors_on_host: bool = False, fp8_coverage: float = 1.0) -> dict[str, float]:
+             connectors_on_host: bool = False, fp8_coverage: float = 1.0,
+             fp8_matmuls: bool = False) -> dict[str, float]:
     """Expected peak device memory in GiB by part. Connectors on host: they visit the GPU at the start of a step,
     when no activations are held, so the peak is the larger of that moment and the backward pass."""
     wbytes = _weight_bytes(quantization, fp8_coverage)
@@ -160,7 +171,9 @@ def estimate(size: TransformerSize, work: Workload, quantization: str, swapped: 
         acts = row * (size.blocks + WORKING_SET_ROWS)
     else:  # every block's working set is kept
         acts = row * WORKING_SET_ROWS * size.blocks
-    if quantization != "none":  # one dequantised weight (fp32 product, bf16 result) at a time
+    if fp8_matmuls:  # one transposed FP8 weight and the FP8 copy of a 4x-wide activation at a time
+        acts += size.largest_linear + row * FP8_MATMUL_ROWS
+    elif quantization != "none":  # one dequantised weight (fp32 product, bf16 result) at a time
         acts += size.largest_linear * 6
     acts += work.weight_change_bytes()
     text = size.text_connectors * 2
@@ -173,15 +186,19 @@ def estimate(size: TransformerSize, work: Workload, quantization: str, swapped: 
 
 def choose_plan(budget_gib: float | None, budget_from: str, size: TransformerSize, work: Workload,
                 quantization: str = "auto", block_swap: int | str = "auto", fp8_checkpoint: bool = False,
-                fp8_coverage: float = 1.0) -> Plan:
+                fp8_coverage: float = 1.0, fp8_matmuls: bool = False) -> Plan:
     """The fastest plan that fits `budget_gib` (see the module docstring). Pure: no device is touched.
-    `fp8_checkpoint`: the file stores scaled FP8 linears (`fp8_coverage` of the quantizable weights)."""
+    `fp8_checkpoint`: the file stores scaled FP8 linears (`fp8_coverage` of the quantizable weights);
+    `fp8_matmuls`: the base computes in FP8, so it is FP8 in every candidate."""
+    if fp8_matmuls and quantization not in ("auto", "fp8"):
+        raise UserError(f"memory.fp8_matmuls: on computes with an FP8 base, but memory.quantization is "
+                        f"{quantization}; set memory.quantization to auto or fp8, or fp8_matmuls to off.")
     coverage = fp8_coverage if fp8_checkpoint else 1.0
     if not isinstance(block_swap, str) and block_swap and not work.gradient_checkpointing:
         raise UserError("memory.block_swap needs train.gradient_checkpointing: true (backward reloads each block "
                         "while it is recomputed); turn checkpointing on or set memory.block_swap: 0.")
     one_byte = "fp8" if fp8_checkpoint else "int8"
-    quants = [quantization] if quantization != "auto" else ["none", one_byte]
+    quants = ["fp8"] if fp8_matmuls else [quantization] if quantization != "auto" else ["none", one_byte]
     if isinstance(block_swap, str) and work.gradient_checkpointing:
         swaps = list(range(size.blocks + 1))
     else:
@@ -189,18 +206,18 @@ def choose_plan(budget_gib: float | None, budget_from: str, size: TransformerSiz
     ranks = [work.rank] + [r for r in RANK_FLOOR if r < work.rank]
 
     def make(q: str, s: int, host: bool, rank: int, fits: bool) -> Plan:
-        parts = estimate(size, replace(work, rank=rank), q, s, host, coverage)
+        parts = estimate(size, replace(work, rank=rank), q, s, host, coverage, fp8_matmuls)
         peak = sum(parts.values())
         return Plan(budget_gib, budget_from, q, tuple(spread_blocks(s, size.blocks)), size.blocks,
                     work.gradient_checkpointing, rank, round(peak, 2), host,
-                    {k: round(v, 2) for k, v in parts.items()}, fits)
+                    {k: round(v, 2) for k, v in parts.items()}, fits, fp8_matmuls=fp8_matmuls)
 
     def ok(q: str, s: int, host: bool, rank: int) -> bool:
-        return budget_gib is None or \
-            sum(estimate(size, replace(work, rank=rank), q, s, host, coverage).values()) * FRAGMENTATION <= budget_gib
+        parts = estimate(size, replace(work, rank=rank), q, s, host, coverage, fp8_matmuls)
+        return budget_gib is None or sum(parts.values()) * FRAGMENTATION <= budget_gib
 
     if budget_gib is None:  # no limit known: the config's choices, bf16 where it left the choice
-        return make("none" if quantization == "auto" else quantization, swaps[0], False, work.rank, True)
+        return make(quants[0] if len(quants) == 1 else "none", swaps[0], False, work.rank, True)
     # bf16 first, with the connectors on host before a 1-byte base; bf16 only unswapped when the choice is ours: a
     # 1-byte base is faster than streaming bf16 blocks.
     candidates = [(q, s, host) for q in quants for host in (False, True) for s in swaps
@@ -300,11 +317,22 @@ def plan_for_config(cfg: Config, device: torch.device | None = None, base: BaseF
         size = transformer_size(ltx23_22b_config())
     work = workload_for_config(cfg, size)
     mem = cfg.memory
+    device = device or pick_device()
     if budget is None:
         budget = ((TIER_GIB[mem.plan] - TIER_RESERVE_GIB, f"memory.plan {mem.plan}") if mem.plan != "auto"
-                  else device_budget(device or pick_device()))
-    return choose_plan(*budget, size, work, mem.quantization, mem.block_swap, fp8_checkpoint=fp8,
-                       fp8_coverage=coverage)
+                  else device_budget(device))
+    why_not = fp8_matmul_support(device)
+    if mem.fp8_matmuls == "on" and why_not:
+        raise UserError(f"memory.fp8_matmuls is on, but {why_not}; set memory.fp8_matmuls to auto or off.")
+    plan = choose_plan(*budget, size, work, mem.quantization, mem.block_swap, fp8_checkpoint=fp8,
+                       fp8_coverage=coverage, fp8_matmuls=mem.fp8_matmuls == "on")
+    if mem.fp8_matmuls == "auto" and plan.quantization == "fp8":  # an FP8 base anyway: compute in FP8 where we can
+        if why_not or device.type != "cuda":
+            why = why_not or "not on a GPU"
+            return replace(plan, notes=(*plan.notes, f"memory.fp8_matmuls auto: FP8 matmuls off ({why})."))
+        plan = choose_plan(*budget, size, work, "fp8", mem.block_swap, fp8_checkpoint=fp8, fp8_coverage=coverage,
+                           fp8_matmuls=True)
+    return plan
 
 
 def plan_for_processes(cfg: Config, device: torch.device, env: DistEnv, base: BaseFile | None = None) -> Plan:
@@ -319,7 +347,12 @@ def plan_for_processes(cfg: Config, device: torch.device, env: DistEnv, base: Ba
             raise UserError("distributed.strategy fsdp shards the bf16 base over the GPUs and does not combine with "
                             f"memory.quantization {mem.quantization} / memory.block_swap {mem.block_swap} yet; set "
                             "both to auto, or use distributed.strategy ddp.")
-        bf16 = cfg.model_copy(update={"memory": mem.model_copy(update={"quantization": "none", "block_swap": 0})})
+        if mem.fp8_matmuls == "on":
+            raise UserError("distributed.strategy fsdp shards the bf16 base over the GPUs and does not combine with "
+                            "memory.fp8_matmuls: on (an FP8 base) yet; set fp8_matmuls to off, or use "
+                            "distributed.strategy ddp.")
+        bf16 = cfg.model_copy(update={"memory": mem.model_copy(update={"quantization": "none", "block_swap": 0,
+                                                                        "fp8_matmuls": "off"})})
         plan = plan_for_config(bf16, device, base=base)
         parts = {**plan.parts_gib, "weights": plan.parts_gib.get("weights", 0.0) / env.world_size}
         peak = sum(parts.values())
@@ -334,7 +367,8 @@ def plan_for_processes(cfg: Config, device: torch.device, env: DistEnv, base: Ba
                             "not combine with several GPUs yet; use distributed.strategy fsdp (the base is sharded "
                             "over the GPUs instead), or smaller buckets.")
     # GPUs with different free memory could plan differently: their models would then differ.
-    plans = env.gather_json([plan.quantization, list(plan.swapped_blocks), plan.text_connectors_on_host, plan.rank])
+    plans = env.gather_json([plan.quantization, list(plan.swapped_blocks), plan.text_connectors_on_host, plan.rank,
+                             plan.fp8_matmuls])
     if any(p != plans[0] for p in plans):
         raise UserError("the GPUs' memory plans differ (their free memory differs); set memory.plan to a tier "
                         "(80gb, 48gb, 32gb or 24gb) so that every GPU uses the same plan.")

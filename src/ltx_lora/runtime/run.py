@@ -144,7 +144,8 @@ class Run:
         """What run.json records: the settings this run actually uses, beside config.yaml as written."""
         return {
             "base": {"path": str(self.base.path), "kind": self.base.identity.kind, "fp8": self.base.is_fp8},
-            "memory_plan": {"quantization": self.plan.quantization, "swapped_blocks": list(self.plan.swapped_blocks),
+            "memory_plan": {"quantization": self.plan.quantization, "fp8_matmuls": self.plan.fp8_matmuls,
+                            "swapped_blocks": list(self.plan.swapped_blocks),
                             "text_connectors_on_host": self.plan.text_connectors_on_host,
                             "expected_peak_gib": self.plan.expected_peak_gib, "budget_gib": self.plan.budget_gib,
                             "budget_from": self.plan.budget_from, "notes": list(self.plan.notes)},

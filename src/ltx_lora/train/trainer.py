@@ -314,6 +314,8 @@ class Trainer:
         from_host = self.dist.active and cfg.distributed.strategy == "fsdp" and self.device.type == "cuda"
         models = load_models(cfg.model.checkpoint, self.device, self.dtype, plan, torch.device("cpu") if from_host else None)
         transformer = models.transformer
+        if models.fp8_matmuls:
+            self.console.print(models.fp8_matmuls)
         inject_lora(transformer, run.lora, seed=cfg.train.seed)
         self.block_swap = attach_block_swap(transformer, list(plan.swapped_blocks), self.device)
         self.connectors_host = HostOffload(models.text_connectors, self.device) if plan.text_connectors_on_host else None
