@@ -79,6 +79,7 @@ class Workload:
     target_shapes: tuple[tuple[int, int], ...] = ()  # (in, out) of the targeted linears of one block (lokr / loha)
     blocks: int = 0
     lokr_factor: int = -1
+    ema_on_device: bool = False  # train.ema kept on the GPU: an fp32 shadow of every trainable parameter
 
     def adapter_parameters(self, rank: int) -> int:
         """Trainable parameters at `rank`: LoRA r * (in + out) per layer; LoHa twice that (two pairs); LoKr peft's
@@ -99,8 +100,9 @@ class Workload:
     def weight_change_bytes(self) -> float:
         """LoKr / LoHa build each adapted layer's whole weight change in fp32 (peft multiplies the input by it), and
         autograd keeps it until the layer's backward; the backward adds its gradient (LoHa: and two products of the
-        same size). Estimated, not yet measured (bench/lora_options.py measures it): with gradient checkpointing one
-        block's changes are alive at a time, without it every block's."""
+        same size). With gradient checkpointing one block's changes are alive at a time, without it every block's.
+        Measured for LoKr (H200, 2026-12-04, rank 32, 960x544x49, bench/lora_options.py): peak 39.00 GiB against
+        38.71 estimated, 0.29 GiB (0.7%) under, inside the allocator margin (FRAGMENTATION); LoHa not measured yet."""
         if self.variant == "lora" or not self.target_shapes:
             return 0.0
         per_block = sum(i * o for i, o in self.target_shapes) * 4
@@ -165,7 +167,10 @@ def estimate(size: TransformerSize, work: Workload, quantization: str, swapped: 
     block = size.quantizable_per_block * wbytes + size.other_per_block * 2  # what one swapped block takes off
     weights = size.quantizable_per_block * wbytes * size.blocks + size.other_per_block * 2 * size.blocks \
         + size.outside_blocks * 2 - swapped * block + (min(swapped, SWAP_SLOTS) * block if swapped else 0)
-    lora = work.adapter_parameters(work.rank) * (4 + 4 + OPTIMIZER_BYTES.get(work.optimizer, 8))
+    # fp32 weights + fp32 gradients + optimizer state (+ the EMA's fp32 shadow: measured +0.80 GiB at rank 32 on
+    # H200, 2026-12-04, bench/results/2026-12-04_h200_lora_options_960x544x49.jsonl, which is 214M x 4 bytes)
+    lora = work.adapter_parameters(work.rank) * (4 + 4 + OPTIMIZER_BYTES.get(work.optimizer, 8)
+                                                 + (4 if work.ema_on_device else 0))
     row = (work.video_tokens * size.video_dim + work.audio_tokens * size.audio_dim) * 2
     if work.gradient_checkpointing:
         acts = row * (size.blocks + WORKING_SET_ROWS)
@@ -276,7 +281,8 @@ def workload_for_config(cfg: Config, size: TransformerSize) -> Workload:
                     lora_per_rank=size.lora_elements_per_rank(cfg.lora.targets),
                     optimizer=cfg.train.optimizer.value, gradient_checkpointing=cfg.train.gradient_checkpointing,
                     variant=cfg.lora.variant.value, target_shapes=size.target_shapes(cfg.lora.targets),
-                    blocks=size.blocks, lokr_factor=cfg.lora.lokr_factor)
+                    blocks=size.blocks, lokr_factor=cfg.lora.lokr_factor,
+                    ema_on_device=cfg.train.ema.enabled and not cfg.train.ema.on_host)
 
 
 def device_budget(device: torch.device) -> tuple[float | None, str]:
