@@ -46,9 +46,11 @@ def _config(prepared, tmp_path: Path, name: str, **data) -> Path:
 
 def _rows(prepared) -> list[dict]:
     """The session dataset's rows with absolute media paths (so a dataset file elsewhere finds them)."""
-    root, _ = prepared
-    rows = [json.loads(line) for line in (root / "dataset.jsonl").read_text().splitlines()]
-    return [{**r, "video": str(root / r["video"]) if not os.path.isabs(r["video"]) else r["video"]} for r in rows]
+    _, base = prepared
+    dataset = Path(base["data"]["dataset"])
+    rows = [json.loads(line) for line in dataset.read_text().splitlines()]
+    return [{**r, "video": str(dataset.parent / r["video"]) if not os.path.isabs(r["video"]) else r["video"]}
+            for r in rows]
 
 
 def _background(*args: str) -> subprocess.Popen:
