@@ -13,6 +13,7 @@ import time
 
 import yaml
 from conftest import BUCKETS, SRC, assert_user_error, run_cli
+from test_train import prepared  # noqa: F401 - the session's preprocessed tiny dataset
 
 
 def _config(tmp_path, tiny_checkpoint, tiny_gemma, dataset, buckets=BUCKETS, cache="cache"):
@@ -122,11 +123,14 @@ def test_no_captioned_clip_is_exit_2_with_the_reasons(tmp_path, tiny_checkpoint,
 
 
 def test_config_paths_start_at_its_folder_from_any_working_directory(tmp_path, tiny_checkpoint, tiny_gemma,
-                                                                      synthetic_clips):
-    """Relative paths in a config file start at its folder, media paths in the dataset file at the dataset's."""
+                                                                      synthetic_clips, prepared):  # noqa: F811
+    """Relative paths in a config file start at its folder, media paths in the dataset file at the dataset's.
+    The cache folder starts as a copy of the session's entries (no manifest): preprocess finds every clip cached
+    there, which only the config-relative cache_dir and media paths can give, and encodes none again."""
     project, elsewhere = tmp_path / "project", tmp_path / "elsewhere"
     elsewhere.mkdir()
     shutil.copytree(synthetic_clips, project / "data" / "clips")
+    shutil.copytree(prepared[0] / "cache", project / "cache", ignore=shutil.ignore_patterns("manifest.json"))
     assert run_cli("dataset", "scan", project / "data" / "clips", "-o", project / "data" / "ds.jsonl",
                    "--buckets", BUCKETS).code == 0
     cfg = {"output_dir": "run",
@@ -136,7 +140,7 @@ def test_config_paths_start_at_its_folder_from_any_working_directory(tmp_path, t
            "train": {}, "validation": {"prompts": ["a ball"]}}
     (project / "cfg.yaml").write_text(yaml.safe_dump(cfg))
     res = run_cli("preprocess", "../project/cfg.yaml", cwd=elsewhere)
-    assert res.code == 0 and "used 5 clips" in res.out, res.out + res.err
+    assert res.code == 0 and "used 5 clips (5 already cached)" in res.out, res.out + res.err
     assert (project / "cache" / "manifest.json").is_file() and not list(elsewhere.iterdir())
     doctor = run_cli("doctor", "--config", "../project/cfg.yaml", cwd=elsewhere)
     for key in ("model.checkpoint", "model.text_encoder"):
