@@ -117,7 +117,7 @@ def test_a_wrong_or_damaged_model_is_refused_by_doctor_and_preprocess_alike(prep
     config = json.loads((tiny_gemma / "config.json").read_text())
     config["text_config"]["hidden_size"] = "wide"
     (bad_config / "config.json").write_text(json.dumps(config))
-    cases = [  # (model section, the key doctor fails, what both say)
+    cases = [  # (model section, the key doctor fails, what both say); doctor's OK for Dev: tests/test_preprocess.py
         ({"checkpoint": str(tiny_checkpoint("distilled"))}, "model.checkpoint", "Distilled"),
         ({"checkpoint": str(truncated)}, "model.checkpoint", "1,000 bytes shorter than its header says"),
         ({"text_encoder": str(broken_gemma)}, "model.text_encoder", "64 bytes shorter than its header says"),

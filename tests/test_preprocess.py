@@ -145,3 +145,6 @@ def test_config_paths_start_at_its_folder_from_any_working_directory(tmp_path, t
     doctor = run_cli("doctor", "--config", "../project/cfg.yaml", cwd=elsewhere)
     for key in ("model.checkpoint", "model.text_encoder"):
         assert re.search(rf"OK\s+{re.escape(key)}", doctor.out), doctor.out
+    # ... naming the checkpoint's kind (a Distilled one FAILs: tests/test_guarantees.py, wrong or damaged model)
+    line = next(ln for ln in doctor.out.splitlines() if "model.checkpoint" in ln)
+    assert "Dev" in line, doctor.out
