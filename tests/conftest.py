@@ -75,6 +75,20 @@ def synthetic_clips(tmp_path_factory) -> Path:
     return folder
 
 
+# The buckets the shared dataset file is scanned with (tests/test_train.py's `prepared` preprocesses it).
+BUCKETS = "64x64x9;96x64x9;64x96x9;64x64x1"
+
+
+@pytest.fixture(scope="session")
+def scanned_dataset(tmp_path_factory, synthetic_clips) -> Path:
+    """`ltx-lora dataset scan` of `synthetic_clips` with `BUCKETS`, once per session: the dataset file (media paths
+    relative to its folder). Shared, read-only: configs point at it; a test that changes rows writes its own file."""
+    root = tmp_path_factory.mktemp("scanned")
+    res = run_cli("dataset", "scan", synthetic_clips, "-o", root / "dataset.jsonl", "--buckets", BUCKETS)
+    assert res.code == 0, res.err
+    return root / "dataset.jsonl"
+
+
 @pytest.fixture(scope="session")
 def problem_clips(tmp_path_factory) -> dict[str, Path]:
     """{case: path} for every bad case of `ltx_lora.fixtures.clips.PROBLEM_CASES`, in one folder. Do not modify."""

@@ -46,9 +46,11 @@ def _config(prepared, tmp_path: Path, name: str, **data) -> Path:
 
 def _rows(prepared) -> list[dict]:
     """The session dataset's rows with absolute media paths (so a dataset file elsewhere finds them)."""
-    root, _ = prepared
-    rows = [json.loads(line) for line in (root / "dataset.jsonl").read_text().splitlines()]
-    return [{**r, "video": str(root / r["video"]) if not os.path.isabs(r["video"]) else r["video"]} for r in rows]
+    _, base = prepared
+    dataset = Path(base["data"]["dataset"])
+    rows = [json.loads(line) for line in dataset.read_text().splitlines()]
+    return [{**r, "video": str(dataset.parent / r["video"]) if not os.path.isabs(r["video"]) else r["video"]}
+            for r in rows]
 
 
 def _background(*args: str) -> subprocess.Popen:
@@ -115,7 +117,7 @@ def test_a_wrong_or_damaged_model_is_refused_by_doctor_and_preprocess_alike(prep
     config = json.loads((tiny_gemma / "config.json").read_text())
     config["text_config"]["hidden_size"] = "wide"
     (bad_config / "config.json").write_text(json.dumps(config))
-    cases = [  # (model section, the key doctor fails, what both say)
+    cases = [  # (model section, the key doctor fails, what both say); doctor's OK for Dev: tests/test_preprocess.py
         ({"checkpoint": str(tiny_checkpoint("distilled"))}, "model.checkpoint", "Distilled"),
         ({"checkpoint": str(truncated)}, "model.checkpoint", "1,000 bytes shorter than its header says"),
         ({"text_encoder": str(broken_gemma)}, "model.text_encoder", "64 bytes shorter than its header says"),

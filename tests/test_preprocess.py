@@ -12,9 +12,8 @@ import sys
 import time
 
 import yaml
-from conftest import SRC, assert_user_error, run_cli
-
-BUCKETS = "64x64x9;96x64x9;64x96x9;64x64x1"
+from conftest import BUCKETS, SRC, assert_user_error, run_cli
+from test_train import prepared  # noqa: F401 - the session's preprocessed tiny dataset
 
 
 def _config(tmp_path, tiny_checkpoint, tiny_gemma, dataset, buckets=BUCKETS, cache="cache"):
@@ -31,11 +30,11 @@ def _manifest(tmp_path, cache="cache"):
     return json.loads((tmp_path / cache / "manifest.json").read_text())
 
 
-def test_rerun_skips_and_changed_settings_redo_and_prune(tmp_path, tiny_checkpoint, tiny_gemma, synthetic_clips):
-    assert run_cli("dataset", "scan", synthetic_clips, "-o", tmp_path / "ds.jsonl", "--buckets", BUCKETS).code == 0
-    rows = [json.loads(line) for line in (tmp_path / "ds.jsonl").read_text().splitlines()]
+def test_rerun_skips_and_changed_settings_redo_and_prune(tmp_path, tiny_checkpoint, tiny_gemma, scanned_dataset):
+    rows = [json.loads(line) for line in scanned_dataset.read_text().splitlines()]
     for n, row in enumerate(rows):  # a per-clip loss weight travels from the dataset file into the cache
         row["loss_weight"] = n / 4
+        row["video"] = str(scanned_dataset.parent / row["video"])  # this copy lives elsewhere
     (tmp_path / "ds.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
     cfg = _config(tmp_path, tiny_checkpoint, tiny_gemma, tmp_path / "ds.jsonl")
     first = run_cli("preprocess", cfg)
@@ -68,9 +67,8 @@ def test_rerun_skips_and_changed_settings_redo_and_prune(tmp_path, tiny_checkpoi
     assert on_disk() == after
 
 
-def test_killed_preprocess_resumes(tmp_path, tiny_checkpoint, tiny_gemma, synthetic_clips):
-    assert run_cli("dataset", "scan", synthetic_clips, "-o", tmp_path / "ds.jsonl", "--buckets", BUCKETS).code == 0
-    cfg = _config(tmp_path, tiny_checkpoint, tiny_gemma, tmp_path / "ds.jsonl")
+def test_killed_preprocess_resumes(tmp_path, tiny_checkpoint, tiny_gemma, scanned_dataset):
+    cfg = _config(tmp_path, tiny_checkpoint, tiny_gemma, scanned_dataset)
     proc = subprocess.Popen([sys.executable, "-m", "ltx_lora", "preprocess", str(cfg)],
                             env={**os.environ, "PYTHONPATH": str(SRC)}, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     latents = tmp_path / "cache" / "latents"
@@ -87,21 +85,19 @@ def test_killed_preprocess_resumes(tmp_path, tiny_checkpoint, tiny_gemma, synthe
     assert len(_manifest(tmp_path)["items"]) == 5
 
 
-def test_no_usable_clip_and_bad_buckets_are_one_sentence(tmp_path, tiny_checkpoint, tiny_gemma, synthetic_clips):
-    assert run_cli("dataset", "scan", synthetic_clips, "-o", tmp_path / "ds.jsonl", "--buckets", BUCKETS).code == 0
-    cfg = _config(tmp_path, tiny_checkpoint, tiny_gemma, tmp_path / "ds.jsonl", buckets="64x64x48")
+def test_no_usable_clip_and_bad_buckets_are_one_sentence(tmp_path, tiny_checkpoint, tiny_gemma, scanned_dataset):
+    cfg = _config(tmp_path, tiny_checkpoint, tiny_gemma, scanned_dataset, buckets="64x64x48")
     assert_user_error(run_cli("preprocess", cfg), "48", "49")
 
 
-def test_8bit_gemma_without_gpu_is_refused_before_any_work(tmp_path, tiny_checkpoint, tiny_gemma, synthetic_clips):
+def test_8bit_gemma_without_gpu_is_refused_before_any_work(tmp_path, tiny_checkpoint, tiny_gemma, scanned_dataset):
     import torch
 
     if torch.cuda.is_available():
         import pytest
 
         pytest.skip("this machine has a GPU")
-    assert run_cli("dataset", "scan", synthetic_clips, "-o", tmp_path / "ds.jsonl", "--buckets", BUCKETS).code == 0
-    cfg = _config(tmp_path, tiny_checkpoint, tiny_gemma, tmp_path / "ds.jsonl")
+    cfg = _config(tmp_path, tiny_checkpoint, tiny_gemma, scanned_dataset)
     data = yaml.safe_load(cfg.read_text())
     data["memory"] = {"text_encoder_8bit": True}
     cfg.write_text(yaml.safe_dump(data))
@@ -127,11 +123,14 @@ def test_no_captioned_clip_is_exit_2_with_the_reasons(tmp_path, tiny_checkpoint,
 
 
 def test_config_paths_start_at_its_folder_from_any_working_directory(tmp_path, tiny_checkpoint, tiny_gemma,
-                                                                      synthetic_clips):
-    """Relative paths in a config file start at its folder, media paths in the dataset file at the dataset's."""
+                                                                      synthetic_clips, prepared):  # noqa: F811
+    """Relative paths in a config file start at its folder, media paths in the dataset file at the dataset's.
+    The cache folder starts as a copy of the session's entries (no manifest): preprocess finds every clip cached
+    there, which only the config-relative cache_dir and media paths can give, and encodes none again."""
     project, elsewhere = tmp_path / "project", tmp_path / "elsewhere"
     elsewhere.mkdir()
     shutil.copytree(synthetic_clips, project / "data" / "clips")
+    shutil.copytree(prepared[0] / "cache", project / "cache", ignore=shutil.ignore_patterns("manifest.json"))
     assert run_cli("dataset", "scan", project / "data" / "clips", "-o", project / "data" / "ds.jsonl",
                    "--buckets", BUCKETS).code == 0
     cfg = {"output_dir": "run",
@@ -141,8 +140,11 @@ def test_config_paths_start_at_its_folder_from_any_working_directory(tmp_path, t
            "train": {}, "validation": {"prompts": ["a ball"]}}
     (project / "cfg.yaml").write_text(yaml.safe_dump(cfg))
     res = run_cli("preprocess", "../project/cfg.yaml", cwd=elsewhere)
-    assert res.code == 0 and "used 5 clips" in res.out, res.out + res.err
+    assert res.code == 0 and "used 5 clips (5 already cached)" in res.out, res.out + res.err
     assert (project / "cache" / "manifest.json").is_file() and not list(elsewhere.iterdir())
     doctor = run_cli("doctor", "--config", "../project/cfg.yaml", cwd=elsewhere)
     for key in ("model.checkpoint", "model.text_encoder"):
         assert re.search(rf"OK\s+{re.escape(key)}", doctor.out), doctor.out
+    # ... naming the checkpoint's kind (a Distilled one FAILs: tests/test_guarantees.py, wrong or damaged model)
+    line = next(ln for ln in doctor.out.splitlines() if "model.checkpoint" in ln)
+    assert "Dev" in line, doctor.out

@@ -15,24 +15,21 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
-from conftest import SRC, assert_user_error, run_cli
+from conftest import BUCKETS, SRC, assert_user_error, run_cli
 from safetensors import safe_open
 from safetensors.torch import load_file
 
 from ltx_lora.files.lock import LOCK_NAME
 
-BUCKETS = "64x64x9;96x64x9;64x96x9;64x64x1"
-
 
 @pytest.fixture(scope="session")
-def prepared(tmp_path_factory, tiny_checkpoint, tiny_gemma, synthetic_clips):
-    """A dataset scanned and preprocessed once (real VAE + Gemma path); tests train from its cache."""
+def prepared(tmp_path_factory, tiny_checkpoint, tiny_gemma, scanned_dataset):
+    """The session's scanned dataset preprocessed once (real VAE + Gemma path); tests train from its cache.
+    Read-only: (root, base config); a test that changes the cache copies it."""
     root = tmp_path_factory.mktemp("prepared")
-    res = run_cli("dataset", "scan", synthetic_clips, "-o", root / "dataset.jsonl", "--buckets", BUCKETS)
-    assert res.code == 0, res.err
     cfg = {"output_dir": str(root / "unused"),
            "model": {"checkpoint": str(tiny_checkpoint("dev")), "text_encoder": str(tiny_gemma)},
-           "data": {"dataset": str(root / "dataset.jsonl"), "buckets": BUCKETS, "cache_dir": str(root / "cache")},
+           "data": {"dataset": str(scanned_dataset), "buckets": BUCKETS, "cache_dir": str(root / "cache")},
            "train": {"steps": 6, "learning_rate": 1e-3, "mixed_precision": "fp32"},
            "checkpoints": {"every": 1, "keep_last": 3},
            # stg_blocks: the tiny model has blocks 0-1 (29, the default, is a block of the 22B model)
@@ -193,9 +190,19 @@ def test_resume_after_sigkill_is_bit_exact(prepared, tmp_path):
         assert again[1] == before[1] and all(torch.equal(again[0][k], v) for k, v in before[0].items())
 
 
-def test_refusals_are_one_sentence(prepared, tmp_path, tiny_checkpoint):
+@pytest.fixture(scope="module")
+def one_step_run(prepared, tmp_path_factory) -> Path:
+    """One step of the base config (default task) trained through the CLI, once for this module: its run folder
+    (`<folder>/run`, config `<folder>/run.yaml`). Read-only: a test that trains on or resumes it copies it."""
+    folder = tmp_path_factory.mktemp("one-step")
+    res = run_cli("train", write_config(prepared, folder, steps=1))
+    assert res.code == 0, res.err
+    return folder / "run"
+
+
+def test_refusals_are_one_sentence(prepared, tmp_path, tiny_checkpoint, one_step_run):
+    shutil.copytree(one_step_run, tmp_path / "run")  # a finished run with checkpoints, this test's own
     cfg = write_config(prepared, tmp_path, steps=1)
-    assert run_cli("train", cfg).code == 0
     assert_user_error(run_cli("train", cfg), "already holds checkpoints", "--resume")
     data = yaml.safe_load(cfg.read_text())
     data["lora"] = {"rank": 8}
@@ -212,17 +219,6 @@ def test_refusals_are_one_sentence(prepared, tmp_path, tiny_checkpoint):
     data["data"]["cache_dir"] = str(tmp_path / "empty-cache")
     cfg.write_text(yaml.safe_dump(data))
     assert_user_error(run_cli("train", cfg), "ltx-lora preprocess")
-
-
-def test_doctor_checks_the_configs_checkpoint_kind(prepared, tmp_path, tiny_checkpoint):
-    cfg = write_config(prepared, tmp_path, steps=1)
-    res = run_cli("doctor", "--config", cfg)
-    assert "model.checkpoint" in res.out and "Dev" in res.out, res.out
-    data = yaml.safe_load(cfg.read_text())
-    data["model"]["checkpoint"] = str(tiny_checkpoint("distilled"))
-    cfg.write_text(yaml.safe_dump(data))
-    res = run_cli("doctor", "--config", cfg)
-    assert res.code == 1 and "FAIL" in res.out and "istilled" in res.out, res.out
 
 
 def test_prodigy_and_gradient_accumulation_train(prepared, tmp_path):
@@ -336,14 +332,12 @@ def test_wandb_without_wandb_is_refused_at_start(prepared, tmp_path):
     assert not (tmp_path / "run" / "metrics.jsonl").exists()
 
 
-def test_caption_dropout_trains_and_a_cache_without_the_empty_prompt_is_refused(prepared, tmp_path):
+def test_caption_dropout_trains_and_a_cache_without_the_empty_prompt_is_refused(prepared, tmp_path, one_step_run):
     root, _ = prepared
     cfg = write_config(prepared, tmp_path, name="dropout", steps=1, caption_dropout=1.0)
     res = run_cli("train", cfg)
     assert res.code == 0, res.err
-    plain = write_config(prepared, tmp_path, name="plain", steps=1)
-    assert run_cli("train", plain).code == 0
-    a, b = lora_tensors(tmp_path / "dropout"), lora_tensors(tmp_path / "plain")
+    a, b = lora_tensors(tmp_path / "dropout"), lora_tensors(one_step_run)  # the same run without dropout
     assert any(not torch.equal(a[k], b[k]) for k in a)  # every sample trained on the empty prompt instead
     # a cache preprocessed before caption dropout existed: one sentence, run preprocess again
     stale = tmp_path / "stale_cache"

@@ -13,24 +13,21 @@ import numpy as np
 import pytest
 import torch
 import yaml
-from conftest import assert_user_error, run_cli
+from conftest import BUCKETS, assert_user_error, run_cli
 from PIL import Image
 
-BUCKETS = "64x64x9;96x64x9;64x96x9;64x64x1"
 PROMPTS = ["a red ball bouncing on a wooden floor", "waves rolling onto a beach at dusk"]
 # Tiny and quick, but every guidance pass runs: CFG, STG (block 1 of the 2-block model) and modality guidance.
 VALIDATION = {"prompts": PROMPTS, "every": 2, "resolution": "64x64x9", "steps": 2, "stg_blocks": [1]}
 
 
 @pytest.fixture(scope="module")
-def prepared(tmp_path_factory, tiny_checkpoint, tiny_gemma, synthetic_clips):
-    """Clips scanned and preprocessed once (validation prompts and negative prompt cached with them)."""
+def prepared(tmp_path_factory, tiny_checkpoint, tiny_gemma, scanned_dataset):
+    """The session's scanned clips preprocessed once (validation prompts and negative prompt cached with them)."""
     root = tmp_path_factory.mktemp("val")
-    res = run_cli("dataset", "scan", synthetic_clips, "-o", root / "dataset.jsonl", "--buckets", BUCKETS)
-    assert res.code == 0, res.err
     cfg = {"output_dir": str(root / "run"),
            "model": {"checkpoint": str(tiny_checkpoint("dev")), "text_encoder": str(tiny_gemma)},
-           "data": {"dataset": str(root / "dataset.jsonl"), "buckets": BUCKETS, "cache_dir": str(root / "cache")},
+           "data": {"dataset": str(scanned_dataset), "buckets": BUCKETS, "cache_dir": str(root / "cache")},
            "train": {"steps": 2, "learning_rate": 1e-3, "mixed_precision": "fp32"},
            "checkpoints": {"every": 2}, "validation": VALIDATION, "logging": {"tensorboard": False}}
     path = root / "run.yaml"

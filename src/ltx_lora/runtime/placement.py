@@ -139,11 +139,14 @@ class BlockSwap:
         return self.order[k] if 0 <= k < len(self.order) else None
 
     def _make_hook(self, i: int):
+        # Compiled blocks run their hooks inside the compiled call: keep this one (and what it calls) eager. Applied
+        # here, not as a decorator: torch.compiler.disable imports torch._dynamo (~1 s), which every command
+        # importing this module (train, validate, doctor) paid at start-up even without block swap.
+        @torch.compiler.disable
         def hook(module, args):
             self.before_block(i)
         return hook
 
-    @torch.compiler.disable  # compiled blocks run their hooks inside the compiled call: keep this one eager
     def before_block(self, i: int) -> None:
         backward = torch._C._current_graph_task_id() != -1  # called from the autograd engine: checkpoint recompute
         if i not in self.slot_of:  # not prefetched (first use, or the direction changed): load now

@@ -20,8 +20,6 @@ from __future__ import annotations
 import re
 
 import torch
-from peft import LoHaConfig, LoKrConfig, inject_adapter_in_model
-from peft import LoraConfig as PeftLoraConfig
 
 from ltx_lora.config import LoraConfig, LoraVariant
 from ltx_lora.errors import UserError
@@ -37,7 +35,14 @@ _LYCORIS_PARAM = re.compile(rf"^(?P<module>.+)\.(?P<name>(?:lokr|hada)_\w+)\.{AD
 
 def peft_config(cfg: LoraConfig):
     """peft's config of the adapter `cfg` asks for. LoKr / LoHa have no input dropout: `lora.dropout` becomes their
-    rank dropout (rows of the weight change dropped while training)."""
+    rank dropout (rows of the weight change dropped while training).
+
+    peft is imported here, not at the top: it imports transformers and bitsandbytes (which imports torch._dynamo),
+    about 3 s of a `train` start (measured: `import ltx_lora.train.trainer` 10.5 CPU-s with it at the top, on the
+    2-core test machine), and a refused config need not pay for it before its one sentence."""
+    from peft import LoHaConfig, LoKrConfig
+    from peft import LoraConfig as PeftLoraConfig
+
     common = {"r": cfg.rank, "alpha": cfg.effective_alpha, "rank_dropout": cfg.dropout, "target_modules": cfg.targets}
     if cfg.variant == LoraVariant.lokr:
         return LoKrConfig(**common, decompose_factor=cfg.lokr_factor)
@@ -49,6 +54,8 @@ def peft_config(cfg: LoraConfig):
 
 def inject_lora(transformer: torch.nn.Module, cfg: LoraConfig, seed: int) -> list[torch.nn.Parameter]:
     """Freeze the base, add LoRA (LoKr, LoHa) adapters in place, return the trainable parameters (fp32)."""
+    from peft import inject_adapter_in_model  # imported on use: see peft_config
+
     transformer.requires_grad_(False)
     peft_cfg = peft_config(cfg)
     fork = torch.random.fork_rng(devices=[])
