@@ -51,7 +51,22 @@ cmd=${1:-}
 shift || true
 case "$cmd" in
   demo) install; exec "$VENV/bin/ltx-lora" demo "$@" ;;
-  test) install; install_interop; exec "$VENV/bin/python" -m pytest -q "$@" ;;
+  # Two worker processes, one test file each at a time: every CLI test spends ~10 s of single-core import time in
+  # its subprocess, which left one of CI's 2 cores idle (full suite on 2 cores: 1,245 s in one process, 1,030 s in
+  # two, 2026-12-04). LTX_LORA_TEST_WORKERS=0 runs everything in this process.
+  test) install; install_interop
+        workers=()
+        if [ "${LTX_LORA_TEST_WORKERS:-2}" != 0 ]; then
+          # pytest-xdist is a speed-up, not a need: without it (no index reachable) the suite runs in one process.
+          "$VENV/bin/python" -c "import xdist" 2>/dev/null \
+            || "$VENV/bin/python" -m pip install -q "pytest-xdist>=3.5" >/dev/null 2>&1 \
+            || { command -v uv >/dev/null 2>&1 && uv pip install -q -p "$VENV/bin/python" "pytest-xdist>=3.5" >/dev/null 2>&1; } \
+            || echo "note: pytest-xdist could not be installed; the tests run in one process"
+          if "$VENV/bin/python" -c "import xdist" 2>/dev/null; then
+            workers=(-n "${LTX_LORA_TEST_WORKERS:-2}" --dist loadfile)
+          fi
+        fi
+        exec "$VENV/bin/python" -m pytest -q "${workers[@]}" "$@" ;;
   install) install ;;
   interop) install_interop ;;
   *) echo "usage: bash dev.sh demo|test|install [args...]" >&2; exit 2 ;;
