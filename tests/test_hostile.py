@@ -112,6 +112,15 @@ def snapshot(*roots: Path) -> dict[str, str]:
     return out
 
 
+@contextlib.contextmanager
+def files_kept(*roots: Path, writes: tuple[Path, ...] = ()):
+    """Around a command: every file under `roots` is still there with the same bytes afterwards, except under
+    `writes` (what the command makes)."""
+    before = snapshot(*roots)
+    yield
+    assert_kept(before, snapshot(*[r for r in roots if r.exists()]), *writes)
+
+
 def assert_kept(before: dict[str, str], after: dict[str, str], *writes: Path) -> None:
     """Every file of `before` is in `after` with the same bytes, except under `writes` (what the command makes)."""
     allowed = [os.fsdecode(w) for w in writes]
@@ -266,10 +275,9 @@ def test_safetensors_headers_are_checked_like_the_library_and_never_crash(exampl
                             f.get_tensor(k)
                 except UserError:
                     pass  # e.g. an F6 dtype torch cannot hold: one sentence
-            before = snapshot(Path(d))
-            for args in (("inspect", path), ("lora", "inspect", path)):
-                assert_ended_well(run_here(*args))
-            assert_kept(before, snapshot(Path(d)))
+            with files_kept(Path(d)):
+                for args in (("inspect", path), ("lora", "inspect", path)):
+                    assert_ended_well(run_here(*args))
 
     check()
 
@@ -332,14 +340,13 @@ def test_odd_loras_end_well_in_every_lora_tool(examples, tmp_path, tiny_checkpoi
         with tempfile.TemporaryDirectory(dir=tmp_path) as d:
             lora = Path(d) / "odd.safetensors"
             save_file(tensors, str(lora))
-            before = snapshot(Path(d), base)
             out = Path(d) / "out.safetensors"
-            args = {"inspect": ("lora", "inspect", lora), "check": ("lora", "check", lora, "--base", base),
-                    "convert": ("lora", "convert", lora, "--to", "kohya", "-o", out),
-                    "merge": ("lora", "merge", lora, "--base", base, "-o", out)}[tool]
-            # `lora check` exits 1 for findings (its documented contract), with its report, not a crash.
-            assert_ended_well(run_here(*args), (0, 1, 2) if tool == "check" else (0, 2))
-            assert_kept(before, snapshot(Path(d), base), out)
+            with files_kept(Path(d), base, writes=(out,)):
+                args = {"inspect": ("lora", "inspect", lora), "check": ("lora", "check", lora, "--base", base),
+                        "convert": ("lora", "convert", lora, "--to", "kohya", "-o", out),
+                        "merge": ("lora", "merge", lora, "--base", base, "-o", out)}[tool]
+                # `lora check` exits 1 for findings (its documented contract), with its report, not a crash.
+                assert_ended_well(run_here(*args), (0, 1, 2) if tool == "check" else (0, 2))
 
     check()
 
@@ -397,9 +404,8 @@ def test_hostile_configs_end_well(examples, tmp_path, prepared):  # noqa: F811
         with tempfile.TemporaryDirectory(dir=tmp_path) as d:
             path = Path(d) / "c.yaml"
             path.write_bytes(raw)
-            before = snapshot(Path(d))
-            _doctor_ended_well(run_here("doctor", "--config", path))
-            assert_kept(before, snapshot(Path(d)))
+            with files_kept(Path(d)):
+                _doctor_ended_well(run_here("doctor", "--config", path))
 
     check()
 
@@ -447,9 +453,8 @@ def test_hostile_official_configs_end_well(examples, tmp_path, prepared):  # noq
         TRIED["official configs"] += 1
         with tempfile.TemporaryDirectory(dir=tmp_path) as d:
             path = write_cfg(Path(d), doc)
-            before = snapshot(Path(d))
-            _doctor_ended_well(run_here("doctor", "--config", path))
-            assert_kept(before, snapshot(Path(d)))
+            with files_kept(Path(d)):
+                _doctor_ended_well(run_here("doctor", "--config", path))
 
     check()
 
@@ -501,10 +506,9 @@ def test_hostile_dataset_files_end_well_in_scan(examples, tmp_path, synthetic_cl
         with tempfile.TemporaryDirectory(dir=tmp_path) as d:
             dataset = Path(d) / f"d{suffix}"
             dataset.write_bytes(raw)
-            before = snapshot(Path(d), synthetic_clips)
             out = Path(d) / "out.jsonl"
-            assert_ended_well(run_here("dataset", "scan", dataset, "-o", out, "--buckets", BUCKETS))
-            assert_kept(before, snapshot(Path(d), synthetic_clips), out, Path(d) / "out_report.html")
+            with files_kept(Path(d), synthetic_clips, writes=(out, Path(d) / "out_report.html")):
+                assert_ended_well(run_here("dataset", "scan", dataset, "-o", out, "--buckets", BUCKETS))
 
     check()
 
@@ -524,10 +528,9 @@ def test_hostile_dataset_files_end_well_in_preprocess(examples, tmp_path, prepar
             dataset.write_bytes(raw)
             shutil.copytree(root / "cache", cache)
             cfg = write_cfg(Path(d), with_keys(base, data__dataset=str(dataset), data__cache_dir=str(cache)))
-            before = snapshot(Path(d), synthetic_clips)
-            # What preprocess keeps or removes in its cache is tests/test_preprocess.py's; here: the inputs.
-            assert_ended_well(run_here("preprocess", cfg))
-            assert_kept(before, snapshot(Path(d), synthetic_clips), cache)
+            with files_kept(Path(d), synthetic_clips, writes=(cache,)):
+                # What preprocess keeps or removes in its cache is tests/test_preprocess.py's; here: the inputs.
+                assert_ended_well(run_here("preprocess", cfg))
 
     check()
 
@@ -575,14 +578,13 @@ def test_hostile_media_folders_end_well_in_scan(examples, tmp_path, synthetic_cl
                 path = os.path.join(os.fsencode(folder), name if isinstance(name, bytes) else os.fsencode(name))
                 with open(path, "wb") as f:
                     f.write(data)
-            before = snapshot(folder)
-            out = Path(d) / "out.jsonl"
-            res = run_here("dataset", "scan", folder, "-o", out, "--buckets", BUCKETS)
-            assert_ended_well(res)
-            media = [p for p in folder.iterdir() if not p.name.startswith(".") and p.suffix.lower() in MEDIA_EXTENSIONS]
-            if res.code == 0:  # every media file is accounted for: used, waiting for a caption, or skipped
-                assert f"Scanned {len(media)} media file" in res.out, res.out
-            assert_kept(before, snapshot(folder))
+            with files_kept(folder):
+                out = Path(d) / "out.jsonl"
+                res = run_here("dataset", "scan", folder, "-o", out, "--buckets", BUCKETS)
+                assert_ended_well(res)
+                media = [p for p in folder.iterdir() if not p.name.startswith(".") and p.suffix.lower() in MEDIA_EXTENSIONS]
+                if res.code == 0:  # every media file is accounted for: used, waiting for a caption, or skipped
+                    assert f"Scanned {len(media)} media file" in res.out, res.out
 
     check()
 
@@ -643,9 +645,8 @@ def test_damaged_caches_end_well_in_train(examples, tmp_path, prepared):  # noqa
             shutil.copytree(root / "cache", cache)
             _damage_cache(cache, damage)
             cfg = write_cfg(Path(d), with_keys(base, data__cache_dir=str(cache), output_dir=str(Path(d) / "out")))
-            before = snapshot(cache, Path(base["model"]["checkpoint"]))
-            assert_ended_well(run_here("train", cfg, "--max-steps", "1"))
-            assert_kept(before, snapshot(cache, Path(base["model"]["checkpoint"])))
+            with files_kept(cache, Path(base["model"]["checkpoint"])):
+                assert_ended_well(run_here("train", cfg, "--max-steps", "1"))
 
     check()
 
@@ -707,12 +708,11 @@ def test_damaged_checkpoints_are_skipped_or_named(examples, tmp_path, trained, p
             damaged = _damage_run(copy, damage)
             path = write_cfg(Path(d), with_keys(cfg, output_dir=str(copy)))
             keep = [p for p in (copy / "checkpoints").iterdir() if p.name != "step_000002" and p != damaged]
-            before = snapshot(*keep)
-            res = run_here("train", path, "--resume", "--max-steps", "3")
-            assert_ended_well(res)
-            if damaged is not None and res.code == 0 and "skipped the damaged checkpoint" in res.err:
-                assert str(damaged) in res.err
-            assert_kept(before, snapshot(*[p for p in keep if p.exists()]))
+            with files_kept(*keep):
+                res = run_here("train", path, "--resume", "--max-steps", "3")
+                assert_ended_well(res)
+                if damaged is not None and res.code == 0 and "skipped the damaged checkpoint" in res.err:
+                    assert str(damaged) in res.err
 
     check()
 
@@ -835,11 +835,10 @@ def test_explicit_hostile_input_gets_one_sentence(case, tmp_path, explicit_env):
     TRIED["explicit cases"] += 1
     make, needle = EXPLICIT[case]
     args = make(tmp_path, explicit_env)
-    before = snapshot(tmp_path, explicit_env["lora"], explicit_env["ckpt"])
-    res = run_here(*args)
-    assert res.code == 2, (res.code, res.err[-2000:])
-    assert_ended_well(res, (2,), needle)
-    assert_kept(before, snapshot(tmp_path, explicit_env["lora"], explicit_env["ckpt"]))
+    with files_kept(tmp_path, explicit_env["lora"], explicit_env["ckpt"]):
+        res = run_here(*args)
+        assert res.code == 2, (res.code, res.err[-2000:])
+        assert_ended_well(res, (2,), needle)
 
 
 def test_markup_in_user_text_is_printed_as_written(tmp_path):
@@ -875,12 +874,11 @@ def test_a_stray_step_folder_is_ignored_and_a_damaged_checkpoint_skipped_with_it
     shutil.copytree(copy / "checkpoints" / "step_000001", copy / "checkpoints" / "step_final")
     state = copy / "checkpoints" / "step_000002" / "state.safetensors"
     state.write_bytes(state.read_bytes()[:1000])
-    before = snapshot(copy / "checkpoints" / "step_000001", copy / "checkpoints" / "step_final")
-    path = write_cfg(copy.parent, with_keys(cfg, output_dir=str(copy)), "my config.yaml")
-    res = run_here("train", path, "--resume", "--max-steps", "3")
-    assert_ended_well(res, (0,), "skipped the damaged checkpoint", str(state.parent), "resumed from")
-    assert "step_000001 at step 1" in res.err
-    assert_kept(before, snapshot(copy / "checkpoints" / "step_000001", copy / "checkpoints" / "step_final"))
+    with files_kept(copy / "checkpoints" / "step_000001", copy / "checkpoints" / "step_final"):
+        path = write_cfg(copy.parent, with_keys(cfg, output_dir=str(copy)), "my config.yaml")
+        res = run_here("train", path, "--resume", "--max-steps", "3")
+        assert_ended_well(res, (0,), "skipped the damaged checkpoint", str(state.parent), "resumed from")
+        assert "step_000001 at step 1" in res.err
     assert (copy / "checkpoints" / "step_abc").is_dir() and (copy / "checkpoints" / "step_000003").is_dir()
     # every checkpoint damaged: one sentence, nothing trained
     for step in ("step_000001", "step_000002", "step_000003"):
@@ -939,8 +937,7 @@ def test_a_full_disk_says_free_disk_space_then_resume(tmp_path, monkeypatch, tra
     assert not out.exists() and not list(tmp_path.iterdir())  # no partial file, no temp file left
     copy = tmp_path / "run"
     shutil.copytree(run, copy)
-    before = snapshot(copy / "checkpoints")
-    res = run_here("train", write_cfg(tmp_path, with_keys(cfg, output_dir=str(copy))), "--resume", "--max-steps", "3")
-    assert res.code != 0 and "Traceback" not in res.err and "failed:" not in res.err, res.err[-2000:]
-    assert "free disk space, then resume with --resume" in res.err, res.err[-2000:]
-    assert_kept(before, snapshot(copy / "checkpoints"))
+    with files_kept(copy / "checkpoints"):
+        res = run_here("train", write_cfg(tmp_path, with_keys(cfg, output_dir=str(copy))), "--resume", "--max-steps", "3")
+        assert res.code != 0 and "Traceback" not in res.err and "failed:" not in res.err, res.err[-2000:]
+        assert "free disk space, then resume with --resume" in res.err, res.err[-2000:]
