@@ -216,6 +216,14 @@ class TrainConfig(Section):
     ema: EmaConfig = Field(default_factory=EmaConfig, description="EMA of the LoRA weights (off by default).")
 
 
+def fp8_matmuls_refusal(quantization: str) -> str:
+    """Why FP8 matmuls cannot run with this `memory.quantization` ('' when they can: they need an FP8 base)."""
+    if quantization in ("auto", "fp8"):
+        return ""
+    return (f"memory.fp8_matmuls: on computes with an FP8 base, but memory.quantization is {quantization}; set "
+            "memory.quantization to auto or fp8, or fp8_matmuls to off.")
+
+
 class MemoryConfig(Section):
     plan: Literal["auto", "80gb", "48gb", "32gb", "24gb"] = Field(
         "auto", description="Memory budget of the plan: auto = the GPU's free memory at start; a tier = that many GB "
@@ -241,9 +249,8 @@ class MemoryConfig(Section):
 
     @model_validator(mode="after")
     def _fp8_matmuls_need_fp8_weights(self) -> MemoryConfig:
-        if self.fp8_matmuls == "on" and self.quantization in ("none", "int8"):
-            raise ValueError(f"memory.fp8_matmuls: on computes with an FP8 base, but memory.quantization is "
-                             f"{self.quantization}; set memory.quantization to auto or fp8, or fp8_matmuls to off.")
+        if self.fp8_matmuls == "on" and (why := fp8_matmuls_refusal(self.quantization)):
+            raise ValueError(why)
         return self
 
 

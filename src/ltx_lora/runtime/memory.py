@@ -38,7 +38,7 @@ from pathlib import Path
 import torch
 
 from ltx_lora.bucket_spec import batch_size_for, latent_tokens, parse_buckets
-from ltx_lora.config import Config
+from ltx_lora.config import Config, fp8_matmuls_refusal
 from ltx_lora.distributed.env import DistEnv
 from ltx_lora.errors import UserError
 from ltx_lora.ltx.quantize import fp8_matmul_support
@@ -195,9 +195,8 @@ def choose_plan(budget_gib: float | None, budget_from: str, size: TransformerSiz
     """The fastest plan that fits `budget_gib` (see the module docstring). Pure: no device is touched.
     `fp8_checkpoint`: the file stores scaled FP8 linears (`fp8_coverage` of the quantizable weights);
     `fp8_matmuls`: the base computes in FP8, so it is FP8 in every candidate."""
-    if fp8_matmuls and quantization not in ("auto", "fp8"):
-        raise UserError(f"memory.fp8_matmuls: on computes with an FP8 base, but memory.quantization is "
-                        f"{quantization}; set memory.quantization to auto or fp8, or fp8_matmuls to off.")
+    if fp8_matmuls and (why := fp8_matmuls_refusal(quantization)):
+        raise UserError(why)
     coverage = fp8_coverage if fp8_checkpoint else 1.0
     if not isinstance(block_swap, str) and block_swap and not work.gradient_checkpointing:
         raise UserError("memory.block_swap needs train.gradient_checkpointing: true (backward reloads each block "
