@@ -14,6 +14,8 @@ Three facts make the official step slow (measured, bench/README.md):
 
 from __future__ import annotations
 
+from contextlib import contextmanager
+
 import torch
 import torch.nn.functional as F
 
@@ -60,6 +62,33 @@ def compile_blocks(transformer: torch.nn.Module, backend: str = "inductor") -> N
     torch._dynamo.config.cache_size_limit = max(torch._dynamo.config.cache_size_limit, 64)
     for block in transformer.transformer_blocks:
         block.compile(backend=backend)
+
+
+def blocks_compiled(transformer: torch.nn.Module) -> bool:
+    """Whether `compile_blocks` compiled this transformer's blocks (and `uncompile_blocks` did not undo it)."""
+    return any(getattr(b, "_compiled_call_impl", None) is not None for b in transformer.transformer_blocks)
+
+
+@contextmanager
+def sampling_blocks(transformer: torch.nn.Module, compiled: bool, backend: str = "inductor"):
+    """The blocks compiled (`compiled`; compiled here if they were not) or eager while sampling, then as they were.
+
+    Compiled, a sampling shape costs one graph per block kind, once per process: the first block (its index
+    static), the others (index dynamic), and each STG block (its perturbation check guards the index); the
+    guidance passes' perturbations are the same object at every step, so steps and later validations at the same
+    resolution compile nothing (tests/test_sampler.py counts). Graphs are cached per code object, so blocks
+    compiled here share them with training's."""
+    saved = [(b, getattr(b, "_compiled_call_impl", None)) for b in transformer.transformer_blocks]
+    if compiled and not blocks_compiled(transformer):
+        compile_blocks(transformer, backend=backend)
+    elif not compiled:
+        for block, _ in saved:
+            block._compiled_call_impl = None
+    try:
+        yield
+    finally:
+        for block, impl in saved:
+            block._compiled_call_impl = impl
 
 
 def uncompile_blocks(transformer: torch.nn.Module) -> None:
