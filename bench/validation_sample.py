@@ -203,7 +203,8 @@ def main(argv: list[str] | None = None) -> list[dict]:
     out = args.out
     if not out and not args.tiny:
         name = rows[0]["device"].lower().replace("nvidia ", "").split()[0]
-        out = str(Path(__file__).parent / "results" / f"{rows[0]['date'][:10]}_{name}_validation_sample_{args.res}.jsonl")
+        out = str(Path(__file__).parent / "results"
+                  / f"{rows[0]['date'][:10]}_{name}_validation_sample_{args.res}.jsonl")
     if out:
         with open(out, "a") as fh:
             for row in rows:

@@ -14,6 +14,7 @@ Three facts make the official step slow (measured, bench/README.md):
 
 from __future__ import annotations
 
+import functools
 from contextlib import contextmanager
 
 import torch
@@ -51,8 +52,7 @@ def attention_mask_or_none(mask: torch.Tensor | None) -> torch.Tensor | None:
     return mask
 
 
-def compile_blocks(transformer: torch.nn.Module, backend: str = "inductor") -> None:
-    """torch.compile each transformer block (they share one graph: the block index is left dynamic)."""
+def _dynamo_settings() -> None:
     import torch._dynamo
 
     # A block reads its index (a Python int) in the perturbation checks; static, each of the 48 blocks would be a
@@ -60,6 +60,11 @@ def compile_blocks(transformer: torch.nn.Module, backend: str = "inductor") -> N
     torch._dynamo.config.allow_unspec_int_on_nn_module = True
     # 48 blocks x (train, recompute, eval) shapes per bucket: leave room for several buckets.
     torch._dynamo.config.cache_size_limit = max(torch._dynamo.config.cache_size_limit, 64)
+
+
+def compile_blocks(transformer: torch.nn.Module, backend: str = "inductor") -> None:
+    """torch.compile each transformer block (they share one graph: the block index is left dynamic)."""
+    _dynamo_settings()
     for block in transformer.transformer_blocks:
         block.compile(backend=backend)
 
@@ -69,19 +74,35 @@ def blocks_compiled(transformer: torch.nn.Module) -> bool:
     return any(getattr(b, "_compiled_call_impl", None) is not None for b in transformer.transformer_blocks)
 
 
+def _sampling_call(block: torch.nn.Module, *args, **kwargs):
+    """Where the sampling graphs start: a code object of their own, so dynamo keeps their cache and the sizes it
+    has seen apart from training's (whose graphs start at the block's forward). Shared, the first compile of one
+    would make the other's sizes dynamic: validation at step 0 would leave training with dynamic-size graphs."""
+    return block._call_impl(*args, **kwargs)
+
+
+_sampling_compiled: dict[str, object] = {}  # backend -> torch.compile(_sampling_call): one per process
+
+
 @contextmanager
 def sampling_blocks(transformer: torch.nn.Module, compiled: bool, backend: str = "inductor"):
-    """The blocks compiled (`compiled`; compiled here if they were not) or eager while sampling, then as they were.
+    """The blocks compiled for sampling (`compiled`) or eager while sampling, then as they were (training's
+    compiled blocks, or eager).
 
-    Compiled, a sampling shape costs one graph per block kind, once per process: the first block (its index
-    static), the others (index dynamic), and each STG block (its perturbation check guards the index); the
-    guidance passes' perturbations are the same object at every step, so steps and later validations at the same
-    resolution compile nothing (tests/test_sampler.py counts). Graphs are cached per code object, so blocks
-    compiled here share them with training's."""
+    Compiled, sampling costs one graph per block kind and sampling shape: the first block (its index static), the
+    others (index dynamic), and each STG block (its perturbation check guards the index); the guidance passes'
+    perturbations are the same object at every step, so later steps and samples compile nothing
+    (tests/test_sampler.py counts). A second validation resolution makes the sizes dynamic (dynamo's automatic
+    dynamic shapes): one more set of graphs, then none."""
     saved = [(b, getattr(b, "_compiled_call_impl", None)) for b in transformer.transformer_blocks]
-    if compiled and not blocks_compiled(transformer):
-        compile_blocks(transformer, backend=backend)
-    elif not compiled:
+    if compiled:
+        _dynamo_settings()
+        if backend not in _sampling_compiled:
+            _sampling_compiled[backend] = torch.compile(_sampling_call, backend=backend)
+        call = _sampling_compiled[backend]
+        for block, _ in saved:
+            block._compiled_call_impl = functools.partial(call, block)
+    else:
         for block, _ in saved:
             block._compiled_call_impl = None
     try:
