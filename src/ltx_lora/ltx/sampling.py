@@ -235,8 +235,9 @@ def sample_latents(transformer, req: SampleRequest, prompt: Prompt, negative: Pr
     modality not sampled; a given modality comes back as given).
 
     `batched` (the default) runs a step's guidance passes as one batch of one forward; False runs them one at a
-    time at batch 1, as ltx-pipelines does: the reference the batched sampler is tested against, and the bench's
-    "before" line (4 passes at batch 1 took 1.14 s per step on an H100, bench/README.md)."""
+    time at batch 1, as ltx-pipelines does: a quarter of the activation memory (validation falls back to it when the
+    batch runs out of GPU memory), the reference the batched sampler is tested against, and the bench's "before"
+    line (4 passes at batch 1 took 1.14 s per step on an H100, bench/README.md)."""
     pixel = VideoPixelShape(batch=1, frames=req.frames, height=req.height, width=req.width, fps=req.fps)
     noiser = GaussianNoiser(generator=torch.Generator(device=device).manual_seed(req.seed))
     video = vtools = video_clean = None
@@ -267,6 +268,7 @@ def sample_latents(transformer, req: SampleRequest, prompt: Prompt, negative: Pr
                              video_frozen=video_frozen)
     # One perturbation config for the whole sample: compiled blocks see the same object at every step.
     perturbations = BatchedPerturbationConfig([p.perturbation for p in passes])
+    text = batched_text(passes, prompt, negative) if batched else None
     model = X0Model(transformer)
     sigmas = req.sigmas.to(device=device, dtype=torch.float32)
     stepper = EulerDiffusionStep()
@@ -276,7 +278,7 @@ def sample_latents(transformer, req: SampleRequest, prompt: Prompt, negative: Pr
         a = (_modality(audio, prompt, prompt.audio, sigma * (0 if audio_frozen else 1))
              if audio is not None else None)
         if batched:
-            out = _batched_passes(model, passes, perturbations, v, a, prompt, negative)
+            out = _batched_passes(model, passes, perturbations, v, a, text)
         else:
             out = _one_pass_at_a_time(model, passes, v, a, negative)
         if video is not None and not video_frozen:
@@ -351,29 +353,48 @@ def _one_pass_at_a_time(model, passes: list[GuidancePass], v: Modality | None, a
     return out
 
 
+@dataclass
+class BatchedText:
+    """The text side of a batch of passes, the same at every step: each pass's context (the negative prompt's for
+    CFG), padded to one length, and their mask (None when every token of every pass is kept)."""
+
+    video: torch.Tensor | None
+    audio: torch.Tensor | None
+    mask: torch.Tensor | None
+
+
+def batched_text(passes: list[GuidancePass], prompt: Prompt, negative: Prompt) -> BatchedText:
+    """Contexts of different lengths are padded at the end with masked tokens (ltx-core turns a mask 0 into a
+    -max bias: the padded keys get exactly zero attention weight)."""
+    texts = [negative if p.uses_negative else prompt for p in passes]
+    length = max(t.video.shape[1] for t in texts)
+
+    def stack(contexts: list[torch.Tensor | None]) -> torch.Tensor | None:
+        if any(c is None for c in contexts):
+            return None
+        return torch.cat([torch.nn.functional.pad(c, (0, 0, 0, length - c.shape[1])) for c in contexts])
+
+    mask = torch.cat([torch.nn.functional.pad(t.mask.reshape(1, -1), (0, length - t.mask.shape[-1])) for t in texts])
+    return BatchedText(stack([t.video for t in texts]), stack([t.audio for t in texts]), _mask_or_none(mask))
+
+
 def _batched_passes(model, passes: list[GuidancePass], perturbations: BatchedPerturbationConfig,
-                    v: Modality | None, a: Modality | None, prompt: Prompt, negative: Prompt) -> dict[str, Denoised]:
+                    v: Modality | None, a: Modality | None, text: BatchedText) -> dict[str, Denoised]:
     """Every pass of a step as one batch: the same latents, sigma and positions repeated, each item its own
     context and perturbation (ltx-core's blocks apply a BatchedPerturbationConfig per item: a skipped attention
     passes its value projection through, a skipped cross-attention adds nothing, as the single passes do)."""
-    texts = [negative if p.uses_negative else prompt for p in passes]
-    bv = _batch(v, [t.video for t in texts], [t.mask for t in texts]) if v is not None else None
-    ba = _batch(a, [t.audio for t in texts], [t.mask for t in texts]) if a is not None else None
+    n = len(passes)
+    bv = _repeat(v, n, text.video, text.mask) if v is not None else None
+    ba = _repeat(a, n, text.audio, text.mask) if a is not None else None
     den_v, den_a = model(video=bv, audio=ba, perturbations=perturbations)
     return {p.name: (None if den_v is None else den_v[k:k + 1], None if den_a is None else den_a[k:k + 1])
             for k, p in enumerate(passes)}
 
 
-def _batch(m: Modality, contexts: list[torch.Tensor], masks: list[torch.Tensor]) -> Modality:
-    """One modality's inputs for a batch of passes: contexts of different lengths are padded at the end with
-    masked tokens (ltx-core turns a 0 into a -max bias: the padded keys get exactly zero attention weight)."""
-    n = len(contexts)
-    length = max(c.shape[1] for c in contexts)
-    context = torch.cat([torch.nn.functional.pad(c, (0, 0, 0, length - c.shape[1])) for c in contexts])
-    mask = torch.cat([torch.nn.functional.pad(k.reshape(1, -1).long(), (0, length - k.shape[-1])) for k in masks])
+def _repeat(m: Modality, n: int, context: torch.Tensor, mask: torch.Tensor | None) -> Modality:
     return replace(m, latent=m.latent.repeat(n, 1, 1), sigma=m.sigma.repeat(n), timesteps=m.timesteps.repeat(n, 1, 1),
                    positions=m.positions.repeat(n, *([1] * (m.positions.ndim - 1))), context=context,
-                   context_mask=_mask_or_none(mask))
+                   context_mask=mask)
 
 
 def _alone(guidance: Guidance, other_absent: bool) -> Guidance:

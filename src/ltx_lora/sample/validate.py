@@ -137,6 +137,7 @@ class Validator:
     # report shows these records only, the ones this command sampled, not older samples of other settings in root.
     session: list[dict] | None = None
     compile_failed: bool = False  # sampling with compiled blocks failed once: eager from then on
+    one_pass_at_a_time: bool = False  # the batched passes ran out of GPU memory once: one at a time from then on
 
     @property
     def cfg(self) -> Config:
@@ -356,26 +357,39 @@ class Validator:
         return self.device.type == "cuda" and blocks_compiled(transformer)
 
     def _latents(self, transformer, req: SampleRequest, prompt, on_step):
-        """sample_latents with the blocks as validation.compile says; a compile failure samples again eager (the
-        sample draws from its own seeded generator: the same sample) and stays eager for the rest of the run."""
-        compiled = self.compiles(transformer)
-        with sampling_blocks(transformer, compiled):
-            try:
-                return sample_latents(transformer, req, prompt, self.negative, device=self.device, dtype=self.dtype,
-                                      on_step=on_step)
-            except (UserError, torch.OutOfMemoryError):
-                raise
-            except Exception as e:  # any compiler failure: sampling still runs, only slower
-                if not compiled:
+        """sample_latents with the blocks as validation.compile says and a step's passes batched. Two fallbacks,
+        each kept for the rest of the run, each sampling the prompt again (it draws from its own seeded generator:
+        the same sample): a compile failure samples with eager blocks; running out of GPU memory with the passes
+        batched (up to 4x one pass's activations) samples them one at a time."""
+        while True:
+            compiled = self.compiles(transformer)
+            with sampling_blocks(transformer, compiled):
+                try:
+                    return sample_latents(transformer, req, prompt, self.negative, device=self.device,
+                                          dtype=self.dtype, on_step=on_step, batched=not self.one_pass_at_a_time)
+                except UserError:
                     raise
-                failure = f"{type(e).__name__}: {(str(e).strip().splitlines() or [''])[0][:200]}"
-        self.compile_failed = True
-        self.console.print(f"note: sampling with compiled blocks failed ({failure}); validation samples eager from "
-                           "now on (slower). Set validation.compile: off to skip the attempt.", highlight=False,
-                           markup=False)
-        with sampling_blocks(transformer, False):
-            return sample_latents(transformer, req, prompt, self.negative, device=self.device, dtype=self.dtype,
-                                  on_step=on_step)
+                except torch.OutOfMemoryError:
+                    if self.one_pass_at_a_time:
+                        raise
+                    failure = None
+                except Exception as e:  # any compiler failure: sampling still runs, only slower
+                    if not compiled:
+                        raise
+                    failure = f"{type(e).__name__}: {(str(e).strip().splitlines() or [''])[0][:200]}"
+            # Outside the except blocks: the failed attempt's frames (and their tensors) are released by now.
+            if failure is None:
+                self.one_pass_at_a_time = True
+                if self.device.type == "cuda":
+                    torch.cuda.empty_cache()
+                self.console.print("note: the GPU ran out of memory sampling a step's guidance passes as one batch; "
+                                   "validation runs them one at a time from now on (slower).", highlight=False,
+                                   markup=False)
+            else:
+                self.compile_failed = True
+                self.console.print(f"note: sampling with compiled blocks failed ({failure}); validation samples "
+                                   "eager from now on (slower). Set validation.compile: off to skip the attempt.",
+                                   highlight=False, markup=False)
 
     def _sync(self) -> None:
         if self.device.type == "cuda":
