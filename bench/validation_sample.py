@@ -103,6 +103,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
     if args.tiny:
         device, dtype = torch.device("cpu"), torch.float32
         cfg = tiny_ltx23_config()
+        cfg["transformer"]["num_layers"] = 3  # blocks before and after the STG block (2): their graph is shared
         stg_block = min(args.stg_block, cfg["transformer"]["num_layers"] - 1)
     else:
         device, dtype = torch.device("cuda"), torch.bfloat16

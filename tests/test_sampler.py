@@ -119,9 +119,9 @@ def test_sampling_blocks_compiles_for_the_sample_and_restores_the_blocks(tiny):
 
 def test_bench_variants_agree_and_compiled_blocks_do_not_recompile_across_steps():
     """bench/validation_sample.py --tiny: sequential eager, batched eager and batched compiled (aot_eager: the
-    graphs inductor compiles on a GPU) give the same latents; the compiled blocks are 2 graphs on the 2-block tiny
-    model (block 0 with its index static, block 1, the STG block) compiled in the 2-step warm-up, and the timed
-    3-step sample (another schedule: every sigma new) compiles none."""
+    graphs inductor compiles on a GPU) give the same latents; the compiled blocks are 2 graphs on the 3-block tiny
+    model (blocks 0 and 1 share one, their index dynamic; the STG block 2 has its own) compiled in the 2-step
+    warm-up, and the timed 3-step sample (another schedule: every sigma new) compiles none."""
     import torch._dynamo
 
     torch._dynamo.reset()

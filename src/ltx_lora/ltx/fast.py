@@ -14,6 +14,7 @@ Three facts make the official step slow (measured, bench/README.md):
 
 from __future__ import annotations
 
+import contextlib
 import functools
 from contextlib import contextmanager
 
@@ -89,12 +90,13 @@ def sampling_blocks(transformer: torch.nn.Module, compiled: bool, backend: str =
     """The blocks compiled for sampling (`compiled`) or eager while sampling, then as they were (training's
     compiled blocks, or eager).
 
-    Compiled, sampling costs one graph per block kind and sampling shape: the first block (its index static), the
-    others (index dynamic), and each STG block (its perturbation check guards the index); the guidance passes'
-    perturbations are the same object at every step, so later steps and samples compile nothing
+    Compiled, sampling costs one graph per block kind and sampling shape: the blocks (their index dynamic from the
+    first compile: `dynamic_sources`), and each STG block (its perturbation check guards the index); the guidance
+    passes' perturbations are the same object at every step, so later steps and samples compile nothing
     (tests/test_sampler.py counts). A second validation resolution makes the sizes dynamic (dynamo's automatic
     dynamic shapes): one more set of graphs, then none."""
     saved = [(b, getattr(b, "_compiled_call_impl", None)) for b in transformer.transformer_blocks]
+    settings = contextlib.nullcontext()
     if compiled:
         _dynamo_settings()
         if backend not in _sampling_compiled:
@@ -102,11 +104,16 @@ def sampling_blocks(transformer: torch.nn.Module, compiled: bool, backend: str =
         call = _sampling_compiled[backend]
         for block, _ in saved:
             block._compiled_call_impl = functools.partial(call, block)
+        # The block index is an input from the first graph on (left to dynamo, the first block would get a graph
+        # of its own with the index static: one more compile).
+        sources = ",".join(filter(None, [torch.compiler.config.dynamic_sources, "L['block'].idx"]))
+        settings = torch.compiler.config.patch(dynamic_sources=sources)
     else:
         for block, _ in saved:
             block._compiled_call_impl = None
     try:
-        yield
+        with settings:
+            yield
     finally:
         for block, impl in saved:
             block._compiled_call_impl = impl
