@@ -327,9 +327,9 @@ class ValidationConfig(Section):
     compile: Literal["auto", "on", "off"] = Field(
         "auto", description="Sample with torch.compile'd transformer blocks: auto = where the blocks are compiled for "
         "training (train.compile on a GPU; for `ltx-lora validate`, where train.compile would compile them); on = "
-        "always, CPU included; off = eager. Compiling costs a few block graphs (the first block, the others, each STG "
-        "block) at the first validation; later steps and validations reuse them. A compile failure falls back to "
-        "eager with one log line.")
+        "always, CPU included; off = eager. Compiling costs two block graphs (one more per further STG block) at the "
+        "first validation; later steps and validations reuse them. A compile failure falls back to eager with one "
+        "log line.")
 
 
 class DistributedConfig(Section):

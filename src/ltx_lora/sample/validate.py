@@ -30,7 +30,7 @@ from ltx_lora.files.model_files import LTX23_DISTILLED, LTX23_DISTILLED_LORA, id
 from ltx_lora.files.safetensors_header import read_header
 from ltx_lora.files.text_features import pad_features
 from ltx_lora.lora.attach import attach_lora, read_lora_file
-from ltx_lora.ltx.fast import blocks_compiled, can_compile, compile_blocks, sampling_blocks, use_sdpa_attention
+from ltx_lora.ltx.fast import blocks_compiled, can_compile, sampling_blocks, use_sdpa_attention
 from ltx_lora.ltx.loader import (
     load_audio_decoder,
     load_audio_encoder,
@@ -138,6 +138,9 @@ class Validator:
     session: list[dict] | None = None
     compile_failed: bool = False  # sampling with compiled blocks failed once: eager from then on
     one_pass_at_a_time: bool = False  # the batched passes ran out of GPU memory once: one at a time from then on
+    # validation.compile auto: None follows the transformer (in-loop: compiled where training compiled its blocks);
+    # the validate command sets it from train.compile.
+    auto_compiles: bool | None = None
 
     @property
     def cfg(self) -> Config:
@@ -348,12 +351,14 @@ class Validator:
 
     def compiles(self, transformer) -> bool:
         """Whether this sample runs compiled blocks (validation.compile): auto where training compiled them on a GPU
-        (validate_loras compiles them first where train.compile would), on always, off never."""
+        (for the validate command: where train.compile would), on always, off never."""
         setting = self.cfg.validation.compile
         if setting == "off" or self.compile_failed:
             return False
         if setting == "on":
             return True
+        if self.auto_compiles is not None:
+            return self.auto_compiles
         return self.device.type == "cuda" and blocks_compiled(transformer)
 
     def _latents(self, transformer, req: SampleRequest, prompt, on_step):
@@ -496,9 +501,9 @@ def validate_loras(run: Run, loras: list[Path], *, out: Path | None, base: bool,
     del models
     attach_block_swap(transformer, list(plan.swapped_blocks), device)
     use_sdpa_attention(transformer)
-    setting = run.config.validation.compile
-    if setting == "auto" and run.config.train.compile != "off" and can_compile(device)[0] and device.type == "cuda":
-        compile_blocks(transformer)  # as training would have: validation.compile auto samples with them
+    # validation.compile auto: compiled where training would compile its blocks (train.compile, on a GPU)
+    validator.auto_compiles = (run.config.train.compile != "off" and device.type == "cuda"
+                               and can_compile(device)[0])
     if base:
         validator.sample(transformer, step=0, label="base")
     for path in loras:
