@@ -11,15 +11,16 @@ Variants, all in one process on one model (one JSON line each, key "variant"):
 
   sequential_eager  the passes one at a time at batch 1, eager blocks (the sampler before batching: the "before")
   batched_eager     a step's passes as one batch of one forward, eager blocks
-  batched_compiled  the same with the blocks compiled (ltx_lora.ltx.fast.compile_blocks: inductor on a GPU,
+  batched_compiled  the same with the blocks compiled (ltx_lora.ltx.fast.sampling_blocks: inductor on a GPU,
                     aot_eager with --tiny), as validation.compile samples
 
 Each variant first samples 2 steps untimed (CUDA warm-up; for the compiled variant this is where the blocks compile:
 `seconds_compile` is that warm-up's time minus the eager batched warm-up's), then the timed sample at --steps;
 `compiled_graphs_timed` counts the graphs dynamo compiled during the timed sample (0: no recompile across steps),
-`max_abs_diff` is the largest difference of the latents from the first variant's. Appends the lines to --out
-(default bench/results/DATE_DEVICE_validation_sample_RES.jsonl on a GPU). `--tiny` runs every variant on the tiny
-test config on CPU (a check that the bench works, not a measurement; tests/test_sampler.py runs it).
+`max_abs_diff` is the largest difference of the latents from the first variant's. Appends each line to --out as
+its variant finishes (default bench/results/DATE_DEVICE_validation_sample_RES.jsonl on a GPU). `--tiny` runs every
+variant on the tiny test config on CPU (a check that the bench works, not a measurement; tests/test_sampler.py
+runs it).
 
 python bench/validation_sample.py [--res 960x544x49] [--steps 30] [--cfg 4.0 --stg 1.0 --modality 3.0]
     [--variants sequential_eager,batched_eager,batched_compiled]
@@ -128,6 +129,11 @@ def main(argv: list[str] | None = None) -> list[dict]:
 
     autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=dtype == torch.bfloat16)
     backend = "inductor" if device.type == "cuda" else "aot_eager"
+    out = args.out
+    if not out and not args.tiny:
+        name = torch.cuda.get_device_name(device).lower().replace("nvidia ", "").split()[0]
+        day = datetime.datetime.now(datetime.UTC).date().isoformat()
+        out = str(Path(__file__).parent / "results" / f"{day}_{name}_validation_sample_{args.res}.jsonl")
     rows: list[dict] = []
     first: tuple[torch.Tensor, torch.Tensor] | None = None
     warmups: dict[str, float] = {}
@@ -201,14 +207,8 @@ def main(argv: list[str] | None = None) -> list[dict]:
         }
         rows.append(row)
         print(json.dumps(row), flush=True)
-    out = args.out
-    if not out and not args.tiny:
-        name = rows[0]["device"].lower().replace("nvidia ", "").split()[0]
-        out = str(Path(__file__).parent / "results"
-                  / f"{rows[0]['date'][:10]}_{name}_validation_sample_{args.res}.jsonl")
-    if out:
-        with open(out, "a") as fh:
-            for row in rows:
+        if out:  # line by line: a run stopped early keeps the variants it finished
+            with open(out, "a") as fh:
                 fh.write(json.dumps(row) + "\n")
     return rows
 
