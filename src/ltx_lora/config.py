@@ -324,6 +324,12 @@ class ValidationConfig(Section):
                           "8 steps, CFG 1.0, no STG).")
     preview_strength: float = Field(
         0.55, ge=0, le=1, description="Strength of the distilled LoRA in previews (0.5-0.6; 1.0 burns the output).")
+    compile: Literal["auto", "on", "off"] = Field(
+        "auto", description="Sample with torch.compile'd transformer blocks: auto = where the blocks are compiled for "
+        "training (train.compile on a GPU; for `ltx-lora validate`, where train.compile would compile them); on = "
+        "always, CPU included; off = eager. Compiling costs two block graphs (one more per further STG block) at the "
+        "first validation; later steps and validations reuse them. A compile failure falls back to eager with one "
+        "log line.")
 
 
 class DistributedConfig(Section):

@@ -14,6 +14,10 @@ Three facts make the official step slow (measured, bench/README.md):
 
 from __future__ import annotations
 
+import contextlib
+import functools
+from contextlib import contextmanager
+
 import torch
 import torch.nn.functional as F
 
@@ -49,8 +53,7 @@ def attention_mask_or_none(mask: torch.Tensor | None) -> torch.Tensor | None:
     return mask
 
 
-def compile_blocks(transformer: torch.nn.Module, backend: str = "inductor") -> None:
-    """torch.compile each transformer block (they share one graph: the block index is left dynamic)."""
+def _dynamo_settings() -> None:
     import torch._dynamo
 
     # A block reads its index (a Python int) in the perturbation checks; static, each of the 48 blocks would be a
@@ -58,8 +61,62 @@ def compile_blocks(transformer: torch.nn.Module, backend: str = "inductor") -> N
     torch._dynamo.config.allow_unspec_int_on_nn_module = True
     # 48 blocks x (train, recompute, eval) shapes per bucket: leave room for several buckets.
     torch._dynamo.config.cache_size_limit = max(torch._dynamo.config.cache_size_limit, 64)
+
+
+def compile_blocks(transformer: torch.nn.Module, backend: str = "inductor") -> None:
+    """torch.compile each transformer block (they share one graph: the block index is left dynamic)."""
+    _dynamo_settings()
     for block in transformer.transformer_blocks:
         block.compile(backend=backend)
+
+
+def blocks_compiled(transformer: torch.nn.Module) -> bool:
+    """Whether `compile_blocks` compiled this transformer's blocks (and `uncompile_blocks` did not undo it)."""
+    return any(getattr(b, "_compiled_call_impl", None) is not None for b in transformer.transformer_blocks)
+
+
+def _sampling_call(block: torch.nn.Module, *args, **kwargs):
+    """Where the sampling graphs start: a code object of their own, so dynamo keeps their cache and the sizes it
+    has seen apart from training's (whose graphs start at the block's forward). Shared, the first compile of one
+    would make the other's sizes dynamic: validation at step 0 would leave training with dynamic-size graphs."""
+    return block._call_impl(*args, **kwargs)
+
+
+_sampling_compiled: dict[str, object] = {}  # backend -> torch.compile(_sampling_call): one per process
+
+
+@contextmanager
+def sampling_blocks(transformer: torch.nn.Module, compiled: bool, backend: str = "inductor"):
+    """The blocks compiled for sampling (`compiled`) or eager while sampling, then as they were (training's
+    compiled blocks, or eager).
+
+    Compiled, sampling costs one graph per block kind and sampling shape: the blocks (their index dynamic from the
+    first compile: `dynamic_sources`), and each STG block (its perturbation check guards the index); the guidance
+    passes' perturbations are the same object at every step, so later steps and samples compile nothing
+    (tests/test_sampler.py counts). A second validation resolution makes the sizes dynamic (dynamo's automatic
+    dynamic shapes): one more set of graphs, then none."""
+    saved = [(b, getattr(b, "_compiled_call_impl", None)) for b in transformer.transformer_blocks]
+    settings = contextlib.nullcontext()
+    if compiled:
+        _dynamo_settings()
+        if backend not in _sampling_compiled:
+            _sampling_compiled[backend] = torch.compile(_sampling_call, backend=backend)
+        call = _sampling_compiled[backend]
+        for block, _ in saved:
+            block._compiled_call_impl = functools.partial(call, block)
+        # The block index is an input from the first graph on (left to dynamo, the first block would get a graph
+        # of its own with the index static: one more compile).
+        sources = ",".join(filter(None, [torch.compiler.config.dynamic_sources, "L['block'].idx"]))
+        settings = torch.compiler.config.patch(dynamic_sources=sources)
+    else:
+        for block, _ in saved:
+            block._compiled_call_impl = None
+    try:
+        with settings:
+            yield
+    finally:
+        for block, impl in saved:
+            block._compiled_call_impl = impl
 
 
 def uncompile_blocks(transformer: torch.nn.Module) -> None:

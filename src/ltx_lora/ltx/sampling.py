@@ -14,7 +14,10 @@ The loop (ltx-pipelines' one-stage pipeline and the official trainer's validatio
 - every step runs the transformer as an x0 model (`X0Model`) for: the prompt; the negative prompt (CFG); the
   prompt with self-attention skipped in the STG blocks (STG); the prompt with the audio<->video cross-attention
   skipped (modality guidance); `MultiModalGuider` combines them per modality
-  (cond + (cfg-1)(cond-neg) + stg(cond-perturbed) + (mod-1)(cond-isolated), then std rescale);
+  (cond + (cfg-1)(cond-neg) + stg(cond-perturbed) + (mod-1)(cond-isolated), then std rescale). The passes run
+  as one batch of one forward (ltx-core's blocks take a perturbation per batch item), not one forward each as
+  the pipelines do: the same result (tests/test_sampler.py, 1e-5 in fp32), one host-side pass through the 48
+  blocks per step instead of up to 4;
 - conditioned tokens are put back to their clean value, then one Euler step.
 Passes whose scale makes them a no-op are not run.
 """
@@ -137,10 +140,6 @@ def audio_steps(frames: int, fps: float) -> int:
     return AudioLatentShape.from_video_pixel_shape(pixel).frames
 
 
-def _perturbation(*kinds: PerturbationType, blocks: list[int] | None) -> BatchedPerturbationConfig:
-    return BatchedPerturbationConfig([PerturbationConfig([Perturbation(type=k, blocks=blocks) for k in kinds])])
-
-
 def _mask_or_none(mask: torch.Tensor) -> torch.Tensor | None:
     # After the connectors every position holds a real token or a learnable register, so the mask is all ones;
     # passing None (as the pipelines do) lets attention skip an all-zero bias.
@@ -230,10 +229,15 @@ def _audio_state(req: SampleRequest, atools, device, dtype) -> LatentState:
 
 @torch.no_grad()
 def sample_latents(transformer, req: SampleRequest, prompt: Prompt, negative: Prompt, *, device: torch.device,
-                   dtype: torch.dtype, on_step: Callable[[int], None] | None = None
+                   dtype: torch.dtype, on_step: Callable[[int], None] | None = None, batched: bool = True
                    ) -> tuple[torch.Tensor | None, torch.Tensor | None]:
     """Denoise one sample; returns video latents [1, 128, F', H', W'] and audio latents [1, 8, T, 16] (None for a
-    modality not sampled; a given modality comes back as given)."""
+    modality not sampled; a given modality comes back as given).
+
+    `batched` (the default) runs a step's guidance passes as one batch of one forward; False runs them one at a
+    time at batch 1, as ltx-pipelines does: a quarter of the activation memory (validation falls back to it when the
+    batch runs out of GPU memory), the reference the batched sampler is tested against, and the bench's "before"
+    line (4 passes at batch 1 took 1.14 s per step on an H100, bench/README.md)."""
     pixel = VideoPixelShape(batch=1, frames=req.frames, height=req.height, width=req.width, fps=req.fps)
     noiser = GaussianNoiser(generator=torch.Generator(device=device).manual_seed(req.seed))
     video = vtools = video_clean = None
@@ -260,17 +264,11 @@ def sample_latents(transformer, req: SampleRequest, prompt: Prompt, negative: Pr
     v_params = Guidance().params() if video_frozen else _alone(req.video_guidance, audio is None).params()
     a_params = Guidance().params() if audio_frozen else _alone(req.audio_guidance, video is None).params()
     v_guide, a_guide = MultiModalGuider(v_params), MultiModalGuider(a_params)
-    guides = [g for g, m in ((v_guide, video), (a_guide, audio)) if m is not None]
-    need_neg = any(g.do_unconditional_generation() for g in guides)
-    stg_kinds = ([PerturbationType.SKIP_VIDEO_SELF_ATTN] if video is not None and v_guide.do_perturbed_generation()
-                 else []) + ([PerturbationType.SKIP_AUDIO_SELF_ATTN]
-                             if audio is not None and a_guide.do_perturbed_generation() else [])
-    stg_blocks = list(req.video_guidance.stg_blocks if video is not None and not video_frozen
-                      else req.audio_guidance.stg_blocks)
-    stg = _perturbation(*stg_kinds, blocks=stg_blocks) if stg_kinds else None
-    need_mod = video is not None and audio is not None and any(g.do_isolated_modality_generation() for g in guides)
-    isolate = _perturbation(PerturbationType.SKIP_A2V_CROSS_ATTN, PerturbationType.SKIP_V2A_CROSS_ATTN,
-                            blocks=None) if need_mod else None
+    passes = guidance_passes(req, v_guide if video is not None else None, a_guide if audio is not None else None,
+                             video_frozen=video_frozen)
+    # One perturbation config for the whole sample: compiled blocks see the same object at every step.
+    perturbations = BatchedPerturbationConfig([p.perturbation for p in passes])
+    text = batched_text(passes, prompt, negative) if batched else None
     model = X0Model(transformer)
     sigmas = req.sigmas.to(device=device, dtype=torch.float32)
     stepper = EulerDiffusionStep()
@@ -279,27 +277,124 @@ def sample_latents(transformer, req: SampleRequest, prompt: Prompt, negative: Pr
              if video is not None else None)
         a = (_modality(audio, prompt, prompt.audio, sigma * (0 if audio_frozen else 1))
              if audio is not None else None)
-        cond_v, cond_a = model(video=v, audio=a, perturbations=None)
-        neg_v = neg_a = ptb_v = ptb_a = mod_v = mod_a = 0.0
-        if need_neg:
-            nv = replace(v, context=negative.video, context_mask=_mask_or_none(negative.mask)) if v is not None else None
-            na = replace(a, context=negative.audio, context_mask=_mask_or_none(negative.mask)) if a is not None else None
-            neg_v, neg_a = model(video=nv, audio=na, perturbations=None)
-        if stg is not None:
-            ptb_v, ptb_a = model(video=v, audio=a, perturbations=stg)
-        if isolate is not None:
-            mod_v, mod_a = model(video=v, audio=a, perturbations=isolate)
+        if batched:
+            out = _batched_passes(model, passes, perturbations, v, a, text)
+        else:
+            out = _one_pass_at_a_time(model, passes, v, a, negative)
         if video is not None and not video_frozen:
-            den_v = _keep_conditioned(v_guide.calculate(cond_v, neg_v, ptb_v, mod_v), video.denoise_mask, video_clean)
+            den_v = _keep_conditioned(v_guide.calculate(*(out.get(name, (0.0, 0.0))[0] for name in PASS_NAMES)),
+                                      video.denoise_mask, video_clean)
             video = replace(video, latent=stepper.step(video.latent, den_v, sigmas, i))
         if audio is not None and not audio_frozen:
-            den_a = _keep_conditioned(a_guide.calculate(cond_a, neg_a, ptb_a, mod_a), audio.denoise_mask, audio_clean)
+            den_a = _keep_conditioned(a_guide.calculate(*(out.get(name, (0.0, 0.0))[1] for name in PASS_NAMES)),
+                                      audio.denoise_mask, audio_clean)
             audio = replace(audio, latent=stepper.step(audio.latent, den_a, sigmas, i))
         if on_step is not None:
             on_step(i + 1)
     video_latent = vtools.unpatchify(vtools.clear_conditioning(video)).latent if video is not None else None
     audio_latent = atools.unpatchify(atools.clear_conditioning(audio)).latent if audio is not None else None
     return video_latent, audio_latent
+
+
+PASS_NAMES = ("cond", "negative", "perturbed", "isolated")  # MultiModalGuider.calculate's argument order
+
+
+@dataclass(frozen=True)
+class GuidancePass:
+    """One transformer pass of a step: `name` in PASS_NAMES; the negative prompt's context or the prompt's; the
+    attention it skips (ltx-core's per-sample PerturbationConfig: empty for cond and negative)."""
+
+    name: str
+    perturbation: PerturbationConfig
+
+    @property
+    def uses_negative(self) -> bool:
+        return self.name == "negative"
+
+
+def guidance_passes(req: SampleRequest, v_guide: MultiModalGuider | None, a_guide: MultiModalGuider | None, *,
+                    video_frozen: bool) -> list[GuidancePass]:
+    """The passes a step needs (None: the modality is not in the sample): always cond; negative for CFG; perturbed
+    for STG (self-attention skipped in the STG blocks of each modality whose STG scale is not 0); isolated for
+    modality guidance (both cross-attentions skipped in every block; needs both modalities)."""
+    guides = [g for g in (v_guide, a_guide) if g is not None]
+    passes = [GuidancePass("cond", PerturbationConfig([]))]
+    if any(g.do_unconditional_generation() for g in guides):
+        passes.append(GuidancePass("negative", PerturbationConfig([])))
+    kinds = ([PerturbationType.SKIP_VIDEO_SELF_ATTN] if v_guide is not None and v_guide.do_perturbed_generation()
+             else []) + ([PerturbationType.SKIP_AUDIO_SELF_ATTN]
+                         if a_guide is not None and a_guide.do_perturbed_generation() else [])
+    if kinds:
+        blocks = list(req.video_guidance.stg_blocks if v_guide is not None and not video_frozen
+                      else req.audio_guidance.stg_blocks)
+        passes.append(GuidancePass("perturbed", PerturbationConfig([Perturbation(type=k, blocks=blocks)
+                                                                     for k in kinds])))
+    if v_guide is not None and a_guide is not None and any(g.do_isolated_modality_generation() for g in guides):
+        passes.append(GuidancePass("isolated", PerturbationConfig([
+            Perturbation(type=PerturbationType.SKIP_A2V_CROSS_ATTN, blocks=None),
+            Perturbation(type=PerturbationType.SKIP_V2A_CROSS_ATTN, blocks=None)])))
+    return passes
+
+
+Denoised = tuple[torch.Tensor | None, torch.Tensor | None]
+
+
+def _one_pass_at_a_time(model, passes: list[GuidancePass], v: Modality | None, a: Modality | None,
+                        negative: Prompt) -> dict[str, Denoised]:
+    out = {}
+    for p in passes:
+        pv, pa = v, a
+        if p.uses_negative:
+            mask = _mask_or_none(negative.mask)
+            pv = replace(v, context=negative.video, context_mask=mask) if v is not None else None
+            pa = replace(a, context=negative.audio, context_mask=mask) if a is not None else None
+        perturbation = BatchedPerturbationConfig([p.perturbation]) if p.perturbation.perturbations else None
+        out[p.name] = model(video=pv, audio=pa, perturbations=perturbation)
+    return out
+
+
+@dataclass
+class BatchedText:
+    """The text side of a batch of passes, the same at every step: each pass's context (the negative prompt's for
+    CFG), padded to one length, and their mask (None when every token of every pass is kept)."""
+
+    video: torch.Tensor | None
+    audio: torch.Tensor | None
+    mask: torch.Tensor | None
+
+
+def batched_text(passes: list[GuidancePass], prompt: Prompt, negative: Prompt) -> BatchedText:
+    """Contexts of different lengths are padded at the end with masked tokens (ltx-core turns a mask 0 into a
+    -max bias: the padded keys get exactly zero attention weight)."""
+    texts = [negative if p.uses_negative else prompt for p in passes]
+    length = max(t.video.shape[1] for t in texts)
+
+    def stack(contexts: list[torch.Tensor | None]) -> torch.Tensor | None:
+        if any(c is None for c in contexts):
+            return None
+        return torch.cat([torch.nn.functional.pad(c, (0, 0, 0, length - c.shape[1])) for c in contexts])
+
+    mask = torch.cat([torch.nn.functional.pad(t.mask.reshape(1, -1), (0, length - t.mask.shape[-1])) for t in texts])
+    return BatchedText(stack([t.video for t in texts]), stack([t.audio for t in texts]), _mask_or_none(mask))
+
+
+def _batched_passes(model, passes: list[GuidancePass], perturbations: BatchedPerturbationConfig,
+                    v: Modality | None, a: Modality | None, text: BatchedText) -> dict[str, Denoised]:
+    """Every pass of a step as one batch: the same latents, sigma and positions repeated, each item its own
+    context and perturbation (ltx-core's blocks apply a BatchedPerturbationConfig per item: a skipped attention
+    passes its value projection through, a skipped cross-attention adds nothing, as the single passes do)."""
+    n = len(passes)
+    bv = _repeat(v, n, text.video, text.mask) if v is not None else None
+    ba = _repeat(a, n, text.audio, text.mask) if a is not None else None
+    den_v, den_a = model(video=bv, audio=ba, perturbations=perturbations)
+    return {p.name: (None if den_v is None else den_v[k:k + 1], None if den_a is None else den_a[k:k + 1])
+            for k, p in enumerate(passes)}
+
+
+def _repeat(m: Modality, n: int, context: torch.Tensor, mask: torch.Tensor | None) -> Modality:
+    return replace(m, latent=m.latent.repeat(n, 1, 1), sigma=m.sigma.repeat(n), timesteps=m.timesteps.repeat(n, 1, 1),
+                   positions=m.positions.repeat(n, *([1] * (m.positions.ndim - 1))), context=context,
+                   context_mask=mask)
 
 
 def _alone(guidance: Guidance, other_absent: bool) -> Guidance:

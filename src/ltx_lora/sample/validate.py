@@ -30,7 +30,7 @@ from ltx_lora.files.model_files import LTX23_DISTILLED, LTX23_DISTILLED_LORA, id
 from ltx_lora.files.safetensors_header import read_header
 from ltx_lora.files.text_features import pad_features
 from ltx_lora.lora.attach import attach_lora, read_lora_file
-from ltx_lora.ltx.fast import use_sdpa_attention
+from ltx_lora.ltx.fast import blocks_compiled, can_compile, sampling_blocks, use_sdpa_attention
 from ltx_lora.ltx.loader import (
     load_audio_decoder,
     load_audio_encoder,
@@ -100,20 +100,6 @@ def optimizer_state_on_host(optimizer, device: torch.device):
 
 
 @contextmanager
-def _eager_blocks(transformer):
-    """Sample with eager blocks even when training compiled them: sampling's shapes and STG perturbations would
-    each compile new graphs (minutes, once per validation resolution) for a few dozen forwards."""
-    saved = [(b, getattr(b, "_compiled_call_impl", None)) for b in transformer.transformer_blocks]
-    for block, _ in saved:
-        block._compiled_call_impl = None
-    try:
-        yield
-    finally:
-        for block, compiled in saved:
-            block._compiled_call_impl = compiled
-
-
-@contextmanager
 def _on(module: torch.nn.Module | None, device: torch.device):
     """Bring a CPU-parked module to the device for one use."""
     if module is None or device.type == "cpu":
@@ -150,6 +136,11 @@ class Validator:
     # None: the report shows every record under root/samples (a training run). A list (the validate command): the
     # report shows these records only, the ones this command sampled, not older samples of other settings in root.
     session: list[dict] | None = None
+    compile_failed: bool = False  # sampling with compiled blocks failed once: eager from then on
+    one_pass_at_a_time: bool = False  # the batched passes ran out of GPU memory once: one at a time from then on
+    # validation.compile auto: None follows the transformer (in-loop: compiled where training compiled its blocks);
+    # the validate command sets it from train.compile.
+    auto_compiles: bool | None = None
 
     @property
     def cfg(self) -> Config:
@@ -266,8 +257,7 @@ class Validator:
         devices = [self.device.index or 0] if self.device.type == "cuda" else []
         try:
             # Sampling draws from its own seeded generators; fork_rng keeps the training RNG exactly as it was.
-            with (torch.random.fork_rng(devices=devices), optimizer_state_on_host(optimizer, self.device),
-                  _eager_blocks(transformer), preview):
+            with torch.random.fork_rng(devices=devices), optimizer_state_on_host(optimizer, self.device), preview:
                 for i, prompt in enumerate(self.prompts):
                     records.append(self._one(transformer, i, prompt, step=step, label=label, lora_file=lora_file))
         finally:
@@ -304,9 +294,8 @@ class Validator:
         with _progress(self.console) as bar:
             progress = bar.add_task(f"sampling {label} prompt {index + 1}/{len(self.prompts)}", total=s.steps)
             with autocast:
-                video_lat, audio_lat = sample_latents(transformer, req, prompt, self.negative, device=self.device,
-                                                      dtype=self.dtype,
-                                                      on_step=lambda n: bar.update(progress, completed=n))
+                video_lat, audio_lat = self._latents(transformer, req, prompt,
+                                                     on_step=lambda n: bar.update(progress, completed=n))
         self._sync()
         t1 = time.perf_counter()
         nonfinite = [name for name, t in (("video latents", video_lat), ("audio latents", audio_lat))
@@ -359,6 +348,53 @@ class Validator:
         }
         atomic_write(folder / f"{stem}.json", json.dumps(record, indent=1))
         return record
+
+    def compiles(self, transformer) -> bool:
+        """Whether this sample runs compiled blocks (validation.compile): auto where training compiled them on a GPU
+        (for the validate command: where train.compile would), on always, off never."""
+        setting = self.cfg.validation.compile
+        if setting == "off" or self.compile_failed:
+            return False
+        if setting == "on":
+            return True
+        if self.auto_compiles is not None:
+            return self.auto_compiles
+        return self.device.type == "cuda" and blocks_compiled(transformer)
+
+    def _latents(self, transformer, req: SampleRequest, prompt, on_step):
+        """sample_latents with the blocks as validation.compile says and a step's passes batched. Two fallbacks,
+        each kept for the rest of the run, each sampling the prompt again (it draws from its own seeded generator:
+        the same sample): a compile failure samples with eager blocks; running out of GPU memory with the passes
+        batched (up to 4x one pass's activations) samples them one at a time."""
+        while True:
+            compiled = self.compiles(transformer)
+            with sampling_blocks(transformer, compiled):
+                try:
+                    return sample_latents(transformer, req, prompt, self.negative, device=self.device,
+                                          dtype=self.dtype, on_step=on_step, batched=not self.one_pass_at_a_time)
+                except UserError:
+                    raise
+                except torch.OutOfMemoryError:
+                    if self.one_pass_at_a_time:
+                        raise
+                    failure = None
+                except Exception as e:  # any compiler failure: sampling still runs, only slower
+                    if not compiled:
+                        raise
+                    failure = f"{type(e).__name__}: {(str(e).strip().splitlines() or [''])[0][:200]}"
+            # Outside the except blocks: the failed attempt's frames (and their tensors) are released by now.
+            if failure is None:
+                self.one_pass_at_a_time = True
+                if self.device.type == "cuda":
+                    torch.cuda.empty_cache()
+                self.console.print("note: the GPU ran out of memory sampling a step's guidance passes as one batch; "
+                                   "validation runs them one at a time from now on (slower).", highlight=False,
+                                   markup=False)
+            else:
+                self.compile_failed = True
+                self.console.print(f"note: sampling with compiled blocks failed ({failure}); validation samples "
+                                   "eager from now on (slower). Set validation.compile: off to skip the attempt.",
+                                   highlight=False, markup=False)
 
     def _sync(self) -> None:
         if self.device.type == "cuda":
@@ -465,6 +501,9 @@ def validate_loras(run: Run, loras: list[Path], *, out: Path | None, base: bool,
     del models
     attach_block_swap(transformer, list(plan.swapped_blocks), device)
     use_sdpa_attention(transformer)
+    # validation.compile auto: compiled where training would compile its blocks (train.compile, on a GPU)
+    validator.auto_compiles = (run.config.train.compile != "off" and device.type == "cuda"
+                               and can_compile(device)[0])
     if base:
         validator.sample(transformer, step=0, label="base")
     for path in loras:
