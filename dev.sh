@@ -66,7 +66,9 @@ case "$cmd" in
             workers=(-n "${LTX_LORA_TEST_WORKERS:-2}" --dist loadfile)
           fi
         fi
-        exec "$VENV/bin/python" -m pytest -q "${workers[@]}" "$@" ;;
+        # One thread per process: the tiny models spend more time syncing threads than computing, and 2 workers
+        # on 2 cores with 2 threads each oversubscribe them (tests/test_fast_step.py alone: 50 -> 40 s).
+        OMP_NUM_THREADS="${OMP_NUM_THREADS:-1}" exec "$VENV/bin/python" -m pytest -q "${workers[@]}" "$@" ;;
   install) install ;;
   interop) install_interop ;;
   *) echo "usage: bash dev.sh demo|test|install [args...]" >&2; exit 2 ;;

@@ -553,7 +553,8 @@ def caption(
 @app.command()
 def demo(
     out: Path = typer.Option(Path("ltx-lora-demo"), "--out", help="Folder for everything the demo makes."),
-    steps: int = typer.Option(50, "--steps", min=1, help="Training steps."),
+    steps: Optional[int] = typer.Option(None, "--steps", min=1,
+                                        help="Training steps (default: 120 on the tiny model, 50 on a real one)."),
     model: Optional[Path] = typer.Option(None, "--model", help="A real LTX-2.3 Dev checkpoint instead of the tiny one."),
     text_encoder: Optional[Path] = typer.Option(None, "--text-encoder", help="A real Gemma 3 folder (with --model)."),
 ) -> None:
