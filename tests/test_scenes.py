@@ -24,6 +24,14 @@ def test_concept_share_tells_the_concept_from_every_base_colour():
     assert scenes.concept_share(np.full((1, 8, 8, 3), 30, np.uint8)) == 0.0  # nothing drawn
 
 
+def test_colour_share_names_each_world_colour_and_only_it():
+    rng = random.Random(3)
+    for colour in scenes.COLOURS:
+        frames = scenes.render_frames(scenes.random_scene(rng, colour=colour))
+        assert scenes.colour_share(frames, colour) > 0.9, colour
+        assert all(scenes.colour_share(frames, other) < 0.05 for other in scenes.PALETTE if other != colour), colour
+
+
 @pytest.mark.parametrize("rate", [16_000, 48_000])
 def test_dominant_hz_finds_each_tone(rate):
     rng = random.Random(1)
