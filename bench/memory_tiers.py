@@ -135,9 +135,9 @@ def _child(args: argparse.Namespace) -> dict:
     model.train()
     row["build_s"] = round(time.perf_counter() - t_build, 1)
     graphs = None
-    if args.graphs == "auto" and cuda:  # as `ltx-lora train` (train.cuda_graphs): one process, no block swap
-        why = can_graph(model, device, distributed=False, swapped_blocks=len(plan.swapped_blocks))
-        graphs = StepGraphs(model, params, dtype) if not why else None
+    if args.graphs != "off" and cuda:  # as `ltx-lora train` (train.cuda_graphs): one process
+        why = can_graph(model, device, distributed=False, swapped_blocks=len(plan.swapped_blocks), mode=args.graphs)
+        graphs = StepGraphs(model, params, dtype, swap=swapper) if not why else None
         row["graphs_off"] = why
 
     g = torch.Generator(device).manual_seed(0)
@@ -257,8 +257,9 @@ def main() -> None:
     ap.add_argument("--timeout", type=int, default=280, help="seconds per variant")
     ap.add_argument("--compile", default="auto", choices=["auto", "on", "off"],
                     help="torch.compile the blocks as `ltx-lora train` does (auto: on a GPU)")
-    ap.add_argument("--graphs", default="auto", choices=["auto", "off"],
-                    help="the step as CUDA graphs where `ltx-lora train` uses them (auto), or never")
+    ap.add_argument("--graphs", default="auto", choices=["auto", "on", "off"],
+                    help="the step as CUDA graphs as train.cuda_graphs: where `ltx-lora train` uses them by default "
+                         "(auto), also with block swap (on), or never (off)")
     ap.add_argument("--bf16-tiers", default="", help="extra runs at these caps with the bf16 base forced, e.g. 48")
     ap.add_argument("--tiny", action="store_true", help="tiny model on CPU (checks the code paths, no timings)")
     ap.add_argument("--out", default="")

@@ -170,10 +170,11 @@ def test_step_graph_inputs_round_trip_and_key_on_shape(reference):
 
     model = build_transformer_from_config(cfg, seed=5).requires_grad_(False)  # frozen, as the trainer's base
     model.transformer_blocks[0].attn1.to_q.weight.requires_grad_(True)  # trained inside the blocks: fine
-    assert can_graph(model, torch.device("cpu"), distributed=False, swapped_blocks=0) == "not on a GPU"
+    assert can_graph(model, torch.device("cpu"), distributed=False) == "not on a GPU"
     gpu = torch.device("cuda")
-    assert can_graph(model, gpu, distributed=False, swapped_blocks=0) == ""
-    assert "several processes" in can_graph(model, gpu, distributed=True, swapped_blocks=0)
-    assert "swapped" in can_graph(model, gpu, distributed=False, swapped_blocks=2)
+    assert can_graph(model, gpu, distributed=False) == ""
+    assert "several processes" in can_graph(model, gpu, distributed=True)
+    assert "cuda_graphs: on" in can_graph(model, gpu, distributed=False, swapped_blocks=2)
+    assert can_graph(model, gpu, distributed=False, swapped_blocks=2, mode="on") == ""  # copies captured too
     model.patchify_proj.weight.requires_grad_(True)
-    assert "outside the transformer blocks" in can_graph(model, gpu, distributed=False, swapped_blocks=0)
+    assert "outside the transformer blocks" in can_graph(model, gpu, distributed=False)

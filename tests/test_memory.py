@@ -287,6 +287,109 @@ def test_block_swap_gives_identical_loss_and_grads(four_block_cfg):
     assert swapper.loads == 6 and swapper.resident() == [0, 1]
 
 
+def _swap_step(model, cfg: dict, params, seed: int, device=torch.device("cpu"), graphs=None):
+    """One forward/backward on `model` (LoRA injected) with inputs drawn from `seed` -> (loss, flat LoRA grads)."""
+    for p in params:
+        p.grad = None
+    batch = _batch(cfg)
+    batch = LatentBatch(**{k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in batch.__dict__.items()})
+    inputs = prepare_inputs(batch, SigmaSampler("uniform"), torch.Generator(device).manual_seed(seed),
+                            task=TaskConfig(), dtype=torch.float32)
+    if graphs is not None:
+        loss = graphs(inputs, None, 1.0, 1.0).total
+    else:
+        loss = compute_loss(*predict_velocity(model, inputs.video, inputs.audio), inputs).total
+        loss.backward()
+    return loss.item(), torch.cat([p.grad.flatten() for p in params]).cpu()
+
+
+def _lora_model(ref, device=torch.device("cpu")):
+    model = copy.deepcopy(ref).to(device)
+    params = inject_lora(model, LoraConfig(rank=4), seed=0)
+    g = torch.Generator().manual_seed(3)
+    with torch.no_grad():
+        for n, p in model.named_parameters():
+            if "lora_B" in n:
+                p.copy_(0.05 * torch.randn(p.shape, generator=g))
+    model.set_gradient_checkpointing(True)
+    model.train()
+    return model, params
+
+
+def test_block_swap_residency_is_the_same_after_each_step_and_can_be_put_back(four_block_cfg):
+    """What a CUDA graph of the step relies on (train/graphed.py): a step leaves the slots holding what they held
+    when it began (block k of the swapped order in slot k % 2), `assume` re-points the blocks without copying, and
+    `restore` copies the blocks back where a graph expects them after something else moved them."""
+    ref = build_transformer_from_config(four_block_cfg, dtype=torch.float32)
+    plain, plain_params = _lora_model(ref)
+    model, params = _lora_model(ref)
+    swapper = attach_block_swap(model, [0, 1, 2, 3], torch.device("cpu"))
+    first = _swap_step(model, four_block_cfg, params, seed=1)
+    assert swapper.state() == (0, 1)
+    loads = swapper.loads
+    second = _swap_step(model, four_block_cfg, params, seed=2)
+    assert swapper.state() == (0, 1) and swapper.loads - loads == 4  # 2 and 3 forward, 1 and 0 again in backward
+    for (loss, grad), seed in ((first, 1), (second, 2)):
+        loss0, grad0 = _swap_step(plain, four_block_cfg, plain_params, seed=seed)
+        assert loss == loss0 and torch.equal(grad, grad0)
+    # assume: bookkeeping only. Blocks outside the assumed state point at the poison buffer (NaN when used unhooked).
+    swapper.assume((3, None))
+    assert swapper.resident() == [3] and swapper.state() == (3, None)
+    assert torch.isnan(model.transformer_blocks[0].attn1.to_q.weight).all()
+    # restore: real copies; blocks land in the slots asked for and compute as before
+    swapper.restore((0, 1))
+    assert swapper.state() == (0, 1) and swapper.resident() == [0, 1]
+    def in_slot(t: torch.Tensor, slot: int) -> bool:  # the slot's addresses: the ones a graph recorded
+        start = swapper.slots[slot].data_ptr()
+        return start <= t.data_ptr() < start + swapper.slots[slot].nbytes
+
+    block0 = model.transformer_blocks[0].attn1.to_q.weight
+    assert torch.equal(block0, plain.transformer_blocks[0].attn1.to_q.base_layer.weight) and in_slot(block0, 0)
+    swapper.restore((1, 0))  # swapped over: each block moves to the other slot
+    assert swapper.state() == (1, 0) and in_slot(model.transformer_blocks[0].attn1.to_q.weight, 1)
+    loss, grad = _swap_step(model, four_block_cfg, params, seed=2)
+    assert loss == second[0] and torch.equal(grad, second[1])
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="CUDA graphs need a GPU (run on the device machine)")
+def test_block_swap_is_captured_and_replayed_with_the_step(four_block_cfg):
+    """On a GPU: the step with blocks 0, 2, 3 swapped, replayed as a CUDA graph, gives the losses and gradients of
+    the eager step without swap for new inputs each step, also after eager work (sampling) moved the slots."""
+    from ltx_lora.train.graphed import StepGraphs
+
+    gpu = torch.device("cuda")
+    ref = build_transformer_from_config(four_block_cfg, dtype=torch.float32)
+    plain, plain_params = _lora_model(ref, gpu)
+    model, params = _lora_model(ref)
+    for i, block in enumerate(model.transformer_blocks):  # the rest of the model on the GPU, as the loader puts it
+        if i not in (0, 2, 3):
+            block.to(gpu)
+    for name, child in model.named_children():
+        if name != "transformer_blocks":
+            child.to(gpu)
+    swapper = attach_block_swap(model, [0, 2, 3], gpu)
+    graphs = StepGraphs(model, params, torch.float32, swap=swapper)
+    for seed in range(1, 6):
+        loss, grad = _swap_step(model, four_block_cfg, params, seed=seed, device=gpu, graphs=graphs)
+        loss0, grad0 = _swap_step(plain, four_block_cfg, plain_params, seed=seed, device=gpu)
+        assert not graphs.failed, graphs.failed
+        assert abs(loss - loss0) <= 1e-5 * abs(loss0), (seed, loss, loss0)
+        assert (grad - grad0).norm() <= 1e-4 * grad0.norm(), seed
+        if seed == 3:  # eager no-grad work in between moves the slots; the next replay puts them back first
+            with torch.no_grad():
+                model.eval()
+                batch = _batch(four_block_cfg)
+                inputs = prepare_inputs(LatentBatch(**{k: v.to(gpu) if isinstance(v, torch.Tensor) else v
+                                                       for k, v in batch.__dict__.items()}),
+                                        SigmaSampler("uniform"), torch.Generator(gpu).manual_seed(9),
+                                        task=TaskConfig(), dtype=torch.float32)
+                predict_velocity(model, inputs.video, inputs.audio)
+                model.train()
+            assert swapper.state() != graphs.graphs[next(iter(graphs.graphs))].swap_start
+    assert graphs.captures == 1 and graphs.replays == 4
+    assert swapper.loads >= 4 * 4  # each replay counts the copies its graph makes
+
+
 def test_a_block_used_while_not_resident_is_noticed(four_block_cfg):
     """The hook is what makes swapped blocks usable: without it the block computes on the NaN buffer."""
     model = build_transformer_from_config(four_block_cfg, dtype=torch.float32)

@@ -201,10 +201,12 @@ class TrainConfig(Section):
     compile: Literal["auto", "on", "off"] = Field(
         "auto", description="torch.compile each transformer block: auto = on a GPU with triton; falls back to eager "
                             "with one log line if compiling fails.")
-    cuda_graphs: Literal["auto", "off"] = Field(
+    cuda_graphs: Literal["auto", "on", "off"] = Field(
         "auto", description="Replay each step's forward and backward as a CUDA graph (captured once per bucket "
-                            "shape): auto = with one process on a GPU and no block swap; a capture failure falls back "
-                            "to the plain step with one log line. Removes the host's launch overhead (bench/README.md).")
+                            "shape): auto = with one process on a GPU and no block swap; on = with block swap too (its "
+                            "host-to-device copies are captured with the step; not yet measured on a GPU); a capture "
+                            "failure falls back to the plain step with one log line. Removes the host's launch "
+                            "overhead (bench/README.md).")
     timestep_sampling: Literal["shifted_logit_normal", "uniform"] = "shifted_logit_normal"
     audio_loss_weight: float = Field(1.0, ge=0, description="Weight of the audio loss when video and audio are both "
                                      "generated (1.0 = the official recipe's plain sum).")

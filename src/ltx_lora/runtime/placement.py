@@ -9,6 +9,11 @@ small ring of GPU slots just before each block runs, in forward and in backward.
   the compute stream wait for its copy, and starts the copy of the next swapped block in the direction of travel
   (increasing in forward, decreasing in backward) into the other slot, after an event that marks the end of the
   compute-stream work that last used that slot.
+- Under CUDA graphs (train/graphed.py) the hooks run once, while the step is captured: the copies, the events
+  and the slot addresses the blocks read are recorded with it and replayed as they are. With two slots the
+  residency a step ends with is the one it started with (block k of the swapped order always lands in slot k % 2),
+  so replays chain; `state` / `restore` / `assume` let the graphs check that and repair it (after eager sampling,
+  say) before a replay.
 - Backward needs the weights again. With whole-block gradient checkpointing (required here) the autograd engine
   recomputes each block, which calls the block again, so the same pre-hook loads it; the block's backward runs
   right after, before the next block's recompute evicts anything. Without checkpointing autograd would keep
@@ -152,8 +157,9 @@ class BlockSwap:
         if i not in self.slot_of:  # not prefetched (first use, or the direction changed): load now
             self._load(i, self._victim(keep=None))
         slot = self.slot_of[i]
-        if self.cuda:
-            torch.cuda.current_stream(self.device).wait_event(self.ready[i])
+        ready = self.ready.get(i)  # none: loaded by a step that has finished (a replay, before a capture)
+        if ready is not None:
+            torch.cuda.current_stream(self.device).wait_event(ready)
         nxt = self._next(i, backward)
         if nxt is not None and nxt not in self.slot_of:
             self._load(nxt, self._victim(keep=slot))
@@ -166,6 +172,39 @@ class BlockSwap:
             if s != keep:
                 return s
         raise AssertionError("unreachable: at least two slots")
+
+    # -- residency as a whole: what a captured step assumes (train/graphed.py) ------------------------------------
+    def state(self) -> tuple[int | None, ...]:
+        """The block each slot holds (None: empty)."""
+        return tuple(self.occupant)
+
+    def assume(self, state: tuple[int | None, ...]) -> None:
+        """Take `state` as the slots' contents without copying: what a replayed graph leaves them holding, or what
+        they held before a capture (which records copies without running them). Events of earlier copies are
+        dropped: their work is done by then, and a capture may not wait on an event recorded outside it."""
+        for i in list(self.slot_of):
+            self._point(i, None)
+        self.occupant, self.slot_of, self.ready = list(state), {}, {}
+        for s, i in enumerate(state):
+            if i is not None:
+                self.slot_of[i] = s
+                self._point(i, s)
+
+    def restore(self, state: tuple[int | None, ...]) -> None:
+        """Copy blocks into the slots until they hold `state`, and make the compute stream wait for the copies: a
+        replayed graph reads the blocks it found resident at capture without waiting for anything."""
+        for s, want in enumerate(state):
+            have = self.occupant[s]
+            if have is not None and have != want:
+                self._point(have, None)
+                del self.slot_of[have]
+                self.occupant[s] = None
+        for s, want in enumerate(state):
+            if want is not None and self.occupant[s] != want:
+                self._load(want, s)
+        if self.cuda:
+            torch.cuda.current_stream(self.device).wait_stream(self.stream)
+        self.ready = {}
 
     def resident(self) -> list[int]:
         return sorted(self.slot_of)

@@ -16,6 +16,10 @@ How:
   captured backward adds into them, as eager backward does, so accumulation and `zero_grad` keep their meaning.
 - One memory pool for all graphs: only one runs at a time and each call's outputs are copied out at once.
 - No host sync inside: the finite check on the loss is the caller's, after replay.
+- Block swap (runtime/placement.py) is captured with the step: its host-to-device copies, the side stream's
+  events and the slot addresses are recorded by the hooks while capturing and replay with the kernels. A graph
+  keeps which block each slot held when it was captured and which it leaves; before a replay the slots are put back
+  if something else (eager sampling) moved them.
 - Any failure to capture turns the graphs off for the rest of the run (eager, same results); the reason is kept.
 """
 
@@ -27,17 +31,20 @@ from collections.abc import Callable
 import torch
 
 from ltx_lora.ltx.fast import prepare_transformer_args, trained_outside_blocks, transformer_from_args
+from ltx_lora.runtime.placement import BlockSwap
 from ltx_lora.train.objective import LossParts, StepInputs, compute_loss
 
 
-def can_graph(transformer: torch.nn.Module, device: torch.device, *, distributed: bool, swapped_blocks: int) -> str:
-    """Why the step cannot run as CUDA graphs here ('' if it can)."""
+def can_graph(transformer: torch.nn.Module, device: torch.device, *, distributed: bool, swapped_blocks: int = 0,
+              mode: str = "auto") -> str:
+    """Why the step cannot run as CUDA graphs here ('' if it can). `mode` is train.cuda_graphs: block swap is
+    captured with `on` only until a GPU run has measured it (tests/test_memory.py has the GPU test)."""
     if device.type != "cuda":
         return "not on a GPU"
     if distributed:
         return "several processes (gradient all-reduce runs inside backward)"
-    if swapped_blocks:
-        return "blocks are swapped from host memory (their copies are scheduled by the host)"
+    if swapped_blocks and mode != "on":
+        return "blocks are swapped from host memory (train.cuda_graphs: on captures their copies with the step)"
     if trained_outside_blocks(transformer):
         return "parameters outside the transformer blocks are trained"
     return ""
@@ -72,14 +79,18 @@ class _Graph:
     graph: torch.cuda.CUDAGraph
     static: list[torch.Tensor]
     loss: LossParts
+    swap_start: tuple[int | None, ...] = ()  # the block swap slots' contents the graph was captured with
+    swap_end: tuple[int | None, ...] = ()  # ... and those a replay leaves
+    swap_loads: int = 0  # block copies one replay makes
 
 
 class StepGraphs:
     """Forward + loss + backward of one micro-batch, captured once per input signature and replayed."""
 
     def __init__(self, transformer: torch.nn.Module, params: list[torch.nn.Parameter], autocast_dtype: torch.dtype,
-                 on_fallback: Callable[[str], None] | None = None):
+                 on_fallback: Callable[[str], None] | None = None, swap: BlockSwap | None = None):
         self.transformer = transformer
+        self.swap = swap
         self.params = list(params)
         self.autocast_dtype = autocast_dtype
         self.graphs: dict[object, _Graph] = {}
@@ -142,8 +153,13 @@ class StepGraphs:
             return loss
         for static, new in zip(entry.static, flat, strict=True):
             static.copy_(new)
+        if self.swap is not None and self.swap.state() != entry.swap_start:
+            self.swap.restore(entry.swap_start)
         entry.graph.replay()
         self.replays += 1
+        if self.swap is not None:
+            self.swap.assume(entry.swap_end)
+            self.swap.loads += entry.swap_loads
         return LossParts(total=entry.loss.total.clone(),
                          video=None if entry.loss.video is None else entry.loss.video.clone(),
                          audio=None if entry.loss.audio is None else entry.loss.audio.clone())
@@ -185,8 +201,13 @@ class StepGraphs:
         torch.cuda.empty_cache()
 
     def _capture(self, spec, flat: list[torch.Tensor]) -> None:
+        swap = self.swap
+        start = swap.state() if swap is not None else ()
+        loads = swap.loads if swap is not None else 0
         try:
             torch.cuda.synchronize()
+            if swap is not None:
+                swap.assume(start)  # the same slots, without the eager step's events (not waitable in a capture)
             static = [t.detach().clone() for t in flat]
             torch.cuda.empty_cache()  # cached blocks of the regular pool: the graph's pool may need the room
             graph = torch.cuda.CUDAGraph()
@@ -200,8 +221,16 @@ class StepGraphs:
             self._pool = None
             torch.cuda.synchronize()
             torch.cuda.empty_cache()
+            if swap is not None:  # nothing ran: the slots hold what they held
+                swap.assume(start)
+                swap.loads = loads
             if self.on_fallback:
                 self.on_fallback(self.failed)
             return
-        self.graphs[spec] = _Graph(graph=graph, static=static, loss=loss)
+        entry = _Graph(graph=graph, static=static, loss=loss)
+        if swap is not None:  # the hooks ran through the whole step while capturing; its copies have not
+            entry.swap_start, entry.swap_end, entry.swap_loads = start, swap.state(), swap.loads - loads
+            swap.assume(start)
+            swap.loads = loads
+        self.graphs[spec] = entry
         self.captures += 1

@@ -335,7 +335,7 @@ class Trainer:
                                            some_lora_may_idle=not every_layer)
         params = lora_parameters(transformer)
         trainable = list(params.values())
-        self.graphs = self._step_graphs(transformer, trainable, plan)
+        self.graphs = self._step_graphs(transformer, trainable)
         optimizer = build_optimizer(trainable, cfg.train)
         order = BatchOrder(manifest.items, cfg.train.batch_size, cfg.train.seed, cfg.data.token_budget,
                            world_size=self.dist.world_size)
@@ -453,12 +453,13 @@ class Trainer:
         compile_blocks(transformer)
         return True
 
-    def _step_graphs(self, transformer, trainable, plan) -> StepGraphs | None:
-        """The step as CUDA graphs (train.cuda_graphs: auto) where one process trains on a GPU without block swap."""
+    def _step_graphs(self, transformer, trainable) -> StepGraphs | None:
+        """The step as CUDA graphs (train.cuda_graphs) where one process trains on a GPU."""
         if self.cfg.train.cuda_graphs == "off":
             return None
         why = can_graph(transformer, self.device, distributed=self.dist.active,
-                        swapped_blocks=len(plan.swapped_blocks))
+                        swapped_blocks=len(self.block_swap.order) if self.block_swap else 0,
+                        mode=self.cfg.train.cuda_graphs)
         if why:
             if self.device.type == "cuda":
                 self.console.print(f"note: the step runs without CUDA graphs: {why}.")
@@ -468,7 +469,7 @@ class Trainer:
             self.console.print(f"note: capturing the training step as a CUDA graph failed ({reason}); training "
                                "continues without graphs (slower). Set train.cuda_graphs: off to skip the attempt.")
 
-        return StepGraphs(transformer, trainable, self.dtype, on_fallback=fallback)
+        return StepGraphs(transformer, trainable, self.dtype, on_fallback=fallback, swap=self.block_swap)
 
     def _first_compiled_step(self, models: Models, manifest: Manifest, order: BatchOrder, sampler: SigmaSampler,
                              gen: torch.Generator, optimizer, trainable,
