@@ -317,8 +317,8 @@ def check_numerics(res, args, cfg: dict) -> dict:
         if r == "ours":
             variants.update({"ours": r, "ours_graphed": r} if gpu else {"ours": r})
         else:
-            variants[f"ours_{r}_graphed" if gpu else f"ours_{r}"] = r
-    results = {}
+            variants[f"ours_{r}{'_graphed' if gpu else ''}"] = r
+    results, graphed = {}, "_graphed" if gpu else ""
     for variant, r in variants.items():
         model = build_transformer_from_config(cfg, device=device, dtype=torch.bfloat16)
         results[variant] = lora_gradients(variant, model, batch, args.rank, compiled=variant != "ref" and gpu)
@@ -327,8 +327,10 @@ def check_numerics(res, args, cfg: dict) -> dict:
         torch.cuda.empty_cache()
         if r is not None:  # progress, so a run cut short still tells what it measured
             loss, grads = results[variant]
+            apart = [f"{relative_error(grads, results[v][1]):.2%} from {v}"
+                     for v in ("ref", "ours", f"ours_fp8w{graphed}") if v in results and v != variant]
             print(f"check {variant}: loss {loss:.6g} ({abs(loss / results['ref'][0] - 1):.3%} from ref), LoRA "
-                  f"gradients {relative_error(grads, results['ref'][1]):.2%} from ref", file=sys.stderr, flush=True)
+                  f"gradients {', '.join(apart)}", file=sys.stderr, flush=True)
     ref_loss, ref_grads = results["ref"]
     row = {"check": "numerics", "res": "x".join(map(str, res)), "ref_loss": ref_loss, "rows": rows}
     ours = results.get("ours")
