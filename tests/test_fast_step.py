@@ -73,10 +73,36 @@ def test_fp8_matmuls_step_is_close_to_the_official_step(reference):
     assert 2e-2 < relative_error(grads, ref_grads) < 0.1
 
 
+def _fast_accum_arg(op, args, kwargs) -> bool:
+    """use_fast_accum of an aten._scaled_mm call, its arguments normalised by the op's schema."""
+    values = {a.name: a.default_value for a in op._schema.arguments}
+    values.update(zip(values, args), **(kwargs or {}))
+    return bool(values["use_fast_accum"])
+
+
+def _scaled_mm_fast_accum_flags(fn) -> list[bool]:
+    """use_fast_accum of every aten._scaled_mm call `fn` makes eagerly (what reaches the kernel)."""
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    flags = []
+
+    class Record(TorchDispatchMode):
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            if func.overloadpacket is torch.ops.aten._scaled_mm:
+                flags.append(_fast_accum_arg(func, args, kwargs))
+            return func(*args, **(kwargs or {}))
+
+    with Record():
+        fn()
+    return flags
+
+
 def test_fp8_linear_traces_whole_and_matches_eager():
     """A LoRA-wrapped FP8-matmul linear under bf16 autocast, compiled with fullgraph=True (any graph break raises)
     through AOT autograd (the graphs inductor compiles on a GPU): forward and input gradient equal to eager, bit for
-    bit. Inside a block it is the only new code: the block around it is traced whole by
+    bit, in each FP8 matmul mode, switched between calls: dynamo's guards see the switch (the FP8 check rows of
+    bench/train_step.py compile one model per mode in one process) and each graph compiled passes the kernel the
+    fast-accumulation flag asked for. Inside a block it is the only new code: the block around it is traced whole by
     test_compiled_blocks_match_the_official_step (tracing a whole FP8 block takes ~35 s on 2 CPU cores; the GPU
     bench reports graph breaks of the real blocks)."""
     from torch import nn
@@ -96,17 +122,39 @@ def test_fp8_linear_traces_whole_and_matches_eager():
         with torch.autocast("cpu", dtype=torch.bfloat16):
             return model(x).float().square().mean()
 
+    from torch._dynamo.backends.common import aot_autograd
+    from torch._dynamo.backends.debugging import boxed_nop
+
+    compiled_flags = []  # use_fast_accum of the _scaled_mm calls in each graph compiled: forward, then backward
+
+    def recording(gm: torch.fx.GraphModule, example_inputs):
+        compiled_flags.extend(_fast_accum_arg(n.target, n.args, n.kwargs) for n in gm.graph.nodes
+                              if getattr(n.target, "overloadpacket", None) is torch.ops.aten._scaled_mm)
+        return boxed_nop(gm, example_inputs)
+
+    compiled = torch.compile(step, backend=aot_autograd(fw_compiler=recording, bw_compiler=recording),
+                             fullgraph=True)
     x = torch.randn(2, 8, 64, dtype=torch.bfloat16)
-    results = []
-    for fn in (step, torch.compile(step, backend="aot_eager", fullgraph=True)):
-        xi = x.clone().requires_grad_(True)
-        loss = fn(xi)
-        loss.backward()
-        results.append((loss.detach(), xi.grad, model[0].lora_A["default"].weight.grad.clone()))
-        model.zero_grad()
-    (eager_loss, eager_dx, eager_da), (loss, dx, da) = results
-    assert torch.equal(loss, eager_loss) and torch.equal(dx, eager_dx) and torch.equal(da, eager_da)
-    assert dx.abs().sum() > 0
+    dxs = {}
+    for fast_accum, fp8_input_grad in ((True, True), (False, False), (True, False)):  # a switch must recompile
+        set_fp8_matmuls(model, "tensor", fast_accum=fast_accum, fp8_input_grad=fp8_input_grad)
+        expected = [fast_accum] + [False] * fp8_input_grad
+        results = []
+        for fn in (step, compiled):
+            xi = x.clone().requires_grad_(True)
+            compiled_flags.clear()
+            if fn is step:
+                assert _scaled_mm_fast_accum_flags(lambda: fn(xi).backward()) == expected
+            else:
+                fn(xi).backward()
+                assert compiled_flags == expected, (fast_accum, fp8_input_grad)
+            results.append((xi.grad, model[0].lora_A["default"].weight.grad.clone()))
+            model.zero_grad()
+        (eager_dx, eager_da), (dx, da) = results
+        assert torch.equal(dx, eager_dx) and torch.equal(da, eager_da)
+        assert dx.abs().sum() > 0
+        dxs[fast_accum, fp8_input_grad] = dx
+    assert not torch.equal(dxs[True, True], dxs[True, False])
 
 
 def test_fp8_scales_bound_the_rounding_error_per_tensor_and_per_row():
@@ -124,25 +172,6 @@ def test_fp8_scales_bound_the_rounding_error_per_tensor_and_per_row():
         assert (err <= torch.maximum(x.float().abs() * 2**-4, scale * 2**-10) * 1.001).all(), granularity
         errors[granularity] = (err[0] / x[0].float().abs()).max()
     assert errors["row"] <= 2**-4 < errors["tensor"]
-
-
-def _scaled_mm_fast_accum_flags(fn) -> list[bool]:
-    """use_fast_accum of every aten._scaled_mm call `fn` makes (what reaches the kernel, arguments normalised)."""
-    from torch.utils._python_dispatch import TorchDispatchMode
-
-    flags = []
-
-    class Record(TorchDispatchMode):
-        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-            if func.overloadpacket is torch.ops.aten._scaled_mm:
-                schema = {a.name: a.default_value for a in func._schema.arguments}
-                schema.update(zip(schema, args), **(kwargs or {}))
-                flags.append(bool(schema["use_fast_accum"]))
-            return func(*args, **(kwargs or {}))
-
-    with Record():
-        fn()
-    return flags
 
 
 FP8_DEVICES = [torch.device("cpu")] + ([torch.device("cuda")] if torch.cuda.is_available()
