@@ -311,14 +311,14 @@ def check_numerics(res, args, cfg: dict) -> dict:
     device = DEVICE
     batch, _ = make_batch(res, device, torch.bfloat16, cfg["transformer"])
     gpu = DEVICE.type == "cuda"
-    rows = check_rows(args)
+    rows, graphed = check_rows(args), "_graphed" if gpu else ""
     variants = {"ref": None}  # variant -> its check row
     for r in rows:  # on a GPU an FP8 row is the compiled step replayed as a CUDA graph, as `ltx-lora train` runs it
         if r == "ours":
             variants.update({"ours": r, "ours_graphed": r} if gpu else {"ours": r})
         else:
-            variants[f"ours_{r}{'_graphed' if gpu else ''}"] = r
-    results, graphed = {}, "_graphed" if gpu else ""
+            variants[f"ours_{r}{graphed}"] = r
+    results = {}
     for variant, r in variants.items():
         model = build_transformer_from_config(cfg, device=device, dtype=torch.bfloat16)
         results[variant] = lora_gradients(variant, model, batch, args.rank, compiled=variant != "ref" and gpu)
