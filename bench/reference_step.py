@@ -10,6 +10,7 @@ bench and tests/test_fast_step.py can check that our fast step computes the same
 
 from __future__ import annotations
 
+import re
 import sys
 from pathlib import Path
 
@@ -43,15 +44,45 @@ def reference_model(model: torch.nn.Module, rank: int) -> tuple[torch.nn.Module,
     return wrapped, base
 
 
+# FP8 options of a variant name after its "fp8": (set_fp8_matmuls argument, value); longest spelling first.
+FP8_OPTIONS = {"_tensor": ("granularity", "tensor"), "_exact_fwd": ("fast_accum", False),
+               "_exact": ("fast_accum", False), "_bf16_bwd": ("fp8_input_grad", False),
+               "_bf16bwd": ("fp8_input_grad", False)}
+
+
+def fp8_setup(variant: str, device: torch.device) -> dict | None:
+    """How `variant` (e.g. ours_fp8_exact, ours_fp8_bf16_bwd_graphed) runs the frozen base: None, bf16; else the FP8
+    base with the set_fp8_matmuls arguments {granularity, fast_accum, fp8_input_grad}, granularity None for
+    `..._fp8w` (FP8 weights dequantised per matmul). "fp8" takes any of: _tensor (per-tensor activation scales on
+    the GPU too), _exact / _exact_fwd (forward without fast accumulation), _bf16bwd / _bf16_bwd (input gradient in
+    bf16 from the dequantised weight); the defaults are what memory.fp8_matmuls runs on `device`."""
+    name = re.sub(r"_graphed$", "", variant)
+    if "_fp8" not in name:
+        return None
+    rest = name.split("_fp8", 1)[1]
+    setup = {"granularity": fp8_granularity(device), "fast_accum": True, "fp8_input_grad": True}
+    if rest == "w":
+        return {**setup, "granularity": None}
+    while rest:
+        option = next((o for o in FP8_OPTIONS if rest.startswith(o)), None)
+        if option is None:
+            raise ValueError(f"{variant!r}: after fp8, expected any of {', '.join(FP8_OPTIONS)}, not {rest!r}")
+        key, value = FP8_OPTIONS[option]
+        setup[key] = value
+        rest = rest[len(option):]
+    return setup
+
+
 def our_model(model: torch.nn.Module, rank: int, compiled: bool | str, seed: int = 0,
-              fp8: str | None = None) -> list[torch.nn.Parameter]:
+              fp8: dict | None = None) -> list[torch.nn.Parameter]:
     """Our fast path on the same model: LoRA in place, flash-capable attention, optionally compiled blocks.
-    `fp8` ("row" / "tensor"): the base's 28 linears per block quantized to FP8 (per tensor, in place, layer by
-    layer) and computing in FP8 with that granularity of activation scales (memory.fp8_matmuls)."""
-    if fp8:
+    `fp8` (see fp8_setup): the base's 28 linears per block quantized to FP8 (per tensor, in place, layer by layer)
+    and, granularity not None, computing in FP8 with those set_fp8_matmuls arguments (memory.fp8_matmuls)."""
+    if fp8 is not None:
         device = next(model.parameters()).device
         quantize_linears_(model, "fp8", device=device)
-        set_fp8_matmuls(model, fp8)
+        if fp8["granularity"] is not None:
+            set_fp8_matmuls(model, **fp8)
     params = inject_lora(model, LoraConfig(rank=rank), seed=seed)
     use_sdpa_attention(model)
     if compiled:
@@ -76,7 +107,8 @@ def lora_gradients(variant: str, model: torch.nn.Module, batch: LatentBatch, ran
                    compiled: bool | str = False) -> tuple[float, dict[str, torch.Tensor]]:
     """Loss and {module-path param name: gradient on CPU, fp32} of one step of `variant` ('ref', 'ours' or
     'ours_graphed': the step captured as a CUDA graph and replayed, GPU only; 'ours_fp8' / 'ours_fp8_graphed':
-    the same with FP8 matmuls for the frozen base, as `ltx-lora train` sets them up on this device)."""
+    the same with FP8 matmuls for the frozen base, as `ltx-lora train` sets them up on this device; 'ours_fp8w',
+    'ours_fp8_exact', ... with or without _graphed: the FP8 variants of fp8_setup)."""
     gen = torch.Generator(batch.video.device).manual_seed(seed)
     if variant == "ref":
         wrapped, _ = reference_model(model, rank)
@@ -84,8 +116,7 @@ def lora_gradients(variant: str, model: torch.nn.Module, batch: LatentBatch, ran
         loss = forward_backward(wrapped, batch, SigmaSampler(), gen, task=TaskConfig(),
                                 dtype=torch.bfloat16)
     else:
-        fp8 = fp8_granularity(batch.video.device) if "_fp8" in variant else None
-        params = our_model(model, rank, compiled, fp8=fp8)
+        params = our_model(model, rank, compiled, fp8=fp8_setup(variant, batch.video.device))
         set_lora_values_(model)
         batch = LatentBatch(**{**batch.__dict__, "context_mask": attention_mask_or_none(batch.context_mask)})
         graphs = StepGraphs(model, params, torch.bfloat16) if variant.endswith("_graphed") else None

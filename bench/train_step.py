@@ -12,8 +12,12 @@ values) and times, per resolution:
                 quantized to FP8 per tensor at load, forward and input gradient through torch._scaled_mm with
                 activation / gradient scales per token row (per tensor on the CPU), as `ltx-lora train` runs it
   ours_fp8_tensor  the same with per-tensor activation scales on the GPU too (speed vs numerics of the scales)
+  ours_fp8_exact   ours_fp8 with its forward matmuls without Hopper's fast accumulation (set_fp8_matmuls fast_accum)
+  ours_fp8_bf16bwd ours_fp8 with the input gradient in bf16 from the dequantised FP8 weight (fp8_input_grad off);
+                the FP8 options combine: ours_fp8_exact_bf16bwd, ours_fp8_tensor_exact
   ours_fp8w     the FP8 base dequantised per matmul (memory.quantization: fp8 alone: saves memory, not time)
   ..._rN        (any ours variant) only the first N of 48 blocks recomputed in backward, e.g. ours_r36, ours_fp8_r32
+  ..._bN        (any ours variant, after _rN) N clips per step, e.g. ours_b2, ours_fp8_r32_b2
 Each variant builds its own model in turn (the GPU holds one 22B model at a time); peak memory is counted from the
 end of the build (an FP8 variant builds its bf16 random weights first and quantizes them in place).
 
@@ -21,6 +25,16 @@ end of the build (an FP8 variant builds its bf16 random weights first and quanti
 (relative error of all gradients together; the target is < 2e-2, bf16 tolerance), and with an FP8 variant asked
 for, of ref and ours_fp8 (on a GPU its replayed CUDA graph; target < FP8_GRAD_TOLERANCE: e4m3 keeps 3 mantissa
 bits, so each operand carries up to 2^-4 relative rounding error; 7.3% on the tiny model, per-tensor scales).
+--check-variants picks the rows compared with ref instead (each builds its own model: ~1 min at 22B), to take the
+FP8 error apart; every FP8 row is also compared with fp8w (weights held equal: its matmuls' error alone) and ours:
+  ours            the bf16 step (on a GPU also its replayed graph: ours_graphed)
+  fp8w            the FP8 base, bf16 matmuls from the dequantised weights: the weight quantization's error alone
+  fp8             FP8 matmuls as ours_fp8 runs them (forward with fast accumulation, input gradient in FP8)
+  fp8_exact_fwd   the forward without fast accumulation
+  fp8_bf16_bwd    the input gradient in bf16 from the dequantised weight (g @ dequant(W))
+  fp8_tensor      per-tensor activation / gradient scales (the GPU's default is per row)
+the FP8 options combine as in the variant names (fp8_exact_fwd_bf16_bwd: only the forward's activations rounded
+to e4m3); on a GPU every row but ours is the compiled step replayed as a CUDA graph.
 --tiny runs every variant on the CPU at tiny size (blocks traced by aot_eager instead of inductor, which takes
 minutes to compile on a CPU), as a smoke test.
 --profile adds phase times (forward / backward / optimizer), the GPU-busy share of one step, its top kernels
@@ -31,7 +45,8 @@ backward 2x forward for activations (frozen base: no weight gradients except LoR
 for full recompute under checkpointing. MFU = model FLOPs / time / measured bf16 matmul ceiling.
 
 python bench/train_step.py [--res 960x544x49,768x512x121,512x512x49] [--steps 10] [--warmup 3]
-                           [--variants ref,ours] [--check] [--profile] [--out bench/results/FILE.jsonl]
+                           [--variants ref,ours] [--check [--check-variants ours,fp8w,fp8,...]] [--profile]
+                           [--out bench/results/FILE.jsonl]
 """
 
 from __future__ import annotations
@@ -51,9 +66,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
-from reference_step import lora_gradients, our_model, reference_model, relative_error  # noqa: E402
-
-from ltx_lora.ltx.quantize import fp8_granularity, quantize_linears_  # noqa: E402
+from reference_step import fp8_setup, lora_gradients, our_model, reference_model, relative_error  # noqa: E402
 
 from ltx_lora.config import TrainConfig  # noqa: E402
 from ltx_lora.fixtures.models import build_transformer_from_config  # noqa: E402
@@ -102,6 +115,12 @@ def make_batch(res: tuple[int, int, int], device, dtype, tcfg: dict, batch: int 
                        fps=24.0), ta
 
 
+def split_clips(variant: str) -> tuple[str, int]:
+    """(variant without its _bN, N clips per step: 1 without)."""
+    m = re.search(r"_b(\d+)$", variant)
+    return (variant[:m.start()], int(m.group(1))) if m else (variant, 1)
+
+
 def recomputed_blocks(variant: str) -> int | None:
     """N of a variant ending in _rN (blocks recomputed in backward), else None."""
     m = re.search(r"_r(\d+)$", variant)
@@ -114,7 +133,8 @@ def build_variant(variant: str, model: torch.nn.Module, rank: int):
     ours: compiled blocks + the step as CUDA graphs (what `ltx-lora train` runs on one GPU); ours_nograph: the same
     without graphs; ours_rN: ours with only the first N of 48 blocks recomputed in backward (selective
     checkpointing); ours_nockpt: no recompute at all; ours_fp8 / ours_fp8_tensor: FP8 matmuls (row / tensor
-    scales); ours_fp8w: FP8 weights dequantised per matmul."""
+    scales), ours_fp8_exact / ours_fp8_bf16bwd: their numerics options (reference_step.fp8_setup); ours_fp8w: FP8
+    weights dequantised per matmul."""
     if variant.startswith("ref"):
         wrapped, base = reference_model(model, rank)
         if variant == "ref_compiled":
@@ -125,10 +145,7 @@ def build_variant(variant: str, model: torch.nn.Module, rank: int):
     recompute = recomputed_blocks(variant)
     variant = re.sub(r"_r\d+$", "", variant)
     compiled = variant != "ours_eager" and ("inductor" if DEVICE.type == "cuda" else "aot_eager")
-    if variant == "ours_fp8w":
-        quantize_linears_(model, "fp8", device=DEVICE)
-    fp8 = {"ours_fp8": fp8_granularity(DEVICE), "ours_fp8_tensor": "tensor"}.get(variant)
-    params = our_model(model, rank, compiled=compiled, fp8=fp8)
+    params = our_model(model, rank, compiled=compiled, fp8=fp8_setup(variant, DEVICE))
     if variant == "ours_nockpt":  # what recomputation costs (and whether the memory allows skipping it)
         model.set_gradient_checkpointing(False)
     if recompute is not None:
@@ -218,8 +235,7 @@ def run_variant(variant: str, res, args, cfg: dict, matmul_tflops: float) -> dic
         torch.cuda.reset_peak_memory_stats()
     model = build_transformer_from_config(cfg, device=device, dtype=torch.bfloat16)
     tcfg = cfg["transformer"]
-    clips = int(variant.split("_b")[1]) if "_b" in variant else 1  # ours_b2: batch of 2 clips
-    variant_model = variant.split("_b")[0]
+    variant_model, clips = split_clips(variant)  # ours_b2: batch of 2 clips
     batch, ta = make_batch(res, device, torch.bfloat16, tcfg, clips)
     if not variant.startswith("ref"):  # the trainer drops the all-ones mask the connectors produce
         batch = LatentBatch(**{**batch.__dict__, "context_mask": attention_mask_or_none(batch.context_mask)})
@@ -269,40 +285,86 @@ def run_variant(variant: str, res, args, cfg: dict, matmul_tflops: float) -> dic
     return out
 
 
+def check_rows(args) -> list[str]:
+    """The rows --check compares with ref (see the module docstring): --check-variants, else what --variants asks
+    for: ours, and fp8 when an FP8-matmul variant is timed. ours and fp8w first (the others are compared with them)."""
+    if args.check_variants:
+        rows = list(dict.fromkeys(r.strip() for r in args.check_variants.split(",") if r.strip()))
+    else:
+        timed = [re.sub(r"_r\d+$", "", split_clips(v)[0]) for v in variants_of(args)]
+        fp8 = any((fp8_setup(v, DEVICE) or {}).get("granularity") for v in timed)
+        rows = ["ours", "fp8"] if fp8 else ["ours"]
+    for r in rows:
+        try:
+            known = r == "ours" or fp8_setup(f"ours_{r}", DEVICE) is not None
+        except ValueError as e:
+            raise SystemExit(f"--check-variants: {e}") from None
+        if not known:
+            raise SystemExit(f"--check-variants: {r!r} is not a row; rows are ours, fp8w, fp8, and fp8 followed by "
+                             "any of _exact_fwd, _bf16_bwd, _tensor")
+    return sorted(rows, key=lambda r: (r != "ours", r != "fp8w"))
+
+
 def check_numerics(res, args, cfg: dict) -> dict:
-    """ref vs ours on identical weights, LoRA values and inputs: loss and LoRA-gradient relative error."""
+    """ref vs each check row (check_rows) on identical weights, LoRA values and inputs: loss and LoRA-gradient
+    relative error; every FP8 row also against fp8w (its matmuls' error alone) and ours (the bf16 step)."""
     device = DEVICE
     batch, _ = make_batch(res, device, torch.bfloat16, cfg["transformer"])
-    results = {}
     gpu = DEVICE.type == "cuda"
-    variants = ["ref", "ours", "ours_graphed"] if gpu else ["ref", "ours"]
-    asked = {re.sub(r"_r\d+$", "", v.split("_b")[0]) for v in args.variants.split(",")}
-    if asked & {"ours_fp8", "ours_fp8_tensor"}:
-        variants.append("ours_fp8_graphed" if gpu else "ours_fp8")  # on a GPU: the compiled step, replayed
-    for variant in variants:
+    rows, graphed = check_rows(args), "_graphed" if gpu else ""
+    variants = {"ref": None}  # variant -> its check row
+    for r in rows:  # on a GPU an FP8 row is the compiled step replayed as a CUDA graph, as `ltx-lora train` runs it
+        if r == "ours":
+            variants.update({"ours": r, "ours_graphed": r} if gpu else {"ours": r})
+        else:
+            variants[f"ours_{r}{graphed}"] = r
+    results = {}
+    for variant, r in variants.items():
         model = build_transformer_from_config(cfg, device=device, dtype=torch.bfloat16)
         results[variant] = lora_gradients(variant, model, batch, args.rank, compiled=variant != "ref" and gpu)
         del model
         gc.collect()
         torch.cuda.empty_cache()
-    (ref_loss, ref_grads), (loss, grads) = results["ref"], results["ours"]
-    err = relative_error(grads, ref_grads)
-    row = {"check": "numerics", "res": "x".join(map(str, res)), "ref_loss": ref_loss, "ours_loss": loss,
-           "loss_rel_diff": abs(loss - ref_loss) / abs(ref_loss), "grad_rel_error": err, "passed": err < 2e-2}
+        if r is not None:  # progress, so a run cut short still tells what it measured
+            loss, grads = results[variant]
+            apart = [f"{relative_error(grads, results[v][1]):.2%} from {v}"
+                     for v in ("ref", "ours", f"ours_fp8w{graphed}") if v in results and v != variant]
+            print(f"check {variant}: loss {loss:.6g} ({abs(loss / results['ref'][0] - 1):.3%} from ref), LoRA "
+                  f"gradients {', '.join(apart)}", file=sys.stderr, flush=True)
+    ref_loss, ref_grads = results["ref"]
+    row = {"check": "numerics", "res": "x".join(map(str, res)), "ref_loss": ref_loss, "rows": rows}
+    ours = results.get("ours")
+    if ours is not None:
+        loss, grads = ours
+        err = relative_error(grads, ref_grads)
+        row.update(ours_loss=loss, loss_rel_diff=abs(loss - ref_loss) / abs(ref_loss), grad_rel_error=err,
+                   passed=err < 2e-2)
     if "ours_graphed" in results:  # the replayed graph against the reference and against our eager-launched step
         g_loss, g_grads = results["ours_graphed"]
         g_err = relative_error(g_grads, ref_grads)
-        row.update(graphed_loss=g_loss, graphed_grad_rel_error=g_err,
-                   graphed_vs_ours_grad_rel_error=relative_error(g_grads, grads), passed=row["passed"] and g_err < 2e-2)
-    fp8 = results.get("ours_fp8_graphed") or results.get("ours_fp8")
-    if fp8 is not None:  # the FP8 step against the bf16 reference (and against our bf16 step)
-        f_loss, f_grads = fp8
+        row.update(graphed_loss=g_loss, graphed_grad_rel_error=g_err, passed=row["passed"] and g_err < 2e-2,
+                   graphed_vs_ours_grad_rel_error=relative_error(g_grads, ours[1]))
+    fp8w = next((results[v] for v, r in variants.items() if r == "fp8w"), None)
+    for variant, r in variants.items():
+        if r in (None, "ours"):
+            continue
+        f_loss, f_grads = results[variant]
         f_err = relative_error(f_grads, ref_grads)
-        row.update(fp8_variant=next(v for v in results if "fp8" in v), fp8_granularity=fp8_granularity(DEVICE),
-                   fp8_loss=f_loss, fp8_loss_rel_diff=abs(f_loss - ref_loss) / abs(ref_loss), fp8_grad_rel_error=f_err,
-                   fp8_vs_ours_grad_rel_error=relative_error(f_grads, grads), fp8_tolerance=FP8_GRAD_TOLERANCE,
-                   fp8_passed=f_err < FP8_GRAD_TOLERANCE)
+        row.update({f"{r}_variant": variant, f"{r}_setup": fp8_setup(variant, DEVICE), f"{r}_loss": f_loss,
+                    f"{r}_loss_rel_diff": abs(f_loss - ref_loss) / abs(ref_loss), f"{r}_grad_rel_error": f_err})
+        if fp8w is not None and r != "fp8w":  # weights held equal: the error of the FP8 matmuls alone
+            row[f"{r}_vs_fp8w_grad_rel_error"] = relative_error(f_grads, fp8w[1])
+        if ours is not None:
+            row[f"{r}_vs_ours_grad_rel_error"] = relative_error(f_grads, ours[1])
+        row[f"{r}_passed"] = f_err < FP8_GRAD_TOLERANCE
+    if len(rows) > (ours is not None):
+        row["fp8_tolerance"] = FP8_GRAD_TOLERANCE
     return row
+
+
+def variants_of(args) -> list[str]:
+    """The timed variants (--variants; empty: none, a --check run alone)."""
+    return [v.strip() for v in args.variants.split(",") if v.strip()]
 
 
 def matmul_ceiling(fp8: bool = False) -> float:
@@ -331,10 +393,13 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=10)
     ap.add_argument("--warmup", type=int, default=3)
     ap.add_argument("--rank", type=int, default=32)
-    ap.add_argument("--variants", default="ref,ours")
+    ap.add_argument("--variants", default="ref,ours", help="timed variants (empty: none)")
     ap.add_argument("--out", default="")
     ap.add_argument("--tiny", action="store_true", help="tiny model and text (a CPU smoke run of this script)")
     ap.add_argument("--check", action="store_true", help="compare loss and LoRA gradients of ref and ours")
+    ap.add_argument("--check-variants", default="",
+                    help="the rows --check compares with ref, e.g. fp8w,fp8,fp8_exact_fwd,fp8_bf16_bwd (default: ours, "
+                         "and fp8 when an FP8 variant is timed)")
     ap.add_argument("--profile", action="store_true", help="GPU-busy share and top kernels of our step")
     args = ap.parse_args()
     global TEXT_LEN
@@ -355,16 +420,30 @@ def main() -> None:
               "bf16_matmul_tflops": round(ceiling, 1), "rank": args.rank, "text_len": TEXT_LEN}
     if DEVICE.type == "cuda" and "fp8" in args.variants:
         header["fp8_matmul_tflops"] = round(matmul_ceiling(fp8=True), 1)
-    print(json.dumps(header), flush=True)
-    rows = [header]
+    for v in variants_of(args):  # a misspelt FP8 option fails now, not after minutes of building models
+        try:
+            fp8_setup(re.sub(r"_r\d+$", "", split_clips(v)[0]), DEVICE)
+        except ValueError as e:
+            raise SystemExit(f"--variants: {e}") from None
+    if args.check:
+        check_rows(args)
+    out = Path(args.out) if args.out else None
+    if out is not None:
+        out.write_text("")
+
+    def emit(row: dict) -> None:  # each row as it comes (a run cut short keeps what it measured)
+        print(json.dumps(row), flush=True)
+        if out is not None:
+            with out.open("a") as f:
+                f.write(json.dumps(row) + "\n")
+
+    emit(header)
     for res_s in args.res.split(","):
         res = tuple(int(x) for x in res_s.split("x"))
         got = {}
         if args.check:
-            row = check_numerics(res, args, cfg)
-            rows.append(row)
-            print(json.dumps(row), flush=True)
-        for v in args.variants.split(","):
+            emit(check_numerics(res, args, cfg))
+        for v in variants_of(args):
             try:
                 row = run_variant(v, res, args, cfg, ceiling)
             except torch.OutOfMemoryError as e:
@@ -372,16 +451,12 @@ def main() -> None:
                 gc.collect()
                 torch.cuda.empty_cache()
             got[v] = row
-            rows.append(row)
-            print(json.dumps(row), flush=True)
+            emit(row)
         if "median_s" in got.get("ref", {}):
             ratio = {"res": res_s, **{f"ratio_ref_over_{v}": round(got["ref"]["median_s"] / got[v]["median_s"], 3)
                                       for v in got if v != "ref" and "median_s" in got[v]}}
             if len(ratio) > 1:
-                rows.append(ratio)
-                print(json.dumps(ratio), flush=True)
-    if args.out:
-        Path(args.out).write_text("\n".join(json.dumps(r) for r in rows) + "\n")
+                emit(ratio)
 
 
 if __name__ == "__main__":

@@ -23,6 +23,13 @@ bf16 (6 bytes per weight of traffic and a bf16 matmul at half the FP8 rate). Sca
 torch's CPU kernel supports) and per token row on the GPU (`granularity="row"`; the weight's per-tensor scale
 broadcast over its columns), one code path either way. e4m3 for the gradient too: the per-row amax scale covers
 its range, and e4m3 keeps one mantissa bit more than e5m2.
+
+Two knobs of `set_fp8_matmuls` for numerics (defaults as above; bench/train_step.py --check measures each against
+the bf16 reference: the FP8 step's LoRA gradients are 10.6% from it on the 22B model, H200, bench/README.md):
+`fast_accum` (forward only; Hopper's fast accumulation skips the periodic promotion of the tensor cores' partial
+sums to full fp32, a suspected error source) and `fp8_input_grad` (False: the input gradient in the gradient's
+dtype, bf16 in training, from the dequantised 1-byte weight, as memory.quantization alone computes it: the
+gradient is then not rounded to e4m3, at the cost of a bf16 matmul and the dequantisation traffic).
 """
 
 from __future__ import annotations
@@ -130,18 +137,19 @@ def _fp8_mm(a8: torch.Tensor, a_scale: torch.Tensor, b8: torch.Tensor, b_scale: 
 
 class _Fp8Linear(torch.autograd.Function):
     """y = x @ W^T + b with FP8 operands for a frozen FP8 W (raw e4m3 bytes, per-tensor scale); the gradient of x
-    only, also as an FP8 matmul. Saves nothing but the 1-byte weight (see the module docstring)."""
+    only, also as an FP8 matmul (or, `fp8_input_grad` False, g @ dequant(W) in g's dtype). Saves nothing but the
+    1-byte weight (see the module docstring)."""
 
     @staticmethod
     def forward(ctx, x: torch.Tensor, raw: torch.Tensor, scale: torch.Tensor, bias: torch.Tensor | None,
-                granularity: Granularity):
+                granularity: Granularity, fast_accum: bool = True, fp8_input_grad: bool = True):
         ctx.save_for_backward(raw, scale)
-        ctx.granularity = granularity
+        ctx.granularity, ctx.fp8_input_grad = granularity, fp8_input_grad
         x2 = x.reshape(-1, x.shape[-1])
         x8, x_scale = _to_fp8(x2, granularity)
         # W8 [out, in] row-major is W8^T [in, out] column-major: the layout _scaled_mm wants, no copy.
-        # Fast accumulation in forward only (as torchao's float8 training does): the backward keeps full precision.
-        y = _fp8_mm(x8, x_scale, raw.view(torch.float8_e4m3fn).t(), scale, granularity, x.dtype, fast_accum=True)
+        # Fast accumulation (the default) in forward only, as torchao's float8 training does; backward never uses it.
+        y = _fp8_mm(x8, x_scale, raw.view(torch.float8_e4m3fn).t(), scale, granularity, x.dtype, fast_accum)
         if bias is not None:
             y = y + bias.to(y.dtype)
         return y.reshape(*x.shape[:-1], y.shape[-1])
@@ -149,24 +157,30 @@ class _Fp8Linear(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad_out: torch.Tensor):
         if not ctx.needs_input_grad[0]:
-            return None, None, None, None, None
+            return None, None, None, None, None, None, None
         raw, scale = ctx.saved_tensors
         g2 = grad_out.reshape(-1, grad_out.shape[-1])
-        g8, g_scale = _to_fp8(g2, ctx.granularity)
-        # dx = g @ W: W8 [out, in] must be column-major, so this call transposes the layer's bytes once.
-        w_col = raw.t().contiguous().t().view(torch.float8_e4m3fn)
-        dx = _fp8_mm(g8, g_scale, w_col, scale, ctx.granularity, grad_out.dtype, fast_accum=False)
-        return dx.reshape(*grad_out.shape[:-1], dx.shape[-1]), None, None, None, None
+        if ctx.fp8_input_grad:
+            g8, g_scale = _to_fp8(g2, ctx.granularity)
+            # dx = g @ W: W8 [out, in] must be column-major, so this call transposes the layer's bytes once.
+            w_col = raw.t().contiguous().t().view(torch.float8_e4m3fn)
+            dx = _fp8_mm(g8, g_scale, w_col, scale, ctx.granularity, grad_out.dtype, fast_accum=False)
+        else:  # the gradient unrounded: a matmul in its own dtype against the dequantised weight
+            dx = g2 @ dequantize(raw, scale, grad_out.dtype)
+        return dx.reshape(*grad_out.shape[:-1], dx.shape[-1]), None, None, None, None, None, None
 
 
 class QuantizedLinear(nn.Linear):
     """A frozen nn.Linear whose weight is FP8 or INT8 (see the module docstring). An nn.Linear subclass, so peft
     wraps it like any linear and the module paths (and LoRA key names) stay those of ltx-core.
 
-    `fp8_matmul` (FP8 only; set by `set_fp8_matmuls`): None dequantises per matmul (memory only), "tensor" / "row"
-    computes with FP8 operands at that granularity of activation scales."""
+    `fp8_matmul` (FP8 only; set by `set_fp8_matmuls`, with `fp8_fast_accum` and `fp8_input_grad`): None
+    dequantises per matmul (memory only), "tensor" / "row" computes with FP8 operands at that granularity of
+    activation scales."""
 
     fp8_matmul: Granularity | None = None
+    fp8_fast_accum: bool = True
+    fp8_input_grad: bool = True
 
     def __init__(self, in_features: int, out_features: int, fmt: Format, bias: bool = True,
                  device: torch.device | str | None = None, bias_dtype: torch.dtype = torch.bfloat16):
@@ -199,11 +213,16 @@ class QuantizedLinear(nn.Linear):
             x = x.to(torch.get_autocast_dtype(x.device.type))
         with torch.autocast(x.device.type, enabled=False):
             if self.fp8_matmul is not None:
-                return _Fp8Linear.apply(x, self.weight, self.weight_scale, self.bias, self.fp8_matmul)
+                return _Fp8Linear.apply(x, self.weight, self.weight_scale, self.bias, self.fp8_matmul,
+                                        self.fp8_fast_accum, self.fp8_input_grad)
             return _DequantLinear.apply(x, self.weight, self.weight_scale, self.bias)
 
     def extra_repr(self) -> str:
         matmul = f", fp8_matmul={self.fp8_matmul}" if self.fp8_matmul else ""
+        if self.fp8_matmul and not self.fp8_fast_accum:
+            matmul += ", fp8_fast_accum=False"
+        if self.fp8_matmul and not self.fp8_input_grad:
+            matmul += ", fp8_input_grad=False"
         return f"in_features={self.in_features}, out_features={self.out_features}, fmt={self.fmt}{matmul}"
 
 
@@ -226,15 +245,19 @@ def quantize_linears_(model: nn.Module, fmt: Format, device: torch.device | str 
     return n
 
 
-def set_fp8_matmuls(model: nn.Module, granularity: Granularity | None) -> int:
+def set_fp8_matmuls(model: nn.Module, granularity: Granularity | None, *, fast_accum: bool = True,
+                    fp8_input_grad: bool = True) -> int:
     """Make every FP8 QuantizedLinear of `model` compute with FP8 operands at `granularity` (None: dequantise per
     matmul again). Returns how many layers were set. Layers whose widths are not multiples of 16 (cuBLAS' and
-    CUTLASS' FP8 alignment; every linear of LTX-2.3 is) keep dequantising."""
+    CUTLASS' FP8 alignment; every linear of LTX-2.3 is) keep dequantising. `fast_accum`: the forward matmul with
+    Hopper's fast accumulation; `fp8_input_grad`: the input gradient as an FP8 matmul, else in the gradient's dtype
+    from the dequantised weight (see the module docstring)."""
     n = 0
     for module in model.modules():
         if isinstance(module, QuantizedLinear) and module.fmt == "fp8":
             fits = module.in_features % 16 == 0 and module.out_features % 16 == 0
             module.fp8_matmul = granularity if fits else None
+            module.fp8_fast_accum, module.fp8_input_grad = fast_accum, fp8_input_grad
             n += granularity is not None and fits
     return n
 
