@@ -326,6 +326,13 @@ def test_block_swap_residency_is_the_same_after_each_step_and_can_be_put_back(fo
     for (loss, grad), seed in ((first, 1), (second, 2)):
         loss0, grad0 = _swap_step(plain, four_block_cfg, plain_params, seed=seed)
         assert loss == loss0 and torch.equal(grad, grad0)
+    for swap, slots in (([2], (2,)), ([1, 3], (1, 3)), ([0, 2, 3], (0, 2))):  # one slot; an even and an odd count
+        other, other_params = _lora_model(copy.deepcopy(ref))
+        other_swap = attach_block_swap(other, swap, torch.device("cpu"))
+        _swap_step(other, four_block_cfg, other_params, seed=1)
+        for seed in (2, 3):
+            _swap_step(other, four_block_cfg, other_params, seed=seed)
+            assert other_swap.state() == slots, (swap, other_swap.state())
     # assume: bookkeeping only. Blocks outside the assumed state point at the poison buffer (NaN when used unhooked).
     swapper.assume((3, None))
     assert swapper.resident() == [3] and swapper.state() == (3, None)
