@@ -80,6 +80,7 @@ def decode(mp4: Path) -> dict:
 def test_training_validates_at_step_0_and_every_n_steps(trained):
     run, res = trained
     assert "validation step_000000: 2 samples" in res.err and "validation step_000002: 2 samples" in res.err
+    assert all(line.strip() for line in res.err.splitlines()), res.err  # a log: no empty lines left by the bars
     for label, step in (("step_000000", 0), ("step_000002", 2)):
         for i, prompt in enumerate(PROMPTS):
             stem = run / "samples" / label / f"p{i}"

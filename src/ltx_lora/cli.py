@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import math
 import os
 import sys
@@ -15,12 +16,17 @@ from rich.text import Text
 from typer.core import TyperOption
 
 from ltx_lora.errors import UserError, environment_sentence
+from ltx_lora.progress import progress
 from ltx_lora.task_catalog import DEFAULT_TASK, TASK_LINES
 
 # Markup off: paths, captions and config values the user wrote are printed as written (a `[/]` in them is text,
 # not a rich tag). Styled words are Text pieces (`_styled`).
 console = Console(stderr=True, markup=False)
 console.soft_wrap = not console.is_terminal  # a log (not a terminal) gets whole lines: never wrapped mid-path
+
+# bitsandbytes (imported by peft where installed) warns on CPUs with AVX512-BF16 that the optional `kernels` package
+# for its 4-bit CPU matmul is missing and asks the user to install it; ltx-lora runs no 4-bit layers.
+logging.getLogger("bitsandbytes.backends.cpu.ops").setLevel(logging.ERROR)
 
 # typer 0.29 shows a `<bool>` type beside every on/off flag (`--resume <bool>`), which reads as if the flag took a
 # value, yet `--resume true` is an error. A flag shows no type.
@@ -371,15 +377,14 @@ def lora_verify(
     ltx-core, diffusers: the modules `lora check` says each applies; ltx-lora reads every layout). Exit 1 when it has
     no effect even with ltx-lora's reader."""
 
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
+    from rich.progress import BarColumn, MofNCompleteColumn, TextColumn
 
     from ltx_lora.lora.verify import report_lines, verify
 
-    with Progress(TextColumn("{task.description}", markup=False), BarColumn(), MofNCompleteColumn(), console=console,
-                  transient=True) as progress:
-        task = progress.add_task("forward passes", total=None)
+    with progress(console, TextColumn("{task.description}", markup=False), BarColumn(), MofNCompleteColumn()) as bar:
+        task = bar.add_task("forward passes", total=None)
         report = verify(file, base, strength, device,
-                        on_progress=lambda done, total: progress.update(task, completed=done, total=total))
+                        on_progress=lambda done, total: bar.update(task, completed=done, total=total))
     _print_report(report, report_lines, as_json)
     if not report.has_effect:
         raise typer.Exit(1)
@@ -397,11 +402,11 @@ def lora_merge(
     """Write a copy of the base checkpoint with the LoRA fused into its weights: same layout, config and metadata,
     so ltx-core and ComfyUI load it like the original. FP8 bases are re-quantised with new scales. Refuses a LoRA
     that does not fit the base (see `ltx-lora lora check`)."""
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
+    from rich.progress import BarColumn, MofNCompleteColumn, TextColumn
 
     from ltx_lora.lora.merge import merge
 
-    with Progress(TextColumn("fusing"), BarColumn(), MofNCompleteColumn(), console=console, transient=True) as p:
+    with progress(console, TextColumn("fusing"), BarColumn(), MofNCompleteColumn()) as p:
         task = p.add_task("fusing", total=None)
         result = merge(file, base, output, strength, overwrite=force,
                        on_progress=lambda done, total: p.update(task, completed=done, total=total))
@@ -443,7 +448,7 @@ def dataset_scan(
     or too-short files are skipped with a reason, never stopping the scan. Open the report in a browser to see
     a thumbnail, the bucket crop and every problem of each file.
     """
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+    from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeRemainingColumn
 
     from ltx_lora.bucket_spec import parse_buckets
     from ltx_lora.data.dataset_file import check_format, write_dataset
@@ -467,16 +472,16 @@ def dataset_scan(
     report_path = report_path_for(output)
     columns = (TextColumn("{task.description}", markup=False), BarColumn(), MofNCompleteColumn(), TextColumn("eta"),
                TimeRemainingColumn())
-    with Progress(*columns, console=console, transient=True) as progress:
-        task = progress.add_task("probing", total=None)
-        result = scan(source, bucket_list, target_fps=target_fps, allow_shorter=allow_shorter,
-                      task=task_config, audio_fps=audio_fps, on_probe=lambda done, total, path: progress.update(task, completed=done, total=total))
-        thumbs = progress.add_task("report", total=len(result.items))
+    with progress(console, *columns) as bar:
+        task = bar.add_task("probing", total=None)
+        result = scan(source, bucket_list, target_fps=target_fps, allow_shorter=allow_shorter, task=task_config,
+                      audio_fps=audio_fps, on_probe=lambda done, total, path: bar.update(task, completed=done, total=total))
+        thumbs = bar.add_task("report", total=len(result.items))
         rows = result.placed  # used, or waiting for a caption
         if rows:
             write_dataset(output, dataset_entries(result, output))
         write_report(result, report_path, output if rows else None,
-                     on_thumbnail=lambda done, total: progress.update(thumbs, completed=done))
+                     on_thumbnail=lambda done, total: bar.update(thumbs, completed=done))
     out = Console(highlight=False, markup=False, soft_wrap=True)
     for line in summary_lines(result):
         out.print(line)
@@ -524,7 +529,7 @@ def caption(
     the same command again. Clips that cannot be decoded are listed at the end and skipped. Review the captions
     before training: models miss things and sometimes invent them.
     """
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+    from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeRemainingColumn
 
     from ltx_lora.data.caption import STYLES, CaptionStore, caption_source
     from ltx_lora.data.caption_backends import load_captioner
@@ -537,12 +542,12 @@ def caption(
                                    device=device, max_new_tokens=max_tokens)
     columns = (TextColumn("captioning"), BarColumn(), MofNCompleteColumn(), TextColumn("eta"), TimeRemainingColumn(),
                TextColumn("{task.fields[current]}", markup=False))
-    with Progress(*columns, console=console, transient=True) as progress:
-        task = progress.add_task("captioning", total=None, current="")
+    with progress(console, *columns) as bar:
+        task = bar.add_task("captioning", total=None, current="")
         result = caption_source(source, captioner, style=style, instruction=instruction, trigger=trigger,
                                 overwrite=overwrite, num_frames=frames, store=store,
-                                on_progress=lambda done, total, cur: progress.update(task, completed=done, total=total,
-                                                                                     current=cur))
+                                on_progress=lambda done, total, cur: bar.update(task, completed=done, total=total,
+                                                                                current=cur))
     out = Console(highlight=False, markup=False, soft_wrap=True)
     for line in result.summary_lines():
         out.print(line)

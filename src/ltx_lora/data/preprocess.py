@@ -50,6 +50,7 @@ from ltx_lora.files.atomic import stale_temp_files
 from ltx_lora.ltx.text import check_8bit, gemma_weight_files, load_prompt_encoder
 from ltx_lora.ltx.vae import encode_audio, encode_video
 from ltx_lora.paths import check_model_path
+from ltx_lora.progress import progress
 from ltx_lora.runtime.device import pick_device
 from ltx_lora.runtime.inputs import check_text_encoder, read_base
 from ltx_lora.task import TaskConfig, resolve_task
@@ -268,14 +269,13 @@ def _progress(console):
     from rich.progress import (
         BarColumn,
         MofNCompleteColumn,
-        Progress,
         TextColumn,
         TimeElapsedColumn,
         TimeRemainingColumn,
     )
 
-    return Progress(TextColumn("{task.description}", markup=False), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                    TextColumn("ETA"), TimeRemainingColumn(), console=console, transient=False)
+    return progress(console, TextColumn("{task.description}", markup=False), BarColumn(), MofNCompleteColumn(),
+                    TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn(), transient=False)
 
 
 def preprocess(cfg: Config, console, *, prune: bool = False) -> PreprocessResult:
@@ -333,13 +333,13 @@ def _preprocess_locked(cfg: Config, console, plan: ClipPlan, cache: Path, identi
     failed: list[tuple[int, str, str]] = []  # (position in `missing`, media, reason)
     with _progress(console) as bar:
         share = f" (GPU 1 of {dist.world_size}; each encodes its share)" if dist.active else ""
-        progress = bar.add_task(f"encoding clips{share}", total=len(mine))
+        clips_task = bar.add_task(f"encoding clips{share}", total=len(mine))
         for n, (clip, key) in mine:
             try:
                 _encode_clip(clip, key, cfg, task, enc, device)
             except (ValueError, OSError, RuntimeError) as e:
                 failed.append((n, str(clip.media), f"could not be encoded: {e}"))
-            bar.advance(progress)
+            bar.advance(clips_task)
     del enc
     dist.barrier()  # every share is on disk; the reasons of every rank's failures, in the single-process order
     result.skipped += [(m, why) for _, m, why in sorted(f for part in dist.gather_json(failed) for f in part)]

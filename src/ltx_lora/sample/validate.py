@@ -19,7 +19,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import torch
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.text import Text
 
 from ltx_lora.config import Config
@@ -49,6 +49,7 @@ from ltx_lora.ltx.sampling import (
 )
 from ltx_lora.ltx.text import run_text_connectors
 from ltx_lora.paths import require_regular_file
+from ltx_lora.progress import progress
 from ltx_lora.runtime.base_file import BaseFile
 from ltx_lora.runtime.models import load_models
 from ltx_lora.runtime.placement import HostOffload, attach_block_swap
@@ -114,8 +115,10 @@ def _on(module: torch.nn.Module | None, device: torch.device):
 
 
 def _progress(console):
-    return Progress(TextColumn("{task.description}", markup=False), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                    TextColumn("ETA"), TimeRemainingColumn(), console=console, transient=True)
+    """The denoising steps: a live bar on a terminal; in a log a line now and then, none at the end (the sample's
+    own line follows)."""
+    return progress(console, TextColumn("{task.description}", markup=False), BarColumn(), MofNCompleteColumn(),
+                    TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn(), final_line=False)
 
 
 @dataclass
@@ -292,10 +295,10 @@ class Validator:
         autocast = torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.dtype == torch.bfloat16)
         t0 = time.perf_counter()
         with _progress(self.console) as bar:
-            progress = bar.add_task(f"sampling {label} prompt {index + 1}/{len(self.prompts)}", total=s.steps)
+            steps_task = bar.add_task(f"sampling {label} prompt {index + 1}/{len(self.prompts)}", total=s.steps)
             with autocast:
                 video_lat, audio_lat = self._latents(transformer, req, prompt,
-                                                     on_step=lambda n: bar.update(progress, completed=n))
+                                                     on_step=lambda n: bar.update(steps_task, completed=n))
         self._sync()
         t1 = time.perf_counter()
         nonfinite = [name for name, t in (("video latents", video_lat), ("audio latents", audio_lat))
