@@ -1,5 +1,6 @@
 """Config schema, init templates, the official-config translation and their one-sentence errors."""
 
+import re
 import sys
 from pathlib import Path
 
@@ -225,6 +226,19 @@ def test_cli_doctor_reports_each_check():
     for name in ("python", "torch", "torchaudio", "transformers", "ltx-core", "gpu", "disk"):
         assert name in res.out
     assert "Traceback" not in res.err
+
+
+def test_doctor_in_a_log_prints_each_check_on_one_whole_line(tiny_checkpoint, tmp_path):
+    """Piped at 80 columns (a log), a long checkpoint path is printed whole, on its check's line."""
+    dev = tiny_checkpoint("dev")
+    cfg = tmp_path / "my.yaml"
+    cfg.write_text(yaml.safe_dump({"model": {"checkpoint": str(dev), "text_encoder": str(tmp_path / "no-gemma")}}))
+    res = run_cli("doctor", "--config", cfg, env={"COLUMNS": "80"})
+    lines = res.out.splitlines()
+    assert all(re.match(r"(OK|WARN|FAIL) +\S", line) for line in lines), res.out
+    checkpoint = next(line for line in lines if " model.checkpoint " in line)
+    assert checkpoint.startswith("OK ") and str(dev) in checkpoint and not checkpoint.endswith(" ")
+    assert any(line.startswith("FAIL  model.text_encoder") for line in lines) and res.code == 1
 
 
 def test_configuration_reference_matches_the_schema():

@@ -102,12 +102,18 @@ def doctor(
     from ltx_lora.doctor import run_checks
 
     checks = run_checks(config)
-    table = Table(show_header=False, box=None, pad_edge=False)
-    colour = {"OK": "green", "WARN": "yellow", "FAIL": "red"}
-    for c in checks:  # Text cells: paths in the details are not markup
-        line = c.detail + (f"  -> {c.fix}" if c.fix else "")
-        table.add_row(Text(c.status, style=colour[c.status]), Text(c.name), Text(line))
-    Console().print(table)
+    out = Console()
+    lines = [(c.status, c.name, c.detail + (f"  -> {c.fix}" if c.fix else "")) for c in checks]
+    if out.is_terminal:
+        table = Table(show_header=False, box=None, pad_edge=False)
+        colour = {"OK": "green", "WARN": "yellow", "FAIL": "red"}
+        for status, name, line in lines:  # Text cells: paths in the details are not markup
+            table.add_row(Text(status, style=colour[status]), Text(name), Text(line))
+        out.print(table)
+    else:  # a log or a pipe: one whole line a check, no path cut short or wrapped at 80 columns
+        width = max(len(name) for _, name, _ in lines)
+        for status, name, line in lines:
+            print(f"{status:<5} {name:<{width}}  {line}")
     if any(c.status == "FAIL" for c in checks):
         raise typer.Exit(1)
 
