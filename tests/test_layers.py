@@ -35,7 +35,7 @@ EXACT = {
     **dict.fromkeys(["ltx_lora.cli", "ltx_lora.cli_reference", "ltx_lora.__main__", "ltx_lora.doctor", "ltx_lora.demo",
                      "ltx_lora.config_template"], COMMANDS),
     **dict.fromkeys(["ltx_lora.config", "ltx_lora.task", "ltx_lora.task_catalog", "ltx_lora.official_config", "ltx_lora.bucket_spec", "ltx_lora.paths",
-                     "ltx_lora.errors", "ltx_lora"], FILES),
+                     "ltx_lora.errors", "ltx_lora.progress", "ltx_lora"], FILES),
 }
 PACKAGES = {"ltx_lora.train": TOOLS, "ltx_lora.sample": TOOLS, "ltx_lora.lora": TOOLS, "ltx_lora.data": DATA,
             "ltx_lora.runtime": RUNTIME, "ltx_lora.distributed": RUNTIME, "ltx_lora.ltx": LTX,
