@@ -31,7 +31,7 @@ from ltx_lora.lora.convert import convert
 from ltx_lora.lora.inspect import inspect_lora
 from ltx_lora.ltx import loader
 from ltx_lora.train.checkpointer import load_training_state
-from ltx_lora.train.lora import inject_lora, lora_parameters
+from ltx_lora.train.lora import factorize_lokr, inject_lora, lokr_delta_activations, lora_parameters
 
 
 def comfy_delta(sd: dict[str, torch.Tensor], module: str) -> torch.Tensor:
@@ -256,3 +256,46 @@ def test_memory_plan_counts_the_parameters_peft_creates(tiny_checkpoint, variant
     plain = workload_for_config(parse_config({"lora": {"rank": rank, "feed_forward": True}}), size)
     extra = estimate(size, work, "none", 0)["activations"] - estimate(size, plain, "none", 0)["activations"]
     assert (extra > 0) == (variant != "lora")  # LoKr / LoHa hold whole fp32 weight changes
+
+
+@pytest.mark.parametrize("shape, rank, factor", [((64, 48), 2, -1), ((32, 32), 8, -1), ((48, 64), 1, 4),
+                                                 ((256, 128), 4, -1)])
+def test_factorised_lokr_is_the_kron_product_without_building_it(shape, rank, factor):
+    """`lokr_delta_activations` (what training runs) against peft's own path (the whole kron(w1, w2) built, then a
+    matmul), float64: outputs and the gradients of input, w1 and w2 (split or whole factors), and with rank dropout
+    the same rows dropped from the same seed."""
+    from peft import LoKrConfig, inject_adapter_in_model
+    from peft.tuners.lokr.layer import Linear as PeftLoKr
+
+    out_f, in_f = shape
+    model = torch.nn.Sequential(torch.nn.Linear(in_f, out_f)).double()
+    inject_adapter_in_model(LoKrConfig(r=rank, alpha=3.0, rank_dropout=0.3, target_modules=["0"],
+                                       decompose_factor=factor), model)
+    assert factorize_lokr(model) == 1
+    layer = model[0]
+    assert isinstance(layer, PeftLoKr) and type(layer) is not PeftLoKr
+    g = torch.Generator().manual_seed(0)
+    params = [p for n, p in layer.named_parameters() if "lokr_" in n]
+    with torch.no_grad():
+        for p in params:
+            p.copy_(torch.randn(p.shape, generator=g, dtype=p.dtype))
+    x = torch.randn(2, 7, in_f, generator=g, dtype=torch.float64, requires_grad=True)
+
+    def run(fn, training: bool, seed: int = 0):
+        layer.train(training)
+        torch.manual_seed(seed)
+        y = fn(layer, "default", x)
+        grads = torch.autograd.grad((y * y.detach().cos()).sum(), [x, *params])
+        return y.detach(), grads
+
+    for training in (False, True):
+        (y_ref, g_ref), (y, g_ours) = run(PeftLoKr._get_delta_activations, training), \
+            run(lokr_delta_activations, training)
+        assert y.shape == y_ref.shape == (2, 7, out_f)
+        assert torch.allclose(y, y_ref, rtol=1e-10, atol=1e-10), (training, (y - y_ref).abs().max())
+        for a, b in zip(g_ours, g_ref, strict=True):
+            assert torch.allclose(a, b, rtol=1e-10, atol=1e-10), training
+    y_train, _ = run(lokr_delta_activations, True)
+    dropped = (y_train.abs().sum(dim=(0, 1)) == 0).sum()
+    assert 0 < dropped < out_f  # rank dropout dropped some output rows (p = 0.3), the same ones as peft's
+    assert not torch.equal(y_train, run(lokr_delta_activations, True, seed=1)[0])  # another seed, other rows
