@@ -19,6 +19,7 @@ from test_train import prepared, write_config  # noqa: F401 - the session's prep
 from ltx_lora.config import Config, LoraConfig, parse_config
 from ltx_lora.errors import UserError
 from ltx_lora.fixtures.models import TINY_LTX23_CONFIG, build_transformer_from_config
+from ltx_lora.ltx.fast import set_recomputed_blocks
 from ltx_lora.ltx.loader import load_transformer, read_checkpoint_config
 from ltx_lora.ltx.modality import predict_velocity
 from ltx_lora.ltx.quantize import QuantizedLinear, dequantize, fp8_matmul_support, quantize_weight
@@ -231,10 +232,10 @@ def _batch(cfg: dict) -> LatentBatch:
                        context_mask=torch.ones(1, 16, dtype=torch.int64), fps=24.0)
 
 
-def _lora_model(model: torch.nn.Module, device=torch.device("cpu"), checkpointing: bool = True):
+def _lora_model(model: torch.nn.Module, device=torch.device("cpu"), checkpointing: bool = True, dropout: float = 0.0):
     """`model` on `device` with a LoRA whose B is non-zero (so it matters), in training mode -> (model, params)."""
     model = model.to(device)
-    params = inject_lora(model, LoraConfig(rank=4), seed=0)
+    params = inject_lora(model, LoraConfig(rank=4, dropout=dropout), seed=0)
     g = torch.Generator().manual_seed(3)
     with torch.no_grad():
         for n, p in model.named_parameters():
@@ -350,6 +351,28 @@ def test_block_swap_residency_is_the_same_after_each_step_and_can_be_put_back(fo
     assert swapper.state() == (1, 0) and in_slot(model.transformer_blocks[0].attn1.to_q.weight, 1)
     loss, grad = _swap_step(model, four_block_cfg, params, seed=2)
     assert loss == second[0] and torch.equal(grad, second[1])
+
+
+@pytest.mark.parametrize("device", ["cpu", pytest.param("cuda", marks=pytest.mark.skipif(
+    not torch.cuda.is_available(), reason="the GPU generator (run on the device machine)"))])
+def test_lora_dropout_recomputes_the_forward_masks(four_block_cfg, device):
+    """Gradient checkpointing with LoRA dropout: the recompute draws the forward's masks, so loss and LoRA gradients
+    equal those of the same step without checkpointing. On a GPU this needs the trainer's block loop
+    (ltx/fast.py `set_recomputed_blocks`): torch's checkpoint finds no GPU tensor among ltx-core's arguments and
+    restored only the CPU generator."""
+    ref = build_transformer_from_config(four_block_cfg, dtype=torch.float32)
+    results = []
+    for checkpointing in (False, True):
+        model, params = _lora_model(copy.deepcopy(ref), torch.device(device), checkpointing, dropout=0.5)
+        set_recomputed_blocks(model, None)  # every block recomputed, as the trainer sets it
+        torch.manual_seed(0)  # the generators dropout draws from
+        results.append(_swap_step(model, four_block_cfg, params, seed=1, device=torch.device(device)))
+    (loss0, grad0), (loss1, grad1) = results
+    assert loss0 == loss1 and torch.allclose(grad0, grad1, rtol=1e-5, atol=1e-7), (grad0 - grad1).abs().max()
+    model, params = _lora_model(copy.deepcopy(ref), torch.device(device), dropout=0.5)
+    torch.manual_seed(1)  # other masks: another gradient (the dropout is really on)
+    assert not torch.allclose(_swap_step(model, four_block_cfg, params, seed=1, device=torch.device(device))[1],
+                              grad0, rtol=1e-3)
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="CUDA graphs need a GPU (run on the device machine)")

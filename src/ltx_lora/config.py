@@ -203,7 +203,7 @@ class TrainConfig(Section):
                             "with one log line if compiling fails.")
     cuda_graphs: Literal["auto", "on", "off"] = Field(
         "auto", description="Replay each step's forward and backward as a CUDA graph (captured once per bucket "
-                            "shape): auto = with one process on a GPU and no block swap; on = with block swap too (its "
+                            "shape): auto = with one process on a GPU, no block swap and no lora.dropout; on = with block swap too (its "
                             "host-to-device copies are captured with the step; not yet measured on a GPU); a capture "
                             "failure falls back to the plain step with one log line. Removes the host's launch "
                             "overhead (bench/README.md).")

@@ -173,13 +173,23 @@ def trained_outside_blocks(transformer: torch.nn.Module) -> bool:
     return any(p.requires_grad and id(p) not in inside for p in transformer.parameters())
 
 
+def _run_block(block: torch.nn.Module, video, audio, perturbations, device_anchor: torch.Tensor):
+    """One block's call under checkpoint; `device_anchor` only tells checkpoint which GPU's generator to save."""
+    return block(video=video, audio=audio, perturbations=perturbations)
+
+
 def set_recomputed_blocks(transformer: torch.nn.Module, recompute: int | None) -> None:
     """Gradient checkpointing per block: the first `recompute` blocks recompute their activations in backward,
     the others keep them (None: every block recomputes, ltx-core's behaviour). Applies while ltx-core's own
     switch (`set_gradient_checkpointing`) is on and the model is training.
 
     Replaces ltx-core's block loop on this instance with the same calls. The RNG state is saved and restored around
-    a recompute as ltx-core's loop does (it matters with LoRA dropout), except while a CUDA graph is captured."""
+    a recompute (it matters with LoRA dropout: the recompute must draw the forward's masks), except while a CUDA
+    graph is captured (the trainer runs no graphs with dropout: train/graphed.py `can_graph`). torch's checkpoint
+    saves a GPU generator only for devices it finds among plain tensor arguments, and it does not look inside
+    ltx-core's TransformerArgs (dataclasses, not pytree nodes): ltx-core's own loop therefore restores the CPU
+    generator only, and dropout on a GPU drew new masks in the recompute. The block input `x` passed beside them
+    (unused by the call) shows checkpoint the device."""
     from torch.utils.checkpoint import checkpoint
 
     transformer._recomputed_blocks = recompute
@@ -188,10 +198,11 @@ def set_recomputed_blocks(transformer: torch.nn.Module, recompute: int | None) -
         on = self._enable_gradient_checkpointing and self.training and torch.is_grad_enabled()
         n = len(self.transformer_blocks) if self._recomputed_blocks is None else self._recomputed_blocks
         preserve = not (torch.cuda.is_available() and torch.cuda.is_current_stream_capturing())
+        device_anchor = (video if video is not None else audio).x
         for i, block in enumerate(self.transformer_blocks):
             if on and i < n:
-                video, audio = checkpoint(block, video, audio, perturbations, use_reentrant=False,
-                                          preserve_rng_state=preserve)
+                video, audio = checkpoint(_run_block, block, video, audio, perturbations, device_anchor,
+                                          use_reentrant=False, preserve_rng_state=preserve)
             else:
                 video, audio = block(video=video, audio=audio, perturbations=perturbations)
         return video, audio

@@ -459,7 +459,7 @@ class Trainer:
             return None
         why = can_graph(transformer, self.device, distributed=self.dist.active,
                         swapped_blocks=len(self.block_swap.order) if self.block_swap else 0,
-                        mode=self.cfg.train.cuda_graphs)
+                        mode=self.cfg.train.cuda_graphs, dropout=self.run.lora.dropout)
         if why:
             if self.device.type == "cuda":
                 self.console.print(f"note: the step runs without CUDA graphs: {why}.")
