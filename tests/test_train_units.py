@@ -222,6 +222,24 @@ def test_metrics_drop_the_steps_past_the_resume_point(tmp_path):
     assert [json.loads(line)["step"] for line in path.read_text().splitlines()] == [1, 2, 3]
 
 
+def test_tensorboard_drops_the_steps_past_the_resume_point(tmp_path):
+    """A killed run logged steps 1-4 after its checkpoint at step 2; the resumed run logs 3-4 again: TensorBoard's
+    reader shows each step once, with the resumed run's values."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    first = MetricsLogger(tmp_path, LoggingConfig(), Console(quiet=True), total_steps=4, start=0)
+    for step in (1, 2, 3, 4):
+        first.log_step(step, 1.0, None, 1e-3, 0.1)
+    first.close()
+    resumed = MetricsLogger(tmp_path, LoggingConfig(), Console(quiet=True), total_steps=4, start=2)
+    for step in (3, 4):
+        resumed.log_step(step, 0.5, None, 1e-3, 0.1)
+    resumed.close()
+    events = EventAccumulator(str(tmp_path / "tensorboard"))
+    events.Reload()
+    assert [(e.step, e.value) for e in events.Scalars("loss/video")] == [(1, 1.0), (2, 1.0), (3, 0.5), (4, 0.5)]
+
+
 def test_ema_equals_its_closed_form_and_swaps_back_bit_for_bit(tmp_path):
     d, k, start = 0.9, 5, 2
     w = {"b.lora_A.weight": torch.nn.Parameter(torch.zeros(3, 4)), "b.lora_B.weight": torch.nn.Parameter(torch.ones(4, 3))}

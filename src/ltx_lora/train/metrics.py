@@ -58,7 +58,9 @@ class MetricsLogger:
             try:
                 from torch.utils.tensorboard import SummaryWriter
 
-                self.tb = SummaryWriter(log_dir=str(run_dir / "tensorboard"))
+                # A resumed run: events of steps past the resume point (a killed run's, after its last checkpoint)
+                # are purged by TensorBoard's reader (its SessionLog START at `purge_step`), as metrics.jsonl's are.
+                self.tb = SummaryWriter(log_dir=str(run_dir / "tensorboard"), purge_step=start + 1 if start else None)
             except ImportError:
                 console.print("tensorboard is not installed: metrics go to metrics.jsonl only")
         if self.tb is not None:
