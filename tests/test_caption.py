@@ -178,6 +178,46 @@ def test_qwen_omni_sees_video_and_hears_audio(tmp_path, synthetic_clips, tiny_qw
     assert all((folder / Path(m).with_suffix(".txt")).read_text().strip() for m in result.captioned)
 
 
+def test_sound_only_rows_are_heard_by_qwen_omni_and_refused_by_a_captioner_that_cannot_hear(tmp_path, tiny_qwen_omni,
+                                                                                               tiny_gemma):
+    """An audio-only dataset (rows with `audio` and no `video`, as `dataset scan --task t2a` writes them): Qwen2.5-Omni
+    gets each sound alone (audio features, no pixels) with the sound instruction and the caption lands in the row;
+    Gemma (sees, does not hear) fails each such row with the reason and the model to use."""
+    from ltx_lora.data.caption_backends import load_captioner
+    from ltx_lora.fixtures.clips import write_sound
+
+    write_sound(tmp_path / "sounds" / "whistle.wav", 1.5, seed=1)
+    write_sound(tmp_path / "sounds" / "hum.flac", 1.0, seed=2)
+    dataset = tmp_path / "dataset.jsonl"
+    dataset.write_text("".join(json.dumps({"audio": f"sounds/{name}", "caption": ""}) + "\n"
+                               for name in ("whistle.wav", "hum.flac")))
+    gemma = load_captioner(model=tiny_gemma, device="cpu", max_new_tokens=4)
+    refused = caption_source(dataset, gemma)
+    assert not refused.captioned and [m for m, _ in refused.failed] == ["sounds/whistle.wav", "sounds/hum.flac"]
+    assert all("does not hear" in why and "Qwen2.5-Omni" in why for _, why in refused.failed), refused.failed
+
+    captioner = load_captioner(model=tiny_qwen_omni, device="cpu", max_new_tokens=6)
+    calls, prompts = [], []
+    generate, caption = captioner.model.generate, captioner.caption
+
+    def watch(**kw):
+        calls.append({k for k, v in kw.items() if v is not None and v is not False})
+        return generate(**kw)
+
+    def watch_caption(sample, instruction):
+        prompts.append(instruction)
+        return caption(sample, instruction)
+
+    captioner.model.generate, captioner.caption = watch, watch_caption
+    result = caption_source(dataset, captioner)
+    assert result.captioned == ["sounds/whistle.wav", "sounds/hum.flac"] and not result.failed, result.failed
+    assert all("input_features" in c and "pixel_values" not in c and "pixel_values_videos" not in c
+               and "use_audio_in_video" not in c for c in calls), calls
+    assert all("sound recording" in p for p in prompts)
+    rows = [json.loads(line) for line in dataset.read_text().splitlines()]
+    assert all(r["caption"].strip() and r["audio"].startswith("sounds/") and "video" not in r for r in rows), rows
+
+
 def test_wrong_model_folders_are_one_sentence(tmp_path, tiny_gemma):
     from ltx_lora.data.caption_backends import load_captioner
 

@@ -503,7 +503,7 @@ def caption(
     source: Path = typer.Argument(
         ..., help="A folder of clips and stills (searched recursively; each caption goes to a side-car .txt beside "
         "its clip, where `dataset scan` reads it) or a dataset file (.jsonl/.json/.csv; captions go to its caption "
-        "column)."),
+        "column; its sound-only rows are captioned by ear, with Qwen2.5-Omni)."),
     model: Optional[Path] = typer.Option(
         None, "--model", help="Local model folder: gemma-3-12b-it (the text-encoder folder you already have; it "
         "sees the frames) or a Qwen2.5-Omni folder (sees the frames and hears the sound)."),

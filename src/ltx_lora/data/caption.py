@@ -30,7 +30,7 @@ from typing import Protocol
 import numpy as np
 from PIL import Image
 
-from ltx_lora.data.dataset_file import FORMATS, Dataset, read_dataset, write_dataset
+from ltx_lora.data.dataset_file import AUDIO, FORMATS, Dataset, read_dataset, write_dataset
 from ltx_lora.data.decode import AUDIO_RATE, _rotate, read_audio
 from ltx_lora.data.probe import probe
 from ltx_lora.data.scan import find_media, sidecar_caption
@@ -50,14 +50,19 @@ MAX_AUDIO_S = 120.0  # longer soundtracks are cut: the captioners handle a few m
 @dataclass
 class MediaSample:
     path: Path
-    frames: list[Image.Image]  # RGB, in time order; one for a still
-    duration: float  # seconds of video the frames are spread over; 0 for a still
+    frames: list[Image.Image]  # RGB, in time order; one for a still; none for a sound file
+    duration: float  # seconds of video (or sound) the frames are spread over; 0 for a still
     audio: np.ndarray | None = None  # mono float32 at AUDIO_RATE, None when silent or not asked for
     audio_rate: int = AUDIO_RATE
 
     @property
     def is_still(self) -> bool:
         return self.duration == 0
+
+    @property
+    def is_sound(self) -> bool:
+        """A sound file (an audio-only dataset row): nothing to see, only to hear."""
+        return not self.frames
 
     @property
     def frame_rate(self) -> float:
@@ -84,12 +89,16 @@ def _shrink(img: Image.Image, max_side: int) -> Image.Image:
 
 
 def sample_media(path: Path, num_frames: int = DEFAULT_FRAMES, *, with_audio: bool = True,
-                 max_side: int = MAX_SIDE) -> MediaSample:
+                 max_side: int = MAX_SIDE, sound: bool = False) -> MediaSample:
     """`num_frames` frames at evenly spaced times (the centres of equal slices of the clip), plus its sound.
 
-    Raises MediaError (with the probe's reason in plain words) for files that cannot be decoded.
+    `sound`: the file is an audio-only dataset row's `audio` (a sound file, or a video whose track is meant): its
+    sound only, no frames, which needs a captioner that hears (`with_audio`). Raises MediaError (with the probe's
+    reason in plain words) for files that cannot be decoded.
     """
     info = probe(path)
+    if sound:
+        return _sound_sample(path, info, with_audio)
     if not info.usable:
         raise MediaError(info.error or f"a {info.kind} file, not a video or still")
     if info.kind == "image":
@@ -110,6 +119,22 @@ def sample_media(path: Path, num_frames: int = DEFAULT_FRAMES, *, with_audio: bo
             stereo = None
         audio = None if stereo is None else stereo.mean(0).numpy().astype(np.float32)
     return MediaSample(path, frames, duration, audio)
+
+
+def _sound_sample(path: Path, info, with_audio: bool) -> MediaSample:
+    if not with_audio:
+        raise MediaError("a sound-only row, and this captioner does not hear: caption sound with a model that does "
+                         "(--model with a Qwen2.5-Omni folder)")
+    if info.audio is None:
+        raise MediaError(info.error or "it has no sound to caption")
+    duration = info.duration or 0.0
+    if duration <= 0:
+        raise MediaError("its duration cannot be read, so its sound cannot be sampled")
+    try:
+        stereo = read_audio(path, 0.0, min(duration, MAX_AUDIO_S))
+    except Exception as e:  # noqa: BLE001 - the decoder's many error kinds: one reason for this file
+        raise MediaError(f"its sound could not be decoded ({type(e).__name__}: {e})") from None
+    return MediaSample(path, [], duration, stereo.mean(0).numpy().astype(np.float32))
 
 
 def _video_frames(path: Path, num_frames: int, duration: float, max_side: int) -> list[Image.Image]:
@@ -145,10 +170,24 @@ def _video_frames(path: Path, num_frames: int, duration: float, max_side: int) -
 # Instructions and clean-up
 
 
-def instruction_for(style: str, *, still: bool, hears_audio: bool, has_audio: bool) -> str:
-    """The request sent with the frames, in our own words, for a still or a clip, with or without sound."""
+def instruction_for(style: str, *, still: bool, hears_audio: bool, has_audio: bool, sound: bool = False) -> str:
+    """The request sent with the frames, in our own words, for a still or a clip, with or without sound, or (`sound`)
+    for a sound file alone."""
     if style not in STYLES:
         raise UserError(f"Unknown caption style '{style}'; use one of: {', '.join(STYLES)}.")
+    if sound:
+        if style == "plain":
+            return ("Describe this sound recording in one or two short sentences: what makes the sound and how it "
+                    "sounds. Answer with the caption only.")
+        return " ".join([
+            "Write one detailed caption for this sound recording, detailed enough that a listener could recognise it.",
+            "Start directly with the sound source or the action; never begin with 'The audio' or 'This recording'.",
+            "Cover what makes each sound, its character (pitch, loudness, rhythm, texture), the acoustic space, and "
+            "how it changes over time, in order; quote speech word for word in its original language, with the tone "
+            "of voice; name music by instruments, tempo and mood. Say so when there is no speech or no music.",
+            "Describe only what can be heard; never invent sounds.",
+            "Write a single paragraph of plain prose: no headings, lists or labels. Answer with the caption only.",
+        ])
     what = "image" if still else "video (the images are frames sampled in order across it)"
     if style == "plain":
         text = (f"Describe this {what} in one or two short sentences: the main subject, what happens and the "
@@ -225,6 +264,7 @@ class CaptionTarget:
     existing: str | None  # the caption it already has (dataset column, else side-car), if any
     row: int | None = None  # index into the dataset's entries; None for a folder (side-car)
     only_sidecar: bool = False  # a dataset row with an empty caption column but a side-car caption
+    sound: bool = False  # an audio-only row: `media` is its sound, captioned by ear
 
 
 class CaptionStore:
@@ -250,7 +290,8 @@ class CaptionStore:
                 column = entry.caption.strip()
                 existing = column or sidecar_caption(media)
                 self.targets.append(CaptionTarget(media, entry.video, existing or None, n,
-                                                  only_sidecar=bool(existing and not column)))
+                                                  only_sidecar=bool(existing and not column),
+                                                  sound=entry.media_column == AUDIO))
         else:
             raise UserError(f"{self.source} does not exist; give a folder of clips or a dataset file "
                             "(.jsonl, .json, .csv).")
@@ -325,9 +366,9 @@ def caption_source(source: Path | str, captioner: Captioner, *, style: str = "lt
         if on_progress:
             on_progress(n, len(todo), target.display)
         try:
-            sample = sample_media(target.media, num_frames, with_audio=captioner.hears_audio)
+            sample = sample_media(target.media, num_frames, with_audio=captioner.hears_audio, sound=target.sound)
             text = instruction or instruction_for(style, still=sample.is_still, hears_audio=captioner.hears_audio,
-                                                  has_audio=sample.audio is not None)
+                                                  has_audio=sample.audio is not None, sound=sample.is_sound)
             caption = clean_caption(captioner.caption(sample, text))
             if not caption:
                 raise MediaError("the model returned an empty caption")

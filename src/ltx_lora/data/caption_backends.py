@@ -3,8 +3,9 @@
 - Gemma 3 (`gemma-3-12b-it`, the folder users already have as LTX-2.3's text encoder) sees images: it gets the
   sampled frames as a list of images, in order. It does not hear the clip.
 - Qwen2.5-Omni sees video and hears audio: the frames go in as one video (with their real frame rate, so its
-  time-aligned positions are right) and the soundtrack as 16 kHz audio interleaved with it (`use_audio_in_video`).
-  Only the "thinker" (the part that writes text) is loaded; the speech-generating talker is not.
+  time-aligned positions are right) and the soundtrack as 16 kHz audio interleaved with it (`use_audio_in_video`);
+  a sound file (an audio-only dataset row) goes in as audio alone. Only the "thinker" (the part that writes text)
+  is loaded; the speech-generating talker is not. It is the one backend that captions sound-only rows.
 - An endpoint is any server that speaks OpenAI's chat-completions API (vLLM, llama.cpp, LM Studio, a cloud API);
   frames are sent as base64 JPEG `image_url` parts. Plain urllib: no client library needed.
 
@@ -158,13 +159,15 @@ class QwenOmniCaptioner:
         import numpy as np
         import torch
 
-        media = {"type": "image"} if sample.is_still else {"type": "video"}
+        media = {"type": "audio"} if sample.is_sound else {"type": "image"} if sample.is_still else {"type": "video"}
         messages = [{"role": "system", "content": [{"type": "text", "text": QWEN_SYSTEM_PROMPT}]},
                     {"role": "user", "content": [media, {"type": "text", "text": instruction}]}]
         text = self.processor.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
-        with_audio = sample.audio is not None and not sample.is_still
+        with_audio = sample.audio is not None and not sample.is_still and not sample.is_sound  # interleaved
         kwargs: dict = {}
-        if sample.is_still:
+        if sample.is_sound:  # the sound on its own: no video to interleave it with
+            kwargs["audio"] = [sample.audio]
+        elif sample.is_still:
             kwargs["images"] = sample.frames
         else:
             kwargs["videos"] = [np.stack([np.asarray(f) for f in sample.frames])]
