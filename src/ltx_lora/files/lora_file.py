@@ -534,6 +534,19 @@ class LoraPair:
         return (up * (strength * self.scale)) @ self.down.to(device=device, dtype=torch.float32)
 
 
+def kron_linear(x: torch.Tensor, w1: torch.Tensor, w2: torch.Tensor) -> torch.Tensor:
+    """x @ kron(w1, w2)^T without building the Kronecker product (out x in: 16.8M elements for a 4,096-wide layer).
+
+    With kron's index order (row i1 * a2 + i2, column j1 * b2 + j2) the product is two small contractions of the
+    input viewed as [tokens, b1, b2], for w1 [a1, b1] and w2 [a2, b2]: y[t, i1, i2] = sum_j1,j2 w1[i1, j1]
+    x[t, j1, j2] w2[i2, j2], T * in * (a1 + a2) multiply-adds instead of T * in * out."""
+    import torch
+
+    (a1, b1), (a2, b2) = w1.shape, w2.shape
+    z = x.reshape(-1, b1, b2) @ w2.t()  # [T, b1, a2]
+    return torch.einsum("ij,tjk->tik", w1, z).reshape(*x.shape[:-1], a1 * a2)
+
+
 @dataclass
 class LycorisWeights:
     """A LoKr or LoHa module's tensors (names as in `LYCORIS_TENSORS`) and the strength its file asks for (ComfyUI's
@@ -548,11 +561,18 @@ class LycorisWeights:
         """The weight change before any scale (out x in), in float32."""
         import torch
 
-        t = {n: v.to(device=device, dtype=torch.float32) for n, v in self.tensors.items()}
         if self.kind == LOHA:
+            t = {n: v.to(device=device, dtype=torch.float32) for n, v in self.tensors.items()}
             return (t["hada_w1_a"] @ t["hada_w1_b"]) * (t["hada_w2_a"] @ t["hada_w2_b"])
+        return torch.kron(*self.lokr_factors(device))
+
+    def lokr_factors(self, device=None) -> tuple[torch.Tensor, torch.Tensor]:
+        """LoKr's (w1, w2) before any scale, split factors multiplied out, in float32: the change is kron(w1, w2)."""
+        import torch
+
+        t = {n: v.to(device=device, dtype=torch.float32) for n, v in self.tensors.items()}
         w1, w2 = (t[f"lokr_w{i}"] if f"lokr_w{i}" in t else t[f"lokr_w{i}_a"] @ t[f"lokr_w{i}_b"] for i in "12")
-        return torch.kron(w1, w2)
+        return w1, w2
 
     def delta(self, strength: float = 1.0, device=None) -> torch.Tensor:
         """The weight change `strength * scale * product` (out x in), in float32."""

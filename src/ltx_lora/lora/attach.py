@@ -2,8 +2,10 @@
 
 Used for the distilled-LoRA preview (on top of the LoRA being trained) and for `ltx-lora validate --lora FILE`
 (several files, one after the other, on one loaded base). Each adapted linear gets a forward hook that adds
-`strength * scale * B(A(x))` (LoKr / LoHa: their weight change, computed once, times x); removing the hooks restores the model exactly (bf16 weights are never rewritten,
-so nothing drifts by rounding). `scale` is alpha / rank where the file has `.alpha` tensors (as ComfyUI applies
+`strength * scale * B(A(x))` (LoKr: kron(w1, w2) applied factorised, never built; LoHa: its weight change built
+from the factors on each call and dropped after it: held for every layer, the 22B model's changes would take ~18 GB
+in bf16); removing the hooks restores the model exactly (bf16 weights are never rewritten, so nothing drifts by
+rounding). `scale` is alpha / rank where the file has `.alpha` tensors (as ComfyUI applies
 them), else 1.0. Files are read through `files.lora_file`, so every layout `ltx-lora lora check` accepts (comfyui,
 bare, kohya, diffusers, peft; lora_A/B or lora_down/up) attaches the same way.
 """
@@ -58,6 +60,25 @@ def _module_path(name: str) -> str:
     return re.sub(r"\.base_layer$", "", name)
 
 
+def _lycoris_hook(pair: LycorisWeights, strength: float, device: torch.device, dtype: torch.dtype):
+    """The forward hook adding a LoKr / LoHa module's change (see the module docstring)."""
+    if pair.kind == lora_file.LOKR:
+        w1, w2 = pair.lokr_factors(device)
+        w1, w2 = (w1 * (strength * pair.scale)).to(dtype), w2.to(dtype)
+
+        def lokr(mod, inputs, output):
+            return output + lora_file.kron_linear(inputs[0].to(dtype), w1, w2).to(output.dtype)
+
+        return lokr
+    on_device = LycorisWeights(pair.kind, {n: t.to(device) for n, t in pair.tensors.items()}, pair.scale)
+
+    def loha(mod, inputs, output):
+        delta = on_device.delta(strength).to(dtype)
+        return output + F.linear(inputs[0].to(dtype), delta).to(output.dtype)
+
+    return loha
+
+
 def attach_lora(transformer: torch.nn.Module, pairs: dict[str, LoraPair | LycorisWeights], strength: float,
                 source: str = "the LoRA") -> AttachedLora:
     """Add the LoRA's output to every matching linear (by hooks); refuse a file that matches no layer."""
@@ -85,13 +106,8 @@ def attach_lora(transformer: torch.nn.Module, pairs: dict[str, LoraPair | Lycori
     attached = AttachedLora()
     for path, module in modules.items():
         pair = pairs[path]
-        if isinstance(pair, LycorisWeights):  # LoKr / LoHa: their whole weight change, computed once
-            delta = pair.delta(strength, device=device).to(dtype)
-
-            def hook(mod, inputs, output, delta=delta):
-                return output + F.linear(inputs[0].to(delta.dtype), delta).to(output.dtype)
-
-            attached.handles.append(module.register_forward_hook(hook))
+        if isinstance(pair, LycorisWeights):
+            attached.handles.append(module.register_forward_hook(_lycoris_hook(pair, strength, device, dtype)))
             continue
         down = pair.down.to(device=device, dtype=dtype)
         up = (pair.up.float() * (pair.scale * strength)).to(device=device, dtype=dtype)

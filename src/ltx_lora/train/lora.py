@@ -79,25 +79,20 @@ def inject_lora(transformer: torch.nn.Module, cfg: LoraConfig, seed: int) -> lis
 
 
 def lokr_delta_activations(layer: torch.nn.Module, adapter: str, x: torch.Tensor) -> torch.Tensor:
-    """x @ (kron(w1, w2) * scale)^T of a peft LoKr Linear, without building the Kronecker product.
+    """x @ (kron(w1, w2) * scale)^T of a peft LoKr Linear, without building the Kronecker product
+    (`lora_file.kron_linear`).
 
     peft builds the layer's whole weight change (out x in) on every call and multiplies the input with it: a full
     extra matmul per adapted layer in forward, in the recompute and twice in backward (input and weight gradients),
-    which made LoKr's step 3.2x plain LoRA's (4.64 vs 1.47 s, H200, bench/README.md). With kron's index order
-    (row i1*a2 + i2, column j1*b2 + j2), the same product is two small contractions of the input viewed as
-    [tokens, b1, b2]: with w1 [a1, b1] and w2 [a2, b2], y[t, i1, i2] = sum_j1,j2 w1[i1, j1] x[t, j1, j2] w2[i2, j2]
-    (T*in*(a1 + a2) multiply-adds instead of T*in*out). Rank dropout drops the same output rows as peft's (one draw
-    of `out` uniform numbers from the global generator, as its `get_delta_weight` makes)."""
+    which made LoKr's step 3.2x plain LoRA's (4.64 vs 1.47 s, H200, bench/README.md). Rank dropout drops the same
+    output rows as peft's (one draw of `out` uniform numbers from the global generator, as its `get_delta_weight`
+    makes)."""
     w1 = layer.lokr_w1[adapter] if adapter in layer.lokr_w1 else layer.lokr_w1_a[adapter] @ layer.lokr_w1_b[adapter]
     w2 = layer.lokr_w2[adapter] if adapter in layer.lokr_w2 else layer.lokr_w2_a[adapter] @ layer.lokr_w2_b[adapter]
-    (a1, b1), (a2, b2) = w1.shape, w2.shape
-    x = layer._cast_input_dtype(x, w1.dtype)
-    lead = x.shape[:-1]
-    z = x.reshape(-1, b1, b2) @ w2.t()  # [T, b1, a2]
-    y = torch.einsum("ij,tjk->tik", w1, z).reshape(*lead, a1 * a2) * layer.scaling[adapter]
+    y = lora_file.kron_linear(layer._cast_input_dtype(x, w1.dtype), w1, w2) * layer.scaling[adapter]
     rank_dropout = layer.rank_dropout[adapter]
     if layer.training and rank_dropout:
-        drop = (torch.rand(a1 * a2) > rank_dropout).float()
+        drop = (torch.rand(y.shape[-1]) > rank_dropout).float()
         if layer.rank_dropout_scale[adapter]:
             drop /= drop.mean()
         y = y * drop.to(y.device, y.dtype)
