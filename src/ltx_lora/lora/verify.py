@@ -1,9 +1,11 @@
 """`ltx-lora lora verify`: apply the LoRA to the base transformer and measure how much it changes the output.
 
-The base is built once with ltx-core; then, for each module group and for all groups together, the LoRA deltas
-(strength * alpha/rank * B @ A) are added to the weights in place, one fixed random video + audio sample is run
-through the transformer, and the weights are restored. A LoRA whose keys do not reach the transformer changes
-nothing: that is the zero-effect failure, reported as such.
+The base is built once with ltx-core; then, for each module group and for all groups together, the LoRA is
+attached as `validate --lora` attaches it (forward hooks adding strength * alpha/rank * B(A(x)), LoKr / LoHa their
+change; `lora.attach`), one fixed random video + audio sample is run through the transformer, and the hooks come
+off. No weight is rewritten or copied and no layer's whole weight change is kept: for the 22B model those would be
+tens of GB beside the base on the GPU (1,152 attention layers; their changes alone ~38 GB in float32). A LoRA whose
+keys do not reach the transformer changes nothing: that is the zero-effect failure, reported as such.
 
 Our reader accepts every layout, but the tools people load the file with do not: `lora check`'s per-module findings
 say which modules ComfyUI, ltx-core and diffusers would apply, and the report measures the effect for each of
@@ -12,7 +14,7 @@ them (the modules that consumer applies, at the strength it applies: ltx-core an
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +22,7 @@ import torch
 
 from ltx_lora.errors import UserError
 from ltx_lora.files import lora_file
+from ltx_lora.lora.attach import attach_lora
 from ltx_lora.lora.check import APPLIED, IGNORED, _require_base, check
 from ltx_lora.ltx import loader, probe
 from ltx_lora.runtime.device import parse_device
@@ -107,8 +110,8 @@ def verify(lora_path: str | Path, base_path: str | Path, strength: float = 1.0, 
 
     pairs = lora_file.load_weights(lora)
     modules = dict(transformer.named_modules())
-    by_group: dict[str, list[tuple[torch.nn.Module, torch.Tensor]]] = {}
-    measured: dict[str, tuple[torch.nn.Module, torch.Tensor]] = {}  # stem -> (layer, delta at the file's scale)
+    by_group: dict[str, dict[str, lora_file.LoraPair | lora_file.LycorisWeights]] = {}  # group -> {layer path: pair}
+    measured: dict[str, str] = {}  # stem -> the layer path it adapts
     for m in lora.modules.values():
         path = lora_file.ltx_core_path(m.stem)
         if path is None:
@@ -119,21 +122,18 @@ def verify(lora_path: str | Path, base_path: str | Path, strength: float = 1.0, 
         if weight is None or tuple(weight.shape) != (m.out_features, m.in_features):
             report.unmatched.append(m.down_key)
             continue
-        delta = pairs[m.stem].delta(strength, device=dev)
-        by_group.setdefault(lora_file.module_group(m.stem), []).append((layer, delta))
-        measured[m.stem] = (layer, delta)
+        by_group.setdefault(lora_file.module_group(m.stem), {})[path] = pairs[m.stem]
+        measured[m.stem] = path
     report.applied = sum(len(v) for v in by_group.values())
 
     inputs = probe.probe_inputs(cfg, dev, dtype)
     v0, a0 = probe.forward(transformer, inputs)
 
-    def effect(name: str, items: list[tuple[torch.nn.Module, torch.Tensor]]) -> GroupEffect:
-        saved = [layer.weight.detach().clone() for layer, _ in items]
-        for layer, delta in items:
-            layer.weight.copy_((layer.weight.float() + delta).to(layer.weight.dtype))
-        v, a = probe.forward(transformer, inputs)
-        for (layer, _), w in zip(items, saved):
-            layer.weight.copy_(w)
+    def effect(name: str, items: dict[str, lora_file.LoraPair | lora_file.LycorisWeights]) -> GroupEffect:
+        if not items:  # nothing reaches the transformer: its output as it was
+            return GroupEffect(name, 0, 0.0, 0.0)
+        with attach_lora(transformer, items, strength, str(lora.path)):
+            v, a = probe.forward(transformer, inputs)
         return GroupEffect(name, len(items), _rel(v, v0), _rel(a, a0))
 
     steps = [g for g in lora_file.GROUPS if g in by_group]
@@ -141,15 +141,15 @@ def verify(lora_path: str | Path, base_path: str | Path, strength: float = 1.0, 
         report.groups.append(effect(g, by_group[g]))
         if on_progress:
             on_progress(i + 1, len(steps) + 1)
-    report.total = effect("all", [x for g in steps for x in by_group[g]])
+    report.total = effect("all", {path: pair for g in steps for path, pair in by_group[g].items()})
     if on_progress:
         on_progress(len(steps) + 1, len(steps) + 1)
     total = len(per_module)
     for label, attr, honours_alpha in CONSUMERS:
         statuses = [getattr(mc, attr) for mc in per_module]
         stems = [mc.stem for mc in per_module if getattr(mc, attr) == APPLIED and mc.stem in measured]
-        items = [(measured[s][0], measured[s][1] if honours_alpha else measured[s][1] / pairs[s].scale)
-                 for s in stems]
+        # ltx-core and diffusers ignore `.alpha`: the module at scale 1
+        items = {measured[s]: pairs[s] if honours_alpha else replace(pairs[s], scale=1.0) for s in stems}
         same = honours_alpha or all(pairs[s].scale == 1.0 for s in stems)
         if not items:
             eff = None
