@@ -137,7 +137,7 @@ def _diffusers_status(lora: LoraFile, m: lora_file.LoraModule, raw: str, base: S
     return APPLIED if tuple(info.shape) == (m.out_features, m.in_features) else MISMATCH
 
 
-def _require_base(base_path: Path):
+def require_base(base_path: Path):
     ident = identify(base_path)
     if ident.kind in (LORA, IC_LORA, LTX23_DISTILLED_LORA):
         raise UserError(f"{base_path.name} is a LoRA, not a base model: pass the checkpoint the LoRA is meant for "
@@ -154,7 +154,7 @@ def _require_base(base_path: Path):
 
 def check(lora_path: str | Path, base_path: str | Path) -> CheckReport:
     lora = lora_file.read_lora(lora_path)
-    base_ident, base = _require_base(Path(base_path).expanduser())
+    base_ident, base = require_base(Path(base_path).expanduser())
     lora_ident = identify(lora.path)
     report = CheckReport(str(lora.path), str(base.path), lora.format, lora_ident.family,
                          lora_ident.details.get("family_from", ""), base_ident.family,

@@ -27,7 +27,7 @@ from ltx_lora.files import lora_file
 from ltx_lora.files.atomic import atomic_path
 from ltx_lora.files.model_files import identify
 from ltx_lora.files.safetensors_header import open_safetensors
-from ltx_lora.lora.check import _require_base
+from ltx_lora.lora.check import require_base
 
 _FP8_MAX = 448.0
 _TORCH_DTYPES = {"BF16": torch.bfloat16, "F16": torch.float16, "F32": torch.float32, "F8_E4M3": torch.float8_e4m3fn,
@@ -66,7 +66,7 @@ def merge(lora_path: str | Path, base_path: str | Path, out: str | Path, strengt
     if bad_alpha:
         raise UserError(f"{lora.path.name} stores a NaN/inf alpha ({bad_alpha[0]}{' and more' if len(bad_alpha) > 1 else ''}): "
                         "the merged weights would all be NaN/inf; nothing written (retrain or re-export the LoRA).")
-    base_ident, base = _require_base(Path(base_path).expanduser())
+    base_ident, base = require_base(Path(base_path).expanduser())
     lora_ident = identify(lora.path)
     if lora_ident.family and base_ident.family and lora_ident.family != base_ident.family:
         raise UserError(f"{lora.path.name} was made for LTX-{lora_ident.family} (from "

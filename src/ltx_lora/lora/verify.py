@@ -23,7 +23,7 @@ import torch
 from ltx_lora.errors import UserError
 from ltx_lora.files import lora_file
 from ltx_lora.lora.attach import attach_lora
-from ltx_lora.lora.check import APPLIED, IGNORED, _require_base, check
+from ltx_lora.lora.check import APPLIED, IGNORED, require_base, check
 from ltx_lora.ltx import loader, probe
 from ltx_lora.runtime.device import parse_device
 
@@ -99,7 +99,7 @@ def _rel(x: torch.Tensor, ref: torch.Tensor) -> float:
 def verify(lora_path: str | Path, base_path: str | Path, strength: float = 1.0, device: str = "auto",
            on_progress=None) -> VerifyReport:
     lora = lora_file.read_lora(lora_path)
-    _, base = _require_base(Path(base_path).expanduser())
+    _, base = require_base(Path(base_path).expanduser())
     per_module = check(lora_path, base_path).modules  # header-only: what each consumer would apply
     base_bytes = sum(i.numel for i in base.tensors.values()) * 2
     dev = _pick_device(device, base_bytes)
