@@ -138,6 +138,8 @@ def _diffusers_status(lora: LoraFile, m: lora_file.LoraModule, raw: str, base: S
 
 
 def require_base(base_path: Path):
+    """(identity, header) of the `--base` file of check, verify and merge; one sentence if it is a LoRA or no LTX-2.x
+    checkpoint."""
     ident = identify(base_path)
     if ident.kind in (LORA, IC_LORA, LTX23_DISTILLED_LORA):
         raise UserError(f"{base_path.name} is a LoRA, not a base model: pass the checkpoint the LoRA is meant for "
