@@ -31,7 +31,13 @@ from ltx_lora.lora.convert import convert
 from ltx_lora.lora.inspect import inspect_lora
 from ltx_lora.ltx import loader
 from ltx_lora.train.checkpointer import load_training_state
-from ltx_lora.train.lora import factorize_lokr, inject_lora, lokr_delta_activations, lora_parameters
+from ltx_lora.train.lora import (
+    factorize_lycoris,
+    inject_lora,
+    loha_delta_activations,
+    lokr_delta_activations,
+    lora_parameters,
+)
 
 
 def comfy_delta(sd: dict[str, torch.Tensor], module: str) -> torch.Tensor:
@@ -271,7 +277,7 @@ def test_factorised_lokr_is_the_kron_product_without_building_it(shape, rank, fa
     model = torch.nn.Sequential(torch.nn.Linear(in_f, out_f)).double()
     inject_adapter_in_model(LoKrConfig(r=rank, alpha=3.0, rank_dropout=0.3, target_modules=["0"],
                                        decompose_factor=factor), model)
-    assert factorize_lokr(model) == 1
+    assert factorize_lycoris(model) == 1
     layer = model[0]
     assert isinstance(layer, PeftLoKr) and type(layer) is not PeftLoKr
     g = torch.Generator().manual_seed(0)
@@ -299,3 +305,39 @@ def test_factorised_lokr_is_the_kron_product_without_building_it(shape, rank, fa
     dropped = (y_train.abs().sum(dim=(0, 1)) == 0).sum()
     assert 0 < dropped < out_f  # rank dropout dropped some output rows (p = 0.3), the same ones as peft's
     assert not torch.equal(y_train, run(lokr_delta_activations, True, seed=1)[0])  # another seed, other rows
+
+
+@pytest.mark.parametrize("shape, rank", [((64, 48), 2), ((32, 32), 8), ((256, 128), 4)])
+def test_factorised_loha_is_the_hadamard_product_without_building_it(shape, rank):
+    """`loha_delta_activations` against peft's LoHa path (the out x in change built, then a matmul), float64:
+    outputs and gradients, the rank r * r product where it is cheaper ((256, 128) at rank 4) and the built change
+    where it is not, and rank dropout's rows from the same seed."""
+    from peft import LoHaConfig, inject_adapter_in_model
+    from peft.tuners.loha.layer import Linear as PeftLoHa
+
+    out_f, in_f = shape
+    model = torch.nn.Sequential(torch.nn.Linear(in_f, out_f)).double()
+    inject_adapter_in_model(LoHaConfig(r=rank, alpha=3.0, rank_dropout=0.3, target_modules=["0"]), model)
+    assert factorize_lycoris(model) == 1
+    layer = model[0]
+    assert isinstance(layer, PeftLoHa) and type(layer) is not PeftLoHa
+    g = torch.Generator().manual_seed(0)
+    params = [p for n, p in layer.named_parameters() if "hada_" in n]
+    with torch.no_grad():
+        for p in params:
+            p.copy_(torch.randn(p.shape, generator=g, dtype=p.dtype))
+    x = torch.randn(2, 7, in_f, generator=g, dtype=torch.float64, requires_grad=True)
+
+    def run(fn, training: bool):
+        layer.train(training)
+        torch.manual_seed(0)
+        y = fn(layer, "default", x)
+        return y.detach(), torch.autograd.grad((y * y.detach().cos()).sum(), [x, *params])
+
+    for training in (False, True):
+        (y_ref, g_ref), (y, g_ours) = run(PeftLoHa._get_delta_activations, training), \
+            run(loha_delta_activations, training)
+        assert torch.allclose(y, y_ref, rtol=1e-10, atol=1e-9), (training, (y - y_ref).abs().max())
+        for a, b in zip(g_ours, g_ref, strict=True):
+            assert torch.allclose(a, b, rtol=1e-10, atol=1e-9), training
+    assert (run(loha_delta_activations, True)[0].abs().sum(dim=(0, 1)) == 0).any()  # rank dropout dropped rows

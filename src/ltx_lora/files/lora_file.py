@@ -547,6 +547,25 @@ def kron_linear(x: torch.Tensor, w1: torch.Tensor, w2: torch.Tensor) -> torch.Te
     return torch.einsum("ij,tjk->tik", w1, z).reshape(*x.shape[:-1], a1 * a2)
 
 
+def hadamard_linear(x: torch.Tensor, w1a: torch.Tensor, w1b: torch.Tensor, w2a: torch.Tensor,
+                    w2b: torch.Tensor) -> torch.Tensor:
+    """x @ ((w1a @ w1b) * (w2a @ w2b))^T (LoHa's change, w_a [out, r], w_b [r, in]), without building the out x in
+    change where that is cheaper.
+
+    The Hadamard product of two rank-r matrices is one of rank r * r: L @ K with L[i, (p, q)] = w1a[i, p] w2a[i, q]
+    and K[(p, q), j] = w1b[p, j] w2b[q, j]. x @ K^T @ L^T costs T * r^2 * (in + out) multiply-adds against
+    T * in * out for the built change: fewer while r^2 * (in + out) < in * out (r = 32 on a 4,096-wide layer: half);
+    otherwise the change is built and applied as it is."""
+    import torch.nn.functional as F
+
+    (out, r1), (_, r2), inp = w1a.shape, w2a.shape, w1b.shape[1]
+    if r1 * r2 * (inp + out) >= inp * out:
+        return F.linear(x, (w1a @ w1b) * (w2a @ w2b))
+    k = (w1b[:, None, :] * w2b[None, :, :]).reshape(r1 * r2, inp)
+    lo = (w1a[:, :, None] * w2a[:, None, :]).reshape(out, r1 * r2)
+    return F.linear(F.linear(x, k), lo)
+
+
 @dataclass
 class LycorisWeights:
     """A LoKr or LoHa module's tensors (names as in `LYCORIS_TENSORS`) and the strength its file asks for (ComfyUI's
@@ -565,6 +584,13 @@ class LycorisWeights:
             t = {n: v.to(device=device, dtype=torch.float32) for n, v in self.tensors.items()}
             return (t["hada_w1_a"] @ t["hada_w1_b"]) * (t["hada_w2_a"] @ t["hada_w2_b"])
         return torch.kron(*self.lokr_factors(device))
+
+    def loha_factors(self, device=None) -> tuple[torch.Tensor, ...]:
+        """LoHa's (w1_a, w1_b, w2_a, w2_b) in float32: the change is (w1_a @ w1_b) * (w2_a @ w2_b)."""
+        import torch
+
+        return tuple(self.tensors[n].to(device=device, dtype=torch.float32)
+                     for n in ("hada_w1_a", "hada_w1_b", "hada_w2_a", "hada_w2_b"))
 
     def lokr_factors(self, device=None) -> tuple[torch.Tensor, torch.Tensor]:
         """LoKr's (w1, w2) before any scale, split factors multiplied out, in float32: the change is kron(w1, w2)."""

@@ -2,10 +2,9 @@
 
 Used for the distilled-LoRA preview (on top of the LoRA being trained) and for `ltx-lora validate --lora FILE`
 (several files, one after the other, on one loaded base). Each adapted linear gets a forward hook that adds
-`strength * scale * B(A(x))` (LoKr: kron(w1, w2) applied factorised, never built; LoHa: its weight change built
-from the factors on each call and dropped after it: held for every layer, the 22B model's changes would take ~18 GB
-in bf16); removing the hooks restores the model exactly (bf16 weights are never rewritten, so nothing drifts by
-rounding). `scale` is alpha / rank where the file has `.alpha` tensors (as ComfyUI applies
+`strength * scale * B(A(x))` (LoKr / LoHa: their change applied from the factors, `lora_file.kron_linear` /
+`hadamard_linear`: held for every layer as whole out x in changes, the 22B model's would take ~18 GB in bf16);
+removing the hooks restores the model exactly (bf16 weights are never rewritten, so nothing drifts by rounding). `scale` is alpha / rank where the file has `.alpha` tensors (as ComfyUI applies
 them), else 1.0. Files are read through `files.lora_file`, so every layout `ltx-lora lora check` accepts (comfyui,
 bare, kohya, diffusers, peft; lora_A/B or lora_down/up) attaches the same way.
 """
@@ -70,11 +69,11 @@ def _lycoris_hook(pair: LycorisWeights, strength: float, device: torch.device, d
             return output + lora_file.kron_linear(inputs[0].to(dtype), w1, w2).to(output.dtype)
 
         return lokr
-    on_device = LycorisWeights(pair.kind, {n: t.to(device) for n, t in pair.tensors.items()}, pair.scale)
+    w1a, w1b, w2a, w2b = pair.loha_factors(device)
+    w1a, w1b, w2a, w2b = (w1a * (strength * pair.scale)).to(dtype), w1b.to(dtype), w2a.to(dtype), w2b.to(dtype)
 
     def loha(mod, inputs, output):
-        delta = on_device.delta(strength).to(dtype)
-        return output + F.linear(inputs[0].to(dtype), delta).to(output.dtype)
+        return output + lora_file.hadamard_linear(inputs[0].to(dtype), w1a, w1b, w2a, w2b).to(output.dtype)
 
     return loha
 

@@ -67,8 +67,8 @@ def inject_lora(transformer: torch.nn.Module, cfg: LoraConfig, seed: int) -> lis
         except ValueError as e:
             raise UserError(f"lora.target_modules {cfg.target_modules} match no layer of the transformer ({e}); "
                             "use names like to_q, to_k, to_v, to_out.0, ff.net.0.proj.") from None
-    if cfg.variant == LoraVariant.lokr:
-        factorize_lokr(transformer)
+    if cfg.variant in (LoraVariant.lokr, LoraVariant.loha):
+        factorize_lycoris(transformer)
     params = []
     for name, p in transformer.named_parameters():
         if is_adapter_parameter(name):
@@ -99,28 +99,50 @@ def lokr_delta_activations(layer: torch.nn.Module, adapter: str, x: torch.Tensor
     return y
 
 
-@functools.cache
-def _factorized_lokr_linear() -> type:
-    """peft's LoKr Linear with `lokr_delta_activations` (made on first use: peft is imported lazily, see
-    `peft_config`)."""
-    from peft.tuners.lokr.layer import Linear
+def loha_delta_activations(layer: torch.nn.Module, adapter: str, x: torch.Tensor) -> torch.Tensor:
+    """x @ ((w1a @ w1b) * (w2a @ w2b) * scale)^T of a peft LoHa Linear as a rank r * r product where that is cheaper
+    (`lora_file.hadamard_linear`; peft builds the out x in change and multiplies with it, as for LoKr above). Rank
+    dropout as peft's LoHa: the same draw, the kept rows rescaled by the mean."""
+    w1a, w1b = layer.hada_w1_a[adapter], layer.hada_w1_b[adapter]
+    w2a, w2b = layer.hada_w2_a[adapter], layer.hada_w2_b[adapter]
+    y = lora_file.hadamard_linear(layer._cast_input_dtype(x, w1a.dtype), w1a, w1b, w2a, w2b) * layer.scaling[adapter]
+    rank_dropout = layer.rank_dropout[adapter]
+    if layer.training and rank_dropout:
+        drop = (torch.rand(y.shape[-1]) > rank_dropout).to(w1a.dtype)
+        drop /= drop.mean()
+        y = y * drop.to(y.device, y.dtype)
+    return y
 
-    class FactorizedLoKrLinear(Linear):
+
+@functools.cache
+def _factorized_linears() -> dict[type, type]:
+    """peft's LoKr and LoHa Linear classes -> the same with their change computed factorised (made on first use:
+    peft is imported lazily, see `peft_config`)."""
+    from peft.tuners.loha.layer import Linear as LoHaLinear
+    from peft.tuners.lokr.layer import Linear as LoKrLinear
+
+    class FactorizedLoKrLinear(LoKrLinear):
         def _get_delta_activations(self, adapter_name: str, input: torch.Tensor, *args, **kwargs) -> torch.Tensor:
             return lokr_delta_activations(self, adapter_name, input)
 
-    return FactorizedLoKrLinear
+    class FactorizedLoHaLinear(LoHaLinear):
+        def _get_delta_activations(self, adapter_name: str, input: torch.Tensor, *args, **kwargs) -> torch.Tensor:
+            if adapter_name in self.hada_t1:  # CP-decomposed (convolutions only): peft's own path
+                return super()._get_delta_activations(adapter_name, input, *args, **kwargs)
+            return loha_delta_activations(self, adapter_name, input)
+
+    return {LoKrLinear: FactorizedLoKrLinear, LoHaLinear: FactorizedLoHaLinear}
 
 
-def factorize_lokr(transformer: torch.nn.Module) -> int:
-    """Make every peft LoKr Linear of `transformer` compute its change factorised (`lokr_delta_activations`): the
-    same parameters, exports and results; returns how many layers."""
-    from peft.tuners.lokr.layer import Linear
-
-    factorized = _factorized_lokr_linear()
+def factorize_lycoris(transformer: torch.nn.Module) -> int:
+    """Make every peft LoKr / LoHa Linear of `transformer` compute its change from the factors
+    (`lokr_delta_activations`, `loha_delta_activations`): the same parameters, exports and results; returns how many
+    layers."""
+    classes = _factorized_linears()
     n = 0
     for module in transformer.modules():
-        if type(module) is Linear:
+        factorized = classes.get(type(module))
+        if factorized is not None:
             module.__class__ = factorized
             n += 1
     return n
