@@ -21,7 +21,7 @@ from ltx_lora.train.checkpointer import (
     save_training_checkpoint,
 )
 from ltx_lora.train.ema import LoraEma
-from ltx_lora.train.metrics import MetricsLogger
+from ltx_lora.train.metrics import MetricsLogger, wandb_run_id
 from ltx_lora.train.optim import lr_factor, set_lr
 from ltx_lora.train.timesteps import SigmaSampler, logit_normal_shift
 
@@ -238,6 +238,16 @@ def test_tensorboard_drops_the_steps_past_the_resume_point(tmp_path):
     events = EventAccumulator(str(tmp_path / "tensorboard"))
     events.Reload()
     assert [(e.step, e.value) for e in events.Scalars("loss/video")] == [(1, 1.0), (2, 1.0), (3, 0.5), (4, 0.5)]
+
+
+def test_a_resumed_run_logs_to_the_w_and_b_run_of_its_first_start(tmp_path):
+    first = wandb_run_id(tmp_path, resuming=False)
+    assert first.isalnum() and (tmp_path / "wandb_id").read_text().strip() == first
+    assert wandb_run_id(tmp_path, resuming=True) == first  # --resume: the same W&B run
+    again = wandb_run_id(tmp_path, resuming=False)  # trained again from step 0: a new W&B run
+    assert again != first and wandb_run_id(tmp_path, resuming=True) == again
+    (tmp_path / "wandb_id").write_text("../../x\n")  # not an id: a new one rather than a path or odd name
+    assert wandb_run_id(tmp_path, resuming=True) not in ("../../x", again)
 
 
 def test_ema_equals_its_closed_form_and_swaps_back_bit_for_bit(tmp_path):

@@ -14,6 +14,7 @@ import importlib.util
 import io
 import json
 import time
+import uuid
 from pathlib import Path
 
 import numpy as np
@@ -30,6 +31,23 @@ def _gpu_memory() -> str:
     if not torch.cuda.is_available():
         return ""
     return f" | mem {torch.cuda.max_memory_allocated() / 2**30:.1f} GiB"
+
+
+WANDB_ID_FILE = "wandb_id"
+
+
+def wandb_run_id(run_dir: Path, resuming: bool) -> str:
+    """The W&B run this run folder logs to, kept in `wandb_id`: a resumed run continues the W&B run of its first
+    start (`wandb.init(resume="allow")` without an id starts a new W&B run each time), a run from step 0 starts a new
+    one."""
+    path = run_dir / WANDB_ID_FILE
+    if resuming and path.is_file():
+        kept = path.read_text().strip()
+        if kept.isalnum():
+            return kept
+    new = uuid.uuid4().hex[:16]  # letters and digits, as W&B ids are
+    atomic_write(path, new + "\n")
+    return new
 
 
 def require_logging_packages(cfg: LoggingConfig) -> None:
@@ -71,7 +89,8 @@ class MetricsLogger:
         if cfg.wandb:
             import wandb
 
-            self.wandb = wandb.init(project=cfg.wandb_project, dir=str(run_dir), resume="allow")
+            self.wandb = wandb.init(project=cfg.wandb_project, dir=str(run_dir), id=wandb_run_id(run_dir, start > 0),
+                                    resume="allow")
         # On a terminal: a live bar (its line carries the step's numbers) and a kept line every tenth of the run;
         # in a log (not a terminal): one line per step, never a bar.
         self.bar: Progress | None = None
