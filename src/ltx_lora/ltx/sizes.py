@@ -93,13 +93,14 @@ def lokr_factorization(dim: int, factor: int = -1) -> tuple[int, int]:
     return factorization(dim, factor)
 
 
-def transformer_size(cfg: dict[str, Any]) -> TransformerSize:
-    """Sizes of the transformer a full config (`{"transformer": ...}`) describes, from a meta-device build."""
-    return _transformer_size(json.dumps(cfg["transformer"], sort_keys=True))
+def transformer_size(cfg: dict[str, Any], text_connectors: int | None = None) -> TransformerSize:
+    """Sizes of the transformer a full config (`{"transformer": ...}`) describes, from a meta-device build.
+    `text_connectors`: their parameter count when known (a checkpoint's header says it), else they are built too."""
+    return _transformer_size(json.dumps(cfg["transformer"], sort_keys=True), text_connectors)
 
 
 @functools.lru_cache(maxsize=4)  # the memory plan asks several times for the same config
-def _transformer_size(transformer_json: str) -> TransformerSize:
+def _transformer_size(transformer_json: str, text_connectors: int | None) -> TransformerSize:
     t = json.loads(transformer_json)
     model = build_component("transformer", {"transformer": t})
     quant = other = outside = largest = 0
@@ -115,8 +116,10 @@ def _transformer_size(transformer_json: str) -> TransformerSize:
     blocks = len(model.transformer_blocks)
     linears = tuple((n, m.in_features, m.out_features) for n, m in model.transformer_blocks[0].named_modules()
                     if isinstance(m, nn.Linear))
-    connectors = build_component("text_connectors", {"transformer": t})
-    return TransformerSize(text_connectors=sum(p.numel() for p in connectors.parameters()), blocks=blocks,
+    if text_connectors is None:
+        connectors = build_component("text_connectors", {"transformer": t})
+        text_connectors = sum(p.numel() for p in connectors.parameters())
+    return TransformerSize(text_connectors=text_connectors, blocks=blocks,
                            quantizable_per_block=quant // blocks, other_per_block=other // blocks,
                            outside_blocks=outside, video_dim=t["num_attention_heads"] * t["attention_head_dim"],
                            audio_dim=t["audio_num_attention_heads"] * t["audio_attention_head_dim"],

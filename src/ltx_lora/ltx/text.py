@@ -29,7 +29,7 @@ from pathlib import Path
 import torch
 
 from ltx_lora.errors import UserError
-from ltx_lora.files.safetensors_header import open_safetensors
+from ltx_lora.files.safetensors_header import SafetensorsHeader, open_safetensors
 from ltx_lora.files.text_features import PaddedText, TextFeatures, pad_batch, pad_features
 from ltx_lora.ltx.loader import build
 
@@ -57,6 +57,14 @@ TOKENIZER_LENGTH = 1024  # ltx-core's Gemma tokenizer pads/truncates every promp
 _PROJECTION_PREFIX = "text_embedding_projection."
 _VIDEO_CONNECTOR_PREFIX = "model.diffusion_model.video_embeddings_connector."
 _AUDIO_CONNECTOR_PREFIX = "model.diffusion_model.audio_embeddings_connector."
+
+
+def connector_parameters(header: SafetensorsHeader) -> int:
+    """Parameters of the video and audio text connectors a unified checkpoint stores (0 if none): what the memory
+    plan needs of them, read from the header instead of built (building them imports ltx-core's Gemma package, and
+    with it transformers and torchvision: ~1.8 s of every doctor and refusal)."""
+    return sum(t.numel for k, t in header.tensors.items()
+               if k.startswith((_VIDEO_CONNECTOR_PREFIX, _AUDIO_CONNECTOR_PREFIX)))
 
 
 class _SlowProcessorNotice(logging.Filter):

@@ -15,6 +15,7 @@ from ltx_lora.errors import UserError
 from ltx_lora.files.model_files import Identification, identify_header, scaled_fp8_modules
 from ltx_lora.files.safetensors_header import NotSafetensors, SafetensorsHeader, read_header
 from ltx_lora.ltx.quantize import is_quantizable
+from ltx_lora.ltx.text import connector_parameters
 from ltx_lora.paths import check_model_path
 
 
@@ -61,6 +62,11 @@ class BaseFile:
             raise UserError(f"{self.path} has no LTX model config in its metadata, so it is not a unified LTX "
                             f"checkpoint (run `ltx-lora inspect {self.path}` to see what it is).")
         return config
+
+    @property
+    def text_connector_parameters(self) -> int | None:
+        """The text connectors' parameter count the file stores (None: it stores none, e.g. a transformer-only file)."""
+        return connector_parameters(self.header) or None
 
     @property
     def blocks(self) -> int:

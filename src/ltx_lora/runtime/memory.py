@@ -313,7 +313,7 @@ def plan_for_config(cfg: Config, device: torch.device | None = None, base: BaseF
         base = BaseFile.read(cfg.model.checkpoint)
     coverage = 1.0
     if base is not None:
-        size = transformer_size(base.architecture)
+        size = transformer_size(base.architecture, base.text_connector_parameters)
         fp8 = base.is_fp8
         if fp8:
             coverage = base.fp8_coverage(size.quantizable_per_block * size.blocks)
