@@ -489,3 +489,18 @@ def test_ic_lora_metadata_is_what_ic_lora_loaders_read(task, expected, tiny_chec
         assert f"reference_downscale_factor {down}" in line
     assert ("reference audio" in line) == ("audio" in modalities)
     assert ("1/2 of its frame groups (reference_temporal_scale_factor 2)" in line) == (temporal == 2)
+
+
+def test_urls_given_as_lora_or_base_get_the_download_sentence_as_typed(tmp_path):
+    """Path options see the string as typed: a URL keeps its `//` in the sentence (a Path() would make it
+    https:/...) and the reference is named for what it is, before any file is opened."""
+    url = "https://huggingface.co/Lightricks/LTX-2.3/blob/main/ltx-2.3-22b-dev.safetensors"
+    lora = tmp_path / "missing.safetensors"
+    for args, label in ((["lora", "check", lora, "--base", url], "--base"),
+                        (["lora", "verify", lora, "--base", url], "--base"),
+                        (["lora", "merge", lora, "--base", url, "-o", tmp_path / "m.safetensors"], "--base"),
+                        (["lora", "inspect", "https://example.com/x.safetensors"], "FILE"),
+                        (["validate", tmp_path / "c.yaml", "--lora", "https://example.com/x.safetensors"], "--lora")):
+        res = run_cli(*args)
+        assert_user_error(res, label)
+        assert "https://" in res.err and "https:/" not in res.err.replace("https://", ""), res.err  # never collapsed

@@ -16,6 +16,7 @@ from rich.text import Text
 from typer.core import TyperOption
 
 from ltx_lora.errors import UserError, environment_sentence
+from ltx_lora.paths import reject_remote
 from ltx_lora.progress import progress
 from ltx_lora.task_catalog import DEFAULT_TASK, TASK_LINES
 
@@ -32,6 +33,17 @@ logging.getLogger("bitsandbytes.backends.cpu.ops").setLevel(logging.ERROR)
 # value, yet `--resume true` is an error. A flag shows no type.
 _option_type = TyperOption.display_type_rich
 TyperOption.display_type_rich = lambda self, ctx: None if self.is_flag and not self.count else _option_type(self, ctx)
+
+def _local(role: str, label: str):
+    """typer parser of a model-file path: a URL or Hugging Face reference that is not a local path gets the sentence
+    on how to download it. It sees the string as typed: a Path() collapses a URL's `//` (https:/huggingface.co)."""
+    def parse(value: str) -> Path:
+        if not Path(value).expanduser().exists():
+            reject_remote(value, role, label)
+        return Path(value)
+
+    return parse
+
 
 def _styled(label: str, style: str, rest: str) -> Text:
     """`label` in `style`, then `rest` as plain text (never parsed as markup)."""
@@ -213,11 +225,13 @@ def train(
 @app.command()
 def validate(
     config: Path = typer.Argument(..., help="The training config: model, cache (for the prompts) and validation settings."),
-    lora: list[Path] = typer.Option([], "--lora", help="A LoRA file to sample (repeat for several: one column each)."),
+    lora: list[Path] = typer.Option([], "--lora", parser=_local("lora", "--lora"),
+                                    help="A LoRA file to sample (repeat for several: one column each)."),
     steps: Optional[int] = typer.Option(None, "--steps", min=2, help="Denoising steps instead of validation.steps."),
     final: bool = typer.Option(False, "--final", help="Final quality check: 50 denoising steps."),
     preview_lora: Optional[Path] = typer.Option(
-        None, "--preview-lora", help="Fast preview with this distilled LoRA (Dev + distilled-lora-384, 8 steps, CFG 1.0)."),
+        None, "--preview-lora", parser=_local("lora", "--preview-lora"),
+        help="Fast preview with this distilled LoRA (Dev + distilled-lora-384, 8 steps, CFG 1.0)."),
     base: bool = typer.Option(True, "--base/--no-base", help="Also sample the base model without LoRA (the baseline)."),
     out: Optional[Path] = typer.Option(None, "--out", help="Output folder (default: OUTPUT_DIR/validate)."),
 ) -> None:
@@ -306,7 +320,8 @@ def _print_report(report, report_lines, as_json: bool) -> None:
 
 @lora_app.command("inspect")
 def lora_inspect(
-    file: Path = typer.Argument(..., help="A LoRA .safetensors file in any layout (ComfyUI, diffusers, peft, kohya)."),
+    file: Path = typer.Argument(..., parser=_local("lora", "FILE"),
+                                help="A LoRA .safetensors file in any layout (ComfyUI, diffusers, peft, kohya)."),
     as_json: bool = typer.Option(False, "--json", help="Print the result as JSON."),
 ) -> None:
     """Show what a LoRA holds: key layout, rank(s), alpha(s) and the strength they ask for, which layers it adapts
@@ -320,8 +335,8 @@ def lora_inspect(
 
 @lora_app.command("check")
 def lora_check(
-    file: Path = typer.Argument(..., help="The LoRA .safetensors file to check."),
-    base: Path = typer.Option(..., "--base", help="The base checkpoint it will be used with, e.g. "
+    file: Path = typer.Argument(..., parser=_local("lora", "FILE"), help="The LoRA .safetensors file to check."),
+    base: Path = typer.Option(..., "--base", parser=_local("checkpoint", "--base"), help="The base checkpoint it will be used with, e.g. "
                               "ltx-2.3-22b-dev.safetensors (only its header is read)."),
     as_json: bool = typer.Option(False, "--json", help="Print the result as JSON."),
 ) -> None:
@@ -342,7 +357,8 @@ def lora_check(
 
 @lora_app.command("convert")
 def lora_convert(
-    file: Path = typer.Argument(..., help="The LoRA .safetensors file to convert (any layout)."),
+    file: Path = typer.Argument(..., parser=_local("lora", "FILE"),
+                                help="The LoRA .safetensors file to convert (any layout)."),
     to: str = typer.Option(..., "--to", help="Target layout: comfyui (also what ltx-core loads), kohya "
                            "(lora_unet_*, read by ComfyUI), diffusers (LTX2Pipeline.load_lora_weights) or peft "
                            "(base_model.model.* names)."),
@@ -370,8 +386,9 @@ def lora_convert(
 
 @lora_app.command("verify")
 def lora_verify(
-    file: Path = typer.Argument(..., help="The LoRA .safetensors file."),
-    base: Path = typer.Option(..., "--base", help="The base checkpoint (bf16 or FP8) to apply it to."),
+    file: Path = typer.Argument(..., parser=_local("lora", "FILE"), help="The LoRA .safetensors file."),
+    base: Path = typer.Option(..., "--base", parser=_local("checkpoint", "--base"),
+                              help="The base checkpoint (bf16 or FP8) to apply it to."),
     strength: float = typer.Option(1.0, "--strength", callback=_finite,
                                    help="LoRA strength, as in ComfyUI's LoRA loader."),
     device: str = typer.Option("auto", "--device", help="auto (the GPU when there is one), cuda or cpu (small "
@@ -398,8 +415,9 @@ def lora_verify(
 
 @lora_app.command("merge")
 def lora_merge(
-    file: Path = typer.Argument(..., help="The LoRA .safetensors file (any layout)."),
-    base: Path = typer.Option(..., "--base", help="The unified base checkpoint, e.g. ltx-2.3-22b-dev.safetensors."),
+    file: Path = typer.Argument(..., parser=_local("lora", "FILE"), help="The LoRA .safetensors file (any layout)."),
+    base: Path = typer.Option(..., "--base", parser=_local("checkpoint", "--base"),
+                              help="The unified base checkpoint, e.g. ltx-2.3-22b-dev.safetensors."),
     output: Path = typer.Option(..., "-o", "--output", help="The merged checkpoint to write."),
     strength: float = typer.Option(1.0, "--strength", callback=_finite,
                                    help="LoRA strength to bake in (ComfyUI's meaning)."),
@@ -566,8 +584,10 @@ def demo(
     out: Path = typer.Option(Path("ltx-lora-demo"), "--out", help="Folder for everything the demo makes."),
     steps: Optional[int] = typer.Option(None, "--steps", min=1,
                                         help="Training steps (default: 120 on the tiny model, 50 on a real one)."),
-    model: Optional[Path] = typer.Option(None, "--model", help="A real LTX-2.3 Dev checkpoint instead of the tiny one."),
-    text_encoder: Optional[Path] = typer.Option(None, "--text-encoder", help="A real Gemma 3 folder (with --model)."),
+    model: Optional[Path] = typer.Option(None, "--model", parser=_local("checkpoint", "--model"),
+                                         help="A real LTX-2.3 Dev checkpoint instead of the tiny one."),
+    text_encoder: Optional[Path] = typer.Option(None, "--text-encoder", parser=_local("text_encoder", "--text-encoder"),
+                                                help="A real Gemma 3 folder (with --model)."),
 ) -> None:
     """Run the whole pipeline on a tiny generated model and synthetic clips: no downloads, no GPU needed.
 
