@@ -261,8 +261,9 @@ def run_variant(variant: str, res, args, cfg: dict, matmul_tflops: float) -> dic
     med = times[len(times) // 2]
     vt = ((res[2] - 1) // 8 + 1) * (res[1] // 32) * (res[0] // 32)
     recomputed = 0 if variant_model == "ours_nockpt" else recomputed_blocks(variant_model)
-    recomputed = 48 if recomputed is None else recomputed
-    flops = clips * (model_flops(tcfg, vt, ta, TEXT_LEN, recompute=False) * (1 + recomputed / 48 / 3))
+    blocks = tcfg["num_layers"]  # 48 at full size, fewer with --tiny
+    recomputed = blocks if recomputed is None else min(recomputed, blocks)
+    flops = clips * (model_flops(tcfg, vt, ta, TEXT_LEN, recompute=False) * (1 + recomputed / blocks / 3))
     out = {"variant": variant, "res": "x".join(map(str, res)), "audio_tokens": ta, "video_tokens": vt,
            "clips_per_step": clips, "recomputed_blocks": recomputed,
            "median_s": round(med, 4), "clips_per_s": round(clips / med, 3), "min_s": round(times[0], 4), "steps_timed": len(times),
