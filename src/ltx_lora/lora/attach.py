@@ -4,9 +4,10 @@ Used for the distilled-LoRA preview (on top of the LoRA being trained) and for `
 (several files, one after the other, on one loaded base). Each adapted linear gets a forward hook that adds
 `strength * scale * B(A(x))` (LoKr / LoHa: their change applied from the factors, `lora_file.kron_linear` /
 `hadamard_linear`: held for every layer as whole out x in changes, the 22B model's would take ~18 GB in bf16);
-removing the hooks restores the model exactly (bf16 weights are never rewritten, so nothing drifts by rounding). `scale` is alpha / rank where the file has `.alpha` tensors (as ComfyUI applies
-them), else 1.0. Files are read through `files.lora_file`, so every layout `ltx-lora lora check` accepts (comfyui,
-bare, kohya, diffusers, peft; lora_A/B or lora_down/up) attaches the same way.
+removing the hooks restores the model exactly (bf16 weights are never rewritten, so nothing drifts by rounding).
+`scale` is alpha / rank where the file has `.alpha` tensors (as ComfyUI applies them), else 1.0. Files are read
+through `files.lora_file`, so every layout `ltx-lora lora check` accepts (comfyui, bare, kohya, diffusers, peft;
+lora_A/B or lora_down/up) attaches the same way.
 """
 
 from __future__ import annotations
