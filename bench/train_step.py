@@ -270,7 +270,7 @@ def run_variant(variant: str, res, args, cfg: dict, matmul_tflops: float) -> dic
            "first_step_s": round(first_step_s, 1),
            "peak_gib": round(torch.cuda.max_memory_allocated() / 2**30, 2) if DEVICE.type == "cuda" else None,
            "model_tflop_per_step": round(flops / 1e12, 1), "achieved_tflops": round(flops / med / 1e12, 1),
-           "mfu_vs_matmul_ceiling": round(flops / med / 1e12 / matmul_tflops, 3), "loss": float(loss.detach() if torch.is_tensor(loss) else loss),
+           "mfu_vs_matmul_ceiling": round(flops / med / 1e12 / matmul_tflops, 3), "loss": float(loss.detach()),
            "graph_breaks": sum(counters["graph_break"].values())}
     if graphs is not None:
         out["graphs"] = {"captures": graphs.captures, "replays": graphs.replays, "failed": graphs.failed}

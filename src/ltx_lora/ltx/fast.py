@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import contextlib
 import functools
-from contextlib import contextmanager
 
 import torch
 import torch.nn.functional as F
@@ -85,7 +84,7 @@ def _sampling_call(block: torch.nn.Module, *args, **kwargs):
 _sampling_compiled: dict[str, object] = {}  # backend -> torch.compile(_sampling_call): one per process
 
 
-@contextmanager
+@contextlib.contextmanager
 def sampling_blocks(transformer: torch.nn.Module, compiled: bool, backend: str = "inductor"):
     """The blocks compiled for sampling (`compiled`) or eager while sampling, then as they were (training's
     compiled blocks, or eager).
