@@ -14,7 +14,7 @@ import random
 import signal
 import threading
 import time
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import torch
@@ -121,6 +121,25 @@ def seed_global_rngs(seed: int) -> None:
     random.seed(seed)
 
 
+@dataclass
+class Training:
+    """What one run's loop works with, built once by `Trainer._build` before the first step."""
+
+    models: Models  # models.transformer: the transformer as trained (wrapped for DDP / FSDP2 with several processes)
+    transformer: torch.nn.Module  # the same, unwrapped: LoRA export and validation read it
+    manifest: Manifest  # the cached clips this task trains on
+    params: dict[str, torch.nn.Parameter]  # the LoRA parameters by name
+    trainable: list[torch.nn.Parameter]  # the same, in the optimizer's order
+    optimizer: torch.optim.Optimizer
+    order: BatchOrder  # which clips each step takes
+    gen: torch.Generator  # noise, noise levels and caption dropout
+    sampler: SigmaSampler
+    ema: LoraEma | None
+    validate: Validate | None
+    metrics: MetricsLogger | None  # rank 0 only
+    start: int  # steps done before this run (resumed)
+
+
 class Trainer:
     def __init__(self, run: Run, *, resume: bool = False, validation: ValidationFactory | None = None,
                  console=None):
@@ -138,6 +157,8 @@ class Trainer:
         self.dtype = run.dtype
         self.task = run.task
         self.block_swap = None  # set by train() from the memory plan
+        self.compiled = False  # the transformer blocks are compiled (train.compile), until a failure undoes it
+        self.graphs: StepGraphs | None = None  # the step as CUDA graphs (train.cuda_graphs)
         self.connectors_host: HostOffload | None = None
         self.empty_prompt: str | None = None  # the cached empty prompt's features, with caption dropout on
 
@@ -286,9 +307,32 @@ class Trainer:
     # -- the loop ----------------------------------------------------------------------------------------------
     def train(self) -> Path:
         """Train from the cache to `run.steps`, resuming when asked; returns the final LoRA file."""
-        cfg, run = self.cfg, self.run
-        check_base(run.base)  # a training base, complete on disk (what doctor --config and preprocess check too)
-        require_logging_packages(cfg.logging)
+        manifest, resume = self._check_inputs()
+        if resume is not None and resume[1].step == self.total_steps:
+            return self._already_complete(*resume)
+        t = self._build(manifest, resume)
+        try:
+            with StopOnCtrlC(self.console.print) as ctrl_c:
+                if t.validate and t.start == 0:
+                    self._validate(t, 0)  # the base model: the baseline every later sample is judged against
+                for step in range(t.start, self.total_steps):
+                    done = self._train_step(t, step)
+                    last = done == self.total_steps
+                    saved = self._save(t, done) if done % self.cfg.checkpoints.every == 0 or last else None
+                    if not last and not self.dist.all_agree(not ctrl_c.requested):  # any rank's Ctrl-C
+                        raise TrainingInterrupted(done, saved or self._save(t, done))
+                    if t.validate and (done % self.cfg.validation.every == 0 or last):
+                        self._validate(t, done)
+        finally:
+            if t.metrics:
+                t.metrics.close()
+        return self._export_final(t, self.total_steps)
+
+    def _check_inputs(self) -> tuple[Manifest, tuple[Path, TrainingState] | None]:
+        """Everything that can refuse the run, before any model is loaded: the base file, the logging packages, the
+        cache against the config and the task, the run folder, and the checkpoint to resume from."""
+        check_base(self.run.base)  # a training base, complete on disk (what doctor --config and preprocess check too)
+        require_logging_packages(self.cfg.logging)
         manifest = read_manifest(self.cache)
         self._check_cache(manifest)
         manifest = self._usable_items(manifest)
@@ -303,12 +347,42 @@ class Trainer:
             raise UserError(f"{saved} is at step {state.step}, past the {self.total_steps} steps asked for; "
                             f"nothing was changed: resume with --max-steps above {state.step} to train on (the "
                             f"LoRA of step {state.step} is in that folder), or train into a new output_dir.")
-        if resume is not None and resume[1].step == self.total_steps:
-            return self._already_complete(*resume)
-        plan = run.plan
-        self.console.print(plan.describe())
+        return manifest, resume
+
+    def _build(self, manifest: Manifest, resume: tuple[Path, TrainingState] | None) -> Training:
+        """The run's components: the model with its LoRA, the optimizer, the data order, the noise draws, the EMA,
+        validation and metrics; restored from `resume` when given."""
+        cfg, run = self.cfg, self.run
+        self.console.print(run.plan.describe())
         if self.dist.is_main:
             run.write_run_files()
+        models, transformer = self._build_model(manifest)
+        params = lora_parameters(transformer)
+        trainable = list(params.values())
+        self.graphs = self._step_graphs(transformer, trainable)
+        optimizer = build_optimizer(trainable, cfg.train)
+        order = BatchOrder(manifest.items, cfg.train.batch_size, cfg.train.seed, cfg.data.token_budget,
+                           world_size=self.dist.world_size)
+        gen = torch.Generator(self.device).manual_seed(cfg.train.seed)
+        ema = (LoraEma(params, cfg.train.ema.decay, on_host=cfg.train.ema.on_host, start_step=cfg.train.ema.start_step)
+               if cfg.train.ema.enabled else None)
+        seed_global_rngs(cfg.train.seed)  # then a resume restores the saved states over these
+        start = self._restore(resume, params, optimizer, order, gen, ema)
+        self._say_what_trains(params, start, manifest)
+        validate = self._validator(models)
+        metrics = (MetricsLogger(self.run_dir, cfg.logging, self.console, total_steps=self.total_steps, start=start,
+                                 config_text=cfg.to_yaml(), run_text=json.dumps(run.resolved(), indent=1))
+                   if self.dist.is_main else None)
+        return Training(models=models, transformer=transformer, manifest=manifest, params=params,
+                        trainable=trainable, optimizer=optimizer, order=order, gen=gen,
+                        sampler=SigmaSampler(cfg.train.timestep_sampling), ema=ema, validate=validate,
+                        metrics=metrics, start=start)
+
+    def _build_model(self, manifest: Manifest) -> tuple[Models, torch.nn.Module]:
+        """The models placed as the memory plan says, the LoRA injected into the transformer, recompute, attention
+        and compilation set, and the transformer wrapped for DDP / FSDP2 (in `models.transformer`; the unwrapped
+        one is returned beside it)."""
+        cfg, plan = self.cfg, self.run.plan
         # FSDP on GPUs: the base is built in host memory and fully_shard moves each GPU only its shard, block by
         # block (the whole base need not fit one GPU).
         from_host = self.dist.active and cfg.distributed.strategy == "fsdp" and self.device.type == "cuda"
@@ -316,7 +390,7 @@ class Trainer:
         transformer = models.transformer
         if models.fp8_matmuls:
             self.console.print(models.fp8_matmuls)
-        inject_lora(transformer, run.lora, seed=cfg.train.seed)
+        inject_lora(transformer, self.run.lora, seed=cfg.train.seed)
         self.block_swap = attach_block_swap(transformer, list(plan.swapped_blocks), self.device)
         self.connectors_host = HostOffload(models.text_connectors, self.device) if plan.text_connectors_on_host else None
         transformer.set_gradient_checkpointing(cfg.train.gradient_checkpointing)
@@ -333,75 +407,45 @@ class Trainer:
                        and all(i.has_audio for i in manifest.items))
         models.transformer = parallel.wrap(transformer, cfg.distributed.strategy, self.dist, self.dtype,
                                            some_lora_may_idle=not every_layer)
-        params = lora_parameters(transformer)
-        trainable = list(params.values())
-        self.graphs = self._step_graphs(transformer, trainable)
-        optimizer = build_optimizer(trainable, cfg.train)
-        order = BatchOrder(manifest.items, cfg.train.batch_size, cfg.train.seed, cfg.data.token_budget,
-                           world_size=self.dist.world_size)
-        gen = torch.Generator(self.device).manual_seed(cfg.train.seed)
-        sampler = SigmaSampler(cfg.train.timestep_sampling)
-        ema = (LoraEma(params, cfg.train.ema.decay, on_host=cfg.train.ema.on_host, start_step=cfg.train.ema.start_step)
-               if cfg.train.ema.enabled else None)
-        seed_global_rngs(cfg.train.seed)  # then a resume restores the saved states over these
-        start = self._restore(resume, params, optimizer, order, gen, ema)
+        return models, transformer
 
-        n_params = sum(p.numel() for p in trainable)
+    def _say_what_trains(self, params: dict[str, torch.nn.Parameter], start: int, manifest: Manifest) -> None:
+        cfg, lora = self.cfg, self.run.lora
+        n_params = sum(p.numel() for p in params.values())
         layers = len({n.split(f".{p}")[0] for n in params for p in TRAINABLE_PREFIXES if f".{p}" in n})
-        self.console.print(f"training {n_params / 1e6:.2f} M {run.lora.variant.value} parameters ({layers} layers, "
-                           f"rank {run.lora.rank}) on {self.device} for steps {start + 1}..{self.total_steps}, "
+        self.console.print(f"training {n_params / 1e6:.2f} M {lora.variant.value} parameters ({layers} layers, "
+                           f"rank {lora.rank}) on {self.device} for steps {start + 1}..{self.total_steps}, "
                            f"task {task_name(cfg.task)}, {len(manifest.items)} cached clips")
         if self.dist.active:
             self.console.print(f"{self.dist.world_size} processes, {cfg.distributed.strategy}: global batch "
                                f"{cfg.train.batch_size} x {self.dist.world_size} x {cfg.train.gradient_accumulation}")
-        metrics = (MetricsLogger(self.run_dir, cfg.logging, self.console, total_steps=self.total_steps, start=start,
-                                 config_text=cfg.to_yaml(), run_text=json.dumps(run.resolved(), indent=1))
-                   if self.dist.is_main else None)
-        validate = self._validator(models)
 
-        def validate_at(done: int) -> None:
-            # validation.use_ema: the samples use the EMA weights, swapped in and back (bit for bit) around them
-            swap = ema.swapped_in() if ema is not None and cfg.validation.use_ema else contextlib.nullcontext()
-            if self.graphs is not None:  # the graphs' memory goes to sampling; the next step captures again
-                self.graphs.release()
-            with metrics.paused() if metrics else contextlib.nullcontext(), swap:
-                records = validate(transformer, done, optimizer)
-            if metrics:
-                metrics.log_validation(done, records)
+    def _train_step(self, t: Training, step: int) -> int:
+        """One optimizer step (and the EMA's), logged; returns the number of steps done."""
+        t0 = time.perf_counter()
+        lr = set_lr(t.optimizer, step, self.cfg.train)
+        if self.compiled and step == t.start:  # compiling happens here: fall back to eager if it fails
+            video_loss, audio_loss = self._first_compiled_step(t, step)
+        else:
+            video_loss, audio_loss = self._optimizer_step(t, step)
+        done = step + 1
+        if t.ema is not None:
+            t.ema.update(done)
+        self.trained = True
+        if t.metrics:
+            t.metrics.log_step(done, video_loss, audio_loss, lr, time.perf_counter() - t0)
+        return done
 
-        ctrl_c = StopOnCtrlC(self.console.print)
-        step = start
-        try:
-            ctrl_c.__enter__()
-            if validate and start == 0:
-                validate_at(0)  # the base model: the baseline every later sample is judged against
-            for step in range(start, self.total_steps):
-                t0 = time.perf_counter()
-                lr = set_lr(optimizer, step, cfg.train)
-                step_args = (models, manifest, order, sampler, gen, optimizer, trainable, step)
-                if self.compiled and step == start:  # compiling happens here: fall back to eager if it fails
-                    video_loss, audio_loss = self._first_compiled_step(*step_args)
-                else:
-                    video_loss, audio_loss = self._optimizer_step(*step_args)
-                done = step + 1
-                if ema is not None:
-                    ema.update(done)
-                self.trained = True
-                if metrics:
-                    metrics.log_step(done, video_loss, audio_loss, lr, time.perf_counter() - t0)
-                saved = None
-                if done % cfg.checkpoints.every == 0 or done == self.total_steps:
-                    saved = self._save(done, transformer, params, optimizer, order, gen, manifest, ema)
-                if done < self.total_steps and not self.dist.all_agree(not ctrl_c.requested):  # any rank's Ctrl-C
-                    saved = saved or self._save(done, transformer, params, optimizer, order, gen, manifest, ema)
-                    raise TrainingInterrupted(done, saved)
-                if validate and (done % cfg.validation.every == 0 or done == self.total_steps):
-                    validate_at(done)
-        finally:
-            ctrl_c.__exit__()
-            if metrics:
-                metrics.close()
-        return self._export_final(transformer, manifest, self.total_steps, ema)
+    def _validate(self, t: Training, done: int) -> None:
+        # validation.use_ema: the samples use the EMA weights, swapped in and back (bit for bit) around them
+        use_ema = t.ema is not None and self.cfg.validation.use_ema
+        if self.graphs is not None:  # the graphs' memory goes to sampling; the next step captures again
+            self.graphs.release()
+        with t.metrics.paused() if t.metrics else contextlib.nullcontext(), \
+                t.ema.swapped_in() if use_ema else contextlib.nullcontext():
+            records = t.validate(t.transformer, done, t.optimizer)
+        if t.metrics:
+            t.metrics.log_validation(done, records)
 
     def _already_complete(self, saved: Path, state: TrainingState) -> Path:
         """--resume on a run whose last checkpoint is at (or past) the last step: one line, nothing trained or
@@ -471,15 +515,13 @@ class Trainer:
 
         return StepGraphs(transformer, trainable, self.dtype, on_fallback=fallback, swap=self.block_swap)
 
-    def _first_compiled_step(self, models: Models, manifest: Manifest, order: BatchOrder, sampler: SigmaSampler,
-                             gen: torch.Generator, optimizer, trainable,
-                             step: int) -> tuple[float | None, float | None]:
+    def _first_compiled_step(self, t: Training, step: int) -> tuple[float | None, float | None]:
         """The first step compiles the blocks; if that fails, undo the step's draws and run it eager."""
-        position, gen_state = order.position(), gen.get_state()
+        position, gen_state = t.order.position(), t.gen.get_state()
         cpu_rng = torch.get_rng_state()
         cuda_rng = torch.cuda.get_rng_state() if torch.cuda.is_available() else None
         try:
-            return self._optimizer_step(models, manifest, order, sampler, gen, optimizer, trainable, step)
+            return self._optimizer_step(t, step)
         except (TrainingFailed, torch.OutOfMemoryError):
             raise
         except Exception as e:  # noqa: BLE001 - any compiler failure: training still runs, only slower
@@ -490,29 +532,30 @@ class Trainer:
         gc.collect()
         self.console.print(f"note: compiling the transformer blocks failed ({failure}); training continues eager "
                            "(slower). Set train.compile: off to skip the attempt.")
-        uncompile_blocks(models.transformer)
+        uncompile_blocks(t.models.transformer)
         self.compiled = False
-        optimizer.zero_grad(set_to_none=True)
-        order.restore(position)
-        gen.set_state(gen_state)
+        t.optimizer.zero_grad(set_to_none=True)
+        t.order.restore(position)
+        t.gen.set_state(gen_state)
         torch.set_rng_state(cpu_rng)
         if cuda_rng is not None:
             torch.cuda.set_rng_state(cuda_rng)
-        return self._optimizer_step(models, manifest, order, sampler, gen, optimizer, trainable, step)
+        return self._optimizer_step(t, step)
 
-    def _optimizer_step(self, models: Models, manifest: Manifest, order: BatchOrder, sampler: SigmaSampler,
-                        gen: torch.Generator, optimizer, trainable, step: int) -> tuple[float | None, float | None]:
-        cfg = self.cfg
+    def _optimizer_step(self, t: Training, step: int) -> tuple[float | None, float | None]:
+        """gradient_accumulation micro-batches forward and backward, then the optimizer; returns the global batch's
+        mean video and audio losses (None for a modality this task does not generate)."""
+        cfg, models, gen = self.cfg, t.models, t.gen
         accum = cfg.train.gradient_accumulation
         video_sum, audio_sum = None, None
         for micro in range(accum):
-            batch_ids = order.next()  # the global batch, the same on every rank
+            batch_ids = t.order.next()  # the global batch, the same on every rank
             share = self.dist.share(len(batch_ids))
             # A rank left without a sample (a bucket's short last batch) runs one with weight 0: all ranks must
             # take part in every forward and backward. Weights make the gradient the global batch's mean.
             mine = batch_ids[share] or batch_ids[:1]
             weight = len(batch_ids[share]) * self.dist.world_size / len(batch_ids)
-            items = [manifest.items[i] for i in mine]
+            items = [t.manifest.items[i] for i in mine]
             # drawn for the whole global batch (the generator advances alike on every rank), this rank's rows kept
             dropped = caption_dropout_draw(len(batch_ids), cfg.train.caption_dropout, gen)
             dropped = dropped[share] or dropped[:1]
@@ -531,7 +574,7 @@ class Trainer:
                                 audio_condition_mask=raw.audio_condition_mask)
             try:
                 with parallel.gradient_sync(models.transformer, enabled=micro == accum - 1):
-                    loss = forward_backward(models.transformer, batch, sampler, gen, task=self.task, dtype=self.dtype,
+                    loss = forward_backward(models.transformer, batch, t.sampler, gen, task=self.task, dtype=self.dtype,
                                             audio_loss_weight=cfg.train.audio_loss_weight, loss_scale=weight / accum,
                                             rows=(share.start if weight else 0, len(batch_ids)),
                                             all_finite=self.dist.all_agree, graphs=self.graphs)
@@ -551,30 +594,30 @@ class Trainer:
             if loss.audio is not None:
                 audio_sum = (audio_sum or 0.0) + audio_total / len(batch_ids) / accum
         if cfg.train.max_grad_norm:
-            torch.nn.utils.clip_grad_norm_(trainable, cfg.train.max_grad_norm)
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
+            torch.nn.utils.clip_grad_norm_(t.trainable, cfg.train.max_grad_norm)
+        t.optimizer.step()
+        t.optimizer.zero_grad(set_to_none=True)
         return video_sum, audio_sum
 
     # -- saving ------------------------------------------------------------------------------------------------
-    def _save(self, step: int, transformer, params, optimizer, order: BatchOrder, gen: torch.Generator,
-              manifest: Manifest, ema: LoraEma | None = None) -> Path:
+    def _save(self, t: Training, step: int) -> Path:
+        """A training checkpoint of `step`: the LoRA file (and the EMA's) beside the state resume reads."""
         # Every rank gathers (FSDP shards -> full tensors); rank 0 writes the same files one process would.
-        lora_full, optim_full = parallel.full_lora(params), parallel.full_optimizer_state(optimizer)
-        ema_full = ema.full() if ema is not None else {}
+        lora_full, optim_full = parallel.full_lora(t.params), parallel.full_optimizer_state(t.optimizer)
+        ema_full = t.ema.full() if t.ema is not None else {}
         path, error = self.run_dir / "checkpoints", None
         if self.dist.is_main:
-            rng = {"sampler": gen.get_state(), "torch_cpu": torch.get_rng_state()}
+            rng = {"sampler": t.gen.get_state(), "torch_cpu": torch.get_rng_state()}
             if torch.cuda.is_available():
                 rng["torch_cuda"] = torch.cuda.get_rng_state()
             state = TrainingState(step=step, lora=lora_full, optimizer=optim_full, rng=rng,
-                                  data_position=order.position(),
+                                  data_position=t.order.position(),
                                   meta={**self.run.resume_fingerprint(), "batch_size": self.cfg.train.batch_size,
                                         "world_size": self.dist.world_size}, ema=ema_full)
-            lora = export_adapter(transformer, self.run.lora, params=lora_full)
-            ema_lora = self._ema_lora(transformer, ema_full, step, manifest) if ema is not None else None
+            lora = export_adapter(t.transformer, self.run.lora, params=lora_full)
+            ema_lora = self._ema_lora(t, ema_full, step) if t.ema is not None else None
             try:
-                path = save_training_checkpoint(self.run_dir, state, lora, self._lora_metadata(step, manifest),
+                path = save_training_checkpoint(self.run_dir, state, lora, self._lora_metadata(step, t.manifest),
                                                 self.cfg.checkpoints.keep_last, ema_lora=ema_lora)
             except (OSError, SafetensorError) as e:  # safetensors' writer wraps a full disk in its own error
                 error = getattr(e, "strerror", None) or str(e)
@@ -587,25 +630,24 @@ class Trainer:
     def _lora_metadata(self, step: int, manifest: Manifest) -> dict[str, str]:
         return self.run.lora_metadata(step, manifest.settings.get("model_identity", {}))
 
-    def _ema_lora(self, transformer, ema_full: dict[str, torch.Tensor], step: int,
-                  manifest: Manifest) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+    def _ema_lora(self, t: Training, ema_full: dict[str, torch.Tensor],
+                  step: int) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
         """The EMA LoRA file's tensors (the same layout and strength as the LoRA's) and metadata (+ ema_decay)."""
         ema_cfg = self.cfg.train.ema
-        tensors = export_adapter(transformer, self.run.lora, params=ema_full)
-        meta = {**self._lora_metadata(step, manifest), "ema_decay": str(ema_cfg.decay),
+        tensors = export_adapter(t.transformer, self.run.lora, params=ema_full)
+        meta = {**self._lora_metadata(step, t.manifest), "ema_decay": str(ema_cfg.decay),
                 "ema_start_step": str(ema_cfg.start_step)}
         return tensors, meta
 
-    def _export_final(self, transformer, manifest: Manifest, step: int, ema: LoraEma | None = None) -> Path:
+    def _export_final(self, t: Training, step: int) -> Path:
         out = self.run_dir / "lora.safetensors"
-        full = parallel.full_lora(lora_parameters(transformer))  # a collective under FSDP: every rank gathers
-        ema_full = ema.full() if ema is not None else None
+        full = parallel.full_lora(lora_parameters(t.transformer))  # a collective under FSDP: every rank gathers
+        ema_full = t.ema.full() if t.ema is not None else None
         if self.dist.is_main:
-            lora = export_adapter(transformer, self.run.lora, params=full)
-            write_lora_tensors(out, lora, self._lora_metadata(step, manifest))
+            lora = export_adapter(t.transformer, self.run.lora, params=full)
+            write_lora_tensors(out, lora, self._lora_metadata(step, t.manifest))
             if ema_full is not None:
-                write_lora_tensors(self.run_dir / "lora_ema.safetensors", *self._ema_lora(transformer, ema_full, step,
-                                                                                           manifest))
+                write_lora_tensors(self.run_dir / "lora_ema.safetensors", *self._ema_lora(t, ema_full, step))
         self.dist.barrier()  # the file exists when any rank returns
         self.console.print(f"final LoRA: {out} (ComfyUI layout; loads in ComfyUI, ltx-core and diffusers)")
         if ema_full is not None:
