@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 import math
 import os
 import sys
@@ -24,10 +23,6 @@ from ltx_lora.task_catalog import DEFAULT_TASK, TASK_LINES
 # not a rich tag). Styled words are Text pieces (`_styled`).
 console = Console(stderr=True, markup=False)
 console.soft_wrap = not console.is_terminal  # a log (not a terminal) gets whole lines: never wrapped mid-path
-
-# bitsandbytes (imported by peft where installed) warns on CPUs with AVX512-BF16 that the optional `kernels` package
-# for its 4-bit CPU matmul is missing and asks the user to install it; ltx-lora runs no 4-bit layers.
-logging.getLogger("bitsandbytes.backends.cpu.ops").setLevel(logging.ERROR)
 
 # typer 0.29 shows a `<bool>` type beside every on/off flag (`--resume <bool>`), which reads as if the flag took a
 # value, yet `--resume true` is an error. A flag shows no type.
