@@ -140,11 +140,13 @@ class Workload:
         alive at a time, without it every block's; backward adds one layer's gradients of the same sizes (the
         largest layer's). Derived from what autograd saves, not yet measured on a GPU (bench/lora_options.py prints
         it beside the measured peak). The 39.00 GiB LoKr peak measured on an H200 (2026-12-04, bench/README.md) was
-        of peft's old path, which built each layer's whole fp32 weight change; training no longer does."""
+        of peft's old path, which built each layer's whole fp32 weight change; training no longer does. Never below
+        plain LoRA's: a layer narrower than the rank keeps less than LoRA would (tiny models), but the working set
+        is calibrated on 4,096-wide layers, where LoRA's own share is small."""
         if self.variant == "lora" or not self.target_shapes:
             return 0.0
         layers = self._layer_bytes()
-        return sum(layers) * (1 if self.gradient_checkpointing else self.blocks) + max(max(layers), 0)
+        return max(sum(layers) * (1 if self.gradient_checkpointing else self.blocks) + max(max(layers), 0), 0.0)
 
 
 @dataclass(frozen=True)
