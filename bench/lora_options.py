@@ -4,14 +4,15 @@ Builds the full-size LTX-2.3 transformer (22B config, random bf16 weights: timin
 values) once per option and times our training step (`train/step.py`, blocks compiled on a GPU, whole-block
 gradient checkpointing, gradient clipping) at one resolution:
   lora       plain LoRA, fused AdamW (the baseline)
-  lokr       lora.variant lokr (peft LoKr: kron(w1, w2) rebuilt per layer each step)
-  loha       lora.variant loha (peft LoHa: (w1_a @ w1_b) * (w2_a @ w2_b) rebuilt per layer each step)
+  lokr       lora.variant lokr (peft LoKr's factors; train/lora.py applies kron(w1, w2) as two contractions)
+  loha       lora.variant loha (peft LoHa's factors; applied as a rank r * r product where that is cheaper)
   ema        plain LoRA plus the EMA of the LoRA weights (train.ema, decay 0.999, on the GPU)
   ema_host   the same with train.ema.on_host
   adamw8bit  plain LoRA with bitsandbytes' 8-bit AdamW (the lowvram extra)
 (DoRA is not offered: ComfyUI does not apply it as peft trains it, see config.UNSUPPORTED_VARIANTS.)
 Each row also carries the memory plan's estimate for that option (`runtime/memory.py`, without the text
-connectors, which this bench does not load), to calibrate it against the measured peak.
+connectors, which this bench does not load), to calibrate it against the measured peak (LoKr's / LoHa's activation
+term, `Workload.adapter_activation_bytes`, is derived and waits for this bench's measurement).
 
 Output: one JSON line per option (median/min s/step, peak GiB, trainable parameters, plan estimate) after a
 header line; `--out` writes them to a JSONL file (bench/results/DATE_DEVICE_lora_options_RES.jsonl).

@@ -2,18 +2,17 @@
 
 from __future__ import annotations
 
-import logging
 import math
 import os
 import sys
 from pathlib import Path
-from typing import Optional
+from typing import Optional, get_args
 
 import typer
 from rich.console import Console
 from rich.markup import escape
 from rich.text import Text
-from typer.core import TyperOption
+from typer.core import TyperArgument, TyperOption
 
 from ltx_lora.errors import UserError, environment_sentence
 from ltx_lora.paths import reject_remote
@@ -25,14 +24,26 @@ from ltx_lora.task_catalog import DEFAULT_TASK, TASK_LINES
 console = Console(stderr=True, markup=False)
 console.soft_wrap = not console.is_terminal  # a log (not a terminal) gets whole lines: never wrapped mid-path
 
-# bitsandbytes (imported by peft where installed) warns on CPUs with AVX512-BF16 that the optional `kernels` package
-# for its 4-bit CPU matmul is missing and asks the user to install it; ltx-lora runs no 4-bit layers.
-logging.getLogger("bitsandbytes.backends.cpu.ops").setLevel(logging.ERROR)
-
 # typer 0.29 shows a `<bool>` type beside every on/off flag (`--resume <bool>`), which reads as if the flag took a
 # value, yet `--resume true` is an error. A flag shows no type.
 _option_type = TyperOption.display_type_rich
 TyperOption.display_type_rich = lambda self, ctx: None if self.is_flag and not self.count else _option_type(self, ctx)
+
+
+# typer shows a path `<path>`, but names the annotation (`<Path>`, `<list[Path]>`) where a `parser` (`_local`) reads
+# the value: every path shows `<path>`, a repeatable one too (its help says to repeat it).
+def _path_type(display_type):
+    def display(self, ctx):
+        desc = self.type_descriptor
+        value = get_args(desc.annotation)[0] if desc.is_list else desc.annotation
+        return "<path>" if value is Path and not desc.is_path else display_type(self, ctx)
+
+    return display
+
+
+TyperOption.display_type = _path_type(TyperOption.display_type)
+TyperArgument.display_type = _path_type(TyperArgument.display_type)
+
 
 def _local(role: str, label: str):
     """typer parser of a model-file path: a URL or Hugging Face reference that is not a local path gets the sentence

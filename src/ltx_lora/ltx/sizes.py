@@ -81,8 +81,32 @@ class TransformerSize:
 
     def target_shapes(self, targets: list[str]) -> tuple[tuple[int, int], ...]:
         """(in, out) of the linears of one block that peft-style target names adapt."""
-        return tuple((i, o) for name, i, o in self.block_linears
+        return tuple((i, o) for _, i, o in self.target_linears(targets))
+
+    def target_linears(self, targets: list[str]) -> tuple[tuple[str, int, int], ...]:
+        """(path inside a block, in, out) of the linears of one block that peft-style target names adapt."""
+        return tuple((name, i, o) for name, i, o in self.block_linears
                      if any(name == t or name.endswith("." + t) for t in targets))
+
+
+def linear_input(path: str, video: int, audio: int, text: int) -> tuple[int, bool]:
+    """The token rows a block linear (`path` inside a block, e.g. "attn2.to_k") multiplies in one forward, as
+    ltx-core 1.0.0's block routes them, and whether that input carries a gradient (not the text context: the
+    connectors are frozen). The video layers take the video tokens, the audio layers the audio tokens; the text
+    cross-attentions' keys and values take the prompt's `text` tokens (where their modality runs); the audio-video
+    cross-attentions (which run only with both) take their query's tokens in to_q / the gate / to_out and the other
+    modality's in to_k / to_v."""
+    module, _, proj = path.partition(".")
+    kv = proj.startswith(("to_k", "to_v"))
+    if module in ("audio_to_video_attn", "video_to_audio_attn"):
+        if not (video and audio):
+            return 0, True
+        query, keys = (video, audio) if module == "audio_to_video_attn" else (audio, video)
+        return (keys if kv else query), True
+    own = audio if module.startswith("audio_") else video
+    if module in ("attn2", "audio_attn2") and kv:
+        return (text if own else 0), False
+    return own, True
 
 
 def lokr_factorization(dim: int, factor: int = -1) -> tuple[int, int]:

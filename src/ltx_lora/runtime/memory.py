@@ -20,14 +20,15 @@ of the recompute, 4.9 ms a block at 960x544x49 on an H200, for ~1.1 GiB). `plan_
 what both `ltx-lora train` and `ltx-lora doctor` call, so both show the same plan.
 
 The peak estimate counts weights, LoRA parameters + gradients + optimizer state (LoKr / LoHa: their own parameter
-counts, plus the whole fp32 weight change they build per adapted layer), and activations with whole-block
-checkpointing: each block's input is kept (one token row per block) plus one block's working set while it is
-recomputed and back-propagated. The working-set constant is calibrated on the measured bf16 step on an H100
-(960x544x49 + audio, rank 32, AdamW: 40.9 GiB, bench/results/2026-11-25_h100_train_step_960x544x49*.jsonl);
-bench/memory_tiers.py prints the estimate beside the measured peak of every tier. A 1-byte base dequantised per
-matmul adds one layer's dequantised weight (fp32 product, bf16 result); FP8 matmuls instead add one layer's
-transposed FP8 weight (the backward's, `ltx/quantize.py`) and the FP8 copy of the widest activation or gradient
-(the feed-forward's 4x-wide hidden layer: two block-input rows), estimated, not yet measured.
+counts, plus what autograd keeps of their factorised changes beyond plain LoRA's, `Workload.adapter_activation_bytes`:
+derived, not yet measured on a GPU), and activations with whole-block checkpointing: each block's input is kept
+(one token row per block) plus one block's working set while it is recomputed and back-propagated. The
+working-set constant is calibrated on the measured bf16 step on an H100 (960x544x49 + audio, rank 32, AdamW:
+40.9 GiB, bench/results/2026-11-25_h100_train_step_960x544x49*.jsonl); bench/memory_tiers.py prints the estimate
+beside the measured peak of every tier. A 1-byte base dequantised per matmul adds one layer's dequantised weight
+(fp32 product, bf16 result); FP8 matmuls instead add one layer's transposed FP8 weight (the backward's,
+`ltx/quantize.py`) and the FP8 copy of the widest activation or gradient (the feed-forward's 4x-wide hidden layer:
+two block-input rows), estimated, not yet measured.
 """
 
 from __future__ import annotations
@@ -42,7 +43,8 @@ from ltx_lora.config import Config, fp8_matmuls_refusal
 from ltx_lora.distributed.env import DistEnv
 from ltx_lora.errors import UserError
 from ltx_lora.ltx.quantize import fp8_matmul_support
-from ltx_lora.ltx.sizes import TransformerSize, lokr_factorization, ltx23_22b_config, transformer_size
+from ltx_lora.ltx.sizes import TransformerSize, linear_input, lokr_factorization, ltx23_22b_config, transformer_size
+from ltx_lora.ltx.text import TOKENIZER_LENGTH
 from ltx_lora.runtime.base_file import BaseFile
 from ltx_lora.runtime.device import pick_device
 from ltx_lora.runtime.placement import spread_blocks
@@ -59,7 +61,8 @@ TIER_GIB = {"80gb": 80, "48gb": 48, "32gb": 32, "24gb": 24}
 TIER_RESERVE_GIB = 1.0  # CUDA context and a display on a forced tier's nominal size
 FREE_RESERVE_GIB = 0.5  # left free of the measured free memory
 OPTIMIZER_BYTES = {"adamw": 8, "adamw8bit": 2, "prodigy": 16}  # state bytes per LoRA parameter
-WEIGHT_CHANGE_COPIES = {"lokr": 2, "loha": 4}  # fp32 out x in tensors per adapted layer in its backward (estimate)
+ADAPTER_ACT_BYTES = 2  # the adapters' intermediates are bf16: the training step runs under bf16 autocast
+BUILT_CHANGE_COPIES = 3  # LoHa's built change: it (for the input's gradient) and the two products it multiplies
 RANK_FLOOR = (16, 8)  # ranks the plan may fall back to when nothing else fits
 SWAP_SLOTS = 2
 FP8_MATMUL_ROWS = 2.0  # FP8 copy of the feed-forward's hidden activation (4x wide, 1 byte), in block-input rows
@@ -75,8 +78,9 @@ class Workload:
     lora_per_rank: int  # LoRA parameters per unit of rank for the configured targets
     optimizer: str = "adamw"
     gradient_checkpointing: bool = True
-    variant: str = "lora"  # lora.variant: lokr / loha count their own parameters and their weight changes
+    variant: str = "lora"  # lora.variant: lokr / loha count their own parameters and what autograd keeps of them
     target_shapes: tuple[tuple[int, int], ...] = ()  # (in, out) of the targeted linears of one block (lokr / loha)
+    target_inputs: tuple[tuple[int, bool], ...] = ()  # their token rows per step, input has a gradient (`linear_input`)
     blocks: int = 0
     lokr_factor: int = -1
     ema_on_device: bool = False  # train.ema kept on the GPU: an fp32 shadow of every trainable parameter
@@ -97,18 +101,52 @@ class Workload:
                 per_block += out_l * in_m + w2
         return per_block * self.blocks
 
-    def weight_change_bytes(self) -> float:
-        """LoKr / LoHa build each adapted layer's whole weight change in fp32 (peft multiplies the input by it), and
-        autograd keeps it until the layer's backward; the backward adds its gradient (LoHa: and two products of the
-        same size). With gradient checkpointing one block's changes are alive at a time, without it every block's.
-        Measured for LoKr (H200, 2026-12-04, rank 32, 960x544x49, bench/lora_options.py): peak 39.00 GiB against
-        38.71 estimated, 0.29 GiB (0.7%) under, inside the allocator margin (FRAGMENTATION); LoHa not measured yet."""
+    def adapter_layer_bytes(self, i: int, o: int, tokens: int, grad: bool = True) -> int:
+        """Bytes autograd keeps of one adapted layer's change (in -> out, `tokens` rows; `grad`: its input carries a
+        gradient) beyond plain LoRA's at the same rank: its tokens x r product and bf16 copies of B (and of A, for
+        the input's gradient), which the calibrated working set holds; the input's bf16 copy is kept alike by every
+        variant. LoKr (`lora_file.kron_linear`): the tokens x (in_m * out_k) contraction between w2 and w1, and the
+        factors' bf16 copies. LoHa (`lora_file.hadamard_linear`): the tokens x r^2 product and the r^2-wide factors
+        where r^2 * (in + out) < in * out; elsewhere the built out x in change (kept for the input's gradient), the
+        two products it multiplies and the four factors' copies. Counted on the tiny transformer with autograd's
+        saved-tensor hooks (tests/test_lora_variants.py). The first block's input carries no gradient, but is counted
+        as if it did, as every later block's does."""
+        if not tokens:  # the layer does not run (its modality is off)
+            return 0
+        r, g = self.rank, int(grad)
+        if self.variant == "lokr":
+            in_m, in_n = lokr_factorization(i, self.lokr_factor)
+            out_l, out_k = lokr_factorization(o, self.lokr_factor)
+            split = r * (out_k + in_n) if r < max(out_k, in_n) / 2 else 0  # peft splits w2 into two rank-r factors
+            kept = tokens * in_m * out_k + out_l * in_m + g * out_k * in_n + split
+        elif r * r * (i + o) < i * o:
+            kept = tokens * r * r + r * r * (o + g * i)
+        else:
+            kept = (BUILT_CHANGE_COPIES - 1 + g) * i * o + 2 * r * (i + o)
+        return (kept - tokens * r - r * (o + g * i)) * ADAPTER_ACT_BYTES
+
+    def _layer_bytes(self) -> list[int]:
+        return [self.adapter_layer_bytes(i, o, t, g)
+                for (i, o), (t, g) in zip(self.target_shapes, self.target_inputs, strict=True)]
+
+    def adapter_block_bytes(self) -> float:
+        """`adapter_layer_bytes` of one block's adapted layers (0 for plain LoRA)."""
         if self.variant == "lora" or not self.target_shapes:
             return 0.0
-        per_block = sum(i * o for i, o in self.target_shapes) * 4
-        largest = max(i * o for i, o in self.target_shapes) * 4
-        transient = WEIGHT_CHANGE_COPIES[self.variant] - 1
-        return per_block * (1 if self.gradient_checkpointing else self.blocks) + largest * transient
+        return float(sum(self._layer_bytes()))
+
+    def adapter_activation_bytes(self) -> float:
+        """What LoKr / LoHa add to the activations: with gradient checkpointing one block's `adapter_block_bytes`
+        alive at a time, without it every block's; backward adds one layer's gradients of the same sizes (the
+        largest layer's). Derived from what autograd saves, not yet measured on a GPU (bench/lora_options.py prints
+        it beside the measured peak). The 39.00 GiB LoKr peak measured on an H200 (2026-12-04, bench/README.md) was
+        of peft's old path, which built each layer's whole fp32 weight change; training no longer does. Never below
+        plain LoRA's: a layer narrower than the rank keeps less than LoRA would (tiny models), but the working set
+        is calibrated on 4,096-wide layers, where LoRA's own share is small."""
+        if self.variant == "lora" or not self.target_shapes:
+            return 0.0
+        layers = self._layer_bytes()
+        return max(sum(layers) * (1 if self.gradient_checkpointing else self.blocks) + max(max(layers), 0), 0.0)
 
 
 @dataclass(frozen=True)
@@ -180,7 +218,7 @@ def estimate(size: TransformerSize, work: Workload, quantization: str, swapped: 
         acts += size.largest_linear + row * FP8_MATMUL_ROWS
     elif quantization != "none":  # one dequantised weight (fp32 product, bf16 result) at a time
         acts += size.largest_linear * 6
-    acts += work.weight_change_bytes()
+    acts += work.adapter_activation_bytes()
     text = size.text_connectors * 2
     if connectors_on_host:
         acts = max(acts, text)
@@ -244,7 +282,7 @@ def _keep_blocks(plan: Plan, size: TransformerSize, work: Workload) -> Plan:
     if plan.budget_gib is None or not plan.gradient_checkpointing or plan.swapped_blocks:
         return plan
     row = (work.video_tokens * size.video_dim + work.audio_tokens * size.audio_dim) * 2
-    per_block = row * KEPT_BLOCK_ROWS / GIB
+    per_block = (row * KEPT_BLOCK_ROWS + work.adapter_block_bytes()) / GIB
     room = plan.budget_gib / FRAGMENTATION - plan.expected_peak_gib - KEPT_MARGIN_GIB
     kept = min(size.blocks, int(room // per_block)) if per_block > 0 and room > 0 else 0
     if kept <= 0:
@@ -262,9 +300,10 @@ def workload_for_config(cfg: Config, size: TransformerSize) -> Workload:
     """The largest batch of the config's buckets (by activation size) and the LoRA it trains. Every modality the
     task keeps in the sequence counts, a condition too (it goes through every block); an IC-LoRA reference adds its
     tokens (a video reference at 1/downscale size and (frames - 1)/temporal_scale + 1 frames, an audio reference as
-    long as the clip's audio); a modality that is off adds none."""
+    long as the clip's audio); a modality that is off adds none. Each prompt's text is TOKENIZER_LENGTH tokens (the
+    connectors' padded layout), which the text cross-attentions' keys and values multiply."""
     task = resolve_task(cfg.task)
-    video_tokens = audio_tokens = 0
+    video_tokens = audio_tokens = prompts = 0
     for b in parse_buckets(cfg.data.buckets):
         n = batch_size_for(b, batch_size=cfg.train.batch_size, token_budget=cfg.data.token_budget)
         video = b.tokens if task.video.present else 0
@@ -275,11 +314,14 @@ def workload_for_config(cfg: Config, size: TransformerSize) -> Workload:
         audio = steps * (1 + len(task.audio.find("reference"))) if task.audio.present else 0
         row = (video * size.video_dim + audio * size.audio_dim) * n
         if row > video_tokens * size.video_dim + audio_tokens * size.audio_dim:
-            video_tokens, audio_tokens = video * n, audio * n
+            video_tokens, audio_tokens, prompts = video * n, audio * n, n
+    targets = size.target_linears(cfg.lora.targets)
     return Workload(video_tokens=video_tokens, audio_tokens=audio_tokens, rank=cfg.lora.rank,
                     lora_per_rank=size.lora_elements_per_rank(cfg.lora.targets),
                     optimizer=cfg.train.optimizer.value, gradient_checkpointing=cfg.train.gradient_checkpointing,
-                    variant=cfg.lora.variant.value, target_shapes=size.target_shapes(cfg.lora.targets),
+                    variant=cfg.lora.variant.value, target_shapes=tuple((i, o) for _, i, o in targets),
+                    target_inputs=tuple(linear_input(name, video_tokens, audio_tokens, prompts * TOKENIZER_LENGTH)
+                                        for name, _, _ in targets),
                     blocks=size.blocks, lokr_factor=cfg.lora.lokr_factor,
                     ema_on_device=cfg.train.ema.enabled and not cfg.train.ema.on_host)
 
