@@ -122,6 +122,15 @@ def test_variant_trains_resumes_exactly_and_exports_what_comfyui_applies(prepare
     again = load_file(str(cut / "lora.safetensors"))
     assert again.keys() == exported.keys() and all(torch.equal(again[k], exported[k]) for k in exported)
 
+    # lora.init_from: a run started from the exported file, at a learning rate too small to move any weight
+    # (Adam's first step moves each by about the learning rate), exports the same file: the folded scale is undone.
+    start = _config(prepared, tmp_path, "start", {**lora, "init_from": str(run / "lora.safetensors")}, steps=1,
+                    learning_rate=1e-30)
+    res = run_cli("train", start)
+    assert res.code == 0 and "starting from lora.init_from" in res.err, res.err
+    started = load_file(str(tmp_path / "start" / "lora.safetensors"))
+    assert started.keys() == exported.keys() and all(torch.equal(started[k], exported[k]) for k in exported)
+
     state = load_training_state(run / "checkpoints" / "step_000002")
     if optimizer == "adamw8bit":  # the 8-bit path ran: moments stored as uint8 codes, resumed exactly too
         saved = _tensors(state.optimizer)

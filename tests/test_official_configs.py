@@ -196,6 +196,21 @@ def test_the_note_names_what_did_not_carry_over_when_loading(tmp_path, capsys):
         assert said in note, note
 
 
+def test_their_load_checkpoint_of_a_lora_file_starts_ours_from_it(tmp_path, capsys):
+    """model.load_checkpoint naming a LoRA file becomes lora.init_from (the note says the optimizer starts afresh);
+    a folder of checkpoints is named as not carried over, with --resume as ours."""
+    data = shipped("t2v_lora")
+    data["model"]["load_checkpoint"] = "runs/old/lora_weights_step_02000.safetensors"
+    path = tmp_path / "t2v_lora.yaml"
+    path.write_text(yaml.safe_dump(data))
+    cfg = load_config(path)
+    assert cfg.lora.init_from == str(tmp_path / "runs/old/lora_weights_step_02000.safetensors")
+    assert "model.load_checkpoint (lora.init_from" in " ".join(capsys.readouterr().err.split())
+    data["model"]["load_checkpoint"] = "runs/old/checkpoints"
+    t = translate(data)
+    assert "init_from" not in t.config.get("lora", {}) and "--resume" in t.dropped["model.load_checkpoint"]
+
+
 def test_the_older_text_to_video_strategy_shares_the_sigma():
     data = _merge(COMMON, {"training_strategy": {"name": "text_to_video", "first_frame_conditioning_p": 0.1,
                                                  "with_audio": True}})

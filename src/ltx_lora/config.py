@@ -110,6 +110,11 @@ class LoraConfig(Section):
         default_factory=lambda: ["to_k", "to_q", "to_v", "to_out.0"],
         description="Module name patterns; short names match every branch (video, audio, cross-modal attention).")
     feed_forward: bool = Field(False, description="Also adapt the feed-forward layers (more capacity, more memory).")
+    init_from: str | None = Field(None, description="A LoRA file (.safetensors; ComfyUI, diffusers, kohya or peft "
+                                  "layout) the LoRA starts from instead of zero: continue a finished LoRA on new "
+                                  "clips or settings (the optimizer starts afresh; --resume continues one run "
+                                  "exactly). Same variant and rank, layers the config adapts; those it lacks start "
+                                  "from zero.")
     lokr_factor: int = Field(-1, ge=-1, description="lokr only: the width of the smaller Kronecker factor (peft's "
                              "decompose_factor; e.g. 16 gives 16x16 and 256x256 factors on a 4096 layer); -1 splits "
                              "each width near its square root (64x64 and 64x64), where rank >= 32 keeps both factors "
@@ -502,6 +507,7 @@ def _refuse_legacy_mode(data: dict, source: str) -> None:
 PATH_KEYS: tuple[tuple[str | None, str], ...] = (
     ("model", "checkpoint"), ("model", "text_encoder"), ("data", "dataset"), ("data", "cache_dir"),
     (None, "output_dir"), ("validation", "reference_image"), ("validation", "preview_distilled_lora"),
+    ("lora", "init_from"),
 )
 
 

@@ -217,8 +217,8 @@ def render_reference() -> str:
              "Generated from `ltx_lora.config` by `python -m ltx_lora.config_template > docs/configuration.md`;",
              "a test fails when this file and the schema differ. `ltx-lora init` writes a commented config.", "",
              "Relative paths in a config file (`model.checkpoint`, `model.text_encoder`, `data.dataset`, "
-             "`data.cache_dir`, `output_dir`, `validation.reference_image`, `validation.preview_distilled_lora`, "
-             "the inputs of `validation.prompts`) start at the config file's folder, whatever the working directory; media paths in a dataset file "
+             "`data.cache_dir`, `output_dir`, `lora.init_from`, `validation.reference_image`, "
+             "`validation.preview_distilled_lora`, the inputs of `validation.prompts`) start at the config file's folder, whatever the working directory; media paths in a dataset file "
              "start at the dataset file's folder.", ""]
     defaults = Config().model_dump(mode="json")
     for name, field in Config.model_fields.items():

@@ -164,7 +164,7 @@ def check_config_paths(cfg) -> list[Check]:
     """Every model file of the config, by the checks `preprocess` and `train` run before they start
     (ltx_lora.runtime.inputs: one set of checks, headers only), so an OK here is an OK there."""
     # Imported here: the checks need torch, whose import the checks above report on instead of crashing.
-    from ltx_lora.runtime.inputs import check_text_encoder, read_base
+    from ltx_lora.runtime.inputs import check_lora_init, check_text_encoder, read_base
 
     out: list[Check] = []
     base = None
@@ -181,6 +181,12 @@ def check_config_paths(cfg) -> list[Check]:
                 out.append(Check(f"model.{role}", "OK", value))
         except UserError as e:
             out.append(Check(f"model.{role}", "FAIL", value, str(e)))
+    if cfg.lora.init_from and base is not None:  # as train checks it (at the config's rank: no plan made here)
+        try:
+            check_lora_init(cfg.lora.init_from, base, cfg.lora, cfg.lora)
+            out.append(Check("lora.init_from", "OK", cfg.lora.init_from))
+        except UserError as e:
+            out.append(Check("lora.init_from", "FAIL", cfg.lora.init_from, str(e)))
     return out
 
 

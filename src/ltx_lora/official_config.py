@@ -107,8 +107,14 @@ def _model(data: dict, t: Translation) -> None:
         else:
             t.dropped["model.training_mode"] = f"{model['training_mode']}: only LoRA training is supported"
     if "load_checkpoint" in model:
-        if model["load_checkpoint"]:
-            t.dropped["model.load_checkpoint"] = "continue a run with `ltx-lora train CONFIG --resume`"
+        value = model["load_checkpoint"]
+        if value and str(value).endswith(".safetensors"):  # a LoRA file: its weights start the LoRA
+            t.set("model.load_checkpoint", "lora.init_from", value)
+            t.changed["model.load_checkpoint"] = ("lora.init_from: the LoRA starts from its weights, the optimizer "
+                                                  "afresh; `ltx-lora train CONFIG --resume` continues a run exactly")
+        elif value:  # a folder: the official trainer takes its latest checkpoint and the state beside it
+            t.dropped["model.load_checkpoint"] = ("a folder of checkpoints: continue a run with `ltx-lora train CONFIG "
+                                                  "--resume`, or set lora.init_from to one LoRA file")
         else:
             t.mapped["model.load_checkpoint"] = "(null: start from the base)"
 

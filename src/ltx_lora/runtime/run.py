@@ -138,6 +138,7 @@ class Run:
             "lora_variant": self.lora.variant.value, "rslora": str(self.lora.rslora).lower(),
             "target_modules": json.dumps(self.lora.targets), "task": task_name(cfg.task),
             "trigger_word": cfg.data.trigger_word, "step": str(step), **reference_metadata(self.task),
+            **({"init_from": Path(cfg.lora.init_from).name} if cfg.lora.init_from else {}),
         }
 
     def resolved(self) -> dict:
@@ -152,7 +153,7 @@ class Run:
             "lora": {"variant": self.lora.variant.value, "rslora": self.lora.rslora, "scale": self.lora.scale,
                      "lokr_factor": self.lora.lokr_factor,
                      "rank": self.lora.rank, "alpha": self.lora.effective_alpha, "dropout": self.lora.dropout,
-                     "targets": self.lora.targets},
+                     "targets": self.lora.targets, "init_from": self.config.lora.init_from},
             "steps": self.steps, "device": str(self.device), "dtype": str(self.dtype).removeprefix("torch."),
             "processes": self.dist.world_size,
             "sampling": self.sampling.to_dict() if self.sampling else None,

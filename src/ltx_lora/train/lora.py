@@ -153,6 +153,12 @@ def is_adapter_parameter(name: str) -> bool:
     return any(part.startswith(TRAINABLE_PREFIXES) for part in name.split("."))
 
 
+def adapted_module(name: str) -> str:
+    """The module path an adapter parameter (full name) belongs to: `...attn1.to_q` of `...attn1.to_q.lora_A...`."""
+    parts = name.split(".")
+    return ".".join(parts[:next(i for i, part in enumerate(parts) if part.startswith(TRAINABLE_PREFIXES))])
+
+
 def lora_parameters(transformer: torch.nn.Module) -> dict[str, torch.nn.Parameter]:
     """Trainable LoRA parameters by their full name (stable order: the module order)."""
     return {n: p for n, p in transformer.named_parameters() if is_adapter_parameter(n)}
@@ -204,3 +210,21 @@ def export_adapter(transformer: torch.nn.Module, cfg: LoraConfig, params: dict[s
     if cfg.variant in (LoraVariant.lokr, LoraVariant.loha):
         return export_lycoris(cfg.variant.value, params, cfg.scale, dtype)
     return export_comfy(transformer, cfg.rank, cfg.effective_alpha, dtype, params, rslora=cfg.rslora)
+
+
+def initial_adapter(lora: lora_file.LoraFile, cfg: LoraConfig) -> dict[str, torch.Tensor]:
+    """lora.init_from's tensors (fp32) by the adapter parameter names `inject_lora` creates, so that the run's
+    scale (`cfg.scale`) times them is the change the file applies: `export_adapter` of the result writes the file's
+    tensors again. The file's own strength (alpha / rank where it stores an alpha, else 1) over the run's goes into
+    the factor the export folds the scale into (lora_B, `lokr_w1[_b]`, `hada_w1_b`)."""
+    out: dict[str, torch.Tensor] = {}
+    for stem, w in lora_file.load_weights(lora).items():
+        module = lora_file.ltx_core_path(stem)
+        ratio = w.scale / cfg.scale
+        if isinstance(w, lora_file.LoraPair):
+            out[f"{module}.lora_A.{ADAPTER}.weight"] = w.down.float()
+            out[f"{module}.lora_B.{ADAPTER}.weight"] = w.up.float() * ratio
+        else:
+            folded = lora_file.LycorisWeights(w.kind, {n: t.float() for n, t in w.tensors.items()}, ratio).folded()
+            out |= {f"{module}.{name}.{ADAPTER}": t for name, t in folded.tensors.items()}
+    return out

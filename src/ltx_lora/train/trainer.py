@@ -45,7 +45,8 @@ from ltx_lora.ltx.fast import (
     use_sdpa_attention,
 )
 from ltx_lora.ltx.text import run_text_connectors
-from ltx_lora.runtime.inputs import check_base
+from ltx_lora.files.lora_file import LoraFile
+from ltx_lora.runtime.inputs import check_base, check_lora_init
 from ltx_lora.runtime.models import Models, load_models
 from ltx_lora.runtime.placement import HostOffload, attach_block_swap
 from ltx_lora.runtime.run import Run, Validate, ValidationFactory
@@ -62,7 +63,13 @@ from ltx_lora.train.checkpointer import (
 )
 from ltx_lora.train.ema import LoraEma
 from ltx_lora.train.graphed import StepGraphs, can_graph
-from ltx_lora.train.lora import TRAINABLE_PREFIXES, export_adapter, inject_lora, lora_parameters
+from ltx_lora.train.lora import (
+    adapted_module,
+    export_adapter,
+    initial_adapter,
+    inject_lora,
+    lora_parameters,
+)
 from ltx_lora.train.metrics import MetricsLogger, require_logging_packages
 from ltx_lora.train.objective import LatentBatch
 from ltx_lora.train.optim import build_optimizer, set_lr
@@ -160,6 +167,7 @@ class Trainer:
         self.compiled = False  # the transformer blocks are compiled (train.compile), until a failure undoes it
         self.graphs: StepGraphs | None = None  # the step as CUDA graphs (train.cuda_graphs)
         self.connectors_host: HostOffload | None = None
+        self.init_lora: LoraFile | None = None  # lora.init_from, read and checked before any model loads
         self.empty_prompt: str | None = None  # the cached empty prompt's features, with caption dropout on
 
     # -- set-up ------------------------------------------------------------------------------------------------
@@ -342,6 +350,8 @@ class Trainer:
             raise UserError(f"{self.run_dir} already holds checkpoints; pass --resume to continue that run, or set "
                             "output_dir to a new folder.")
         resume = self._resume_state() if self.resume else None
+        if resume is None and self.cfg.lora.init_from:  # a resumed run continues its checkpoint's weights instead
+            self.init_lora = check_lora_init(self.cfg.lora.init_from, self.run.base, self.cfg.lora, self.run.lora)
         if resume is not None and resume[1].step > self.total_steps:
             saved, state = resume
             raise UserError(f"{saved} is at step {state.step}, past the {self.total_steps} steps asked for; "
@@ -359,6 +369,8 @@ class Trainer:
         models, transformer = self._build_model(manifest)
         params = lora_parameters(transformer)
         trainable = list(params.values())
+        if self.init_lora is not None:
+            self._start_from(self.init_lora, params)
         self.graphs = self._step_graphs(transformer, trainable)
         optimizer = build_optimizer(trainable, cfg.train)
         order = BatchOrder(manifest.items, cfg.train.batch_size, cfg.train.seed, cfg.data.token_budget,
@@ -409,10 +421,29 @@ class Trainer:
                                            some_lora_may_idle=not every_layer)
         return models, transformer
 
+    def _start_from(self, lora: LoraFile, params: dict[str, torch.nn.Parameter]) -> None:
+        """lora.init_from's weights into the injected adapters (each rank its shard under FSDP); adapted layers the
+        file lacks keep their fresh start (no change)."""
+        init = initial_adapter(lora, self.run.lora)
+        for name, value in init.items():
+            have = params.get(name)
+            if have is None or tuple(have.shape) != tuple(value.shape):
+                what = f"has no {name}" if have is None else f"has {name} as {list(have.shape)}"
+                raise UserError(f"lora.init_from {lora.path.name} holds {name} as {list(value.shape)}, this run's LoRA "
+                                f"{what}: it was trained with another rank or lora.lokr_factor; set those as it was "
+                                "trained.")
+        with torch.no_grad():
+            parallel.load_full_lora_(params, {**parallel.full_lora(params), **init})
+        layers = len({adapted_module(n) for n in init})
+        total = len({adapted_module(n) for n in params})
+        self.console.print(f"starting from lora.init_from {lora.path} ({layers} of {total} adapted layers; the "
+                           f"others from zero)" if layers < total else f"starting from lora.init_from {lora.path}",
+                           highlight=False)
+
     def _say_what_trains(self, params: dict[str, torch.nn.Parameter], start: int, manifest: Manifest) -> None:
         cfg, lora = self.cfg, self.run.lora
         n_params = sum(p.numel() for p in params.values())
-        layers = len({n.split(f".{p}")[0] for n in params for p in TRAINABLE_PREFIXES if f".{p}" in n})
+        layers = len({adapted_module(n) for n in params})
         self.console.print(f"training {n_params / 1e6:.2f} M {lora.variant.value} parameters ({layers} layers, "
                            f"rank {lora.rank}) on {self.device} for steps {start + 1}..{self.total_steps}, "
                            f"task {task_name(cfg.task)}, {len(manifest.items)} cached clips")
