@@ -66,6 +66,16 @@ def test_bad_dataset_files_name_file_and_columns(tmp_path, name, content, needle
         assert n in str(e.value), str(e.value)
 
 
+@pytest.mark.parametrize("bad", ["0", "1.5", "-2", "many", "inf"])
+def test_bad_repeats_names_the_row(tmp_path, bad):
+    path = tmp_path / "ds.csv"
+    path.write_text(f"caption,video,repeats\na,a.mp4,3\nb,b.mp4,\nc,c.mp4,{bad}\n")
+    with pytest.raises(UserError, match=r"ds.csv, row 3, has repeats .*whole number >= 1"):
+        read_dataset(path)
+    path.write_text("caption,video,repeats\na,a.mp4,3\nb,b.mp4,\nc,c.mp4,2.0\n")
+    assert [e.repeats for e in read_dataset(path).entries] == [3, 1, 2]
+
+
 @pytest.mark.parametrize("bad", ["-1", "heavy", "nan", "inf"])
 def test_bad_loss_weight_names_the_row(tmp_path, bad):
     path = tmp_path / "ds.csv"

@@ -32,8 +32,8 @@ def _manifest(tmp_path, cache="cache"):
 
 def test_rerun_skips_and_changed_settings_redo_and_prune(tmp_path, tiny_checkpoint, tiny_gemma, scanned_dataset):
     rows = [json.loads(line) for line in scanned_dataset.read_text().splitlines()]
-    for n, row in enumerate(rows):  # a per-clip loss weight travels from the dataset file into the cache
-        row["loss_weight"] = n / 4
+    for n, row in enumerate(rows):  # a per-clip loss weight and repeats travel from the dataset file into the cache
+        row["loss_weight"], row["repeats"] = n / 4, n + 1
         row["video"] = str(scanned_dataset.parent / row["video"])  # this copy lives elsewhere
     (tmp_path / "ds.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
     cfg = _config(tmp_path, tiny_checkpoint, tiny_gemma, tmp_path / "ds.jsonl")
@@ -42,6 +42,8 @@ def test_rerun_skips_and_changed_settings_redo_and_prune(tmp_path, tiny_checkpoi
     weights = {os.path.basename(i["media"]): i["loss_weight"] for i in _manifest(tmp_path)["items"]}
     assert weights == {os.path.basename(r["video"]): r["loss_weight"] for r in rows if os.path.basename(r["video"]) in weights}
     assert len(set(weights.values())) == 5
+    repeats = {os.path.basename(i["media"]): i["repeats"] for i in _manifest(tmp_path)["items"]}
+    assert repeats == {os.path.basename(r["video"]): r["repeats"] for r in rows if os.path.basename(r["video"]) in repeats}
     assert "" in _manifest(tmp_path)["prompts"]  # the empty prompt (caption dropout) is cached once
     assert "no caption" in first.out  # uncaptioned clips are skipped with their reason, the run goes on
     assert "slow image processor" not in first.err  # transformers' notice about Gemma's processor is not ours to show

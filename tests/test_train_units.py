@@ -2,6 +2,7 @@
 
 import itertools
 import json
+from collections import Counter
 
 import pytest
 import torch
@@ -144,6 +145,27 @@ def test_batch_order_resumes_exactly():
     second.restore(json.loads(json.dumps(first.position())))
     got += [second.next() for _ in range(11)]
     assert got == expected
+
+
+def test_repeats_draw_a_clip_that_many_times_a_pass_and_resume_exactly():
+    """The dataset's repeats column: each clip is drawn `repeats` times in every pass over the data, batches still
+    of one shape, and a resumed order takes the same batches."""
+    items = _items()
+    items[0].repeats, items[3].repeats, items[8].repeats = 3, 2, 4
+    order = BatchOrder(items, batch_size=2, seed=5)
+    for epoch in (0, 1):
+        seen = Counter()
+        for batch in order.epoch_batches(epoch):
+            assert len({items[i].bucket for i in batch}) == 1
+            seen.update(batch)
+        assert seen == {i: item.repeats for i, item in enumerate(items)}
+    full = BatchOrder(items, 2, seed=5)
+    expected = [full.next() for _ in range(23)]
+    first = BatchOrder(items, 2, seed=5)
+    got = [first.next() for _ in range(9)]
+    second = BatchOrder(items, 2, seed=5)
+    second.restore(first.position())
+    assert got + [second.next() for _ in range(14)] == expected
 
 
 def _state(step, params):

@@ -60,7 +60,7 @@ class ModelConfig(Section):
 
 
 class DataConfig(Section):
-    dataset: str = Field("dataset.jsonl", description="Dataset file (jsonl/json/csv) written by `ltx-lora dataset scan`. Masked loss: a row's optional `loss_mask` (grayscale video or image, white = trained, black = ignored) and `audio_loss_ranges` ([[start_s, end_s], ...] whose audio counts) weight its loss; see the README. The task's conditions read the official columns `reference_video` (legacy `ref_media_path`), `reference_audio`, `video_mask`, `audio_mask`, and `audio` (a sound file; a row with `audio` and no `video` is sound-only).")
+    dataset: str = Field("dataset.jsonl", description="Dataset file (jsonl/json/csv) written by `ltx-lora dataset scan`. Masked loss: a row's optional `loss_mask` (grayscale video or image, white = trained, black = ignored) and `audio_loss_ranges` ([[start_s, end_s], ...] whose audio counts) weight its loss; see the README. Per row, optional `loss_weight` (a number >= 0 multiplying its loss) and `repeats` (a whole number >= 1: draws in each pass over the data). The task's conditions read the official columns `reference_video` (legacy `ref_media_path`), `reference_audio`, `video_mask`, `audio_mask`, and `audio` (a sound file; a row with `audio` and no `video` is sound-only).")
     buckets: str = Field("960x544x49", description="Resolution buckets WxHxF separated by ';' (F = 8k+1, W and H multiples of 32).")
     cache_dir: str = Field(".ltx-lora-cache", description="Where preprocessing writes latents and text features.")
     target_fps: float | None = Field(None, gt=0, description="Resample clips to this frame rate (audio stays in sync); null keeps each clip's rate.")

@@ -100,6 +100,7 @@ class CacheItem:
     media: str = ""
     caption: str = ""
     loss_weight: float = 1.0  # the dataset file's loss_weight column (scales this clip's loss)
+    repeats: int = 1  # the dataset file's repeats column (draws of this clip in each pass over the data)
     has_video: bool = True  # False for tasks without video (video role off): the entry holds no video latents
     audio_steps: int = 0  # audio latent steps T (0: no audio); video-off items batch by it
     has_reference: bool = False  # the entry holds the reference latents the task's reference condition reads
@@ -260,4 +261,5 @@ def _item_ok(item: CacheItem) -> bool:
     return (paths_ok and isinstance(item.bucket, str) and isinstance(item.fps, number) and math.isfinite(item.fps)
             and item.fps > 0 and isinstance(item.has_audio, bool) and isinstance(item.loss_weight, number)
             and math.isfinite(item.loss_weight) and item.loss_weight >= 0
+            and isinstance(item.repeats, int) and not isinstance(item.repeats, bool) and item.repeats >= 1
             and isinstance(item.media, str) and isinstance(item.caption, str))

@@ -6,7 +6,10 @@ The official layout has one row per sample with a `caption` column and a `video`
 A row without a video (audio-only datasets, as the official trainer takes them) names its sound in `audio`.
 
 An optional `loss_weight` column (a number >= 0, default 1) scales each clip's loss in training: 2 counts a clip
-twice, 0 leaves it out of the gradient. `dataset scan` keeps it, `preprocess` carries it into the cache.
+twice, 0 leaves it out of the gradient. An optional `repeats` column (a whole number >= 1, default 1) is how many
+times a clip is drawn in each pass over the data: 3 balances a small set of clips against a large one (kohya's and
+musubi-tuner's num_repeats), where loss_weight scales a clip's gradient instead. `dataset scan` keeps both,
+`preprocess` carries them into the cache.
 
 Rows we write add the probe facts (`width`, `height`, `frames`, `fps`, ..., `bucket`, `content_hash`,
 `problems`). The official trainer ignores columns it does not know, so our files work there as well.
@@ -30,6 +33,7 @@ CAPTION = "caption"
 VIDEO = "video"
 AUDIO = "audio"
 LOSS_WEIGHT = "loss_weight"
+REPEATS = "repeats"
 MEDIA_COLUMNS = ("video", "audio", "reference_video", "reference_audio", "video_mask", "audio_mask")
 LEGACY_ALIASES = {"media_path": "video", "ref_media_path": "reference_video"}
 FORMATS = (".jsonl", ".json", ".csv")
@@ -60,6 +64,10 @@ class DatasetEntry:
     @property
     def loss_weight(self) -> float:
         return float(self.fields.get(LOSS_WEIGHT, 1.0))
+
+    @property
+    def repeats(self) -> int:
+        return int(self.fields.get(REPEATS, 1))
 
     def to_row(self) -> dict[str, Any]:
         return {CAPTION: self.caption, self.media_column: self.video, **self.fields}
@@ -132,6 +140,8 @@ def read_dataset(path: Path | str) -> Dataset:
             raise UserError(f'Dataset file {path}, row {n}, has a caption that is not text ({caption!r}).')
         if LOSS_WEIGHT in row:
             row[LOSS_WEIGHT] = _loss_weight(path, n, row[LOSS_WEIGHT])
+        if REPEATS in row:
+            row[REPEATS] = _repeats(path, n, row[REPEATS])
         _check_loss_columns(path, n, row)
         entries.append(DatasetEntry(caption or "", video.strip(), row, main))
     return Dataset(path, entries, columns)
@@ -149,6 +159,20 @@ def _loss_weight(path: Path, n: int, value: Any) -> float:
         raise UserError(f'Dataset file {path}, row {n}, has loss_weight {value!r}; give a number >= 0 '
                         "(1 = normal, 0 = left out of the loss) or leave it empty.")
     return weight
+
+
+def _repeats(path: Path, n: int, value: Any) -> int:
+    """A row's repeats: a whole number >= 1 (2.0 and "2" read as 2); an empty cell (CSV) or null is the default 1."""
+    if value is None or (isinstance(value, str) and not value.strip()):
+        return 1
+    try:
+        number = float(value) if not isinstance(value, bool) else math.nan
+    except (TypeError, ValueError):
+        number = math.nan
+    if not math.isfinite(number) or number < 1 or number != int(number):
+        raise UserError(f'Dataset file {path}, row {n}, has repeats {value!r}; give a whole number >= 1 (how many '
+                        "times the clip is drawn in each pass over the data) or leave it empty.")
+    return int(number)
 
 
 def _check_loss_columns(path: Path, n: int, row: dict) -> None:

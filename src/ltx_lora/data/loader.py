@@ -60,6 +60,10 @@ def _audio_batch_size(steps: int, batch_size: int, token_budget: int | None) -> 
 
 @dataclass
 class BatchOrder:
+    """Which clips each step takes: every pass over the data (epoch) draws each clip `repeats` times (the dataset
+    file's column, 1 by default) in an order drawn from the seed and the epoch, in batches of one shape; its
+    position (epoch, batch) is saved with each training checkpoint, so a resumed run takes the same batches."""
+
     items: list[CacheItem]
     batch_size: int
     seed: int
@@ -71,7 +75,8 @@ class BatchOrder:
     def epoch_batches(self, epoch: int) -> list[list[int]]:
         gen = torch.Generator().manual_seed(self.seed * 1_000_003 + epoch)
         by_group: dict[tuple, list[int]] = {}
-        for i in torch.randperm(len(self.items), generator=gen).tolist():
+        draws = [i for i, item in enumerate(self.items) for _ in range(item.repeats)]  # the dataset's repeats
+        for i in (draws[k] for k in torch.randperm(len(draws), generator=gen).tolist()):
             # bucket and fps (positions and the audio length depend on it); video-off items: their audio length
             by_group.setdefault(self.items[i].group, []).append(i)
         batches = []

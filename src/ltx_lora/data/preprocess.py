@@ -68,6 +68,7 @@ class PlannedClip:
     content_hash: str
     is_still: bool
     loss_weight: float = 1.0
+    repeats: int = 1
     source_width: int = 0  # the clip's displayed size: a loss mask follows its resize/crop plan
     source_height: int = 0
     loss_mask: Path | None = None
@@ -142,7 +143,7 @@ def plan_clips(cfg: Config) -> ClipPlan:
         plan.planned.append(PlannedClip(media=clip.path, caption=_caption(clip.caption, cfg.data.trigger_word),
                                         bucket=str(b), width=b.width, height=b.height, frames=b.frames,
                                         fps=float(v.fps or cfg.train.fps), content_hash=clip.info.content_hash,
-                                        is_still=still, loss_weight=entry.loss_weight,
+                                        is_still=still, loss_weight=entry.loss_weight, repeats=entry.repeats,
                                         source_width=width, source_height=height,
                                         loss_mask=clip.loss_mask if task.video.present else None,
                                         loss_mask_hash=(probe(clip.loss_mask).content_hash
@@ -350,7 +351,8 @@ def _preprocess_locked(cfg: Config, console, plan: ClipPlan, cache: Path, identi
             items.append(store.CacheItem(latents=rel, text="", bucket=clip.bucket,
                                          fps=clip.fps, has_audio=store.AUDIO in shapes,
                                          media=str(clip.media), caption=clip.caption,
-                                         loss_weight=clip.loss_weight, has_video=store.VIDEO in shapes,
+                                         loss_weight=clip.loss_weight, repeats=clip.repeats,
+                                         has_video=store.VIDEO in shapes,
                                          audio_steps=shapes.get(store.AUDIO, (0, 0))[1],
                                          has_reference=(store.REFERENCE_VIDEO in shapes
                                                         or store.REFERENCE_AUDIO in shapes),

@@ -444,9 +444,11 @@ class Trainer:
         cfg, lora = self.cfg, self.run.lora
         n_params = sum(p.numel() for p in params.values())
         layers = len({adapted_module(n) for n in params})
+        repeated = sum(i.repeats for i in manifest.items)
+        draws = f" ({repeated} draws a pass over the data, with the dataset's repeats)" if repeated > len(manifest.items) else ""
         self.console.print(f"training {n_params / 1e6:.2f} M {lora.variant.value} parameters ({layers} layers, "
                            f"rank {lora.rank}) on {self.device} for steps {start + 1}..{self.total_steps}, "
-                           f"task {task_name(cfg.task)}, {len(manifest.items)} cached clips")
+                           f"task {task_name(cfg.task)}, {len(manifest.items)} cached clips{draws}")
         if self.dist.active:
             self.console.print(f"{self.dist.world_size} processes, {cfg.distributed.strategy}: global batch "
                                f"{cfg.train.batch_size} x {self.dist.world_size} x {cfg.train.gradient_accumulation}")
