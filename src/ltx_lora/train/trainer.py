@@ -445,7 +445,8 @@ class Trainer:
         n_params = sum(p.numel() for p in params.values())
         layers = len({adapted_module(n) for n in params})
         repeated = sum(i.repeats for i in manifest.items)
-        draws = f" ({repeated} draws a pass over the data, with the dataset's repeats)" if repeated > len(manifest.items) else ""
+        draws = (f" ({repeated} draws a pass over the data, with the dataset's repeats)"
+                 if repeated > len(manifest.items) else "")
         self.console.print(f"training {n_params / 1e6:.2f} M {lora.variant.value} parameters ({layers} layers, "
                            f"rank {lora.rank}) on {self.device} for steps {start + 1}..{self.total_steps}, "
                            f"task {task_name(cfg.task)}, {len(manifest.items)} cached clips{draws}")
@@ -578,37 +579,20 @@ class Trainer:
     def _optimizer_step(self, t: Training, step: int) -> tuple[float | None, float | None]:
         """gradient_accumulation micro-batches forward and backward, then the optimizer; returns the global batch's
         mean video and audio losses (None for a modality this task does not generate)."""
-        cfg, models, gen = self.cfg, t.models, t.gen
-        accum = cfg.train.gradient_accumulation
+        cfg, accum = self.cfg, self.cfg.train.gradient_accumulation
         video_sum, audio_sum = None, None
         for micro in range(accum):
             batch_ids = t.order.next()  # the global batch, the same on every rank
             share = self.dist.share(len(batch_ids))
             # A rank left without a sample (a bucket's short last batch) runs one with weight 0: all ranks must
             # take part in every forward and backward. Weights make the gradient the global batch's mean.
-            mine = batch_ids[share] or batch_ids[:1]
             weight = len(batch_ids[share]) * self.dist.world_size / len(batch_ids)
-            items = [t.manifest.items[i] for i in mine]
-            # drawn for the whole global batch (the generator advances alike on every rank), this rank's rows kept
-            dropped = caption_dropout_draw(len(batch_ids), cfg.train.caption_dropout, gen)
-            dropped = dropped[share] or dropped[:1]
-            raw = load_batch(self.cache, items, self.device, self.dtype, task=self.task,
-                             texts=text_files(items, dropped, self.empty_prompt))
-            on_device = self.connectors_host.on_device() if self.connectors_host else contextlib.nullcontext()
-            with torch.no_grad(), on_device:  # the text connectors are frozen: run them, keep no graph
-                vctx, actx, mask = run_text_connectors(models.text_connectors, raw.text)
-            mask = attention_mask_or_none(mask)
-            batch = LatentBatch(video=raw.video, audio=raw.audio,
-                                video_context=vctx, audio_context=actx, context_mask=mask, fps=raw.fps,
-                                loss_weight=raw.loss_weight, video_loss_weight=raw.video_weight,
-                                audio_loss_weight=raw.audio_weight,
-                                reference_video=raw.reference_video, reference_audio=raw.reference_audio,
-                                video_condition_mask=raw.video_condition_mask,
-                                audio_condition_mask=raw.audio_condition_mask)
+            batch = self._micro_batch(t, batch_ids, share)
             try:
-                with parallel.gradient_sync(models.transformer, enabled=micro == accum - 1):
-                    loss = forward_backward(models.transformer, batch, t.sampler, gen, task=self.task, dtype=self.dtype,
-                                            audio_loss_weight=cfg.train.audio_loss_weight, loss_scale=weight / accum,
+                with parallel.gradient_sync(t.models.transformer, enabled=micro == accum - 1):
+                    loss = forward_backward(t.models.transformer, batch, t.sampler, t.gen, task=self.task,
+                                            dtype=self.dtype, audio_loss_weight=cfg.train.audio_loss_weight,
+                                            loss_scale=weight / accum,
                                             rows=(share.start if weight else 0, len(batch_ids)),
                                             all_finite=self.dist.all_agree, graphs=self.graphs)
             except NonFiniteLoss as e:
@@ -631,6 +615,25 @@ class Trainer:
         t.optimizer.step()
         t.optimizer.zero_grad(set_to_none=True)
         return video_sum, audio_sum
+
+    def _micro_batch(self, t: Training, batch_ids: list[int], share: slice) -> LatentBatch:
+        """This rank's rows of a global batch from the cache, on the device, its text through the (frozen) text
+        connectors; a rank left without a row takes the batch's first (its loss weighs 0)."""
+        items = [t.manifest.items[i] for i in batch_ids[share] or batch_ids[:1]]
+        # drawn for the whole global batch (the generator advances alike on every rank), this rank's rows kept
+        dropped = caption_dropout_draw(len(batch_ids), self.cfg.train.caption_dropout, t.gen)
+        dropped = dropped[share] or dropped[:1]
+        raw = load_batch(self.cache, items, self.device, self.dtype, task=self.task,
+                         texts=text_files(items, dropped, self.empty_prompt))
+        on_device = self.connectors_host.on_device() if self.connectors_host else contextlib.nullcontext()
+        with torch.no_grad(), on_device:  # the text connectors are frozen: run them, keep no graph
+            vctx, actx, mask = run_text_connectors(t.models.text_connectors, raw.text)
+        return LatentBatch(video=raw.video, audio=raw.audio, video_context=vctx, audio_context=actx,
+                           context_mask=attention_mask_or_none(mask), fps=raw.fps, loss_weight=raw.loss_weight,
+                           video_loss_weight=raw.video_weight, audio_loss_weight=raw.audio_weight,
+                           reference_video=raw.reference_video, reference_audio=raw.reference_audio,
+                           video_condition_mask=raw.video_condition_mask,
+                           audio_condition_mask=raw.audio_condition_mask)
 
     # -- saving ------------------------------------------------------------------------------------------------
     def _save(self, t: Training, step: int) -> Path:
