@@ -211,6 +211,14 @@ def test_their_load_checkpoint_of_a_lora_file_starts_ours_from_it(tmp_path, caps
     assert "init_from" not in t.config.get("lora", {}) and "--resume" in t.dropped["model.load_checkpoint"]
 
 
+@pytest.mark.parametrize("theirs, ours", [("bfloat16", "bf16"), ("float32", "fp32")])
+def test_their_checkpoint_precision_is_the_precision_of_our_lora_files(theirs, ours):
+    data = shipped("t2v_lora")
+    data["checkpoints"]["precision"] = theirs
+    t = translate(data)
+    assert parse_config(t.config).checkpoints.precision == ours and "checkpoints.precision" not in t.changed
+
+
 def test_the_older_text_to_video_strategy_shares_the_sigma():
     data = _merge(COMMON, {"training_strategy": {"name": "text_to_video", "first_frame_conditioning_p": 0.1,
                                                  "with_audio": True}})

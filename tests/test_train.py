@@ -77,6 +77,11 @@ def test_the_trainer_without_the_cli_keeps_bitsandbytes_kernels_note_quiet():
 @pytest.mark.parametrize("task", ["t2v", "t2av", "i2v"])
 def test_every_mode_trains_and_exports_a_comfy_lora(prepared, tmp_path, task):
     cfg = write_config(prepared, tmp_path, task=task, steps=3)
+    fp32 = task == "t2v"  # one mode writes its LoRA files unrounded (checkpoints.precision)
+    if fp32:
+        data = yaml.safe_load(cfg.read_text())
+        data["checkpoints"]["precision"] = "fp32"
+        cfg.write_text(yaml.safe_dump(data))
     res = run_cli("train", cfg)
     assert res.code == 0, res.err
     assert "step 3/3" in res.err
@@ -90,6 +95,18 @@ def test_every_mode_trains_and_exports_a_comfy_lora(prepared, tmp_path, task):
         meta = f.metadata()
     assert meta["task"] == task and meta["rank"] == "32" and meta["step"] == "3"
     assert (meta["model_version"], meta["base_model"]) == ("2.3.0", "LTX-2.3 22B Dev")  # lora check reads both
+    assert {v.dtype for v in t.values()} == {torch.float32 if fp32 else torch.bfloat16}
+    checkpoint = tmp_path / "run" / "checkpoints" / "step_000003"
+    assert {v.dtype for v in load_file(str(checkpoint / "run_step_000003.safetensors")).values()} == \
+        {torch.float32 if fp32 else torch.bfloat16}
+    if fp32:  # the trained fp32 weights themselves (rank 32, alpha 32: scale 1 folded into lora_B)
+        from ltx_lora.train.checkpointer import load_training_state
+
+        state = load_training_state(checkpoint).lora
+        assert len(state) == len(t)
+        for name, value in state.items():
+            module, ab = name.split(".lora_")
+            assert torch.equal(t[f"diffusion_model.{module}.lora_{ab[0]}.weight"], value), name
 
 
 OUTPAINTING_64 = {"audio": {"role": "off"},  # video_outpainting with a box inside the fixture's 64x64 frames

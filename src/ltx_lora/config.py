@@ -265,6 +265,10 @@ class CheckpointConfig(Section):
     every: int = Field(250, ge=1, description="Save the LoRA and the training state every N steps.")
     keep_last: int | None = Field(3, ge=1, description="How many checkpoints to keep (the final LoRA is always "
                                   "kept); null keeps every one (the official keep_last_n: -1).")
+    precision: Literal["bf16", "fp32"] = Field(
+        "bf16", description="Data type of the LoRA files written (every checkpoint's and the final one): bf16 (half "
+        "the size, what ComfyUI applies them in) or fp32 (the trained weights unrounded, e.g. to merge or continue "
+        "them; the official checkpoints.precision: float32). Training states are fp32 either way.")
 
 
 class ValidationSample(Section):

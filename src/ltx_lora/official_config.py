@@ -370,8 +370,9 @@ def _checkpoints(data: dict, t: Translation) -> None:
         n = ck["keep_last_n"]
         t.set("checkpoints.keep_last_n", "checkpoints.keep_last", n if isinstance(n, int) and n > 0 else None)
     if "precision" in ck:
-        if str(ck["precision"]) in ("bfloat16", "bf16"):
-            t.mapped["checkpoints.precision"] = "(LoRA files are written in bf16)"
+        precision = {"bfloat16": "bf16", "bf16": "bf16", "float32": "fp32", "fp32": "fp32"}.get(str(ck["precision"]))
+        if precision:
+            t.set("checkpoints.precision", "checkpoints.precision", precision)
         else:
             t.changed["checkpoints.precision"] = f"{ck['precision']}: LoRA files are written in bf16"
 

@@ -113,6 +113,11 @@ class Run:
         return Path(self.config.data.cache_dir)
 
     @property
+    def lora_file_dtype(self) -> torch.dtype:
+        """What the LoRA files of this run are written in (checkpoints.precision)."""
+        return torch.float32 if self.config.checkpoints.precision == "fp32" else torch.bfloat16
+
+    @property
     def task(self) -> TaskConfig:
         """The task as trained: the config's preset expanded, or its mapping."""
         return resolve_task(self.config.task)

@@ -650,7 +650,7 @@ class Trainer:
                                   data_position=t.order.position(),
                                   meta={**self.run.resume_fingerprint(), "batch_size": self.cfg.train.batch_size,
                                         "world_size": self.dist.world_size}, ema=ema_full)
-            lora = export_adapter(t.transformer, self.run.lora, params=lora_full)
+            lora = export_adapter(t.transformer, self.run.lora, params=lora_full, dtype=self.run.lora_file_dtype)
             ema_lora = self._ema_lora(t, ema_full, step) if t.ema is not None else None
             try:
                 path = save_training_checkpoint(self.run_dir, state, lora, self._lora_metadata(step, t.manifest),
@@ -670,7 +670,7 @@ class Trainer:
                   step: int) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
         """The EMA LoRA file's tensors (the same layout and strength as the LoRA's) and metadata (+ ema_decay)."""
         ema_cfg = self.cfg.train.ema
-        tensors = export_adapter(t.transformer, self.run.lora, params=ema_full)
+        tensors = export_adapter(t.transformer, self.run.lora, params=ema_full, dtype=self.run.lora_file_dtype)
         meta = {**self._lora_metadata(step, t.manifest), "ema_decay": str(ema_cfg.decay),
                 "ema_start_step": str(ema_cfg.start_step)}
         return tensors, meta
@@ -680,7 +680,7 @@ class Trainer:
         full = parallel.full_lora(lora_parameters(t.transformer))  # a collective under FSDP: every rank gathers
         ema_full = t.ema.full() if t.ema is not None else None
         if self.dist.is_main:
-            lora = export_adapter(t.transformer, self.run.lora, params=full)
+            lora = export_adapter(t.transformer, self.run.lora, params=full, dtype=self.run.lora_file_dtype)
             write_lora_tensors(out, lora, self._lora_metadata(step, t.manifest))
             if ema_full is not None:
                 write_lora_tensors(self.run_dir / "lora_ema.safetensors", *self._ema_lora(t, ema_full, step))
