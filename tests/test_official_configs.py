@@ -219,6 +219,19 @@ def test_their_checkpoint_precision_is_the_precision_of_our_lora_files(theirs, o
     assert parse_config(t.config).checkpoints.precision == ours and "checkpoints.precision" not in t.changed
 
 
+def test_their_timestep_sampling_params_are_ours():
+    data = shipped("t2v_lora")
+    data["flow_matching"] = {"timestep_sampling_mode": "uniform",
+                             "timestep_sampling_params": {"min_value": 0.2, "max_value": 0.9}}
+    train = parse_config(translate(data).config).train
+    assert train.timestep_sampling == "uniform"
+    assert (train.timestep_sampling_params.min_value, train.timestep_sampling_params.max_value) == (0.2, 0.9)
+    data["flow_matching"] = {"timestep_sampling_mode": "shifted_logit_normal",
+                             "timestep_sampling_params": {"std": 0.5, "uniform_prob": 0.2}}
+    params = parse_config(translate(data).config).train.timestep_sampling_params
+    assert (params.std, params.uniform_prob, params.eps) == (0.5, 0.2, 1e-3)
+
+
 def test_the_older_text_to_video_strategy_shares_the_sigma():
     data = _merge(COMMON, {"training_strategy": {"name": "text_to_video", "first_frame_conditioning_p": 0.1,
                                                  "with_audio": True}})

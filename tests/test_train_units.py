@@ -9,7 +9,7 @@ import torch
 from rich.console import Console
 
 from ltx_lora.bucket_spec import batch_size_for, parse_buckets
-from ltx_lora.config import LoggingConfig, TrainConfig
+from ltx_lora.config import LoggingConfig, TrainConfig, parse_config
 from ltx_lora.data.cache import CacheItem, Manifest
 from ltx_lora.data.loader import BatchOrder, caption_dropout_draw, empty_prompt_file, text_files
 from ltx_lora.errors import UserError
@@ -52,6 +52,44 @@ def test_sampling_is_a_function_of_the_generator_state():
     g.set_state(state)
     assert torch.equal(b, s.sample(8, 3570, g, torch.device("cpu")))
     assert not torch.equal(a, b)
+
+
+def _official_shifted_logit_normal(batch, tokens, gen, std, eps, uniform_prob):
+    """ltx-trainer's ShiftedLogitNormalTimestepSampler.sample (timestep_samplers.py), re-expressed with an explicit
+    generator in place of torch's global one (the same draws in the same order: randn, rand, rand)."""
+    mu = 0.95 + (2.05 - 0.95) / (4096 - 1024) * (tokens - 1024)
+    logit = torch.sigmoid(torch.randn((batch,), generator=gen) * std + mu)
+    hi, lo = torch.sigmoid(torch.tensor(mu + 3.0902 * std)), torch.sigmoid(torch.tensor(mu + -2.5758 * std))
+    raw = (logit - lo) / (hi - lo)
+    stretched = torch.clamp(torch.where(raw >= eps, raw, 2 * eps - raw), 0, 1)
+    uniform = (1 - eps) * torch.rand((batch,), generator=gen) + eps
+    prob = torch.rand((batch,), generator=gen)
+    return torch.where(prob > uniform_prob, stretched, uniform)
+
+
+@pytest.mark.parametrize("params", [{}, {"std": 0.6, "eps": 0.02, "uniform_prob": 0.3}])
+def test_shifted_logit_normal_is_the_official_sampler_with_its_parameters(params):
+    official = {"std": 1.0, "eps": 1e-3, "uniform_prob": 0.1, **params}
+    cfg = TrainConfig(timestep_sampling_params=params)
+    ours = SigmaSampler.build(cfg).sample(4096, 3570, torch.Generator().manual_seed(11), torch.device("cpu"))
+    theirs = _official_shifted_logit_normal(4096, 3570, torch.Generator().manual_seed(11), **official)
+    assert torch.equal(ours, theirs)
+
+
+def test_uniform_between_min_and_max_is_the_official_sampler():
+    cfg = TrainConfig(timestep_sampling="uniform", timestep_sampling_params={"min_value": 0.25, "max_value": 0.75})
+    ours = SigmaSampler.build(cfg).sample(4096, 10, torch.Generator().manual_seed(3), torch.device("cpu"))
+    theirs = torch.rand(4096, generator=torch.Generator().manual_seed(3)) * (0.75 - 0.25) + 0.25  # UniformTimestepSampler
+    assert torch.equal(ours, theirs) and 0.25 <= ours.min() and ours.max() <= 0.75
+
+
+def test_timestep_parameters_of_the_other_sampler_are_refused():
+    with pytest.raises(UserError, match=r"timestep_sampling_params.min_value does not apply to timestep_sampling "
+                                        r"shifted_logit_normal"):
+        parse_config({"train": {"timestep_sampling_params": {"min_value": 0.5}}})
+    with pytest.raises(UserError, match=r"min_value \(0.8\) must be below max_value \(0.5\)"):
+        parse_config({"train": {"timestep_sampling": "uniform",
+                                "timestep_sampling_params": {"min_value": 0.8, "max_value": 0.5}}})
 
 
 def test_uniform_sampler_range():

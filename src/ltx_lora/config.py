@@ -182,6 +182,29 @@ class EmaConfig(Section):
         return bool(self.decay)
 
 
+class TimestepParams(Section):
+    """The noise-level sampler's parameters, as the official flow_matching.timestep_sampling_params (same names and
+    defaults): std, eps and uniform_prob shape shifted_logit_normal; min_value and max_value bound uniform."""
+
+    std: float = Field(1.0, gt=0, description="shifted_logit_normal: spread of the normal before the sigmoid (larger "
+                                              "= more weight at both ends).")
+    eps: float = Field(1e-3, ge=0, lt=0.5, description="shifted_logit_normal: noise levels below it are reflected "
+                                                       "above it, and uniform draws start at it.")
+    uniform_prob: float = Field(0.1, ge=0, le=1, description="shifted_logit_normal: share of draws taken uniformly "
+                                                             "instead (keeps every noise level trained).")
+    min_value: float = Field(0.0, ge=0, lt=1, description="uniform: the lowest noise level drawn (e.g. 0.5 trains "
+                                                          "composition and motion, not fine detail).")
+    max_value: float = Field(1.0, gt=0, le=1, description="uniform: the highest noise level drawn (e.g. 0.5 trains "
+                                                          "fine detail and texture, not composition).")
+
+    @model_validator(mode="after")
+    def _range(self) -> TimestepParams:
+        if self.min_value >= self.max_value:
+            raise ValueError(f"train.timestep_sampling_params.min_value ({self.min_value}) must be below max_value "
+                             f"({self.max_value}).")
+        return self
+
+
 class TrainConfig(Section):
     steps: int = Field(2000, ge=1, description="Optimizer steps in total.")
     batch_size: int = Field(1, ge=1, description="Clips per step per GPU.")
@@ -212,7 +235,11 @@ class TrainConfig(Section):
                             "host-to-device copies are captured with the step; not yet measured on a GPU); a capture "
                             "failure falls back to the plain step with one log line. Removes the host's launch "
                             "overhead (bench/README.md).")
-    timestep_sampling: Literal["shifted_logit_normal", "uniform"] = "shifted_logit_normal"
+    timestep_sampling: Literal["shifted_logit_normal", "uniform"] = Field(
+        "shifted_logit_normal", description="How each sample's noise level is drawn: shifted_logit_normal (the "
+        "official recipe's: centred higher for more tokens) or uniform; see timestep_sampling_params.")
+    timestep_sampling_params: TimestepParams = Field(default_factory=TimestepParams,
+                                                     description="The sampler's parameters (official defaults).")
     audio_loss_weight: float = Field(1.0, ge=0, description="Weight of the audio loss when video and audio are both "
                                      "generated (1.0 = the official recipe's plain sum).")
     caption_dropout: float = Field(
@@ -221,6 +248,18 @@ class TrainConfig(Section):
                                      "`ltx-lora preprocess`.")
     fps: float = Field(24.0, gt=0, description="Frame rate assumed for positions when a clip has none recorded.")
     ema: EmaConfig = Field(default_factory=EmaConfig, description="EMA of the LoRA weights (off by default).")
+
+    @model_validator(mode="after")
+    def _timestep_params_fit_the_sampler(self) -> TrainConfig:
+        kind = self.timestep_sampling
+        mine = {"uniform": {"min_value", "max_value"}}.get(kind, {"std", "eps", "uniform_prob"})
+        params = self.timestep_sampling_params
+        # a value of the other sampler's, changed from its default (a config written whole holds every default)
+        other = sorted(n for n, f in TimestepParams.model_fields.items() if n not in mine and getattr(params, n) != f.default)
+        if other:
+            raise ValueError(f"train.timestep_sampling_params.{other[0]} does not apply to timestep_sampling {kind} "
+                             f"(it takes {', '.join(sorted(mine))}); remove it or change timestep_sampling.")
+        return self
 
 
 def fp8_matmuls_refusal(quantization: str) -> str:

@@ -390,8 +390,11 @@ def _rest(data: dict, t: Translation) -> None:
         else:
             t.dropped["flow_matching.timestep_sampling_mode"] = f"{mode} is not offered (shifted_logit_normal, uniform)"
     if "timestep_sampling_params" in fm:
-        if fm["timestep_sampling_params"]:
-            t.dropped["flow_matching.timestep_sampling_params"] = "the sampler's parameters are the official defaults"
+        params = fm["timestep_sampling_params"]
+        if isinstance(params, dict) and params:  # the same names; a name the sampler does not take is refused
+            t.set("flow_matching.timestep_sampling_params", "train.timestep_sampling_params", dict(params))
+        elif params:
+            t.dropped["flow_matching.timestep_sampling_params"] = "not a mapping of the sampler's parameters"
         else:
             t.mapped["flow_matching.timestep_sampling_params"] = "(empty: the official defaults, as ours)"
     wandb = _section(data, "wandb")

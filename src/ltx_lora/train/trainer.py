@@ -387,7 +387,7 @@ class Trainer:
                    if self.dist.is_main else None)
         return Training(models=models, transformer=transformer, manifest=manifest, params=params,
                         trainable=trainable, optimizer=optimizer, order=order, gen=gen,
-                        sampler=SigmaSampler(cfg.train.timestep_sampling), ema=ema, validate=validate,
+                        sampler=SigmaSampler.build(cfg.train), ema=ema, validate=validate,
                         metrics=metrics, start=start)
 
     def _build_model(self, manifest: Manifest) -> tuple[Models, torch.nn.Module]:
