@@ -3,26 +3,15 @@ loads, a file it cannot continue. LoKr and LoHa start from their own exports in 
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import torch
 import yaml
 from conftest import assert_user_error, run_cli
 from safetensors import safe_open
 from safetensors.torch import load_file
+from test_lora_variants import _config
 from test_train import prepared  # noqa: F401 - the session's preprocessed tiny dataset
 
 from ltx_lora.files import lora_file
-
-
-def _config(prepared, tmp_path: Path, name: str, lora: dict, **train) -> Path:  # noqa: F811 - pytest fixture
-    _, base = prepared
-    cfg = {**base, "output_dir": str(tmp_path / name), "lora": lora,
-           "train": {**base["train"], "steps": 2, "scheduler": "constant", **train},
-           "checkpoints": {"every": 2, "keep_last": 1}}
-    path = tmp_path / f"{name}.yaml"
-    path.write_text(yaml.safe_dump(cfg))
-    return path
 
 
 def test_a_run_starts_from_a_lora_file_in_another_layout_and_strength(prepared, tmp_path):  # noqa: F811

@@ -147,14 +147,22 @@ def read_dataset(path: Path | str) -> Dataset:
     return Dataset(path, entries, columns)
 
 
+def _number_cell(value: Any) -> float | None:
+    """A cell meant to hold a number: None when empty (a CSV cell) or null, NaN for what is no number (a word,
+    true/false: JSON's booleans would otherwise pass as 1 and 0)."""
+    if value is None or (isinstance(value, str) and not value.strip()):
+        return None
+    try:
+        return float(value) if not isinstance(value, bool) else math.nan
+    except (TypeError, ValueError):
+        return math.nan
+
+
 def _loss_weight(path: Path, n: int, value: Any) -> float:
     """A row's loss weight: a finite number >= 0; an empty cell (CSV) or null is the default 1."""
-    if value is None or (isinstance(value, str) and not value.strip()):
+    weight = _number_cell(value)
+    if weight is None:
         return 1.0
-    try:
-        weight = float(value) if not isinstance(value, bool) else math.nan
-    except (TypeError, ValueError):
-        weight = math.nan
     if not math.isfinite(weight) or weight < 0:
         raise UserError(f'Dataset file {path}, row {n}, has loss_weight {value!r}; give a number >= 0 '
                         "(1 = normal, 0 = left out of the loss) or leave it empty.")
@@ -163,12 +171,9 @@ def _loss_weight(path: Path, n: int, value: Any) -> float:
 
 def _repeats(path: Path, n: int, value: Any) -> int:
     """A row's repeats: a whole number >= 1 (2.0 and "2" read as 2); an empty cell (CSV) or null is the default 1."""
-    if value is None or (isinstance(value, str) and not value.strip()):
+    number = _number_cell(value)
+    if number is None:
         return 1
-    try:
-        number = float(value) if not isinstance(value, bool) else math.nan
-    except (TypeError, ValueError):
-        number = math.nan
     if not math.isfinite(number) or number < 1 or number != int(number):
         raise UserError(f'Dataset file {path}, row {n}, has repeats {value!r}; give a whole number >= 1 (how many '
                         "times the clip is drawn in each pass over the data) or leave it empty.")
