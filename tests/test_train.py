@@ -289,6 +289,26 @@ def test_non_finite_loss_stops_naming_the_step_and_keeps_the_checkpoint(prepared
     assert (tmp_path / "run" / "checkpoints" / "step_000002" / "run_step_000002.safetensors").is_file()
 
 
+def test_the_dataset_repeats_reach_the_batch_order(prepared, tmp_path):
+    """A cache whose manifest draws one clip 3 times (preprocess writes the dataset's repeats column there,
+    tests/test_preprocess.py): training plans 7 draws a pass over its 5 clips, and says so."""
+    import shutil
+
+    _, base = prepared
+    cache = tmp_path / "cache"
+    shutil.copytree(base["data"]["cache_dir"], cache)
+    manifest = json.loads((cache / "manifest.json").read_text())
+    manifest["items"][0]["repeats"] = 3
+    (cache / "manifest.json").write_text(json.dumps(manifest))
+    cfg = write_config(prepared, tmp_path, task="t2v", steps=1)
+    data = yaml.safe_load(cfg.read_text())
+    data["data"]["cache_dir"] = str(cache)
+    cfg.write_text(yaml.safe_dump(data))
+    res = run_cli("train", cfg)
+    assert res.code == 0, res.err
+    assert "5 cached clips (7 draws a pass over the data, with the dataset's repeats)" in res.err, res.err
+
+
 def test_a_failing_compiler_falls_back_to_eager_with_one_line(prepared, tmp_path):
     """train.compile: on with a C++ compiler that fails (inductor needs one on CPU): one note, then the same
     training as eager, bit for bit (the failed step's data and random draws are replayed)."""
