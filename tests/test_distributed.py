@@ -162,3 +162,29 @@ def test_sharded_preprocess_writes_the_one_process_cache(prepared, tmp_path):
     res = run_cli("preprocess", path)
     assert res.code == 0, res.err
     assert "used 5 clips (5 already cached)" in res.out and "0 texts encoded" in res.out, res.out
+
+
+def test_sigterm_to_gpus_saves_every_workers_step(prepared, tmp_path):
+    """`train --gpus 2` stopped with SIGTERM (a cloud machine being stopped): torchrun passes it to the workers,
+    which finish the step under way and save it together; the launcher exits 143 without a traceback."""
+    import signal
+    import time
+
+    cfg = config(prepared, tmp_path, "term", batch_size=1)
+    data = yaml.safe_load(cfg.read_text())
+    data["train"]["steps"], data["checkpoints"] = 500, {"every": 1000, "keep_last": 1}
+    cfg.write_text(yaml.safe_dump(data))
+    env = {**os.environ, "PYTHONPATH": str(SRC), "COLUMNS": "200", "NO_COLOR": "1"}
+    proc = subprocess.Popen([sys.executable, "-m", "ltx_lora", "train", str(cfg), "--gpus", "2"], env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    metrics = tmp_path / "term" / "metrics.jsonl"
+    deadline = time.time() + 300
+    while not (metrics.is_file() and len(metrics.read_text().splitlines()) >= 2):
+        assert proc.poll() is None and time.time() < deadline, proc.communicate()
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGTERM)
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 143, err[-3000:]
+    assert "Traceback" not in err and "SIGTERM: finishing the step under way" in err, err[-3000:]
+    step = json.loads(metrics.read_text().splitlines()[-1])["step"]
+    assert (tmp_path / "term" / "checkpoints" / f"step_{step:06d}").is_dir(), err[-3000:]

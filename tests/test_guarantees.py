@@ -253,6 +253,27 @@ def test_ctrl_c_saves_the_step_and_says_how_to_resume_and_a_second_stops_at_once
     assert "was locked by" not in err  # a fresh run folder: no stale lock to speak of
 
 
+def test_sigterm_saves_the_step_as_ctrl_c_does(prepared, tmp_path):
+    """A cloud machine being stopped or a scheduler's preemption sends SIGTERM: the step under way is finished and
+    saved (exit status 143, as a shell reports SIGTERM), and --resume continues from it."""
+    cfg = write_config(prepared, tmp_path, name="term", steps=500, task="t2v")
+    data = yaml.safe_load(cfg.read_text())
+    data["checkpoints"] = {"every": 1000, "keep_last": 1}
+    cfg.write_text(yaml.safe_dump(data))
+    run = tmp_path / "term"
+    proc = _background("train", cfg)
+    _wait_for(proc, lambda: len(_steps_logged(run)) >= 2)
+    proc.send_signal(signal.SIGTERM)
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 143, err[-3000:]
+    step = _steps_logged(run)[-1]
+    saved = run / "checkpoints" / f"step_{step:06d}"
+    assert "SIGTERM: finishing the step under way" in err and f"interrupted after step {step}" in err, err[-2000:]
+    assert saved.is_dir() and "Traceback" not in err and (run / LOCK_NAME).read_text() == ""
+    res = run_cli("train", cfg, "--resume", "--max-steps", str(step + 1))
+    assert res.code == 0 and f"resumed from {saved} at step {step}" in res.err, res.err
+
+
 def test_resume_refuses_to_go_back_and_accepts_the_same_files_spelled_otherwise(prepared, tmp_path):
     cfg = write_config(prepared, tmp_path, name="done", steps=2, task="t2v")
     assert run_cli("train", cfg).code == 0

@@ -225,7 +225,7 @@ def train(
                                       highlight=False)
                     else:
                         console.print(_styled("training stopped:", "bold red", str(e)), highlight=False)
-                raise typer.Exit(130 if stopped else 1)
+                raise typer.Exit(e.exit_status if stopped else 1)
             if dist.is_main:
                 if trainer.trained:  # validation or not: report.html with the loss curves (and samples, if any)
                     console.print(f"report: {write_training_report(run)}", highlight=False)

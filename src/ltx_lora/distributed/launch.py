@@ -36,12 +36,15 @@ def run_on_gpus(gpus: int, command: list[str], say=print) -> int:
     # Quiet torchrun's own agent (its banner, worker-failure tracebacks): the workers say what went wrong.
     os.environ.setdefault("LOGLEVEL", "CRITICAL")
     os.environ.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // gpus)))
+    from torch.distributed.elastic.multiprocessing.api import SignalException
     from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
     from torch.distributed.run import parse_args, run
 
     logging.getLogger("torch.distributed.elastic").setLevel(logging.CRITICAL)
     try:
         run(parse_args(torchrun_args(gpus, command)))
+    except SignalException as e:  # SIGTERM / SIGHUP to this process: torchrun passed it on to the workers, which
+        return 128 + int(e.sigval)  # finish their step and save it (they say so); the status a shell expects
     except ChildFailedError as e:
         rank, failure = e.get_first_failure()
         if failure.exitcode < 0:  # killed by a signal: the worker could not say why

@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import gc
 import json
+import os
 import random
 import signal
 import threading
@@ -86,36 +87,49 @@ class TrainingFailed(RuntimeError):
 
 
 class TrainingInterrupted(RuntimeError):
-    """Ctrl-C: the step under way was finished and saved as a training checkpoint (`checkpoint`)."""
+    """Ctrl-C or SIGTERM: the step under way was finished and saved as a training checkpoint (`checkpoint`)."""
 
-    def __init__(self, step: int, checkpoint: Path):
+    def __init__(self, step: int, checkpoint: Path, signum: int = signal.SIGINT):
         super().__init__(f"after step {step}: saved the training checkpoint {checkpoint}")
-        self.step, self.checkpoint = step, checkpoint
+        self.step, self.checkpoint, self.signum = step, checkpoint, signum
+
+    @property
+    def exit_status(self) -> int:
+        """128 + the signal, as a shell reports a process stopped by it (130 for Ctrl-C, 143 for SIGTERM)."""
+        return 128 + self.signum
 
 
-class StopOnCtrlC:
-    """While training: the first SIGINT (Ctrl-C) asks the loop to stop after the step under way (which is then
-    saved); a second one stops at once (KeyboardInterrupt), as Ctrl-C does elsewhere. Only the main thread can
-    handle signals: elsewhere (a caller's worker thread) Ctrl-C keeps its usual meaning."""
+class StopOnSignal:
+    """While training: the first Ctrl-C (SIGINT) or SIGTERM (a cloud machine being stopped, a scheduler's
+    preemption, `kill`) asks the loop to stop after the step under way, which is then saved, so a stopped machine
+    loses no finished step; a second one stops at once, as those signals do elsewhere. Only the main thread can
+    handle signals: elsewhere (a caller's worker thread) they keep their usual meaning."""
+
+    NAMES = {signal.SIGINT: "Ctrl-C", signal.SIGTERM: "SIGTERM"}
 
     def __init__(self, say):
-        self.say, self.requested, self._previous = say, False, None
+        self.say, self.requested, self._previous = say, None, {}
 
-    def __enter__(self) -> StopOnCtrlC:
+    def __enter__(self) -> StopOnSignal:
         if threading.current_thread() is threading.main_thread():
-            self._previous = signal.signal(signal.SIGINT, self._handle)
+            self._previous = {signum: signal.signal(signum, self._handle) for signum in self.NAMES}
         return self
 
     def _handle(self, signum, frame) -> None:
-        if self.requested:
+        if self.requested is not None:  # the second: stop at once, as without this handler
             signal.signal(signal.SIGINT, signal.default_int_handler)
-            raise KeyboardInterrupt
-        self.requested = True
-        self.say("Ctrl-C: finishing the step under way and saving a checkpoint (Ctrl-C again stops at once)")
+            signal.signal(signal.SIGTERM, signal.SIG_DFL)
+            if signum == signal.SIGINT:
+                raise KeyboardInterrupt
+            os.kill(os.getpid(), signal.SIGTERM)
+            return
+        self.requested = signum
+        self.say(f"{self.NAMES[signum]}: finishing the step under way and saving a checkpoint (Ctrl-C or SIGTERM "
+                 "again stops at once)")
 
     def __exit__(self, *exc) -> None:
-        if self._previous is not None:
-            signal.signal(signal.SIGINT, self._previous)
+        for signum, previous in self._previous.items():
+            signal.signal(signum, previous)
 
 
 def seed_global_rngs(seed: int) -> None:
@@ -320,15 +334,15 @@ class Trainer:
             return self._already_complete(*resume)
         t = self._build(manifest, resume)
         try:
-            with StopOnCtrlC(self.console.print) as ctrl_c:
+            with StopOnSignal(self.console.print) as stop:
                 if t.validate and t.start == 0:
                     self._validate(t, 0)  # the base model: the baseline every later sample is judged against
                 for step in range(t.start, self.total_steps):
                     done = self._train_step(t, step)
                     last = done == self.total_steps
                     saved = self._save(t, done) if done % self.cfg.checkpoints.every == 0 or last else None
-                    if not last and not self.dist.all_agree(not ctrl_c.requested):  # any rank's Ctrl-C
-                        raise TrainingInterrupted(done, saved or self._save(t, done))
+                    if not last and not self.dist.all_agree(stop.requested is None):  # any rank's Ctrl-C / SIGTERM
+                        raise TrainingInterrupted(done, saved or self._save(t, done), stop.requested or signal.SIGINT)
                     if t.validate and (done % self.cfg.validation.every == 0 or last):
                         self._validate(t, done)
         finally:
