@@ -504,3 +504,40 @@ def test_urls_given_as_lora_or_base_get_the_download_sentence_as_typed(tmp_path)
         res = run_cli(*args)
         assert_user_error(res, label)
         assert "https://" in res.err and "https:/" not in res.err.replace("https://", ""), res.err  # never collapsed
+
+
+# --- mix ------------------------------------------------------------------------------------------------------------
+
+
+def test_mix_takes_each_streams_layers_from_its_file_with_its_strength(variants, tiny_checkpoint, tmp_path):
+    """`lora mix --video A --audio B`: the video stream's layers (attn1, attn2, ff, audio_to_video_attn) apply A's
+    change, the audio stream's (audio_*, video_to_audio_attn) B's, each at its file's strength (A stores alpha 2 at
+    rank 4; B is a kohya file); the result is a clean ComfyUI LoRA for the base, and a file without one stream's
+    layers is refused."""
+    dev = tiny_checkpoint("dev")
+    a = variants["strong"]
+    stems = list(lora_file.read_lora(a).modules)
+    b = tmp_path / "b_kohya.safetensors"
+    convert_b = tmp_path / "b.safetensors"
+    save_file(_strong_lora(dev, stems, 2, None, seed=7), convert_b)
+    convert(convert_b, "kohya", b)
+    out = tmp_path / "mixed.safetensors"
+    res = run_cli("lora", "mix", "--video", a, "--audio", b, "-o", out)
+    assert res.code == 0, res.err
+    streams = {s: lora_file.module_stream(s) for s in stems}
+    assert {"video", "audio"} <= set(streams.values()) and None not in streams.values()
+    n_video = sum(v == "video" for v in streams.values())
+    assert f"{n_video} video layers from {a.name}, {len(stems) - n_video} audio layers from {b.name}" in res.out
+    mixed, want_a, want_b = _pairs(out), _pairs(a), _pairs(b)
+    assert set(mixed) == set(stems)
+    for stem, delta in mixed.items():
+        want = want_a[stem] if streams[stem] == "video" else want_b[stem]
+        assert torch.allclose(delta, want, rtol=1e-2, atol=1e-3), stem
+    assert check(out, dev).clean
+    with safe_open(str(out), "pt") as f:
+        assert json.loads(f.metadata()["ltx_lora_mixed_from"]) == {"video": a.name, "audio": b.name}
+    video_only = {k: v for k, v in load_file(str(a)).items() if lora_file.module_stream(k.rsplit(".", 2)[0]) == "video"}
+    save_file(video_only, tmp_path / "video_only.safetensors")
+    assert_user_error(run_cli("lora", "mix", "--video", a, "--audio", tmp_path / "video_only.safetensors",
+                              "-o", tmp_path / "x.safetensors"), "adapts no layer of the audio stream")
+    assert_user_error(run_cli("lora", "mix", "--video", a, "--audio", b, "-o", out), "exists")

@@ -434,7 +434,7 @@ def test_plateau_notes_name_the_modality_that_stopped(tmp_path):
     assert note and note.startswith("Audio has plateaued")
     # in words what the two curves do, over which steps
     assert "audio loss is flat" in note and "video loss still falls" in note and "steps 101-150" in note
-    assert "steps 151-200" in note
+    assert "steps 151-200" in note and "ltx-lora lora mix --video LATER.safetensors --audio EARLIER" in note
     note = plateau_note(read_losses(_metrics(tmp_path / "b.jsonl", flat, falling)))
     assert note and note.startswith("Video has plateaued")
     assert "video loss is flat" in note and "audio loss still falls" in note

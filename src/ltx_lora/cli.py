@@ -395,6 +395,31 @@ def lora_convert(
         print(f"left out {len(result.dropped_keys)} tensors that are not LoRA pairs: {', '.join(result.dropped_keys[:4])}")
 
 
+@lora_app.command("mix")
+def lora_mix(
+    video: Path = typer.Option(..., "--video", parser=_local("lora", "--video"),
+                               help="The LoRA whose video layers to take (e.g. the latest checkpoint)."),
+    audio: Path = typer.Option(..., "--audio", parser=_local("lora", "--audio"),
+                               help="The LoRA whose audio layers to take (e.g. an earlier checkpoint, before its sound "
+                                    "over-trained)."),
+    output: Path = typer.Option(..., "-o", "--output", help="Where to write the mixed LoRA (.safetensors)."),
+    force: bool = typer.Option(False, "--force", help="Overwrite the output file."),
+) -> None:
+    """One LoRA from two: the video layers of one file and the audio layers of another.
+
+    Audio usually learns faster than video, so the best sound may be in an earlier checkpoint than the best picture
+    (the training report says when the audio loss has flattened). Each layer of a transformer block writes into
+    the video or the audio tokens (attn1, attn2, ff, audio_to_video_attn: video; audio_attn1, audio_attn2,
+    audio_ff, video_to_audio_attn: audio); the output keeps each with the strength its file applies, in ComfyUI's
+    layout (which ltx-core and diffusers load too)."""
+    from ltx_lora.lora.mix import mix
+
+    result = mix(video, audio, output, overwrite=force)
+    other = f", {result.layers['other']} other layers from {video.name}" if result.layers["other"] else ""
+    print(f"wrote {result.path}: {result.layers['video']} video layers from {video.name}, {result.layers['audio']} "
+          f"audio layers from {audio.name}{other}")
+
+
 @lora_app.command("verify")
 def lora_verify(
     file: Path = typer.Argument(..., parser=_local("lora", "FILE"), help="The LoRA .safetensors file."),

@@ -234,6 +234,18 @@ def module_group(stem: str) -> str:
             "audio_ff": "audio feed-forward"}.get(part, "other transformer")
 
 
+# Which token stream each block layer writes into (ltx-core's BasicAVTransformerBlock): audio_to_video_attn is the
+# video tokens attending to the audio ones (its output is added to the video), video_to_audio_attn the reverse.
+STREAMS = {"attn1": "video", "attn2": "video", "ff": "video", "audio_to_video_attn": "video",
+           "audio_attn1": "audio", "audio_attn2": "audio", "audio_ff": "audio", "video_to_audio_attn": "audio"}
+
+
+def module_stream(stem: str) -> str | None:
+    """"video" or "audio": the tokens a transformer block's layer writes into; None outside the blocks."""
+    m = _BLOCK.search(stem)
+    return STREAMS.get(m.group(1)) if m and not is_text_side(stem) else None
+
+
 def target_name(stem: str) -> str:
     """The module inside a block (`attn1.to_q`, `ff.net.2`) or the top-level path, for short listings."""
     return re.sub(r"^.*?transformer(?:_1d)?_blocks\.\d+\.", "", stem.removeprefix(DIFFUSION))

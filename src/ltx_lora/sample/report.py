@@ -117,11 +117,14 @@ def plateau_note(losses: dict[str, list[tuple[int, float]]]) -> str | None:
 
     if a.fall < PLATEAU_BELOW and v.fall > IMPROVING_ABOVE:
         return (says("audio", a, "video", v) + "Audio usually converges first: listen to the latest samples for "
-                "over-trained sound; an earlier checkpoint may have the better audio, or lower "
-                "train.audio_loss_weight.")
+                "over-trained sound; an earlier checkpoint may have the better audio (`ltx-lora lora mix --video "
+                "LATER.safetensors --audio EARLIER.safetensors -o mixed.safetensors` takes each from its own "
+                "checkpoint), or lower train.audio_loss_weight.")
     if v.fall < PLATEAU_BELOW and a.fall > IMPROVING_ABOVE:
         return (says("video", v, "audio", a) + "The two learn at different rates: watch the latest samples for "
-                "over-trained picture; an earlier checkpoint may have the better video.")
+                "over-trained picture; an earlier checkpoint may have the better video (`ltx-lora lora mix --video "
+                "EARLIER.safetensors --audio LATER.safetensors -o mixed.safetensors` takes each from its own "
+                "checkpoint).")
     return None
 
 

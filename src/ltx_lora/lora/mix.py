@@ -1,0 +1,68 @@
+"""`ltx-lora lora mix`: one LoRA from two, the video stream's layers of one file and the audio stream's of another.
+
+Audio usually learns faster than video (the LTX-2.3 training guide; the training report says so when the smoothed
+audio loss flattens while the video loss still falls), so the best picture may be in a later checkpoint than the
+best sound. Every layer of a transformer block writes into one stream of tokens (`lora_file.STREAMS`): attn1,
+attn2, ff and audio_to_video_attn into the video, audio_attn1, audio_attn2, audio_ff and video_to_audio_attn into
+the audio. The mix takes each stream's layers from its own file, each with the strength its file asks for folded
+in (ComfyUI layout without `.alpha`, as the trainer exports: ComfyUI, ltx-core and diffusers apply it alike).
+Layers outside the blocks (a third-party LoRA's patchify projection, say) come from the video file.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+from ltx_lora.errors import UserError
+from ltx_lora.files import lora_file
+from ltx_lora.files.model_files import identify
+
+STREAM_NAMES = ("video", "audio")
+
+
+@dataclass
+class MixResult:
+    path: Path
+    layers: dict[str, int]  # stream (or "other") -> layers taken
+
+
+def _folded(weights: lora_file.LoraPair | lora_file.LycorisWeights):
+    """A module's tensors with its file's strength folded in (what a file without `.alpha` applies as written)."""
+    if isinstance(weights, lora_file.LycorisWeights):
+        return weights.folded()
+    up = weights.up if weights.scale == 1 else (weights.up.float() * weights.scale).to(weights.up.dtype)
+    return weights.down, up
+
+
+def mix(video: str | Path, audio: str | Path, out: str | Path, overwrite: bool = False) -> MixResult:
+    files = {"video": lora_file.read_lora(video), "audio": lora_file.read_lora(audio)}
+    out = Path(out).expanduser()
+    if any(out.resolve() == f.path.resolve() for f in files.values()):
+        raise UserError("the output file is one of the inputs; choose another -o path.")
+    if out.exists() and not overwrite:
+        raise UserError(f"{out} exists; choose another -o path or pass --force.")
+    families = {name: identify(f.path).family for name, f in files.items()}
+    if None not in families.values() and len(set(families.values())) > 1:
+        raise UserError(f"{files['video'].path.name} is an LTX-{families['video']} LoRA and "
+                        f"{files['audio'].path.name} an LTX-{families['audio']} one; mix two LoRAs of one model.")
+    modules, layers = {}, {"video": 0, "audio": 0, "other": 0}
+    for stream, lora in files.items():
+        weights = lora_file.load_weights(lora)
+        mine = {s: w for s, w in weights.items() if lora_file.module_stream(s) == stream
+                or (stream == "video" and lora_file.module_stream(s) is None)}
+        if not any(lora_file.module_stream(s) == stream for s in mine):
+            raise UserError(f"{lora.path.name} adapts no layer of the {stream} stream (it has "
+                            f"{', '.join(sorted({lora_file.module_group(s) for s in weights}))}); pass a LoRA "
+                            f"trained with {stream} as --{stream}.")
+        for stem, w in mine.items():
+            modules[stem] = _folded(w)
+            layers[stream if lora_file.module_stream(stem) else "other"] += 1
+    meta = dict(files["video"].metadata)
+    meta.pop("alpha", None)  # strengths are folded in; per-file rank and alpha stay in each source's header
+    meta |= {"alpha_folded_into_lora_B": "true",
+             "ltx_lora_mixed_from": json.dumps({s: f.path.name for s, f in files.items()}),
+             **({"audio_step": files["audio"].metadata["step"]} if "step" in files["audio"].metadata else {})}
+    lora_file.write_lora(out, modules, layout=lora_file.COMFYUI, metadata=meta)
+    return MixResult(out, layers)
