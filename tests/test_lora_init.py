@@ -7,7 +7,7 @@ import torch
 import yaml
 from conftest import assert_user_error, run_cli
 from safetensors import safe_open
-from safetensors.torch import load_file
+from safetensors.torch import load_file, save_file
 from test_lora_variants import _config
 from test_train import prepared  # noqa: F401 - the session's preprocessed tiny dataset
 
@@ -65,5 +65,11 @@ def test_a_lora_file_the_run_cannot_continue_is_refused_before_any_model_loads(p
         cfg = _config(prepared, tmp_path, f"run{i}", lora)
         assert_user_error(run_cli("train", cfg), "lora.init_from", needle)
         assert not (tmp_path / f"run{i}").exists(), lora  # refused before the run folder was made
+    damaged = load_file(made)
+    first_b = next(k for k in damaged if k.endswith("lora_B.weight"))
+    damaged[first_b][0, 0] = float("nan")
+    save_file(damaged, tmp_path / "nan.safetensors")
+    cfg = _config(prepared, tmp_path, "nan", {"rank": 4, "init_from": str(tmp_path / "nan.safetensors")})
+    assert_user_error(run_cli("train", cfg), "lora.init_from", "NaN or infinite values")
     doctor = run_cli("doctor", "--config", _config(prepared, tmp_path, "doctor", cases[0][0]))
     assert "lora.init_from" in doctor.out + doctor.err and "set lora.rank: 4" in doctor.out + doctor.err

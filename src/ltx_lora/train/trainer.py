@@ -446,6 +446,9 @@ class Trainer:
                 raise UserError(f"lora.init_from {lora.path.name} holds {name} as {list(value.shape)}, this run's LoRA "
                                 f"{what}: it was trained with another rank or lora.lokr_factor; set those as it was "
                                 "trained.")
+            if not torch.isfinite(value).all():
+                raise UserError(f"lora.init_from {lora.path.name} holds NaN or infinite values ({name}): the file is "
+                                "damaged; start from an earlier checkpoint's LoRA, or from zero (leave it out).")
         with torch.no_grad():
             parallel.load_full_lora_(params, {**parallel.full_lora(params), **init})
         layers = len({adapted_module(n) for n in init})
