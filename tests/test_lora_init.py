@@ -71,5 +71,6 @@ def test_a_lora_file_the_run_cannot_continue_is_refused_before_any_model_loads(p
     save_file(damaged, tmp_path / "nan.safetensors")
     cfg = _config(prepared, tmp_path, "nan", {"rank": 4, "init_from": str(tmp_path / "nan.safetensors")})
     assert_user_error(run_cli("train", cfg), "lora.init_from", "NaN or infinite values")
+    assert not (tmp_path / "nan").exists()  # read before any model loads too
     doctor = run_cli("doctor", "--config", _config(prepared, tmp_path, "doctor", cases[0][0]))
     assert "lora.init_from" in doctor.out + doctor.err and "set lora.rank: 4" in doctor.out + doctor.err

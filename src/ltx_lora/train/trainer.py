@@ -181,7 +181,8 @@ class Trainer:
         self.compiled = False  # the transformer blocks are compiled (train.compile), until a failure undoes it
         self.graphs: StepGraphs | None = None  # the step as CUDA graphs (train.cuda_graphs)
         self.connectors_host: HostOffload | None = None
-        self.init_lora: LoraFile | None = None  # lora.init_from, read and checked before any model loads
+        self.init_lora: tuple[LoraFile, dict[str, torch.Tensor]] | None = None  # lora.init_from and its tensors by
+        # adapter parameter name, read and checked before any model loads
         self.empty_prompt: str | None = None  # the cached empty prompt's features, with caption dropout on
 
     # -- set-up ------------------------------------------------------------------------------------------------
@@ -365,7 +366,7 @@ class Trainer:
                             "output_dir to a new folder.")
         resume = self._resume_state() if self.resume else None
         if resume is None and self.cfg.lora.init_from:  # a resumed run continues its checkpoint's weights instead
-            self.init_lora = check_lora_init(self.cfg.lora.init_from, self.run.base, self.cfg.lora, self.run.lora)
+            self.init_lora = self._read_init_lora()
         if resume is not None and resume[1].step > self.total_steps:
             saved, state = resume
             raise UserError(f"{saved} is at step {state.step}, past the {self.total_steps} steps asked for; "
@@ -384,7 +385,7 @@ class Trainer:
         params = lora_parameters(transformer)
         trainable = list(params.values())
         if self.init_lora is not None:
-            self._start_from(self.init_lora, params)
+            self._start_from(*self.init_lora, params)
         self.graphs = self._step_graphs(transformer, trainable)
         optimizer = build_optimizer(trainable, cfg.train)
         order = BatchOrder(manifest.items, cfg.train.batch_size, cfg.train.seed, cfg.data.token_budget,
@@ -435,10 +436,19 @@ class Trainer:
                                            some_lora_may_idle=not every_layer)
         return models, transformer
 
-    def _start_from(self, lora: LoraFile, params: dict[str, torch.nn.Parameter]) -> None:
+    def _read_init_lora(self) -> tuple[LoraFile, dict[str, torch.Tensor]]:
+        """lora.init_from checked against the base and the LoRA trained, and its tensors as the adapters take them."""
+        lora = check_lora_init(self.cfg.lora.init_from, self.run.base, self.cfg.lora, self.run.lora)
+        init = initial_adapter(lora, self.run.lora)
+        bad = next((name for name, value in init.items() if not torch.isfinite(value).all()), None)
+        if bad is not None:
+            raise UserError(f"lora.init_from {lora.path.name} holds NaN or infinite values ({bad}): the file is "
+                            "damaged; start from an earlier checkpoint's LoRA, or from zero (leave it out).")
+        return lora, init
+
+    def _start_from(self, lora: LoraFile, init: dict[str, torch.Tensor], params: dict[str, torch.nn.Parameter]) -> None:
         """lora.init_from's weights into the injected adapters (each rank its shard under FSDP); adapted layers the
         file lacks keep their fresh start (no change)."""
-        init = initial_adapter(lora, self.run.lora)
         for name, value in init.items():
             have = params.get(name)
             if have is None or tuple(have.shape) != tuple(value.shape):
@@ -446,9 +456,6 @@ class Trainer:
                 raise UserError(f"lora.init_from {lora.path.name} holds {name} as {list(value.shape)}, this run's LoRA "
                                 f"{what}: it was trained with another rank or lora.lokr_factor; set those as it was "
                                 "trained.")
-            if not torch.isfinite(value).all():
-                raise UserError(f"lora.init_from {lora.path.name} holds NaN or infinite values ({name}): the file is "
-                                "damaged; start from an earlier checkpoint's LoRA, or from zero (leave it out).")
         with torch.no_grad():
             parallel.load_full_lora_(params, {**parallel.full_lora(params), **init})
         layers = len({adapted_module(n) for n in init})
