@@ -3,6 +3,7 @@ loads, a file it cannot continue. LoKr and LoHa start from their own exports in 
 
 from __future__ import annotations
 
+import pytest
 import torch
 import yaml
 from conftest import assert_user_error, run_cli
@@ -11,7 +12,11 @@ from safetensors.torch import load_file, save_file
 from test_lora_variants import _config
 from test_train import prepared  # noqa: F401 - the session's preprocessed tiny dataset
 
+from ltx_lora.config import LoraConfig
+from ltx_lora.errors import UserError
 from ltx_lora.files import lora_file
+from ltx_lora.runtime.base_file import BaseFile
+from ltx_lora.runtime.inputs import check_lora_init
 
 
 def test_a_run_starts_from_a_lora_file_in_another_layout_and_strength(prepared, tmp_path):  # noqa: F811
@@ -53,18 +58,23 @@ def test_a_lora_file_the_run_cannot_continue_is_refused_before_any_model_loads(p
     res = run_cli("train", _config(prepared, tmp_path, "first", {"rank": 4}, steps=1))
     assert res.code == 0, res.err
     made = str(tmp_path / "first" / "lora.safetensors")
-    cases = [
-        ({"rank": 8, "init_from": made}, "set lora.rank: 4"),
-        ({"rank": 4, "variant": "lokr", "init_from": made}, "set lora.variant: lora"),
-        ({"rank": 4, "target_modules": ["to_q"], "init_from": made}, "adapt the same layers the file does"),
-        ({"rank": 4, "init_from": str(tiny_checkpoint("dev"))}, "is not a LoRA"),
-        ({"rank": 4, "init_from": "https://huggingface.co/me/my-lora/blob/main/lora.safetensors"}, "download"),
-        ({"rank": 4, "init_from": str(tmp_path / "missing.safetensors")}, "does not exist"),
-    ]
-    for i, (lora, needle) in enumerate(cases):
+    # through `train` (and no run folder made): a rank the file does not have, a URL
+    for i, (lora, needle) in enumerate([
+            ({"rank": 8, "init_from": made}, "set lora.rank: 4"),
+            ({"rank": 4, "init_from": "https://huggingface.co/me/my-lora/blob/main/lora.safetensors"}, "download")]):
         cfg = _config(prepared, tmp_path, f"run{i}", lora)
         assert_user_error(run_cli("train", cfg), "lora.init_from", needle)
         assert not (tmp_path / f"run{i}").exists(), lora  # refused before the run folder was made
+    # the rest by the check `train` and `doctor --config` run (runtime.inputs.check_lora_init)
+    base = BaseFile.read(tiny_checkpoint("dev"))
+    for lora, needle in [
+            ({"rank": 4, "variant": "lokr", "init_from": made}, "set lora.variant: lora"),
+            ({"rank": 4, "target_modules": ["to_q"], "init_from": made}, "adapt the same layers the file does"),
+            ({"rank": 4, "init_from": str(tiny_checkpoint("dev"))}, "is not a LoRA"),
+            ({"rank": 4, "init_from": str(tmp_path / "missing.safetensors")}, "does not exist")]:
+        config = LoraConfig(**lora)
+        with pytest.raises(UserError, match=needle):
+            check_lora_init(config.init_from, base, config, config)
     damaged = load_file(made)
     first_b = next(k for k in damaged if k.endswith("lora_B.weight"))
     damaged[first_b][0, 0] = float("nan")
@@ -72,5 +82,5 @@ def test_a_lora_file_the_run_cannot_continue_is_refused_before_any_model_loads(p
     cfg = _config(prepared, tmp_path, "nan", {"rank": 4, "init_from": str(tmp_path / "nan.safetensors")})
     assert_user_error(run_cli("train", cfg), "lora.init_from", "NaN or infinite values")
     assert not (tmp_path / "nan").exists()  # read before any model loads too
-    doctor = run_cli("doctor", "--config", _config(prepared, tmp_path, "doctor", cases[0][0]))
+    doctor = run_cli("doctor", "--config", _config(prepared, tmp_path, "doctor", {"rank": 8, "init_from": made}))
     assert "lora.init_from" in doctor.out + doctor.err and "set lora.rank: 4" in doctor.out + doctor.err
