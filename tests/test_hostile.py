@@ -334,7 +334,7 @@ def test_odd_loras_end_well_in_every_lora_tool(examples, tmp_path, tiny_checkpoi
     base = tiny_checkpoint("dev")
 
     @examples_settings(examples)
-    @given(loras(tiny_targets), st.sampled_from(["inspect", "check", "convert", "merge"]))
+    @given(loras(tiny_targets), st.sampled_from(["inspect", "check", "convert", "merge", "mix"]))
     def check(tensors, tool):
         TRIED["LoRA files"] += 1
         with tempfile.TemporaryDirectory(dir=tmp_path) as d:
@@ -344,7 +344,8 @@ def test_odd_loras_end_well_in_every_lora_tool(examples, tmp_path, tiny_checkpoi
             with files_kept(Path(d), base, writes=(out,)):
                 args = {"inspect": ("lora", "inspect", lora), "check": ("lora", "check", lora, "--base", base),
                         "convert": ("lora", "convert", lora, "--to", "kohya", "-o", out),
-                        "merge": ("lora", "merge", lora, "--base", base, "-o", out)}[tool]
+                        "merge": ("lora", "merge", lora, "--base", base, "-o", out),
+                        "mix": ("lora", "mix", "--video", lora, "--audio", lora, "-o", out)}[tool]
                 # `lora check` exits 1 for findings (its documented contract), with its report, not a crash.
                 assert_ended_well(run_here(*args), (0, 1, 2) if tool == "check" else (0, 2))
 
@@ -411,7 +412,7 @@ def test_hostile_configs_end_well(examples, tmp_path, prepared):  # noqa: F811
 
 
 _OFFICIAL_KEYS = {
-    "model": ["model_path", "text_encoder_path", "training_mode"],
+    "model": ["model_path", "text_encoder_path", "training_mode", "load_checkpoint"],
     "lora": ["rank", "alpha", "dropout", "target_modules"],
     "training_strategy": ["name", "with_audio", "first_frame_conditioning_p", "video", "audio"],
     "optimization": ["learning_rate", "steps", "batch_size", "gradient_accumulation_steps", "max_grad_norm",
@@ -420,7 +421,8 @@ _OFFICIAL_KEYS = {
     "data": ["preprocessed_data_root"],
     "validation": ["prompts", "samples", "negative_prompt", "video_dims", "seed", "inference_steps", "interval",
                    "stg_blocks", "frame_rate", "guidance_scale", "video_cfg_scale", "generate_audio"],
-    "checkpoints": ["interval", "keep_last_n"], "flow_matching": ["timestep_sampling_mode"],
+    "checkpoints": ["interval", "keep_last_n", "precision"],
+    "flow_matching": ["timestep_sampling_mode", "timestep_sampling_params"],
     "wandb": ["enabled", "project"], "hub": ["push_to_hub"],
 }
 
