@@ -463,7 +463,7 @@ def test_hostile_official_configs_end_well(examples, tmp_path, prepared):  # noq
 
 # --- dataset files ----------------------------------------------------------------------------------------------
 
-_COLUMNS = ["caption", "video", "media_path", "loss_weight", "loss_mask", "audio_loss_ranges", "fps", "width",
+_COLUMNS = ["caption", "video", "media_path", "loss_weight", "repeats", "loss_mask", "audio_loss_ranges", "fps", "width",
             "frames", "bucket", "problems", "content_hash", "odd column [/]"]
 
 
