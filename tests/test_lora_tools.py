@@ -541,3 +541,31 @@ def test_mix_takes_each_streams_layers_from_its_file_with_its_strength(variants,
     assert_user_error(run_cli("lora", "mix", "--video", a, "--audio", tmp_path / "video_only.safetensors",
                               "-o", tmp_path / "x.safetensors"), "adapts no layer of the audio stream")
     assert_user_error(run_cli("lora", "mix", "--video", a, "--audio", b, "-o", out), "exists")
+
+
+# --- resize ---------------------------------------------------------------------------------------------------------
+
+
+def test_resize_keeps_each_layers_closest_change_of_the_lower_rank(variants, tiny_checkpoint, tmp_path):
+    """`lora resize --rank 2` of a rank-4 LoRA with alpha 2: every layer's change is the best rank-2 approximation
+    of the file's (scale included; Eckart-Young: its error is the dropped singular values), the reported share
+    kept is the singular values' (overall = over all layers), the file is smaller and clean for the base."""
+    dev, src = tiny_checkpoint("dev"), variants["strong"]
+    out = tmp_path / "small.safetensors"
+    res = run_cli("lora", "resize", src, "--rank", "2", "-o", out)
+    assert res.code == 0, res.err
+    before, after = _pairs(src), _pairs(out)
+    assert set(after) == set(before)
+    kept_total = whole_total = 0.0
+    for stem, delta in before.items():
+        s = torch.linalg.svdvals(delta.double())
+        u, _, vh = torch.linalg.svd(delta.double())
+        best = (u[:, :2] * s[:2]) @ vh[:2]
+        assert (after[stem].double() - best).norm() <= 1e-2 * best.norm(), stem  # bf16 factors: ~2^-8 rounding
+        kept_total, whole_total = kept_total + float((s[:2] ** 2).sum()), whole_total + float((s ** 2).sum())
+    assert f"kept {(kept_total / whole_total) ** 0.5:.1%} of the change" in res.out, res.out
+    assert "at rank 2 (was 4)" in res.out and out.stat().st_size < src.stat().st_size
+    assert {m.rank for m in lora_file.read_lora(out).modules.values()} == {2}
+    assert check(out, dev).clean
+    assert_user_error(run_cli("lora", "resize", src, "--rank", "4", "-o", tmp_path / "x.safetensors"),
+                      "nothing to cut")

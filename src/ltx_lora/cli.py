@@ -420,6 +420,34 @@ def lora_mix(
           f"audio layers from {audio.name}{other}")
 
 
+def _size(n: int) -> str:
+    return f"{n / 2**20:.1f} MiB" if n >= 2**20 else f"{n / 2**10:.0f} KiB"
+
+
+@lora_app.command("resize")
+def lora_resize(
+    file: Path = typer.Argument(..., parser=_local("lora", "FILE"), help="The LoRA .safetensors file (any layout)."),
+    rank: int = typer.Option(..., "--rank", help="The new rank, below the file's (e.g. 16 for a rank-32 LoRA: "
+                             "half the size)."),
+    output: Optional[Path] = typer.Option(None, "-o", "--output", help="Where to write; default: FILE_rankN"
+                                          ".safetensors beside the input."),
+    force: bool = typer.Option(False, "--force", help="Overwrite the output file."),
+) -> None:
+    """A smaller LoRA: each layer's change cut to its closest change of a lower rank.
+
+    Each layer keeps its largest singular values (the closest change of that rank, as kohya's resize_lora); the
+    output says how much of each change is kept (its Frobenius norm), overall and for the layer that loses most.
+    Written in ComfyUI's layout with the strength folded in, which ltx-core and diffusers load too."""
+    from ltx_lora.lora.resize import resize
+
+    out = output or file.with_name(f"{file.stem}_rank{rank}.safetensors")
+    r = resize(file, rank, out, overwrite=force)
+    least = min(r.kept, key=r.kept.get)
+    print(f"wrote {r.path}: {len(r.kept)} layers at rank {r.rank} (was {', '.join(map(str, r.ranks_before))}), "
+          f"{_size(r.bytes_before)} -> {_size(r.bytes_after)}; kept {r.overall:.1%} of the change "
+          f"(Frobenius norm), the least of a layer {r.kept[least]:.1%} ({least.removeprefix('diffusion_model.')})")
+
+
 @lora_app.command("verify")
 def lora_verify(
     file: Path = typer.Argument(..., parser=_local("lora", "FILE"), help="The LoRA .safetensors file."),
