@@ -365,13 +365,13 @@ class Trainer:
             raise UserError(f"{self.run_dir} already holds checkpoints; pass --resume to continue that run, or set "
                             "output_dir to a new folder.")
         resume = self._resume_state() if self.resume else None
-        if resume is None and self.cfg.lora.init_from:  # a resumed run continues its checkpoint's weights instead
-            self.init_lora = self._read_init_lora()
         if resume is not None and resume[1].step > self.total_steps:
             saved, state = resume
             raise UserError(f"{saved} is at step {state.step}, past the {self.total_steps} steps asked for; "
                             f"nothing was changed: resume with --max-steps above {state.step} to train on (the "
                             f"LoRA of step {state.step} is in that folder), or train into a new output_dir.")
+        if resume is None and self.cfg.lora.init_from:  # a resumed run continues its checkpoint's weights instead
+            self.init_lora = self._read_init_lora()
         return manifest, resume
 
     def _build(self, manifest: Manifest, resume: tuple[Path, TrainingState] | None) -> Training:
@@ -386,6 +386,7 @@ class Trainer:
         trainable = list(params.values())
         if self.init_lora is not None:
             self._start_from(*self.init_lora, params)
+            self.init_lora = None  # its tensors are in the adapters now
         self.graphs = self._step_graphs(transformer, trainable)
         optimizer = build_optimizer(trainable, cfg.train)
         order = BatchOrder(manifest.items, cfg.train.batch_size, cfg.train.seed, cfg.data.token_budget,
