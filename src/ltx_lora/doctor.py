@@ -155,6 +155,7 @@ def run_checks(config_path: Path | None) -> list[Check]:
         out_dir = Path(cfg.output_dir).parent
         checks += check_config_paths(cfg)
         checks += check_config_packages(cfg)
+        checks += check_validation_prompts(cfg)
     checks.append(check_memory_plan(cfg))
     checks.append(check_disk(out_dir))
     return checks
@@ -213,6 +214,26 @@ def check_config_packages(cfg: Config) -> list[Check]:
         else:
             out.append(Check(key, "OK", f"{module} {getattr(mod, '__version__', '')} imports".replace("  ", " ")))
     return out
+
+
+def check_validation_prompts(cfg: Config) -> list[Check]:
+    """validation.prompts against the config's task, by the check `train` and `validate` run before anything loads
+    (the inputs each prompt must give, their files): an audio-to-video task's plain prompts FAIL here, before
+    preprocessing, not when training starts. None without prompts (no validation)."""
+    if not cfg.validation.prompts:
+        return []
+    # Imported here: the checks need torch, whose import the checks above report on instead of crashing.
+    from ltx_lora.runtime.run import resolve_sampling
+    from ltx_lora.sample.validate import check_prompts
+    from ltx_lora.task import resolve_task, task_name
+
+    try:
+        check_prompts(cfg, resolve_sampling(cfg.validation), resolve_task(cfg.task))
+    except UserError as e:
+        return [Check("validation.prompts", "FAIL", str(e))]
+    n = len(cfg.validation.prompts)
+    return [Check("validation.prompts", "OK", f"{n} prompt{'' if n == 1 else 's'} the task "
+                  f"{task_name(cfg.task)} can sample")]
 
 
 def check_memory_plan(cfg=None) -> Check:

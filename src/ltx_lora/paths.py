@@ -177,6 +177,24 @@ def reject_remote(value: str, role: Role, label: str, key: str | None = None) ->
                         f"{'set ' + key + ' to' if key else 'pass'} its local path.")
 
 
+def is_url(value: str) -> bool:
+    """Whether `value` is a URL or a Hugging Face address (huggingface.co/..., hf://...), never a local path. A repo
+    id (`Owner/Name`) is not one here: it may also name a local folder that is yet to be made."""
+    v = str(value).strip()
+    return _parse_hf(v) is not None or re.match(r"^[a-z][a-z0-9+.-]*://", v, re.IGNORECASE) is not None
+
+
+def refuse_url(value: str, key: str, role: Role | None = None) -> None:
+    """UserError when the config value `value` of `key` is a URL: with the download sentence for a model file
+    (`role`), else the plain one. Called before the value is read as a path, which would collapse its `//`."""
+    if not is_url(value):
+        return
+    if role is not None:
+        reject_remote(value, role, key, key)
+    raise UserError(f"{key} is a URL ({str(value).strip()}), but ltx-lora reads and writes local paths only: set "
+                    f"{key} to a local path (download the file first if it is one to read).")
+
+
 def check_model_path(value: str | Path, role: Role, key: str | None = None) -> Path:
     """The local path of a model file/folder, or UserError (one sentence) saying exactly how to get one."""
     if role not in _ROLES:
