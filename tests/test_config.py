@@ -292,6 +292,25 @@ def test_doctor_names_a_validation_prompt_the_task_cannot_sample(tmp_path):
     assert line.startswith("OK") and "1 prompt the task a2v can sample" in line, line
 
 
+def test_doctor_warns_when_gemmas_weights_exceed_the_gpus_free_memory(tiny_gemma):
+    """On a 24 GB card Gemma 3 12B in bf16 (about 24 GB of weights) runs preprocess out of memory after every clip is
+    encoded; doctor compares the folder's weight files with the GPU's free memory (given here: no GPU in CI)."""
+    from ltx_lora.doctor import check_text_encoder_memory
+    from ltx_lora.ltx.text import gemma_weight_files
+
+    cfg = Config(model={"text_encoder": str(tiny_gemma)})
+    weights = sum(f.stat().st_size for f in gemma_weight_files(tiny_gemma))
+    [short] = check_text_encoder_memory(cfg, weights - 1)
+    assert short.status == "WARN" and "exceed the GPU's" in short.detail, short
+    assert "memory.text_encoder_8bit: true" in short.fix and "ltx-lora[lowvram]" in short.fix
+    [ample] = check_text_encoder_memory(cfg, weights * 2)
+    assert ample.status == "OK" and "are under the GPU's" in ample.detail, ample
+    assert check_text_encoder_memory(Config(model={"text_encoder": str(tiny_gemma)},
+                                            memory={"text_encoder_8bit": True}), 1) == []
+    assert check_text_encoder_memory(cfg, None) == []  # no GPU: nothing to compare with
+    assert "memory.text_encoder_8bit: true" in render_config("24gb").splitlines()[2]  # init's 24gb profile says so
+
+
 def test_cli_bad_config_is_exit_2(tmp_path):
     p = tmp_path / "bad.yaml"
     p.write_text("train:\n  stesp: 10\n")

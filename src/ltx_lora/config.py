@@ -186,7 +186,8 @@ class TrainConfig(Section):
     optimizer: Optimizer = Field(Optimizer.adamw, description="adamw (fused), adamw8bit (bitsandbytes' 8-bit "
                                  "AdamW: 2 bytes of state per LoRA parameter instead of 8; pip install "
                                  "'ltx-lora[lowvram]') or prodigy.")
-    weight_decay: float = Field(0.0, ge=0)
+    weight_decay: float = Field(0.0, ge=0, description="The optimizer's decoupled weight decay on the LoRA weights "
+                                "(0 = none).")
     scheduler: Scheduler = Field(
         Scheduler.linear, description="Learning-rate schedule after warm-up: linear (default; straight "
                                       "from the peak down to min_lr_ratio x the peak over the remaining steps), "
@@ -196,8 +197,11 @@ class TrainConfig(Section):
     min_lr_ratio: float = Field(0.0, ge=0, le=1, description="Floor of linear and cosine as a fraction of "
                                                              "learning_rate (0 = decay to zero).")
     max_grad_norm: float | None = Field(1.0, gt=0, description="Clip the gradient norm; null disables clipping.")
-    seed: int = Field(42, ge=0, le=MAX_SEED)
-    mixed_precision: Literal["bf16", "fp32"] = "bf16"
+    seed: int = Field(42, ge=0, le=MAX_SEED, description="Seed of training's random draws (batch order, noise "
+                      "levels, noise); each checkpoint saves their state, so a resumed run draws the same.")
+    mixed_precision: Literal["bf16", "fp32"] = Field(
+        "bf16", description="Compute dtype of training and its validation samples: bf16 (Ampere GPUs and newer) or "
+                            "fp32 (slow; for the CPU demo).")
     gradient_checkpointing: bool = Field(True, description="Recompute activations in backward (needed below 80 GB).")
     compile: Literal["auto", "on", "off"] = Field(
         "auto", description="torch.compile each transformer block: auto = on a GPU with triton; falls back to eager "
@@ -208,7 +212,10 @@ class TrainConfig(Section):
                             "host-to-device copies are captured with the step; not yet measured on a GPU); a capture "
                             "failure falls back to the plain step with one log line. Removes the host's launch "
                             "overhead (bench/README.md).")
-    timestep_sampling: Literal["shifted_logit_normal", "uniform"] = "shifted_logit_normal"
+    timestep_sampling: Literal["shifted_logit_normal", "uniform"] = Field(
+        "shifted_logit_normal", description="How each sample's noise level is drawn: shifted_logit_normal "
+                                            "(Lightricks' recipe: centred higher for clips with more tokens, one "
+                                            "draw in 10 uniform) or uniform.")
     audio_loss_weight: float = Field(1.0, ge=0, description="Weight of the audio loss when video and audio are both "
                                      "generated (1.0 = the official recipe's plain sum). Audio usually converges "
                                      "first: report.html notes when its loss flattens while the video's still falls; "
@@ -349,8 +356,9 @@ class LoggingConfig(Section):
         True, description="TensorBoard logs in OUTPUT_DIR/tensorboard: losses, learning rate, the config and, after "
         "each validation, every prompt's sample (animated, without sound; `validation/pN/video`), its frames and "
         "waveform (`validation/pN/frames`) and the health checks (text).")
-    wandb: bool = False
-    wandb_project: str = "ltx-lora"
+    wandb: bool = Field(False, description="Also log to Weights & Biases (needs wandb: pip install "
+                                           "'ltx-lora[wandb]', and `wandb login`).")
+    wandb_project: str = Field("ltx-lora", description="The Weights & Biases project runs are logged to.")
 
 
 TRIGGER = "[trigger]"

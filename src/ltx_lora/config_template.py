@@ -36,7 +36,9 @@ PROFILE_NOTES = {
     "80gb": "H100 80 GB: the plan for 80 GB (bf16 base, no block swap).",
     "48gb": "48 GB (RTX 6000 Ada/Pro, A6000): the plan for 48 GB (bf16 base, text connectors in host memory).",
     "32gb": "32 GB (RTX 5090): the plan for 32 GB (INT8, or FP8 from the FP8 checkpoint; no block swap).",
-    "24gb": "24 GB (RTX 4090, experimental): the plan for 24 GB (1-byte base, blocks streamed from host memory).",
+    "24gb": "24 GB (RTX 4090, experimental): the plan for 24 GB (1-byte base, blocks streamed from host memory). "
+            "Preprocessing loads Gemma 3 12B, about 24 GB in bf16: on this card set memory.text_encoder_8bit: true "
+            "(pip install 'ltx-lora[lowvram]'), or preprocess on a larger GPU.",
 }
 
 def _merge(base: dict, patch: dict) -> dict:

@@ -154,6 +154,7 @@ def run_checks(config_path: Path | None) -> list[Check]:
         cfg = load_config(config_path)
         out_dir = Path(cfg.output_dir).parent
         checks += check_config_paths(cfg)
+        checks += check_text_encoder_memory(cfg, _gpu_free_bytes())
         checks += check_config_packages(cfg)
         checks += check_validation_prompts(cfg)
     checks.append(check_memory_plan(cfg))
@@ -183,6 +184,33 @@ def check_config_paths(cfg) -> list[Check]:
         except UserError as e:
             out.append(Check(f"model.{role}", "FAIL", value, str(e)))
     return out
+
+
+def _gpu_free_bytes() -> int | None:
+    import torch
+
+    return torch.cuda.mem_get_info(0)[0] if torch.cuda.is_available() else None
+
+
+def check_text_encoder_memory(cfg: Config, free_bytes: int | None) -> list[Check]:
+    """Whether Gemma can encode the captions on this GPU. `preprocess` loads it in bf16 after every clip is encoded;
+    its weight files (bf16, as Google ships them) are a lower bound of what that puts on the GPU (the text projection
+    and activations come on top), so weights above the free memory mean it runs out of memory there, and Gemma 3 12B
+    (about 24 GB) does on a 24 GB card. None without a GPU, with 8-bit Gemma, or without the folder (checked above)."""
+    from ltx_lora.ltx.text import gemma_weight_files
+
+    folder = Path(cfg.model.text_encoder).expanduser() if cfg.model.text_encoder else None
+    if free_bytes is None or cfg.memory.text_encoder_8bit or folder is None or not folder.is_dir():
+        return []
+    files = [f for f in gemma_weight_files(folder) if f.is_file()]
+    weights, free = sum(f.stat().st_size for f in files) / 2**30, free_bytes / 2**30
+    if weights < free:
+        return [Check("text encoder memory", "OK", f"Gemma's weights ({weights:.1f} GiB in bf16) are under the GPU's "
+                      f"{free:.1f} GiB free (preprocess needs some more for the text projection and activations)")]
+    return [Check("text encoder memory", "WARN", f"Gemma's weights alone ({weights:.1f} GiB in bf16) exceed the "
+                  f"GPU's {free:.1f} GiB free: preprocess would run out of memory encoding the captions",
+                  "set memory.text_encoder_8bit: true (about half the memory; pip install 'ltx-lora[lowvram]'), or "
+                  "preprocess on a GPU with more memory")]
 
 
 # Settings that need a package ltx-lora does not install: (key, is it set, module, install command).
