@@ -597,7 +597,8 @@ def demo(
 ) -> None:
     """Run the whole pipeline on a tiny generated model and synthetic clips: no downloads, no GPU needed.
 
-    Stages: inspect, dataset scan, preprocess, train. Each is the same command you would run by hand.
+    Stages: inspect, dataset scan, preprocess, train (with validation samples and report.html), lora check on the
+    exported LoRA. Each is the same command you would run by hand, printed before it runs.
     """
     from ltx_lora.demo import run_demo
 

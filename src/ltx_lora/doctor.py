@@ -189,7 +189,10 @@ def check_config_paths(cfg) -> list[Check]:
 def _gpu_free_bytes() -> int | None:
     import torch
 
-    return torch.cuda.mem_get_info(0)[0] if torch.cuda.is_available() else None
+    try:
+        return torch.cuda.mem_get_info(0)[0] if torch.cuda.is_available() else None
+    except RuntimeError:  # a GPU that cannot be queried: check_gpu says so
+        return None
 
 
 def check_text_encoder_memory(cfg: Config, free_bytes: int | None) -> list[Check]:
@@ -202,8 +205,13 @@ def check_text_encoder_memory(cfg: Config, free_bytes: int | None) -> list[Check
     folder = Path(cfg.model.text_encoder).expanduser() if cfg.model.text_encoder else None
     if free_bytes is None or cfg.memory.text_encoder_8bit or folder is None or not folder.is_dir():
         return []
-    files = [f for f in gemma_weight_files(folder) if f.is_file()]
-    weights, free = sum(f.stat().st_size for f in files) / 2**30, free_bytes / 2**30
+    try:
+        files = [f for f in gemma_weight_files(folder) if f.is_file()]
+        weights, free = sum(f.stat().st_size for f in files) / 2**30, free_bytes / 2**30
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):  # a damaged folder: model.text_encoder's line
+        return []
+    if not files:  # an incomplete folder: model.text_encoder's line says what is missing
+        return []
     if weights < free:
         return [Check("text encoder memory", "OK", f"Gemma's weights ({weights:.1f} GiB in bf16) are under the GPU's "
                       f"{free:.1f} GiB free (preprocess needs some more for the text projection and activations)")]
