@@ -137,10 +137,14 @@ def prompt_inputs(task: TaskConfig) -> tuple[list[str], list[str]]:
 
 
 def _prompts_note(task: TaskConfig, name: str) -> list[str]:
-    """Comment lines above validation.prompts saying which inputs this task's prompts need or may give."""
+    """Comment lines above validation.prompts: the prompts are examples, and which inputs this task's prompts need or
+    may give."""
+    # The examples are about a fox and bread: kept as they are, they show nothing of what the LoRA learns.
+    lines = ["# The prompts below are examples: replace them with 2-3 prompts like your captions, with `[trigger]` "
+             "where data.trigger_word goes, so the samples show what the LoRA learns."]
     needed, optional = prompt_inputs(task)
     if not needed and not optional:
-        return []
+        return lines
     sound_mask = not (task.video.generated and task.video.find("mask"))  # then the mask is the audio's: a sound
     files = dict(_INPUT_EXAMPLES, **({"mask": "refs/mask.wav"} if sound_mask else {}))
     example = ", ".join(f"{k}: {json.dumps(files[k])}" for k in (needed or optional))
@@ -153,7 +157,7 @@ def _prompts_note(task: TaskConfig, name: str) -> list[str]:
                  f"- {{prompt: \"...\", {example}}}; a plain prompt samples from the text alone.")
     if needed and optional:
         first += f" It may also give {' and '.join(f'`{k}`' for k in optional)}."
-    return [f"# {first}"]
+    return lines + [f"# {first}"]
 
 
 def _scalar(v: Any) -> str:
