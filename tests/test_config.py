@@ -182,6 +182,10 @@ def test_cli_init_writes_and_refuses_to_overwrite(tmp_path):
     p = tmp_path / "my.yaml"
     res = run_cli("init", p, "--profile", "24gb")
     assert res.code == 0, res.err
+    # what to do next, in order, with the paths as they are from here
+    assert "Next: set model.checkpoint and model.text_encoder in it to local paths; ltx-lora doctor --config " in res.out
+    assert f"dataset scan CLIPS/ -o {tmp_path / 'dataset.jsonl'} --task {p}" in res.out, res.out
+    assert res.out.index("doctor") < res.out.index("dataset scan") < res.out.index("preprocess") < res.out.index("train")
     assert load_config(p).memory.plan == "24gb"
     assert_user_error(run_cli("init", p), "already exists", "--force")
     assert_user_error(run_cli("init", tmp_path / "x.yaml", "--profile", "12gb"), "unknown profile")
@@ -194,6 +198,7 @@ def test_relative_paths_start_at_the_config_files_folder(tmp_path):
     res = run_cli("init", "configs/my.yaml", "--checkpoint", "models/dev.safetensors", "--text-encoder",
                   "/abs/gemma", cwd=tmp_path)
     assert res.code == 0, res.err
+    assert "dataset scan CLIPS/ -o configs/dataset.jsonl --task configs/my.yaml" in res.out and "Next: set" not in res.out
     text = (tmp_path / "configs" / "my.yaml").read_text()
     assert 'checkpoint: "../models/dev.safetensors"' in text and 'text_encoder: "/abs/gemma"' in text
     text = text.replace("reference_image: null", "reference_image: refs/first.png")

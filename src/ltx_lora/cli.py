@@ -106,7 +106,12 @@ def init(
     from ltx_lora.config_template import write_config
 
     path = write_config(config, profile, checkpoint, text_encoder, force, task=task)
-    print(f"wrote {path} (task {task}, profile {profile}); edit the paths, then run: ltx-lora doctor --config {path}")
+    unset = [key for key, value in (("model.checkpoint", checkpoint), ("model.text_encoder", text_encoder)) if not value]
+    dataset = path.parent / "dataset.jsonl"  # data.dataset as written: relative to the config's folder
+    print(f"wrote {path} (task {task}, profile {profile}). Next: "
+          + (f"set {' and '.join(unset)} in it to local paths; " if unset else "")
+          + f"ltx-lora doctor --config {path}; ltx-lora dataset scan CLIPS/ -o {dataset} --task {path} (its "
+          f"data.dataset); ltx-lora preprocess {path}; ltx-lora train {path}.")
 
 
 @app.command()
