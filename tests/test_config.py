@@ -296,6 +296,10 @@ def test_doctor_names_a_validation_prompt_the_task_cannot_sample(tmp_path):
                                        '    # - "A red fox').replace('    - "A close-up', '    # - "A close-up'))
     line = next(ln for ln in run_cli("doctor", "--config", p).out.splitlines() if " validation.prompts " in ln)
     assert line.startswith("OK") and "1 prompt the task a2v can sample" in line, line
+    p.write_text(p.read_text().replace("audio: rain.wav}", 'audio: "rain\\0.wav"}'))  # a NUL byte: a FAIL, no crash
+    res = run_cli("doctor", "--config", p)
+    line = next(ln for ln in res.out.splitlines() if " validation.prompts " in ln)
+    assert line.startswith("FAIL") and "holds a NUL byte" in line and "Traceback" not in res.err, res.out + res.err
 
 
 def test_doctor_warns_when_gemmas_weights_exceed_the_gpus_free_memory(tiny_gemma):

@@ -70,6 +70,8 @@ def require_regular_file(path: str | Path, label: str, fix: str = "point it at a
         mode = p.stat().st_mode
     except FileNotFoundError:
         raise UserError(f"{label} {p} does not exist: check the path.") from None
+    except ValueError:  # os.stat refuses a NUL byte: no file can be named so
+        raise UserError(f"{label} {str(path)!r} holds a NUL byte, which no file name can: {fix}.") from None
     except OSError as e:
         raise UserError(f"{label} {p} cannot be read ({e.strerror or e}): {fix}.") from None
     if stat.S_ISDIR(mode):
