@@ -264,7 +264,7 @@ def test_init_says_what_a_tasks_validation_prompts_give_and_its_example_is_accep
     plain = lambda: check_prompts(cfg, resolve_sampling(cfg.validation), resolve_task(cfg.task))  # noqa: E731
     assert "# The prompts below are examples: replace them with 2-3 prompts like your captions" in text
     if not needed and not optional:
-        assert "# Task " + task + ":" not in text
+        assert "e.g. - {prompt" not in text
         plain()
         return
     if needed:
