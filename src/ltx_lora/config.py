@@ -212,10 +212,7 @@ class TrainConfig(Section):
                             "host-to-device copies are captured with the step; not yet measured on a GPU); a capture "
                             "failure falls back to the plain step with one log line. Removes the host's launch "
                             "overhead (bench/README.md).")
-    timestep_sampling: Literal["shifted_logit_normal", "uniform"] = Field(
-        "shifted_logit_normal", description="How each sample's noise level is drawn: shifted_logit_normal "
-                                            "(Lightricks' recipe: centred higher for clips with more tokens, one "
-                                            "draw in 10 uniform) or uniform.")
+    timestep_sampling: Literal["shifted_logit_normal", "uniform"] = "shifted_logit_normal"
     audio_loss_weight: float = Field(1.0, ge=0, description="Weight of the audio loss when video and audio are both "
                                      "generated (1.0 = the official recipe's plain sum). Audio usually converges "
                                      "first: report.html notes when its loss flattens while the video's still falls; "
