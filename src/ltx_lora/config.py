@@ -515,7 +515,7 @@ PATH_KEYS: tuple[tuple[str | None, str], ...] = (
 
 # The model files among PATH_KEYS: a URL there gets the sentence on which file to download from where.
 _MODEL_ROLES = {("model", "checkpoint"): "checkpoint", ("model", "text_encoder"): "text_encoder",
-                ("validation", "preview_distilled_lora"): "lora"}
+                ("validation", "preview_distilled_lora"): "lora", ("lora", "init_from"): "lora"}
 
 
 def resolve_paths(cfg: Config, folder: Path) -> Config:
