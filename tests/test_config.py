@@ -182,6 +182,10 @@ def test_cli_init_writes_and_refuses_to_overwrite(tmp_path):
     p = tmp_path / "my.yaml"
     res = run_cli("init", p, "--profile", "24gb")
     assert res.code == 0, res.err
+    # what to do next, in order, with the paths as they are from here
+    assert "Next: set model.checkpoint and model.text_encoder in it to local paths; ltx-lora doctor --config " in res.out
+    assert f"dataset scan CLIPS/ -o {tmp_path / 'dataset.jsonl'} --task {p}" in res.out, res.out
+    assert res.out.index("doctor") < res.out.index("dataset scan") < res.out.index("preprocess") < res.out.index("train")
     assert load_config(p).memory.plan == "24gb"
     assert_user_error(run_cli("init", p), "already exists", "--force")
     assert_user_error(run_cli("init", tmp_path / "x.yaml", "--profile", "12gb"), "unknown profile")
@@ -194,6 +198,7 @@ def test_relative_paths_start_at_the_config_files_folder(tmp_path):
     res = run_cli("init", "configs/my.yaml", "--checkpoint", "models/dev.safetensors", "--text-encoder",
                   "/abs/gemma", cwd=tmp_path)
     assert res.code == 0, res.err
+    assert "dataset scan CLIPS/ -o configs/dataset.jsonl --task configs/my.yaml" in res.out and "Next: set" not in res.out
     text = (tmp_path / "configs" / "my.yaml").read_text()
     assert 'checkpoint: "../models/dev.safetensors"' in text and 'text_encoder: "/abs/gemma"' in text
     text = text.replace("reference_image: null", "reference_image: refs/first.png")
@@ -207,6 +212,113 @@ def test_relative_paths_start_at_the_config_files_folder(tmp_path):
     assert cfg.validation.preview_distilled_lora is None  # unset stays unset
     # a config built in code keeps its paths as given
     assert parse_config({"data": {"dataset": "d.jsonl"}}).data.dataset == "d.jsonl"
+
+
+HF_DEV = "https://huggingface.co/Lightricks/LTX-2.3/resolve/main/ltx-2.3-22b-dev.safetensors"
+
+
+def test_a_url_in_a_config_or_init_gets_the_download_sentence_not_a_missing_path(tmp_path):
+    """The guide's pitfall: a Hugging Face URL pasted as a model path. Read as a relative path it became
+    `CONFIG_FOLDER/https:/huggingface.co/...` and was only said not to exist; it is named as a URL, with the file to
+    download, by every command that reads the config, and `init` refuses it instead of writing it mangled."""
+    p = tmp_path / "my.yaml"
+    assert_user_error(run_cli("init", p, "--checkpoint", HF_DEV), "--checkpoint is a Hugging Face reference",
+                      "download ltx-2.3-22b-dev.safetensors from Lightricks/LTX-2.3", "pass --checkpoint models/")
+    assert_user_error(run_cli("init", p, "--text-encoder", "https://huggingface.co/google/gemma-3-12b-it"),
+                      "--text-encoder is a Hugging Face reference", "huggingface-cli download google/gemma-3-12b-it")
+    assert not p.exists()
+    assert run_cli("init", p).code == 0
+    text = p.read_text()
+    p.write_text(text.replace('checkpoint: ""', f'checkpoint: "{HF_DEV}"'))
+    for command in (["doctor", "--config", p], ["preprocess", p], ["train", p]):
+        res = run_cli(*command)
+        assert_user_error(res, f"model.checkpoint is a Hugging Face reference ({HF_DEV})",
+                          "set model.checkpoint: models/ltx-2.3-22b-dev.safetensors")
+        assert "https:/huggingface" not in res.err.replace("https://", "")
+    p.write_text(text.replace('output_dir: "runs/my-lora"', 'output_dir: "s3://bucket/runs"'))
+    assert_user_error(run_cli("doctor", "--config", p), "output_dir is a URL (s3://bucket/runs)", "local path")
+    p.write_text(text.replace('  prompts:\n', '  prompts:\n    - {prompt: "a fox", image: "https://x.org/a.png"}\n'))
+    assert_user_error(run_cli("doctor", "--config", p), "validation.prompts[0].image is a URL")
+
+
+def _example_prompt(text: str) -> str:
+    """The example mapping `init` writes in the comment above validation.prompts."""
+    line = next(ln for ln in text.splitlines() if ln.strip().startswith("# Task ") and "e.g. - {prompt" in ln)
+    return line.split("e.g. - ", 1)[1].split("};", 1)[0] + "}"
+
+
+@pytest.mark.parametrize("task", list(TASK_PRESETS))
+def test_init_says_what_a_tasks_validation_prompts_give_and_its_example_is_accepted(task, tmp_path):
+    """`init --task a2v` used to write plain prompts that `train` refuses (the task needs each prompt's sound), with
+    nothing saying so until training started, after preprocessing. The config now says which inputs a prompt must
+    or may give, and its example, once its files exist, passes the check train runs."""
+    from ltx_lora.config_template import prompt_inputs
+    from ltx_lora.runtime.run import resolve_sampling
+    from ltx_lora.sample.validate import check_prompts
+
+    needed, optional = prompt_inputs(TASK_PRESETS[task][2])
+    text = render_config(task=task)
+    p = tmp_path / "c.yaml"
+    p.write_text(text)
+    cfg = load_config(p)
+    plain = lambda: check_prompts(cfg, resolve_sampling(cfg.validation), resolve_task(cfg.task))  # noqa: E731
+    assert "# The prompts below are examples: replace them with 2-3 prompts like your captions" in text
+    if not needed and not optional:
+        assert "e.g. - {prompt" not in text
+        plain()
+        return
+    if needed:
+        with pytest.raises(UserError, match=f"needs `?{needed[0]}"):
+            plain()
+    else:
+        plain()
+    example = _example_prompt(text)
+    mapping = yaml.safe_load(example)
+    assert set(mapping) == {"prompt", *(needed or optional)}, example
+    for key in mapping.keys() - {"prompt"}:
+        (tmp_path / mapping[key]).parent.mkdir(exist_ok=True)
+        (tmp_path / mapping[key]).write_bytes(b"x")
+    p.write_text(text.replace("  prompts:\n", f"  prompts:\n    - {example}\n", 1).replace(
+        '    - "A red fox', '    # - "A red fox').replace('    - "A close-up', '    # - "A close-up'))
+    cfg = load_config(p)
+    assert len(cfg.validation.prompts) == 1
+    check_prompts(cfg, resolve_sampling(cfg.validation), resolve_task(cfg.task))
+
+
+def test_doctor_names_a_validation_prompt_the_task_cannot_sample(tmp_path):
+    p = tmp_path / "a2v.yaml"
+    assert run_cli("init", p, "--task", "a2v").code == 0
+    res = run_cli("doctor", "--config", p)
+    line = next(ln for ln in res.out.splitlines() if " validation.prompts " in ln)
+    assert line.startswith("FAIL") and "validation prompt 1 needs `audio`" in line and res.code == 1, res.out
+    (tmp_path / "rain.wav").write_bytes(b"x")
+    p.write_text(p.read_text().replace('    - "A red fox', '    - {prompt: "rain on a roof", audio: rain.wav}\n'
+                                       '    # - "A red fox').replace('    - "A close-up', '    # - "A close-up'))
+    line = next(ln for ln in run_cli("doctor", "--config", p).out.splitlines() if " validation.prompts " in ln)
+    assert line.startswith("OK") and "1 prompt the task a2v can sample" in line, line
+    p.write_text(p.read_text().replace("audio: rain.wav}", 'audio: "rain\\0.wav"}'))  # a NUL byte: a FAIL, no crash
+    res = run_cli("doctor", "--config", p)
+    line = next(ln for ln in res.out.splitlines() if " validation.prompts " in ln)
+    assert line.startswith("FAIL") and "holds a NUL byte" in line and "Traceback" not in res.err, res.out + res.err
+
+
+def test_doctor_warns_when_gemmas_weights_exceed_the_gpus_free_memory(tiny_gemma):
+    """On a 24 GB card Gemma 3 12B in bf16 (about 24 GB of weights) runs preprocess out of memory after every clip is
+    encoded; doctor compares the folder's weight files with the GPU's free memory (given here: no GPU in CI)."""
+    from ltx_lora.doctor import check_text_encoder_memory
+    from ltx_lora.ltx.text import gemma_weight_files
+
+    cfg = Config(model={"text_encoder": str(tiny_gemma)})
+    weights = sum(f.stat().st_size for f in gemma_weight_files(tiny_gemma))
+    [short] = check_text_encoder_memory(cfg, weights - 1)
+    assert short.status == "WARN" and "exceed the GPU's" in short.detail, short
+    assert "memory.text_encoder_8bit: true" in short.fix and "ltx-lora[lowvram]" in short.fix
+    [ample] = check_text_encoder_memory(cfg, weights * 2)
+    assert ample.status == "OK" and "are under the GPU's" in ample.detail, ample
+    assert check_text_encoder_memory(Config(model={"text_encoder": str(tiny_gemma)},
+                                            memory={"text_encoder_8bit": True}), 1) == []
+    assert check_text_encoder_memory(cfg, None) == []  # no GPU: nothing to compare with
+    assert "memory.text_encoder_8bit: true" in render_config("24gb").splitlines()[2]  # init's 24gb profile says so
 
 
 def test_cli_bad_config_is_exit_2(tmp_path):

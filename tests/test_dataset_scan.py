@@ -154,6 +154,11 @@ def test_scan_synthetic_folder(tmp_path, synthetic_clips):
     assert portrait_still["bucket"] == "96x64x1"
     assert any("keeps only 44%" in p for p in portrait_still["problems"])
     assert "used file" not in res.out and "(7 entries)" in res.out
+    # what the report notes per clip is counted in the terminal too (blink: shortened; the portrait still into a
+    # landscape bucket: upscaled 1.5x and cropped)
+    assert re.search(r"^Notes \(each clip's in the report\): 1 upscaled more than 1.1x to fill their bucket .*; "
+                     r"1 too short for their bucket's frame count .*; 1 cropped to under 60% of the picture", res.out,
+                     re.M), res.out
     page = (folder / "dataset_report.html").read_text()
     assert "<b>5</b>used" in page and "<b>2</b>need a caption" in page and "needs a caption</span>" in page
 

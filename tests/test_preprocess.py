@@ -47,6 +47,9 @@ def test_rerun_skips_and_changed_settings_redo_and_prune(tmp_path, tiny_checkpoi
     assert "" in _manifest(tmp_path)["prompts"]  # the empty prompt (caption dropout) is cached once
     assert "no caption" in first.out  # uncaptioned clips are skipped with their reason, the run goes on
     assert "slow image processor" not in first.err  # transformers' notice about Gemma's processor is not ours to show
+    # the default task generates audio: the one clip without a sound track is said to teach silence, with the fixes
+    assert "note: 1 of 5 clips have no sound track (e.g. " in first.err and "bounce_128x128_30fps.mp4" in first.err
+    assert "trained to make silence" in first.err and "`task: t2v`" in first.err, first.err
     again = run_cli("preprocess", cfg)
     assert "used 5 clips (5 already cached)" in again.out and "0 texts encoded" in again.out, again.out
     before = {i["latents"] for i in _manifest(tmp_path)["items"]}

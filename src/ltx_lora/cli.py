@@ -103,16 +103,26 @@ def init(
     config: Path = typer.Argument(..., help="Where to write the new config, e.g. my-lora.yaml."),
     task: str = typer.Option(DEFAULT_TASK, help="What the LoRA learns (listed below); the config writes its video "
                              "and audio roles and conditions out, with the official recipe's settings."),
-    profile: str = typer.Option("auto", help="Memory profile: auto, 80gb, 48gb, 32gb or 24gb (the guide's GPU tiers)."),
-    checkpoint: str = typer.Option("", help="Local path of the LTX-2.3 Dev checkpoint, written into model.checkpoint."),
-    text_encoder: str = typer.Option("", help="Local Gemma 3 folder, written into model.text_encoder."),
+    profile: str = typer.Option("auto", help="The GPU memory the training plan is made for (memory.plan): auto (the "
+                                "GPU's free memory when training starts), or 80gb (H100), 48gb (RTX 6000, A6000), "
+                                "32gb (RTX 5090) or 24gb (RTX 4090, experimental); between two sizes take the lower "
+                                "one (a 40 GB A100: 32gb)."),
+    checkpoint: str = typer.Option("", help="Local path of the LTX-2.3 Dev checkpoint (ltx-2.3-22b-dev.safetensors "
+                                   "or its FP8 version), written into model.checkpoint; leave out to fill it in later."),
+    text_encoder: str = typer.Option("", help="Local Gemma 3 12B folder, written into model.text_encoder; leave out "
+                                     "to fill it in later."),
     force: bool = typer.Option(False, "--force", help="Overwrite an existing file."),
 ) -> None:
     """Write a commented training config for a task with the recommended settings for your GPU tier."""
     from ltx_lora.config_template import write_config
 
     path = write_config(config, profile, checkpoint, text_encoder, force, task=task)
-    print(f"wrote {path} (task {task}, profile {profile}); edit the paths, then run: ltx-lora doctor --config {path}")
+    unset = [key for key, value in (("model.checkpoint", checkpoint), ("model.text_encoder", text_encoder)) if not value]
+    dataset = path.parent / "dataset.jsonl"  # data.dataset as written: relative to the config's folder
+    print(f"wrote {path} (task {task}, profile {profile}). Next: "
+          + (f"set {' and '.join(unset)} in it to local paths; " if unset else "")
+          + f"ltx-lora doctor --config {path}; ltx-lora dataset scan CLIPS/ -o {dataset} --task {path} (its "
+          f"data.dataset); ltx-lora preprocess {path}; ltx-lora train {path}.")
 
 
 @app.command()
@@ -242,7 +252,8 @@ def validate(
     final: bool = typer.Option(False, "--final", help="Final quality check: 50 denoising steps."),
     preview_lora: Optional[Path] = typer.Option(
         None, "--preview-lora", parser=_local("lora", "--preview-lora"),
-        help="Fast preview with this distilled LoRA (Dev + distilled-lora-384, 8 steps, CFG 1.0)."),
+        help="Fast preview with this distilled LoRA (Dev + distilled-lora-384, 8 steps, CFG 1.0) at "
+        "validation.preview_strength (0.55 by default; 1.0 burns the output)."),
     base: bool = typer.Option(True, "--base/--no-base", help="Also sample the base model without LoRA (the baseline)."),
     out: Optional[Path] = typer.Option(None, "--out", help="Output folder (default: OUTPUT_DIR/validate)."),
 ) -> None:
@@ -655,7 +666,8 @@ def demo(
 ) -> None:
     """Run the whole pipeline on a tiny generated model and synthetic clips: no downloads, no GPU needed.
 
-    Stages: inspect, dataset scan, preprocess, train. Each is the same command you would run by hand.
+    Stages: inspect, dataset scan, preprocess, train (with validation samples and report.html), lora check on the
+    exported LoRA. Each is the same command you would run by hand, printed before it runs.
     """
     from ltx_lora.demo import run_demo
 
@@ -669,6 +681,22 @@ def demo(
 
     run_demo(out, steps, model, text_encoder, invoke=invoke,
              say=lambda msg: console.print(_styled("demo", "bold cyan", msg), highlight=False))
+
+
+def _unwrap_help(*apps: typer.Typer) -> None:
+    """Make each paragraph of every command's docstring one line. typer's rich help keeps a docstring's line breaks
+    (wrapped at 120 columns in this file) inside its own wrapping, which left half-empty lines in `--help` at any
+    other width (`... and write` / `mp4s with sound ...`); the terminal now wraps each paragraph."""
+    import inspect
+
+    for group in apps:
+        for info in group.registered_commands:
+            doc = info.help or (inspect.getdoc(info.callback) if info.callback else None)
+            if doc:
+                info.help = "\n\n".join(" ".join(p.split()) for p in inspect.cleandoc(doc).split("\n\n"))
+
+
+_unwrap_help(app, dataset_app, lora_app)
 
 
 def _say_error(label: str, message: str, every_rank: bool = False) -> None:
@@ -707,3 +735,7 @@ def main() -> None:
         _say_error("failed:", f"{type(e).__name__}: {e}", every_rank=True)
         console.print("(set LTX_LORA_DEBUG=1 to see the traceback)")
         sys.exit(1)
+
+
+if __name__ == "__main__":  # `python -m ltx_lora.cli` as well as `python -m ltx_lora`
+    main()

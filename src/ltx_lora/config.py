@@ -21,7 +21,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationIn
 
 from ltx_lora.errors import UserError
 from ltx_lora.official_config import looks_official, translate_official
-from ltx_lora.paths import read_user_text
+from ltx_lora.paths import read_user_text, refuse_url
 from ltx_lora.task import DEFAULT_TASK, TASK_PRESETS, TaskConfig, TaskSetting
 
 
@@ -65,7 +65,8 @@ class DataConfig(Section):
     cache_dir: str = Field(".ltx-lora-cache", description="Where preprocessing writes latents and text features.")
     target_fps: float | None = Field(None, gt=0, description="Resample clips to this frame rate (audio stays in sync); null keeps each clip's rate.")
     missing_audio: Literal["silence", "skip"] = Field(
-        "silence", description="Clips without an audio track when audio is trained: use silence, or skip them.")
+        "silence", description="Clips without an audio track when audio is trained: silence (the LoRA learns to "
+        "make silence for them; for video-only clips use `task: t2v`), or skip (leave them out).")
     trigger_word: str = Field("", description="Prepended to every caption (e.g. a rare token naming your subject); "
                               "`[trigger]` in validation.prompts stands for it.")
     token_budget: int | None = Field(
@@ -213,7 +214,8 @@ class TrainConfig(Section):
     optimizer: Optimizer = Field(Optimizer.adamw, description="adamw (fused), adamw8bit (bitsandbytes' 8-bit "
                                  "AdamW: 2 bytes of state per LoRA parameter instead of 8; pip install "
                                  "'ltx-lora[lowvram]') or prodigy.")
-    weight_decay: float = Field(0.0, ge=0)
+    weight_decay: float = Field(0.0, ge=0, description="The optimizer's decoupled weight decay on the LoRA weights "
+                                "(0 = none).")
     scheduler: Scheduler = Field(
         Scheduler.linear, description="Learning-rate schedule after warm-up: linear (default; straight "
                                       "from the peak down to min_lr_ratio x the peak over the remaining steps), "
@@ -223,8 +225,11 @@ class TrainConfig(Section):
     min_lr_ratio: float = Field(0.0, ge=0, le=1, description="Floor of linear and cosine as a fraction of "
                                                              "learning_rate (0 = decay to zero).")
     max_grad_norm: float | None = Field(1.0, gt=0, description="Clip the gradient norm; null disables clipping.")
-    seed: int = Field(42, ge=0, le=MAX_SEED)
-    mixed_precision: Literal["bf16", "fp32"] = "bf16"
+    seed: int = Field(42, ge=0, le=MAX_SEED, description="Seed of training's random draws (batch order, noise "
+                      "levels, noise); each checkpoint saves their state, so a resumed run draws the same.")
+    mixed_precision: Literal["bf16", "fp32"] = Field(
+        "bf16", description="Compute dtype of training and its validation samples: bf16 (Ampere GPUs and newer) or "
+                            "fp32 (slow; for the CPU demo).")
     gradient_checkpointing: bool = Field(True, description="Recompute activations in backward (needed below 80 GB).")
     compile: Literal["auto", "on", "off"] = Field(
         "auto", description="torch.compile each transformer block: auto = on a GPU with triton; falls back to eager "
@@ -241,7 +246,9 @@ class TrainConfig(Section):
     timestep_sampling_params: TimestepParams = Field(default_factory=TimestepParams,
                                                      description="The sampler's parameters (official defaults).")
     audio_loss_weight: float = Field(1.0, ge=0, description="Weight of the audio loss when video and audio are both "
-                                     "generated (1.0 = the official recipe's plain sum).")
+                                     "generated (1.0 = the official recipe's plain sum). Audio usually converges "
+                                     "first: report.html notes when its loss flattens while the video's still falls; "
+                                     "lower this if the sound over-trains.")
     caption_dropout: float = Field(
         0.0, ge=0, le=1, description="Probability that a sample trains on the empty prompt instead of its caption "
                                      "(0 = never; 0.05-0.1 is usual). The empty prompt's features are cached by "
@@ -394,8 +401,9 @@ class LoggingConfig(Section):
         True, description="TensorBoard logs in OUTPUT_DIR/tensorboard: losses, learning rate, the config and, after "
         "each validation, every prompt's sample (animated, without sound; `validation/pN/video`), its frames and "
         "waveform (`validation/pN/frames`) and the health checks (text).")
-    wandb: bool = False
-    wandb_project: str = "ltx-lora"
+    wandb: bool = Field(False, description="Also log to Weights & Biases (needs wandb: pip install "
+                                           "'ltx-lora[wandb]', and `wandb login`).")
+    wandb_project: str = Field("ltx-lora", description="The Weights & Biases project runs are logged to.")
 
 
 TRIGGER = "[trigger]"
@@ -554,17 +562,29 @@ PATH_KEYS: tuple[tuple[str | None, str], ...] = (
 )
 
 
+# The model files among PATH_KEYS: a URL there gets the sentence on which file to download from where.
+_MODEL_ROLES = {("model", "checkpoint"): "checkpoint", ("model", "text_encoder"): "text_encoder",
+                ("validation", "preview_distilled_lora"): "lora", ("lora", "init_from"): "lora"}
+
+
 def resolve_paths(cfg: Config, folder: Path) -> Config:
     """Make each relative path of `cfg` (see PATH_KEYS, and the inputs of validation prompts) start at `folder`, the
-    config file's: that is what a relative path in a config file means. Absolute paths, `~` paths and unset ones ("" or null) stay as written."""
+    config file's: that is what a relative path in a config file means. Absolute paths, `~` paths and unset ones
+    ("" or null) stay as written. A URL is refused here, before it reads as a relative path
+    (`folder/https:/huggingface.co/...`, which would only be said not to exist)."""
     folder = Path(os.path.abspath(folder))
     for section, key in PATH_KEYS:
         owner = getattr(cfg, section) if section else cfg
         value = getattr(owner, key)
+        if value:
+            refuse_url(value, f"{section}.{key}" if section else key, _MODEL_ROLES.get((section, key)))
         if not value or Path(value).expanduser().is_absolute():
             continue
         owner = owner.model_copy(update={key: os.path.normpath(folder / value)})  # str for str: nothing to check
         cfg = cfg.model_copy(update={section: owner}) if section else owner
+    for i, p in enumerate(cfg.validation.prompts):
+        for k, v in ({} if isinstance(p, str) else p.inputs()).items():
+            refuse_url(v, f"validation.prompts[{i}].{k}")
     prompts = [p if isinstance(p, str) else p.model_copy(update={k: _under(folder, v) for k, v in p.inputs().items()})
                for p in cfg.validation.prompts]
     if prompts != cfg.validation.prompts:

@@ -14,9 +14,10 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from ltx_lora.config import Config, ValidationSample, parse_config
+from ltx_lora.config import Config, ValidationConfig, ValidationSample, parse_config
 from ltx_lora.errors import UserError
 from ltx_lora.files.atomic import atomic_write
+from ltx_lora.paths import refuse_url
 from ltx_lora.task import DEFAULT_TASK, TASK_PRESETS, ModalityTask, TaskConfig
 
 # What each hardware tier of the guide changes from the defaults: the tier's memory plan, nothing else. The plan
@@ -35,7 +36,9 @@ PROFILE_NOTES = {
     "80gb": "H100 80 GB: the plan for 80 GB (bf16 base, no block swap).",
     "48gb": "48 GB (RTX 6000 Ada/Pro, A6000): the plan for 48 GB (bf16 base, text connectors in host memory).",
     "32gb": "32 GB (RTX 5090): the plan for 32 GB (INT8, or FP8 from the FP8 checkpoint; no block swap).",
-    "24gb": "24 GB (RTX 4090, experimental): the plan for 24 GB (1-byte base, blocks streamed from host memory).",
+    "24gb": "24 GB (RTX 4090, experimental): the plan for 24 GB (1-byte base, blocks streamed from host memory). "
+            "Preprocessing loads Gemma 3 12B, about 24 GB in bf16: on this card set memory.text_encoder_8bit: true "
+            "(pip install 'ltx-lora[lowvram]'), or preprocess on a larger GPU.",
 }
 
 def _merge(base: dict, patch: dict) -> dict:
@@ -104,6 +107,59 @@ _EXAMPLE_PROMPTS = [
 
 
 
+# A placeholder file for each input a validation prompt can give (the example mapping `init` writes in a comment).
+_INPUT_EXAMPLES = {"image": "refs/first_frame.png", "video": "refs/clip.mp4", "audio": "refs/sound.wav",
+                   "mask": "refs/mask.png", "reference_video": "refs/control.mp4", "reference_audio": "refs/ref.wav"}
+
+
+def prompt_inputs(task: TaskConfig) -> tuple[list[str], list[str]]:
+    """(inputs every validation prompt must give, inputs a prompt may give) for `task`, by the rule
+    `ltx_lora.sample.conditions.check_inputs` applies: a given modality and an always-joined reference are needed;
+    the inputs of the other conditions are optional (without them a sample is conditioned on the text alone)."""
+    needed: list[str] = []
+    optional: list[str] = []
+    for name in ("video", "audio"):
+        m: ModalityTask = getattr(task, name)
+        if m.role == "condition":
+            needed.append(name)
+        if not m.generated:
+            continue
+        if name == "video" and m.find("first_frame"):
+            optional.append("image")
+        if any(m.find(k) for k in ("prefix", "suffix", "spatial_crop", "mask")):
+            optional.append(name)
+        if m.find("mask"):
+            optional.append("mask")
+        ref = m.find("reference")
+        if ref:
+            (needed if ref[0].probability >= 1 else optional).append(f"reference_{name}")
+    return needed, [k for k in dict.fromkeys(optional) if k not in needed]
+
+
+def _prompts_note(task: TaskConfig, name: str) -> list[str]:
+    """Comment lines above validation.prompts: the prompts are examples, and which inputs this task's prompts need or
+    may give."""
+    # The examples are about a fox and bread: kept as they are, they show nothing of what the LoRA learns.
+    lines = ["# The prompts below are examples: replace them with 2-3 prompts like your captions, with `[trigger]` "
+             "where data.trigger_word goes, so the samples show what the LoRA learns."]
+    needed, optional = prompt_inputs(task)
+    if not needed and not optional:
+        return lines
+    sound_mask = not (task.video.generated and task.video.find("mask"))  # then the mask is the audio's: a sound
+    files = dict(_INPUT_EXAMPLES, **({"mask": "refs/mask.wav"} if sound_mask else {}))
+    example = ", ".join(f"{k}: {json.dumps(files[k])}" for k in (needed or optional))
+    if needed:
+        first = (f"Task {name}: every prompt must give {' and '.join(f'`{k}`' for k in needed)}, so write each as a "
+                 f"mapping, e.g. - {{prompt: \"...\", {example}}}; `ltx-lora doctor --config` and `train` refuse the "
+                 "plain prompts below until then.")
+    else:
+        first = (f"Task {name}: a prompt may give {' and '.join(f'`{k}`' for k in optional)} as a mapping, e.g. "
+                 f"- {{prompt: \"...\", {example}}}; a plain prompt samples from the text alone.")
+    if needed and optional:
+        first += f" It may also give {' and '.join(f'`{k}`' for k in optional)}."
+    return lines + [f"# {first}"]
+
+
 def _scalar(v: Any) -> str:
     if v is None:
         return "null"
@@ -150,12 +206,14 @@ def _emit(model: type[BaseModel], values: dict, indent: int, task: str = DEFAULT
             if field.description:
                 lines.append(f"{pad}# {field.description}")
             lines.append(f"{pad}{name}:")
-            lines += _emit(ann, value or {}, indent + 2)
+            lines += _emit(ann, value or {}, indent + 2, task)
             if indent == 0:  # a blank line between top-level sections
                 lines.append("")
             continue
         if field.description:
             lines.append(f"{pad}# {field.description}")
+        if model is ValidationConfig and name == "prompts":
+            lines += [f"{pad}{line}" for line in _prompts_note(TASK_PRESETS[task][2], task)]
         if isinstance(value, list):
             if not value:
                 lines.append(f"{pad}{name}: []")
@@ -198,6 +256,10 @@ def write_config(path: Path, profile: str = "auto", checkpoint: str = "", text_e
         raise UserError(f"{path} already exists; pass --force to overwrite it or choose another name.")
     if path.suffix not in (".yaml", ".yml"):
         raise UserError(f"{path} should end in .yaml so editors and ltx-lora treat it as YAML.")
+    # A URL would be rewritten as a relative path below (its `//` collapsed): refuse it with the download sentence.
+    for value, option, role in ((checkpoint, "--checkpoint", "checkpoint"), (text_encoder, "--text-encoder",
+                                                                            "text_encoder")):
+        refuse_url(value, option, role)
     # Paths typed on the command line start at the working directory; in the file they start at its folder.
     text = render_config(profile, _from_folder(checkpoint, path.parent), _from_folder(text_encoder, path.parent),
                          task=task)

@@ -154,7 +154,9 @@ def run_checks(config_path: Path | None) -> list[Check]:
         cfg = load_config(config_path)
         out_dir = Path(cfg.output_dir).parent
         checks += check_config_paths(cfg)
+        checks += check_text_encoder_memory(cfg, _gpu_free_bytes())
         checks += check_config_packages(cfg)
+        checks += check_validation_prompts(cfg)
     checks.append(check_memory_plan(cfg))
     checks.append(check_disk(out_dir))
     return checks
@@ -190,6 +192,41 @@ def check_config_paths(cfg) -> list[Check]:
     return out
 
 
+def _gpu_free_bytes() -> int | None:
+    import torch
+
+    try:
+        return torch.cuda.mem_get_info(0)[0] if torch.cuda.is_available() else None
+    except RuntimeError:  # a GPU that cannot be queried: check_gpu says so
+        return None
+
+
+def check_text_encoder_memory(cfg: Config, free_bytes: int | None) -> list[Check]:
+    """Whether Gemma can encode the captions on this GPU. `preprocess` loads it in bf16 after every clip is encoded;
+    its weight files (bf16, as Google ships them) are a lower bound of what that puts on the GPU (the text projection
+    and activations come on top), so weights above the free memory mean it runs out of memory there, and Gemma 3 12B
+    (about 24 GB) does on a 24 GB card. None without a GPU, with 8-bit Gemma, or without the folder (checked above)."""
+    from ltx_lora.ltx.text import gemma_weight_files
+
+    folder = Path(cfg.model.text_encoder).expanduser() if cfg.model.text_encoder else None
+    if free_bytes is None or cfg.memory.text_encoder_8bit or folder is None or not folder.is_dir():
+        return []
+    try:
+        files = [f for f in gemma_weight_files(folder) if f.is_file()]
+        weights, free = sum(f.stat().st_size for f in files) / 2**30, free_bytes / 2**30
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):  # a damaged folder: model.text_encoder's line
+        return []
+    if not files:  # an incomplete folder: model.text_encoder's line says what is missing
+        return []
+    if weights < free:
+        return [Check("text encoder memory", "OK", f"Gemma's weights ({weights:.1f} GiB in bf16) are under the GPU's "
+                      f"{free:.1f} GiB free (preprocess needs some more for the text projection and activations)")]
+    return [Check("text encoder memory", "WARN", f"Gemma's weights alone ({weights:.1f} GiB in bf16) exceed the "
+                  f"GPU's {free:.1f} GiB free: preprocess would run out of memory encoding the captions",
+                  "set memory.text_encoder_8bit: true (about half the memory; pip install 'ltx-lora[lowvram]'), or "
+                  "preprocess on a GPU with more memory")]
+
+
 # Settings that need a package ltx-lora does not install: (key, is it set, module, install command).
 OPTIONAL_PACKAGES = [
     ("train.optimizer", lambda cfg: cfg.train.optimizer.value == "adamw8bit", "bitsandbytes",
@@ -219,6 +256,26 @@ def check_config_packages(cfg: Config) -> list[Check]:
         else:
             out.append(Check(key, "OK", f"{module} {getattr(mod, '__version__', '')} imports".replace("  ", " ")))
     return out
+
+
+def check_validation_prompts(cfg: Config) -> list[Check]:
+    """validation.prompts against the config's task, by the check `train` and `validate` run before anything loads
+    (the inputs each prompt must give, their files): an audio-to-video task's plain prompts FAIL here, before
+    preprocessing, not when training starts. None without prompts (no validation)."""
+    if not cfg.validation.prompts:
+        return []
+    # Imported here: the checks need torch, whose import the checks above report on instead of crashing.
+    from ltx_lora.runtime.run import resolve_sampling
+    from ltx_lora.sample.validate import check_prompts
+    from ltx_lora.task import resolve_task, task_name
+
+    try:
+        check_prompts(cfg, resolve_sampling(cfg.validation), resolve_task(cfg.task))
+    except UserError as e:
+        return [Check("validation.prompts", "FAIL", str(e))]
+    n = len(cfg.validation.prompts)
+    return [Check("validation.prompts", "OK", f"{n} prompt{'' if n == 1 else 's'} the task "
+                  f"{task_name(cfg.task)} can sample")]
 
 
 def check_memory_plan(cfg=None) -> Check:

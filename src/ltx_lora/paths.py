@@ -70,6 +70,8 @@ def require_regular_file(path: str | Path, label: str, fix: str = "point it at a
         mode = p.stat().st_mode
     except FileNotFoundError:
         raise UserError(f"{label} {p} does not exist: check the path.") from None
+    except ValueError:  # os.stat refuses a NUL byte: no file can be named so
+        raise UserError(f"{label} {str(path)!r} holds a NUL byte, which no file name can: {fix}.") from None
     except OSError as e:
         raise UserError(f"{label} {p} cannot be read ({e.strerror or e}): {fix}.") from None
     if stat.S_ISDIR(mode):
@@ -175,6 +177,24 @@ def reject_remote(value: str, role: Role, label: str, key: str | None = None) ->
     if re.match(r"^[a-z][a-z0-9+.-]*://", raw, re.IGNORECASE):
         raise UserError(f"{label} is a URL ({raw}), but ltx-lora reads local files only: download it and "
                         f"{'set ' + key + ' to' if key else 'pass'} its local path.")
+
+
+def is_url(value: str) -> bool:
+    """Whether `value` is a URL or a Hugging Face address (huggingface.co/..., hf://...), never a local path. A repo
+    id (`Owner/Name`) is not one here: it may also name a local folder that is yet to be made."""
+    v = str(value).strip()
+    return _parse_hf(v) is not None or re.match(r"^[a-z][a-z0-9+.-]*://", v, re.IGNORECASE) is not None
+
+
+def refuse_url(value: str, key: str, role: Role | None = None) -> None:
+    """UserError when the config value `value` of `key` is a URL: with the download sentence for a model file
+    (`role`), else the plain one. Called before the value is read as a path, which would collapse its `//`."""
+    if not is_url(value):
+        return
+    if role is not None:
+        reject_remote(value, role, key, key)
+    raise UserError(f"{key} is a URL ({str(value).strip()}), but ltx-lora reads and writes local paths only: set "
+                    f"{key} to a local path (download the file first if it is one to read).")
 
 
 def check_model_path(value: str | Path, role: Role, key: str | None = None) -> Path:

@@ -106,6 +106,7 @@ class ClipPlan:
     skipped: list[tuple[str, str]]
     moved: list[tuple[str, str, str]] = field(default_factory=list)
     dataset: Path | None = None
+    silent: list[str] = field(default_factory=list)  # videos without sound whose generated audio trains on silence
 
 
 def plan_clips(cfg: Config) -> ClipPlan:
@@ -139,6 +140,8 @@ def plan_clips(cfg: Config) -> ClipPlan:
             continue
         b = v.bucket
         still = clip.info.kind == "image"
+        if task.audio.generated and not still and "audio" not in v.sources and clip.info.audio is None:
+            plan.silent.append(str(clip.path))  # data.missing_audio: silence (skip left it out above)
         width, height = (clip.info.width or b.width, clip.info.height or b.height)
         plan.planned.append(PlannedClip(media=clip.path, caption=_caption(clip.caption, cfg.data.trigger_word),
                                         bucket=str(b), width=b.width, height=b.height, frames=b.frames,
@@ -163,6 +166,17 @@ def nothing_usable(dataset: Path, verdicts: list[Verdict]) -> str:
     fix = f"; {CAPTION_FIX}" if reasons.get("no caption") else ""
     return (f"None of the {len(verdicts)} clips in {dataset} can be used ({why}){fix}; the dataset report "
             f"({report_path_for(dataset).name} beside it, from `ltx-lora dataset scan`) gives each clip's reason.")
+
+
+def silent_lines(plan: ClipPlan) -> list[str]:
+    """A note when videos without a sound track train a task that generates audio: with data.missing_audio: silence
+    (the default) the LoRA learns silence for them, which a video creator's music-less clips would not mean."""
+    if not plan.silent:
+        return []
+    n, total = len(plan.silent), len(plan.planned)
+    return [f"note: {n} of {total} clips have no sound track (e.g. {plan.silent[0]}); the task generates audio, so "
+            "the LoRA is trained to make silence for them (data.missing_audio: silence). For video-only clips use "
+            "`task: t2v`; to train only on the clips with sound set data.missing_audio: skip."]
 
 
 def moved_lines(plan: ClipPlan, buckets: str, max_listed: int = 20) -> list[str]:
@@ -319,7 +333,7 @@ def _preprocess_locked(cfg: Config, console, plan: ClipPlan, cache: Path, identi
         result.stale_temps = [str(p.relative_to(cache)) for p in stale]
     dist.barrier()
     planned, result.skipped, result.moved = plan.planned, plan.skipped, plan.moved
-    for line in moved_lines(plan, cfg.data.buckets):
+    for line in moved_lines(plan, cfg.data.buckets) + silent_lines(plan):
         console.print(line, highlight=False, markup=False, soft_wrap=True)
     items: list[store.CacheItem] = []
     todo = [(c, _entry_key(c, identity, with_audio, task)) for c in planned]

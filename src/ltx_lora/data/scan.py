@@ -262,6 +262,18 @@ def skip_summary(result: ScanResult) -> Counter:
     return Counter(i.skip_group for i in result.skipped)
 
 
+# How each placement note (`_placement_notes`) is counted in the summary: a clip that will train softer, shorter or
+# cropped is said in the terminal too, not only in the report a newcomer may not open.
+_NOTE_COUNTS = (("upscaled ", f"upscaled more than {UPSCALE_NOTE:g}x to fill their bucket (softer: sharper clips or a "
+                 "smaller bucket avoid it)"),
+                ("too short for its bucket size", "too short for their bucket's frame count (they train in a "
+                 "shortened bucket)"),
+                ("the crop to ", f"cropped to under {HEAVY_CROP:.0%} of the picture (a bucket of their aspect ratio "
+                 "avoids it)"),
+                ("only the first ", f"long clips of which under {FEW_FRAMES_USED:.0%} of the frames are used (split "
+                 "them)"))
+
+
 def summary_lines(result: ScanResult, max_listed: int = 20) -> list[str]:
     """A short plain-text summary: counts, every skipped file with its reason and every file that needs a caption
     (up to `max_listed` each), buckets."""
@@ -285,4 +297,8 @@ def summary_lines(result: ScanResult, max_listed: int = 20) -> list[str]:
     counts = result.bucket_counts()
     if counts:
         lines.append("Buckets: " + ", ".join(f"{b} ({n} clip{'s' if n != 1 else ''})" for b, n in counts.items()))
+    noted = [(sum(any(n.startswith(start) for n in item.notes) for item in result.placed), what)
+             for start, what in _NOTE_COUNTS]
+    if any(n for n, _ in noted):
+        lines.append("Notes (each clip's in the report): " + "; ".join(f"{n} {what}" for n, what in noted if n) + ".")
     return lines

@@ -58,6 +58,7 @@ from ltx_lora.sample.conditions import InputEncoder, PromptInputs, check_inputs
 from ltx_lora.sample.health import Health, check_sample
 from ltx_lora.sample.media import write_audio_sheet, write_contact_sheet, write_mp4, write_poster, write_wav
 from ltx_lora.sample.report import build_report
+from ltx_lora.task import TaskConfig
 
 DISTILLED_WITH_LORA = ("the Distilled checkpoint already has the distillation baked in; adding the distilled LoRA "
                        "on top gives bad results. Use the Dev checkpoint with the distilled LoRA at strength 0.5-0.6 "
@@ -428,16 +429,20 @@ def _lora_step(path: Path) -> int | None:
 
 def check_validation(run: Run) -> None:
     """Refuse validation settings that cannot sample, before any model loads."""
-    settings = run.sampling
-    _check_stg_blocks(run.base, settings.stg_blocks)
+    _check_stg_blocks(run.base, run.sampling.stg_blocks)
+    check_prompts(run.config, run.sampling, run.task)
+
+
+def check_prompts(config: Config, settings: SampleSettings, task: TaskConfig) -> None:
+    """The part of `check_validation` the config alone decides (the prompts' inputs against the task, their files):
+    also run by `ltx-lora doctor --config`, so a prompt the task cannot sample is named before preprocessing."""
     if settings.reference_image:
         require_regular_file(settings.reference_image, "validation.reference_image",
                              "give a local image file, or null for text-to-video samples")
-    task = run.task
     if not task.video.generated and task.audio.generated and not settings.audio:
         raise UserError("validation.audio is false but the task generates only sound: there would be nothing to "
                         "sample; set validation.audio: true.")
-    check_inputs(run.config.validation_samples(), task, settings, settings.reference_image)
+    check_inputs(config.validation_samples(), task, settings, settings.reference_image)
 
 
 def training_validation(run: Run, console) -> ValidationFactory | None:
