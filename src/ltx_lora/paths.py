@@ -25,7 +25,9 @@ LTX_REPO = "Lightricks/LTX-2.3"
 LTX_CHECKPOINT = "ltx-2.3-22b-dev.safetensors"  # Dev: the one to train on (not the distilled checkpoint)
 LTX_FP8_REPO = "Lightricks/LTX-2.3-fp8"
 LTX_UPSCALER = "ltx-2.3-spatial-upscaler-x2-1.1.safetensors"
-GEMMA_REPO = "google/gemma-3-12b-it"
+# The Gemma 3 12B release Lightricks names for LTX-2.3 (LTX-2's MODELS-LTX-2.3.md); google/gemma-3-12b-it and the
+# guide's gemma-3-12b-pt have the same architecture and files and load as well, with other weights.
+GEMMA_REPO = "google/gemma-3-12b-it-qat-q4_0-unquantized"
 GEMMA_12B = {"hidden_size": 3840, "num_hidden_layers": 48}  # what LTX-2.3's text projection was trained on
 
 # What a Gemma folder needs, and why: ltx-core finds the tokenizer by tokenizer.model and the image processor by

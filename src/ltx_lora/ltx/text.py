@@ -31,6 +31,7 @@ import torch
 from ltx_lora.errors import UserError
 from ltx_lora.files.safetensors_header import SafetensorsHeader, open_safetensors
 from ltx_lora.files.text_features import PaddedText, TextFeatures, pad_batch, pad_features
+from ltx_lora.paths import GEMMA_REPO
 from ltx_lora.ltx.loader import build
 
 __all__ = [
@@ -191,7 +192,7 @@ def _check_projection_width(checkpoint: Path, gemma_dir: Path, width: int) -> No
         expected = f.get_slice(keys[0]).get_shape()[1]
     if expected != width:
         raise UserError(f"The text projection in {checkpoint.name} takes Gemma features of width {expected}, but the "
-                        f"Gemma in {gemma_dir} gives {width}: use the Gemma 3 12B folder (google/gemma-3-12b-it).")
+                        f"Gemma in {gemma_dir} gives {width}: use the Gemma 3 12B folder ({GEMMA_REPO}).")
 
 
 def check_gemma_fits(gemma_dir: Path, checkpoint: Path) -> None:
@@ -205,7 +206,7 @@ def check_gemma_fits(gemma_dir: Path, checkpoint: Path) -> None:
     except Exception as e:  # noqa: BLE001 - transformers raises many kinds for one damaged config.json
         detail = str(e).strip().splitlines()[0][:200] if str(e).strip() else type(e).__name__
         raise UserError(f"the Gemma config in {gemma_dir} cannot be used ({detail}): download config.json again "
-                        "from google/gemma-3-12b-it.") from None
+                        f"from {GEMMA_REPO}.") from None
     _check_projection_width(checkpoint, gemma_dir, hidden * (layers + 1))
 
 

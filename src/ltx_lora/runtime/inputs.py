@@ -18,7 +18,7 @@ from ltx_lora.files.lora_file import LOKR, LoraFile, base_weight_key, ltx_core_p
 from ltx_lora.files.model_files import IC_LORA, LORA, LTX23_DISTILLED_LORA, check_training_base, identify
 from ltx_lora.files.safetensors_header import NotSafetensors, read_header
 from ltx_lora.ltx.text import check_gemma_fits, gemma_weight_files
-from ltx_lora.paths import check_model_path
+from ltx_lora.paths import GEMMA_REPO, check_model_path
 from ltx_lora.runtime.base_file import BaseFile
 
 
@@ -53,7 +53,7 @@ def check_text_encoder(value: str | Path, checkpoint: str | Path | None) -> Path
     """model.text_encoder: a complete Gemma 3 folder that fits `checkpoint`'s text projection (when given)."""
     folder = check_model_path(value, "text_encoder")
     for shard in gemma_weight_files(folder):
-        _complete(shard, f"{shard.name} (google/gemma-3-12b-it)")
+        _complete(shard, f"{shard.name} ({GEMMA_REPO})")
     if checkpoint is not None:
         check_gemma_fits(folder, Path(checkpoint))
     return folder
