@@ -153,3 +153,19 @@ def test_config_paths_start_at_its_folder_from_any_working_directory(tmp_path, t
     # ... naming the checkpoint's kind (a Distilled one FAILs: tests/test_guarantees.py, wrong or damaged model)
     line = next(ln for ln in doctor.out.splitlines() if "model.checkpoint" in ln)
     assert "Dev" in line, doctor.out
+
+
+def test_gemma_out_of_gpu_memory_says_what_to_set():
+    """The sentence preprocess gives when Gemma does not fit the GPU (a CUDA out-of-memory error while it loads:
+    exercised on a GPU only): 8-bit Gemma when it is off, free memory when it is already on; the clips stay."""
+    from ltx_lora.config import parse_config
+    from ltx_lora.data.preprocess import _gemma_memory_sentence
+
+    import torch
+
+    cpu = torch.device("cpu")
+    off = _gemma_memory_sentence(parse_config({"model": {"text_encoder": "g"}}), cpu)
+    on = _gemma_memory_sentence(parse_config({"model": {"text_encoder": "g"}, "memory": {"text_encoder_8bit": True}}),
+                                cpu)
+    assert "set memory.text_encoder_8bit: true" in off and "kept" in off
+    assert "text_encoder_8bit" not in on and "free GPU memory" in on

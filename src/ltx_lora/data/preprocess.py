@@ -421,6 +421,16 @@ def _known_texts(cache: Path, checkpoint: str) -> tuple[str | None, dict[str, st
     return old.settings["text_encoder"], {**{i.caption: i.text for i in old.items}, **old.prompts}
 
 
+def _gemma_memory_sentence(cfg: Config, device) -> str:
+    """What to do when Gemma does not fit the GPU (the clips encoded so far stay in the cache)."""
+    free = f" ({torch.cuda.mem_get_info(device)[0] / 2**30:.1f} GiB free)" if device.type == "cuda" else ""
+    fix = ("free GPU memory (other processes) and run it again" if cfg.memory.text_encoder_8bit else
+           "set memory.text_encoder_8bit: true (8-bit Gemma, about half the memory; needs bitsandbytes) and run "
+           "`ltx-lora preprocess` again")
+    return (f"the text encoder {cfg.model.text_encoder} does not fit in the GPU's memory{free}: {fix}; the clips "
+            "encoded so far are kept.")
+
+
 def _encode_texts(cfg: Config, cache: Path, texts: list[str], device, console, result: PreprocessResult,
                   encoder_key: str | None, known: dict[str, str]) -> dict[str, str]:
     """Features of every text, encoded where the cache lacks them (`known`: files to use without a Gemma folder)."""
@@ -438,8 +448,11 @@ def _encode_texts(cfg: Config, cache: Path, texts: list[str], device, console, r
     mine = todo[dist.rank::dist.world_size]
     if mine:
         dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
-        encoder = load_prompt_encoder(cfg.model.text_encoder, cfg.model.checkpoint, device=device, dtype=dtype,
-                                      load_in_8bit=cfg.memory.text_encoder_8bit)
+        try:
+            encoder = load_prompt_encoder(cfg.model.text_encoder, cfg.model.checkpoint, device=device, dtype=dtype,
+                                          load_in_8bit=cfg.memory.text_encoder_8bit)
+        except torch.OutOfMemoryError:  # Gemma 3 12B is ~24 GB in bf16: a 24 GB card cannot hold it
+            raise UserError(_gemma_memory_sentence(cfg, device)) from None
         with _progress(console) as bar:
             task = bar.add_task("encoding captions", total=len(mine))
             for text in mine:
