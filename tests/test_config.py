@@ -302,6 +302,19 @@ def test_doctor_names_a_validation_prompt_the_task_cannot_sample(tmp_path):
     assert line.startswith("FAIL") and "holds a NUL byte" in line and "Traceback" not in res.err, res.out + res.err
 
 
+def test_doctor_fails_stg_blocks_the_checkpoint_does_not_have_as_train_refuses_them(tiny_checkpoint, tmp_path):
+    """validation.stg_blocks beyond the checkpoint's blocks (29 is the 48-block model's; the tiny one has 2):
+    `doctor --config` FAILs them with the sentence `train` refuses them with, and OKs blocks it has."""
+    p = tmp_path / "c.yaml"
+    assert run_cli("init", p, "--checkpoint", tiny_checkpoint("dev")).code == 0
+    line = next(ln for ln in run_cli("doctor", "--config", p).out.splitlines() if " validation.stg_blocks " in ln)
+    assert line.startswith("FAIL") and "validation.stg_blocks [29] are not blocks of" in line, line
+    p.write_text(p.read_text().replace("stg_blocks:\n    - 29", "stg_blocks:\n    - 1"))
+    out = run_cli("doctor", "--config", p).out
+    assert " validation.stg_blocks " not in out and any(" validation.prompts " in ln and ln.startswith("OK")
+                                                        for ln in out.splitlines()), out
+
+
 def test_doctor_warns_when_gemmas_weights_exceed_the_gpus_free_memory(tiny_gemma):
     """On a 24 GB card Gemma 3 12B in bf16 (about 24 GB of weights) runs preprocess out of memory after every clip is
     encoded; doctor compares the folder's weight files with the GPU's free memory (given here: no GPU in CI)."""

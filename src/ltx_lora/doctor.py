@@ -265,14 +265,25 @@ def check_validation_prompts(cfg: Config) -> list[Check]:
     if not cfg.validation.prompts:
         return []
     # Imported here: the checks need torch, whose import the checks above report on instead of crashing.
+    from ltx_lora.runtime.base_file import BaseFile
     from ltx_lora.runtime.run import resolve_sampling
-    from ltx_lora.sample.validate import check_prompts
+    from ltx_lora.sample.validate import check_prompts, check_stg_blocks
     from ltx_lora.task import resolve_task, task_name
 
+    settings = resolve_sampling(cfg.validation)
     try:
-        check_prompts(cfg, resolve_sampling(cfg.validation), resolve_task(cfg.task))
+        check_prompts(cfg, settings, resolve_task(cfg.task))
     except UserError as e:
         return [Check("validation.prompts", "FAIL", str(e))]
+    try:  # the STG blocks against the checkpoint's (model.checkpoint's own line says when it cannot be read)
+        base = BaseFile.read(cfg.model.checkpoint) if cfg.model.checkpoint else None
+    except UserError:
+        base = None
+    if base is not None:
+        try:
+            check_stg_blocks(base, settings.stg_blocks)
+        except UserError as e:
+            return [Check("validation.stg_blocks", "FAIL", str(e))]
     n = len(cfg.validation.prompts)
     return [Check("validation.prompts", "OK", f"{n} prompt{'' if n == 1 else 's'} the task "
                   f"{task_name(cfg.task)} can sample")]

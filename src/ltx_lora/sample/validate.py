@@ -75,7 +75,8 @@ def check_preview_lora(base: BaseFile, preview_lora: str) -> None:
                         "point it at ltx-2.3-22b-distilled-lora-384.safetensors.")
 
 
-def _check_stg_blocks(base: BaseFile, blocks: list[int]) -> None:
+def check_stg_blocks(base: BaseFile, blocks: list[int]) -> None:
+    """validation.stg_blocks are blocks of the base (also run by `ltx-lora doctor --config`)."""
     n = base.blocks
     outside = [b for b in blocks if not 0 <= b < n]
     if outside:
@@ -429,7 +430,7 @@ def _lora_step(path: Path) -> int | None:
 
 def check_validation(run: Run) -> None:
     """Refuse validation settings that cannot sample, before any model loads."""
-    _check_stg_blocks(run.base, run.sampling.stg_blocks)
+    check_stg_blocks(run.base, run.sampling.stg_blocks)
     check_prompts(run.config, run.sampling, run.task)
 
 
