@@ -541,6 +541,11 @@ def test_mix_takes_each_streams_layers_from_its_file_with_its_strength(variants,
     assert_user_error(run_cli("lora", "mix", "--video", a, "--audio", tmp_path / "video_only.safetensors",
                               "-o", tmp_path / "x.safetensors"), "adapts no layer of the audio stream")
     assert_user_error(run_cli("lora", "mix", "--video", a, "--audio", b, "-o", out), "exists")
+    damaged = load_file(str(a))
+    damaged[next(k for k in damaged if "audio_attn1" in k and k.endswith("lora_B.weight"))][0, 0] = float("inf")
+    save_file(damaged, tmp_path / "inf.safetensors")
+    assert_user_error(run_cli("lora", "mix", "--video", a, "--audio", tmp_path / "inf.safetensors",
+                              "-o", tmp_path / "y.safetensors"), "NaN or infinite values")
 
 
 # --- resize ---------------------------------------------------------------------------------------------------------

@@ -15,6 +15,8 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
+import torch
+
 from ltx_lora.errors import UserError
 from ltx_lora.files import lora_file
 from ltx_lora.files.model_files import identify
@@ -57,6 +59,10 @@ def mix(video: str | Path, audio: str | Path, out: str | Path, overwrite: bool =
                             f"{', '.join(sorted({lora_file.module_group(s) for s in weights}))}); pass a LoRA "
                             f"trained with {stream} as --{stream}.")
         for stem, w in mine.items():
+            tensors = w.tensors.values() if isinstance(w, lora_file.LycorisWeights) else (w.down, w.up)
+            if not all(bool(torch.isfinite(t).all()) for t in tensors):
+                raise UserError(f"{lora.path.name} holds NaN or infinite values ({stem}): the file is damaged; mix "
+                                "an earlier checkpoint's LoRA instead.")
             modules[stem] = _folded(w)
             layers[stream if lora_file.module_stream(stem) else "other"] += 1
     meta = dict(files["video"].metadata)
