@@ -21,6 +21,7 @@ from pathlib import Path
 from ltx_lora.errors import UserError
 from ltx_lora.files import lora_file
 from ltx_lora.files.lora_file import COMFYUI, DIFFUSERS, KOHYA, PEFT, LoraFile
+from ltx_lora.lora.output import output_path
 
 TARGETS = (COMFYUI, KOHYA, DIFFUSERS, PEFT)
 _KEEPS_ALPHA = (COMFYUI, KOHYA)  # ComfyUI applies `.alpha` in both; the other consumers need it folded
@@ -79,11 +80,7 @@ def convert(src: str | Path, target: str, out: str | Path, fold_alpha: bool = Fa
             overwrite: bool = False) -> ConvertResult:
     _check_target(target)
     lora = lora_file.read_lora(src)
-    out = Path(out).expanduser()
-    if out.resolve() == lora.path.resolve():
-        raise UserError("the output file is the input file; choose another -o path.")
-    if out.exists() and not overwrite:
-        raise UserError(f"{out} exists; choose another -o path or pass --force.")
+    out = output_path(out, [lora.path], overwrite)
     modules, alphas, meta, folded = converted_modules(lora, target, fold_alpha)
     lora_file.write_lora(out, modules, layout=target, alphas=alphas, metadata=meta)
     had_alpha = any(m.alpha is not None for m in lora.modules.values())

@@ -28,6 +28,7 @@ from ltx_lora.files.atomic import atomic_path
 from ltx_lora.files.model_files import identify
 from ltx_lora.files.safetensors_header import open_safetensors
 from ltx_lora.lora.check import require_base
+from ltx_lora.lora.output import output_path
 
 _FP8_MAX = 448.0
 _TORCH_DTYPES = {"BF16": torch.bfloat16, "F16": torch.float16, "F32": torch.float32, "F8_E4M3": torch.float8_e4m3fn,
@@ -73,11 +74,7 @@ def merge(lora_path: str | Path, base_path: str | Path, out: str | Path, strengt
                         f"{lora_ident.details.get('family_from', 'its file')}) but {base.path.name} is "
                         f"LTX-{base_ident.family}: LoRAs do not carry over between versions, so nothing was written; "
                         "merge it into a base of its own version.")
-    out = Path(out).expanduser()
-    if out.resolve() in (base.path.resolve(), lora.path.resolve()):
-        raise UserError("the output file would overwrite an input; choose another -o path.")
-    if out.exists() and not overwrite:
-        raise UserError(f"{out} exists; choose another -o path or pass --force.")
+    out = output_path(out, [base.path, lora.path], overwrite)
 
     targets: dict[str, lora_file.LoraModule] = {}
     unfit = []

@@ -20,6 +20,7 @@ import torch
 from ltx_lora.errors import UserError
 from ltx_lora.files import lora_file
 from ltx_lora.files.model_files import identify
+from ltx_lora.lora.output import output_path
 
 STREAM_NAMES = ("video", "audio")
 
@@ -40,11 +41,7 @@ def _folded(weights: lora_file.LoraPair | lora_file.LycorisWeights):
 
 def mix(video: str | Path, audio: str | Path, out: str | Path, overwrite: bool = False) -> MixResult:
     files = {"video": lora_file.read_lora(video), "audio": lora_file.read_lora(audio)}
-    out = Path(out).expanduser()
-    if any(out.resolve() == f.path.resolve() for f in files.values()):
-        raise UserError("the output file is one of the inputs; choose another -o path.")
-    if out.exists() and not overwrite:
-        raise UserError(f"{out} exists; choose another -o path or pass --force.")
+    out = output_path(out, [f.path for f in files.values()], overwrite)
     families = {name: identify(f.path).family for name, f in files.items()}
     if None not in families.values() and len(set(families.values())) > 1:
         raise UserError(f"{files['video'].path.name} is an LTX-{families['video']} LoRA and "

@@ -18,6 +18,7 @@ import torch
 
 from ltx_lora.errors import UserError
 from ltx_lora.files import lora_file
+from ltx_lora.lora.output import output_path
 
 
 @dataclass
@@ -48,11 +49,7 @@ def resize(src: str | Path, rank: int, out: str | Path, overwrite: bool = False)
     if rank < 1:
         raise UserError(f"--rank must be 1 or more, not {rank}.")
     lora = lora_file.read_lora(src)
-    out = Path(out).expanduser()
-    if out.resolve() == lora.path.resolve():
-        raise UserError("the output file is the input file; choose another -o path.")
-    if out.exists() and not overwrite:
-        raise UserError(f"{out} exists; choose another -o path or pass --force.")
+    out = output_path(out, [lora.path], overwrite)
     lycoris = sorted(set(lora.kinds) - {lora_file.LORA})
     if lycoris:
         raise UserError(f"{lora.path.name} holds {' and '.join(lycoris)} modules; resize cuts plain LoRA pairs "
