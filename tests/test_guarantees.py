@@ -22,6 +22,7 @@ from safetensors.torch import load_file, save_file
 from test_train import _steps_logged, lora_tensors, prepared, write_config  # noqa: F401 - a session fixture
 
 from ltx_lora.files.lock import LOCK_NAME, folder_lock
+from ltx_lora.train.trainer import StopOnSignal
 
 
 def _files(folder: Path) -> dict[str, bytes]:
@@ -224,23 +225,30 @@ def test_same_seed_with_lora_dropout_gives_the_same_lora(prepared, tmp_path):
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
 
 
-def test_ctrl_c_saves_the_step_and_says_how_to_resume_and_a_second_stops_at_once(prepared, tmp_path):
-    cfg = write_config(prepared, tmp_path, name="ctrlc", steps=500, task="t2v")
+def _stopped_after_two_steps(prepared, tmp_path, name: str, signum: int, status: int) -> None:
+    """A long run stopped by `signum` once two steps are logged: the step under way is finished and saved, the
+    exit status is `status`, the lock is released, and --resume continues from that step."""
+    cfg = write_config(prepared, tmp_path, name=name, steps=500, task="t2v")
     data = yaml.safe_load(cfg.read_text())
     data["checkpoints"] = {"every": 1000, "keep_last": 1}
     cfg.write_text(yaml.safe_dump(data))
-    run = tmp_path / "ctrlc"
+    run = tmp_path / name
     proc = _background("train", cfg)
     _wait_for(proc, lambda: len(_steps_logged(run)) >= 2)
-    proc.send_signal(signal.SIGINT)
+    proc.send_signal(signum)
     out, err = proc.communicate(timeout=120)
-    assert proc.returncode == 130, err[-3000:]
+    assert proc.returncode == status, err[-3000:]
     step = _steps_logged(run)[-1]
     saved = run / "checkpoints" / f"step_{step:06d}"
     assert saved.is_dir() and f"interrupted after step {step}" in err and "--resume" in err, err[-2000:]
+    assert f"{StopOnSignal.NAMES[signum]}: finishing the step under way" in err, err[-2000:]
     assert "Traceback" not in err and "was locked by" not in err and (run / LOCK_NAME).read_text() == ""
     res = run_cli("train", cfg, "--resume", "--max-steps", str(step + 1))
     assert res.code == 0 and f"resumed from {saved} at step {step}" in res.err, res.err
+
+
+def test_ctrl_c_saves_the_step_and_says_how_to_resume_and_a_second_stops_at_once(prepared, tmp_path):
+    _stopped_after_two_steps(prepared, tmp_path, "ctrlc", signal.SIGINT, 130)
     # twice: stops at once, without saving
     proc = _background("train", write_config(prepared, tmp_path, name="twice", steps=500, task="t2v"))
     _wait_for(proc, lambda: bool(_steps_logged(tmp_path / "twice")))
@@ -254,24 +262,9 @@ def test_ctrl_c_saves_the_step_and_says_how_to_resume_and_a_second_stops_at_once
 
 
 def test_sigterm_saves_the_step_as_ctrl_c_does(prepared, tmp_path):
-    """A cloud machine being stopped or a scheduler's preemption sends SIGTERM: the step under way is finished and
-    saved (exit status 143, as a shell reports SIGTERM), and --resume continues from it."""
-    cfg = write_config(prepared, tmp_path, name="term", steps=500, task="t2v")
-    data = yaml.safe_load(cfg.read_text())
-    data["checkpoints"] = {"every": 1000, "keep_last": 1}
-    cfg.write_text(yaml.safe_dump(data))
-    run = tmp_path / "term"
-    proc = _background("train", cfg)
-    _wait_for(proc, lambda: len(_steps_logged(run)) >= 2)
-    proc.send_signal(signal.SIGTERM)
-    out, err = proc.communicate(timeout=120)
-    assert proc.returncode == 143, err[-3000:]
-    step = _steps_logged(run)[-1]
-    saved = run / "checkpoints" / f"step_{step:06d}"
-    assert "SIGTERM: finishing the step under way" in err and f"interrupted after step {step}" in err, err[-2000:]
-    assert saved.is_dir() and "Traceback" not in err and (run / LOCK_NAME).read_text() == ""
-    res = run_cli("train", cfg, "--resume", "--max-steps", str(step + 1))
-    assert res.code == 0 and f"resumed from {saved} at step {step}" in res.err, res.err
+    """A cloud machine being stopped or a scheduler's preemption sends SIGTERM: as Ctrl-C, with exit status 143
+    (as a shell reports SIGTERM)."""
+    _stopped_after_two_steps(prepared, tmp_path, "term", signal.SIGTERM, 143)
 
 
 def test_resume_refuses_to_go_back_and_accepts_the_same_files_spelled_otherwise(prepared, tmp_path):
