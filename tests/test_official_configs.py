@@ -186,12 +186,12 @@ def test_the_note_names_what_did_not_carry_over_when_loading(tmp_path, capsys):
     path = tmp_path / "v2v_ic_lora.yaml"
     data = shipped("v2v_ic_lora")
     data["wandb"]["enabled"] = True
-    data["optimization"]["scheduler_type"] = "polynomial"
+    data["optimization"]["scheduler_type"] = "step"
     path.write_text(yaml.safe_dump(data))
     cfg = load_config(path)
     note = " ".join(capsys.readouterr().err.split())
     assert task_name(cfg.task) == "v2v_ic" and cfg.logging.wandb and cfg.train.scheduler.value == "cosine"
-    for said in ("data.preprocessed_data_root", "polynomial became cosine", "wandb.tags",
+    for said in ("data.preprocessed_data_root", "step became cosine", "wandb.tags",
                  "training_strategy.video.conditions[].latents_dir", "not needed by ltx-lora"):
         assert said in note, note
 
@@ -232,6 +232,37 @@ def test_their_timestep_sampling_params_are_ours():
     assert (params.std, params.uniform_prob, params.eps) == (0.5, 0.2, 1e-3)
 
 
+@pytest.mark.parametrize("kind, params", [("linear", {}), ("linear", {"end_factor": 0.3}), ("cosine", {}),
+                                          ("cosine", {"eta_min": 2e-5}), ("polynomial", {}), ("constant", {})])
+def test_their_schedule_is_ours_step_for_step(kind, params):
+    """The learning rate of every step of a translated official config equals what the official trainer's torch
+    scheduler gives (LinearLR 1.0 -> end_factor, 0.1 by default; CosineAnnealingLR to eta_min; PolynomialLR of
+    power 1; none for constant), stepped once per optimizer step as its loop does."""
+    import torch
+
+    from ltx_lora.train.optim import lr_factor
+
+    data = shipped("t2v_lora")
+    data["optimization"].update({"scheduler_type": kind, "scheduler_params": params, "steps": 40,
+                                 "learning_rate": 1e-4})
+    t = translate(data)
+    assert "optimization.scheduler_type" not in t.changed and "optimization.scheduler_params" not in t.dropped
+    train = parse_config(t.config).train
+    opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=1e-4)
+    p = dict(params)
+    scheduler = {"linear": lambda: torch.optim.lr_scheduler.LinearLR(
+                     opt, start_factor=1.0, end_factor=p.pop("end_factor", 0.1), total_iters=40),
+                 "cosine": lambda: torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=40, eta_min=p.pop("eta_min", 0)),
+                 "polynomial": lambda: torch.optim.lr_scheduler.PolynomialLR(opt, total_iters=40, power=1.0),
+                 "constant": lambda: None}[kind]()
+    for step in range(40):
+        theirs = opt.param_groups[0]["lr"]
+        assert train.learning_rate * lr_factor(step, train) == pytest.approx(theirs, rel=1e-9, abs=1e-15), step
+        opt.step()
+        if scheduler is not None:
+            scheduler.step()
+
+
 def test_the_older_text_to_video_strategy_shares_the_sigma():
     data = _merge(COMMON, {"training_strategy": {"name": "text_to_video", "first_frame_conditioning_p": 0.1,
                                                  "with_audio": True}})
@@ -254,7 +285,7 @@ def test_init_task_starts_where_the_official_config_starts(name, tmp_path):
     assert resolve_task(ours.task) == resolve_task(theirs.task) == TASK_PRESETS[preset][2]
     assert ours.lora.effective_alpha == theirs.lora.effective_alpha
     for section, keys in {"lora": ("rank", "target_modules", "dropout"),
-                          "train": ("learning_rate", "steps", "optimizer", "scheduler", "batch_size"),
+                          "train": ("learning_rate", "steps", "optimizer", "scheduler", "min_lr_ratio", "batch_size"),
                           "checkpoints": ("every", "keep_last"),
                           "validation": ("audio", "audio_cfg", "stg_scale", "audio_stg_scale", "modality_scale",
                                          "audio_modality_scale", "guidance_rescale")}.items():

@@ -64,9 +64,12 @@ _NO_AUDIO = {"validation": {"audio": False, "modality_scale": 1.0, "audio_modali
 _IC = {"train": {"learning_rate": 2e-4, "steps": 3000}}
 _KEEP_ALL = {"checkpoints": {"keep_last": None}}
 
+# Every shipped config's schedule: torch's LinearLR with its default end_factor, from the peak down to a tenth of it.
+_OFFICIAL_SCHEDULE = {"train": {"scheduler": "linear", "min_lr_ratio": 0.1}}
+
 # What each task changes from the defaults: the settings of the official config it matches (ltx-trainer 1.2.0,
 # packages/ltx-trainer/configs/), so `init --task` starts where Lightricks' recipe starts.
-TASK_RECIPES: dict[str, dict[str, dict[str, Any]]] = {
+_TASK_CHANGES: dict[str, dict[str, dict[str, Any]]] = {
     "t2av": _KEEP_ALL,
     "t2v": {**_KEEP_ALL, "validation": {"audio": False}},
     "i2v": _KEEP_ALL,
@@ -87,6 +90,7 @@ TASK_RECIPES: dict[str, dict[str, dict[str, Any]]] = {
     "a2a_ic": _merge_all(_AUDIO_TASK),
     "av2av_ic": _IC,
 }
+TASK_RECIPES = {task: _merge_all(_OFFICIAL_SCHEDULE, changes) for task, changes in _TASK_CHANGES.items()}
 
 # The dataset columns a task needs beyond video and caption (docs/tasks.md says how to make them).
 TASK_DATA = {

@@ -13,6 +13,8 @@ the `flexible` strategy, whose video/audio blocks map one to one onto our `task:
 
 from __future__ import annotations
 
+import math
+
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -191,13 +193,48 @@ def _optimization(data: dict, t: Translation) -> None:
                 except ValueError:
                     pass
             t.set(f"optimization.{theirs}", f"train.{mine}", value)
+    _scheduler(opt, t)
+
+
+def _number(value: Any) -> float | None:
+    """A finite number of an official config (YAML reads 2e-4 as a string); None for anything else."""
+    if isinstance(value, bool):
+        return None
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        return None
+    return number if math.isfinite(number) else None
+
+
+def _scheduler(opt: dict, t: Translation) -> None:
+    """Their torch schedulers as ours (a pure function of the step: linear or cosine from the peak to a floor, or
+    constant). LinearLR runs from start_factor to end_factor, 0.1 by default: the shipped configs end at a tenth
+    of the peak, our min_lr_ratio 0.1; CosineAnnealingLR ends at eta_min (an absolute rate); PolynomialLR of power
+    1 is linear to zero. Others (restarts, steps, other powers, another start) become the nearest of ours."""
     sched = opt.get("scheduler_type")
-    if sched in _SCHEDULERS:
+    params = opt.get("scheduler_params")
+    params = params if isinstance(params, dict) else {}
+    lr = _number(opt.get("learning_rate", 1e-4))
+    floor = None
+    if sched == "linear" and _number(params.get("start_factor", 1.0)) == 1.0:
+        floor = _number(params.get("end_factor", 0.1))
+    elif sched == "cosine" and lr:
+        eta_min = _number(params.get("eta_min", 0.0))
+        floor = None if eta_min is None else eta_min / lr
+    elif sched == "polynomial" and _number(params.get("power", 1.0)) == 1.0:
+        sched, floor = "linear", 0.0
+    if sched == "constant":
         t.set("optimization.scheduler_type", "train.scheduler", sched)
+    elif sched in _SCHEDULERS and floor is not None and 0 <= floor <= 1:
+        t.set("optimization.scheduler_type", "train.scheduler", sched)
+        t.set("optimization.scheduler_params", "train.min_lr_ratio", floor)
     elif sched:
-        t.set("optimization.scheduler_type", "train.scheduler", "cosine")
-        t.changed["optimization.scheduler_type"] = f"{sched} became cosine"
-    if "scheduler_params" in opt:
+        ours = sched if sched in _SCHEDULERS else "cosine"
+        t.set("optimization.scheduler_type", "train.scheduler", ours)
+        t.changed["optimization.scheduler_type"] = (f"{sched} became {ours}" + (" from the peak to zero" if ours !=
+                                                                                  "constant" else ""))
+    if "scheduler_params" in opt and "optimization.scheduler_params" not in t.mapped:
         if opt["scheduler_params"]:
             t.dropped["optimization.scheduler_params"] = "use train.warmup_steps / train.min_lr_ratio"
         else:
