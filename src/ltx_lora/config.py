@@ -223,8 +223,8 @@ class TrainConfig(Section):
     warmup_steps: int = Field(0, ge=0, description="Steps of linear warm-up: step 1 runs at 1/warmup_steps of the "
                                                    "peak, step warmup_steps at the peak; 0 = none.")
     min_lr_ratio: float = Field(0.0, ge=0, le=1, description="Floor of linear and cosine as a fraction of "
-                                                             "learning_rate (0 = decay to zero; the official recipe's linear "
-                                                             "schedule ends at 0.1, which `ltx-lora init` writes).")
+                                "learning_rate (0 = decay to zero; the official recipe's linear schedule ends at 0.1, "
+                                "which `ltx-lora init` writes).")
     max_grad_norm: float | None = Field(1.0, gt=0, description="Clip the gradient norm; null disables clipping.")
     seed: int = Field(42, ge=0, le=MAX_SEED, description="Seed of training's random draws (batch order, noise "
                       "levels, noise); each checkpoint saves their state, so a resumed run draws the same.")
