@@ -74,8 +74,8 @@ def check_lora_init(value: str | Path, base: BaseFile, config_lora: LoraConfig, 
     path = check_model_path(value, "lora", "lora.init_from")
     ident = identify(path)
     if ident.kind == LTX23_DISTILLED_LORA:
-        raise UserError(f"lora.init_from {path.name} is the distilled LoRA, an inference speed-up of Dev, not a LoRA to "
-                        "train on: leave lora.init_from out, or point it at a LoRA you trained.")
+        raise UserError(f"lora.init_from {path.name} is the distilled LoRA, an inference speed-up of Dev, not a LoRA "
+                        "to train on: leave lora.init_from out, or point it at a LoRA you trained.")
     if ident.kind not in (LORA, IC_LORA):
         raise UserError(f"lora.init_from {path.name} is not a LoRA ({ident.summary.rstrip('.')}): point it at a LoRA "
                         ".safetensors file, or leave it out to start from zero.")
