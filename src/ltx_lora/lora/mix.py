@@ -20,23 +20,13 @@ import torch
 from ltx_lora.errors import UserError
 from ltx_lora.files import lora_file
 from ltx_lora.files.model_files import identify
+from ltx_lora.lora.convert import converted_modules
 from ltx_lora.lora.output import output_path
-
-STREAM_NAMES = ("video", "audio")
-
 
 @dataclass
 class MixResult:
     path: Path
     layers: dict[str, int]  # stream (or "other") -> layers taken
-
-
-def _folded(weights: lora_file.LoraPair | lora_file.LycorisWeights):
-    """A module's tensors with its file's strength folded in (what a file without `.alpha` applies as written)."""
-    if isinstance(weights, lora_file.LycorisWeights):
-        return weights.folded()
-    up = weights.up if weights.scale == 1 else (weights.up.float() * weights.scale).to(weights.up.dtype)
-    return weights.down, up
 
 
 def mix(video: str | Path, audio: str | Path, out: str | Path, overwrite: bool = False) -> MixResult:
@@ -48,19 +38,20 @@ def mix(video: str | Path, audio: str | Path, out: str | Path, overwrite: bool =
                         f"{files['audio'].path.name} an LTX-{families['audio']} one; mix two LoRAs of one model.")
     modules, layers = {}, {"video": 0, "audio": 0, "other": 0}
     for stream, lora in files.items():
-        weights = lora_file.load_weights(lora)
-        mine = {s: w for s, w in weights.items() if lora_file.module_stream(s) == stream
+        # each module with its file's strength folded in, as `lora convert --fold-alpha` writes it
+        folded, _, _, _ = converted_modules(lora, lora_file.COMFYUI, fold_alpha=True)
+        mine = {s: m for s, m in folded.items() if lora_file.module_stream(s) == stream
                 or (stream == "video" and lora_file.module_stream(s) is None)}
         if not any(lora_file.module_stream(s) == stream for s in mine):
             raise UserError(f"{lora.path.name} adapts no layer of the {stream} stream (it has "
-                            f"{', '.join(sorted({lora_file.module_group(s) for s in weights}))}); pass a LoRA "
+                            f"{', '.join(sorted({lora_file.module_group(s) for s in folded}))}); pass a LoRA "
                             f"trained with {stream} as --{stream}.")
-        for stem, w in mine.items():
-            tensors = w.tensors.values() if isinstance(w, lora_file.LycorisWeights) else (w.down, w.up)
+        for stem, m in mine.items():
+            tensors = m.tensors.values() if isinstance(m, lora_file.LycorisWeights) else m
             if not all(bool(torch.isfinite(t).all()) for t in tensors):
                 raise UserError(f"{lora.path.name} holds NaN or infinite values ({stem}): the file is damaged; mix "
                                 "an earlier checkpoint's LoRA instead.")
-            modules[stem] = _folded(w)
+            modules[stem] = m
             layers[stream if lora_file.module_stream(stem) else "other"] += 1
     meta = dict(files["video"].metadata)
     meta.pop("alpha", None)  # strengths are folded in; per-file rank and alpha stay in each source's header
