@@ -11,6 +11,7 @@ Needs Python 3.12+ (sys.monitoring) and a GPU; the arguments are train_step.py's
 
 from __future__ import annotations
 
+import os
 import runpy
 import sys
 import traceback
@@ -19,6 +20,7 @@ from pathlib import Path
 import torch
 
 MAX_RECORDED = 8
+STDLIB = os.path.dirname(os.__file__)
 
 
 def main() -> None:
@@ -30,6 +32,10 @@ def main() -> None:
     mon.use_tool_id(tool, "capture-errors")
 
     def on_raise(code, offset, exc):  # noqa: ARG001 - sys.monitoring's signature
+        # inspect.signature probes attributes by catching AttributeError (torch's checkpoint calls it every block):
+        # the standard library's own probing is never the cause.
+        if code.co_filename.startswith(STDLIB) and "-packages" not in code.co_filename:
+            return
         if len(recorded) < MAX_RECORDED and torch.cuda.is_current_stream_capturing():
             stack = "".join(traceback.format_stack(limit=16)[:-1])
             recorded.append((f"{type(exc).__name__}: {str(exc)[:400]}", stack))
@@ -43,7 +49,9 @@ def main() -> None:
     finally:
         mon.set_events(tool, 0)
         mon.free_tool_id(tool)
-        print(f"== {len(recorded)} exception(s) raised while capturing", flush=True)
+        print(f"== {len(recorded)} exception(s) raised while capturing, first to last:", flush=True)
+        for message, _ in recorded:
+            print(f"   {message}", flush=True)
         for message, stack in recorded:
             print(f"---- {message}\n{stack}", flush=True)
 

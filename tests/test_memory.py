@@ -23,7 +23,7 @@ from ltx_lora.config import Config, LoraConfig, parse_config
 from ltx_lora.errors import UserError
 from ltx_lora.fixtures.models import TINY_LTX23_CONFIG, build_transformer_from_config
 from ltx_lora.ltx.fast import set_recomputed_blocks
-from ltx_lora.ltx.loader import load_transformer, read_checkpoint_config
+from ltx_lora.ltx.loader import load_transformer, place_transformer_, read_checkpoint_config
 from ltx_lora.ltx.modality import predict_velocity
 from ltx_lora.ltx.quantize import QuantizedLinear, dequantize, fp8_matmul_support, quantize_weight
 from ltx_lora.ltx.sizes import ltx23_22b_config, transformer_size
@@ -404,12 +404,9 @@ def test_block_swap_is_captured_and_replayed_with_the_step(four_block_cfg):
     ref = build_transformer_from_config(four_block_cfg, dtype=torch.float32)
     plain, plain_params = _lora_model(copy.deepcopy(ref), gpu)
     model, params = _lora_model(copy.deepcopy(ref))
-    for i, block in enumerate(model.transformer_blocks):  # the rest of the model on the GPU, as the loader puts it
-        if i not in (0, 2, 3):
-            block.to(gpu)
-    for name, child in model.named_children():
-        if name != "transformer_blocks":
-            child.to(gpu)
+    # placed as the loader places it: the rest of the model on the GPU, its own tensors (scale-shift tables) too; a
+    # host tensor copied during the capture is refused by CUDA (this test's first GPU run, 2026-12-05, H200)
+    place_transformer_(model, gpu, {0, 2, 3})
     swapper = attach_block_swap(model, [0, 2, 3], gpu)
     graphs = StepGraphs(model, params, torch.float32, swap=swapper)
     for seed in range(1, 6):

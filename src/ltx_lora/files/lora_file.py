@@ -32,6 +32,7 @@ torch / safetensors, so `model_files` (which `lora.check` imports) can use it wi
 
 from __future__ import annotations
 
+import math
 import re
 from collections import Counter
 from dataclasses import dataclass, field
@@ -623,6 +624,18 @@ class LycorisWeights:
         t = dict(self.tensors)
         t[name] = (t[name].float() * self.scale).to(t[name].dtype)
         return LycorisWeights(self.kind, t, 1.0)
+
+
+def first_damaged(weights: dict[str, LoraPair | LycorisWeights]) -> str | None:
+    """The first module whose tensors or strength hold NaN or infinite values (None: all finite). One damaged
+    module makes every merged, mixed, resized or continued result NaN: the tools refuse the file with its name."""
+    import torch
+
+    for stem, m in weights.items():
+        tensors = m.tensors.values() if isinstance(m, LycorisWeights) else (m.down, m.up)
+        if not math.isfinite(m.scale) or not all(bool(torch.isfinite(t).all()) for t in tensors):
+            return stem
+    return None
 
 
 def load_weights(lora: LoraFile, device: str = "cpu") -> dict[str, LoraPair | LycorisWeights]:

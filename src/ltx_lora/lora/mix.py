@@ -15,7 +15,6 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-import torch
 
 from ltx_lora.errors import UserError
 from ltx_lora.files import lora_file
@@ -46,11 +45,12 @@ def mix(video: str | Path, audio: str | Path, out: str | Path, overwrite: bool =
             raise UserError(f"{lora.path.name} adapts no layer of the {stream} stream (it has "
                             f"{', '.join(sorted({lora_file.module_group(s) for s in folded}))}); pass a LoRA "
                             f"trained with {stream} as --{stream}.")
+        weights = lora_file.load_weights(lora)
+        damaged = lora_file.first_damaged({stem: weights[stem] for stem in mine})
+        if damaged is not None:
+            raise UserError(f"{lora.path.name} holds NaN or infinite values ({damaged}): the file is damaged; mix "
+                            "an earlier checkpoint's LoRA instead.")
         for stem, m in mine.items():
-            tensors = m.tensors.values() if isinstance(m, lora_file.LycorisWeights) else m
-            if not all(bool(torch.isfinite(t).all()) for t in tensors):
-                raise UserError(f"{lora.path.name} holds NaN or infinite values ({stem}): the file is damaged; mix "
-                                "an earlier checkpoint's LoRA instead.")
             modules[stem] = m
             layers[stream if lora_file.module_stream(stem) else "other"] += 1
     meta = dict(files["video"].metadata)

@@ -10,7 +10,6 @@ exports). What share of each change is kept (its Frobenius norm) is reported, so
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -60,10 +59,12 @@ def resize(src: str | Path, rank: int, out: str | Path, overwrite: bool = False)
                         "nothing to cut; choose a lower --rank.")
     modules, result = {}, ResizeResult(out, rank, ranks, bytes_before=lora.path.stat().st_size)
     kept_total = whole_total = 0.0
-    for stem, pair in lora_file.load_weights(lora).items():
-        if not (torch.isfinite(pair.down).all() and torch.isfinite(pair.up).all() and math.isfinite(pair.scale)):
-            raise UserError(f"{lora.path.name} holds NaN or infinite values ({stem}): the file is damaged; there is "
-                            "no change to cut.")
+    weights = lora_file.load_weights(lora)
+    damaged = lora_file.first_damaged(weights)
+    if damaged is not None:
+        raise UserError(f"{lora.path.name} holds NaN or infinite values ({damaged}): the file is damaged; there is "
+                        "no change to cut.")
+    for stem, pair in weights.items():
         down, up, kept, whole = truncated(pair.down, pair.up, pair.scale, rank)
         modules[stem] = (down.to(pair.down.dtype), up.to(pair.up.dtype))
         result.kept[stem] = (kept / whole) ** 0.5 if whole > 0 else 1.0
