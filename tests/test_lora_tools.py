@@ -574,3 +574,9 @@ def test_resize_keeps_each_layers_closest_change_of_the_lower_rank(variants, tin
     assert check(out, dev).clean
     assert_user_error(run_cli("lora", "resize", src, "--rank", "4", "-o", tmp_path / "x.safetensors"),
                       "nothing to cut")
+    damaged = load_file(str(src))
+    damaged[next(k for k in damaged if k.endswith("lora_A.weight"))][0, 0] = float("nan")
+    save_file(damaged, tmp_path / "nan.safetensors", metadata=lora_file.read_lora(src).metadata)
+    assert_user_error(run_cli("lora", "resize", tmp_path / "nan.safetensors", "--rank", "2", "-o",
+                              tmp_path / "z.safetensors"), "NaN or infinite values")
+    assert not (tmp_path / "z.safetensors").exists()
