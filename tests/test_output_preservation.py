@@ -1,0 +1,161 @@
+"""Differential output preservation (`train.output_preservation`, ai-toolkit's diff_output_preservation) on the tiny
+LTX-2.3 fixture: the step's preservation loss and LoRA gradients against ai-toolkit's formula re-expressed here,
+weight 0 against the run without it, a short CLI run that logs it and resumes exactly, and the refusals."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+from conftest import assert_user_error, run_cli
+from rich.console import Console
+from test_train import lora_tensors, prepared  # noqa: F401 - the session's preprocessed tiny dataset
+
+from ltx_lora.errors import UserError
+
+TRIGGER, CLASS_WORD = "zxq", "a shape"
+
+
+@pytest.fixture(scope="module")
+def dop(prepared, tmp_path_factory):  # noqa: F811 - the fixture imported above
+    """The session's cache with data.trigger_word and output preservation: preprocess (in this process) reuses every
+    clip's latents and encodes only the captions with the trigger and their preservation captions. Returns (folder,
+    config mapping); read-only."""
+    from ltx_lora.config import parse_config
+    from ltx_lora.data.preprocess import preprocess
+
+    root, base = prepared
+    folder = tmp_path_factory.mktemp("dop")
+    shutil.copytree(root / "cache", folder / "cache")
+    cfg = {**base, "output_dir": str(folder / "unused"),
+           "data": {**base["data"], "cache_dir": str(folder / "cache"), "trigger_word": TRIGGER},
+           "train": {**base["train"], "output_preservation": {"class_word": CLASS_WORD}}}
+    result = preprocess(parse_config(cfg), Console(quiet=True))
+    assert result.used == 5 and result.reused == 5  # no clip encoded again
+    items = json.loads((folder / "cache" / "manifest.json").read_text())["items"]
+    assert all(i["caption"].startswith(TRIGGER + " ") and i["preservation_text"]
+               and i["preservation_caption"] == i["caption"].replace(TRIGGER, CLASS_WORD) for i in items), items
+    # only the texts with the trigger and their preservation captions were encoded
+    assert result.texts_encoded == len({i["caption"] for i in items} | {i["preservation_caption"] for i in items})
+    return folder, cfg
+
+
+def _config(dop, tmp_path: Path, name: str, keep: dict | None = None, **train) -> Path:
+    folder, base = dop
+    t = {k: v for k, v in {**base["train"], **train}.items() if k != "output_preservation"}
+    if keep is not None:
+        t["output_preservation"] = keep
+    cfg = {**base, "output_dir": str(tmp_path / name), "train": t}
+    path = tmp_path / f"{name}.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    return path
+
+
+def _trainer(path: Path):
+    """A real Trainer built up to its first step (model, LoRA, optimizer, data order, generators)."""
+    from ltx_lora.config import load_config
+    from ltx_lora.runtime.run import resolve_run
+    from ltx_lora.train.trainer import Trainer
+
+    trainer = Trainer(resolve_run(load_config(path)), console=Console(quiet=True))
+    manifest, resume = trainer._check_inputs()
+    return trainer, trainer._build(manifest, resume)
+
+
+def _nonzero_lora(t) -> None:
+    """lora_B drawn at random (it starts at zero, where the LoRA predicts exactly what the base does)."""
+    g = torch.Generator().manual_seed(7)
+    with torch.no_grad():
+        for name, p in t.params.items():
+            if "lora_B" in name:
+                p.copy_(torch.randn(p.shape, generator=g) * 0.05)
+
+
+def _to_batch_with_audio(t) -> None:
+    """Move the data order to the first batch whose clips have sound (so the audio part is checked too)."""
+    while True:
+        position = t.order.position()
+        if all(t.manifest.items[i].has_audio and t.manifest.items[i].has_video for i in t.order.next()):
+            t.order.restore(position)
+            return
+
+
+def test_preservation_loss_and_gradients_are_ai_toolkits_formula(dop, tmp_path):
+    """One step in fp32 on CPU: the trainer's preservation loss and LoRA gradients equal ai-toolkit's
+    `loss + mse(pred, prior) x multiplier (+ audio mse x multiplier x audio multiplier)`, with its prior predicted
+    with the network off (here: every lora_B zeroed, not the trainer's switch) on the same noisy inputs and the
+    caption with the trigger replaced (str.replace, as ai-toolkit), all computed here from the same inputs."""
+    import torch.nn.functional as F
+    from dataclasses import replace
+
+    from ltx_lora.data import cache as store
+    from ltx_lora.files.text_features import pad_batch
+    from ltx_lora.ltx.fast import attention_mask_or_none
+    from ltx_lora.ltx.modality import predict_velocity
+    from ltx_lora.ltx.text import run_text_connectors
+    from ltx_lora.train.objective import compute_loss, prepare_inputs
+
+    weight, audio_weight = 0.7, 0.5
+    trainer, t = _trainer(_config(dop, tmp_path, "fidelity", {"class_word": CLASS_WORD, "weight": weight},
+                                  audio_loss_weight=audio_weight))
+    _nonzero_lora(t)
+    _to_batch_with_audio(t)
+    position, gen_state = t.order.position(), t.gen.get_state()
+    log = trainer._accumulate(t, 0)
+    got = {n: p.grad.clone() for n, p in t.params.items()}
+    t.optimizer.zero_grad(set_to_none=True)
+
+    # the same inputs, again: the batch, the text connectors, the noise (the generator's state as before the step)
+    t.order.restore(position)
+    t.gen.set_state(gen_state)
+    ids = t.order.next()
+    items = [t.manifest.items[i] for i in ids]
+    batch, _ = trainer._micro_batch(t, ids, slice(0, len(ids)))
+    encoder = json.loads((Path(dop[0]) / "cache" / "manifest.json").read_text())["settings"]["text_encoder"]
+    dop_captions = [i.caption.replace(TRIGGER, CLASS_WORD) for i in items]  # ai-toolkit's replacement
+    assert all(c.startswith(CLASS_WORD + " ") and TRIGGER not in c for c in dop_captions), dop_captions
+    with torch.no_grad():
+        padded = pad_batch([store.read_text(Path(dop[0]) / "cache", store.text_file(c, encoder)) for c in dop_captions])
+        dv, da, dm = run_text_connectors(t.models.text_connectors, padded)
+    inputs = prepare_inputs(batch, t.sampler, t.gen, task=trainer.task, dtype=torch.float32)
+    model = t.models.transformer
+    video_pred, audio_pred = predict_velocity(model, inputs.video, inputs.audio)
+    main = compute_loss(video_pred, audio_pred, inputs, audio_weight).total
+    video = replace(inputs.video, context=dv, context_mask=attention_mask_or_none(dm))
+    audio = replace(inputs.audio, context=da, context_mask=attention_mask_or_none(dm))
+    b_params = {n: p for n, p in t.params.items() if "lora_B" in n}
+    kept = {n: p.detach().clone() for n, p in b_params.items()}
+    with torch.no_grad():
+        for p in b_params.values():
+            p.zero_()
+        prior_video, prior_audio = predict_velocity(model, video, audio)
+        for n, p in b_params.items():
+            p.copy_(kept[n])
+    pres_video, pres_audio = predict_velocity(model, video, audio)
+    preservation = (F.mse_loss(pres_video, prior_video) * weight
+                    + F.mse_loss(pres_audio.float(), prior_audio.float()) * weight * audio_weight)
+    (main + preservation).backward()
+
+    assert log.preservation == pytest.approx(preservation.item() / weight, rel=1e-5)
+    assert log.preservation > 1e-6  # the LoRA moved the class caption's prediction: something was compared
+    for n, p in t.params.items():
+        torch.testing.assert_close(got[n], p.grad, msg=n)
+    assert any(got[n].abs().max() > 0 for n in b_params)
+
+
+def test_weight_zero_trains_exactly_as_without_preservation_and_measures_it(dop, tmp_path):
+    grads, logs = {}, {}
+    for name, keep in (("off", None), ("zero", {"class_word": CLASS_WORD, "weight": 0.0})):
+        trainer, t = _trainer(_config(dop, tmp_path, name, keep))
+        _nonzero_lora(t)
+        _to_batch_with_audio(t)
+        logs[name] = trainer._accumulate(t, 0)
+        grads[name] = {n: p.grad.clone() for n, p in t.params.items()}
+    assert grads["off"].keys() == grads["zero"].keys()
+    assert all(torch.equal(grads["off"][n], grads["zero"][n]) for n in grads["off"])
+    assert (logs["off"].video, logs["off"].audio) == (logs["zero"].video, logs["zero"].audio)
+    assert logs["off"].preservation is None and logs["zero"].preservation > 0
