@@ -159,3 +159,72 @@ def test_weight_zero_trains_exactly_as_without_preservation_and_measures_it(dop,
     assert all(torch.equal(grads["off"][n], grads["zero"][n]) for n in grads["off"])
     assert (logs["off"].video, logs["off"].audio) == (logs["zero"].video, logs["zero"].audio)
     assert logs["off"].preservation is None and logs["zero"].preservation > 0
+
+
+def _records(run: Path) -> dict[int, dict]:
+    return {r["step"]: r for r in map(json.loads, (run / "metrics.jsonl").read_text().splitlines())}
+
+
+def test_a_cli_run_logs_the_preservation_loss_and_resumes_exactly(dop, tmp_path):
+    """With lora.dropout on (the preservation's LoRA pass draws its masks too) and a constant schedule (--max-steps
+    then changes no learning rate): 2 steps, then --resume to 4, end with the LoRA of 4 straight steps."""
+    keep = {"class_word": CLASS_WORD, "weight": 2.0}
+    paths = {}
+    for name in ("straight", "resumed"):
+        paths[name] = _config(dop, tmp_path, name, keep, steps=4, scheduler="constant")
+        data = yaml.safe_load(paths[name].read_text())
+        data["lora"] = {"dropout": 0.1}
+        paths[name].write_text(yaml.safe_dump(data))
+    res = run_cli("train", paths["straight"])
+    assert res.code == 0, res.err
+    assert "output preservation" in res.err and "'zxq' replaced by 'a shape'" in res.err and "2x" in res.err, res.err
+    assert "preservation 0.0000" in res.err and "| loss video" in res.err  # step 1: the LoRA starts at zero
+    straight = _records(tmp_path / "straight")
+    assert sorted(straight) == [1, 2, 3, 4] and straight[1]["loss_preservation"] == 0.0
+    assert all(straight[s]["loss_preservation"] > 0 for s in (2, 3, 4)), straight
+    meta = _lora_metadata(tmp_path / "straight" / "lora.safetensors")
+    assert meta["output_preservation_class_word"] == CLASS_WORD and meta["output_preservation_weight"] == "2.0"
+    assert run_cli("train", paths["resumed"], "--max-steps", "2").code == 0
+    res = run_cli("train", paths["resumed"], "--resume")
+    assert res.code == 0 and "resumed from" in res.err, res.err
+    resumed = _records(tmp_path / "resumed")
+    assert [resumed[s] | {"s_per_step": 0} for s in (3, 4)] == [straight[s] | {"s_per_step": 0} for s in (3, 4)]
+    a, b = lora_tensors(tmp_path / "straight"), lora_tensors(tmp_path / "resumed")
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def _lora_metadata(path: Path) -> dict[str, str]:
+    from safetensors import safe_open
+
+    with safe_open(str(path), "pt") as f:
+        return f.metadata()
+
+
+def test_refusals_are_one_sentence_before_anything_is_made(dop, prepared, tmp_path):  # noqa: F811
+    from ltx_lora.config import parse_config
+
+    _, base = dop
+    bad = {"no trigger word": ({"trigger_word": ""}, {"class_word": "woman"}, "data.trigger_word is empty"),
+           "empty class word": ({}, {"class_word": "  "}, "class_word' is invalid"),
+           "the trigger in the class word": ({}, {"class_word": "zxq woman"}, "contains the trigger word 'zxq'"),
+           "CUDA graphs on": ({}, {"class_word": "woman"}, "cuda_graphs: on cannot capture")}
+    for what, (data, keep, says) in bad.items():
+        cfg = {**base, "data": {**base["data"], **data},
+               "train": {**base["train"], "output_preservation": keep,
+                         **({"cuda_graphs": "on"} if what == "CUDA graphs on" else {})}}
+        with pytest.raises(UserError, match=says):
+            parse_config(cfg)
+    # through the CLI: exit 2, the sentence, no run folder
+    path = _config(dop, tmp_path, "refused", {"class_word": "woman"})
+    data = yaml.safe_load(path.read_text())
+    data["data"]["trigger_word"] = ""
+    path.write_text(yaml.safe_dump(data))
+    assert_user_error(run_cli("train", path), "train.output_preservation", "data.trigger_word is empty")
+    assert not (tmp_path / "refused").exists()
+    # a cache made without the preservation captions (the session's, without the trigger word): preprocess again
+    stale = _config(dop, tmp_path, "stale", {"class_word": CLASS_WORD})
+    data = yaml.safe_load(stale.read_text())
+    data["data"]["cache_dir"] = prepared[1]["data"]["cache_dir"]
+    stale.write_text(yaml.safe_dump(data))
+    with pytest.raises(UserError, match=r"no preservation caption for class word 'a shape'.*ltx-lora preprocess"):
+        _trainer(stale)

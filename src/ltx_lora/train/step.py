@@ -86,8 +86,8 @@ def forward_backward(transformer: torch.nn.Module, batch: LatentBatch, sampler: 
 
     Several processes: `rows` places this batch in the global batch (see prepare_inputs), and `all_finite` makes
     every rank agree before backward, so that all stop together when any loss is not finite. `sync(last)`: the
-    context each backward runs in, `last` for the micro-batch's last one (with output preservation the main
-    loss's backward is not the last: gradients are reduced once, after the preservation's).
+    context each forward and its backward run in, `last` for the micro-batch's last backward (with output
+    preservation the main loss's backward is not the last: gradients are reduced once, after the preservation's).
 
     `graphs` (one process on a GPU): forward, loss and backward run as a replayed CUDA graph (train/graphed.py);
     backward has then already run when the loss is found not finite, which only matters in that training stops.
@@ -100,12 +100,14 @@ def forward_backward(transformer: torch.nn.Module, batch: LatentBatch, sampler: 
         if not bool(torch.isfinite(loss.total)):
             raise NonFiniteLoss(loss.total.item())
         return StepLosses(loss.total, loss.video, loss.audio)
-    with _autocast(batch, dtype):
-        video_pred, audio_pred = predict_velocity(transformer, inputs.video, inputs.audio)
-    loss = compute_loss(video_pred, audio_pred, inputs, audio_loss_weight, batch.loss_weight)
-    del video_pred, audio_pred  # the graph is held by loss.total until its backward
-    _check_finite(loss.total, all_finite)
-    with sync(preservation is None):
+    # DDP decides in forward whether the backward reduces gradients: each context holds a forward and its backward
+    backward_follows = preservation is not None and preservation.weight > 0
+    with sync(not backward_follows):
+        with _autocast(batch, dtype):
+            video_pred, audio_pred = predict_velocity(transformer, inputs.video, inputs.audio)
+        loss = compute_loss(video_pred, audio_pred, inputs, audio_loss_weight, batch.loss_weight)
+        del video_pred, audio_pred  # the graph is held by loss.total until its backward
+        _check_finite(loss.total, all_finite)
         (loss.total * loss_scale).backward()
     out = StepLosses(loss.total.detach(), loss.video, loss.audio)
     if preservation is not None:
