@@ -5,11 +5,15 @@ Differential output preservation (`train.output_preservation`, ai-toolkit's `dif
 main loss's backward, the same noisy inputs (latents, sigma, timesteps, conditions: one `prepare_inputs`) are
 predicted with the preservation text (each caption with the trigger word replaced by the class word), once with
 the LoRA off and no gradient (the base model's prediction, the target) and once with the LoRA on; weight x the
-squared difference is back-propagated into the LoRA. What ai-toolkit does (jobs/process/SDTrainer.py and
-extensions_built_in/sd_trainer/SDTrainer.py, 2026-08): its prior prediction runs under no_grad with the network
-inactive (`network.is_active = False`: multiplier 0) on the same noisy latents and timesteps as the main loss; the
-preservation prediction runs with the network on; the loss is `mse_loss(preservation_pred, prior_pred) x
-diff_output_preservation_multiplier`, plus for joint audio models the audio's MSE x the multiplier x the audio loss
+squared difference is back-propagated into the LoRA. What ai-toolkit does (ostris/ai-toolkit of 2026-08-21:
+extensions_built_in/sd_trainer/SDTrainer.py `get_prior_prediction` and the preservation block of its training
+step; the captions in toolkit/dataloader_mixins.py; names and defaults in toolkit/config_modules.py:
+diff_output_preservation false, _multiplier 1.0, _class ""): its prior prediction runs under no_grad with the
+network inactive (`network.is_active = False`, the LoRA's multiplier 0) on the same noisy latents, timesteps and
+noise as the main loss, with the caption whose trigger word is replaced by the class (`caption.replace(trigger,
+class)`, after the trigger was added to the caption); the preservation prediction runs with the network on, on the
+same inputs and caption; the loss is `mse_loss(preservation_pred, prior_pred) x diff_output_preservation_multiplier`
+(mean over every element), plus for joint audio models the audio's MSE x the multiplier x the audio loss
 multiplier, added to the main loss before one backward. Where ltx-lora differs, and why:
 
 - Two backwards instead of one sum: the gradient is the same (backward is linear), but the main graph's activations
@@ -19,11 +23,19 @@ multiplier, added to the main loss before one backward. Where ltx-lora differs, 
   tokens left out as in the main loss, per-clip loss weights applied, video + audio_loss_weight x audio. Without
   conditions, masks and per-clip weights (the t2v / t2av recipe) that is exactly ai-toolkit's mean over every
   element; the given tokens' outputs are discarded at sampling, so they are not held to anything.
+- The trigger word is replaced where it stands as a word (ai-toolkit's `str.replace` also changes a longer word
+  containing it); see `data.caption.preservation_caption`.
 - A caption dropped by `train.caption_dropout` trains on the empty prompt, which has no trigger word to replace:
   its preservation text is the empty prompt too (ai-toolkit's dropped caption keeps the trigger word, so its
   preservation text is the class word alone).
 - Weight 0 runs the two predictions without a gradient: the preservation loss is logged (how far the LoRA moved
   the class's output) and the LoRA trains exactly as without preservation.
+- The preservation captions are encoded once by `ltx-lora preprocess` into the text cache (ai-toolkit encodes them
+  each step, or caches them with `cache_text_embeddings`).
+- ai-toolkit also puts the model in eval mode for the prior prediction; here the adapters are bypassed for it, so
+  LoRA dropout (the transformer's only dropout) neither applies nor draws.
+- Names: `train.output_preservation: {class_word, weight}`; ai-toolkit's keys are not read (ltx-lora translates
+  only the official LTX trainer's configs, which have no such option).
 
 Cost: with gradient checkpointing the main step is about 4 forwards' work (forward, recompute, backward ~2); the
 preservation adds 5 (the base forward, and the LoRA pass's forward, recompute and backward): 2.25x, 2.33x without

@@ -22,8 +22,8 @@ import torch
 from rich.console import Console
 from safetensors import SafetensorError
 
-from ltx_lora.data.caption import preservation_caption
 from ltx_lora.data.cache import Manifest, made_for_another_model, missing_files, read_manifest, read_text, same_path
+from ltx_lora.data.caption import preservation_caption
 from ltx_lora.data.loader import (
     BatchOrder,
     caption_dropout_draw,
@@ -701,8 +701,8 @@ class Trainer:
             preservation = None
             if keep is not None:
                 texts = [self.empty_prompt if drop else item.preservation_text for item, drop in zip(items, dropped)]
-                kept = pad_batch([read_text(self.cache, rel) for rel in texts])
-                kv, ka, km = run_text_connectors(t.models.text_connectors, kept)
+                padded = pad_batch([read_text(self.cache, rel) for rel in texts])
+                kv, ka, km = run_text_connectors(t.models.text_connectors, padded)
                 preservation = Preservation(kv, ka, attention_mask_or_none(km), keep.weight)
         batch = LatentBatch(video=raw.video, audio=raw.audio, video_context=vctx, audio_context=actx,
                             context_mask=attention_mask_or_none(mask), fps=raw.fps, loss_weight=raw.loss_weight,
