@@ -183,6 +183,7 @@ def test_a_cli_run_logs_the_preservation_loss_and_resumes_exactly(dop, tmp_path)
     straight = _records(tmp_path / "straight")
     assert sorted(straight) == [1, 2, 3, 4] and straight[1]["loss_preservation"] == 0.0
     assert all(straight[s]["loss_preservation"] > 0 for s in (2, 3, 4)), straight
+    assert "preservation loss" in (tmp_path / "straight" / "report.html").read_text()  # its own curve
     meta = _lora_metadata(tmp_path / "straight" / "lora.safetensors")
     assert meta["output_preservation_class_word"] == CLASS_WORD and meta["output_preservation_weight"] == "2.0"
     assert run_cli("train", paths["resumed"], "--max-steps", "2").code == 0

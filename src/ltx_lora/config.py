@@ -284,7 +284,8 @@ class TrainConfig(Section):
         "the squared difference to the loss, so the LoRA keeps the base model's output for the plain class and "
         "changes only the trigger's. Needs data.trigger_word; preprocess encodes those captions. A step takes about "
         "2.2x the time (two more forwards, one more backward); its peak memory stays the same (the passes run one "
-        "after another). Steps run without CUDA graphs (train.cuda_graphs: auto runs eager, on is refused).")
+        "after another). Steps run without CUDA graphs (train.cuda_graphs: auto runs eager, on is refused). A "
+        "validation prompt naming the class without [trigger] shows what it keeps.")
 
     @model_validator(mode="after")
     def _timestep_params_fit_the_sampler(self) -> TrainConfig:
