@@ -230,3 +230,20 @@ def test_refusals_are_one_sentence_before_anything_is_made(dop, prepared, tmp_pa
     stale.write_text(yaml.safe_dump(data))
     with pytest.raises(UserError, match=r"no preservation caption for class word 'a shape'.*ltx-lora preprocess"):
         _trainer(stale)
+
+
+def test_preprocess_notes_captions_whose_trigger_is_inside_another_word(dop, tmp_path):
+    """preprocess puts data.trigger_word in front of a caption unless the caption starts with it: with trigger "A",
+    "An orange bar ..." keeps no word "A" to replace, so its preservation caption is the caption itself."""
+    import io
+
+    from ltx_lora.config import parse_config
+    from ltx_lora.data.preprocess import preprocess
+
+    folder, base = dop
+    shutil.copytree(folder / "cache", tmp_path / "cache")
+    cfg = {**base, "data": {**base["data"], "cache_dir": str(tmp_path / "cache"), "trigger_word": "A"}}
+    out = io.StringIO()
+    preprocess(parse_config(cfg), Console(file=out, width=300))
+    said = " ".join(out.getvalue().split())
+    assert "note: 1 of 5 captions hold the trigger word 'A' only inside another word (e.g. 'An orange bar" in said, said

@@ -383,6 +383,13 @@ def _preprocess_locked(cfg: Config, console, plan: ClipPlan, cache: Path, identi
     for item in items:
         item.preservation_caption = (preservation_caption(item.caption, cfg.data.trigger_word, keep.class_word)
                                      if keep else "")
+    unchanged = [i for i in items if keep and i.preservation_caption == i.caption]
+    if unchanged and dist.is_main:  # e.g. "zxqs ..." with trigger zxq: not prepended (it starts so), not a word
+        console.print(f"note: {len(unchanged)} of {len(items)} captions hold the trigger word "
+                      f"{cfg.data.trigger_word.strip()!r} only inside another word (e.g. {unchanged[0].caption!r}): "
+                      "output preservation holds their prediction to the base model's, against what they train; "
+                      "put the trigger word in front of them as a word of its own.", highlight=False, markup=False,
+                      soft_wrap=True)
     # The empty prompt is always cached (a few rows): train.caption_dropout can be turned on without a re-run.
     texts = list(dict.fromkeys([i.caption for i in items] + [i.preservation_caption for i in items if keep]
                                + cfg.validation_prompts() + [cfg.validation.negative_prompt, EMPTY_PROMPT]))
