@@ -209,7 +209,8 @@ def test_refusals_are_one_sentence_before_anything_is_made(dop, prepared, tmp_pa
     bad = {"no trigger word": ({"trigger_word": ""}, {"class_word": "woman"}, "data.trigger_word is empty"),
            "empty class word": ({}, {"class_word": "  "}, "class_word' is invalid"),
            "the trigger in the class word": ({}, {"class_word": "zxq woman"}, "contains the trigger word 'zxq'"),
-           "CUDA graphs on": ({}, {"class_word": "woman"}, "cuda_graphs: on cannot capture")}
+           "CUDA graphs on": ({}, {"class_word": "woman"}, "cuda_graphs: on cannot capture"),
+           "not a mapping": ({}, "woman", "train.output_preservation must be a mapping")}
     for what, (data, keep, says) in bad.items():
         cfg = {**base, "data": {**base["data"], **data},
                "train": {**base["train"], "output_preservation": keep,

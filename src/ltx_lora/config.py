@@ -299,6 +299,14 @@ class TrainConfig(Section):
                              f"(it takes {', '.join(sorted(mine))}); remove it or change timestep_sampling.")
         return self
 
+    @field_validator("output_preservation", mode="before")
+    @classmethod
+    def _preservation_is_a_mapping(cls, v: Any) -> Any:
+        if v is not None and not isinstance(v, (dict, OutputPreservationConfig)):
+            raise ValueError("train.output_preservation must be a mapping like {class_word: \"woman\", weight: 1.0}, "
+                             "or left out (off)")
+        return v
+
     @model_validator(mode="after")
     def _preservation_runs_eager(self) -> TrainConfig:
         # The preservation passes (one with the LoRA off) are not part of the captured step (train/graphed.py).
