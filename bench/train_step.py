@@ -18,6 +18,9 @@ values) and times, per resolution:
   ours_fp8w     the FP8 base dequantised per matmul (memory.quantization: fp8 alone: saves memory, not time)
   ..._rN        (any ours variant) only the first N of 48 blocks recomputed in backward, e.g. ours_r36, ours_fp8_r32
   ..._bN        (any ours variant, after _rN) N clips per step, e.g. ours_b2, ours_fp8_r32_b2
+  ..._dop       (any ours variant, last) with train.output_preservation: the preservation's LoRA-off forward and
+                LoRA forward + backward on a second random text after the step's own (train/step.py), without
+                CUDA graphs as the trainer runs it, e.g. ours_nograph vs ours_nograph_dop, ours_eager_dop
 Each variant builds its own model in turn (the GPU holds one 22B model at a time); peak memory is counted from the
 end of the build (an FP8 variant builds its bf16 random weights first and quantizes them in place).
 
@@ -76,7 +79,7 @@ from ltx_lora.task import TaskConfig  # noqa: E402
 from ltx_lora.train.objective import LatentBatch  # noqa: E402
 from ltx_lora.train.optim import build_optimizer  # noqa: E402
 from ltx_lora.train.graphed import StepGraphs  # noqa: E402
-from ltx_lora.train.step import forward_backward  # noqa: E402
+from ltx_lora.train.step import Preservation, forward_backward  # noqa: E402
 from ltx_lora.train.timesteps import SigmaSampler  # noqa: E402
 
 TEXT_LEN = 1024
@@ -101,11 +104,12 @@ def model_flops(tcfg: dict, video_tokens: int, audio_tokens: int, text: int, rec
     return fwd * (3 + (1 if recompute else 0))
 
 
-def make_batch(res: tuple[int, int, int], device, dtype, tcfg: dict, batch: int = 1) -> tuple[LatentBatch, int]:
+def make_batch(res: tuple[int, int, int], device, dtype, tcfg: dict, batch: int = 1,
+               seed: int = 0) -> tuple[LatentBatch, int]:
     w, h, f = res
     lf, lh, lw = (f - 1) // 8 + 1, h // 32, w // 32
     ta = round(f / 24.0 * 25)
-    g = torch.Generator(device).manual_seed(0)
+    g = torch.Generator(device).manual_seed(seed)
     video = torch.randn(batch, 128, lf, lh, lw, generator=g, device=device, dtype=dtype)
     audio = torch.randn(batch, 8, ta, 16, generator=g, device=device, dtype=dtype)
     vctx = torch.randn(batch, TEXT_LEN, tcfg["cross_attention_dim"], generator=g, device=device, dtype=dtype)
@@ -156,9 +160,10 @@ def build_variant(variant: str, model: torch.nn.Module, rank: int):
     return model, params, build_optimizer(params, TrainConfig()), True, graphs
 
 
-def one_step(module, params, opt, clip: bool, batch: LatentBatch, gen: torch.Generator, graphs=None) -> torch.Tensor:
+def one_step(module, params, opt, clip: bool, batch: LatentBatch, gen: torch.Generator, graphs=None,
+             preservation: Preservation | None = None) -> torch.Tensor:
     loss = forward_backward(module, batch, SigmaSampler(), gen, task=TaskConfig(),
-                            dtype=torch.bfloat16, graphs=graphs)
+                            dtype=torch.bfloat16, graphs=graphs, preservation=preservation)
     if clip:
         torch.nn.utils.clip_grad_norm_(params, 1.0)
     opt.step()
@@ -235,11 +240,18 @@ def run_variant(variant: str, res, args, cfg: dict, matmul_tflops: float) -> dic
         torch.cuda.reset_peak_memory_stats()
     model = build_transformer_from_config(cfg, device=device, dtype=torch.bfloat16)
     tcfg = cfg["transformer"]
-    variant_model, clips = split_clips(variant)  # ours_b2: batch of 2 clips
+    dop = variant.endswith("_dop")  # train.output_preservation
+    variant_model, clips = split_clips(variant.removesuffix("_dop"))  # ours_b2: batch of 2 clips
     batch, ta = make_batch(res, device, torch.bfloat16, tcfg, clips)
     if not variant.startswith("ref"):  # the trainer drops the all-ones mask the connectors produce
         batch = LatentBatch(**{**batch.__dict__, "context_mask": attention_mask_or_none(batch.context_mask)})
     module, params, opt, clip, graphs = build_variant(variant_model, model, args.rank)
+    preservation = None
+    if dop:  # a second text (the caption with the class word) of the same layout
+        other, _ = make_batch(res, device, torch.bfloat16, tcfg, clips, seed=1)
+        preservation = Preservation(other.video_context, other.audio_context,
+                                    attention_mask_or_none(other.context_mask), 1.0)
+        graphs = None  # the trainer runs output preservation without CUDA graphs
     if DEVICE.type == "cuda":  # the training peak, not the build's (an FP8 variant builds bf16 weights first)
         torch.cuda.reset_peak_memory_stats()
     from torch._dynamo.utils import counters
@@ -251,7 +263,7 @@ def run_variant(variant: str, res, args, cfg: dict, matmul_tflops: float) -> dic
     for step in range(args.warmup + args.steps):
         sync()
         t0 = time.perf_counter()
-        loss = one_step(module, params, opt, clip, batch, gen, graphs)
+        loss = one_step(module, params, opt, clip, batch, gen, graphs, preservation)
         sync()
         if step >= args.warmup:
             times.append(time.perf_counter() - t0)
@@ -264,6 +276,8 @@ def run_variant(variant: str, res, args, cfg: dict, matmul_tflops: float) -> dic
     blocks = tcfg["num_layers"]  # 48 at full size, fewer with --tiny
     recomputed = blocks if recomputed is None else min(recomputed, blocks)
     flops = clips * (model_flops(tcfg, vt, ta, TEXT_LEN, recompute=False) * (1 + recomputed / blocks / 3))
+    if dop:  # the step's work again, plus the LoRA-off forward (a third of a step without recompute)
+        flops = 2 * flops + clips * model_flops(tcfg, vt, ta, TEXT_LEN, recompute=False) / 3
     out = {"variant": variant, "res": "x".join(map(str, res)), "audio_tokens": ta, "video_tokens": vt,
            "clips_per_step": clips, "recomputed_blocks": recomputed,
            "median_s": round(med, 4), "clips_per_s": round(clips / med, 3), "min_s": round(times[0], 4), "steps_timed": len(times),
@@ -292,7 +306,7 @@ def check_rows(args) -> list[str]:
     if args.check_variants:
         rows = list(dict.fromkeys(r.strip() for r in args.check_variants.split(",") if r.strip()))
     else:
-        timed = [re.sub(r"_r\d+$", "", split_clips(v)[0]) for v in variants_of(args)]
+        timed = [re.sub(r"_r\d+$", "", split_clips(v.removesuffix("_dop"))[0]) for v in variants_of(args)]
         fp8 = any((fp8_setup(v, DEVICE) or {}).get("granularity") for v in timed)
         rows = ["ours", "fp8"] if fp8 else ["ours"]
     for r in rows:

@@ -27,6 +27,7 @@ import signal
 import struct
 import sys
 import tempfile
+import typing
 from collections import Counter
 from pathlib import Path
 
@@ -180,11 +181,12 @@ def with_keys(cfg: dict, **changes) -> dict:
     """A copy of `cfg` with "section.key" (or "key") set."""
     out = json.loads(json.dumps(cfg))
     for dotted, value in changes.items():
-        section, _, key = dotted.replace("__", ".").partition(".")
-        if key:
-            out.setdefault(section, {})[key] = value
-        else:
-            out[section] = value
+        *path, key = dotted.replace("__", ".").split(".")
+        where = out
+        for part in path:  # a section inside a section (train.ema, train.output_preservation) may be null: made one
+            where[part] = where[part] if isinstance(where.get(part), dict) else {}
+            where = where[part]
+        where[key] = value
     return out
 
 
@@ -365,10 +367,16 @@ _DOCS = st.recursive(_SCALARS, lambda kids: st.one_of(st.lists(kids, max_size=3)
 def _schema_keys() -> list[str]:
     from ltx_lora.config import Config
 
+    def section(annotation):  # a section's class, also of one that is off when absent (X | None)
+        return next((a for a in (annotation, *typing.get_args(annotation)) if hasattr(a, "model_fields")), None)
+
     keys = []
     for name, field in Config.model_fields.items():
-        sub = getattr(field.annotation, "model_fields", None)
-        keys += [f"{name}.{k}" for k in sub] if sub else [name]
+        sub = getattr(field.annotation, "model_fields", None) and field.annotation
+        for k, f in (sub.model_fields.items() if sub else []):
+            inner = section(f.annotation)
+            keys += [f"{name}.{k}"] + ([f"{name}.{k}.{kk}" for kk in inner.model_fields] if inner else [])
+        keys += [] if sub else [name]
     return keys
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
-from typing import Any
+from typing import Any, get_args
 
 from pydantic import BaseModel
 
@@ -299,6 +299,11 @@ def render_reference() -> str:
                                      f"{f.description or ''} |")
                     continue
                 lines.append(f"| `{name}.{key}` | `{_scalar(defaults[name][key])}` | {sub.description or ''} |")
+                optional = next((a for a in get_args(inner) if isinstance(a, type) and issubclass(a, BaseModel)),
+                                None)
+                if optional is not None:  # a section that is off when absent (train.output_preservation): its keys
+                    lines += [f"| `{name}.{key}.{k}` | {'required' if f.is_required() else '`' + _scalar(f.default) + '`'}"
+                              f" | {f.description or ''} |" for k, f in optional.model_fields.items()]
                 if (name, key) == ("validation", "prompts"):  # a prompt written as a mapping: its keys
                     lines += [f"| `validation.prompts[].{k}` | "
                               f"{'required' if f.is_required() else '`' + _scalar(f.default) + '`'} | "

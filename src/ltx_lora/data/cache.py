@@ -7,7 +7,9 @@
                                       video_loss_weight [F', H', W'], audio_loss_weight [T] (masked loss);
                                       header: item facts
     CACHE/text/<sha256 of text>.safetensors
-                                      pre-connector features trimmed to the real tokens (ltx_lora.files.text_features)
+                                      pre-connector features trimmed to the real tokens (ltx_lora.files.text_features):
+                                      every caption, validation prompt, the negative and the empty prompt, and with
+                                      train.output_preservation each caption with the trigger word replaced
     CACHE/manifest.json               settings + model identity + the list of items (written last, atomically)
 
 Text features are stored trimmed and padded back when loaded, so a 20-token caption costs 20 rows, not 1,024.
@@ -105,6 +107,10 @@ class CacheItem:
     audio_steps: int = 0  # audio latent steps T (0: no audio); video-off items batch by it
     has_reference: bool = False  # the entry holds the reference latents the task's reference condition reads
     has_mask: bool = False  # the entry holds the condition masks the task's mask condition reads
+    # train.output_preservation: the caption with the trigger word replaced by the class word, and its features
+    # (relative path); "" when the cache was made without it
+    preservation_caption: str = ""
+    preservation_text: str = ""
 
     @property
     def group(self) -> tuple:
@@ -207,6 +213,8 @@ def missing_files(manifest: Manifest, cache: Path) -> list[str]:
     """The files the manifest lists that are not in the cache (relative paths), each with what it holds."""
     listed = {i.latents: f"the latents of {i.media}" for i in manifest.items}
     listed |= {i.text: f"the text features of {i.media}'s caption" for i in manifest.items}
+    listed |= {i.preservation_text: f"the text features of {i.media}'s preservation caption"
+               for i in manifest.items if i.preservation_text}
     listed |= {rel: f"the text features of the prompt {text!r}" for text, rel in manifest.prompts.items()}
     return [f"{rel}: {what}" for rel, what in listed.items() if not (cache / rel).is_file()]
 
@@ -217,7 +225,8 @@ ENTRY_FOLDERS = ("latents", "text")  # what a cache holds besides its manifest (
 def unused_entries(cache: Path, manifest: Manifest) -> list[str]:
     """Entries on disk (relative paths) that `manifest` does not use: made for other datasets, models or settings.
     Only `--prune` removes them (preprocess never deletes what another config may need)."""
-    used = {i.latents for i in manifest.items} | {i.text for i in manifest.items} | set(manifest.prompts.values())
+    used = ({i.latents for i in manifest.items} | {i.text for i in manifest.items}
+            | {i.preservation_text for i in manifest.items if i.preservation_text} | set(manifest.prompts.values()))
     return [f"{sub}/{f.name}" for sub in ENTRY_FOLDERS if (cache / sub).is_dir()
             for f in sorted((cache / sub).glob("*.safetensors")) if f"{sub}/{f.name}" not in used]
 
@@ -256,10 +265,11 @@ def read_manifest(cache: Path) -> Manifest:
 def _item_ok(item: CacheItem) -> bool:
     """Whether a manifest entry holds what preprocess writes: relative paths inside the cache, a bucket, numbers."""
     paths_ok = all(isinstance(p, str) and p and not Path(p).is_absolute() and ".." not in Path(p).parts
-                   for p in (item.latents, item.text))
+                   for p in (item.latents, item.text, *([item.preservation_text] if item.preservation_text else [])))
     number = (int, float)
     return (paths_ok and isinstance(item.bucket, str) and isinstance(item.fps, number) and math.isfinite(item.fps)
             and item.fps > 0 and isinstance(item.has_audio, bool) and isinstance(item.loss_weight, number)
             and math.isfinite(item.loss_weight) and item.loss_weight >= 0
             and isinstance(item.repeats, int) and not isinstance(item.repeats, bool) and item.repeats >= 1
-            and isinstance(item.media, str) and isinstance(item.caption, str))
+            and isinstance(item.media, str) and isinstance(item.caption, str)
+            and isinstance(item.preservation_caption, str) and isinstance(item.preservation_text, str))

@@ -253,6 +253,18 @@ def with_trigger(caption: str, trigger: str) -> str:
     return f"{trigger} {caption}".strip() if trigger and not caption.startswith(trigger) else caption
 
 
+def preservation_caption(caption: str, trigger: str, class_word: str) -> str:
+    """The caption train.output_preservation predicts with: every whole-word `trigger` replaced by `class_word`
+    ("zxq a woman walks" -> "woman a woman walks" with class word "woman"; spaces then collapsed to one).
+    ai-toolkit replaces every occurrence of the trigger as a substring (`str.replace`), which would also change a
+    word that merely contains it ("ohwx" in "ohwxs"); here only the word itself is replaced."""
+    trigger, class_word = trigger.strip(), class_word.strip()
+    if not trigger:
+        return caption
+    text = re.sub(rf"(?<!\w){re.escape(trigger)}(?!\w)", lambda _: class_word, caption)
+    return " ".join(text.split())
+
+
 # ----------------------------------------------------------------------------------------------------------------
 # Where captions are read from and written to
 

@@ -24,6 +24,7 @@ import torch
 from ltx_lora.bucket_spec import parse_buckets
 from ltx_lora.config import Config
 from ltx_lora.data import cache as store
+from ltx_lora.data.caption import preservation_caption
 from ltx_lora.data.condition_mask import audio_mask_to_latent, video_mask_to_latent
 from ltx_lora.data.dataset_file import AUDIO_LOSS_RANGES, LOSS_MASK, read_dataset
 from ltx_lora.data.decode import AUDIO_RATE, read_audio, read_clip, read_image, silence
@@ -377,9 +378,21 @@ def _preprocess_locked(cfg: Config, console, plan: ClipPlan, cache: Path, identi
         why = "; ".join(f"{Path(m).name}: {r}" for m, r in result.skipped[-3:])
         raise UserError(f"None of the {len(planned)} usable clips of {cfg.data.dataset} could be encoded ({why}).")
 
+    # train.output_preservation: each caption with the trigger word replaced by the class word, encoded beside it
+    keep = cfg.train.output_preservation
+    for item in items:
+        item.preservation_caption = (preservation_caption(item.caption, cfg.data.trigger_word, keep.class_word)
+                                     if keep else "")
+    unchanged = [i for i in items if keep and i.preservation_caption == i.caption]
+    if unchanged and dist.is_main:  # e.g. "zxqs ..." with trigger zxq: not prepended (it starts so), not a word
+        console.print(f"note: {len(unchanged)} of {len(items)} captions hold the trigger word "
+                      f"{cfg.data.trigger_word.strip()!r} only inside another word (e.g. {unchanged[0].caption!r}): "
+                      "output preservation holds their prediction to the base model's, against what they train; "
+                      "put the trigger word in front of them as a word of its own.", highlight=False, markup=False,
+                      soft_wrap=True)
     # The empty prompt is always cached (a few rows): train.caption_dropout can be turned on without a re-run.
-    texts = list(dict.fromkeys([i.caption for i in items] + cfg.validation_prompts()
-                               + [cfg.validation.negative_prompt, EMPTY_PROMPT]))
+    texts = list(dict.fromkeys([i.caption for i in items] + [i.preservation_caption for i in items if keep]
+                               + cfg.validation_prompts() + [cfg.validation.negative_prompt, EMPTY_PROMPT]))
     if encoder is None:  # no Gemma folder here: the texts the cache already holds for this model can still serve
         encoder, known = _known_texts(cache, cfg.model.checkpoint)
     else:
@@ -387,6 +400,7 @@ def _preprocess_locked(cfg: Config, console, plan: ClipPlan, cache: Path, identi
     text_files = _encode_texts(cfg, cache, texts, device, console, result, encoder, known)
     for item in items:
         item.text = text_files[item.caption]
+        item.preservation_text = text_files[item.preservation_caption] if keep else ""
     manifest = store.Manifest(settings={"checkpoint": cfg.model.checkpoint, "model_identity": identity,
                                         "text_encoder": encoder, "dataset": str(plan.dataset),
                                         "buckets": cfg.data.buckets, "target_fps": cfg.data.target_fps,
@@ -418,7 +432,9 @@ def _known_texts(cache: Path, checkpoint: str) -> tuple[str | None, dict[str, st
         return None, {}
     if store.made_for_another_model(old, checkpoint) or not old.settings.get("text_encoder"):
         return None, {}
-    return old.settings["text_encoder"], {**{i.caption: i.text for i in old.items}, **old.prompts}
+    return old.settings["text_encoder"], {**{i.caption: i.text for i in old.items}, **old.prompts,
+                                          **{i.preservation_caption: i.preservation_text for i in old.items
+                                             if i.preservation_text}}
 
 
 def _gemma_memory_sentence(cfg: Config, device) -> str:

@@ -219,6 +219,10 @@ def estimate(size: TransformerSize, work: Workload, quantization: str, swapped: 
     elif quantization != "none":  # one dequantised weight (fp32 product, bf16 result) at a time
         acts += size.largest_linear * 6
     acts += work.adapter_activation_bytes()
+    # train.output_preservation adds nothing here: its two passes run after the main loss's backward has freed that
+    # graph (train/step.py), the LoRA-off one without a graph, so one forward's and backward's activations are held
+    # at a time as without it; only the base prediction's output (video + audio tokens x channels, fp32: a few MB)
+    # waits for the LoRA pass.
     text = size.text_connectors * 2
     if connectors_on_host:
         acts = max(acts, text)

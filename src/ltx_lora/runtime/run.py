@@ -144,6 +144,8 @@ class Run:
             "target_modules": json.dumps(self.lora.targets), "task": task_name(cfg.task),
             "trigger_word": cfg.data.trigger_word, "step": str(step), **reference_metadata(self.task),
             **({"init_from": Path(cfg.lora.init_from).name} if cfg.lora.init_from else {}),
+            **({"output_preservation_class_word": keep.class_word, "output_preservation_weight": str(keep.weight)}
+               if (keep := cfg.train.output_preservation) else {}),
         }
 
     def resolved(self) -> dict:

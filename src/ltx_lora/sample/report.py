@@ -41,7 +41,8 @@ def load_records(root: Path) -> list[dict]:
 
 
 def read_losses(metrics: Path) -> dict[str, list[tuple[int, float]]]:
-    """{"video": [(step, loss)], "audio": [...]} from metrics.jsonl; a step logged twice (resume) keeps its last."""
+    """{"video": [(step, loss)], "audio": [...], "preservation": [...]} from metrics.jsonl (preservation: the
+    train.output_preservation loss, empty without it); a step logged twice (resume) keeps its last."""
     by_step: dict[int, dict] = {}
     if metrics.is_file():
         for line in metrics.read_text().splitlines():
@@ -50,7 +51,7 @@ def read_losses(metrics: Path) -> dict[str, list[tuple[int, float]]]:
                 by_step[int(rec["step"])] = rec
             except (json.JSONDecodeError, KeyError, TypeError, ValueError):
                 continue  # a half-written last line
-    out: dict[str, list[tuple[int, float]]] = {"video": [], "audio": []}
+    out: dict[str, list[tuple[int, float]]] = {"video": [], "audio": [], "preservation": []}
     for step in sorted(by_step):
         for kind in out:
             v = by_step[step].get(f"loss_{kind}")
@@ -309,6 +310,9 @@ def build_report(root: Path, *, title: str, config_text: str, metrics: Path | No
         if note:
             body.append(f"<p class='note'>{html.escape(note)}</p>")
         body.append(svg_plot(losses["video"], "video loss", "#5fa8ff") + svg_plot(losses["audio"], "audio loss", "#ff9f5f"))
+        if losses.get("preservation"):  # train.output_preservation: the LoRA's drift from the base on the class
+            body.append(svg_plot(losses["preservation"], "preservation loss (class caption, before its weight)",
+                                 "#9fdf7f"))
     body.append(f"<h2>Config</h2><pre>{html.escape(config_text)}</pre>")
     page = (f"<!doctype html><html lang='en'><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
             f"<style>{_CSS}</style></head><body>{''.join(body)}</body></html>")

@@ -36,18 +36,22 @@ from ltx_lora.train.objective import LossParts, StepInputs, compute_loss
 
 
 def can_graph(transformer: torch.nn.Module, device: torch.device, *, distributed: bool, swapped_blocks: int = 0,
-              mode: str = "auto", dropout: float = 0.0) -> str:
+              mode: str = "auto", dropout: float = 0.0, preservation: bool = False) -> str:
     """Why the step cannot run as CUDA graphs here ('' if it can). `mode` is train.cuda_graphs: block swap is
     captured with `on` only until a GPU run has measured it (tests/test_memory.py has the GPU test). `dropout`
     (lora.dropout): a captured recompute cannot restore the generator state the forward drew its masks from, so it
     would draw others, and LoKr / LoHa's rank dropout draws on the host, which a graph would replay as one fixed
-    mask."""
+    mask. `preservation` (train.output_preservation): its two more passes, one with the LoRA switched off, are not
+    part of the captured step (the config refuses cuda_graphs: on with it)."""
     if device.type != "cuda":
         return "not on a GPU"
     if distributed:
         return "several processes (gradient all-reduce runs inside backward)"
     if dropout > 0:
         return "lora.dropout is on (a replayed step cannot redraw its masks as the eager step does)"
+    if preservation:
+        return ("train.output_preservation is on (its passes, one with the LoRA switched off, are not captured with "
+                "the step)")
     if swapped_blocks and mode != "on":
         return "blocks are swapped from host memory (train.cuda_graphs: on captures their copies with the step)"
     if trained_outside_blocks(transformer):

@@ -17,6 +17,7 @@ change, kron(w1, w2) or (w1_a @ w1_b) * (w2_a @ w2_b). ltx-core's fusion and dif
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import re
 
@@ -146,6 +147,24 @@ def factorize_lycoris(transformer: torch.nn.Module) -> int:
             module.__class__ = factorized
             n += 1
     return n
+
+
+@contextlib.contextmanager
+def adapters_off(transformer: torch.nn.Module):
+    """The transformer computes as the frozen base inside (every injected adapter bypassed: no LoRA matmul, no
+    dropout draw), and as trained again after. peft's own switch (`enable_adapters`) also takes the adapters'
+    requires_grad off and puts it back on; inside there is no gradient anyway (train.output_preservation's base
+    prediction runs under no_grad)."""
+    from peft.tuners.tuners_utils import BaseTunerLayer  # imported on use: see peft_config
+
+    layers = [m for m in transformer.modules() if isinstance(m, BaseTunerLayer)]
+    for layer in layers:
+        layer.enable_adapters(False)
+    try:
+        yield
+    finally:
+        for layer in layers:
+            layer.enable_adapters(True)
 
 
 def is_adapter_parameter(name: str) -> bool:

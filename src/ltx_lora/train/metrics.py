@@ -114,15 +114,19 @@ class MetricsLogger:
             self.bar.start()
 
     def log_step(self, step: int, video_loss: float | None, audio_loss: float | None, lr: float,
-                 seconds: float) -> None:
-        """One step's losses (None: that modality is not generated, or no clip of the step had it)."""
+                 seconds: float, preservation: float | None = None) -> None:
+        """One step's losses (None: that modality is not generated, or no clip of the step had it). `preservation`:
+        train.output_preservation's loss before its weight (video + audio_loss_weight x audio, how far the LoRA's
+        prediction for the class caption is from the base model's), only with it on."""
         record = {"step": step, "loss_video": video_loss, "loss_audio": audio_loss, "lr": lr, "s_per_step": seconds}
+        if preservation is not None:
+            record = {**record, "loss_preservation": preservation}
         self.jsonl.write(json.dumps(record) + "\n")
         if self.tb is not None:
-            if video_loss is not None:
-                self.tb.add_scalar("loss/video", video_loss, step)
-            if audio_loss is not None:
-                self.tb.add_scalar("loss/audio", audio_loss, step)
+            for tag, value in (("loss/video", video_loss), ("loss/audio", audio_loss),
+                               ("loss/preservation", preservation)):
+                if value is not None:
+                    self.tb.add_scalar(tag, value, step)
             self.tb.add_scalar("lr", lr, step)
             self.tb.add_scalar("s_per_step", seconds, step)
         if self.wandb is not None:
@@ -130,8 +134,8 @@ class MetricsLogger:
         done = step - self.start
         elapsed = time.perf_counter() - self.t_start
         eta = elapsed / max(done, 1) * (self.total - step)
-        parts = [f"{name} {value:.4f}" for name, value in (("video", video_loss), ("audio", audio_loss))
-                 if value is not None]
+        parts = [f"{name} {value:.4f}" for name, value in (("video", video_loss), ("audio", audio_loss),
+                                                            ("preservation", preservation)) if value is not None]
         numbers = (f"loss {' '.join(parts)} | lr {lr:.2e} | {seconds:.2f} s/step | ETA {_fmt(eta)}"
                    f"{_gpu_memory()}")
         if self.bar is not None:

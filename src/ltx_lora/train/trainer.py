@@ -22,7 +22,8 @@ import torch
 from rich.console import Console
 from safetensors import SafetensorError
 
-from ltx_lora.data.cache import Manifest, made_for_another_model, missing_files, read_manifest, same_path
+from ltx_lora.data.cache import Manifest, made_for_another_model, missing_files, read_manifest, read_text, same_path
+from ltx_lora.data.caption import preservation_caption
 from ltx_lora.data.loader import (
     BatchOrder,
     caption_dropout_draw,
@@ -37,6 +38,7 @@ from ltx_lora.distributed import parallel
 from ltx_lora.errors import UserError
 from ltx_lora.files.atomic import atomic_write
 from ltx_lora.files.lora_file import write_lora_tensors
+from ltx_lora.files.text_features import pad_batch
 from ltx_lora.ltx.fast import (
     attention_mask_or_none,
     can_compile,
@@ -74,7 +76,7 @@ from ltx_lora.train.lora import (
 from ltx_lora.train.metrics import MetricsLogger, require_logging_packages
 from ltx_lora.train.objective import LatentBatch
 from ltx_lora.train.optim import build_optimizer, set_lr
-from ltx_lora.train.step import NonFiniteLoss, forward_backward
+from ltx_lora.train.step import NonFiniteLoss, Preservation, forward_backward
 from ltx_lora.train.timesteps import SigmaSampler
 
 # Fingerprint keys added later: what a training checkpoint written before them was trained with.
@@ -143,6 +145,15 @@ def seed_global_rngs(seed: int) -> None:
 
 
 @dataclass
+class StepLog:
+    """One optimizer step's mean losses over the global batch, as logged (None: not trained this step)."""
+
+    video: float | None = None
+    audio: float | None = None
+    preservation: float | None = None  # train.output_preservation's, before its weight
+
+
+@dataclass
 class Training:
     """What one run's loop works with, built once by `Trainer._build` before the first step."""
 
@@ -204,6 +215,7 @@ class Trainer:
                             "run `ltx-lora preprocess` with this config, or set data.cache_dir to another folder.")
         self.empty_prompt = (empty_prompt_file(manifest, self.cache) if self.cfg.train.caption_dropout > 0
                              else None)
+        self._check_preservation_texts(manifest)
         missing = missing_files(manifest, self.cache)
         if missing:
             raise UserError(f"the cache in {self.cache} lacks {len(missing)} file(s) its manifest lists (e.g. "
@@ -216,6 +228,20 @@ class Trainer:
         if task.audio.role == "condition" and len(silent) == len(manifest.items):
             raise UserError(f"the task gives the audio as a condition but no cached clip in {self.cache} has audio; "
                             "preprocess clips with sound, or use another task (e.g. t2v).")
+
+    def _check_preservation_texts(self, manifest: Manifest) -> None:
+        """train.output_preservation: every cached caption's preservation caption (the trigger word replaced by the
+        class word) is in the cache, made for this trigger word and class word."""
+        keep = self.cfg.train.output_preservation
+        if keep is None:
+            return
+        trigger = self.cfg.data.trigger_word
+        stale = next((i for i in manifest.items if not i.preservation_text or i.preservation_caption
+                      != preservation_caption(i.caption, trigger, keep.class_word)), None)
+        if stale is not None:
+            raise UserError(f"the cache in {self.cache} has no preservation caption for class word "
+                            f"{keep.class_word!r} and trigger word {trigger.strip()!r} (e.g. for {stale.media}); run "
+                            "`ltx-lora preprocess` with this config again (only those captions are encoded).")
 
     def _usable_items(self, manifest: Manifest) -> Manifest:
         """The clips this task can train on. A task that needs every clip's sound (audio given as a condition, or
@@ -475,6 +501,13 @@ class Trainer:
         self.console.print(f"training {n_params / 1e6:.2f} M {lora.variant.value} parameters ({layers} layers, "
                            f"rank {lora.rank}) on {self.device} for steps {start + 1}..{self.total_steps}, "
                            f"task {task_name(cfg.task)}, {len(manifest.items)} cached clips{draws}")
+        keep = cfg.train.output_preservation
+        if keep is not None:
+            what = ("only measured (weight 0: logged, no gradient)" if keep.weight == 0
+                    else f"weight {keep.weight:g}")
+            self.console.print(f"output preservation: each caption also trains with {cfg.data.trigger_word.strip()!r} "
+                               f"replaced by {keep.class_word!r} toward the base model's prediction, {what}; a step "
+                               "takes about 2.2x the time (two more forwards, one more backward)", highlight=False)
         if self.dist.active:
             self.console.print(f"{self.dist.world_size} processes, {cfg.distributed.strategy}: global batch "
                                f"{cfg.train.batch_size} x {self.dist.world_size} x {cfg.train.gradient_accumulation}")
@@ -484,15 +517,16 @@ class Trainer:
         t0 = time.perf_counter()
         lr = set_lr(t.optimizer, step, self.cfg.train)
         if self.compiled and step == t.start:  # compiling happens here: fall back to eager if it fails
-            video_loss, audio_loss = self._first_compiled_step(t, step)
+            losses = self._first_compiled_step(t, step)
         else:
-            video_loss, audio_loss = self._optimizer_step(t, step)
+            losses = self._optimizer_step(t, step)
         done = step + 1
         if t.ema is not None:
             t.ema.update(done)
         self.trained = True
         if t.metrics:
-            t.metrics.log_step(done, video_loss, audio_loss, lr, time.perf_counter() - t0)
+            t.metrics.log_step(done, losses.video, losses.audio, lr, time.perf_counter() - t0,
+                               preservation=losses.preservation)
         return done
 
     def _validate(self, t: Training, done: int) -> None:
@@ -562,7 +596,8 @@ class Trainer:
             return None
         why = can_graph(transformer, self.device, distributed=self.dist.active,
                         swapped_blocks=len(self.block_swap.order) if self.block_swap else 0,
-                        mode=self.cfg.train.cuda_graphs, dropout=self.run.lora.dropout)
+                        mode=self.cfg.train.cuda_graphs, dropout=self.run.lora.dropout,
+                        preservation=self.cfg.train.output_preservation is not None)
         if why:
             if self.device.type == "cuda":
                 self.console.print(f"note: the step runs without CUDA graphs: {why}.")
@@ -574,7 +609,7 @@ class Trainer:
 
         return StepGraphs(transformer, trainable, self.dtype, on_fallback=fallback, swap=self.block_swap)
 
-    def _first_compiled_step(self, t: Training, step: int) -> tuple[float | None, float | None]:
+    def _first_compiled_step(self, t: Training, step: int) -> StepLog:
         """The first step compiles the blocks; if that fails, undo the step's draws and run it eager."""
         position, gen_state = t.order.position(), t.gen.get_state()
         cpu_rng = torch.get_rng_state()
@@ -601,64 +636,81 @@ class Trainer:
             torch.cuda.set_rng_state(cuda_rng)
         return self._optimizer_step(t, step)
 
-    def _optimizer_step(self, t: Training, step: int) -> tuple[float | None, float | None]:
+    def _optimizer_step(self, t: Training, step: int) -> StepLog:
         """gradient_accumulation micro-batches forward and backward, then the optimizer; returns the global batch's
-        mean video and audio losses (None for a modality this task does not generate)."""
+        mean losses (None for a modality this task does not generate, and without output preservation)."""
+        log = self._accumulate(t, step)
+        if self.cfg.train.max_grad_norm:
+            torch.nn.utils.clip_grad_norm_(t.trainable, self.cfg.train.max_grad_norm)
+        t.optimizer.step()
+        t.optimizer.zero_grad(set_to_none=True)
+        return log
+
+    def _accumulate(self, t: Training, step: int) -> StepLog:
+        """The LoRA gradients of one optimizer step (its micro-batches summed), and its losses as logged."""
         cfg, accum = self.cfg, self.cfg.train.gradient_accumulation
-        video_sum, audio_sum = None, None
+        keep = cfg.train.output_preservation
+        sums: dict[str, float | None] = {"video": None, "audio": None, "preservation": None}
         for micro in range(accum):
             batch_ids = t.order.next()  # the global batch, the same on every rank
             share = self.dist.share(len(batch_ids))
             # A rank left without a sample (a bucket's short last batch) runs one with weight 0: all ranks must
             # take part in every forward and backward. Weights make the gradient the global batch's mean.
             weight = len(batch_ids[share]) * self.dist.world_size / len(batch_ids)
-            batch = self._micro_batch(t, batch_ids, share)
+            batch, preservation = self._micro_batch(t, batch_ids, share)
+            last = micro == accum - 1
             try:
-                with parallel.gradient_sync(t.models.transformer, enabled=micro == accum - 1):
-                    loss = forward_backward(t.models.transformer, batch, t.sampler, t.gen, task=self.task,
-                                            dtype=self.dtype, audio_loss_weight=cfg.train.audio_loss_weight,
-                                            loss_scale=weight / accum,
-                                            rows=(share.start if weight else 0, len(batch_ids)),
-                                            all_finite=self.dist.all_agree, graphs=self.graphs)
+                loss = forward_backward(t.models.transformer, batch, t.sampler, t.gen, task=self.task,
+                                        dtype=self.dtype, audio_loss_weight=cfg.train.audio_loss_weight,
+                                        loss_scale=weight / accum,
+                                        rows=(share.start if weight else 0, len(batch_ids)),
+                                        all_finite=self.dist.all_agree, graphs=self.graphs,
+                                        preservation=preservation,
+                                        sync=lambda final, last=last: parallel.gradient_sync(
+                                            t.models.transformer, enabled=final and last))
             except NonFiniteLoss as e:
-                last = latest_training_checkpoint(self.run_dir)
+                last_saved = latest_training_checkpoint(self.run_dir)
                 raise TrainingFailed(f"the loss became {e.value} at step {step + 1}; training stopped. "
-                                     f"The last good checkpoint is {last or 'none (none was saved yet)'}. Lower "
+                                     f"The last good checkpoint is {last_saved or 'none (none was saved yet)'}. Lower "
                                      "train.learning_rate or check the cached data, then resume with --resume.") from None
             # Logged: the global batch's mean losses (sums over every rank's real samples).
-            zero = loss.total.detach().new_zeros(())
-            video = loss.video.sum() if loss.video is not None else zero
-            audio = loss.audio.sum() if loss.audio is not None else zero
-            video_total, audio_total = self.dist.all_reduce_sum(torch.stack([video, audio]).float()
-                                                                * (weight > 0)).tolist()
-            if loss.video is not None:
-                video_sum = (video_sum or 0.0) + video_total / len(batch_ids) / accum
-            if loss.audio is not None:
-                audio_sum = (audio_sum or 0.0) + audio_total / len(batch_ids) / accum
-        if cfg.train.max_grad_norm:
-            torch.nn.utils.clip_grad_norm_(t.trainable, cfg.train.max_grad_norm)
-        t.optimizer.step()
-        t.optimizer.zero_grad(set_to_none=True)
-        return video_sum, audio_sum
+            parts = {"video": loss.video, "audio": loss.audio, "preservation": loss.preservation if keep else None}
+            zero = loss.total.new_zeros(())
+            totals = self.dist.all_reduce_sum(torch.stack([v.sum() if v is not None else zero
+                                                           for v in parts.values()]).float() * (weight > 0)).tolist()
+            for (name, value), total in zip(parts.items(), totals):
+                if value is not None:
+                    sums[name] = (sums[name] or 0.0) + total / len(batch_ids) / accum
+        return StepLog(**sums)
 
-    def _micro_batch(self, t: Training, batch_ids: list[int], share: slice) -> LatentBatch:
+    def _micro_batch(self, t: Training, batch_ids: list[int], share: slice) -> tuple[LatentBatch, Preservation | None]:
         """This rank's rows of a global batch from the cache, on the device, its text through the (frozen) text
-        connectors; a rank left without a row takes the batch's first (its loss weighs 0)."""
+        connectors; a rank left without a row takes the batch's first (its loss weighs 0). With
+        train.output_preservation also the preservation text of each row (the empty prompt where the caption was
+        dropped)."""
         items = [t.manifest.items[i] for i in batch_ids[share] or batch_ids[:1]]
         # drawn for the whole global batch (the generator advances alike on every rank), this rank's rows kept
         dropped = caption_dropout_draw(len(batch_ids), self.cfg.train.caption_dropout, t.gen)
         dropped = dropped[share] or dropped[:1]
         raw = load_batch(self.cache, items, self.device, self.dtype, task=self.task,
                          texts=text_files(items, dropped, self.empty_prompt))
+        keep = self.cfg.train.output_preservation
         on_device = self.connectors_host.on_device() if self.connectors_host else contextlib.nullcontext()
         with torch.no_grad(), on_device:  # the text connectors are frozen: run them, keep no graph
             vctx, actx, mask = run_text_connectors(t.models.text_connectors, raw.text)
-        return LatentBatch(video=raw.video, audio=raw.audio, video_context=vctx, audio_context=actx,
-                           context_mask=attention_mask_or_none(mask), fps=raw.fps, loss_weight=raw.loss_weight,
-                           video_loss_weight=raw.video_weight, audio_loss_weight=raw.audio_weight,
-                           reference_video=raw.reference_video, reference_audio=raw.reference_audio,
-                           video_condition_mask=raw.video_condition_mask,
-                           audio_condition_mask=raw.audio_condition_mask)
+            preservation = None
+            if keep is not None:
+                texts = [self.empty_prompt if drop else item.preservation_text for item, drop in zip(items, dropped)]
+                padded = pad_batch([read_text(self.cache, rel) for rel in texts])
+                kv, ka, km = run_text_connectors(t.models.text_connectors, padded)
+                preservation = Preservation(kv, ka, attention_mask_or_none(km), keep.weight)
+        batch = LatentBatch(video=raw.video, audio=raw.audio, video_context=vctx, audio_context=actx,
+                            context_mask=attention_mask_or_none(mask), fps=raw.fps, loss_weight=raw.loss_weight,
+                            video_loss_weight=raw.video_weight, audio_loss_weight=raw.audio_weight,
+                            reference_video=raw.reference_video, reference_audio=raw.reference_audio,
+                            video_condition_mask=raw.video_condition_mask,
+                            audio_condition_mask=raw.audio_condition_mask)
+        return batch, preservation
 
     # -- saving ------------------------------------------------------------------------------------------------
     def _save(self, t: Training, step: int) -> Path:
