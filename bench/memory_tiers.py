@@ -136,7 +136,7 @@ def _child(args: argparse.Namespace) -> dict:
     row["build_s"] = round(time.perf_counter() - t_build, 1)
     graphs = None
     if args.graphs != "off" and cuda:  # as `ltx-lora train` (train.cuda_graphs): one process
-        why = can_graph(model, device, distributed=False, swapped_blocks=len(plan.swapped_blocks), mode=args.graphs)
+        why = can_graph(model, device, distributed=False)
         graphs = StepGraphs(model, params, dtype, swap=swapper) if not why else None
         row["graphs_off"] = why
 
@@ -258,8 +258,8 @@ def main() -> None:
     ap.add_argument("--compile", default="auto", choices=["auto", "on", "off"],
                     help="torch.compile the blocks as `ltx-lora train` does (auto: on a GPU)")
     ap.add_argument("--graphs", default="auto", choices=["auto", "on", "off"],
-                    help="the step as CUDA graphs as train.cuda_graphs: where `ltx-lora train` uses them by default "
-                         "(auto), also with block swap (on), or never (off)")
+                    help="the step as CUDA graphs as train.cuda_graphs (auto and on: where `ltx-lora train` uses "
+                         "them, block swap included), or never (off)")
     ap.add_argument("--bf16-tiers", default="", help="extra runs at these caps with the bf16 base forced, e.g. 48")
     ap.add_argument("--tiny", action="store_true", help="tiny model on CPU (checks the code paths, no timings)")
     ap.add_argument("--out", default="")

@@ -296,8 +296,6 @@ def test_step_graph_inputs_round_trip_and_key_on_shape(reference):
     gpu = torch.device("cuda")
     assert can_graph(model, gpu, distributed=False) == ""
     assert "several processes" in can_graph(model, gpu, distributed=True)
-    assert "cuda_graphs: on" in can_graph(model, gpu, distributed=False, swapped_blocks=2)
-    assert can_graph(model, gpu, distributed=False, swapped_blocks=2, mode="on") == ""  # copies captured too
     assert "lora.dropout" in can_graph(model, gpu, distributed=False, dropout=0.1)
     model.patchify_proj.weight.requires_grad_(True)
     assert "outside the transformer blocks" in can_graph(model, gpu, distributed=False)

@@ -21,14 +21,15 @@ what both `ltx-lora train` and `ltx-lora doctor` call, so both show the same pla
 
 The peak estimate counts weights, LoRA parameters + gradients + optimizer state (LoKr / LoHa: their own parameter
 counts, plus what autograd keeps of their factorised changes beyond plain LoRA's, `Workload.adapter_activation_bytes`:
-derived, not yet measured on a GPU), and activations with whole-block checkpointing: each block's input is kept
+derived; measured on an H200 within 0.82 GiB under (LoKr) and 0.48 GiB over (LoHa) the peak), and activations with whole-block checkpointing: each block's input is kept
 (one token row per block) plus one block's working set while it is recomputed and back-propagated. The
 working-set constant is calibrated on the measured bf16 step on an H100 (960x544x49 + audio, rank 32, AdamW:
 40.9 GiB, bench/results/2026-11-25_h100_train_step_960x544x49*.jsonl); bench/memory_tiers.py prints the estimate
 beside the measured peak of every tier. A 1-byte base dequantised per matmul adds one layer's dequantised weight
 (fp32 product, bf16 result); FP8 matmuls instead add one layer's transposed FP8 weight (the backward's,
 `ltx/quantize.py`) and the FP8 copy of the widest activation or gradient (the feed-forward's 4x-wide hidden layer:
-two block-input rows), estimated, not yet measured.
+two block-input rows), estimated, not yet measured. The 24 GiB tier's plan (INT8 base, 18 blocks swapped) peaked
+at 21.8 GiB allocated / 23.9 reserved against 22.0 expected, with CUDA graphs (H200, 2026-12-05).
 """
 
 from __future__ import annotations
@@ -138,9 +139,9 @@ class Workload:
     def adapter_activation_bytes(self) -> float:
         """What LoKr / LoHa add to the activations: with gradient checkpointing one block's `adapter_block_bytes`
         alive at a time, without it every block's; backward adds one layer's gradients of the same sizes (the
-        largest layer's). Derived from what autograd saves, not yet measured on a GPU (bench/lora_options.py prints
-        it beside the measured peak). The 39.00 GiB LoKr peak measured on an H200 (2026-12-04, bench/README.md) was
-        of peft's old path, which built each layer's whole fp32 weight change; training no longer does. Never below
+        largest layer's). Derived from what autograd saves; on an H200 (2026-12-05, bench/README.md) the plan was
+        0.82 GiB under LoKr's measured peak and 0.48 GiB over LoHa's, inside the plan's margin (not calibrated to
+        those two points: where LoKr's extra lives is not profiled yet). Never below
         plain LoRA's: a layer narrower than the rank keeps less than LoRA would (tiny models), but the working set
         is calibrated on 4,096-wide layers, where LoRA's own share is small."""
         if self.variant == "lora" or not self.target_shapes:

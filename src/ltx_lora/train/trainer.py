@@ -594,9 +594,7 @@ class Trainer:
         """The step as CUDA graphs (train.cuda_graphs) where one process trains on a GPU."""
         if self.cfg.train.cuda_graphs == "off":
             return None
-        why = can_graph(transformer, self.device, distributed=self.dist.active,
-                        swapped_blocks=len(self.block_swap.order) if self.block_swap else 0,
-                        mode=self.cfg.train.cuda_graphs, dropout=self.run.lora.dropout,
+        why = can_graph(transformer, self.device, distributed=self.dist.active, dropout=self.run.lora.dropout,
                         preservation=self.cfg.train.output_preservation is not None)
         if why:
             if self.device.type == "cuda":
