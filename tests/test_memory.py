@@ -94,6 +94,15 @@ def test_an_ema_kept_on_the_gpu_counts_an_fp32_shadow_of_the_lora(size22b, work9
     assert lora_gib({"decay": 0.999, "on_host": True}) == plain == lora_gib({})
 
 
+def test_output_preservation_counts_its_second_backward_holding_every_gradient(size22b, work960):
+    """Measured on H200 (bench/results/2026-12-05_h200_output_preservation_960x544x49.jsonl): the step with
+    train.output_preservation peaked 0.81 GiB above the plain one (41.63 vs 40.82), 213.9M fp32 gradients."""
+    cfg = Config(data={"trigger_word": "sks"}, train={"output_preservation": {"class_word": "a woman"}})
+    work = workload_for_config(cfg, size22b)
+    extra = estimate(size22b, work, "none", 0)["activations"] - estimate(size22b, work960, "none", 0)["activations"]
+    assert extra == pytest.approx(213_909_504 * 4 / 2**30)
+
+
 def test_plan_picks_the_fastest_fitting_format_per_gpu_size(size22b, work960):
     plans = {gib: choose_plan(gib, "test", size22b, work960) for gib in (80, 48, 32, 24, 8)}
     assert (plans[80].quantization, plans[80].swapped_blocks, plans[80].rank) == ("none", (), 32)

@@ -21,8 +21,8 @@ what both `ltx-lora train` and `ltx-lora doctor` call, so both show the same pla
 
 The peak estimate counts weights, LoRA parameters + gradients + optimizer state (LoKr / LoHa: their own parameter
 counts, plus what autograd keeps of their factorised changes beyond plain LoRA's, `Workload.adapter_activation_bytes`:
-derived; measured on an H200 within 0.82 GiB under (LoKr) and 0.48 GiB over (LoHa) the peak), and activations with whole-block checkpointing: each block's input is kept
-(one token row per block) plus one block's working set while it is recomputed and back-propagated. The
+derived; measured on an H200 within 0.82 GiB under (LoKr) and 0.48 GiB over (LoHa) the peak), and activations
+with whole-block checkpointing: each block's input is kept (one token row per block) plus one block's working set while it is recomputed and back-propagated. The
 working-set constant is calibrated on the measured bf16 step on an H100 (960x544x49 + audio, rank 32, AdamW:
 40.9 GiB, bench/results/2026-11-25_h100_train_step_960x544x49*.jsonl); bench/memory_tiers.py prints the estimate
 beside the measured peak of every tier. A 1-byte base dequantised per matmul adds one layer's dequantised weight
@@ -85,6 +85,7 @@ class Workload:
     blocks: int = 0
     lokr_factor: int = -1
     ema_on_device: bool = False  # train.ema kept on the GPU: an fp32 shadow of every trainable parameter
+    output_preservation: bool = False  # train.output_preservation: a second backward starts with every gradient held
 
     def adapter_parameters(self, rank: int) -> int:
         """Trainable parameters at `rank`: LoRA r * (in + out) per layer; LoHa twice that (two pairs); LoKr peft's
@@ -220,10 +221,13 @@ def estimate(size: TransformerSize, work: Workload, quantization: str, swapped: 
     elif quantization != "none":  # one dequantised weight (fp32 product, bf16 result) at a time
         acts += size.largest_linear * 6
     acts += work.adapter_activation_bytes()
-    # train.output_preservation adds nothing here: its two passes run after the main loss's backward has freed that
-    # graph (train/step.py), the LoRA-off one without a graph, so one forward's and backward's activations are held
-    # at a time as without it; only the base prediction's output (video + audio tokens x channels, fp32: a few MB)
-    # waits for the LoRA pass.
+    # train.output_preservation: its two passes run after the main loss's backward has freed that graph
+    # (train/step.py), so one forward's and backward's activations are held at a time as without it; but its
+    # backward starts with every LoRA gradient already allocated by the main one, where the plain step's peak comes
+    # before backward has allocated most of them: measured +0.81 GiB (40.82 -> 41.63, H200, 2026-12-05,
+    # bench/README.md), 213.9M fp32 gradients are 0.80.
+    if work.output_preservation:
+        acts += work.adapter_parameters(work.rank) * 4
     text = size.text_connectors * 2
     if connectors_on_host:
         acts = max(acts, text)
@@ -328,7 +332,8 @@ def workload_for_config(cfg: Config, size: TransformerSize) -> Workload:
                     target_inputs=tuple(linear_input(name, video_tokens, audio_tokens, prompts * TOKENIZER_LENGTH)
                                         for name, _, _ in targets),
                     blocks=size.blocks, lokr_factor=cfg.lora.lokr_factor,
-                    ema_on_device=cfg.train.ema.enabled and not cfg.train.ema.on_host)
+                    ema_on_device=cfg.train.ema.enabled and not cfg.train.ema.on_host,
+                    output_preservation=cfg.train.output_preservation is not None)
 
 
 def device_budget(device: torch.device) -> tuple[float | None, str]:

@@ -507,7 +507,8 @@ class Trainer:
                     else f"weight {keep.weight:g}")
             self.console.print(f"output preservation: each caption also trains with {cfg.data.trigger_word.strip()!r} "
                                f"replaced by {keep.class_word!r} toward the base model's prediction, {what}; a step "
-                               "takes about 2.2x the time (two more forwards, one more backward)", highlight=False)
+                               "takes about 2.4x the time (two more forwards, one more backward), without CUDA graphs",
+                               highlight=False)
         if self.dist.active:
             self.console.print(f"{self.dist.world_size} processes, {cfg.distributed.strategy}: global batch "
                                f"{cfg.train.batch_size} x {self.dist.world_size} x {cfg.train.gradient_accumulation}")
