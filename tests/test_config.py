@@ -239,6 +239,16 @@ def test_a_url_in_a_config_or_init_gets_the_download_sentence_not_a_missing_path
     assert_user_error(run_cli("doctor", "--config", p), "output_dir is a URL (s3://bucket/runs)", "local path")
     p.write_text(text.replace('  prompts:\n', '  prompts:\n    - {prompt: "a fox", image: "https://x.org/a.png"}\n'))
     assert_user_error(run_cli("doctor", "--config", p), "validation.prompts[0].image is a URL")
+    # a bare repo id (nothing of that name beside the config) is one too; a Gemma folder yet to be downloaded is not
+    p.write_text(text.replace('checkpoint: ""', 'checkpoint: "Lightricks/LTX-2.3"')
+                 .replace('text_encoder: ""', 'text_encoder: "models/gemma-3-12b-it-qat-q4_0-unquantized"'))
+    assert_user_error(run_cli("doctor", "--config", p),
+                      "model.checkpoint is a Hugging Face reference (Lightricks/LTX-2.3)",
+                      "huggingface-cli download Lightricks/LTX-2.3 ltx-2.3-22b-dev.safetensors")
+    (tmp_path / "Lightricks").mkdir()  # now it names a local path, said not to be a file
+    res = run_cli("doctor", "--config", p)
+    assert "Hugging Face reference" not in res.out + res.err, res.out
+    assert "gemma-3-12b-it-qat-q4_0-unquantized does not exist" in res.out, res.out
 
 
 def _example_prompt(text: str) -> str:

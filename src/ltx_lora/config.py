@@ -21,7 +21,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationIn
 
 from ltx_lora.errors import UserError
 from ltx_lora.official_config import looks_official, translate_official
-from ltx_lora.paths import read_user_text, refuse_url
+from ltx_lora.paths import read_user_text, refuse_repo_id, refuse_url
 from ltx_lora.task import DEFAULT_TASK, TASK_PRESETS, TaskConfig, TaskSetting
 
 
@@ -664,8 +664,11 @@ def resolve_paths(cfg: Config, folder: Path) -> Config:
     for section, key in PATH_KEYS:
         owner = getattr(cfg, section) if section else cfg
         value = getattr(owner, key)
+        role = _MODEL_ROLES.get((section, key))
         if value:
-            refuse_url(value, f"{section}.{key}" if section else key, _MODEL_ROLES.get((section, key)))
+            refuse_url(value, f"{section}.{key}" if section else key, role)
+        if value and role is not None:
+            refuse_repo_id(value, folder, f"{section}.{key}", role)
         if not value or Path(value).expanduser().is_absolute():
             continue
         owner = owner.model_copy(update={key: os.path.normpath(folder / value)})  # str for str: nothing to check

@@ -123,12 +123,14 @@ def _parse_hf(value: str) -> tuple[str, str | None] | None:
     return repo, ("/".join(tail) or None)
 
 
-def _looks_like_repo_id(value: str) -> bool:
-    """`Owner/Name` that is not a local path: its first component does not exist here."""
+def _looks_like_repo_id(value: str, folder: Path | None = None) -> bool:
+    """`Owner/Name` that is not a local path: its first component does not exist here (in `folder`, where relative
+    paths start: a config file's folder; else the working directory)."""
     v = value.strip()
-    if not _REPO_ID.match(v) or Path(v).exists() or Path(v).suffix in (".safetensors", ".json", ".yaml"):
+    root = folder if folder is not None else Path()
+    if not _REPO_ID.match(v) or (root / v).exists() or Path(v).suffix in (".safetensors", ".json", ".yaml"):
         return False
-    return not Path(v.split("/")[0]).exists()
+    return not (root / v.split("/")[0]).exists()
 
 
 def _download_sentence(role: str, repo: str, file: str | None, key: str | None) -> str:
@@ -179,6 +181,18 @@ def reject_remote(value: str, role: Role, label: str, key: str | None = None) ->
     if re.match(r"^[a-z][a-z0-9+.-]*://", raw, re.IGNORECASE):
         raise UserError(f"{label} is a URL ({raw}), but ltx-lora reads local files only: download it and "
                         f"{'set ' + key + ' to' if key else 'pass'} its local path.")
+
+
+def refuse_repo_id(value: str, folder: Path, key: str, role: Role) -> None:
+    """UserError with the download sentence when the config value `value` of the model key `key` is a Hugging Face
+    repo id (`Lightricks/LTX-2.3`) and nothing of that name is in `folder`, the config's: read as a path relative
+    to it, it would only be said not to exist."""
+    raw = str(value).strip()
+    if role == "text_encoder" and not raw.lower().startswith("google/"):
+        return  # a folder: `models/gemma-3-...` not yet downloaded reads the same; only Google's repos are sure
+    if not Path(raw).expanduser().is_absolute() and _looks_like_repo_id(raw, folder):
+        raise UserError(f"{key} is a Hugging Face reference ({raw}), but ltx-lora reads local files only: "
+                        f"{_download_sentence(role, raw, None, key)}.")
 
 
 def is_url(value: str) -> bool:
