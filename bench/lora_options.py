@@ -17,9 +17,12 @@ term, `Workload.adapter_activation_bytes`, is derived and waits for this bench's
 Output: one JSON line per option (median/min s/step, peak GiB, trainable parameters, plan estimate) after a
 header line; `--out` writes them to a JSONL file (bench/results/DATE_DEVICE_lora_options_RES.jsonl).
 `--tiny` runs the script on CPU at tiny size (a smoke test; tests/test_lora_variants.py runs it).
+`--graphs` replays the step as CUDA graphs where the trainer would (`train.cuda_graphs: auto`, train/graphed.py):
+the eager step is host-bound (bench/README.md, #16), so an option that adds small operations per adapted layer
+(LoKr, LoHa) pays for them in host time eagerly, and mostly not under graphs, which is how training runs them.
 
 python bench/lora_options.py [--res 960x544x49] [--options lora,lokr,loha,ema,adamw8bit] [--steps 10]
-                             [--warmup 3] [--rank 32] [--out bench/results/FILE.jsonl] [--tiny]
+                             [--warmup 3] [--rank 32] [--graphs] [--out bench/results/FILE.jsonl] [--tiny]
 """
 
 from __future__ import annotations
@@ -46,6 +49,7 @@ from ltx_lora.ltx.fast import attention_mask_or_none, compile_blocks, use_sdpa_a
 from ltx_lora.ltx.sizes import ltx23_22b_config, transformer_size  # noqa: E402
 from ltx_lora.runtime.memory import estimate, workload_for_config  # noqa: E402
 from ltx_lora.train.ema import LoraEma  # noqa: E402
+from ltx_lora.train.graphed import StepGraphs, can_graph  # noqa: E402
 from ltx_lora.train.lora import inject_lora, lora_parameters  # noqa: E402
 from ltx_lora.train.objective import LatentBatch  # noqa: E402
 from ltx_lora.train.optim import build_optimizer  # noqa: E402
@@ -87,11 +91,13 @@ def run_option(option: str, res: tuple[int, int, int], args, model_cfg: dict) ->
     ema = (LoraEma(named, cfg.train.ema.decay, on_host=cfg.train.ema.on_host, start_step=cfg.train.ema.start_step)
            if cfg.train.ema.enabled else None)
     gen = torch.Generator(DEVICE).manual_seed(1)
+    why = can_graph(model, DEVICE, distributed=False, dropout=cfg.lora.dropout) if args.graphs else "not asked"
+    graphs = None if why else StepGraphs(model, params, torch.bfloat16)
     times, loss = [], None
     for step in range(args.warmup + args.steps):
         train_step.sync()
         t0 = time.perf_counter()
-        loss = train_step.one_step(model, params, opt, True, batch, gen)
+        loss = train_step.one_step(model, params, opt, True, batch, gen, graphs)
         if ema is not None:
             ema.update(step + 1)
         train_step.sync()
@@ -105,8 +111,12 @@ def run_option(option: str, res: tuple[int, int, int], args, model_cfg: dict) ->
            "median_s": round(times[len(times) // 2], 4), "min_s": round(times[0], 4), "steps_timed": len(times),
            "peak_gib": round(torch.cuda.max_memory_allocated() / 2**30, 2) if DEVICE.type == "cuda" else None,
            "plan_estimate_gib": round(sum(v for k, v in parts.items() if k != "text connectors"), 2),
-           "plan_parts_gib": {k: round(v, 2) for k, v in parts.items()}, "loss": float(loss.detach())}
-    del model, opt, params, named, ema
+           "plan_parts_gib": {k: round(v, 2) for k, v in parts.items()}, "loss": float(loss.detach()),
+           "graphs": ({"captures": graphs.captures, "replays": graphs.replays, "failed": graphs.failed}
+                      if graphs is not None else {"off": why})}
+    if graphs is not None:
+        graphs.release()
+    del model, opt, params, named, ema, graphs
     gc.collect()
     if DEVICE.type == "cuda":
         torch.cuda.empty_cache()
@@ -120,6 +130,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
     ap.add_argument("--steps", type=int, default=10)
     ap.add_argument("--warmup", type=int, default=3)
     ap.add_argument("--rank", type=int, default=32)
+    ap.add_argument("--graphs", action="store_true", help="replay the step as CUDA graphs where training would")
     ap.add_argument("--out", default="")
     ap.add_argument("--tiny", action="store_true", help="tiny model and text on CPU (a smoke run of this script)")
     args = ap.parse_args(argv)

@@ -246,8 +246,9 @@ def test_lora_options_bench_runs_at_tiny_size(tmp_path):
 
     out = tmp_path / "bench.jsonl"
     rows = lora_options.main(["--tiny", "--res", "64x64x9", "--options", "lokr,ema", "--steps", "1", "--warmup", "0",
-                              "--out", str(out)])
+                              "--graphs", "--out", str(out)])
     assert [r.get("option") for r in rows[1:]] == ["lokr", "ema"] and all("median_s" in r for r in rows[1:]), rows
+    assert all(r["graphs"] == {"off": "not on a GPU"} for r in rows[1:]), rows  # --graphs asked; none on the CPU
     assert len(out.read_text().splitlines()) == 3
 
 
