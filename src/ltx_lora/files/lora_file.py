@@ -681,8 +681,8 @@ def lora_tensors(modules: dict[str, tuple[torch.Tensor, torch.Tensor] | LycorisW
             down, up = value
             out[key_down], out[key_up] = down.contiguous(), up.contiguous()
             dtype = up.dtype
-        if alphas and alphas.get(stem) is not None:
-            out[key_alpha] = torch.tensor(alphas[stem], dtype=dtype)
+        if alphas and alphas.get(stem) is not None:  # in the module's dtype, as kohya writes it; a float one always
+            out[key_alpha] = torch.tensor(alphas[stem], dtype=dtype if dtype.is_floating_point else torch.float32)
     return out
 
 
