@@ -401,6 +401,9 @@ def test_lora_variants_dora_is_refused_with_the_reason_rslora_is_for_lora_only()
         parse_config({"lora": {"variant": "dora"}})
     with pytest.raises(UserError, match="rslora applies to variant lora only"):
         parse_config({"lora": {"variant": "lokr", "rslora": True}})
+    with pytest.raises(UserError, match="loraplus_lr_ratio speeds up plain LoRA's lora_B matrices, which lora.variant "
+                                        "loha does not have; set it to 1 or lora.variant: lora"):
+        parse_config({"lora": {"variant": "loha"}, "train": {"loraplus_lr_ratio": 4}})
     assert parse_config({"lora": {"variant": "loha"}}).lora.variant.value == "loha"
     cfg = parse_config({"lora": {"variant": "lora", "rslora": True, "rank": 16, "alpha": 8}})
     assert cfg.lora.scale == 8 / 4 and parse_config({"lora": {"rank": 16, "alpha": 8}}).lora.scale == 0.5

@@ -15,7 +15,7 @@ from ltx_lora.ltx.modality import predict_velocity
 from ltx_lora.task import FirstFrameCondition, ModalityTask, TaskConfig
 from ltx_lora.train.lora import inject_lora
 from ltx_lora.train.objective import LatentBatch, compute_loss, prepare_inputs
-from ltx_lora.train.optim import build_optimizer
+from ltx_lora.train.optim import build_optimizer, set_lr
 from ltx_lora.train.timesteps import SigmaSampler
 
 
@@ -110,6 +110,27 @@ def test_only_lora_weights_change(model):
         if n in base:
             assert torch.equal(p, base[n]), n
     assert all(not torch.equal(p, lora[n]) for n, p in m.named_parameters() if n in lora)
+
+
+def test_loraplus_trains_lora_b_at_its_ratio_of_the_scheduled_rate(model):
+    """LoRA+ (train.loraplus_lr_ratio 4): after one AdamW step (whose first update is lr x g / (|g| + eps), so
+    each moved entry moves by its group's rate) the lora_B entries moved 4x the scheduled rate, lora_A's 1x; the
+    schedule scales both groups (warm-up step 1 of 4: a quarter)."""
+    m, t = model
+    named = {n: p for n, p in m.named_parameters() if p.requires_grad}
+    before = {n: p.detach().clone() for n, p in named.items()}
+    cfg = TrainConfig(learning_rate=1e-2, loraplus_lr_ratio=4.0, warmup_steps=4, weight_decay=0.0)
+    opt = build_optimizer(named, cfg)
+    assert set_lr(opt, 0, cfg) == pytest.approx(2.5e-3)
+    assert sorted(g["lr"] for g in opt.param_groups) == pytest.approx([2.5e-3, 1e-2])
+    inputs = prepare_inputs(_batch(t), SigmaSampler(), torch.Generator().manual_seed(0), task=TaskConfig(),
+                            dtype=torch.float32)
+    compute_loss(*predict_velocity(m, inputs.video, inputs.audio), inputs).total.backward()
+    opt.step()
+    moved = {n: (p.detach() - before[n]).abs().max().item() for n, p in named.items()}
+    assert any(".lora_B." in n for n in named) and any(".lora_A." in n for n in named)
+    for n, d in moved.items():
+        assert d == pytest.approx(1e-2 if ".lora_B." in n else 2.5e-3, rel=1e-3), n
 
 
 def test_a_weight_zero_clip_adds_no_gradient(model):

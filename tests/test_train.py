@@ -174,10 +174,10 @@ def _lora_file(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
 
 
 def test_resume_after_sigkill_is_bit_exact(prepared, tmp_path):
-    ema = {"decay": 0.9, "start_step": 1}  # the EMA of the LoRA resumes exactly too
-    straight = write_config(prepared, tmp_path, name="straight", ema=ema)
+    ema = {"decay": 0.9, "start_step": 1}  # the EMA of the LoRA resumes exactly too, and LoRA+'s two groups
+    straight = write_config(prepared, tmp_path, name="straight", ema=ema, loraplus_lr_ratio=4.0)
     assert run_cli("train", straight).code == 0
-    killed = write_config(prepared, tmp_path, name="killed", ema=ema)
+    killed = write_config(prepared, tmp_path, name="killed", ema=ema, loraplus_lr_ratio=4.0)
     data = yaml.safe_load(killed.read_text())
     data["checkpoints"] = {"every": 3, "keep_last": 3}
     killed.write_text(yaml.safe_dump(data))
@@ -199,7 +199,7 @@ def test_resume_after_sigkill_is_bit_exact(prepared, tmp_path):
     for k in a:
         assert torch.equal(a[k], b[k]), k
     (ea, ma), (eb, mb) = _lora_file(tmp_path / "straight" / "lora_ema.safetensors"), _lora_file(run / "lora_ema.safetensors")
-    assert ea.keys() == a.keys() and ma["ema_decay"] == "0.9" and ma == mb
+    assert ea.keys() == a.keys() and ma["ema_decay"] == "0.9" and ma == mb and ma["loraplus_lr_ratio"] == "4.0"
     assert all(torch.equal(ea[k], eb[k]) for k in ea)
     assert any(not torch.equal(ea[k], a[k]) for k in a if "lora_B" in k), "the EMA export is the raw LoRA"
     assert (ckpts / "step_000006" / "killed_step_000006_ema.safetensors").is_file()

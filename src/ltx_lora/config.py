@@ -232,6 +232,10 @@ class TrainConfig(Section):
     batch_size: int = Field(1, ge=1, description="Clips per step per GPU.")
     gradient_accumulation: int = Field(1, ge=1, description="Micro-batches summed into one optimizer step.")
     learning_rate: float = Field(1e-4, gt=0, description="Peak learning rate (1.0 is usual for prodigy).")
+    loraplus_lr_ratio: float = Field(1.0, gt=0, description="LoRA+ (kohya's and musubi-tuner's loraplus_lr_ratio): "
+                                     "the lora_B (up) matrices train at learning_rate x this, the lora_A (down) ones "
+                                     "at learning_rate, which learns faster at the same stability; 1 = off. The "
+                                     "paper suggests 16, musubi-tuner to start near 4. Plain LoRA only.")
     optimizer: Optimizer = Field(Optimizer.adamw, description="adamw (fused), adamw8bit (bitsandbytes' 8-bit "
                                  "AdamW: 2 bytes of state per LoRA parameter instead of 8; pip install "
                                  "'ltx-lora[lowvram]') or prodigy.")
@@ -501,6 +505,13 @@ class Config(Section):
         if not v.strip():
             raise ValueError("must not be empty")
         return v
+
+    @model_validator(mode="after")
+    def _loraplus_is_for_lora(self) -> "Config":
+        if self.train.loraplus_lr_ratio != 1.0 and self.lora.variant != LoraVariant.lora:
+            raise ValueError(f"train.loraplus_lr_ratio speeds up plain LoRA's lora_B matrices, which lora.variant "
+                             f"{self.lora.variant.value} does not have; set it to 1 or lora.variant: lora")
+        return self
 
     @model_validator(mode="after")
     def _ema_for_validation(self) -> "Config":

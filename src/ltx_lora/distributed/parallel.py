@@ -154,11 +154,13 @@ def load_full_lora_(params: dict[str, nn.Parameter], full: dict[str, torch.Tenso
         (p.to_local() if _is_dtensor(p) else p).copy_(value.to_local() if _is_dtensor(value) else value)
 
 
-def load_full_optimizer_state(optimizer: torch.optim.Optimizer, trainable: list[nn.Parameter], sd: dict) -> None:
-    """Load a full optimizer state (as saved by one process or gathered) into a possibly sharded optimizer."""
+def load_full_optimizer_state(optimizer: torch.optim.Optimizer, sd: dict) -> None:
+    """Load a full optimizer state (as saved by one process or gathered) into a possibly sharded optimizer. The
+    state's indices count the parameters group after group (LoRA+ puts lora_B in a group of its own)."""
+    in_order = [p for group in optimizer.param_groups for p in group["params"]]
     state = {}
     for idx, st in sd["state"].items():
-        p = trainable[int(idx)]
+        p = in_order[int(idx)]
         state[idx] = {k: _shard_like(v, p) if isinstance(v, torch.Tensor) and v.shape == p.shape else v
                       for k, v in st.items()}
     optimizer.load_state_dict({"state": state, "param_groups": sd["param_groups"]})

@@ -130,7 +130,7 @@ class Run:
                 "alpha": self.lora.effective_alpha, "targets": self.lora.targets, "seed": cfg.train.seed,
                 "variant": self.lora.variant.value, "rslora": self.lora.rslora, "lokr_factor": self.lora.lokr_factor,
                 "gradient_accumulation": cfg.train.gradient_accumulation, "token_budget": cfg.data.token_budget,
-                "cache_dir": cfg.data.cache_dir}
+                "cache_dir": cfg.data.cache_dir, "loraplus_lr_ratio": cfg.train.loraplus_lr_ratio}
 
     def lora_metadata(self, step: int, base_identity: dict) -> dict[str, str]:
         """safetensors header of every exported LoRA: enough to know what it is and what it fits."""
@@ -144,6 +144,7 @@ class Run:
             "target_modules": json.dumps(self.lora.targets), "task": task_name(cfg.task),
             "trigger_word": cfg.data.trigger_word, "step": str(step), **reference_metadata(self.task),
             **({"init_from": Path(cfg.lora.init_from).name} if cfg.lora.init_from else {}),
+            **({"loraplus_lr_ratio": str(cfg.train.loraplus_lr_ratio)} if cfg.train.loraplus_lr_ratio != 1.0 else {}),
             **({"output_preservation_class_word": keep.class_word, "output_preservation_weight": str(keep.weight)}
                if (keep := cfg.train.output_preservation) else {}),
         }

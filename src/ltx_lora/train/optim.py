@@ -10,9 +10,28 @@ from ltx_lora.config import Optimizer, Scheduler, TrainConfig
 from ltx_lora.errors import UserError
 
 
-def build_optimizer(params: list[torch.nn.Parameter], cfg: TrainConfig) -> torch.optim.Optimizer:
+def param_groups(named: dict[str, torch.nn.Parameter], cfg: TrainConfig) -> list[dict]:
+    """The optimizer's parameter groups, each with the multiple of the scheduled learning rate it trains at
+    (`lr_scale`, kept in the training checkpoint with the optimizer state). LoRA+ (train.loraplus_lr_ratio; Hayou et
+    al. 2024, kohya's sd-scripts and musubi-tuner): lora_B at the ratio, everything else at 1. Without it one group,
+    in `named`'s order, as before."""
+    if cfg.loraplus_lr_ratio == 1.0:
+        return [{"params": list(named.values()), "lr_scale": 1.0}]
+    up = [p for n, p in named.items() if ".lora_B." in n]
+    rest = [p for n, p in named.items() if ".lora_B." not in n]
+    return [{"params": rest, "lr_scale": 1.0}, {"params": up, "lr_scale": cfg.loraplus_lr_ratio}]
+
+
+def build_optimizer(named: dict[str, torch.nn.Parameter] | list[torch.nn.Parameter],
+                    cfg: TrainConfig) -> torch.optim.Optimizer:
+    """The optimizer of `named` (the LoRA parameters by name; a plain list where LoRA+ is off: the benches)."""
+    if not isinstance(named, dict):
+        if cfg.loraplus_lr_ratio != 1.0:
+            raise ValueError("LoRA+ tells lora_B from lora_A by name: pass the parameters by name")
+        named = {str(i): p for i, p in enumerate(named)}
+    params = param_groups(named, cfg)
     if cfg.optimizer == Optimizer.adamw:
-        fused = all(p.is_cuda for p in params)  # fused AdamW: one kernel for all LoRA tensors on the GPU
+        fused = all(p.is_cuda for p in named.values())  # fused AdamW: one kernel for all LoRA tensors on the GPU
         return torch.optim.AdamW(params, lr=cfg.learning_rate, weight_decay=cfg.weight_decay, fused=fused or None)
     if cfg.optimizer == Optimizer.adamw8bit:
         try:
@@ -52,8 +71,9 @@ def lr_factor(step: int, cfg: TrainConfig) -> float:
 
 
 def set_lr(optimizer: torch.optim.Optimizer, step: int, cfg: TrainConfig) -> float:
-    """The schedule is a pure function of the step, so resuming needs no scheduler state."""
+    """The schedule is a pure function of the step, so resuming needs no scheduler state. Returns the base rate
+    (LoRA+'s lora_B group runs at its multiple)."""
     lr = cfg.learning_rate * lr_factor(step, cfg)
     for group in optimizer.param_groups:
-        group["lr"] = lr
+        group["lr"] = lr * group.get("lr_scale", 1.0)
     return lr

@@ -80,7 +80,7 @@ from ltx_lora.train.step import NonFiniteLoss, Preservation, forward_backward
 from ltx_lora.train.timesteps import SigmaSampler
 
 # Fingerprint keys added later: what a training checkpoint written before them was trained with.
-_FINGERPRINT_DEFAULTS = {"variant": "lora", "rslora": False, "lokr_factor": -1}
+_FINGERPRINT_DEFAULTS = {"variant": "lora", "rslora": False, "lokr_factor": -1, "loraplus_lr_ratio": 1.0}
 PATH_FINGERPRINTS = ("checkpoint", "cache_dir")  # compared as files, not as spellings
 
 
@@ -335,7 +335,7 @@ class Trainer:
                             "resume with the same base checkpoint and LoRA targets.")
         try:  # the state read, but its tensors or positions may still not fit (a damaged or edited file)
             parallel.load_full_lora_(params, state.lora)  # each rank keeps its shard (FSDP) or the whole (DDP)
-            parallel.load_full_optimizer_state(optimizer, list(params.values()), state.optimizer)
+            parallel.load_full_optimizer_state(optimizer, state.optimizer)
             if ema is not None and state.ema:
                 ema.load_full(state.ema)
             elif ema is not None:  # train.ema turned on for a run saved without it: the average starts here
@@ -414,7 +414,7 @@ class Trainer:
             self._start_from(*self.init_lora, params)
             self.init_lora = None  # its tensors are in the adapters now
         self.graphs = self._step_graphs(transformer, trainable)
-        optimizer = build_optimizer(trainable, cfg.train)
+        optimizer = build_optimizer(params, cfg.train)
         order = BatchOrder(manifest.items, cfg.train.batch_size, cfg.train.seed, cfg.data.token_budget,
                            world_size=self.dist.world_size)
         gen = torch.Generator(self.device).manual_seed(cfg.train.seed)
