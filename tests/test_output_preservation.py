@@ -217,6 +217,10 @@ def test_refusals_are_one_sentence_before_anything_is_made(dop, prepared, tmp_pa
                          **({"cuda_graphs": "on"} if what == "CUDA graphs on" else {})}}
         with pytest.raises(UserError, match=says):
             parse_config(cfg)
+    # a class word holding the trigger only inside a word of its own is fine (trigger "man", class "woman")
+    ok = {**base, "data": {**base["data"], "trigger_word": "man"},
+          "train": {**base["train"], "output_preservation": {"class_word": "woman"}}}
+    assert parse_config(ok).train.output_preservation.class_word == "woman"
     # through the CLI: exit 2, the sentence, no run folder
     path = _config(dop, tmp_path, "refused", {"class_word": "woman"})
     data = yaml.safe_load(path.read_text())

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import difflib
 import os
+import re
 from enum import Enum
 from pathlib import Path
 from typing import Annotated, Any, ClassVar, Literal, get_args
@@ -462,6 +463,12 @@ class LoggingConfig(Section):
 TRIGGER = "[trigger]"
 
 
+def trigger_as_word(trigger_word: str) -> re.Pattern:
+    """`trigger_word` as a whole word (not inside another word: "man" is not in "woman"): what
+    train.output_preservation replaces in captions (data/caption.py) and refuses in its class word."""
+    return re.compile(rf"(?<!\w){re.escape(trigger_word.strip())}(?!\w)")
+
+
 def expand_trigger(prompt: str, trigger_word: str) -> str:
     """A validation prompt as encoded and sampled: `[trigger]` replaced by data.trigger_word (nothing else added)."""
     return " ".join(prompt.replace(TRIGGER, trigger_word.strip()).split()) if TRIGGER in prompt else prompt
@@ -528,7 +535,7 @@ class Config(Section):
         if not trigger:
             raise ValueError("train.output_preservation replaces data.trigger_word in each caption by its class_word, "
                              "but data.trigger_word is empty; set the trigger word or remove output_preservation.")
-        if trigger in keep.class_word:
+        if trigger_as_word(trigger).search(keep.class_word):
             raise ValueError(f"train.output_preservation.class_word {keep.class_word!r} contains the trigger word "
                              f"{trigger!r}, so the preservation captions would still name the trained subject; use "
                              "the plain class (e.g. \"woman\").")

@@ -30,6 +30,7 @@ from typing import Protocol
 import numpy as np
 from PIL import Image
 
+from ltx_lora.config import trigger_as_word
 from ltx_lora.data.dataset_file import AUDIO, FORMATS, Dataset, read_dataset, write_dataset
 from ltx_lora.data.decode import AUDIO_RATE, _rotate, read_audio
 from ltx_lora.data.probe import probe
@@ -261,7 +262,7 @@ def preservation_caption(caption: str, trigger: str, class_word: str) -> str:
     trigger, class_word = trigger.strip(), class_word.strip()
     if not trigger:
         return caption
-    text = re.sub(rf"(?<!\w){re.escape(trigger)}(?!\w)", lambda _: class_word, caption)
+    text = trigger_as_word(trigger).sub(lambda _: class_word, caption)
     return " ".join(text.split())
 
 
