@@ -404,6 +404,9 @@ def test_lora_variants_dora_is_refused_with_the_reason_rslora_is_for_lora_only()
     with pytest.raises(UserError, match="loraplus_lr_ratio speeds up plain LoRA's lora_B matrices, which lora.variant "
                                         "loha does not have; set it to 1 or lora.variant: lora"):
         parse_config({"lora": {"variant": "loha"}, "train": {"loraplus_lr_ratio": 4}})
+    with pytest.raises(UserError, match="adafactor keeps a row and a column of moments per matrix, which "
+                                        "distributed.strategy fsdp cannot shard"):
+        parse_config({"train": {"optimizer": "adafactor"}, "distributed": {"strategy": "fsdp"}})
     assert parse_config({"lora": {"variant": "loha"}}).lora.variant.value == "loha"
     cfg = parse_config({"lora": {"variant": "lora", "rslora": True, "rank": 16, "alpha": 8}})
     assert cfg.lora.scale == 8 / 4 and parse_config({"lora": {"rank": 16, "alpha": 8}}).lora.scale == 0.5

@@ -94,6 +94,29 @@ def test_an_ema_kept_on_the_gpu_counts_an_fp32_shadow_of_the_lora(size22b, work9
     assert lora_gib({"decay": 0.999, "on_host": True}) == plain == lora_gib({})
 
 
+def test_adafactor_state_is_what_the_plan_counts(four_block_cfg):
+    """train.optimizer adafactor on plain LoRA: the plan's optimizer state equals the bytes transformers' Adafactor
+    holds after a real step on the tiny transformer (a row and a column of moments and an RMS per matrix); at the
+    22B size it is 60x smaller than AdamW's."""
+    from ltx_lora.train.optim import build_optimizer
+
+    cfg = Config(train={"optimizer": "adafactor"}, lora={"rank": 4})
+    model = build_transformer_from_config(four_block_cfg, dtype=torch.float32)
+    params = inject_lora(model, cfg.lora, seed=0)
+    opt = build_optimizer(params, cfg.train)
+    inputs = prepare_inputs(_batch(four_block_cfg), SigmaSampler("uniform"), torch.Generator().manual_seed(1),
+                            task=TaskConfig(), dtype=torch.float32)
+    compute_loss(*predict_velocity(model, inputs.video, inputs.audio), inputs).total.backward()
+    opt.step()
+    held = sum(v.numel() * 4 for st in opt.state.values() for v in st.values() if isinstance(v, torch.Tensor))
+    assert all("exp_avg_sq_row" in st and "exp_avg" not in st for st in opt.state.values())  # factored, no momentum
+    work = workload_for_config(cfg, transformer_size(four_block_cfg))
+    assert work.optimizer_state_bytes(4) == held
+    big = workload_for_config(Config(train={"optimizer": "adafactor"}), transformer_size(ltx23_22b_config()))
+    adamw = workload_for_config(Config(), transformer_size(ltx23_22b_config()))
+    assert adamw.optimizer_state_bytes(32) / big.optimizer_state_bytes(32) > 60
+
+
 def test_output_preservation_counts_its_second_backward_holding_every_gradient(size22b, work960):
     """Measured on H200 (bench/results/2026-12-05_h200_output_preservation_960x544x49.jsonl): the step with
     train.output_preservation peaked 0.81 GiB above the plain one (41.63 vs 40.82), 213.9M fp32 gradients."""

@@ -162,6 +162,7 @@ class Optimizer(str, Enum):
     adamw = "adamw"
     adamw8bit = "adamw8bit"
     prodigy = "prodigy"
+    adafactor = "adafactor"
 
 
 class Scheduler(str, Enum):
@@ -239,7 +240,9 @@ class TrainConfig(Section):
                                      "paper suggests 16, musubi-tuner to start near 4. Plain LoRA only.")
     optimizer: Optimizer = Field(Optimizer.adamw, description="adamw (fused), adamw8bit (bitsandbytes' 8-bit "
                                  "AdamW: 2 bytes of state per LoRA parameter instead of 8; pip install "
-                                 "'ltx-lora[lowvram]') or prodigy.")
+                                 "'ltx-lora[lowvram]'), prodigy, or adafactor (transformers' Adafactor at the "
+                                 "scheduled learning rate: factored second moments, about 0.13 bytes of state per "
+                                 "LoRA parameter at rank 32, no first moment; not with distributed.strategy fsdp).")
     weight_decay: float = Field(0.0, ge=0, description="The optimizer's decoupled weight decay on the LoRA weights "
                                 "(0 = none).")
     scheduler: Scheduler = Field(
@@ -518,6 +521,15 @@ class Config(Section):
         if self.train.loraplus_lr_ratio != 1.0 and self.lora.variant != LoraVariant.lora:
             raise ValueError(f"train.loraplus_lr_ratio speeds up plain LoRA's lora_B matrices, which lora.variant "
                              f"{self.lora.variant.value} does not have; set it to 1 or lora.variant: lora")
+        return self
+
+    @model_validator(mode="after")
+    def _adafactor_is_not_sharded(self) -> "Config":
+        # Its factored moments (a row and a column per matrix) do not shard as the parameters do under FSDP2.
+        if self.train.optimizer == Optimizer.adafactor and self.distributed.strategy == "fsdp":
+            raise ValueError("train.optimizer adafactor keeps a row and a column of moments per matrix, which "
+                             "distributed.strategy fsdp cannot shard as it shards the LoRA; use ddp (the LoRA is "
+                             "small enough to copy) or another optimizer")
         return self
 
     @model_validator(mode="after")

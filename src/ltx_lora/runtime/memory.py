@@ -61,7 +61,9 @@ FRAGMENTATION = 1.08  # the caching allocator reserves more than it hands out (c
 TIER_GIB = {"80gb": 80, "48gb": 48, "32gb": 32, "24gb": 24}
 TIER_RESERVE_GIB = 1.0  # CUDA context and a display on a forced tier's nominal size
 FREE_RESERVE_GIB = 0.5  # left free of the measured free memory
-OPTIMIZER_BYTES = {"adamw": 8, "adamw8bit": 2, "prodigy": 16}  # state bytes per LoRA parameter
+# state bytes per LoRA parameter; adafactor's plain LoRA is counted exactly (`Workload.optimizer_state_bytes`), this
+# bound serves LoKr / LoHa factors (a row and a column per matrix: 4 x (1/64 + 1/64) bytes on 64 x 64 factors)
+OPTIMIZER_BYTES = {"adamw": 8, "adamw8bit": 2, "prodigy": 16, "adafactor": 0.25}
 ADAPTER_ACT_BYTES = 2  # the adapters' intermediates are bf16: the training step runs under bf16 autocast
 BUILT_CHANGE_COPIES = 3  # LoHa's built change: it (for the input's gradient) and the two products it multiplies
 RANK_FLOOR = (16, 8)  # ranks the plan may fall back to when nothing else fits
@@ -86,6 +88,14 @@ class Workload:
     lokr_factor: int = -1
     ema_on_device: bool = False  # train.ema kept on the GPU: an fp32 shadow of every trainable parameter
     output_preservation: bool = False  # train.output_preservation: a second backward starts with every gradient held
+
+    def optimizer_state_bytes(self, rank: int) -> float:
+        """The optimizer's state for the adapters at `rank`. Adafactor on plain LoRA keeps, per matrix, a row and a
+        column of second moments and its RMS (fp32): A [r, in] -> r + in + 1, B [out, r] -> out + r + 1; 0.13 bytes
+        per parameter at rank 32 on 4,096-wide layers, against AdamW's 8."""
+        if self.optimizer == "adafactor" and self.variant == "lora" and self.target_shapes and self.blocks:
+            return 4.0 * self.blocks * sum((rank + i + 1) + (o + rank + 1) for i, o in self.target_shapes)
+        return self.adapter_parameters(rank) * OPTIMIZER_BYTES.get(self.optimizer, 8)
 
     def adapter_parameters(self, rank: int) -> int:
         """Trainable parameters at `rank`: LoRA r * (in + out) per layer; LoHa twice that (two pairs); LoKr peft's
@@ -209,8 +219,8 @@ def estimate(size: TransformerSize, work: Workload, quantization: str, swapped: 
         + size.outside_blocks * 2 - swapped * block + (min(swapped, SWAP_SLOTS) * block if swapped else 0)
     # fp32 weights + fp32 gradients + optimizer state (+ the EMA's fp32 shadow: measured +0.80 GiB at rank 32 on
     # H200, 2026-12-04, bench/results/2026-12-04_h200_lora_options_960x544x49.jsonl, which is 214M x 4 bytes)
-    lora = work.adapter_parameters(work.rank) * (4 + 4 + OPTIMIZER_BYTES.get(work.optimizer, 8)
-                                                 + (4 if work.ema_on_device else 0))
+    lora = (work.adapter_parameters(work.rank) * (4 + 4 + (4 if work.ema_on_device else 0))
+            + work.optimizer_state_bytes(work.rank))
     row = (work.video_tokens * size.video_dim + work.audio_tokens * size.audio_dim) * 2
     if work.gradient_checkpointing:
         acts = row * (size.blocks + WORKING_SET_ROWS)

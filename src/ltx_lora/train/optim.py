@@ -50,6 +50,13 @@ def build_optimizer(named: dict[str, torch.nn.Parameter] | list[torch.nn.Paramet
             raise UserError("train.optimizer prodigy needs the prodigyopt package: pip install prodigyopt.") from None
         return Prodigy(params, lr=cfg.learning_rate, weight_decay=cfg.weight_decay, safeguard_warmup=True,
                        use_bias_correction=True)
+    if cfg.optimizer == Optimizer.adafactor:
+        from transformers.optimization import Adafactor  # imported on use: transformers takes seconds to import
+
+        # The learning rate is the schedule's (set_lr), not Adafactor's own relative step; no first moment (its
+        # default, the memory saving); factored second moments for every LoRA matrix.
+        return Adafactor(params, lr=cfg.learning_rate, weight_decay=cfg.weight_decay, scale_parameter=False,
+                         relative_step=False, warmup_init=False)
     raise UserError(f"unknown optimizer {cfg.optimizer}.")
 
 
