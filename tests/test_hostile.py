@@ -336,19 +336,21 @@ def test_odd_loras_end_well_in_every_lora_tool(examples, tmp_path, tiny_checkpoi
     base = tiny_checkpoint("dev")
 
     @examples_settings(examples)
-    @given(loras(tiny_targets), st.sampled_from(["inspect", "check", "convert", "merge", "mix", "resize"]))
+    @given(loras(tiny_targets), st.sampled_from(["inspect", "check", "convert", "merge", "mix", "resize", "ema"]))
     def check(tensors, tool):
         TRIED["LoRA files"] += 1
         with tempfile.TemporaryDirectory(dir=tmp_path) as d:
-            lora = Path(d) / "odd.safetensors"
+            lora, twin = Path(d) / "odd.safetensors", Path(d) / "odd_copy.safetensors"
             save_file(tensors, str(lora))
+            save_file(tensors, str(twin))
             out = Path(d) / "out.safetensors"
             with files_kept(Path(d), base, writes=(out,)):
                 args = {"inspect": ("lora", "inspect", lora), "check": ("lora", "check", lora, "--base", base),
                         "convert": ("lora", "convert", lora, "--to", "kohya", "-o", out),
                         "merge": ("lora", "merge", lora, "--base", base, "-o", out),
                         "mix": ("lora", "mix", "--video", lora, "--audio", lora, "-o", out),
-                        "resize": ("lora", "resize", lora, "--rank", "1", "-o", out)}[tool]
+                        "resize": ("lora", "resize", lora, "--rank", "1", "-o", out),
+                        "ema": ("lora", "ema", lora, twin, "-o", out)}[tool]
                 # `lora check` exits 1 for findings (its documented contract), with its report, not a crash.
                 assert_ended_well(run_here(*args), (0, 1, 2) if tool == "check" else (0, 2))
 

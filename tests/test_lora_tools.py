@@ -580,3 +580,61 @@ def test_resize_keeps_each_layers_closest_change_of_the_lower_rank(variants, tin
     assert_user_error(run_cli("lora", "resize", tmp_path / "nan.safetensors", "--rank", "2", "-o",
                               tmp_path / "z.safetensors"), "NaN or infinite values")
     assert not (tmp_path / "z.safetensors").exists()
+
+
+# --- post-hoc EMA -------------------------------------------------------------------------------------------------
+
+
+def test_ema_averages_checkpoints_oldest_first_by_their_step(tmp_path):
+    """`lora ema` = musubi-tuner's post-hoc EMA re-expressed: ordered by each file's training step (written here in
+    another order, so modification times disagree), the first file the start, each later one blended in with the
+    decay moving linearly from --beta to --beta2, every tensor on its own; a file storing alpha (kohya layout, alpha
+    = rank / 2) is averaged with its strength folded in."""
+    stems = ["transformer_blocks.0.attn1.to_q", "transformer_blocks.0.audio_attn1.to_k"]
+    g = torch.Generator().manual_seed(0)
+    files, expected = {}, None
+    for step in (300, 100, 200):  # written newest first
+        pairs = {s: (torch.randn(4, 32, generator=g), torch.randn(32, 4, generator=g)) for s in stems}
+        files[step] = (tmp_path / f"lora_{step}.safetensors", pairs)
+        if step == 200:  # kohya layout with alpha 2 at rank 4: strength 0.5
+            tensors = {}
+            for s, (down, up) in pairs.items():
+                name = "lora_unet_" + s.replace(".", "_")
+                tensors |= {f"{name}.lora_down.weight": down, f"{name}.lora_up.weight": up,
+                            f"{name}.alpha": torch.tensor(2.0)}
+            pairs = {s: (down, up * 0.5) for s, (down, up) in pairs.items()}
+            files[step] = (files[step][0], pairs)
+        else:
+            tensors = {f"diffusion_model.{s}.lora_{ab}.weight": t for s, (down, up) in pairs.items()
+                       for ab, t in (("A", down), ("B", up))}
+        save_file(tensors, str(files[step][0]), metadata={"step": str(step)})
+    for step, b in ((100, None), (200, 0.9), (300, 0.5)):  # decays: 0.9 at the second file, 0.5 at the last
+        pairs = files[step][1]
+        expected = pairs if b is None else {s: tuple(e * b + t * (1 - b) for e, t in zip(expected[s], pairs[s]))
+                                             for s in stems}
+    out = tmp_path / "ema.safetensors"
+    res = run_cli("lora", "ema", *[files[s][0] for s in (300, 100, 200)], "--beta", "0.9", "--beta2", "0.5", "-o", out)
+    assert res.code == 0, res.err
+    assert "lora_100.safetensors (step 100), lora_200.safetensors (step 200), lora_300.safetensors (step 300)" in \
+        res.out and "decay 0.9 -> 0.5" in res.out, res.out
+    got = load_file(str(out))
+    for s in stems:
+        down, up = expected[s]
+        assert torch.allclose(got[f"diffusion_model.{s}.lora_A.weight"], down, atol=1e-6), s
+        assert torch.allclose(got[f"diffusion_model.{s}.lora_B.weight"], up, atol=1e-6), s
+    with safe_open(str(out), "pt") as f:
+        meta = f.metadata()
+    assert meta["step"] == "300" and json.loads(meta["ltx_lora_post_hoc_ema"])["beta2"] == 0.5
+    # refusals: one file, a decay outside [0, 1], another run's layers, an output that is an input
+    assert_user_error(run_cli("lora", "ema", files[100][0], "-o", tmp_path / "x.safetensors"), "two or more")
+    assert_user_error(run_cli("lora", "ema", files[100][0], files[200][0], "--beta", "1.5", "-o",
+                              tmp_path / "x.safetensors"), "between 0 and 1")
+    other = tmp_path / "other.safetensors"
+    save_file({"diffusion_model.transformer_blocks.1.attn1.to_q.lora_A.weight": torch.zeros(4, 32),
+               "diffusion_model.transformer_blocks.1.attn1.to_q.lora_B.weight": torch.zeros(32, 4)}, str(other),
+              metadata={"step": "400"})
+    assert_user_error(run_cli("lora", "ema", files[100][0], other, "-o", tmp_path / "x.safetensors"),
+                      "adapt other layers")
+    assert_user_error(run_cli("lora", "ema", files[100][0], files[200][0], "-o", files[100][0]),
+                      "would overwrite an input")
+    assert not (tmp_path / "x.safetensors").exists()

@@ -459,6 +459,32 @@ def lora_resize(
           f"(Frobenius norm), the least of a layer {r.kept[least]:.1%} ({least.removeprefix('diffusion_model.')})")
 
 
+@lora_app.command("ema")
+def lora_ema(
+    files: list[Path] = typer.Argument(
+        ..., parser=_local("lora", "FILE"),
+        help="Two or more LoRA files of one run's checkpoints (e.g. "
+             "runs/my-lora/checkpoints/*/my-lora_step_??????.safetensors)."),
+    output: Path = typer.Option(..., "-o", "--output", help="Where to write the averaged LoRA."),
+    beta: float = typer.Option(0.95, "--beta", callback=_finite, help="Decay: how much of the average each newer "
+                               "file keeps (0.95: each adds 5%)."),
+    beta2: Optional[float] = typer.Option(None, "--beta2", callback=_finite, help="Decay at the last file; it moves "
+                                          "linearly from --beta (musubi-tuner's option). Default: --beta throughout."),
+    force: bool = typer.Option(False, "--force", help="Overwrite the output file."),
+) -> None:
+    """One smoother LoRA from several checkpoints of a run trained without train.ema: their exponential moving
+    average, oldest first (musubi-tuner's post-hoc EMA).
+
+    Files are ordered by the training step each records (every ltx-lora export does), else by modification time;
+    each file's strength is folded in first. Written in ComfyUI's layout, which ltx-core and diffusers load too."""
+    from ltx_lora.lora.ema import post_hoc_ema
+
+    r = post_hoc_ema(files, output, beta=beta, beta2=beta2, overwrite=force)
+    order = ", ".join(f"{name} ({what})" for name, what in r.order)
+    betas = f"{r.betas[0]:g}" if len(set(r.betas)) == 1 else f"{r.betas[0]:g} -> {r.betas[-1]:g}"
+    print(f"wrote {r.path}: {r.layers} layers, the EMA of {len(r.order)} files oldest first ({order}), decay {betas}")
+
+
 @lora_app.command("verify")
 def lora_verify(
     file: Path = typer.Argument(..., parser=_local("lora", "FILE"), help="The LoRA .safetensors file."),

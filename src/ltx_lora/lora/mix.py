@@ -15,7 +15,6 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-
 from ltx_lora.errors import UserError
 from ltx_lora.files import lora_file
 from ltx_lora.files.model_files import identify
