@@ -9,6 +9,8 @@ gradient checkpointing, gradient clipping) at one resolution:
   ema        plain LoRA plus the EMA of the LoRA weights (train.ema, decay 0.999, on the GPU)
   ema_host   the same with train.ema.on_host
   adamw8bit  plain LoRA with bitsandbytes' 8-bit AdamW (the lowvram extra)
+  adafactor  plain LoRA with transformers' Adafactor (factored second moments, no momentum)
+  loraplus   plain LoRA with LoRA+ (train.loraplus_lr_ratio 4: lora_B in a second optimizer group)
 (DoRA is not offered: ComfyUI does not apply it as peft trains it, see config.UNSUPPORTED_VARIANTS.)
 Each row also carries the memory plan's estimate for that option (`runtime/memory.py`, without the text
 connectors, which this bench does not load), to calibrate it against the measured peak (LoKr's / LoHa's activation
@@ -62,6 +64,8 @@ OPTIONS = {  # option -> the config sections it sets
     "ema": {"train": {"ema": {"decay": 0.999}}},
     "ema_host": {"train": {"ema": {"decay": 0.999, "on_host": True}}},
     "adamw8bit": {"train": {"optimizer": "adamw8bit"}},
+    "adafactor": {"train": {"optimizer": "adafactor"}},
+    "loraplus": {"train": {"loraplus_lr_ratio": 4.0}},
 }
 
 
@@ -87,7 +91,7 @@ def run_option(option: str, res: tuple[int, int, int], args, model_cfg: dict) ->
     model.train()
     named = lora_parameters(model)
     params = list(named.values())
-    opt = build_optimizer(params, cfg.train)
+    opt = build_optimizer(named, cfg.train)
     ema = (LoraEma(named, cfg.train.ema.decay, on_host=cfg.train.ema.on_host, start_step=cfg.train.ema.start_step)
            if cfg.train.ema.enabled else None)
     gen = torch.Generator(DEVICE).manual_seed(1)

@@ -319,10 +319,13 @@ def test_doctor_fails_stg_blocks_the_checkpoint_does_not_have_as_train_refuses_t
     assert run_cli("init", p, "--checkpoint", tiny_checkpoint("dev")).code == 0
     line = next(ln for ln in run_cli("doctor", "--config", p).out.splitlines() if " validation.stg_blocks " in ln)
     assert line.startswith("FAIL") and "validation.stg_blocks [29] are not blocks of" in line, line
-    p.write_text(p.read_text().replace("stg_blocks:\n    - 29", "stg_blocks:\n    - 1"))
+    p.write_text(p.read_text().replace("stg_blocks:\n    - 29", "stg_blocks:\n    - 1")
+                 .replace("  blocks: null", "  blocks: 0-2"))  # lora.blocks likewise
     out = run_cli("doctor", "--config", p).out
     assert " validation.stg_blocks " not in out and any(" validation.prompts " in ln and ln.startswith("OK")
                                                         for ln in out.splitlines()), out
+    line = next(ln for ln in out.splitlines() if " lora.blocks " in ln)
+    assert line.startswith("FAIL") and "lora.blocks [2] are not blocks of" in line, line
 
 
 def test_doctor_warns_when_gemmas_weights_exceed_the_gpus_free_memory(tiny_gemma):
@@ -394,6 +397,15 @@ def test_bare_command_and_groups_show_help():
     for args in ([], ["dataset"]):
         res = run_cli(*args)
         assert "Usage: ltx-lora" in res.out + res.err and "Traceback" not in res.err + res.out
+
+
+def test_lora_blocks_read_ranges_and_refuse_what_names_no_block():
+    assert parse_config({"lora": {"blocks": "0-3, 40,2"}}).lora.blocks == [0, 1, 2, 3, 40]
+    assert parse_config({"lora": {"blocks": [5, 1, 5]}}).lora.blocks == [1, 5]
+    for bad, says in (("7-3", "runs backwards"), ("a-b", "not a list of blocks"), ([], "at least one block"),
+                      ([-1], "negative")):
+        with pytest.raises(UserError, match=says):
+            parse_config({"lora": {"blocks": bad}})
 
 
 def test_lora_variants_dora_is_refused_with_the_reason_rslora_is_for_lora_only():

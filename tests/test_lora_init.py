@@ -58,18 +58,20 @@ def test_a_lora_file_the_run_cannot_continue_is_refused_before_any_model_loads(p
     res = run_cli("train", _config(prepared, tmp_path, "first", {"rank": 4}, steps=1))
     assert res.code == 0, res.err
     made = str(tmp_path / "first" / "lora.safetensors")
-    # through `train` (and no run folder made): a rank the file does not have, a URL
+    # through `train` (and no run folder made): a rank the file does not have, a URL, blocks the base lacks
     for i, (lora, needle) in enumerate([
+            ({"rank": 4, "blocks": "1-2"}, "lora.blocks [2] are not blocks of"),
             ({"rank": 8, "init_from": made}, "set lora.rank: 4"),
             ({"rank": 4, "init_from": "https://huggingface.co/me/my-lora/blob/main/lora.safetensors"}, "download")]):
         cfg = _config(prepared, tmp_path, f"run{i}", lora)
-        assert_user_error(run_cli("train", cfg), "lora.init_from", needle)
+        assert_user_error(run_cli("train", cfg), "lora.init_from" if "init_from" in lora else "lora.blocks", needle)
         assert not (tmp_path / f"run{i}").exists(), lora  # refused before the run folder was made
     # the rest by the check `train` and `doctor --config` run (runtime.inputs.check_lora_init)
     base = BaseFile.read(tiny_checkpoint("dev"))
     for lora, needle in [
             ({"rank": 4, "variant": "lokr", "init_from": made}, "set lora.variant: lora"),
             ({"rank": 4, "target_modules": ["to_q"], "init_from": made}, "adapt the same layers the file does"),
+            ({"rank": 4, "blocks": [1], "init_from": made}, r"lora.blocks \[1\]\): adapt the same layers"),
             ({"rank": 4, "init_from": str(tiny_checkpoint("dev"))}, "is not a LoRA"),
             ({"rank": 4, "init_from": str(tmp_path / "missing.safetensors")}, "does not exist")]:
         config = LoraConfig(**lora)

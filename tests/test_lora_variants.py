@@ -249,30 +249,37 @@ def test_lora_options_bench_runs_at_tiny_size(tmp_path):
     import lora_options
 
     out = tmp_path / "bench.jsonl"
-    rows = lora_options.main(["--tiny", "--res", "64x64x9", "--options", "lokr,ema", "--steps", "1", "--warmup", "0",
-                              "--graphs", "--out", str(out)])
-    assert [r.get("option") for r in rows[1:]] == ["lokr", "ema"] and all("median_s" in r for r in rows[1:]), rows
+    rows = lora_options.main(["--tiny", "--res", "64x64x9", "--options", "lokr,ema,adafactor,loraplus", "--steps", "1",
+                              "--warmup", "0", "--graphs", "--out", str(out)])
+    assert [r.get("option") for r in rows[1:]] == ["lokr", "ema", "adafactor", "loraplus"], rows
+    assert all("median_s" in r for r in rows[1:]), rows
     assert all(r["graphs"] == {"off": "not on a GPU"} for r in rows[1:]), rows  # --graphs asked; none on the CPU
-    assert len(out.read_text().splitlines()) == 3
+    assert len(out.read_text().splitlines()) == 5
 
 
-@pytest.mark.parametrize("variant, rank, factor", [("lora", 4, -1), ("lokr", 2, -1), ("lokr", 8, -1), ("lokr", 2, 2),
-                                                   ("loha", 4, -1)])
-def test_memory_plan_counts_the_parameters_peft_creates(tiny_checkpoint, variant, rank, factor):
-    """The plan's adapter size (runtime/memory.py) is what peft injects, for each variant, both LoKr layouts and a
-    lora.lokr_factor."""
+@pytest.mark.parametrize("variant, rank, factor, blocks", [
+    ("lora", 4, -1, None), ("lokr", 2, -1, None), ("lokr", 8, -1, None), ("lokr", 2, 2, None), ("loha", 4, -1, None),
+    ("lora", 4, -1, "1"), ("loha", 4, -1, [1])])
+def test_memory_plan_counts_the_parameters_peft_creates(tiny_checkpoint, variant, rank, factor, blocks):
+    """The plan's adapter size (runtime/memory.py) is what peft injects, for each variant, both LoKr layouts, a
+    lora.lokr_factor, and lora.blocks (the adapters in block 1 only, the layers lora.blocks' one rule names)."""
     from ltx_lora.config import parse_config
     from ltx_lora.ltx.sizes import transformer_size
     from ltx_lora.runtime.memory import workload_for_config
 
     dev = tiny_checkpoint("dev")
     extra_cfg = {"lokr_factor": factor} if variant == "lokr" else {}
-    cfg = parse_config({"lora": {"variant": variant, "rank": rank, "feed_forward": True, **extra_cfg}})
+    cfg = parse_config({"lora": {"variant": variant, "rank": rank, "feed_forward": True, "blocks": blocks,
+                                 **extra_cfg}})
     size = transformer_size(loader.read_checkpoint_config(dev))
     work = workload_for_config(cfg, size)
     model = loader.load_transformer(dev, "cpu", torch.float32)
     made = sum(p.numel() for p in inject_lora(model, cfg.lora, seed=0))
     assert work.adapter_parameters(rank) == made
+    adapted = {n for n, m in model.named_modules() if hasattr(m, "base_layer")}  # peft's adapter layers
+    assert adapted == {n for n, _ in model.named_modules() if cfg.lora.adapts(n)}, sorted(adapted)[:4]
+    if blocks is not None:
+        assert adapted and all(n.startswith("transformer_blocks.1.") for n in adapted)
 
 
 def _saved_bytes(variant: str, rank: int, factor: int, res: tuple[int, int, int]) -> tuple[int, object]:

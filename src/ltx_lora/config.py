@@ -112,6 +112,11 @@ class LoraConfig(Section):
         default_factory=lambda: ["to_k", "to_q", "to_v", "to_out.0"],
         description="Module name patterns; short names match every branch (video, audio, cross-modal attention).")
     feed_forward: bool = Field(False, description="Also adapt the feed-forward layers (more capacity, more memory).")
+    blocks: list[int] | None = Field(None, description="Which transformer blocks get the adapters, e.g. \"0-23\", "
+                                     "\"0-7,40-47\" or [0, 1, 2] (LTX-2.3 22B has blocks 0-47); null = every block. "
+                                     "Fewer blocks: fewer parameters, less memory, a narrower effect (musubi-tuner's "
+                                     "include/exclude patterns and ai-toolkit's only_if_contains choose blocks by "
+                                     "name).")
     init_from: str | None = Field(None, description="A LoRA file (.safetensors; ComfyUI, diffusers, kohya or peft "
                                   "layout) the LoRA starts from instead of zero: continue a finished LoRA on new "
                                   "clips or settings (the optimizer starts afresh; --resume continues one run "
@@ -136,6 +141,34 @@ class LoraConfig(Section):
             raise ValueError("lora.lokr_factor must be -1 (near the square root) or a width >= 1.")
         return v
 
+    @field_validator("blocks", mode="before")
+    @classmethod
+    def _block_list(cls, v: Any) -> Any:
+        """"0-23,40" (ranges and numbers, commas between) -> [0, ..., 23, 40]; a list stays a list."""
+        if not isinstance(v, str):
+            return v
+        out: list[int] = []
+        for part in v.replace(" ", "").split(","):
+            lo, dash, hi = part.partition("-")
+            if not lo.isdigit() or (dash and not hi.isdigit()):
+                raise ValueError(f"{v!r} is not a list of blocks; write ranges and numbers like \"0-23,40\"")
+            first, last = int(lo), int(hi) if dash else int(lo)
+            if last < first:
+                raise ValueError(f"the range {part} runs backwards; write it low-high, e.g. {last}-{first}")
+            out.extend(range(first, last + 1))
+        return out
+
+    @field_validator("blocks")
+    @classmethod
+    def _blocks_are_indices(cls, v: list[int] | None) -> list[int] | None:
+        if v is None:
+            return v
+        if not v:
+            raise ValueError("must name at least one block, or be null (every block)")
+        if min(v) < 0:
+            raise ValueError(f"block {min(v)} is negative; blocks are numbered from 0")
+        return sorted(set(v))
+
     @model_validator(mode="after")
     def _rslora_is_for_lora(self) -> LoraConfig:
         if self.rslora and self.variant != LoraVariant.lora:
@@ -156,6 +189,26 @@ class LoraConfig(Section):
     def targets(self) -> list[str]:
         """The module patterns the LoRA adapts: `target_modules`, plus the feed-forward layers when asked."""
         return list(dict.fromkeys(self.target_modules + (FEED_FORWARD_TARGETS if self.feed_forward else [])))
+
+    def adapts(self, module_path: str) -> bool:
+        """Whether the LoRA adapts the transformer's module `module_path` ("transformer_blocks.3.attn1.to_q"): a
+        target name is the whole path or its tail after a dot (peft's rule for a list), in one of `blocks`. The one
+        rule peft is given (`peft_targets`) and the memory plan and lora.init_from's check read."""
+        if not any(module_path == t or module_path.endswith("." + t) for t in self.targets):
+            return False
+        if self.blocks is None:
+            return True
+        m = re.match(r"transformer_blocks\.(\d+)\.", module_path)
+        return m is not None and int(m.group(1)) in self.blocks
+
+    @property
+    def peft_targets(self) -> list[str] | str:
+        """peft's target_modules: the names (a list: peft's suffix rule), or with `blocks` one regex it matches
+        whole against each module path (its layers_to_transform depends on the peft release's pattern)."""
+        if self.blocks is None:
+            return self.targets
+        names = "|".join(re.escape(t) for t in self.targets)
+        return rf"transformer_blocks\.({'|'.join(map(str, self.blocks))})\.(?:.*\.)?({names})"
 
 
 class Optimizer(str, Enum):

@@ -166,7 +166,7 @@ def check_config_paths(cfg) -> list[Check]:
     """Every model file of the config, by the checks `preprocess` and `train` run before they start
     (ltx_lora.runtime.inputs: one set of checks, headers only), so an OK here is an OK there."""
     # Imported here: the checks need torch, whose import the checks above report on instead of crashing.
-    from ltx_lora.runtime.inputs import check_lora_init, check_text_encoder, read_base
+    from ltx_lora.runtime.inputs import check_lora_blocks, check_lora_init, check_text_encoder, read_base
 
     out: list[Check] = []
     base = None
@@ -183,6 +183,12 @@ def check_config_paths(cfg) -> list[Check]:
                 out.append(Check(f"model.{role}", "OK", value))
         except UserError as e:
             out.append(Check(f"model.{role}", "FAIL", value, str(e)))
+    if cfg.lora.blocks is not None and base is not None:  # as train checks it
+        try:
+            check_lora_blocks(base, cfg.lora.blocks)
+            out.append(Check("lora.blocks", "OK", f"{len(cfg.lora.blocks)} of {base.blocks} blocks"))
+        except UserError as e:
+            out.append(Check("lora.blocks", "FAIL", str(cfg.lora.blocks), str(e)))
     if cfg.lora.init_from and base is not None:  # as train checks it (at the config's rank: no plan made here)
         try:
             check_lora_init(cfg.lora.init_from, base, cfg.lora, cfg.lora)

@@ -59,10 +59,13 @@ def check_text_encoder(value: str | Path, checkpoint: str | Path | None) -> Path
     return folder
 
 
-def _adapted_by(module_path: str, targets: list[str]) -> bool:
-    """Whether peft adapts `module_path` for `lora.target_modules` given as names (peft's rule for a list: the whole
-    path, or its tail after a dot)."""
-    return any(module_path == t or module_path.endswith("." + t) for t in targets)
+def check_lora_blocks(base: BaseFile, blocks: list[int] | None) -> None:
+    """lora.blocks are blocks of the base (train, validate and doctor --config check it alike)."""
+    n = base.blocks
+    outside = [b for b in blocks or [] if b >= n]
+    if outside:
+        raise UserError(f"lora.blocks {outside} are not blocks of {base.path.name} (it has {n}, numbered 0-{n - 1}); "
+                        "choose blocks in that range, or leave lora.blocks out to adapt every block.")
 
 
 def check_lora_init(value: str | Path, base: BaseFile, config_lora: LoraConfig, trained: LoraConfig) -> LoraFile:
@@ -101,10 +104,11 @@ def check_lora_init(value: str | Path, base: BaseFile, config_lora: LoraConfig, 
         if module_path is None:
             raise UserError(f"lora.init_from {path.name} adapts {m.stem}, outside the transformer ltx-lora trains "
                             "(the text connectors): start from a LoRA of the transformer's layers.")
-        if not _adapted_by(module_path, config_lora.targets):
+        if not config_lora.adapts(module_path):
+            blocks = "" if config_lora.blocks is None else f", lora.blocks {config_lora.blocks}"
             raise UserError(f"lora.init_from {path.name} adapts {target_name(m.stem)}, which this config does not "
                             f"(lora.target_modules {config_lora.target_modules}, lora.feed_forward "
-                            f"{str(config_lora.feed_forward).lower()}): adapt the same layers the file does.")
+                            f"{str(config_lora.feed_forward).lower()}{blocks}): adapt the same layers the file does.")
         info = base.header.tensors.get(base_weight_key(m.stem))
         if info is None or tuple(info.shape) != (m.out_features, m.in_features):
             found = "is not in" if info is None else f"is {list(info.shape)} in"

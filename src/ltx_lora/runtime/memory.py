@@ -84,7 +84,7 @@ class Workload:
     variant: str = "lora"  # lora.variant: lokr / loha count their own parameters and what autograd keeps of them
     target_shapes: tuple[tuple[int, int], ...] = ()  # (in, out) of the targeted linears of one block (lokr / loha)
     target_inputs: tuple[tuple[int, bool], ...] = ()  # their token rows per step, input has a gradient (`linear_input`)
-    blocks: int = 0
+    blocks: int = 0  # blocks that carry the adapters (lora.blocks; all of them by default)
     lokr_factor: int = -1
     ema_on_device: bool = False  # train.ema kept on the GPU: an fp32 shadow of every trainable parameter
     output_preservation: bool = False  # train.output_preservation: a second backward starts with every gradient held
@@ -335,13 +335,14 @@ def workload_for_config(cfg: Config, size: TransformerSize) -> Workload:
         if row > video_tokens * size.video_dim + audio_tokens * size.audio_dim:
             video_tokens, audio_tokens, prompts = video * n, audio * n, n
     targets = size.target_linears(cfg.lora.targets)
+    adapted = size.blocks if cfg.lora.blocks is None else len([b for b in cfg.lora.blocks if b < size.blocks])
     return Workload(video_tokens=video_tokens, audio_tokens=audio_tokens, rank=cfg.lora.rank,
-                    lora_per_rank=size.lora_elements_per_rank(cfg.lora.targets),
+                    lora_per_rank=size.lora_elements_per_rank(cfg.lora.targets) // size.blocks * adapted,
                     optimizer=cfg.train.optimizer.value, gradient_checkpointing=cfg.train.gradient_checkpointing,
                     variant=cfg.lora.variant.value, target_shapes=tuple((i, o) for _, i, o in targets),
                     target_inputs=tuple(linear_input(name, video_tokens, audio_tokens, prompts * TOKENIZER_LENGTH)
                                         for name, _, _ in targets),
-                    blocks=size.blocks, lokr_factor=cfg.lora.lokr_factor,
+                    blocks=adapted, lokr_factor=cfg.lora.lokr_factor,
                     ema_on_device=cfg.train.ema.enabled and not cfg.train.ema.on_host,
                     output_preservation=cfg.train.output_preservation is not None)
 

@@ -24,6 +24,7 @@ from ltx_lora.errors import UserError
 from ltx_lora.files.atomic import atomic_write
 from ltx_lora.runtime.base_file import BaseFile
 from ltx_lora.runtime.device import compute_dtype, pick_device
+from ltx_lora.runtime.inputs import check_lora_blocks
 from ltx_lora.runtime.memory import Plan, plan_for_config, plan_for_processes
 from ltx_lora.task import TaskConfig, resolve_task, task_name
 
@@ -130,7 +131,8 @@ class Run:
                 "alpha": self.lora.effective_alpha, "targets": self.lora.targets, "seed": cfg.train.seed,
                 "variant": self.lora.variant.value, "rslora": self.lora.rslora, "lokr_factor": self.lora.lokr_factor,
                 "gradient_accumulation": cfg.train.gradient_accumulation, "token_budget": cfg.data.token_budget,
-                "cache_dir": cfg.data.cache_dir, "loraplus_lr_ratio": cfg.train.loraplus_lr_ratio}
+                "cache_dir": cfg.data.cache_dir, "loraplus_lr_ratio": cfg.train.loraplus_lr_ratio,
+                "blocks": self.lora.blocks}
 
     def lora_metadata(self, step: int, base_identity: dict) -> dict[str, str]:
         """safetensors header of every exported LoRA: enough to know what it is and what it fits."""
@@ -142,6 +144,7 @@ class Run:
             "rank": str(self.lora.rank), "alpha": str(self.lora.effective_alpha), "alpha_folded_into_lora_B": "true",
             "lora_variant": self.lora.variant.value, "rslora": str(self.lora.rslora).lower(),
             "target_modules": json.dumps(self.lora.targets), "task": task_name(cfg.task),
+            **({"blocks": json.dumps(self.lora.blocks)} if self.lora.blocks is not None else {}),
             "trigger_word": cfg.data.trigger_word, "step": str(step), **reference_metadata(self.task),
             **({"init_from": Path(cfg.lora.init_from).name} if cfg.lora.init_from else {}),
             **({"loraplus_lr_ratio": str(cfg.train.loraplus_lr_ratio)} if cfg.train.loraplus_lr_ratio != 1.0 else {}),
@@ -209,6 +212,7 @@ def resolve_run(cfg: Config, *, max_steps: int | None = None, dist: DistEnv | No
     if max_steps is not None:
         cfg = cfg.model_copy(update={"train": cfg.train.model_copy(update={"steps": max_steps})})
     base = BaseFile.read(cfg.model.checkpoint)  # the base first: a wrong file explains most else
+    check_lora_blocks(base, cfg.lora.blocks)
     device = device or pick_device()
     if dist.active:  # every GPU the same plan; under FSDP a bf16 base sharded over them
         plan = plan_for_processes(cfg, device, dist, base=base)

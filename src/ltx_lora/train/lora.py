@@ -45,13 +45,14 @@ def peft_config(cfg: LoraConfig):
     from peft import LoHaConfig, LoKrConfig
     from peft import LoraConfig as PeftLoraConfig
 
-    common = {"r": cfg.rank, "alpha": cfg.effective_alpha, "rank_dropout": cfg.dropout, "target_modules": cfg.targets}
+    common = {"r": cfg.rank, "alpha": cfg.effective_alpha, "rank_dropout": cfg.dropout,
+              "target_modules": cfg.peft_targets}
     if cfg.variant == LoraVariant.lokr:
         return LoKrConfig(**common, decompose_factor=cfg.lokr_factor)
     if cfg.variant == LoraVariant.loha:
         return LoHaConfig(**common)
     return PeftLoraConfig(r=cfg.rank, lora_alpha=cfg.effective_alpha, lora_dropout=cfg.dropout,
-                          target_modules=cfg.targets, use_rslora=cfg.rslora)
+                          target_modules=cfg.peft_targets, use_rslora=cfg.rslora)
 
 
 def inject_lora(transformer: torch.nn.Module, cfg: LoraConfig, seed: int) -> list[torch.nn.Parameter]:

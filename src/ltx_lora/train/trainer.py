@@ -80,7 +80,8 @@ from ltx_lora.train.step import NonFiniteLoss, Preservation, forward_backward
 from ltx_lora.train.timesteps import SigmaSampler
 
 # Fingerprint keys added later: what a training checkpoint written before them was trained with.
-_FINGERPRINT_DEFAULTS = {"variant": "lora", "rslora": False, "lokr_factor": -1, "loraplus_lr_ratio": 1.0}
+_FINGERPRINT_DEFAULTS = {"variant": "lora", "rslora": False, "lokr_factor": -1, "loraplus_lr_ratio": 1.0,
+                         "blocks": None}
 PATH_FINGERPRINTS = ("checkpoint", "cache_dir")  # compared as files, not as spellings
 
 
