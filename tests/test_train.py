@@ -203,6 +203,10 @@ def test_resume_after_sigkill_is_bit_exact(prepared, tmp_path):
     assert all(torch.equal(ea[k], eb[k]) for k in ea)
     assert any(not torch.equal(ea[k], a[k]) for k in a if "lora_B" in k), "the EMA export is the raw LoRA"
     assert (ckpts / "step_000006" / "killed_step_000006_ema.safetensors").is_file()
+    # the checkpoints' LoRA files (the glob `lora ema --help` shows) average oldest first by their recorded step
+    res = run_cli("lora", "ema", *sorted(ckpts.glob("*/killed_step_??????.safetensors"), reverse=True), "-o",
+                  tmp_path / "post_hoc.safetensors")
+    assert res.code == 0 and "(step 3), killed_step_000006.safetensors (step 6)" in res.out, res.out + res.err
     assert _steps_logged(run) == [1, 2, 3, 4, 5, 6]  # steps 4.. of the killed run are dropped, not logged twice
     # resuming the finished run: one line, exit 0, nothing rewritten
     files = lambda: {p: p.stat().st_mtime_ns for p in run.rglob("*") if p.is_file() and p.name != LOCK_NAME}  # noqa: E731
