@@ -406,6 +406,8 @@ def test_lora_blocks_read_ranges_and_refuse_what_names_no_block():
                       ([-1], "negative")):
         with pytest.raises(UserError, match=says):
             parse_config({"lora": {"blocks": bad}})
+    with pytest.raises(UserError, match="names a layer of one block; .* choose blocks with lora.blocks"):
+        parse_config({"lora": {"target_modules": ["to_q", "transformer_blocks.3.attn1.to_q"]}})
 
 
 def test_lora_variants_dora_is_refused_with_the_reason_rslora_is_for_lora_only():

@@ -141,6 +141,17 @@ class LoraConfig(Section):
             raise ValueError("lora.lokr_factor must be -1 (near the square root) or a width >= 1.")
         return v
 
+    @field_validator("target_modules")
+    @classmethod
+    def _names_inside_a_block(cls, v: list[str]) -> list[str]:
+        # A path naming a block would adapt that block's layer in peft while the memory plan, which counts layers
+        # by their name inside a block, counted it in every block or none.
+        whole = [t for t in v if re.match(r"(.*\.)?transformer_blocks\.\d+\.", t)]
+        if whole:
+            raise ValueError(f"{whole[0]!r} names a layer of one block; name layers as inside a block (to_q, "
+                             "attn1.to_q, ff.net.0.proj) and choose blocks with lora.blocks (e.g. \"0-23\")")
+        return v
+
     @field_validator("blocks", mode="before")
     @classmethod
     def _block_list(cls, v: Any) -> Any:
