@@ -290,7 +290,8 @@ class TrainConfig(Section):
     loraplus_lr_ratio: float = Field(1.0, gt=0, description="LoRA+ (kohya's and musubi-tuner's loraplus_lr_ratio): "
                                      "the lora_B (up) matrices train at learning_rate x this, the lora_A (down) ones "
                                      "at learning_rate, which learns faster at the same stability; 1 = off. The "
-                                     "paper suggests 16, musubi-tuner to start near 4. Plain LoRA only.")
+                                     "paper suggests 16, musubi-tuner to start near 4. Plain LoRA only; not with "
+                                     "prodigy (one step size for every parameter).")
     optimizer: Optimizer = Field(Optimizer.adamw, description="adamw (fused), adamw8bit (bitsandbytes' 8-bit "
                                  "AdamW: 2 bytes of state per LoRA parameter instead of 8; pip install "
                                  "'ltx-lora[lowvram]'), prodigy, or adafactor (transformers' Adafactor at the "
@@ -360,6 +361,15 @@ class TrainConfig(Section):
         if other:
             raise ValueError(f"train.timestep_sampling_params.{other[0]} does not apply to timestep_sampling {kind} "
                              f"(it takes {', '.join(sorted(mine))}); remove it or change timestep_sampling.")
+        return self
+
+    @model_validator(mode="after")
+    def _loraplus_has_group_rates(self) -> TrainConfig:
+        # prodigy estimates one step size for all parameters and raises on a group with another learning rate
+        if self.loraplus_lr_ratio != 1.0 and self.optimizer == Optimizer.prodigy:
+            raise ValueError("train.loraplus_lr_ratio trains lora_B at another learning rate than lora_A, which "
+                             "train.optimizer prodigy cannot (it estimates one step size for every parameter); set "
+                             "the ratio to 1 or use adamw, adamw8bit or adafactor")
         return self
 
     @field_validator("output_preservation", mode="before")
