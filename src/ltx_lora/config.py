@@ -204,11 +204,12 @@ class LoraConfig(Section):
     @property
     def peft_targets(self) -> list[str] | str:
         """peft's target_modules: the names (a list: peft's suffix rule), or with `blocks` one regex it matches
-        whole against each module path (its layers_to_transform depends on the peft release's pattern)."""
+        whole against each module path (its layers_to_transform depends on the peft release's pattern): a block's
+        prefix (looked ahead), then the suffix rule, so a target given as a whole path matches as in `adapts`."""
         if self.blocks is None:
             return self.targets
         names = "|".join(re.escape(t) for t in self.targets)
-        return rf"transformer_blocks\.({'|'.join(map(str, self.blocks))})\.(?:.*\.)?({names})"
+        return rf"(?=transformer_blocks\.({'|'.join(map(str, self.blocks))})\.)(?:.*\.)?({names})"
 
 
 class Optimizer(str, Enum):
