@@ -403,7 +403,8 @@ def test_lora_blocks_read_ranges_and_refuse_what_names_no_block():
     assert parse_config({"lora": {"blocks": "0-3, 40,2"}}).lora.blocks == [0, 1, 2, 3, 40]
     assert parse_config({"lora": {"blocks": [5, 1, 5]}}).lora.blocks == [1, 5]
     for bad, says in (("7-3", "runs backwards"), ("a-b", "not a list of blocks"), ([], "at least one block"),
-                      ([-1], "negative")):
+                      ([-1], "negative"), ("0-99999999999", "beyond any LTX model's"),  # (a MemoryError)
+                      ("²", "not a list of blocks")):
         with pytest.raises(UserError, match=says):
             parse_config({"lora": {"blocks": bad}})
 

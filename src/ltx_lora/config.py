@@ -96,6 +96,9 @@ UNSUPPORTED_VARIANTS = {
 }
 
 
+MAX_BLOCKS = 10_000  # far above any LTX model's transformer blocks (LTX-2.3 22B: 48); lora.blocks' ranges stop here
+
+
 class LoraConfig(Section):
     variant: LoraVariant = Field(LoraVariant.lora, description="Adapter kind: lora (plain low-rank B @ A), lokr "
                                  "(Kronecker product kron(w1, w2), LyCORIS LoKr) or loha (Hadamard product of two "
@@ -150,11 +153,13 @@ class LoraConfig(Section):
         out: list[int] = []
         for part in v.replace(" ", "").split(","):
             lo, dash, hi = part.partition("-")
-            if not lo.isdigit() or (dash and not hi.isdigit()):
+            if not re.fullmatch(r"[0-9]+", lo) or (dash and not re.fullmatch(r"[0-9]+", hi)):
                 raise ValueError(f"{v!r} is not a list of blocks; write ranges and numbers like \"0-23,40\"")
             first, last = int(lo), int(hi) if dash else int(lo)
             if last < first:
                 raise ValueError(f"the range {part} runs backwards; write it low-high, e.g. {last}-{first}")
+            if last >= MAX_BLOCKS:  # before the range is listed: "0-99999999999" would fill the memory
+                raise ValueError(f"block {last} is beyond any LTX model's (LTX-2.3 22B has blocks 0-47)")
             out.extend(range(first, last + 1))
         return out
 
