@@ -403,7 +403,8 @@ def test_lora_blocks_read_ranges_and_refuse_what_names_no_block():
     assert parse_config({"lora": {"blocks": "0-3, 40,2"}}).lora.blocks == [0, 1, 2, 3, 40]
     assert parse_config({"lora": {"blocks": [5, 1, 5]}}).lora.blocks == [1, 5]
     for bad, says in (("7-3", "runs backwards"), ("a-b", "not a list of blocks"), ([], "at least one block"),
-                      ([-1], "negative")):
+                      ([-1], "negative"), ("0-99999999999", "beyond any LTX model's"),  # (a MemoryError)
+                      ("²", "not a list of blocks")):
         with pytest.raises(UserError, match=says):
             parse_config({"lora": {"blocks": bad}})
     with pytest.raises(UserError, match="names a layer of one block; .* choose blocks with lora.blocks"):
@@ -421,6 +422,9 @@ def test_lora_variants_dora_is_refused_with_the_reason_rslora_is_for_lora_only()
     with pytest.raises(UserError, match="adafactor keeps a row and a column of moments per matrix, which "
                                         "distributed.strategy fsdp cannot shard"):
         parse_config({"train": {"optimizer": "adafactor"}, "distributed": {"strategy": "fsdp"}})
+    # prodigy raises at its first step on a group at another learning rate (LoRA+'s lora_B)
+    with pytest.raises(UserError, match="train.optimizer prodigy cannot"):
+        parse_config({"train": {"optimizer": "prodigy", "learning_rate": 1.0, "loraplus_lr_ratio": 4}})
     assert parse_config({"lora": {"variant": "loha"}}).lora.variant.value == "loha"
     cfg = parse_config({"lora": {"variant": "lora", "rslora": True, "rank": 16, "alpha": 8}})
     assert cfg.lora.scale == 8 / 4 and parse_config({"lora": {"rank": 16, "alpha": 8}}).lora.scale == 0.5

@@ -71,7 +71,8 @@ def test_a_lora_file_the_run_cannot_continue_is_refused_before_any_model_loads(p
     for lora, needle in [
             ({"rank": 4, "variant": "lokr", "init_from": made}, "set lora.variant: lora"),
             ({"rank": 4, "target_modules": ["to_q"], "init_from": made}, "adapt the same layers the file does"),
-            ({"rank": 4, "blocks": [1], "init_from": made}, r"lora.blocks \[1\]\): adapt the same layers"),
+            ({"rank": 4, "blocks": [1], "init_from": made},  # the layer named with its block
+             r"adapts transformer_blocks\.0\.attn1\.to_k, which .*lora.blocks \[1\]\): adapt the same"),
             ({"rank": 4, "init_from": str(tiny_checkpoint("dev"))}, "is not a LoRA"),
             ({"rank": 4, "init_from": str(tmp_path / "missing.safetensors")}, "does not exist")]:
         config = LoraConfig(**lora)

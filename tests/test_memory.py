@@ -327,6 +327,30 @@ def four_block_cfg():
     return cfg
 
 
+@pytest.mark.parametrize("variant", ["lokr", "loha"])
+def test_block_swap_streams_lokr_and_loha_blocks_exactly(four_block_cfg, variant):
+    """LoKr's and LoHa's factors stay on the device as LoRA's matrices do (attaching refused them as 'a trainable
+    base tensor'), and the swapped step gives the plain step's loss and gradients."""
+    ref = build_transformer_from_config(four_block_cfg, dtype=torch.float32)
+    results = []
+    for swap in ([], [1, 3]):
+        model = copy.deepcopy(ref)
+        params = inject_lora(model, LoraConfig(rank=4, variant=variant), seed=0)
+        g = torch.Generator().manual_seed(3)
+        with torch.no_grad():  # every factor non-zero, so each one matters
+            for p in params:
+                p.add_(0.05 * torch.randn(p.shape, generator=g))
+        model.set_gradient_checkpointing(True)
+        model.train()
+        attach_block_swap(model, swap, torch.device("cpu"))
+        inputs = prepare_inputs(_batch(four_block_cfg), SigmaSampler("uniform"), torch.Generator().manual_seed(1),
+                                task=TaskConfig(), dtype=torch.float32)
+        loss = compute_loss(*predict_velocity(model, inputs.video, inputs.audio), inputs).total
+        loss.backward()
+        results.append((loss.item(), torch.cat([p.grad.flatten() for p in params])))
+    assert results[0][0] == results[1][0] and torch.equal(results[0][1], results[1][1])
+
+
 def test_block_swap_gives_identical_loss_and_grads(four_block_cfg):
     ref = build_transformer_from_config(four_block_cfg, dtype=torch.float32)
     loss0, grad0, _ = _loss_and_grads(copy.deepcopy(ref), four_block_cfg)

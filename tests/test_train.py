@@ -248,6 +248,12 @@ def test_refusals_are_one_sentence(prepared, tmp_path, tiny_checkpoint, one_step
     data["lora"] = {"rank": 8}
     cfg.write_text(yaml.safe_dump(data))
     assert_user_error(run_cli("train", cfg, "--resume"), "rank=32", "config says 8")
+    # another optimizer's state does not load into this one (it crashed at the first step with KeyError 'beta1')
+    data["lora"] = {}
+    data["train"]["optimizer"] = "adafactor"
+    cfg.write_text(yaml.safe_dump(data))
+    assert_user_error(run_cli("train", cfg, "--resume"), "optimizer='adamw'", "config says 'adafactor'")
+    data["train"]["optimizer"] = "adamw"
     data["model"]["checkpoint"] = str(tiny_checkpoint("distilled"))
     data["output_dir"] = str(tmp_path / "other")
     cfg.write_text(yaml.safe_dump(data))

@@ -96,6 +96,9 @@ UNSUPPORTED_VARIANTS = {
 }
 
 
+MAX_BLOCKS = 10_000  # far above any LTX model's transformer blocks (LTX-2.3 22B: 48); lora.blocks' ranges stop here
+
+
 class LoraConfig(Section):
     variant: LoraVariant = Field(LoraVariant.lora, description="Adapter kind: lora (plain low-rank B @ A), lokr "
                                  "(Kronecker product kron(w1, w2), LyCORIS LoKr) or loha (Hadamard product of two "
@@ -161,11 +164,13 @@ class LoraConfig(Section):
         out: list[int] = []
         for part in v.replace(" ", "").split(","):
             lo, dash, hi = part.partition("-")
-            if not lo.isdigit() or (dash and not hi.isdigit()):
+            if not re.fullmatch(r"[0-9]+", lo) or (dash and not re.fullmatch(r"[0-9]+", hi)):
                 raise ValueError(f"{v!r} is not a list of blocks; write ranges and numbers like \"0-23,40\"")
             first, last = int(lo), int(hi) if dash else int(lo)
             if last < first:
                 raise ValueError(f"the range {part} runs backwards; write it low-high, e.g. {last}-{first}")
+            if last >= MAX_BLOCKS:  # before the range is listed: "0-99999999999" would fill the memory
+                raise ValueError(f"block {last} is beyond any LTX model's (LTX-2.3 22B has blocks 0-47)")
             out.extend(range(first, last + 1))
         return out
 
@@ -215,11 +220,12 @@ class LoraConfig(Section):
     @property
     def peft_targets(self) -> list[str] | str:
         """peft's target_modules: the names (a list: peft's suffix rule), or with `blocks` one regex it matches
-        whole against each module path (its layers_to_transform depends on the peft release's pattern)."""
+        whole against each module path (its layers_to_transform depends on the peft release's pattern): a block's
+        prefix (looked ahead), then the suffix rule, so a target given as a whole path matches as in `adapts`."""
         if self.blocks is None:
             return self.targets
         names = "|".join(re.escape(t) for t in self.targets)
-        return rf"transformer_blocks\.({'|'.join(map(str, self.blocks))})\.(?:.*\.)?({names})"
+        return rf"(?=transformer_blocks\.({'|'.join(map(str, self.blocks))})\.)(?:.*\.)?({names})"
 
 
 class Optimizer(str, Enum):
@@ -301,7 +307,8 @@ class TrainConfig(Section):
     loraplus_lr_ratio: float = Field(1.0, gt=0, description="LoRA+ (kohya's and musubi-tuner's loraplus_lr_ratio): "
                                      "the lora_B (up) matrices train at learning_rate x this, the lora_A (down) ones "
                                      "at learning_rate, which learns faster at the same stability; 1 = off. The "
-                                     "paper suggests 16, musubi-tuner to start near 4. Plain LoRA only.")
+                                     "paper suggests 16, musubi-tuner to start near 4. Plain LoRA only; not with "
+                                     "prodigy (one step size for every parameter).")
     optimizer: Optimizer = Field(Optimizer.adamw, description="adamw (fused), adamw8bit (bitsandbytes' 8-bit "
                                  "AdamW: 2 bytes of state per LoRA parameter instead of 8; pip install "
                                  "'ltx-lora[lowvram]'), prodigy, or adafactor (transformers' Adafactor at the "
@@ -371,6 +378,15 @@ class TrainConfig(Section):
         if other:
             raise ValueError(f"train.timestep_sampling_params.{other[0]} does not apply to timestep_sampling {kind} "
                              f"(it takes {', '.join(sorted(mine))}); remove it or change timestep_sampling.")
+        return self
+
+    @model_validator(mode="after")
+    def _loraplus_has_group_rates(self) -> TrainConfig:
+        # prodigy estimates one step size for all parameters and raises on a group with another learning rate
+        if self.loraplus_lr_ratio != 1.0 and self.optimizer == Optimizer.prodigy:
+            raise ValueError("train.loraplus_lr_ratio trains lora_B at another learning rate than lora_A, which "
+                             "train.optimizer prodigy cannot (it estimates one step size for every parameter); set "
+                             "the ratio to 1 or use adamw, adamw8bit or adafactor")
         return self
 
     @field_validator("output_preservation", mode="before")

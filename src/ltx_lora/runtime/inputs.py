@@ -105,8 +105,10 @@ def check_lora_init(value: str | Path, base: BaseFile, config_lora: LoraConfig, 
             raise UserError(f"lora.init_from {path.name} adapts {m.stem}, outside the transformer ltx-lora trains "
                             "(the text connectors): start from a LoRA of the transformer's layers.")
         if not config_lora.adapts(module_path):
+            # with lora.blocks the layer's block is what may differ: name it
             blocks = "" if config_lora.blocks is None else f", lora.blocks {config_lora.blocks}"
-            raise UserError(f"lora.init_from {path.name} adapts {target_name(m.stem)}, which this config does not "
+            layer = target_name(m.stem) if config_lora.blocks is None else module_path
+            raise UserError(f"lora.init_from {path.name} adapts {layer}, which this config does not "
                             f"(lora.target_modules {config_lora.target_modules}, lora.feed_forward "
                             f"{str(config_lora.feed_forward).lower()}{blocks}): adapt the same layers the file does.")
         info = base.header.tensors.get(base_weight_key(m.stem))

@@ -27,6 +27,8 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from ltx_lora.train.lora import is_adapter_parameter
+
 _ALIGN = 64  # bytes; every tensor starts aligned in the flat buffers
 
 
@@ -50,8 +52,8 @@ def spread_blocks(n_swapped: int, n_blocks: int) -> list[int]:
 def _frozen_tensors(block: nn.Module) -> list[tuple[nn.Module, str, bool, torch.Tensor]]:
     out = []
     for mod_name, module in block.named_modules():
-        if any(part.startswith("lora_") for part in mod_name.split(".")):
-            continue  # peft's LoRA layers: trainable, stay on the device
+        if is_adapter_parameter(mod_name):
+            continue  # the adapters (LoRA's lora_A / lora_B, LoKr's and LoHa's factors): trainable, stay on the device
         for name, p in module._parameters.items():
             if p is not None:
                 if p.requires_grad:

@@ -132,7 +132,7 @@ class Run:
                 "variant": self.lora.variant.value, "rslora": self.lora.rslora, "lokr_factor": self.lora.lokr_factor,
                 "gradient_accumulation": cfg.train.gradient_accumulation, "token_budget": cfg.data.token_budget,
                 "cache_dir": cfg.data.cache_dir, "loraplus_lr_ratio": cfg.train.loraplus_lr_ratio,
-                "blocks": self.lora.blocks}
+                "blocks": self.lora.blocks, "optimizer": cfg.train.optimizer.value}
 
     def lora_metadata(self, step: int, base_identity: dict) -> dict[str, str]:
         """safetensors header of every exported LoRA: enough to know what it is and what it fits."""

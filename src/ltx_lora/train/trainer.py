@@ -82,6 +82,8 @@ from ltx_lora.train.timesteps import SigmaSampler
 # Fingerprint keys added later: what a training checkpoint written before them was trained with.
 _FINGERPRINT_DEFAULTS = {"variant": "lora", "rslora": False, "lokr_factor": -1, "loraplus_lr_ratio": 1.0,
                          "blocks": None}
+# Compared only where the checkpoint records them: written before they were, it may hold any of their values.
+_FINGERPRINT_UNRECORDED = ("optimizer",)
 PATH_FINGERPRINTS = ("checkpoint", "cache_dir")  # compared as files, not as spellings
 
 
@@ -306,6 +308,8 @@ class Trainer:
                             "folder to start this run over.")
         expected = self.run.resume_fingerprint()
         for key, value in expected.items():
+            if key in _FINGERPRINT_UNRECORDED and key not in state.meta:
+                continue
             saved_value = state.meta.get(key, _FINGERPRINT_DEFAULTS.get(key))
             if key in PATH_FINGERPRINTS and saved_value and value and same_path(saved_value, value):
                 continue  # one file or folder, spelled another way (./x and x, a symlink)
