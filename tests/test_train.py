@@ -267,6 +267,23 @@ def test_refusals_are_one_sentence(prepared, tmp_path, tiny_checkpoint, one_step
     assert_user_error(run_cli("train", cfg), "ltx-lora preprocess")
 
 
+def test_a_resumed_run_uses_the_configs_weight_decay(prepared, tmp_path, one_step_run):
+    """Loading the optimizer state puts back the saved parameter groups' settings: train.weight_decay changed for
+    the resume applies (it was silently the saved one), as a changed learning rate does."""
+    from rich.console import Console
+
+    from ltx_lora.config import load_config
+    from ltx_lora.runtime.run import resolve_run
+    from ltx_lora.train.trainer import Trainer
+
+    shutil.copytree(one_step_run, tmp_path / "run")
+    cfg = write_config(prepared, tmp_path, steps=2, weight_decay=0.25)
+    trainer = Trainer(resolve_run(load_config(cfg)), console=Console(quiet=True), resume=True)
+    manifest, resume = trainer._check_inputs()
+    t = trainer._build(manifest, resume)
+    assert t.start == 1 and [g["weight_decay"] for g in t.optimizer.param_groups] == [0.25]
+
+
 def test_prodigy_and_gradient_accumulation_train(prepared, tmp_path):
     cfg = write_config(prepared, tmp_path, task="t2v", steps=2, optimizer="prodigy", learning_rate=1.0,
                        gradient_accumulation=2, scheduler="cosine", warmup_steps=1)

@@ -341,6 +341,8 @@ class Trainer:
         try:  # the state read, but its tensors or positions may still not fit (a damaged or edited file)
             parallel.load_full_lora_(params, state.lora)  # each rank keeps its shard (FSDP) or the whole (DDP)
             parallel.load_full_optimizer_state(optimizer, state.optimizer)
+            for group in optimizer.param_groups:  # loading put back the saved groups' settings; the config's apply,
+                group["weight_decay"] = self.cfg.train.weight_decay  # as its learning rate does (set_lr)
             if ema is not None and state.ema:
                 ema.load_full(state.ema)
             elif ema is not None:  # train.ema turned on for a run saved without it: the average starts here
