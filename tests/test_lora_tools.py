@@ -637,4 +637,8 @@ def test_ema_averages_checkpoints_oldest_first_by_their_step(tmp_path):
                       "adapt other layers")
     assert_user_error(run_cli("lora", "ema", files[100][0], files[200][0], "-o", files[100][0]),
                       "would overwrite an input")
+    twin = tmp_path / "copy_of_100.safetensors"
+    twin.write_bytes(files[100][0].read_bytes())
+    assert_user_error(run_cli("lora", "ema", files[100][0], twin, "-o", tmp_path / "x.safetensors"),
+                      "both record step 100")
     assert not (tmp_path / "x.safetensors").exists()

@@ -78,6 +78,10 @@ def post_hoc_ema(paths: list[str | Path], out: str | Path, beta: float = 0.95, b
     if len({when(f)[0] for f in loras}) > 1:
         raise UserError("some files record their training step and some do not, so their order is unknown; pass "
                         "the LoRA files of one run's checkpoints.")
+    same = next(((a, b) for a, b in zip(keyed, keyed[1:]) if when(a)[0] == 0 and when(a)[1] == when(b)[1]), None)
+    if same is not None:  # a copy, or another run's file: the average would count one step twice
+        raise UserError(f"{same[0].path.name} and {same[1].path.name} both record {when(same[0])[2]}; pass one "
+                        "file per checkpoint of one run.")
     average: dict[str, dict[str, torch.Tensor]] = {}
     shapes: dict[str, object] = {}
     betas = decays(len(keyed), beta, beta2)
