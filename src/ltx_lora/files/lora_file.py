@@ -66,6 +66,17 @@ _SUFFIXES = (  # (key suffix, role, naming)
     (".alpha", "alpha", None),
 )
 
+# The name parts of an adapter's tensors in peft's injected modules (`...to_q.lora_A.default.weight`,
+# `...to_q.lokr_w1.default`, `...to_q.hada_w1_a.default`), as their keys in files begin: what trains, and what block
+# swap leaves on the device (runtime/placement.py).
+ADAPTER_PREFIXES = ("lora_", "lokr_", "hada_")
+
+
+def is_adapter_parameter(name: str) -> bool:
+    """Whether a parameter or module (full name) belongs to an injected adapter rather than to the frozen base."""
+    return any(part.startswith(ADAPTER_PREFIXES) for part in name.split("."))
+
+
 # --- ltx-core <-> diffusers module names ------------------------------------------------------------------------
 # Top-level transformer modules whose names differ (diffusers' `convert_ltx2_transformer_to_diffusers` and
 # `_convert_non_diffusers_ltx2_lora_to_diffusers`, plus the LTX-2.3 renames of scripts/convert_ltx2_to_diffusers.py).

@@ -27,7 +27,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from ltx_lora.train.lora import is_adapter_parameter
+from ltx_lora.files.lora_file import is_adapter_parameter
 
 _ALIGN = 64  # bytes; every tensor starts aligned in the flat buffers
 

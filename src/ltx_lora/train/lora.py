@@ -28,9 +28,8 @@ from ltx_lora.errors import UserError
 from ltx_lora.files import lora_file
 
 ADAPTER = "default"
-# Name prefixes of the trainable tensors of peft's tuners: lora_A/lora_B (and DoRA's lora_magnitude_vector), LoKr's
-# lokr_w1/lokr_w2(_a/_b), LoHa's hada_w1_a/... A parameter is trainable when one of its path parts starts so.
-TRAINABLE_PREFIXES = ("lora_", "lokr_", "hada_")
+# A parameter is trainable when one of its path parts starts with lora_file.ADAPTER_PREFIXES (lora_A/lora_B, LoKr's
+# lokr_w1/lokr_w2(_a/_b), LoHa's hada_w1_a/...).
 _PARAM = re.compile(rf"^(?P<module>.+)\.lora_(?P<ab>[AB])\.{ADAPTER}\.weight$")
 _LYCORIS_PARAM = re.compile(rf"^(?P<module>.+)\.(?P<name>(?:lokr|hada)_\w+)\.{ADAPTER}$")
 
@@ -73,7 +72,7 @@ def inject_lora(transformer: torch.nn.Module, cfg: LoraConfig, seed: int) -> lis
         factorize_lycoris(transformer)
     params = []
     for name, p in transformer.named_parameters():
-        if is_adapter_parameter(name):
+        if lora_file.is_adapter_parameter(name):
             p.data = p.data.float()  # LoRA weights and their optimizer state stay fp32
             p.requires_grad_(True)
             params.append(p)
@@ -168,20 +167,15 @@ def adapters_off(transformer: torch.nn.Module):
             layer.enable_adapters(True)
 
 
-def is_adapter_parameter(name: str) -> bool:
-    """Whether a parameter (full name) belongs to an injected adapter rather than to the frozen base."""
-    return any(part.startswith(TRAINABLE_PREFIXES) for part in name.split("."))
-
-
 def adapted_module(name: str) -> str:
     """The module path an adapter parameter (full name) belongs to: `...attn1.to_q` of `...attn1.to_q.lora_A...`."""
     parts = name.split(".")
-    return ".".join(parts[:next(i for i, part in enumerate(parts) if part.startswith(TRAINABLE_PREFIXES))])
+    return ".".join(parts[:next(i for i, part in enumerate(parts) if part.startswith(lora_file.ADAPTER_PREFIXES))])
 
 
 def lora_parameters(transformer: torch.nn.Module) -> dict[str, torch.nn.Parameter]:
     """Trainable LoRA parameters by their full name (stable order: the module order)."""
-    return {n: p for n, p in transformer.named_parameters() if is_adapter_parameter(n)}
+    return {n: p for n, p in transformer.named_parameters() if lora_file.is_adapter_parameter(n)}
 
 
 def export_comfy(transformer: torch.nn.Module, rank: int, alpha: float,
