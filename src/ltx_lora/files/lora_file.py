@@ -637,14 +637,18 @@ class LycorisWeights:
         return LycorisWeights(self.kind, t, 1.0)
 
 
-def first_damaged(weights: dict[str, LoraPair | LycorisWeights]) -> str | None:
+def first_damaged(weights: dict[str, LoraPair | LycorisWeights | tuple[torch.Tensor, torch.Tensor]]) -> str | None:
     """The first module whose tensors or strength hold NaN or infinite values (None: all finite). One damaged
-    module makes every merged, mixed, resized or continued result NaN: the tools refuse the file with its name."""
+    module makes every merged, mixed, resized or continued result NaN: the tools refuse the file with its name.
+    Takes `load_weights`' modules or `lora convert`'s (down, up) pairs with the strength folded in."""
     import torch
 
     for stem, m in weights.items():
-        tensors = m.tensors.values() if isinstance(m, LycorisWeights) else (m.down, m.up)
-        if not math.isfinite(m.scale) or not all(bool(torch.isfinite(t).all()) for t in tensors):
+        if isinstance(m, LycorisWeights):
+            tensors, scale = m.tensors.values(), m.scale
+        else:
+            tensors, scale = ((m.down, m.up), m.scale) if isinstance(m, LoraPair) else (m, 1.0)
+        if not math.isfinite(scale) or not all(bool(torch.isfinite(t).all()) for t in tensors):
             return stem
     return None
 

@@ -74,25 +74,26 @@ def post_hoc_ema(paths: list[str | Path], out: str | Path, beta: float = 0.95, b
         mtime = f.path.stat().st_mtime
         return 1, mtime, "modified " + time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(mtime))
 
-    keyed = sorted(loras, key=lambda f: when(f)[:2])
-    if len({when(f)[0] for f in loras}) > 1:
+    order = sorted(((when(f), f) for f in loras), key=lambda wf: wf[0][:2])
+    if len({w[0] for w, _ in order}) > 1:
         raise UserError("some files record their training step and some do not, so their order is unknown; pass "
                         "the LoRA files of one run's checkpoints.")
-    same = next(((a, b) for a, b in zip(keyed, keyed[1:]) if when(a)[0] == 0 and when(a)[1] == when(b)[1]), None)
+    same = next(((a, b) for a, b in zip(order, order[1:]) if a[0][0] == 0 and a[0][1] == b[0][1]), None)
     if same is not None:  # a copy, or another run's file: the average would count one step twice
-        raise UserError(f"{same[0].path.name} and {same[1].path.name} both record {when(same[0])[2]}; pass one "
+        raise UserError(f"{same[0][1].path.name} and {same[1][1].path.name} both record {same[0][0][2]}; pass one "
                         "file per checkpoint of one run.")
+    keyed = [f for _, f in order]
     average: dict[str, dict[str, torch.Tensor]] = {}
-    shapes: dict[str, object] = {}
+    first: dict[str, object] = {}
     betas = decays(len(keyed), beta, beta2)
     for i, lora in enumerate(keyed):
-        damaged = lora_file.first_damaged(lora_file.load_weights(lora))
+        modules, _, _, _ = converted_modules(lora, lora_file.COMFYUI, fold_alpha=True)
+        damaged = lora_file.first_damaged(modules)
         if damaged is not None:
             raise UserError(f"{lora.path.name} holds NaN or infinite values ({damaged}): the file is damaged; leave "
                             "it out.")
-        modules, _, _, _ = converted_modules(lora, lora_file.COMFYUI, fold_alpha=True)
         if i == 0:
-            shapes = modules
+            first = modules
             average = {stem: {k: t.float() for k, t in _factors(m).items()} for stem, m in modules.items()}
             continue
         if modules.keys() != average.keys():
@@ -107,7 +108,8 @@ def post_hoc_ema(paths: list[str | Path], out: str | Path, beta: float = 0.95, b
                                     "variant); pass the LoRA files of one run's checkpoints.")
                 average[stem][k] = average[stem][k] * b + t.float() * (1.0 - b)
     newest = keyed[-1]
-    modules = {stem: _rebuild(shapes[stem], {k: v.to(_factors(shapes[stem])[k].dtype) for k, v in f.items()})
+    modules = {stem: _rebuild(first[stem], {k: v.to(t.dtype) for (k, v), t in
+                                             zip(f.items(), _factors(first[stem]).values(), strict=True)})
                for stem, f in average.items()}
     meta = dict(newest.metadata)
     meta.pop("alpha", None)  # every module's strength is folded in
@@ -115,4 +117,4 @@ def post_hoc_ema(paths: list[str | Path], out: str | Path, beta: float = 0.95, b
              "ltx_lora_post_hoc_ema": json.dumps({"files": [f.path.name for f in keyed], "beta": beta,
                                                   "beta2": beta2 if beta2 is not None else beta})}
     lora_file.write_lora(out, modules, layout=lora_file.COMFYUI, metadata=meta)
-    return EmaResult(out, [(f.path.name, when(f)[2]) for f in keyed], betas, len(modules))
+    return EmaResult(out, [(f.path.name, w[2]) for w, f in order], betas, len(modules))

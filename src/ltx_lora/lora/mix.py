@@ -44,8 +44,7 @@ def mix(video: str | Path, audio: str | Path, out: str | Path, overwrite: bool =
             raise UserError(f"{lora.path.name} adapts no layer of the {stream} stream (it has "
                             f"{', '.join(sorted({lora_file.module_group(s) for s in folded}))}); pass a LoRA "
                             f"trained with {stream} as --{stream}.")
-        weights = lora_file.load_weights(lora)
-        damaged = lora_file.first_damaged({stem: weights[stem] for stem in mine})
+        damaged = lora_file.first_damaged(mine)
         if damaged is not None:
             raise UserError(f"{lora.path.name} holds NaN or infinite values ({damaged}): the file is damaged; mix "
                             "an earlier checkpoint's LoRA instead.")
