@@ -22,7 +22,8 @@ what both `ltx-lora train` and `ltx-lora doctor` call, so both show the same pla
 The peak estimate counts weights, LoRA parameters + gradients + optimizer state (LoKr / LoHa: their own parameter
 counts, plus what autograd keeps of their factorised changes beyond plain LoRA's, `Workload.adapter_activation_bytes`:
 derived; measured on an H200 within 0.82 GiB under (LoKr) and 0.48 GiB over (LoHa) the peak), and activations
-with whole-block checkpointing: each block's input is kept (one token row per block) plus one block's working set while it is recomputed and back-propagated. The
+with whole-block checkpointing: each block's input is kept (one token row per block) plus one block's working set
+while it is recomputed and back-propagated. The
 working-set constant is calibrated on the measured bf16 step on an H100 (960x544x49 + audio, rank 32, AdamW:
 40.9 GiB, bench/results/2026-11-25_h100_train_step_960x544x49*.jsonl); bench/memory_tiers.py prints the estimate
 beside the measured peak of every tier. A 1-byte base dequantised per matmul adds one layer's dequantised weight
